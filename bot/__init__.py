@@ -1,0 +1,1 @@
+"""imagine-bot front ends and the service they share."""

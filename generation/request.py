@@ -1,0 +1,210 @@
+"""The one request type that travels from the parser to storage, and what a model can do.
+
+``GenerationRequest`` validates what holds for every model in ``__post_init__``;
+``ModelCaps.check`` adds what depends on the loaded model (its sizes and step checkpoints).
+Both raise :class:`~generation.errors.InvalidRequest` naming the field and the allowed values;
+nothing is ever clamped silently.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from generation.errors import InvalidRequest
+from generation.styles import STYLES, apply_style
+
+__all__ = [
+    "ASPECT_RATIOS",
+    "GenerationRequest",
+    "GenerationResult",
+    "ModelCaps",
+    "MAX_COUNT",
+    "MAX_PROMPT_CHARS",
+    "MAX_SEED",
+    "STEP_CHOICES",
+    "random_seed",
+]
+
+MAX_PROMPT_CHARS = 1000
+MAX_COUNT = 4
+MAX_SEED = 2**32 - 1
+STEP_CHOICES = (1, 2, 4, 8)
+KINDS = ("txt2img",)
+
+# SDXL buckets at a 1024 base resolution (DESIGN.md); other bases scale them.
+ASPECT_RATIOS: dict[str, tuple[int, int]] = {
+    "1:1": (1024, 1024),
+    "16:9": (1344, 768),
+    "9:16": (768, 1344),
+    "4:3": (1152, 896),
+    "3:4": (896, 1152),
+    "3:2": (1216, 832),
+    "2:3": (832, 1216),
+    "21:9": (1536, 640),
+}
+
+
+def random_seed() -> int:
+    """A fresh seed in 0..MAX_SEED."""
+    return secrets.randbelow(MAX_SEED + 1)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What to generate and who asked. ``seed`` is the first image's; image i uses seed + i."""
+
+    prompt: str
+    width: int = 1024
+    height: int = 1024
+    negative_prompt: str = ""
+    steps: int = 4
+    seed: int | None = None
+    count: int = 1
+    style: str = "none"
+    kind: str = "txt2img"
+    user_id: str = "local"
+    platform: str = "cli"
+
+    def __post_init__(self) -> None:
+        prompt = self.prompt.strip() if isinstance(self.prompt, str) else self.prompt
+        if not isinstance(prompt, str) or not prompt:
+            raise InvalidRequest("prompt", "The prompt is empty: describe the image you want.")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise InvalidRequest(
+                "prompt",
+                f"The prompt is {len(prompt)} characters long; the limit is {MAX_PROMPT_CHARS}.",
+            )
+        object.__setattr__(self, "prompt", prompt)
+        negative = self.negative_prompt.strip()
+        if len(negative) > MAX_PROMPT_CHARS:
+            raise InvalidRequest(
+                "negative_prompt",
+                f"The negative prompt is {len(negative)} characters long; "
+                f"the limit is {MAX_PROMPT_CHARS}.",
+            )
+        object.__setattr__(self, "negative_prompt", negative)
+        _check_int("count", self.count, 1, MAX_COUNT, "Image count")
+        if self.seed is not None:
+            _check_int("seed", self.seed, 0, MAX_SEED, "Seed")
+        if self.steps not in STEP_CHOICES or isinstance(self.steps, bool):
+            raise InvalidRequest(
+                "steps", f"Steps must be one of {_join(STEP_CHOICES)}, not {self.steps!r}."
+            )
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            _check_int(name, value, 64, 2048, name.capitalize())
+            if value % 16:
+                raise InvalidRequest(name, f"{name.capitalize()} must be a multiple of 16, not {value}.")
+        if self.style not in STYLES:
+            raise InvalidRequest(
+                "style", f"Unknown style {self.style!r}; choose one of {_join(STYLES)}."
+            )
+        if self.kind not in KINDS:
+            raise InvalidRequest("kind", f"Unknown kind {self.kind!r}; choose one of {_join(KINDS)}.")
+
+    # -- derived views -------------------------------------------------------------------------
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """One seed per image: seed, seed+1, ... (wrapping at 2**32). Needs a resolved seed."""
+        if self.seed is None:
+            raise ValueError("seed is not resolved; call with_seed() first")
+        return tuple((self.seed + i) % (MAX_SEED + 1) for i in range(self.count))
+
+    @property
+    def shape(self) -> tuple[str, int, int, int]:
+        """Jobs of the same shape can share one pipeline call."""
+        return (self.kind, self.width, self.height, self.steps)
+
+    @property
+    def styled_prompts(self) -> tuple[str, str]:
+        """(prompt, negative prompt) as the pipeline sees them, style applied."""
+        return apply_style(self.style, self.prompt, self.negative_prompt)
+
+    def with_seed(self, seed: int | None = None) -> GenerationRequest:
+        """This request with a concrete seed (``seed`` or a random one if none is set)."""
+        if seed is None and self.seed is not None:
+            return self
+        return replace(self, seed=random_seed() if seed is None else seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationRequest:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class ModelCaps:
+    """What the loaded model accepts: its base resolution and the step counts it has."""
+
+    name: str = "sdxl-lightning"
+    base_resolution: int = 1024
+    steps: tuple[int, ...] = (4,)
+
+    @property
+    def default_steps(self) -> int:
+        return 4 if 4 in self.steps else self.steps[0]
+
+    def sizes(self) -> dict[str, tuple[int, int]]:
+        """Aspect ratio -> (width, height) for this model's base resolution."""
+        grid = self.base_resolution // 16
+        return {ar: (_snap(w * self.base_resolution / 1024, grid), _snap(h * self.base_resolution / 1024, grid))
+                for ar, (w, h) in ASPECT_RATIOS.items()}
+
+    def size_for(self, aspect: str) -> tuple[int, int]:
+        sizes = self.sizes()
+        if aspect not in sizes:
+            raise InvalidRequest(
+                "aspect", f"Unknown aspect ratio {aspect!r}; choose one of {_join(sizes)}."
+            )
+        return sizes[aspect]
+
+    def check(self, request: GenerationRequest) -> GenerationRequest:
+        """Raise InvalidRequest unless this model can run ``request``; return it otherwise."""
+        if request.steps not in self.steps:
+            raise InvalidRequest(
+                "steps",
+                f"This bot's model has {_join(self.steps)}-step checkpoints loaded; "
+                f"{request.steps} steps is not available.",
+            )
+        if (request.width, request.height) not in self.sizes().values():
+            allowed = ", ".join(f"{ar} ({w}x{h})" for ar, (w, h) in self.sizes().items())
+            raise InvalidRequest(
+                "size",
+                f"{request.width}x{request.height} is not a supported size; use an aspect ratio: "
+                f"{allowed}.",
+            )
+        return request
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """The images of one job, in seed order, and how they were made."""
+
+    request: GenerationRequest
+    images: tuple[Any, ...]  # PIL.Image.Image, one per seed
+    seeds: tuple[int, ...]
+    model: str
+    seconds: float = 0.0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _snap(value: float, grid: int) -> int:
+    """Round to the model's size grid (64 px at a 1024 base), never below 64."""
+    grid = max(16, grid - grid % 16)
+    return max(64, int(round(value / grid)) * grid)
+
+
+def _check_int(name: str, value: object, low: int, high: int, label: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidRequest(name, f"{label} must be a whole number from {low} to {high}, not {value!r}.")
+
+
+def _join(values: Any) -> str:
+    items = [str(v) for v in values]
+    return ", ".join(items[:-1]) + (" or " if len(items) > 1 else "") + items[-1]

@@ -1,0 +1,1 @@
+"""SQLite storage: users, quotas, jobs, images, ratings."""
