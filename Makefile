@@ -1,0 +1,37 @@
+# Two commands for users: `make run` (install + run the bot) and `make test` (install + run the tests).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU wheel by default. For an NVIDIA GPU: make run TORCH="torch --index-url https://download.pytorch.org/whl/cu128"
+TORCH ?= torch==2.13.0
+CONFIG ?= $(if $(wildcard config.toml),config.toml,config.example.toml)
+PROMPT ?= a red fox in the snow, golden hour --ar 16:9
+
+.PHONY: install run demo test bench bench-gpu clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $@
+
+run: install
+	$(VENV)/bin/imagine-bot generate "$(PROMPT)" --config $(CONFIG)
+
+demo: install
+	$(VENV)/bin/imagine-bot generate "$(PROMPT) --n 4" --model tiny --config $(CONFIG) -o out/
+
+test: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+bench: install
+	$(PY) bench/cpu_bench.py
+
+bench-gpu: install
+	$(PY) bench/gpu_bench.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

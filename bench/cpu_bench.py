@@ -1,0 +1,170 @@
+"""CPU benchmark on the tiny model: does the fair queue keep the raw pipeline's batching gain?
+
+Measures, at one size (default 256x256, 4 steps):
+  1. one by one: N single-image pipeline calls in a row (no queue);
+  2. raw batching: images/s of one pipeline call per batch size 1, 2, 4, 8;
+  3. the queue: N concurrent single-image requests from several users through GenerationQueue
+     (worker thread, fair batching up to ``max_batch_images``).
+Goal: (queue - one_by_one) / (raw at max batch - one_by_one) >= 0.9.
+Writes bench/results/cpu_bench.json and cpu_bench.png. Not a test: run `make bench`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from generation.batch import Batch, BatchItem  # noqa: E402
+from generation.pipeline import ModelConfig, load_pipeline  # noqa: E402
+from generation.queue import GenerationQueue  # noqa: E402
+from generation.request import GenerationRequest  # noqa: E402
+from generation.worker import Worker  # noqa: E402
+
+
+def batch_of(n: int, size: int, steps: int, seed0: int = 0) -> Batch:
+    items = tuple(BatchItem(f"a lighthouse at dawn, variant {i}", "", seed0 + i) for i in range(n))
+    return Batch("txt2img", size, size, steps, items)
+
+
+def time_call(pipeline, batch: Batch, repeats: int) -> float:
+    """Median seconds of ``repeats`` pipeline calls for ``batch``."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        pipeline.generate(batch)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+async def queue_run(pipeline, n: int, size: int, steps: int, users: int, max_batch: int) -> tuple[float, list[int]]:
+    """Seconds for ``n`` concurrent single-image requests through the queue, and batch sizes."""
+    sizes: list[int] = []
+    worker = Worker(pipeline, on_timing=lambda shape, count, seconds: sizes.append(count))
+    worker.start()
+    queue = GenerationQueue(
+        worker, max_batch_images=max_batch, max_queued_images=n, max_queued_per_user=n
+    )
+    queue.start()
+    requests = [
+        GenerationRequest(
+            f"a lighthouse at dawn, variant {i}", width=size, height=size, steps=steps,
+            seed=i, user_id=f"user{i % users}",
+        )
+        for i in range(n)
+    ]
+    start = time.perf_counter()
+    jobs = [queue.submit(r) for r in requests]
+    results = await asyncio.gather(*(job.result() for job in jobs))
+    elapsed = time.perf_counter() - start
+    assert all(len(r.images) == 1 for r in results)
+    await queue.close(drain=True)
+    await worker.close()
+    return elapsed, sizes
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=32)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--users", type=int, default=8)
+    parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args()
+
+    pipeline = load_pipeline(ModelConfig(name="tiny", device="cpu"))
+    n, size, steps = args.requests, args.size, args.steps
+    pipeline.generate(batch_of(2, size, steps))  # warm-up
+
+    # 1. one by one
+    start = time.perf_counter()
+    for i in range(n):
+        pipeline.generate(batch_of(1, size, steps, seed0=i))
+    sequential_s = time.perf_counter() - start
+    sequential_ips = n / sequential_s
+
+    # 2. raw batching curve
+    curve = {}
+    for bs in (1, 2, 4, 8, 16):
+        if bs > max(args.max_batch, 8):
+            break
+        seconds = time_call(pipeline, batch_of(bs, size, steps), args.repeats)
+        curve[bs] = {"seconds_per_call": seconds, "images_per_s": bs / seconds}
+    raw_ips = curve[args.max_batch]["images_per_s"]
+
+    # 3. the queue
+    queue_s, batch_sizes = asyncio.run(queue_run(pipeline, n, size, steps, args.users, args.max_batch))
+    queue_ips = n / queue_s
+
+    retained = (queue_ips - sequential_ips) / (raw_ips - sequential_ips) if raw_ips > sequential_ips else None
+    result = {
+        "benchmark": "cpu_bench",
+        "command": "python bench/cpu_bench.py " + " ".join(sys.argv[1:]),
+        "device": platform.processor() or platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "model": pipeline.model_id,
+        "size": [size, size],
+        "steps": steps,
+        "requests": n,
+        "users": args.users,
+        "max_batch_images": args.max_batch,
+        "one_by_one": {"seconds": sequential_s, "images_per_s": sequential_ips},
+        "raw_batch_curve": curve,
+        "queue": {"seconds": queue_s, "images_per_s": queue_ips, "batch_sizes": batch_sizes},
+        "batching_gain_raw": raw_ips / sequential_ips,
+        "batching_gain_queue": queue_ips / sequential_ips,
+        "gain_retained": retained,
+        "goal": "gain_retained >= 0.9",
+        "goal_met": retained is not None and retained >= 0.9,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "cpu_bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, out / "cpu_bench.png")
+    print(json.dumps({k: result[k] for k in ("batching_gain_raw", "batching_gain_queue", "gain_retained", "goal_met")}, indent=2))
+    return 0
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = result["raw_batch_curve"]
+    sizes = [int(k) for k in curve]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(sizes, [curve[k]["images_per_s"] for k in curve], "o-", label="raw pipeline, one call per batch")
+    ax.axhline(result["one_by_one"]["images_per_s"], color="grey", ls="--", label="one by one (no batching)")
+    ax.axhline(result["queue"]["images_per_s"], color="tab:green", ls="-.",
+               label=f"queue: {result['requests']} concurrent requests, {result['users']} users")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.set_xlabel("batch size (images per pipeline call)")
+    ax.set_ylabel("images / s")
+    w, h = result["size"]
+    retained = result["gain_retained"]
+    ax.set_title(f"tiny SDXL on CPU, {w}x{h}, {result['steps']} steps — gain retained "
+                 f"{retained:.0%}" if retained is not None else "")
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
