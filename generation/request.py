@@ -77,6 +77,8 @@ class GenerationRequest:
                 f"The prompt is {len(prompt)} characters long; the limit is {MAX_PROMPT_CHARS}.",
             )
         object.__setattr__(self, "prompt", prompt)
+        if not isinstance(self.negative_prompt, str):
+            raise InvalidRequest("negative_prompt", "The negative prompt must be text.")
         negative = self.negative_prompt.strip()
         if len(negative) > MAX_PROMPT_CHARS:
             raise InvalidRequest(
@@ -88,7 +90,7 @@ class GenerationRequest:
         _check_int("count", self.count, 1, MAX_COUNT, "Image count")
         if self.seed is not None:
             _check_int("seed", self.seed, 0, MAX_SEED, "Seed")
-        if self.steps not in STEP_CHOICES or isinstance(self.steps, bool):
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps not in STEP_CHOICES:
             raise InvalidRequest(
                 "steps", f"Steps must be one of {_join(STEP_CHOICES)}, not {self.steps!r}."
             )
@@ -97,11 +99,11 @@ class GenerationRequest:
             _check_int(name, value, 64, 2048, name.capitalize())
             if value % 16:
                 raise InvalidRequest(name, f"{name.capitalize()} must be a multiple of 16, not {value}.")
-        if self.style not in STYLES:
+        if not isinstance(self.style, str) or self.style not in STYLES:
             raise InvalidRequest(
                 "style", f"Unknown style {self.style!r}; choose one of {_join(STYLES)}."
             )
-        if self.kind not in KINDS:
+        if not isinstance(self.kind, str) or self.kind not in KINDS:
             raise InvalidRequest("kind", f"Unknown kind {self.kind!r}; choose one of {_join(KINDS)}.")
 
     # -- derived views -------------------------------------------------------------------------
@@ -152,9 +154,8 @@ class ModelCaps:
 
     def sizes(self) -> dict[str, tuple[int, int]]:
         """Aspect ratio -> (width, height) for this model's base resolution."""
-        grid = self.base_resolution // 16
-        return {ar: (_snap(w * self.base_resolution / 1024, grid), _snap(h * self.base_resolution / 1024, grid))
-                for ar, (w, h) in ASPECT_RATIOS.items()}
+        scale = self.base_resolution / 1024
+        return {ar: (_snap(w * scale), _snap(h * scale)) for ar, (w, h) in ASPECT_RATIOS.items()}
 
     def size_for(self, aspect: str) -> tuple[int, int]:
         sizes = self.sizes()
@@ -194,10 +195,9 @@ class GenerationResult:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def _snap(value: float, grid: int) -> int:
-    """Round to the model's size grid (64 px at a 1024 base), never below 64."""
-    grid = max(16, grid - grid % 16)
-    return max(64, int(round(value / grid)) * grid)
+def _snap(value: float) -> int:
+    """Round half up to a multiple of 16 px (latents stay even), never below 64."""
+    return max(64, int(value / 16 + 0.5) * 16)
 
 
 def _check_int(name: str, value: object, low: int, high: int, label: str) -> None:

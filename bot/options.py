@@ -1,0 +1,475 @@
+"""Parse what users type after ``/imagine`` into a :class:`GenerationRequest` (pure: no I/O).
+
+Grammar (Midjourney style)::
+
+    text   := (word | flag)*                  words split on whitespace (str.isspace)
+    flag   := PREFIX NAME ["=" value]         PREFIX is "--", or an em dash "—" / en dash "–"
+                                              (phones autocorrect "--"); NAME starts with an
+                                              ASCII letter and is case-insensitive
+    value  := the next word                   for --ar/--aspect, --seed, --n/--count, --style,
+                                              --steps (the inline "=value" replaces it)
+            | words up to the next flag       for --no (the negative prompt: "--no blur, text")
+    prompt := every word that is neither a flag nor a flag's value, joined by one space
+
+    --ar W:H (alias --aspect)   one of the model's aspect ratios, e.g. 16:9
+    --seed N                    0 .. 2**32-1; image i of the job uses seed + i
+    --no TEXT                   negative prompt
+    --n N (alias --count)       number of images, 1 .. 4
+    --style NAME                a preset from generation.styles
+    --steps N                   one of the step counts the loaded model has
+
+Quoting: a quote opens a group only at the start of a word (not after a letter or digit) and
+the group ends at the first matching quote that is not followed by a letter or digit. Inside a
+group everything is literal (whitespace, other quotes, ``--ar``), and the quotes themselves are
+dropped: ``"a sign saying --ar" --ar 1:1``.
+Pairs: ``"…"``, ``'…'``, ``“…”``, ``‘…’``.
+Quotes inside words are plain text, so apostrophes work: ``a cat's hat``, ``5'11"``; but a
+quoted word loses its quotes (``rock 'n' roll`` -> ``rock n roll``). A word that starts with a
+quoted part is never a flag (``""--ar`` is text). Unquoted whitespace runs become one space.
+A group that is opened and never closed is an error (field ``prompt``) rather than being read
+literally, so a forgotten quote never turns flags into prompt text silently.
+
+Prefix characters followed by something other than an ASCII letter are text (``-- ``, ``--5``,
+``—Привет``). Every mistake raises :class:`~generation.errors.InvalidRequest` (exported here
+as ``OptionsError``) whose ``field`` names what to fix and whose message is shown to the user:
+``flags`` (unknown option), ``prompt`` (empty, too long, unbalanced quote), or the request field
+an option sets (``aspect``, ``seed``, ``negative_prompt``, ``count``, ``style``, ``steps``) for a
+missing, malformed, repeated or conflicting value; ``size``/``steps`` also come from
+``ModelCaps.check``. Typed (slash-command) options use the same checks; giving one together
+with its flag is an error. ``render`` writes the canonical text that parses back unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from generation.errors import InvalidRequest
+from generation.request import MAX_COUNT, MAX_SEED, GenerationRequest, ModelCaps
+from generation.styles import STYLES
+
+__all__ = [
+    "Defaults",
+    "OptionsError",
+    "aspect_of",
+    "help_text",
+    "parse_imagine",
+    "render",
+    "styles_text",
+]
+
+OptionsError = InvalidRequest
+
+_PREFIXES = ("--", "\u2014", "\u2013")  # "--", em dash, en dash
+_QUOTES = {'"': '"', "'": "'", "\u201c": "\u201d", "\u2018": "\u2019"}
+_MAX_INT_DIGITS = 30  # longer digit strings are out of range anyway; int() would be slow/refuse
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """A user's saved defaults; flags and typed options override them."""
+
+    aspect: str = "1:1"
+    style: str = "none"
+    count: int = 1
+    steps: int | None = None  # None: the model's default step count
+
+
+@dataclass(frozen=True)
+class _Flag:
+    """One option: its flag names, the request field it sets and how to describe it."""
+
+    names: tuple[str, ...]
+    field: str
+    option: str  # typed (slash-command) option name
+    label: str  # what it sets, for messages
+    metavar: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.names[0]
+
+    @property
+    def usage(self) -> str:
+        aliases = "".join(f" (or --{alias})" for alias in self.names[1:])
+        return f"{self.flag} {self.metavar}{aliases}"
+
+
+_FLAGS = (
+    _Flag(("ar", "aspect"), "aspect", "aspect", "the aspect ratio", "W:H"),
+    _Flag(("n", "count"), "count", "count", "the number of images", "N"),
+    _Flag(("seed",), "seed", "seed", "the seed", "N"),
+    _Flag(("no",), "negative_prompt", "negative", "the negative prompt", "TEXT"),
+    _Flag(("style",), "style", "style", "the style", "NAME"),
+    _Flag(("steps",), "steps", "steps", "the step count", "N"),
+)
+_BY_NAME = {name: flag for flag in _FLAGS for name in flag.names}
+_BY_OPTION = {flag.option: flag for flag in _FLAGS}
+
+
+class _Word(NamedTuple):
+    """A whitespace-separated word: its text (quotes removed), raw span, and flag-ness."""
+
+    text: str
+    raw: str
+    segments: tuple[tuple[str, bool], ...]  # (text, quoted)
+
+    @property
+    def is_flag(self) -> bool:
+        first, quoted = self.segments[0]
+        return not quoted and _prefix_len(first) > 0
+
+
+class _Setting(NamedTuple):
+    """A value for one field and where it came from (for messages)."""
+
+    value: object
+    source: str  # "--ar", "the `aspect` option", "your saved defaults"
+    subject: str  # the same, to start a sentence: "--ar", "The `aspect` option", ...
+
+
+# -- public API ---------------------------------------------------------------------------------
+
+
+def parse_imagine(
+    text: str,
+    *,
+    caps: ModelCaps,
+    defaults: Defaults | None = None,
+    user_id: str = "local",
+    platform: str = "cli",
+    aspect: str | None = None,
+    seed: int | str | None = None,
+    negative: str | None = None,
+    count: int | str | None = None,
+    style: str | None = None,
+    steps: int | str | None = None,
+) -> GenerationRequest:
+    """Parse ``text`` (plus typed slash-command options) into a request ``caps`` can run."""
+    if not isinstance(text, str):
+        raise InvalidRequest("prompt", "The prompt is empty: describe the image you want.")
+    prompt_words, settings, negative_words = _read_flags(_lex(text), caps)
+    typed = {"aspect": aspect, "seed": seed, "negative": negative, "count": count,
+             "style": style, "steps": steps}
+    for option, value in typed.items():
+        if value is None:
+            continue
+        flag = _BY_OPTION[option]
+        if flag.field in settings:
+            raise InvalidRequest(
+                flag.field,
+                f"{flag.label.capitalize()} is set twice: by the `{option}` option and by "
+                f"{settings[flag.field].source} in the text; keep one.",
+            )
+        settings[flag.field] = _Setting(value, f"the `{option}` option", f"The `{option}` option")
+    defaults = defaults or Defaults()
+    for name in ("aspect", "style", "count", "steps"):
+        value = getattr(defaults, name)
+        if name not in settings and value is not None:
+            label = _BY_OPTION[name].label
+            subject = f"Your saved default for {label}"
+            settings[name] = _Setting(value, "your saved defaults", subject)
+
+    prompt = " ".join(prompt_words)
+    if not prompt.strip():
+        hint = ""
+        if negative_words:
+            hint = (" Everything after --no up to the next flag is the negative prompt, "
+                    "so put --no after the prompt.")
+        raise InvalidRequest("prompt", "The prompt is empty: describe the image you want." + hint)
+
+    try:
+        width, height = caps.size_for(_text_value(settings, "aspect", "1:1", "an aspect ratio"))
+    except InvalidRequest as err:
+        if settings.get("aspect", _Setting("", "", "")).source != "your saved defaults":
+            raise
+        raise InvalidRequest("aspect", f"{err} (This comes from your saved defaults.)") from None
+    request = GenerationRequest(
+        prompt=prompt,
+        width=width,
+        height=height,
+        negative_prompt=_text_value(settings, "negative_prompt", "", "text"),
+        steps=_steps_value(settings, caps),
+        seed=_int_value(settings, "seed", None, 0, MAX_SEED),
+        count=_int_value(settings, "count", 1, 1, MAX_COUNT),
+        style=_text_value(settings, "style", "none", "a style name").strip().lower(),
+        user_id=user_id,
+        platform=platform,
+    )
+    return caps.check(request)
+
+
+def render(request: GenerationRequest, caps: ModelCaps) -> str:
+    """Canonical text for ``request``; ``parse_imagine`` (no defaults) reads it back unchanged."""
+    parts = [_quote(request.prompt), f"--ar {aspect_of(request, caps)}"]
+    if request.count > 1:
+        parts.append(f"--n {request.count}")
+    if request.seed is not None:
+        parts.append(f"--seed {request.seed}")
+    if request.negative_prompt:
+        parts.append(f"--no {_quote(request.negative_prompt)}")
+    if request.style != "none":
+        parts.append(f"--style {request.style}")
+    if request.steps != caps.default_steps:
+        parts.append(f"--steps {request.steps}")
+    return " ".join(parts)
+
+
+def aspect_of(request: GenerationRequest, caps: ModelCaps) -> str:
+    """The aspect ratio ("16:9") whose size at ``caps`` is the request's width x height."""
+    for ratio, size in caps.sizes().items():
+        if size == (request.width, request.height):
+            return ratio
+    allowed = ", ".join(f"{ar} ({w}x{h})" for ar, (w, h) in caps.sizes().items())
+    raise InvalidRequest(
+        "size",
+        f"{request.width}x{request.height} is not a supported size; "
+        f"use an aspect ratio: {allowed}.",
+    )
+
+
+def help_text(caps: ModelCaps) -> str:
+    """Short usage text: flags, aspect ratios and styles (for /help)."""
+    ratios = ", ".join(f"{ar} ({w}x{h})" for ar, (w, h) in caps.sizes().items())
+    steps = ", ".join(str(s) for s in caps.steps)
+    lines = [
+        "Usage: /imagine <prompt> [options]",
+        f"  --ar W:H      aspect ratio (also --aspect), default 1:1: {ratios}",
+        f"  --n N         number of images, 1 to {MAX_COUNT} (also --count)",
+        f"  --seed N      seed from 0 to {MAX_SEED}, to repeat an image",
+        "  --no TEXT     what to leave out; runs until the next option",
+        f"  --style NAME  {', '.join(STYLES)}",
+        f"  --steps N     {steps} (default {caps.default_steps})",
+        'Options may come anywhere; "--opt=value" and an em dash (—ar) work too.',
+        'Quote text to keep an option in the prompt: "a sign saying --ar".',
+        "Example: /imagine a red fox in snow --ar 16:9 --seed 7 --no blur, watermark",
+    ]
+    return "\n".join(lines)
+
+
+def styles_text() -> str:
+    """One line per style preset: name and description."""
+    width = max(len(name) for name in STYLES)
+    return "\n".join(f"{name.ljust(width)}  {style.description}" for name, style in STYLES.items())
+
+
+# -- lexing -------------------------------------------------------------------------------------
+
+
+def _prefix_len(text: str) -> int:
+    """Length of the flag prefix starting ``text`` (0 when it is not a flag)."""
+    for prefix in _PREFIXES:
+        if text.startswith(prefix):
+            rest = text[len(prefix):]
+            return len(prefix) if rest[:1].isascii() and rest[:1].isalpha() else 0
+    return 0
+
+
+def _lex(text: str) -> list[_Word]:
+    """Split ``text`` into words, grouping quoted text; raise on a quote left open."""
+    words: list[_Word] = []
+    segments: list[tuple[str, bool]] = []
+    plain: list[str] = []
+    start = i = 0
+    n = len(text)
+
+    def flush_plain() -> None:
+        if plain:
+            segments.append(("".join(plain), False))
+            plain.clear()
+
+    while i < n:
+        char = text[i]
+        if char.isspace():
+            flush_plain()
+            if segments:
+                words.append(_make_word(segments, text[start:i]))
+                segments = []
+            i += 1
+            start = i
+            continue
+        if char in _QUOTES and (i == 0 or not text[i - 1].isalnum()):
+            close = _find_close(text, i + 1, _QUOTES[char])
+            if close < 0:
+                snippet = text[i:i + 20] + ("…" if n - i > 20 else "")
+                raise InvalidRequest(
+                    "prompt",
+                    f"Unbalanced quote: the {char} in {snippet!r} is never closed. "
+                    f"Close it with {_QUOTES[char]} or remove it.",
+                )
+            flush_plain()
+            segments.append((text[i + 1:close], True))
+            i = close + 1
+            continue
+        plain.append(char)
+        i += 1
+    flush_plain()
+    if segments:
+        words.append(_make_word(segments, text[start:]))
+    return words
+
+
+def _find_close(text: str, start: int, quote: str) -> int:
+    """Index of the first ``quote`` at or after ``start`` not followed by a letter/digit."""
+    i = text.find(quote, start)
+    while i >= 0:
+        if i + 1 >= len(text) or not text[i + 1].isalnum():
+            return i
+        i = text.find(quote, i + 1)
+    return -1
+
+
+def _make_word(segments: list[tuple[str, bool]], raw: str) -> _Word:
+    return _Word("".join(s for s, _ in segments), raw, tuple(segments))
+
+
+# -- flags --------------------------------------------------------------------------------------
+
+
+def _valid_flags() -> str:
+    return "Valid options: " + ", ".join(flag.usage for flag in _FLAGS) + "."
+
+
+def _read_flags(
+    words: list[_Word], caps: ModelCaps
+) -> tuple[list[str], dict[str, _Setting], list[str]]:
+    """Separate prompt words from flags; return (prompt words, settings, --no words)."""
+    prompt: list[str] = []
+    settings: dict[str, _Setting] = {}
+    negative_words: list[str] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        i += 1
+        if not word.is_flag:
+            prompt.append(word.text)
+            continue
+        first = word.segments[0][0]
+        head, eq, inline_first = first.partition("=")
+        if not eq and len(word.segments) > 1:
+            head = word.raw  # e.g. --ar"16:9": not a flag name we know
+        name = head[_prefix_len(head):].lower()
+        flag = _BY_NAME.get(name)
+        if flag is None:
+            raise InvalidRequest("flags", f"Unknown option {head!r}. {_valid_flags()}")
+        used = f"--{name}"
+        if flag.field in settings:
+            raise InvalidRequest(
+                flag.field,
+                f"{used} sets {flag.label} again (already set by {settings[flag.field].source}); "
+                f"give each option once. {_valid_flags()}",
+            )
+        inline = inline_first + "".join(s for s, _ in word.segments[1:]) if eq else None
+        if flag.field == "negative_prompt":
+            parts = [inline] if inline else []
+            while i < len(words) and not words[i].is_flag:
+                parts.append(words[i].text)
+                i += 1
+            if not parts:
+                raise _missing(flag, used, caps)
+            negative_words.extend(parts)
+            value = " ".join(parts)
+        elif eq:
+            if not inline:
+                raise _missing(flag, used, caps)
+            value = inline
+        else:
+            if i >= len(words) or words[i].is_flag:
+                raise _missing(flag, used, caps)
+            value = words[i].text
+            i += 1
+        settings[flag.field] = _Setting(value, used, used)
+    return prompt, settings, negative_words
+
+
+def _missing(flag: _Flag, used: str, caps: ModelCaps) -> InvalidRequest:
+    """The error for a flag given without its value."""
+    what = {
+        "aspect": f"an aspect ratio: {', '.join(caps.sizes())}",
+        "count": f"a number of images from 1 to {MAX_COUNT}, e.g. --n 2",
+        "seed": f"a whole number from 0 to {MAX_SEED}, e.g. --seed 42",
+        "negative_prompt": "what to leave out, e.g. --no blur, text",
+        "style": f"a style name: {', '.join(STYLES)}",
+        "steps": f"a step count: {', '.join(str(s) for s in sorted(caps.steps))}",
+    }[flag.field]
+    return InvalidRequest(flag.field, f"{used} needs {what}.")
+
+
+# -- values -------------------------------------------------------------------------------------
+
+
+def _text_value(settings: dict[str, _Setting], field: str, default: str, what: str) -> str:
+    setting = settings.get(field)
+    if setting is None:
+        return default
+    if not isinstance(setting.value, str):
+        raise InvalidRequest(field, f"{setting.subject} must be {what}, not {setting.value!r}.")
+    return setting.value.strip() if field == "aspect" else setting.value
+
+
+def _as_int(setting: _Setting, field: str, allowed: str) -> int:
+    """``setting.value`` as an int (ints and decimal strings), else an error naming ``allowed``."""
+    value = setting.value
+    if isinstance(value, str):
+        digits = value.strip()
+        if digits.isdecimal() and len(digits) <= _MAX_INT_DIGITS:
+            return int(digits)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise InvalidRequest(field, f"{setting.subject} must be {allowed}, not {value!r}.")
+
+
+def _int_value(
+    settings: dict[str, _Setting], field: str, default: int | None, low: int, high: int
+) -> int | None:
+    setting = settings.get(field)
+    if setting is None:
+        return default
+    allowed = f"a whole number from {low} to {high}"
+    value = _as_int(setting, field, allowed)
+    if not low <= value <= high:
+        raise InvalidRequest(field, f"{setting.subject} must be {allowed}, not {value}.")
+    return value
+
+
+def _steps_value(settings: dict[str, _Setting], caps: ModelCaps) -> int:
+    setting = settings.get("steps")
+    if setting is None:
+        return caps.default_steps
+    loaded = sorted(caps.steps)
+    allowed = f"one of {', '.join(str(s) for s in loaded)} (the step counts loaded on this bot)"
+    value = _as_int(setting, "steps", allowed)
+    if value not in loaded:
+        raise InvalidRequest("steps", f"{setting.subject} must be {allowed}, not {value}.")
+    return value
+
+
+# -- rendering ----------------------------------------------------------------------------------
+
+
+def _quote(text: str) -> str:
+    """``text`` as one word that lexes back to exactly ``text`` (plain when that already works)."""
+    try:
+        words = _lex(text)
+    except InvalidRequest:
+        words = None
+    if words is not None and " ".join(w.text for w in words) == text \
+            and not any(w.is_flag for w in words):
+        return text
+    pieces = []
+    rest = text
+    while rest:
+        best_open, best_len = '"', -1
+        for opening, closing in _QUOTES.items():
+            length = _quotable_prefix(rest, closing)
+            if length > best_len:
+                best_open, best_len = opening, length
+        pieces.append(f"{best_open}{rest[:best_len]}{_QUOTES[best_open]}")
+        rest = rest[best_len:]
+    return "".join(pieces)
+
+
+def _quotable_prefix(text: str, closing: str) -> int:
+    """Length of the longest prefix of ``text`` that a group closed by ``closing`` can hold."""
+    close = _find_close(text, 0, closing)
+    return len(text) if close < 0 else close
