@@ -95,5 +95,9 @@ class BatchExecutor(Protocol):
     async def run(
         self, batch: Batch, on_step: StepCallback | None = None, time_limit: float | None = None
     ) -> list[ItemOutcome]:
-        """One outcome per item, in order: an image, or the error that item ended with."""
+        """One outcome per item, in order: an image, or the error that item ended with.
+
+        Cancelling the awaiting task asks the executor to stop the batch at the next step
+        boundary; the cancellation propagates only once the GPU is free for the next batch.
+        """
         ...

@@ -1,0 +1,251 @@
+"""The one thread that owns the image pipeline; the asyncio side talks to it through futures.
+
+Shape borrowed from aiosqlite's ``core.py``: :meth:`Worker.run` puts ``(future, function)`` on a
+``queue.Queue``; the worker thread runs the function and resolves the asyncio future with
+``loop.call_soon_threadsafe``. Only that thread ever calls the pipeline, so CUDA state and the
+diffusers pipeline object are never touched from two threads.
+
+What happens to one batch on the thread:
+
+1. ``pipeline.generate(batch, on_step, should_stop)``; ``should_stop`` is true once the caller
+   cancelled :meth:`Worker.run` (the queue's "interrupt this batch") or once ``time_limit``
+   seconds have passed since the batch started, so the pipeline stops at a step boundary.
+2. Out of memory (``torch.OutOfMemoryError``): free the CUDA cache, split the batch in halves
+   and retry each half, recursively down to one image; an image that still does not fit
+   becomes :class:`~generation.errors.GenerationFailed` with a message for the user.
+3. Any other pipeline error is logged with its traceback; the items of that (sub-)batch become
+   ``GenerationFailed`` with a short message that leaks no internals.
+
+Progress (``on_step``) and timings (``on_timing``) are delivered on the event loop thread.
+Cancelling the ``run()`` awaitable interrupts the batch and waits for the thread to reach the
+step boundary before the cancellation propagates, so the GPU is free when it does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+
+from generation.batch import Batch, BatchInterrupted, ImagePipeline, ItemOutcome, StepCallback
+from generation.errors import GenerationFailed
+
+if TYPE_CHECKING:
+    from generation.request import ModelCaps
+
+__all__ = ["TimingCallback", "Worker", "WorkerClosed"]
+
+logger = logging.getLogger(__name__)
+
+TimingCallback = Callable[[tuple[str, int, int, int], int, float], None]
+"""Called with (shape, n_images, seconds) after each successful pipeline call."""
+
+_INTERNAL_ERROR = "Image generation failed because of an internal error; it has been logged."
+
+
+class WorkerClosed(GenerationFailed):
+    """The worker is shutting down and takes no new batches."""
+
+
+class Worker:
+    """Runs batches on one dedicated thread that owns the pipeline (a ``BatchExecutor``)."""
+
+    def __init__(
+        self,
+        pipeline: ImagePipeline,
+        *,
+        name: str = "gpu-worker",
+        on_timing: TimingCallback | None = None,
+    ) -> None:
+        self._pipeline = pipeline
+        self.name = name
+        self.on_timing = on_timing
+        self._tx: queue.Queue[tuple[asyncio.Future[Any], Callable[[], Any]] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    @property
+    def caps(self) -> ModelCaps:
+        return self._pipeline.caps
+
+    @property
+    def model_id(self) -> str:
+        return self._pipeline.model_id
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The worker thread once started (tests and diagnostics)."""
+        return self._thread
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the worker thread (idempotent)."""
+        if self._closed:
+            raise WorkerClosed("The image worker has been shut down and cannot be restarted.")
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name=self.name, daemon=True)
+            self._thread.start()
+
+    async def close(self) -> None:
+        """Finish the work already handed over, refuse new work, and join the thread."""
+        if self._closed and self._thread is None:
+            return
+        self._closed = True
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._tx.put(None)
+            await asyncio.to_thread(thread.join)
+
+    async def __aenter__(self) -> Worker:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- the asyncio side ----------------------------------------------------------------------
+
+    async def run(
+        self, batch: Batch, on_step: StepCallback | None = None, time_limit: float | None = None
+    ) -> list[ItemOutcome]:
+        """One outcome per item of ``batch``: an image, or the GenerationFailed it ended with."""
+        if self._closed:
+            raise WorkerClosed("The image worker is shutting down and takes no new images.")
+        if self._thread is None:
+            raise RuntimeError("Worker.start() must be called before run()")
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+
+        def step(i: int, n: int) -> None:
+            if on_step is not None:
+                _call_soon(loop, on_step, i, n)
+
+        def timing(shape: tuple[str, int, int, int], n_images: int, seconds: float) -> None:
+            callback = self.on_timing
+            if callback is not None:
+                _call_soon(loop, callback, shape, n_images, seconds)
+
+        def job() -> list[ItemOutcome]:
+            deadline = None if time_limit is None else time.monotonic() + time_limit
+
+            def should_stop() -> bool:
+                return stop.is_set() or (deadline is not None and time.monotonic() >= deadline)
+
+            return self._run_batch(batch, step, should_stop, stop, time_limit, timing)
+
+        future: asyncio.Future[list[ItemOutcome]] = loop.create_future()
+        self._tx.put((future, job))
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # Interrupt at the next step boundary and wait until the GPU is free again.
+            stop.set()
+            try:
+                await future
+            except Exception:  # the outcome of an interrupted batch is of no interest
+                pass
+            raise
+
+    # -- the worker thread ---------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        """Thread body: run functions from the queue until the sentinel arrives."""
+        while True:
+            item = self._tx.get()
+            if item is None:
+                return
+            future, function = item
+            try:
+                result = function()
+            except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+                _call_soon(future.get_loop(), _set_exception, future, exc)
+            else:
+                _call_soon(future.get_loop(), _set_result, future, result)
+
+    def _run_batch(
+        self,
+        batch: Batch,
+        on_step: StepCallback,
+        should_stop: Callable[[], bool],
+        stop: threading.Event,
+        time_limit: float | None,
+        timing: TimingCallback,
+    ) -> list[ItemOutcome]:
+        """Generate ``batch``, halving it on out-of-memory; runs on the worker thread."""
+        out_of_memory = False
+        started = time.perf_counter()
+        try:
+            images = self._pipeline.generate(batch, on_step, should_stop)
+        except torch.OutOfMemoryError:
+            out_of_memory = True  # free memory below, once the exception's frames are gone
+        except BatchInterrupted:
+            if stop.is_set():
+                raise
+            if time_limit is None:
+                logger.error("pipeline interrupted a batch of %d without being asked", len(batch.items))
+                return _failed(batch, _INTERNAL_ERROR)
+            return _failed(
+                batch,
+                f"Generation took longer than the {time_limit:g} s limit and was stopped; "
+                "try fewer images or fewer steps.",
+            )
+        except Exception:
+            logger.exception(
+                "pipeline failed on a batch of %d %dx%d images (%d steps)",
+                len(batch.items), batch.width, batch.height, batch.steps,
+            )
+            return _failed(batch, _INTERNAL_ERROR)
+        else:
+            if len(images) != len(batch.items):
+                logger.error("pipeline returned %d images for %d items", len(images), len(batch.items))
+                return _failed(batch, _INTERNAL_ERROR)
+            timing(batch.shape, len(batch.items), time.perf_counter() - started)
+            return list(images)
+
+        assert out_of_memory
+        _free_gpu_memory()
+        if len(batch.items) == 1:
+            logger.warning("out of memory on a single %dx%d image", batch.width, batch.height)
+            return _failed(
+                batch,
+                f"Not enough GPU memory for one {batch.width}x{batch.height} image right now; "
+                "try a smaller aspect ratio or try again later.",
+            )
+        first, second = batch.split()
+        logger.info("out of memory on %d images; retrying as %d + %d",
+                    len(batch.items), len(first.items), len(second.items))
+        outcomes = self._run_batch(first, on_step, should_stop, stop, time_limit, timing)
+        return outcomes + self._run_batch(second, on_step, should_stop, stop, time_limit, timing)
+
+
+def _failed(batch: Batch, message: str) -> list[ItemOutcome]:
+    return [GenerationFailed(message) for _ in batch.items]
+
+
+def _free_gpu_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any) -> None:
+    """Schedule ``callback`` on ``loop`` from any thread; a closed loop means nobody is waiting."""
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:
+        logger.debug("event loop closed; dropped %r", callback)
+
+
+def _set_result(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
