@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # transformers warns about optional extras (torchvision) we do not use
+        logging.getLogger("transformers").setLevel(logging.ERROR)
     if args.command == "styles":
         print(styles_text())
         return 0

@@ -1,0 +1,317 @@
+"""Jobs: the state machine of one accepted request, recovery after restarts, history, stats.
+
+States and the only transitions allowed (anything else is a no-op returning False)::
+
+    queued ──> running ──> done ──> delivered
+       │          │          │
+       └──────────┴──────────┴──> failed          (done -> failed: delivery gave up)
+       └──────────┴──> cancelled
+    queued -> done (a dedupe hit)   running -> running (picked up again after a restart)
+
+Every ``mark_*`` is one conditional ``UPDATE … WHERE status IN (…)``, so when two tasks race
+for the same transition exactly one of them gets True — e.g. a result is delivered once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable
+
+from storage.clock import to_text, utcnow
+from storage.db import Executor
+from storage.records import JOB_STATUSES, HistoryPage, Job, Recovery
+
+__all__ = [
+    "ALLOWED_FROM",
+    "active_count",
+    "create",
+    "escape_like",
+    "find_by_request_key",
+    "find_by_target",
+    "get",
+    "history",
+    "mark_cancelled",
+    "mark_delivered",
+    "mark_done",
+    "mark_failed",
+    "mark_running",
+    "recoverable",
+    "request_key",
+    "stats",
+    "stuck",
+    "update_target",
+]
+
+log = logging.getLogger(__name__)
+
+# target status -> the statuses it may be reached from
+ALLOWED_FROM: dict[str, tuple[str, ...]] = {
+    "running": ("queued", "running"),
+    "done": ("queued", "running"),
+    "delivered": ("done",),
+    "failed": ("queued", "running", "done"),
+    "cancelled": ("queued", "running"),
+}
+
+
+def request_key(
+    request: dict[str, Any],
+    model_id: str,
+    checkpoint_hash: str | None = None,
+    ignore: Iterable[str] = ("user_id", "platform"),
+) -> str:
+    """SHA-256 of the canonical request (minus who asked) and the model: equal keys, equal images.
+
+    Only meaningful for requests with a resolved seed; the caller decides whether to dedupe.
+    """
+    skip = set(ignore)
+    canonical = {
+        "request": {k: v for k, v in request.items() if k not in skip},
+        "model_id": model_id,
+        "checkpoint_hash": checkpoint_hash or "",
+    }
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def escape_like(text: str) -> str:
+    """``text`` as a literal inside a ``LIKE … ESCAPE '\\'`` pattern."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# -- creating and reading ----------------------------------------------------------------------
+
+
+async def create(
+    db: Executor,
+    *,
+    user_id: int,
+    request: dict[str, Any],
+    model_id: str,
+    charged: int = 0,
+    quota_window: str | None = None,
+    priority: int = 0,
+    target: dict[str, Any] | None = None,
+    key: str | None = None,
+    checkpoint_hash: str | None = None,
+    job_id: str | None = None,
+    now: datetime | None = None,
+) -> Job:
+    """Insert a ``queued`` job charged ``charged`` images to ``quota_window``."""
+    row = await db.fetchone(
+        "INSERT INTO jobs (id, user_id, request, request_key, model_id, checkpoint_hash,"
+        " charged, quota_window, priority, target, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+        (
+            job_id or uuid.uuid4().hex,
+            user_id,
+            json.dumps(request, ensure_ascii=False),
+            key or request_key(request, model_id, checkpoint_hash),
+            model_id,
+            checkpoint_hash,
+            charged,
+            quota_window,
+            priority,
+            json.dumps(target or {}, ensure_ascii=False),
+            to_text(now),
+        ),
+    )
+    assert row is not None
+    return Job.from_row(row)
+
+
+async def get(db: Executor, job_id: str) -> Job | None:
+    """The job with this id, or None."""
+    row = await db.fetchone("SELECT * FROM jobs WHERE id = ?", (job_id,))
+    return Job.from_row(row) if row else None
+
+
+async def find_by_request_key(db: Executor, key: str) -> Job | None:
+    """The newest finished job (done/delivered, with images) made from an identical request."""
+    row = await db.fetchone(
+        "SELECT * FROM jobs WHERE request_key = ? AND status IN ('done', 'delivered')"
+        " AND EXISTS (SELECT 1 FROM images WHERE images.job_id = jobs.id)"
+        " ORDER BY finished_at DESC, rowid DESC LIMIT 1",
+        (key,),
+    )
+    return Job.from_row(row) if row else None
+
+
+async def find_by_target(db: Executor, name: str, value: Any) -> Job | None:
+    """The newest job whose delivery refs have ``target[name] == value`` (e.g. a message id)."""
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"`name` must be a plain key, not {name!r}")
+    row = await db.fetchone(
+        f"SELECT * FROM jobs WHERE json_extract(target, '$.{name}') = ?"
+        " ORDER BY created_at DESC, rowid DESC LIMIT 1",
+        (value,),
+    )
+    return Job.from_row(row) if row else None
+
+
+async def update_target(db: Executor, job_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+    """Merge delivery refs into the job's target (JSON merge patch); the new target."""
+    text = await db.fetchval(
+        "UPDATE jobs SET target = json_patch(target, ?) WHERE id = ? RETURNING target",
+        (json.dumps(changes, ensure_ascii=False), job_id),
+    )
+    if text is None:
+        raise LookupError(f"no job with id {job_id}")
+    return json.loads(text)
+
+
+# -- transitions -------------------------------------------------------------------------------
+
+
+async def _transition(
+    db: Executor, job_id: str, status: str, assignments: str = "", params: tuple[Any, ...] = ()
+) -> bool:
+    allowed = ALLOWED_FROM[status]
+    marks = ", ".join("?" * len(allowed))
+    extra = f", {assignments}" if assignments else ""
+    rows = await db.execute(
+        f"UPDATE jobs SET status = ?{extra} WHERE id = ? AND status IN ({marks}) RETURNING id",
+        (status, *params, job_id, *allowed),
+    )
+    if not rows:
+        log.debug("job %s: no transition to %s", job_id, status)
+    return bool(rows)
+
+
+async def mark_running(db: Executor, job_id: str, now: datetime | None = None) -> bool:
+    """queued/running -> running; True if this call moved it."""
+    return await _transition(db, job_id, "running", "started_at = ?", (to_text(now),))
+
+
+async def mark_done(
+    db: Executor, job_id: str, checkpoint_hash: str | None = None, now: datetime | None = None
+) -> bool:
+    """queued/running -> done (images stored, not yet delivered)."""
+    return await _transition(
+        db,
+        job_id,
+        "done",
+        "finished_at = ?, checkpoint_hash = coalesce(?, checkpoint_hash)",
+        (to_text(now), checkpoint_hash),
+    )
+
+
+async def mark_delivered(db: Executor, job_id: str, now: datetime | None = None) -> bool:
+    """done -> delivered; True only for the one call that delivered it."""
+    return await _transition(db, job_id, "delivered", "delivered_at = ?", (to_text(now),))
+
+
+async def mark_failed(db: Executor, job_id: str, error: str, now: datetime | None = None) -> bool:
+    """queued/running/done -> failed with ``error`` (refund it with quotas.refund)."""
+    return await _transition(
+        db, job_id, "failed", "error = ?, finished_at = ?", (error, to_text(now))
+    )
+
+
+async def mark_cancelled(db: Executor, job_id: str, now: datetime | None = None) -> bool:
+    """queued/running -> cancelled (refund it with quotas.refund)."""
+    return await _transition(db, job_id, "cancelled", "finished_at = ?", (to_text(now),))
+
+
+# -- queries for the service, the sweeper and admins -------------------------------------------
+
+
+async def recoverable(db: Executor) -> Recovery:
+    """After a restart: queued/running jobs to run again and done jobs to deliver, oldest first."""
+    to_run = await db.fetchall(
+        "SELECT * FROM jobs WHERE status IN ('queued', 'running') ORDER BY created_at, rowid"
+    )
+    to_deliver = await db.fetchall(
+        "SELECT * FROM jobs WHERE status = 'done' ORDER BY finished_at, created_at, rowid"
+    )
+    return Recovery(
+        to_run=tuple(Job.from_row(r) for r in to_run),
+        to_deliver=tuple(Job.from_row(r) for r in to_deliver),
+    )
+
+
+async def active_count(db: Executor, user_id: int) -> int:
+    """The user's jobs still queued or running."""
+    return int(
+        await db.fetchval(
+            "SELECT count(*) FROM jobs WHERE user_id = ? AND status IN ('queued', 'running')",
+            (user_id,),
+        )
+    )
+
+
+async def history(
+    db: Executor,
+    user_id: int,
+    *,
+    limit: int = 10,
+    offset: int = 0,
+    search: str | None = None,
+    statuses: Iterable[str] | None = None,
+) -> HistoryPage:
+    """A page of the user's jobs, newest first; ``search`` matches the prompt as literal text."""
+    where = ["user_id = ?"]
+    params: list[Any] = [user_id]
+    if search:
+        where.append("prompt LIKE ? ESCAPE '\\'")
+        params.append(f"%{escape_like(search)}%")
+    if statuses is not None:
+        wanted = list(statuses)
+        unknown = set(wanted) - set(JOB_STATUSES)
+        if unknown:
+            raise ValueError(f"unknown job status {sorted(unknown)}")
+        where.append(f"status IN ({', '.join('?' * len(wanted))})" if wanted else "0")
+        params.extend(wanted)
+    clause = " AND ".join(where)
+    total = await db.fetchval(f"SELECT count(*) FROM jobs WHERE {clause}", params)
+    rows = await db.fetchall(
+        f"SELECT * FROM jobs WHERE {clause} ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
+        (*params, limit, offset),
+    )
+    return HistoryPage(
+        jobs=tuple(Job.from_row(r) for r in rows), total=int(total), offset=offset, limit=limit
+    )
+
+
+async def stuck(
+    db: Executor,
+    older_than: timedelta,
+    *,
+    statuses: Iterable[str] = ("queued", "running"),
+    now: datetime | None = None,
+) -> list[Job]:
+    """Jobs in ``statuses`` whose last state change is older than ``older_than``."""
+    wanted = list(statuses)
+    cutoff = to_text((now or utcnow()) - older_than)
+    rows = await db.fetchall(
+        "SELECT * FROM jobs WHERE status IN (" + ", ".join("?" * len(wanted)) + ")"
+        " AND coalesce(finished_at, started_at, created_at) < ?"
+        " ORDER BY created_at, rowid",
+        (*wanted, cutoff),
+    )
+    return [Job.from_row(r) for r in rows]
+
+
+async def stats(db: Executor, now: datetime | None = None) -> dict[str, Any]:
+    """Counts for an admin: jobs by status, jobs and images since UTC midnight, users."""
+    moment = (now or utcnow()).astimezone(timezone.utc)
+    today = to_text(moment.replace(hour=0, minute=0, second=0, microsecond=0))
+    by_status = {status: 0 for status in JOB_STATUSES}
+    for row in await db.fetchall("SELECT status, count(*) AS n FROM jobs GROUP BY status"):
+        by_status[row["status"]] = row["n"]
+    return {
+        "jobs": by_status,
+        "jobs_today": await db.fetchval(
+            "SELECT count(*) FROM jobs WHERE created_at >= ?", (today,)
+        ),
+        "images_today": await db.fetchval(
+            "SELECT count(*) FROM images WHERE created_at >= ?", (today,)
+        ),
+        "images": await db.fetchval("SELECT count(*) FROM images"),
+        "users": await db.fetchval("SELECT count(*) FROM users"),
+        "blocked_users": await db.fetchval("SELECT count(*) FROM users WHERE blocked = 1"),
+    }

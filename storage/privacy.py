@@ -1,0 +1,129 @@
+"""What a user may ask for about their data: forget everything, or export it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from storage.clock import to_text
+from storage.db import Database, Executor
+from storage.records import Image, Job, Rating, User
+
+__all__ = ["export", "forget"]
+
+log = logging.getLogger(__name__)
+
+
+async def forget(db: Database, user_id: int) -> list[str]:
+    """Delete the user and all their rows; returns image paths now referenced by no one.
+
+    Files are content-addressed and may be shared with other users' identical requests, so
+    only paths without any remaining image row come back for the caller to delete.
+    """
+    async with db.transaction() as tx:
+        rows = await tx.fetchall(
+            "SELECT DISTINCT images.path FROM images JOIN jobs ON jobs.id = images.job_id"
+            " WHERE jobs.user_id = ?",
+            (user_id,),
+        )
+        paths = [row["path"] for row in rows]
+        await tx.execute("DELETE FROM ratings WHERE user_id = ?", (user_id,))
+        # images and the ratings others gave them go with the jobs (ON DELETE CASCADE)
+        await tx.execute("DELETE FROM jobs WHERE user_id = ?", (user_id,))
+        await tx.execute("DELETE FROM quota_usage WHERE user_id = ?", (user_id,))
+        await tx.execute("DELETE FROM quota_overrides WHERE user_id = ?", (user_id,))
+        deleted = await tx.execute("DELETE FROM users WHERE id = ? RETURNING id", (user_id,))
+        orphans = [
+            path
+            for path in paths
+            if not await tx.fetchval("SELECT EXISTS (SELECT 1 FROM images WHERE path = ?)", (path,))
+        ]
+    log.info("forgot user %s (%s); %d file(s) unreferenced", user_id, bool(deleted), len(orphans))
+    return sorted(orphans)
+
+
+async def export(db: Executor, user_id: int) -> dict[str, Any]:
+    """Everything stored about the user as JSON-ready plain data (for a zip export)."""
+    user_row = await db.fetchone("SELECT * FROM users WHERE id = ?", (user_id,))
+    if user_row is None:
+        raise LookupError(f"no user with id {user_id}")
+    user = User.from_row(user_row)
+    jobs = [
+        Job.from_row(r)
+        for r in await db.fetchall(
+            "SELECT * FROM jobs WHERE user_id = ? ORDER BY created_at, rowid", (user_id,)
+        )
+    ]
+    images: dict[str, list[Image]] = {job.id: [] for job in jobs}
+    for row in await db.fetchall(
+        "SELECT images.* FROM images JOIN jobs ON jobs.id = images.job_id"
+        " WHERE jobs.user_id = ? ORDER BY images.job_id, images.idx",
+        (user_id,),
+    ):
+        images[row["job_id"]].append(Image.from_row(row))
+    ratings = await db.fetchall(
+        "SELECT ratings.*, images.job_id, images.idx, images.sha256 FROM ratings"
+        " JOIN images ON images.id = ratings.image_id"
+        " WHERE ratings.user_id = ? ORDER BY ratings.updated_at",
+        (user_id,),
+    )
+    quota = await db.fetchall(
+        "SELECT window_start, used FROM quota_usage WHERE user_id = ? ORDER BY window_start",
+        (user_id,),
+    )
+    override = await db.fetchval(
+        "SELECT daily_limit FROM quota_overrides WHERE user_id = ?", (user_id,)
+    )
+    return {
+        "exported_at": to_text(),
+        "user": {
+            "platform": user.platform,
+            "platform_user_id": user.platform_user_id,
+            "display_name": user.display_name,
+            "settings": user.settings,
+            "blocked": user.blocked,
+            "created_at": user.created_at,
+        },
+        "jobs": [
+            {
+                "id": job.id,
+                "request": job.request,
+                "status": job.status,
+                "model_id": job.model_id,
+                "checkpoint_hash": job.checkpoint_hash,
+                "charged": job.charged,
+                "refunded": job.refunded,
+                "error": job.error,
+                "created_at": job.created_at,
+                "finished_at": job.finished_at,
+                "delivered_at": job.delivered_at,
+                "images": [
+                    {
+                        "idx": image.idx,
+                        "seed": image.seed,
+                        "sha256": image.sha256,
+                        "path": image.path,
+                        "width": image.width,
+                        "height": image.height,
+                        "bytes": image.bytes,
+                        "safety": image.safety,
+                    }
+                    for image in images[job.id]
+                ],
+            }
+            for job in jobs
+        ],
+        "ratings": [
+            {
+                **Rating.from_row(row).to_dict(),
+                "job_id": row["job_id"],
+                "idx": row["idx"],
+                "sha256": row["sha256"],
+            }
+            for row in ratings
+        ],
+        "quota": {
+            "usage": [{"window_start": r["window_start"], "used": r["used"]} for r in quota],
+            "daily_limit_override": override,
+        },
+    }
