@@ -34,7 +34,8 @@ class MaintenanceSettings:
     stuck_after_minutes: float = 30.0
     sweep_every_minutes: float = 5.0
     retention_days: float = 0.0  # 0 keeps images forever
-    backup_dir: Path | None = Path("data/backups")
+    backups: bool = True
+    backup_dir: Path | None = None  # None: <storage.data_dir>/backups (set by the composition root)
     backup_hour_utc: int = 4
     backup_keep: int = 7
     quota_keep_days: int = 8
@@ -96,7 +97,7 @@ class Maintenance:
 
     async def backup(self, now: datetime | None = None) -> Path | None:
         """Online backup of the database to backup_dir; keeps the newest backup_keep files."""
-        if self.settings.backup_dir is None:
+        if not self.settings.backups or self.settings.backup_dir is None:
             return None
         directory = Path(self.settings.backup_dir)
         directory.mkdir(parents=True, exist_ok=True)
@@ -116,7 +117,7 @@ class Maintenance:
         scheduler.add_job(self.sweep_stuck, "interval", minutes=s.sweep_every_minutes, id="sweep", **options)
         scheduler.add_job(self.purge_old_images, "cron", hour=(s.backup_hour_utc + 1) % 24, id="purge", **options)
         scheduler.add_job(self.prune_quota_rows, "cron", hour=(s.backup_hour_utc + 2) % 24, id="quota", **options)
-        if s.backup_dir is not None:
+        if s.backups and s.backup_dir is not None:
             scheduler.add_job(self.backup, "cron", hour=s.backup_hour_utc, id="backup", **options)
         scheduler.start()
         self.scheduler = scheduler
