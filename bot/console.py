@@ -1,0 +1,282 @@
+"""Terminal chat front end: type /imagine lines, get PNG files in an output folder.
+
+Thin on purpose: every command is one :class:`~bot.service.ImagineService` call and some
+printing. A line without a leading slash is an ``/imagine``. Several requests can run at once:
+each accepted one is followed by its own task that shows progress and writes
+``<output_dir>/<job>-<n>.png`` when it is done, then marks the job delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shlex
+import shutil
+import sys
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from pathlib import Path
+from typing import TextIO
+
+from bot.options import help_text
+from bot.service import (
+    Cancelled,
+    Delivery,
+    Failed,
+    Finished,
+    ImagineService,
+    Queued,
+    Recovered,
+    Running,
+    Ticket,
+    Who,
+)
+from generation.errors import ImagineError
+
+__all__ = ["COMMANDS", "Console", "run_console", "stdin_lines"]
+
+logger = logging.getLogger(__name__)
+
+COMMANDS = """Commands:
+  /imagine PROMPT [options]   make images (a line without a slash does the same)
+  /history [SEARCH]           your recent requests and their image ids
+  /rate IMAGE_ID STARS        rate an image 1-5
+  /quota                      images left today
+  /settings [key=value ...]   show or change defaults: aspect, style, count, steps, private
+  /cancel [JOB]               cancel your latest (or the given) queued/running request
+  /reroll JOB                 the same request with a new seed
+  /variation JOB N            variations of image N of a request
+  /forget                     delete everything stored about you (asks to confirm)
+  /export                     a zip of your data and images
+  /help                       this text and the /imagine options
+  /quit                       leave (waits for running requests)"""
+
+
+async def stdin_lines() -> AsyncIterator[str]:
+    """Lines typed on stdin, without blocking the event loop; ends at EOF."""
+    while True:
+        line = await asyncio.to_thread(sys.stdin.readline)
+        if not line:
+            return
+        yield line
+
+
+async def _aiter(lines: AsyncIterable[str] | Iterable[str]) -> AsyncIterator[str]:
+    if hasattr(lines, "__aiter__"):
+        async for line in lines:  # type: ignore[union-attr]
+            yield line
+    else:
+        for line in lines:  # type: ignore[union-attr]
+            yield line
+
+
+class Console:
+    """One terminal user's chat session with the service."""
+
+    def __init__(self, service: ImagineService, *, who: Who, output_dir: Path, out: TextIO) -> None:
+        self.service = service
+        self.who = who
+        self.output_dir = Path(output_dir)
+        self.out = out
+        self.tty = bool(getattr(out, "isatty", lambda: False)())
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._confirm_forget = False
+
+    def say(self, text: str) -> None:
+        if self.tty:
+            self.out.write("\r\x1b[K")
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def status(self, text: str) -> None:
+        """A progress line: rewritten in place on a terminal, a plain line otherwise."""
+        if self.tty:
+            self.out.write("\r\x1b[K" + text)
+            self.out.flush()
+        else:
+            self.say(text)
+
+    async def run(self, lines: AsyncIterable[str] | Iterable[str]) -> None:
+        """Handle lines until /quit or the end of input, then wait for running requests."""
+        self.say(f"imagine-bot console — model {self.service.model_id}. /help for commands.")
+        async for raw in _aiter(lines):
+            line = raw.strip()
+            if not line:
+                continue
+            if line.split()[0].lower() in ("/quit", "/exit"):
+                break
+            await self.handle(line)
+        if self._tasks:
+            self.say(f"Waiting for {len(self._tasks)} running request(s)…")
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def handle(self, line: str) -> None:
+        """One command; user errors are printed, anything else is logged with a reference."""
+        try:
+            await self._dispatch(line)
+        except ImagineError as err:
+            self.say(str(err))
+        except Exception:
+            ref = uuid.uuid4().hex[:8]
+            logger.exception("console command %r failed (reference %s)", line[:80], ref)
+            self.say(f"Sorry, something went wrong (reference {ref}).")
+
+    async def _dispatch(self, line: str) -> None:
+        if not line.startswith("/"):
+            line = "/imagine " + line
+        command, _, rest = line.partition(" ")
+        command = command.lower()
+        rest = rest.strip()
+        args = rest.split()
+        if command != "/forget":
+            self._confirm_forget = False
+        if command == "/imagine":
+            self.follow(await self.service.imagine(self.who, rest, target={"console": True}))
+        elif command == "/help":
+            self.say(COMMANDS + "\n\n" + help_text(self.service.caps))
+        elif command == "/history":
+            await self._history(rest)
+        elif command == "/rate":
+            if len(args) != 2:
+                self.say("Usage: /rate IMAGE_ID STARS (1-5)")
+                return
+            rating = await self.service.rate(self.who, args[0], args[1], source="command")
+            self.say(f"Rated image {rating.image_id}: {'★' * rating.stars}")
+        elif command == "/quota":
+            used, limit, remaining, resets_at = await self.service.quota(self.who)
+            self.say(f"Used {used} of {limit} images; {remaining} left. Resets {resets_at:%Y-%m-%d %H:%M} UTC.")
+        elif command == "/settings":
+            await self._settings(rest)
+        elif command == "/cancel":
+            outcome = await self.service.cancel(self.who, args[0] if args else None)
+            self.say(f"Cancelled {outcome.job_id} ({outcome.text}); {outcome.refunded} image(s) refunded.")
+        elif command == "/reroll":
+            if len(args) != 1:
+                self.say("Usage: /reroll JOB")
+                return
+            self.follow(await self.service.reroll(self.who, args[0], target={"console": True}))
+        elif command == "/variation":
+            if len(args) != 2 or not args[1].isdecimal() or int(args[1]) < 1:
+                self.say("Usage: /variation JOB N (N is the image number, from 1)")
+                return
+            ticket = await self.service.variation(self.who, args[0], int(args[1]) - 1, target={"console": True})
+            self.follow(ticket)
+        elif command == "/forget":
+            if args[:1] == ["confirm"] and self._confirm_forget:
+                outcome = await self.service.forget(self.who)
+                self._confirm_forget = False
+                self.say(f"Forgotten: everything about you is deleted "
+                         f"({outcome.jobs_cancelled} running request(s) cancelled, "
+                         f"{outcome.files_deleted} file(s) removed).")
+            else:
+                self._confirm_forget = True
+                self.say("This deletes your history, ratings, settings and images for good. "
+                         "Type /forget confirm to go ahead.")
+        elif command == "/export":
+            path = await self.service.export(self.who)
+            self.say(f"Your data: {path}")
+        else:
+            self.say(f"Unknown command {command}. /help lists the commands.")
+
+    async def _history(self, search: str) -> None:
+        view = await self.service.history(self.who, search=search or None)
+        if not view.entries:
+            self.say("No requests found." if search else "You have no requests yet.")
+            return
+        self.say(f"Your requests ({view.total} in all, newest first):")
+        for entry in view.entries:
+            self.say(f"  {entry.job_id}  {entry.created_at[:16].replace('T', ' ')}  {entry.status:<9}  {entry.text}")
+            for shown in entry.images:
+                stars = f" your rating {shown.my_stars}★" if shown.my_stars else ""
+                self.say(f"      image {shown.image.image_id} (#{shown.image.index + 1}, seed {shown.image.seed}){stars}")
+
+    async def _settings(self, rest: str) -> None:
+        changes: dict[str, str] = {}
+        for pair in shlex.split(rest):
+            key, eq, value = pair.partition("=")
+            if not eq:
+                self.say("Usage: /settings key=value … (keys: aspect, style, count, steps, private)")
+                return
+            changes[key.strip().lower()] = value
+        current = await self.service.settings(self.who, **changes)
+        self.say(("Saved. " if changes else "") + "Your settings: "
+                 + ", ".join(f"{k}={'on' if v is True else 'off' if v is False else v}" for k, v in current.items()))
+
+    # -- following jobs ------------------------------------------------------------------------
+
+    def follow(self, ticket: Ticket) -> None:
+        """Show the ticket's progress and write its images, in the background."""
+        if ticket.cached:
+            self.say(f"{ticket.job_id}: already made; sending the stored images.")
+        else:
+            self.say(f"{ticket.job_id}: queued, position {ticket.position} (~{ticket.eta:.0f} s)")
+        task = asyncio.create_task(self._watch(ticket), name=f"console-{ticket.job_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _watch(self, ticket: Ticket) -> None:
+        try:
+            last_position = ticket.position
+            started = False
+            async for update in ticket.updates():
+                if isinstance(update, Queued) and update.position != last_position:
+                    last_position = update.position
+                    self.status(f"{ticket.job_id}: queued, position {update.position} (~{update.eta:.0f} s)")
+                elif isinstance(update, Running):
+                    if self.tty:
+                        self.status(f"{ticket.job_id}: step {update.step}/{update.steps}")
+                    elif not started:
+                        self.say(f"{ticket.job_id}: generating…")
+                    started = True
+                elif isinstance(update, Finished):
+                    await self.deliver(update.delivery)
+                elif isinstance(update, (Failed, Cancelled)):
+                    self.say(f"{ticket.job_id}: {update.message}")
+        except Exception:
+            ref = uuid.uuid4().hex[:8]
+            logger.exception("console delivery of %s failed (reference %s)", ticket.job_id, ref)
+            self.say(f"Sorry, {ticket.job_id} could not be shown (reference {ref}).")
+
+    async def deliver(self, delivery: Delivery) -> list[Path]:
+        """Copy the images to the output folder, print their paths, mark the job delivered."""
+        paths = await asyncio.to_thread(self._copy, delivery)
+        note = " (already made earlier: no quota used)" if delivery.cached else ""
+        self.say(f"{delivery.job_id}: done{note} — {delivery.text}")
+        for image, path in zip(delivery.images, paths):
+            self.say(f"  [{image.index + 1}] image {image.image_id} seed {image.seed}: {path}")
+        await self.service.mark_delivered(delivery.job_id)
+        return paths
+
+    def _copy(self, delivery: Delivery) -> list[Path]:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for image in delivery.images:
+            dest = self.output_dir / f"{delivery.job_id}-{image.index + 1}{image.path.suffix}"
+            shutil.copyfile(image.path, dest)
+            paths.append(dest.resolve())
+        return paths
+
+    async def resume(self, recovered: Recovered) -> None:
+        """Deliver results owed from before a restart and follow re-run jobs (console targets)."""
+        for delivery in recovered.deliveries:
+            if delivery.target.get("console"):
+                await self.deliver(delivery)
+        for ticket in recovered.tickets:
+            if ticket.target.get("console"):
+                self.follow(ticket)
+
+
+async def run_console(
+    service: ImagineService,
+    *,
+    who: Who,
+    output_dir: str | Path,
+    lines: AsyncIterable[str] | Iterable[str] | None = None,
+    out: TextIO | None = None,
+    recovered: Recovered | None = None,
+) -> None:
+    """Run the terminal chat until /quit or end of input (stdin unless ``lines`` is given)."""
+    console = Console(service, who=who, output_dir=Path(output_dir), out=out or sys.stdout)
+    if recovered is not None:
+        await console.resume(recovered)
+    await console.run(stdin_lines() if lines is None else lines)

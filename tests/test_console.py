@@ -1,0 +1,130 @@
+"""Terminal front end driven by scripted lines: output text, image files, delivered rows."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import re
+from pathlib import Path
+
+import pytest
+
+from bot.console import run_console
+from bot.service import Who
+from generation.pipeline import ModelConfig, load_pipeline
+from storage import jobs
+from tests.fakes import FakePipeline
+from tests.service_support import service_env
+
+ME = Who("console", "me", "me")
+TIMEOUT = 60.0
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """The tiny random-weight SDXL pipeline, built once for this module."""
+    return load_pipeline(ModelConfig(name="tiny", device="cpu"))
+
+
+async def _run(env, lines: list[str], out_dir: Path) -> str:
+    out = io.StringIO()
+    await asyncio.wait_for(run_console(env.service, who=ME, output_dir=out_dir, lines=lines, out=out), TIMEOUT)
+    return out.getvalue()
+
+
+async def test_imagine_lines_write_files_and_mark_delivered(tmp_path: Path, tiny) -> None:
+    out_dir = tmp_path / "out"
+    async with service_env(tmp_path, tiny) as env:
+        text = await _run(env, [
+            "a red fox in snow --n 2 --steps 1",       # bare line = /imagine
+            "/imagine a blue whale --steps 1",          # typed while the first runs
+            "/imagine --ar 2:7 nope",
+            "/quit",
+            "/imagine never read",
+        ], out_dir)
+        done = re.findall(r"^(\w+): done — (.*)$", text, re.M)
+        assert len(done) == 2
+        assert {t.split(" --")[0] for _, t in done} == {"a red fox in snow", "a blue whale"}
+        assert "Unknown aspect ratio '2:7'" in text
+        assert "never read" not in text
+        files = sorted(p.name for p in out_dir.iterdir())
+        fox = [job for job, t in done if t.startswith("a red fox")][0]
+        assert f"{fox}-1.png" in files and f"{fox}-2.png" in files and len(files) == 3
+        for job_id, _ in done:
+            assert (await jobs.get(env.db, job_id)).status == "delivered"
+        assert str(out_dir / f"{fox}-1.png") in text
+
+        image_id = int(re.search(r"\[1\] image (\d+)", text).group(1))
+        text = await _run(env, [
+            f"/rate {image_id} 5",
+            "/rate 1",
+            "/history fox",
+            "/quota",
+            "/settings aspect=16:9 count=2",
+            "/settings aspect=2:7",
+            "/settings",
+            "/frobnicate",
+        ], out_dir)
+        assert f"Rated image {image_id}: ★★★★★" in text
+        assert "Usage: /rate IMAGE_ID STARS" in text
+        assert f"{fox}" in text and "your rating 5★" in text and "a blue whale" not in text
+        assert "Used 3 of 50 images; 47 left." in text
+        assert "Saved. Your settings: aspect=16:9, style=none, count=2" in text
+        assert "aspect must be one of" in text
+        assert "Unknown command /frobnicate" in text
+
+
+async def test_help_cancel_reroll_forget_export(tmp_path: Path) -> None:
+    fake = FakePipeline()
+    async with service_env(tmp_path, fake) as env:
+        out_dir = tmp_path / "out"
+        fake.pause()
+        text = await _run(env, ["/help", "a slow fox", "/cancel", "/cancel"], out_dir)
+        fake.resume()
+        assert "/variation JOB N" in text and "--ar W:H" in text
+        assert re.search(r"^Cancelled \w+ \(a slow fox --ar 1:1 --seed \d+\); 1 image\(s\) refunded.$", text, re.M)
+        assert "You have no queued or running request to cancel." in text
+        assert re.search(r"^\w+: Your request was cancelled.$", text, re.M)
+
+        text = await _run(env, ["a fox --seed 4"], out_dir)
+        job_id = re.search(r"^(\w+): done", text, re.M).group(1)
+
+        text = await _run(env, [f"/reroll {job_id}", "/reroll", "/variation nope 1", "/export",
+                                "/forget", "/forget confirm"], out_dir)
+        assert re.search(r"^\w+: done — a fox --ar 1:1 --seed \d+$", text, re.M)
+        assert "Usage: /reroll JOB" in text
+        assert "There is no request nope." in text
+        export = Path(re.search(r"Your data: (\S+)", text).group(1))
+        assert "Type /forget confirm" in text and "Forgotten:" in text
+        assert not export.exists()
+        assert (await env.service.history(ME)).total == 0
+
+        # /forget confirm without asking first only asks
+        text = await _run(env, ["/forget confirm"], out_dir)
+        assert "Type /forget confirm" in text and "Forgotten" not in text
+
+
+async def test_unexpected_errors_get_a_reference(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async with service_env(tmp_path, FakePipeline()) as env:
+        async def broken(who):
+            raise RuntimeError("database on fire")
+
+        env.service.quota = broken  # type: ignore[method-assign]
+        text = await _run(env, ["/quota"], tmp_path / "out")
+        ref = re.search(r"Sorry, something went wrong \(reference (\w+)\)", text).group(1)
+        assert "database on fire" not in text
+        assert any(ref in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+async def test_async_line_source_and_failed_job(tmp_path: Path) -> None:
+    async with service_env(tmp_path, FakePipeline(fail_prompt="explode")) as env:
+        async def lines():
+            yield "/imagine explode now"
+            yield "/imagine a calm lake"
+
+        out = io.StringIO()
+        await asyncio.wait_for(run_console(env.service, who=ME, output_dir=tmp_path / "o", lines=lines(), out=out),
+                               TIMEOUT)
+        text = out.getvalue()
+        assert re.search(r"^\w+: Image generation failed because of an internal error", text, re.M)
+        assert re.search(r"^\w+: done — a calm lake", text, re.M)
