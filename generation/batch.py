@@ -8,13 +8,16 @@ the queue's fairness or the service's bookkeeping.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Protocol, Union
+
+from generation.errors import GenerationFailed
+from generation.request import Shape, denoising_steps
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from generation.errors import GenerationFailed
     from generation.request import ModelCaps
 
 __all__ = [
@@ -24,6 +27,8 @@ __all__ = [
     "BatchItem",
     "ImagePipeline",
     "ItemOutcome",
+    "ItemsRejected",
+    "Shape",
     "StepCallback",
 ]
 
@@ -33,38 +38,75 @@ StepCallback = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class BatchItem:
-    """One image to make: the prompts the pipeline sees (style applied) and its seed."""
+    """One image to make: the prompts the pipeline sees (style applied), its seed, and for
+    img2img the absolute path of the image it starts from."""
 
     prompt: str
     negative_prompt: str
     seed: int
+    init_image: str | None = None
 
 
 @dataclass(frozen=True)
 class Batch:
-    """Images of one shape, made by one pipeline call."""
+    """Images of one shape, made by one pipeline call. img2img batches carry their strength."""
 
     kind: str
     width: int
     height: int
     steps: int
     items: tuple[BatchItem, ...]
+    strength: float | None = None
+
+    def __post_init__(self) -> None:
+        img2img = self.kind == "img2img"
+        if img2img != (self.strength is not None):
+            raise ValueError(f"`strength` is required for img2img batches only, not {self.kind}")
+        if any((item.init_image is not None) != img2img for item in self.items):
+            raise ValueError(f"`init_image` is required for img2img batch items only, not {self.kind}")
+
+    @classmethod
+    def from_shape(cls, shape: Shape, items: Sequence[BatchItem]) -> Batch:
+        """The batch of ``items`` for a request ``shape`` (see GenerationRequest.shape)."""
+        kind, width, height, steps = shape[:4]
+        strength = shape[4] if len(shape) > 4 else None  # type: ignore[misc]
+        return cls(kind, width, height, steps, tuple(items), strength)
 
     @property
-    def shape(self) -> tuple[str, int, int, int]:
+    def shape(self) -> Shape:
+        if self.strength is not None:
+            return (self.kind, self.width, self.height, self.steps, self.strength)
         return (self.kind, self.width, self.height, self.steps)
+
+    @property
+    def denoising_steps(self) -> int:
+        """Steps the pipeline really runs (img2img runs ``int(steps * strength)``)."""
+        return denoising_steps(self.steps, self.strength)
+
+    def subset(self, indices: Sequence[int]) -> Batch:
+        """This batch with only the items at ``indices``, in that order."""
+        return replace(self, items=tuple(self.items[i] for i in indices))
 
     def split(self) -> tuple[Batch, Batch]:
         """Two halves of this batch (for retrying after out-of-memory)."""
         half = (len(self.items) + 1) // 2
-        return (
-            Batch(self.kind, self.width, self.height, self.steps, self.items[:half]),
-            Batch(self.kind, self.width, self.height, self.steps, self.items[half:]),
-        )
+        return replace(self, items=self.items[:half]), replace(self, items=self.items[half:])
 
 
 class BatchInterrupted(Exception):
     """The pipeline stopped at a step boundary because ``should_stop`` returned True."""
+
+
+class ItemsRejected(Exception):
+    """Some items cannot be made at all (e.g. their init image is gone); nothing was run.
+
+    ``errors`` maps item index -> the error for that item; the executor fails those items and
+    runs the others without them.
+    """
+
+    def __init__(self, errors: Mapping[int, GenerationFailed]) -> None:
+        super().__init__(f"{len(errors)} item(s) rejected: " + "; ".join(map(str, errors.values())))
+        self.errors = dict(errors)
 
 
 class ImagePipeline(Protocol):
@@ -79,7 +121,8 @@ class ImagePipeline(Protocol):
         on_step: StepCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> list[Image]:
-        """One image per item, in order. Raises BatchInterrupted, or torch's OutOfMemoryError."""
+        """One image per item, in order. Raises BatchInterrupted, ItemsRejected, or torch's
+        OutOfMemoryError."""
         ...
 
 

@@ -7,8 +7,10 @@
 
 Each SDXL-Lightning step count has its own UNet checkpoint; :class:`LightningPipeline` keeps a
 map ``steps -> UNet`` and swaps ``pipe.unet`` (and the scheduler: 1 step predicts the sample)
-per batch. Every loading failure becomes :class:`~generation.errors.ModelUnavailable` with a
-message that says what to do.
+per batch. img2img batches (variations of an earlier image) run through a
+``StableDiffusionXLImg2ImgPipeline`` built from the same components: no second copy of the
+weights, the same UNet swap and scheduler. Every loading failure becomes
+:class:`~generation.errors.ModelUnavailable` with a message that says what to do.
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from generation.batch import Batch, BatchInterrupted, StepCallback
-from generation.errors import InvalidRequest, ModelUnavailable
-from generation.request import STEP_CHOICES, ModelCaps
+from generation.batch import Batch, BatchInterrupted, ItemsRejected, StepCallback
+from generation.errors import GenerationFailed, InvalidRequest, ModelUnavailable
+from generation.request import KINDS, STEP_CHOICES, ModelCaps
 
 if TYPE_CHECKING:
-    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
     from PIL.Image import Image
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "build_tiny_tokenizer",
     "describe_device",
     "lightning_unet_filename",
+    "load_init_images",
     "load_pipeline",
     "resolve_device",
     "resolve_dtype",
@@ -258,6 +261,46 @@ def _tiny_unet(unet_class: type[UNet2DConditionModel]) -> UNet2DConditionModel:
     )
 
 
+# -- img2img sources -------------------------------------------------------------------------
+
+
+def load_init_images(batch: Batch) -> list[Image]:
+    """Each item's init image as RGB at the batch's size; raises ItemsRejected for unusable ones.
+
+    An image of another aspect ratio is centre-cropped to the batch's before resizing.
+    """
+    from PIL import Image as PILImage
+    from PIL import ImageOps
+
+    images: list[Image] = []
+    errors: dict[int, GenerationFailed] = {}
+    for index, item in enumerate(batch.items):
+        path = item.init_image
+        try:
+            if path is None:
+                raise FileNotFoundError("no init_image")
+            with PILImage.open(path) as opened:
+                rgb = opened.convert("RGB")
+        except FileNotFoundError:
+            logger.info("init image %s of item %d is missing", path, index)
+            errors[index] = GenerationFailed(
+                "The image to make a variation of is no longer available (it may have been "
+                "deleted); make a new image and try again."
+            )
+            continue
+        except OSError as err:  # includes PIL.UnidentifiedImageError
+            logger.warning("init image %s of item %d is unreadable: %s", path, index, err)
+            errors[index] = GenerationFailed(
+                "The image to make a variation of could not be read; make a new image and try again."
+            )
+            continue
+        size = (batch.width, batch.height)
+        images.append(rgb if rgb.size == size else ImageOps.fit(rgb, size, PILImage.Resampling.LANCZOS))
+    if errors:
+        raise ItemsRejected(errors)
+    return images
+
+
 # -- the ImagePipeline ----------------------------------------------------------------------
 
 
@@ -286,6 +329,7 @@ class LightningPipeline:
             trailing.config, timestep_spacing="trailing", prediction_type="sample"
         )
         self._schedulers = {n: one_step if n == 1 else trailing for n in unets}
+        self._img2img: StableDiffusionXLImg2ImgPipeline | None = None
         pipe.scheduler = trailing
         pipe.set_progress_bar_config(disable=True)
         # Decode one image at a time: bounds VAE memory at 1024² and keeps each image independent
@@ -295,6 +339,26 @@ class LightningPipeline:
     @property
     def device(self) -> torch.device:
         return self.pipe.device
+
+    @property
+    def img2img(self) -> StableDiffusionXLImg2ImgPipeline:
+        """The img2img pipeline over the same components (built on first use, no weight copy)."""
+        if self._img2img is None:
+            from diffusers import StableDiffusionXLImg2ImgPipeline
+
+            img2img = StableDiffusionXLImg2ImgPipeline(
+                **self.pipe.components,
+                force_zeros_for_empty_prompt=self.pipe.config.force_zeros_for_empty_prompt,
+                add_watermarker=False,
+            )
+            img2img.set_progress_bar_config(disable=True)
+            vae = self.pipe.vae
+            if vae.dtype != torch.float16 and vae.config.force_upcast:
+                # The upcast guards fp16 overflow only; elsewhere img2img would cast the shared VAE
+                # to fp32 and back on every call (txt2img already upcasts for fp16 only).
+                vae.register_to_config(force_upcast=False)
+            self._img2img = img2img
+        return self._img2img
 
     def unet_for(self, steps: int) -> UNet2DConditionModel:
         """The UNet that serves ``steps`` steps."""
@@ -312,26 +376,41 @@ class LightningPipeline:
         on_step: StepCallback | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> list[Image]:
-        """One image per item, in order. Raises BatchInterrupted, or torch's OutOfMemoryError."""
+        """One image per item, in order. Raises BatchInterrupted, ItemsRejected (unusable init
+        images), or torch's OutOfMemoryError."""
         # 1. Check the batch against what is loaded
         if not batch.items:
             return []
+        if batch.kind not in KINDS:
+            raise InvalidRequest("kind", f"Unknown kind {batch.kind!r}; this pipeline runs {', '.join(KINDS)}.")
         if batch.width % 8 or batch.height % 8:
             raise InvalidRequest(
                 "size", f"`height` and `width` have to be divisible by 8 but are {batch.height} and {batch.width}."
             )
         unet = self.unet_for(batch.steps)
+        total = batch.denoising_steps  # img2img runs only int(steps * strength) of them
+        if total < 1:
+            raise InvalidRequest(
+                "strength", f"Strength {batch.strength:g} is too low for {batch.steps} steps: no step would run."
+            )
+        extra: dict[str, Any]
+        if batch.kind == "img2img":
+            pipe: Any = self.img2img
+            extra = {"image": load_init_images(batch), "strength": batch.strength}
+        else:
+            pipe = self.pipe
+            extra = {"width": batch.width, "height": batch.height}
 
         # 2. Put this step count's UNet and scheduler in place
-        self.pipe.unet = unet
-        self.pipe.scheduler = self._schedulers[batch.steps]
+        pipe.unet = unet
+        pipe.scheduler = self._schedulers[batch.steps]
 
         # 3. One CPU generator per image: a seed gives the same image alone or in any batch
+        #    (img2img: it draws the VAE sample of the init image, then the noise)
         generators = [torch.Generator("cpu").manual_seed(item.seed) for item in batch.items]
 
         # 4. Report progress after each step; stop at a step boundary when asked. Raising here
         #    (rather than setting pipe._interrupt) also skips the VAE decode of unfinished latents.
-        total = batch.steps
 
         def step_end(pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
             if on_step is not None:
@@ -342,16 +421,15 @@ class LightningPipeline:
 
         # 5. One pipeline call for the whole batch (guidance 0: one UNet pass per step)
         with torch.inference_mode():
-            output = self.pipe(
+            output = pipe(
                 prompt=[item.prompt for item in batch.items],
                 negative_prompt=[item.negative_prompt for item in batch.items],
                 num_inference_steps=batch.steps,
                 guidance_scale=0.0,
-                width=batch.width,
-                height=batch.height,
                 generator=generators,
                 output_type="pil",
                 callback_on_step_end=step_end,
+                **extra,
             )
         return list(output.images)
 

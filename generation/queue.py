@@ -9,7 +9,7 @@ arrivals or cancellations):
    priority-led batches one normal-led batch is served when normal work waits (no starvation).
 2. Head. In the leading lane, the user served least recently (never served counts as longest
    ago; ties go to the user with the oldest job) leads; the batch takes that user's oldest job
-   and that job's shape (kind, width, height, steps).
+   and that job's shape (kind, width, height, steps; img2img adds strength).
 3. Fill. Jobs of the same shape join, round-robin between users: one job per user per pass,
    users in least-recently-served order, each user's jobs first-in first-out. A job is never
    split; a user whose next job does not fit the remaining ``max_batch_images`` is done for
@@ -61,7 +61,7 @@ from typing import ClassVar, Protocol, TypeVar, Union
 
 from generation.batch import Batch, BatchExecutor, BatchItem, ItemOutcome
 from generation.errors import GenerationFailed, ImagineError, InvalidRequest, JobCancelled, QueueFull
-from generation.request import GenerationRequest, GenerationResult, ModelCaps
+from generation.request import GenerationRequest, GenerationResult, ModelCaps, Shape, denoising_steps
 
 __all__ = [
     "Cancelled",
@@ -83,8 +83,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-Shape = tuple[str, int, int, int]
 
 _INTERNAL_ERROR = "Image generation failed because of an internal error; it has been logged."
 MIN_ETA = 0.1
@@ -259,8 +257,9 @@ class TimeEstimator:
         self._scale: float | None = None  # learned / guessed, over all shapes
 
     def guess(self, shape: Shape) -> float:
-        """Seconds per image before anything was measured: proportional to pixels x steps."""
-        _, width, height, steps = shape
+        """Seconds per image before anything was measured: proportional to pixels x steps run."""
+        _, width, height, steps = shape[:4]
+        steps = denoising_steps(steps, shape[4] if len(shape) > 4 else None)  # type: ignore[misc]
         return self.seconds_per_megapixel_step * width * height / 1_000_000 * steps
 
     def seconds_per_image(self, shape: Shape) -> float:
@@ -717,9 +716,10 @@ class GenerationQueue:
         """Run one picked batch through the executor and settle its jobs."""
         shape = jobs[0].shape
         items = tuple(
-            BatchItem(*job.request.styled_prompts, seed=seed) for job in jobs for seed in job.request.seeds
+            BatchItem(*job.request.styled_prompts, seed=seed, init_image=job.request.init_image)
+            for job in jobs for seed in job.request.seeds
         )
-        batch = Batch(*shape, items=items)
+        batch = Batch.from_shape(shape, items)
         running = RunningBatch(jobs, batch, time.monotonic(), self.estimator.batch_seconds(shape, len(items)))
         self._running = running
         started = Started(len(items), len(jobs), running.estimate)

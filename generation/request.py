@@ -8,9 +8,11 @@ nothing is ever clamped silently.
 
 from __future__ import annotations
 
+import math
+import os
 import secrets
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Union
 
 from generation.errors import InvalidRequest
 from generation.styles import STYLES, apply_style
@@ -24,14 +26,20 @@ __all__ = [
     "MAX_PROMPT_CHARS",
     "MAX_SEED",
     "STEP_CHOICES",
+    "Shape",
+    "denoising_steps",
     "random_seed",
 ]
+
+Shape = Union[tuple[str, int, int, int], tuple[str, int, int, int, float]]
+"""(kind, width, height, steps), plus strength for img2img: what one pipeline call shares."""
 
 MAX_PROMPT_CHARS = 1000
 MAX_COUNT = 4
 MAX_SEED = 2**32 - 1
 STEP_CHOICES = (1, 2, 4, 8)
-KINDS = ("txt2img",)
+KINDS = ("txt2img", "img2img")
+DEFAULT_STRENGTH = 0.6
 
 # SDXL buckets at a 1024 base resolution (DESIGN.md); other bases scale them.
 ASPECT_RATIOS: dict[str, tuple[int, int]] = {
@@ -51,9 +59,24 @@ def random_seed() -> int:
     return secrets.randbelow(MAX_SEED + 1)
 
 
+def denoising_steps(steps: int, strength: float | None) -> int:
+    """Steps an img2img call of ``strength`` really runs out of ``steps`` (diffusers' rule).
+
+    ``None`` (txt2img) runs them all.
+    """
+    if strength is None:
+        return steps
+    return min(int(steps * strength), steps)
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
-    """What to generate and who asked. ``seed`` is the first image's; image i uses seed + i."""
+    """What to generate and who asked. ``seed`` is the first image's; image i uses seed + i.
+
+    ``kind="img2img"`` makes variations of ``init_image`` (an absolute path to an image file);
+    ``strength`` (0 < s <= 1) is how much of it is re-noised: only ``int(steps * strength)``
+    of the ``steps`` run, so it must leave at least one. txt2img ignores ``strength``.
+    """
 
     prompt: str
     width: int = 1024
@@ -66,6 +89,8 @@ class GenerationRequest:
     kind: str = "txt2img"
     user_id: str = "local"
     platform: str = "cli"
+    init_image: str | None = None
+    strength: float = DEFAULT_STRENGTH
 
     def __post_init__(self) -> None:
         prompt = self.prompt.strip() if isinstance(self.prompt, str) else self.prompt
@@ -105,6 +130,38 @@ class GenerationRequest:
             )
         if not isinstance(self.kind, str) or self.kind not in KINDS:
             raise InvalidRequest("kind", f"Unknown kind {self.kind!r}; choose one of {_join(KINDS)}.")
+        strength = self.strength
+        if (isinstance(strength, bool) or not isinstance(strength, (int, float))
+                or not math.isfinite(strength) or not 0 < strength <= 1):
+            raise InvalidRequest(
+                "strength", f"Strength must be a number above 0 and at most 1, not {strength!r}."
+            )
+        object.__setattr__(self, "strength", float(strength))
+        self._check_init_image()
+
+    def _check_init_image(self) -> None:
+        init = self.init_image
+        if isinstance(init, os.PathLike):
+            init = os.fspath(init)
+            object.__setattr__(self, "init_image", init)
+        if self.kind != "img2img":
+            if init is not None:
+                raise InvalidRequest(
+                    "init_image", f"An init_image is only used by img2img requests, not {self.kind}."
+                )
+            return
+        if init is None:
+            raise InvalidRequest("init_image", "An img2img request needs an init_image to start from.")
+        if not isinstance(init, str) or not os.path.isabs(init):
+            raise InvalidRequest(
+                "init_image", f"init_image must be the absolute path of an image file, not {init!r}."
+            )
+        if denoising_steps(self.steps, self.strength) < 1:
+            raise InvalidRequest(
+                "strength",
+                f"Strength {self.strength:g} is too low for {self.steps} steps: no step would run; "
+                f"use at least {1 / self.steps:g}.",
+            )
 
     # -- derived views -------------------------------------------------------------------------
 
@@ -116,8 +173,10 @@ class GenerationRequest:
         return tuple((self.seed + i) % (MAX_SEED + 1) for i in range(self.count))
 
     @property
-    def shape(self) -> tuple[str, int, int, int]:
-        """Jobs of the same shape can share one pipeline call."""
+    def shape(self) -> Shape:
+        """Jobs of the same shape can share one pipeline call (img2img: of the same strength too)."""
+        if self.kind == "img2img":
+            return (self.kind, self.width, self.height, self.steps, self.strength)
         return (self.kind, self.width, self.height, self.steps)
 
     @property

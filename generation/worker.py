@@ -10,10 +10,12 @@ What happens to one batch on the thread:
 1. ``pipeline.generate(batch, on_step, should_stop)``; ``should_stop`` is true once the caller
    cancelled :meth:`Worker.run` (the queue's "interrupt this batch") or once ``time_limit``
    seconds have passed since the batch started, so the pipeline stops at a step boundary.
-2. Out of memory (``torch.OutOfMemoryError``): free the CUDA cache, split the batch in halves
+2. Items the pipeline rejects up front (:class:`~generation.batch.ItemsRejected`, e.g. an
+   img2img source image that was deleted) fail with its message; the rest run without them.
+3. Out of memory (``torch.OutOfMemoryError``): free the CUDA cache, split the batch in halves
    and retry each half, recursively down to one image; an image that still does not fit
    becomes :class:`~generation.errors.GenerationFailed` with a message for the user.
-3. Any other pipeline error is logged with its traceback; the items of that (sub-)batch become
+4. Any other pipeline error is logged with its traceback; the items of that (sub-)batch become
    ``GenerationFailed`` with a short message that leaks no internals.
 
 Progress (``on_step``) and timings (``on_timing``) are delivered on the event loop thread.
@@ -32,7 +34,15 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from generation.batch import Batch, BatchInterrupted, ImagePipeline, ItemOutcome, StepCallback
+from generation.batch import (
+    Batch,
+    BatchInterrupted,
+    ImagePipeline,
+    ItemOutcome,
+    ItemsRejected,
+    Shape,
+    StepCallback,
+)
 from generation.errors import GenerationFailed
 
 if TYPE_CHECKING:
@@ -42,7 +52,7 @@ __all__ = ["TimingCallback", "Worker", "WorkerClosed"]
 
 logger = logging.getLogger(__name__)
 
-TimingCallback = Callable[[tuple[str, int, int, int], int, float], None]
+TimingCallback = Callable[[Shape, int, float], None]
 """Called with (shape, n_images, seconds) after each successful pipeline call."""
 
 _INTERNAL_ERROR = "Image generation failed because of an internal error; it has been logged."
@@ -126,7 +136,7 @@ class Worker:
             if on_step is not None:
                 _call_soon(loop, on_step, i, n)
 
-        def timing(shape: tuple[str, int, int, int], n_images: int, seconds: float) -> None:
+        def timing(shape: Shape, n_images: int, seconds: float) -> None:
             callback = self.on_timing
             if callback is not None:
                 _call_soon(loop, callback, shape, n_images, seconds)
@@ -184,6 +194,8 @@ class Worker:
             images = self._pipeline.generate(batch, on_step, should_stop)
         except torch.OutOfMemoryError:
             out_of_memory = True  # free memory below, once the exception's frames are gone
+        except ItemsRejected as err:
+            return self._run_without(batch, err.errors, on_step, should_stop, stop, time_limit, timing)
         except BatchInterrupted:
             if stop.is_set():
                 raise
@@ -222,6 +234,30 @@ class Worker:
                     len(batch.items), len(first.items), len(second.items))
         outcomes = self._run_batch(first, on_step, should_stop, stop, time_limit, timing)
         return outcomes + self._run_batch(second, on_step, should_stop, stop, time_limit, timing)
+
+    def _run_without(
+        self,
+        batch: Batch,
+        rejected: dict[int, GenerationFailed],
+        on_step: StepCallback,
+        should_stop: Callable[[], bool],
+        stop: threading.Event,
+        time_limit: float | None,
+        timing: TimingCallback,
+    ) -> list[ItemOutcome]:
+        """Fail the items the pipeline rejected and run the rest of ``batch`` without them."""
+        if not rejected or not all(0 <= i < len(batch.items) for i in rejected):
+            logger.error("pipeline rejected items %s of a batch of %d", sorted(rejected), len(batch.items))
+            return _failed(batch, _INTERNAL_ERROR)
+        logger.info("pipeline rejected %d of %d items: %s", len(rejected), len(batch.items),
+                    "; ".join(map(str, rejected.values())))
+        outcomes: list[ItemOutcome | None] = [rejected.get(i) for i in range(len(batch.items))]
+        keep = [i for i in range(len(batch.items)) if i not in rejected]
+        if keep:
+            rest = self._run_batch(batch.subset(keep), on_step, should_stop, stop, time_limit, timing)
+            for i, outcome in zip(keep, rest):
+                outcomes[i] = outcome
+        return outcomes  # type: ignore[return-value]
 
 
 def _failed(batch: Batch, message: str) -> list[ItemOutcome]:

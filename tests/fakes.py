@@ -12,22 +12,28 @@ import torch
 from PIL import Image
 
 from generation.batch import Batch, BatchInterrupted, BatchItem, StepCallback
+from generation.pipeline import load_init_images
 from generation.request import ModelCaps
 
 __all__ = ["FakeCall", "FakePipeline", "fake_color", "fake_image"]
 
 
-def fake_color(prompt: str, seed: int) -> tuple[int, int, int]:
-    """The solid colour FakePipeline paints for (prompt, seed)."""
-    digest = hashlib.sha256(f"{prompt}|{seed}".encode()).digest()
+def fake_color(prompt: str, seed: int, init: Image.Image | None = None) -> tuple[int, int, int]:
+    """The solid colour FakePipeline paints for (prompt, seed) or, img2img, (prompt, seed, init)."""
+    key = f"{prompt}|{seed}".encode()
+    if init is not None:
+        key += b"|" + hashlib.sha256(init.convert("RGB").tobytes()).digest()
+    digest = hashlib.sha256(key).digest()
     return digest[0], digest[1], digest[2]
 
 
-def fake_image(item: BatchItem, width: int, height: int) -> Image.Image:
-    """The image FakePipeline makes for ``item``, whatever batch it is in."""
-    image = Image.new("RGB", (width, height), fake_color(item.prompt, item.seed))
+def fake_image(item: BatchItem, width: int, height: int, init: Image.Image | None = None) -> Image.Image:
+    """The image FakePipeline makes for ``item`` (from ``init`` for img2img), whatever batch it is in."""
+    image = Image.new("RGB", (width, height), fake_color(item.prompt, item.seed, init))
     image.info["seed"] = item.seed
     image.info["prompt"] = item.prompt
+    if item.init_image is not None:
+        image.info["init_image"] = item.init_image
     return image
 
 
@@ -38,7 +44,7 @@ class FakeCall:
     batch: Batch
     thread: threading.Thread
     steps_run: int = 0
-    outcome: str = "running"  # "ok", "oom", "error", "interrupted"
+    outcome: str = "running"  # "ok", "oom", "error", "interrupted", "rejected"
 
     @property
     def size(self) -> int:
@@ -99,7 +105,15 @@ class FakePipeline:
         if self.oom_above is not None and len(batch.items) > self.oom_above:
             call.outcome = "oom"
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
-        for i in range(1, batch.steps + 1):
+        inits: list[Image.Image | None] = [None] * len(batch.items)
+        if batch.kind == "img2img":
+            try:
+                inits = list(load_init_images(batch))  # the real loader: ItemsRejected for bad files
+            except Exception:
+                call.outcome = "rejected"
+                raise
+        steps = batch.denoising_steps
+        for i in range(1, steps + 1):
             if not self.gate.wait(timeout=10):
                 raise RuntimeError("FakePipeline was paused for more than 10 s")
             if should_stop is not None and should_stop():
@@ -109,6 +123,6 @@ class FakePipeline:
                 time.sleep(self.step_seconds)
             call.steps_run = i
             if on_step is not None:
-                on_step(i, batch.steps)
+                on_step(i, steps)
         call.outcome = "ok"
-        return [fake_image(item, batch.width, batch.height) for item in batch.items]
+        return [fake_image(item, batch.width, batch.height, init) for item, init in zip(batch.items, inits)]

@@ -130,7 +130,8 @@ def test_unknown_style(style: str) -> None:
 
 
 def test_unknown_kind() -> None:
-    assert "txt2img" in str(invalid("kind", kind="img2img"))
+    message = str(invalid("kind", kind="inpaint"))
+    assert "txt2img" in message and "img2img" in message
 
 
 @pytest.mark.parametrize(("width", "height"), [*DESIGN_SIZES.values(), (64, 64), (2048, 2048), (512, 768)])
