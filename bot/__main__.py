@@ -1,10 +1,12 @@
-"""Command line: ``imagine-bot generate "a red fox --ar 16:9" -o fox.png`` and ``imagine-bot styles``."""
+"""Command line: ``imagine-bot run``, ``imagine-bot generate "a red fox --ar 16:9" -o fox.png``,
+``imagine-bot styles``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -27,12 +29,18 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not args.verbose:  # transformers warns about optional extras (torchvision) we do not use
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         logging.getLogger("transformers").setLevel(logging.ERROR)
     if args.command == "styles":
         print(styles_text())
         return 0
     try:
         config = load_config(args.config)
+        if args.command == "run":
+            from bot.app import run_bot
+
+            asyncio.run(run_bot(config, model=args.model))
+            return 0
         if args.command == "generate":
             paths = asyncio.run(generate(config, args.prompt, args.output, args.model, quiet=args.quiet))
             for path in paths:
@@ -121,6 +129,9 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--model", help="'tiny' (offline, random weights) or 'sdxl-lightning'")
     gen.add_argument("--config", help="config TOML (default: built-in defaults)")
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    run = sub.add_parser("run", help="run the bot (the terminal chat when no chat token is set)")
+    run.add_argument("--config", help="config TOML (default: built-in defaults)")
+    run.add_argument("--model", help="override model.name, e.g. 'tiny' for an offline demo")
     sub.add_parser("styles", help="list the style presets for --style")
     return parser
 

@@ -1,28 +1,46 @@
-"""Composition root: config -> pipeline -> worker -> queue (front ends and storage plug in here)."""
+"""Composition root: config -> pipeline -> worker -> queue -> storage -> service -> front ends.
+
+This is the one module that wires things together; everything else receives what it needs.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import getpass
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import signal
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager, suppress
 from dataclasses import replace
+from typing import TextIO
 
 from bot.config import Config
+from bot.console import run_console
+from bot.maintenance import Maintenance
+from bot.safety import BlocklistChecker, DEFAULT_BLOCKLIST
+from bot.service import ImagineService, ServiceSettings, Who
 from generation.pipeline import load_pipeline
 from generation.queue import GenerationQueue
 from generation.worker import Worker
+from storage import Database, ImageStore
 
-__all__ = ["engine"]
+__all__ = ["engine", "run_bot"]
 
 log = logging.getLogger(__name__)
 
 
 @asynccontextmanager
-async def engine(config: Config, *, model: str | None = None) -> AsyncIterator[GenerationQueue]:
-    """Load the model, start the worker thread and the queue; drain and stop them on exit."""
+async def engine(
+    config: Config, *, model: str | None = None, drain: bool = True
+) -> AsyncIterator[GenerationQueue]:
+    """Load the model, start the worker thread and the queue; stop them on exit.
+
+    ``drain=False`` finishes only the running batch: queued jobs stay queued in the database
+    and run after the next start.
+    """
     model_config = replace(config.model, name=model) if model else config.model
     pipeline = load_pipeline(model_config)
-    log.info("model %s loaded (%s)", pipeline.model_id, ", ".join(map(str, pipeline.caps.steps)))
+    log.info("model %s loaded (steps %s)", pipeline.model_id, ", ".join(map(str, pipeline.caps.steps)))
     worker = Worker(pipeline)
     worker.start()
     q = config.queue
@@ -38,5 +56,86 @@ async def engine(config: Config, *, model: str | None = None) -> AsyncIterator[G
     try:
         yield queue
     finally:
-        await queue.close(drain=True)
+        await queue.close(drain=drain)
         await worker.close()
+
+
+def prompt_checker(config: Config) -> BlocklistChecker:
+    """The blocklist from [safety]: the built-in categories plus the operator's own terms."""
+    s = config.safety
+    return BlocklistChecker(
+        s.words, s.patterns, categories=DEFAULT_BLOCKLIST if s.default_blocklist else None
+    )
+
+
+async def run_bot(
+    config: Config,
+    *,
+    model: str | None = None,
+    lines: Iterable[str] | None = None,
+    out: TextIO | None = None,
+) -> None:
+    """``imagine-bot run``: serve until the front ends stop or SIGTERM/SIGINT arrives."""
+    config.storage.data_dir.mkdir(parents=True, exist_ok=True)
+    console_user = Who("cli", getpass.getuser(), getpass.getuser())
+    settings = ServiceSettings(
+        daily_quota=config.quota.images,
+        quota_window=config.quota.window,
+        # whoever runs the terminal chat operates the bot
+        admins=config.admins | {console_user.key},
+        data_dir=config.storage.data_dir,
+        default_model=model or config.model.name,
+    )
+    maintenance_settings = config.maintenance
+    if maintenance_settings.backup_dir is None:
+        maintenance_settings = replace(maintenance_settings, backup_dir=config.storage.data_dir / "backups")
+
+    async with engine(config, model=model, drain=False) as queue, Database.open(
+        config.storage.database
+    ) as db:
+        store = ImageStore(config.storage.images)
+        service = ImagineService(db, store, queue, settings=settings, prompt_checker=prompt_checker(config))
+        maintenance = Maintenance(db, store, queue, maintenance_settings, window=config.quota.window)
+        try:
+            recovered = await service.recover()
+            maintenance.start()
+            front_ends = [
+                asyncio.create_task(
+                    run_console(
+                        service, who=console_user, output_dir=config.output_dir,
+                        lines=lines, out=out, recovered=recovered,
+                    ),
+                    name="console",
+                )
+            ]
+            await _serve_until_stopped(front_ends)
+        finally:
+            maintenance.stop()
+            await queue.close(drain=False)
+            await service.close()
+    log.info("stopped")
+
+
+async def _serve_until_stopped(tasks: list[asyncio.Task[None]]) -> None:
+    """Wait for the front ends to finish, or for SIGTERM/SIGINT, then cancel what still runs."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    installed = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    stopper = asyncio.create_task(stop.wait(), name="stop-signal")
+    try:
+        done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+        if stopper in done:
+            log.info("stop signal received: finishing the running batch")
+        for task in done:
+            if task is not stopper and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        for task in [*tasks, stopper]:
+            task.cancel()
+        await asyncio.gather(*tasks, stopper, return_exceptions=True)
+        for sig in installed:
+            loop.remove_signal_handler(sig)
