@@ -1,6 +1,8 @@
 # imagine-bot on an NVIDIA GPU. Build:  docker build -t imagine-bot .
-# Run:    docker run --gpus all -v $PWD/config.toml:/app/config.toml:ro \
-#           -v imagine-models:/models -v imagine-data:/data imagine-bot
+# Run:    docker run --gpus all -e DISCORD_TOKEN -e TELEGRAM_TOKEN \
+#           -v $PWD/config.toml:/app/config.toml:ro -v imagine-models:/models -v imagine-data:/data \
+#           imagine-bot
+# config.toml should set storage.data_dir = "/data" (and model.cache_dir = "/models/hf-cache").
 FROM pytorch/pytorch:2.7.1-cuda12.8-cudnn9-runtime
 
 ENV PYTHONUNBUFFERED=1 \
@@ -20,4 +22,5 @@ COPY config.example.toml ./config.example.toml
 USER imagine
 VOLUME ["/data", "/models"]
 ENTRYPOINT ["imagine-bot"]
-CMD ["generate", "a lighthouse at dawn --ar 16:9", "--config", "/app/config.toml", "-o", "/data/"]
+STOPSIGNAL SIGTERM
+CMD ["run", "--config", "/app/config.toml"]

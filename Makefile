@@ -5,7 +5,6 @@ PY := $(VENV)/bin/python
 # CPU wheel by default. For an NVIDIA GPU: make run TORCH="torch --index-url https://download.pytorch.org/whl/cu128"
 TORCH ?= torch==2.13.0
 CONFIG ?= $(if $(wildcard config.toml),config.toml,config.example.toml)
-PROMPT ?= a red fox in the snow, golden hour --ar 16:9
 
 .PHONY: install run demo test bench bench-gpu clean
 
@@ -19,10 +18,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: install
-	$(VENV)/bin/imagine-bot generate "$(PROMPT)" --config $(CONFIG)
+	$(VENV)/bin/imagine-bot run --config $(CONFIG)
 
 demo: install
-	$(VENV)/bin/imagine-bot generate "$(PROMPT) --n 4" --model tiny --config $(CONFIG) -o out/
+	$(VENV)/bin/imagine-bot run --model tiny --config $(CONFIG)
 
 test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

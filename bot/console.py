@@ -13,6 +13,7 @@ import logging
 import shlex
 import shutil
 import sys
+import threading
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from pathlib import Path
@@ -53,11 +54,25 @@ COMMANDS = """Commands:
 
 
 async def stdin_lines() -> AsyncIterator[str]:
-    """Lines typed on stdin, without blocking the event loop; ends at EOF."""
-    while True:
-        line = await asyncio.to_thread(sys.stdin.readline)
-        if not line:
-            return
+    """Lines typed on stdin, without blocking the event loop; ends at EOF.
+
+    A daemon thread reads, so a pending read never keeps the process alive after SIGTERM.
+    """
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[str] = asyncio.Queue()
+
+    def reader() -> None:
+        while True:
+            line = sys.stdin.readline()
+            try:
+                loop.call_soon_threadsafe(lines.put_nowait, line)
+            except RuntimeError:  # the loop has closed: the bot is stopping
+                return
+            if not line:
+                return
+
+    threading.Thread(target=reader, name="stdin", daemon=True).start()
+    while line := await lines.get():
         yield line
 
 

@@ -314,6 +314,7 @@ class HistoryEntry:
     status: str
     images: tuple[HistoryImage, ...]
     error: str | None = None
+    target: dict[str, Any] = field(default_factory=dict)  # delivery refs (e.g. a message link)
 
 
 @dataclass(frozen=True)
@@ -408,9 +409,18 @@ class ImagineService:
         """The ticket of a job this process is still following."""
         return self._tickets.get(job_id)
 
-    async def close(self) -> None:
-        """Stop following jobs; their rows stay as they are for the next start."""
+    async def close(self, timeout: float | None = None) -> None:
+        """Let followers of finished queue jobs store their results, then stop following.
+
+        Call after the queue is closed: the running batch's images are stored; jobs that never
+        ran stay ``queued`` for the next start. Followers still busy after ``timeout``
+        (default ``settle_timeout_s``) are cancelled; their rows stay as they are.
+        """
         tasks = list(self._tasks.values())
+        # a job the queue no longer holds has its outcome: let its follower record it
+        settling = [task for job_id, task in self._tasks.items() if self.queue.job(job_id) is None]
+        if settling:
+            await asyncio.wait(settling, timeout=timeout or self.config.settle_timeout_s)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -645,6 +655,88 @@ class ImagineService:
         """Record that a front end sent the images; False if it was already delivered."""
         return await jobs.mark_delivered(self.db, job_id, self.clock())
 
+    # -- delivery refs (front ends find a job again by a message they sent) --------------------
+
+    async def record_refs(self, job_id: str, refs: dict[str, Any]) -> dict[str, Any]:
+        """Merge a front end's refs (e.g. sent message ids) into the job's target; the new target."""
+        return await jobs.update_target(self.db, job_id, refs)
+
+    async def find_by_ref(self, name: str, value: Any) -> Delivery | None:
+        """The newest job whose target has ``target[name] == value``, with its stored images."""
+        row = await jobs.find_by_target(self.db, name, value)
+        return None if row is None else await self._delivery_of(row)
+
+    async def job_delivery(self, job_id: str) -> Delivery:
+        """A job's stored images, canonical text and target (NotFound when there is no such job)."""
+        return await self._delivery_of(await self._job(job_id))
+
+    async def _delivery_of(self, row: Job) -> Delivery:
+        rows = await images.images_for_job(self.db, row.id)
+        return self._delivery(row.id, GenerationRequest.from_dict(row.request), rows, cached=False,
+                              target=row.target)
+
+    # -- messages that show a job (reactions rate what a message shows) ---------------------------
+
+    async def remember_message(self, job_id: str, message_id: str | int, *, index: int | None = None,
+                               **refs: Any) -> dict[str, Any]:
+        """Record that message ``message_id`` shows image ``index`` of a job (None: all of them)."""
+        changes = {"messages": {str(int(message_id)): -1 if index is None else int(index)}, **refs}
+        return await jobs.update_target(self.db, job_id, changes)
+
+    async def find_message(self, platform: str, message_id: str | int) -> tuple[str, int | None] | None:
+        """(job id, image index or None for all) of a message recorded by ``remember_message``."""
+        path = f'$.messages."{int(message_id)}"'
+        row = await self.db.fetchone(
+            "SELECT id, json_extract(target, ?) AS idx FROM jobs"
+            " WHERE json_extract(target, '$.platform') = ? AND json_extract(target, ?) IS NOT NULL"
+            " ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            (path, platform, path),
+        )
+        if row is None:
+            return None
+        return row["id"], None if row["idx"] < 0 else int(row["idx"])
+
+    async def rate_message(self, who: Who, message_id: str | int, stars: int,
+                           source: str = "reaction") -> list[Rating]:
+        """Rate the image(s) a recorded message of ``who``'s platform shows; [] for other messages."""
+        images_shown = await self._message_images(who.platform, message_id)
+        return [await self.rate(who, image.id, stars, source) for image in images_shown]
+
+    async def unrate_message(self, who: Who, message_id: str | int, stars: int | None = None,
+                             source: str = "reaction") -> int:
+        """Remove ``who``'s ratings of what a message shows (only those of ``stars``, when given)."""
+        user = await users.get_by_platform(self.db, who.platform, who.user_id)
+        if user is None:
+            return 0
+        removed = 0
+        for image in await self._message_images(who.platform, message_id):
+            current = await ratings.get(self.db, image.id, user.id)
+            if current is None or (stars is not None and current.stars != stars):
+                continue
+            removed += await ratings.delete(self.db, image.id, user.id, source)
+        return removed
+
+    async def _message_images(self, platform: str, message_id: str | int) -> list[Image]:
+        found = await self.find_message(platform, message_id)
+        if found is None:
+            return []
+        job_id, index = found
+        return [i for i in await images.images_for_job(self.db, job_id) if index is None or i.idx == index]
+
+    async def owns(self, who: Who, job_id: str) -> bool:
+        """Whether job ``job_id`` was asked for by ``who`` (admins own every job)."""
+        if self.is_admin(who):
+            return True
+        row = await jobs.get(self.db, job_id)
+        user = await users.get(self.db, row.user_id) if row is not None else None
+        return user is not None and (user.platform, user.platform_user_id) == (who.platform, who.user_id)
+
+    async def set_dm_closed(self, who: Who, closed: bool = True) -> None:
+        """Remember that direct messages to ``who`` fail (or work again)."""
+        user = await self._user(who)
+        if user.dm_closed != closed:
+            await users.set_dm_closed(self.db, user.id, closed)
+
     # -- restart recovery ----------------------------------------------------------------------
 
     async def recover(self) -> Recovered:
@@ -698,7 +790,7 @@ class ImagineService:
                 mean, count = await ratings.average(self.db, image.id)
                 shown.append(HistoryImage(self._stored(image), mine.stars if mine else None, mean, count))
             entries.append(HistoryEntry(job.id, self._text(job.request), job.created_at, job.status,
-                                        tuple(shown), job.error))
+                                        tuple(shown), job.error, dict(job.target)))
         return HistoryView(tuple(entries), page, per_page, found.total)
 
     async def rate(self, who: Who, image_id: int, stars: int | str, source: str = "button") -> Rating:

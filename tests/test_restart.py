@@ -1,4 +1,5 @@
-"""kill -9 a running bot mid-batch, start it again: every job delivered once, charged once."""
+"""Stop a running bot mid-batch (kill -9, or SIGTERM), start it again: every job delivered once,
+charged once."""
 
 from __future__ import annotations
 
@@ -66,7 +67,11 @@ def test_kill_9_mid_batch_then_restart_delivers_each_job_once(tmp_path: Path) ->
     assert rows(db, "SELECT sum(used) FROM quota_usage")[0][0] == 4
     assert not list(out.glob("*.png")) if out.exists() else True
 
-    # 2. second run: recovery re-runs the jobs and delivers each exactly once
+    restart_and_check(config, db, out)
+
+
+def restart_and_check(config: Path, db: Path, out: Path) -> None:
+    """A second run recovers: each job delivered exactly once, nobody charged twice."""
     second = start(config, delay=0.0)
     try:
         wait_until(lambda: rows(db, "SELECT count(*) FROM jobs WHERE status = 'delivered'")[0][0] == 3,
@@ -87,3 +92,33 @@ def test_kill_9_mid_batch_then_restart_delivers_each_job_once(tmp_path: Path) ->
                            range(1, 1 + rows(db, f"SELECT count(*) FROM images WHERE job_id = '{job_id}'")[0][0]))
     for job_id, *_ in jobs:
         assert stdout.count(f"{job_id}: done") == 1, stdout
+
+
+def test_sigterm_finishes_the_running_batch_and_keeps_the_queue(tmp_path: Path) -> None:
+    data, out = tmp_path / "data", tmp_path / "out"
+    config = tmp_path / "config.toml"
+    config.write_text(f'[storage]\ndata_dir = "{data}"\n[output]\ndir = "{out}"\n')
+    db = data / "imagine.db"
+
+    first = start(config, delay=0.5)
+    try:
+        assert first.stdin is not None
+        first.stdin.write("\n".join(REQUESTS) + "\n")
+        first.stdin.flush()
+        wait_until(lambda: len(rows(db, "SELECT id FROM jobs")) == 3, 120, "three accepted jobs")
+        wait_until(lambda: rows(db, "SELECT count(*) FROM jobs WHERE status = 'running'")[0][0] > 0,
+                   60, "a running batch")
+        running = {job_id for (job_id,) in rows(db, "SELECT id FROM jobs WHERE status = 'running'")}
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=60)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 0
+    statuses = dict(rows(db, "SELECT id, status FROM jobs"))
+    for job_id in running:  # the batch on the GPU was finished, not thrown away
+        assert statuses[job_id] in ("done", "delivered"), statuses
+    assert {statuses[j] for j in statuses.keys() - running} <= {"queued"}, statuses
+    assert rows(db, "SELECT count(*) FROM jobs WHERE refunded = 1")[0][0] == 0
+
+    restart_and_check(config, db, out)
