@@ -1,0 +1,144 @@
+"""Service throughput with a zero-cost pipeline: how many jobs/s does the bookkeeping sustain?
+
+Path measured per job: parse -> prompt check -> quota (atomic) + job row -> queue -> worker thread
+-> image check -> PNG encode + content-addressed file + image rows -> done -> delivered.
+The pipeline returns 64x64 images at once, so only the bot's own overhead is timed.
+Goal: >= 300 jobs/s on the 2-core CI machine. Writes bench/results/service_bench.json and .png.
+Not a test: run `python bench/service_bench.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from PIL import Image  # noqa: E402
+
+from bot.service import ImagineService, ServiceSettings, Who  # noqa: E402
+from generation.batch import Batch  # noqa: E402
+from generation.queue import GenerationQueue  # noqa: E402
+from generation.request import ModelCaps  # noqa: E402
+from generation.worker import Worker  # noqa: E402
+from storage import Database, ImageStore  # noqa: E402
+
+
+class ZeroCostPipeline:
+    """An ImagePipeline that returns small distinct images instantly."""
+
+    caps = ModelCaps(name="zero", base_resolution=64, steps=(1, 2, 4, 8))
+    model_id = "zero-cost"
+
+    def generate(self, batch: Batch, on_step=None, should_stop=None):  # type: ignore[no-untyped-def]
+        if on_step is not None:
+            on_step(batch.steps, batch.steps)
+        return [Image.new("RGB", (batch.width, batch.height), (item.seed % 256, 0, 0)) for item in batch.items]
+
+
+async def run(jobs: int, users: int, concurrency: int, data: Path) -> dict:
+    worker = Worker(ZeroCostPipeline())
+    worker.start()
+    queue = GenerationQueue(worker, max_batch_images=8, max_queued_images=10_000, max_queued_per_user=10_000)
+    queue.start()
+    async with Database.open(data / "bench.db") as db:
+        service = ImagineService(
+            db, ImageStore(data / "images"), queue,
+            settings=ServiceSettings(daily_quota=1_000_000, data_dir=data),
+        )
+        people = [Who("bench", str(i), f"user{i}") for i in range(users)]
+        latencies: list[float] = []
+        semaphore = asyncio.Semaphore(concurrency)
+
+        async def one(i: int) -> None:
+            async with semaphore:
+                start = time.perf_counter()
+                ticket = await service.imagine(people[i % users], f"a lighthouse, variant {i} --seed {i}")
+                delivery = await ticket.delivery()
+                assert await service.mark_delivered(delivery.job_id)
+                latencies.append(time.perf_counter() - start)
+
+        await one(jobs)  # warm-up
+        latencies.clear()
+        start = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(jobs)))
+        elapsed = time.perf_counter() - start
+        delivered = await db.fetchval("SELECT count(*) FROM jobs WHERE status = 'delivered'")
+        await queue.close()
+        await service.close()
+        await worker.close()
+    latencies.sort()
+    return {
+        "jobs": jobs,
+        "users": users,
+        "concurrency": concurrency,
+        "seconds": elapsed,
+        "jobs_per_s": jobs / elapsed,
+        "delivered_rows": delivered,
+        "latency_ms": {
+            "p50": 1000 * latencies[len(latencies) // 2],
+            "p95": 1000 * latencies[int(len(latencies) * 0.95)],
+            "max": 1000 * latencies[-1],
+        },
+        "batches": queue.batches_run,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 32, 128])
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args()
+
+    runs = []
+    for concurrency in args.concurrency:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = asyncio.run(run(args.jobs, args.users, concurrency, Path(tmp)))
+        print(f"concurrency {concurrency}: {result['jobs_per_s']:.0f} jobs/s, "
+              f"p50 {result['latency_ms']['p50']:.1f} ms, p95 {result['latency_ms']['p95']:.1f} ms")
+        runs.append(result)
+    best = max(r["jobs_per_s"] for r in runs)
+    summary = {
+        "benchmark": "service_bench",
+        "command": "python bench/service_bench.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}",
+        "runs": runs,
+        "best_jobs_per_s": best,
+        "goal": "jobs_per_s >= 300",
+        "goal_met": best >= 300,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "service_bench.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot(runs, out / "service_bench.png")
+    return 0
+
+
+def plot(runs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    xs = [str(r["concurrency"]) for r in runs]
+    ax.bar(xs, [r["jobs_per_s"] for r in runs], color="tab:blue")
+    ax.axhline(300, color="tab:red", ls="--", label="goal: 300 jobs/s")
+    ax.set_xlabel("requests in flight")
+    ax.set_ylabel("jobs / s (parse → stored → delivered)")
+    ax.set_title(f"service overhead, zero-cost pipeline, {runs[0]['jobs']} jobs")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
