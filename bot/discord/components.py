@@ -1,0 +1,295 @@
+"""Buttons that survive restarts, result images and /history pages for the Discord front end.
+
+Every button is a :class:`discord.ui.DynamicItem`: its ``custom_id`` carries what it acts on
+(``imagine:up:<job>:<index>``), so a click on a message sent before a restart still works. The
+callbacks only hand the click to the front end (``interaction.client.front``).
+
+    imagine:reroll:<job>          🔄 the same request with a new seed
+    imagine:up:<job>:<i>          U1…U4: post image i at full size
+    imagine:var:<job>:<i>         V1…V4: variations of image i
+    imagine:del:<job>             🗑 delete the message (the requester or an admin)
+    imagine:hist:<page>:<search>  ◀ ▶ paging of /history
+    imagine:forget:<yes|no>:<uid> the /forget confirmation
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import discord
+from PIL import Image
+
+from bot.service import Delivery, HistoryView, StoredImage
+from storage.files import fit_under
+
+__all__ = [
+    "DeleteButton",
+    "ForgetButton",
+    "HistoryButton",
+    "RerollButton",
+    "UpscaleButton",
+    "VariationButton",
+    "DYNAMIC_ITEMS",
+    "forget_view",
+    "history_page",
+    "render_grid",
+    "render_single",
+    "result_view",
+    "upscale_view",
+]
+
+_SEARCH_MAX = 60  # characters of a /history search kept in a paging button's custom_id
+
+
+class _Front(Protocol):
+    async def on_reroll(self, interaction: discord.Interaction, job_id: str) -> None: ...
+    async def on_upscale(self, interaction: discord.Interaction, job_id: str, index: int) -> None: ...
+    async def on_variation(self, interaction: discord.Interaction, job_id: str, index: int) -> None: ...
+    async def on_delete(self, interaction: discord.Interaction, job_id: str) -> None: ...
+    async def on_history_page(self, interaction: discord.Interaction, page: int, search: str) -> None: ...
+    async def on_forget(self, interaction: discord.Interaction, confirm: bool, user_id: int) -> None: ...
+
+
+def _front(interaction: discord.Interaction) -> _Front:
+    return interaction.client.front  # type: ignore[attr-defined,no-any-return]
+
+
+# -- buttons -----------------------------------------------------------------------------------
+
+
+class RerollButton(discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:reroll:(?P<job>\w+)"):
+    """🔄: the same request again with a new seed."""
+
+    def __init__(self, job_id: str, row: int = 0) -> None:
+        super().__init__(discord.ui.Button(emoji="🔄", style=discord.ButtonStyle.secondary,
+                                           custom_id=f"imagine:reroll:{job_id}", row=row))
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> RerollButton:
+        return cls(match["job"], item.row or 0)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        """Reroll the job."""
+        await _front(interaction).on_reroll(interaction, self.job_id)
+
+
+class UpscaleButton(discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:up:(?P<job>\w+):(?P<index>\d)"):
+    """U1…U4: that image alone, at full size."""
+
+    def __init__(self, job_id: str, index: int, row: int = 0) -> None:
+        super().__init__(discord.ui.Button(label=f"U{index + 1}", style=discord.ButtonStyle.secondary,
+                                           custom_id=f"imagine:up:{job_id}:{index}", row=row))
+        self.job_id, self.index = job_id, index
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> UpscaleButton:
+        return cls(match["job"], int(match["index"]), item.row or 0)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        """Post the image at full size."""
+        await _front(interaction).on_upscale(interaction, self.job_id, self.index)
+
+
+class VariationButton(discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:var:(?P<job>\w+):(?P<index>\d)"):
+    """V1…V4: variations of that image."""
+
+    def __init__(self, job_id: str, index: int, row: int = 1, label: str | None = None) -> None:
+        super().__init__(discord.ui.Button(label=label or f"V{index + 1}", style=discord.ButtonStyle.secondary,
+                                           custom_id=f"imagine:var:{job_id}:{index}", row=row))
+        self.job_id, self.index = job_id, index
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> VariationButton:
+        return cls(match["job"], int(match["index"]), item.row or 0, item.label)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        """Make variations of the image."""
+        await _front(interaction).on_variation(interaction, self.job_id, self.index)
+
+
+class DeleteButton(discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:del:(?P<job>\w+)"):
+    """🗑: delete the message (only the requester, or an admin)."""
+
+    def __init__(self, job_id: str, row: int = 1) -> None:
+        super().__init__(discord.ui.Button(emoji="🗑️", style=discord.ButtonStyle.danger,
+                                           custom_id=f"imagine:del:{job_id}", row=row))
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> DeleteButton:
+        return cls(match["job"], item.row or 0)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        """Delete the message."""
+        await _front(interaction).on_delete(interaction, self.job_id)
+
+
+class HistoryButton(discord.ui.DynamicItem[discord.ui.Button], template=r"(?s)imagine:hist:(?P<page>\d+):(?P<search>.*)"):
+    """◀ / ▶ on a /history page."""
+
+    def __init__(self, page: int, search: str, label: str, disabled: bool = False) -> None:
+        super().__init__(discord.ui.Button(label=label, style=discord.ButtonStyle.secondary,
+                                           custom_id=f"imagine:hist:{page}:{search[:_SEARCH_MAX]}",
+                                           disabled=disabled))
+        self.page, self.search = page, search[:_SEARCH_MAX]
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> HistoryButton:
+        return cls(int(match["page"]), match["search"], item.label or "")
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        """Show another page."""
+        await _front(interaction).on_history_page(interaction, self.page, self.search)
+
+
+class ForgetButton(discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:forget:(?P<answer>yes|no):(?P<uid>\d+)"):
+    """The /forget confirmation: yes deletes everything, no keeps it."""
+
+    def __init__(self, confirm: bool, user_id: int) -> None:
+        super().__init__(discord.ui.Button(
+            label="Delete everything" if confirm else "Keep my data",
+            style=discord.ButtonStyle.danger if confirm else discord.ButtonStyle.secondary,
+            custom_id=f"imagine:forget:{'yes' if confirm else 'no'}:{user_id}",
+        ))
+        self.confirm, self.user_id = confirm, user_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> ForgetButton:
+        return cls(match["answer"] == "yes", int(match["uid"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        """Forget (or not)."""
+        await _front(interaction).on_forget(interaction, self.confirm, self.user_id)
+
+
+DYNAMIC_ITEMS = (RerollButton, UpscaleButton, VariationButton, DeleteButton, HistoryButton, ForgetButton)
+
+
+def _view(*items: discord.ui.Item[Any]) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    for item in items:
+        view.add_item(item)
+    return view
+
+
+def result_view(delivery: Delivery) -> discord.ui.View:
+    """A grid's buttons: U1…U4 + 🔄 on the first row, V1…V4 + 🗑 on the second; one image: 🔄 V1 🗑."""
+    job, count = delivery.job_id, len(delivery.images)
+    if count <= 1:
+        return _view(RerollButton(job, 0), VariationButton(job, 0, 0, "V1"), DeleteButton(job, 0))
+    return _view(
+        *(UpscaleButton(job, i, 0) for i in range(count)), RerollButton(job, 0),
+        *(VariationButton(job, i, 1) for i in range(count)), DeleteButton(job, 1),
+    )
+
+
+def upscale_view(job_id: str, index: int) -> discord.ui.View:
+    """Buttons under one full-size image: vary it, or delete the message."""
+    return _view(VariationButton(job_id, index, 0, "🔀 Vary"), DeleteButton(job_id, 0))
+
+
+def forget_view(user_id: int) -> discord.ui.View:
+    return _view(ForgetButton(True, user_id), ForgetButton(False, user_id))
+
+
+# -- images ------------------------------------------------------------------------------------
+
+
+def render_grid(images: Sequence[StoredImage], limit: int) -> tuple[bytes, str]:
+    """(bytes, extension): the single image, or the images as a 2-column grid; fit under ``limit``."""
+    if len(images) == 1:
+        return render_single(images[0].path, limit)
+    opened = [Image.open(image.path).convert("RGB") for image in images]
+    try:
+        width = max(i.width for i in opened)
+        height = max(i.height for i in opened)
+        columns = 2
+        rows = math.ceil(len(opened) / columns)
+        grid = Image.new("RGB", (columns * width, rows * height), (0, 0, 0))
+        for n, image in enumerate(opened):
+            grid.paste(image, ((n % columns) * width, (n // columns) * height))
+        buffer = io.BytesIO()
+        grid.save(buffer, format="PNG")
+    finally:
+        for image in opened:
+            image.close()
+    return fit_under(buffer.getvalue(), limit)
+
+
+def render_single(path: Path, limit: int) -> tuple[bytes, str]:
+    """One stored image, re-encoded only when it is over ``limit`` bytes."""
+    return fit_under(path.read_bytes(), limit)
+
+
+def _thumbnail(path: Path) -> bytes:
+    with Image.open(path) as image:
+        thumb = image.convert("RGB")
+        thumb.thumbnail((160, 160))
+        buffer = io.BytesIO()
+        thumb.save(buffer, format="JPEG", quality=80)
+    return buffer.getvalue()
+
+
+# -- /history ----------------------------------------------------------------------------------
+
+
+def _stars(stars: int | None) -> str:
+    return "★" * stars + "☆" * (5 - stars) if stars else "not rated"
+
+
+def history_page(view: HistoryView, search: str) -> tuple[str, list[discord.Embed], list[tuple[str, bytes]],
+                                                           discord.ui.View | None]:
+    """(content, embeds, thumbnail files as (name, bytes), paging buttons) for one page."""
+    if not view.entries:
+        text = f"No requests match “{search}”." if search else "You have no requests yet."
+        return text, [], [], None
+    content = f"Your requests, page {view.page + 1} of {view.pages} ({view.total} in all)"
+    if search:
+        content += f", matching “{search}”"
+    embeds, files = [], []
+    for n, entry in enumerate(view.entries):
+        jump = entry.target.get("jump_url")
+        embed = discord.Embed(title=entry.text[:250] or entry.job_id, url=jump or None)
+        first = entry.images[0] if entry.images else None
+        if first is not None:
+            seeds = ", ".join(str(i.image.seed) for i in entry.images)
+            embed.add_field(name="Seed" if len(entry.images) == 1 else "Seeds", value=seeds)
+            mine = [i.my_stars for i in entry.images if i.my_stars]
+            embed.add_field(name="Your rating", value=_stars(max(mine) if mine else None))
+            if first.image.path.is_file():
+                name = f"thumb-{n}.jpg"
+                files.append((name, _thumbnail(first.image.path)))
+                embed.set_thumbnail(url=f"attachment://{name}")
+        embed.add_field(name="Date", value=_date(entry.created_at))
+        if entry.status not in ("done", "delivered"):
+            embed.add_field(name="Status", value=entry.status + (f": {entry.error}" if entry.error else ""))
+        if jump:
+            embed.description = f"[Jump to the result]({jump})"
+        embed.set_footer(text=f"request {entry.job_id}")
+        embeds.append(embed)
+    buttons = _view(
+        HistoryButton(max(0, view.page - 1), search, "◀ Newer", disabled=view.page == 0),
+        HistoryButton(view.page + 1, search, "Older ▶", disabled=not view.has_more),
+    )
+    return content, embeds, files, buttons
+
+
+def _date(text: str) -> str:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        return text[:16]
+    return discord.utils.format_dt(when, "f")

@@ -1,0 +1,69 @@
+"""What the operator configures for the Telegram front end."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+__all__ = ["TelegramSettings"]
+
+_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
+
+
+@dataclass(frozen=True)
+class TelegramSettings:
+    """Token, Bot API server, long polling or webhook, and pacing. The token is never shown."""
+
+    token: str = field(repr=False)
+    base_url: str | None = None  # self-hosted Bot API server, e.g. "http://127.0.0.1:8081/bot"
+    base_file_url: str | None = None
+    local_mode: bool = False  # a self-hosted server in --local mode (bigger uploads)
+    webhook_url: str | None = None  # set: webhook mode; unset: long polling
+    webhook_listen: str = "0.0.0.0"
+    webhook_port: int = 8443
+    webhook_secret: str | None = field(default=None, repr=False)  # None: a random one per start
+    poll_timeout: float = 10.0  # long-poll seconds
+    drop_pending_updates: bool = False
+    status_edit_interval_private: float = 1.5  # seconds between status edits in a private chat
+    status_edit_interval_group: float = 3.0  # …in a group (20 messages/min per group)
+    max_retries: int = 2  # AIORateLimiter retries after a 429 (it waits retry_after)
+    history_per_page: int = 5
+    upload_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not self.token or ":" not in self.token:
+            raise ValueError("`token` must be a bot token like 123456:ABC… (from @BotFather)")
+        if self.webhook_secret is not None and not _SECRET.fullmatch(self.webhook_secret):
+            raise ValueError("`webhook_secret` must be 1-256 characters A-Z, a-z, 0-9, _ or -")
+        if not 1 <= self.webhook_port <= 65535:
+            raise ValueError(f"`webhook_port` must be from 1 to 65535, not {self.webhook_port}")
+        if self.max_retries < 0:
+            raise ValueError(f"`max_retries` must be 0 or more, not {self.max_retries}")
+        if not 1 <= self.history_per_page <= 10:
+            raise ValueError(f"`history_per_page` must be from 1 to 10, not {self.history_per_page}")
+
+    @property
+    def webhook(self) -> bool:
+        return bool(self.webhook_url)
+
+    @classmethod
+    def from_mapping(cls, section: Mapping[str, Any], env: Mapping[str, str] | None = None) -> TelegramSettings:
+        """From a ``[telegram]`` config table; TELEGRAM_TOKEN and TELEGRAM_WEBHOOK_SECRET win."""
+        env = os.environ if env is None else env
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(section) - known - {"webhook"})
+        if unknown:
+            raise ValueError(f"unknown telegram setting(s): {', '.join(unknown)}")
+        values = {k: v for k, v in section.items() if k in known}
+        hook = section.get("webhook")
+        if isinstance(hook, Mapping):  # [telegram.webhook] url/listen/port/secret
+            for key, value in hook.items():
+                values[f"webhook_{key}"] = value
+        if env.get("TELEGRAM_TOKEN"):
+            values["token"] = env["TELEGRAM_TOKEN"]
+        if env.get("TELEGRAM_WEBHOOK_SECRET"):
+            values["webhook_secret"] = env["TELEGRAM_WEBHOOK_SECRET"]
+        return cls(**values)

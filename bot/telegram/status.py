@@ -1,0 +1,93 @@
+"""The status message of one job: edited with queue place and progress, paced for Telegram.
+
+Telegram allows about one message per second per chat and 20 per minute in a group, so edits
+come at least ``interval`` seconds apart. An update that arrives sooner is kept and shown when
+the interval is over (only the newest waits); an edit that would not change the message is
+skipped; "message is not modified" and other edit failures are logged, never raised: progress
+is best effort, the result is what counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from telegram import Bot, InlineKeyboardMarkup
+from telegram.error import BadRequest, TelegramError
+
+__all__ = ["StatusMessage"]
+
+logger = logging.getLogger(__name__)
+
+
+class StatusMessage:
+    """One message the bot edits in place."""
+
+    def __init__(self, bot: Bot, chat_id: int, message_id: int, text: str,
+                 markup: InlineKeyboardMarkup | None = None, *, interval: float = 1.5) -> None:
+        self.bot = bot
+        self.chat_id = chat_id
+        self.message_id = message_id
+        self.interval = interval
+        self.edits = 0
+        self._shown: tuple[str, InlineKeyboardMarkup | None] = (text, markup)
+        self._pending: tuple[str, InlineKeyboardMarkup | None] | None = None
+        self._last = time.monotonic()
+        self._flush: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def show(self, text: str, markup: InlineKeyboardMarkup | None = None, *,
+                   final: bool = False) -> None:
+        """Edit the message to ``text`` now, or when the interval is over (``final``: now)."""
+        if final:
+            self._cancel_flush()
+            self._pending = None
+            await self._edit(text, markup)
+            return
+        wait = self._last + self.interval - time.monotonic()
+        if wait <= 0 and self._flush is None:
+            await self._edit(text, markup)
+            return
+        self._pending = (text, markup)
+        if self._flush is None:
+            self._flush = asyncio.create_task(self._later(max(wait, 0.0)), name=f"status-{self.message_id}")
+
+    async def delete(self) -> None:
+        """Remove the message (it is replaced by the result)."""
+        self._cancel_flush()
+        try:
+            await self.bot.delete_message(self.chat_id, self.message_id)
+        except TelegramError as err:
+            logger.info("could not delete status message %s/%s: %s", self.chat_id, self.message_id, err)
+
+    def close(self) -> None:
+        """Drop a waiting edit."""
+        self._cancel_flush()
+
+    def _cancel_flush(self) -> None:
+        if self._flush is not None and self._flush is not asyncio.current_task():
+            self._flush.cancel()
+        self._flush = None
+
+    async def _later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._flush = None
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            await self._edit(*pending)
+
+    async def _edit(self, text: str, markup: InlineKeyboardMarkup | None) -> None:
+        async with self._lock:
+            if (text, markup) == self._shown:
+                return
+            self._last = time.monotonic()
+            try:
+                await self.bot.edit_message_text(text, self.chat_id, self.message_id, reply_markup=markup)
+                self.edits += 1
+            except BadRequest as err:
+                if "not modified" not in str(err).lower():
+                    logger.info("status edit %s/%s failed: %s", self.chat_id, self.message_id, err)
+            except TelegramError as err:
+                logger.info("status edit %s/%s failed: %s", self.chat_id, self.message_id, err)
+            self._shown = (text, markup)
