@@ -36,6 +36,8 @@ from generation.errors import ImagineError
 
 __all__ = ["COMMANDS", "Console", "run_console", "stdin_lines"]
 
+_MODERATION = ("/appeal", "/appeals", "/lift", "/reject", "/strikes", "/policy", "/modlog")
+
 logger = logging.getLogger(__name__)
 
 COMMANDS = """Commands:
@@ -49,8 +51,16 @@ COMMANDS = """Commands:
   /variation JOB N            variations of image N of a request
   /forget                     delete everything stored about you (asks to confirm)
   /export                     a zip of your data and images
+  /appeal [MESSAGE]           ask an admin to review your strikes, cooldown or block
   /help                       this text and the /imagine options
-  /quit                       leave (waits for running requests)"""
+  /quit                       leave (waits for running requests)
+Admin:
+  /appeals                    open appeals, oldest first
+  /lift APPEAL|PLATFORM:USER  lift a block, cooldown and strikes (closes the appeal)
+  /reject APPEAL              close an appeal without lifting
+  /strikes PLATFORM:USER      a user's strikes, cooldown and block
+  /policy [SCOPE] [explicit=block|spoiler] [allow=CATEGORY,...]   show or set a scope's policy
+  /modlog [PLATFORM:USER]     the newest moderation decisions"""
 
 
 async def stdin_lines() -> AsyncIterator[str]:
@@ -190,8 +200,65 @@ class Console:
         elif command == "/export":
             path = await self.service.export(self.who)
             self.say(f"Your data: {path}")
+        elif command in _MODERATION:
+            await self._moderation(command, rest, args)
         else:
             self.say(f"Unknown command {command}. /help lists the commands.")
+
+    async def _moderation(self, command: str, rest: str, args: list[str]) -> None:
+        """/appeal and the admins' moderation commands."""
+        moderation = self.service.moderation
+        if command == "/appeal":
+            appeal = await moderation.appeal(self.who, rest)
+            self.say(f"Appeal #{appeal.id} filed; an admin will review it.")
+        elif command == "/appeals":
+            found = await moderation.appeals(self.who)
+            self.say("No open appeals." if not found else f"{len(found)} open appeal(s):")
+            for a in found:
+                self.say(f"  #{a.id} {a.user_key} {a.created_at[:16].replace('T', ' ')} "
+                         f"{a.state or 'strikes'} ({a.strikes} strike(s)) {a.message!r}")
+        elif command == "/lift" and len(args) == 1:
+            standing = await moderation.lift(self.who, args[0])
+            self.say(f"Lifted {standing.user_key}: no block, no cooldown, strikes reset.")
+        elif command == "/reject" and len(args) == 1:
+            appeal = await moderation.reject(self.who, args[0].lstrip("#"))
+            self.say(f"Appeal #{appeal.id} of {appeal.user_key} rejected.")
+        elif command == "/strikes" and len(args) == 1:
+            s = await moderation.user_standing(self.who, args[0])
+            until = f"{s.cooldown_until:%Y-%m-%d %H:%M} UTC" if s.cooldown_until else "none"
+            self.say(f"{s.user_key}: {s.strikes} strike(s), cooldown {until}, "
+                     f"{'blocked' if s.blocked else 'not blocked'}"
+                     + (f", appeal #{s.appeal.id} open" if s.appeal else ""))
+        elif command == "/policy":
+            await self._policy(args)
+        elif command == "/modlog" and len(args) <= 1:
+            for e in await moderation.decisions(self.who, args[0] if args else None):
+                self.say(f"  {e.created_at[:19].replace('T', ' ')} {e.user_key} {e.kind} {e.action}"
+                         f" {e.rule or ''} scope={e.scope}" + (f" about={e.subject}" if e.subject else ""))
+        else:
+            self.say(f"Usage: see /help ({command}).")
+
+    async def _policy(self, args: list[str]) -> None:
+        scope = "*"
+        if args and "=" not in args[0]:
+            scope, args = args[0], args[1:]
+        changes: dict[str, object] = {}
+        for pair in args:
+            key, eq, value = pair.partition("=")
+            if key == "explicit" and eq:
+                changes["explicit"] = value
+            elif key == "allow" and eq:
+                changes["allow"] = [c.strip() for c in value.replace("_", " ").split(",") if c.strip()]
+            else:
+                self.say("Usage: /policy [SCOPE] [explicit=block|spoiler] [allow=CATEGORY,...]")
+                return
+        moderation = self.service.moderation
+        if changes:
+            policy = await moderation.set_policy(self.who, scope, **changes)  # type: ignore[arg-type]
+        else:
+            policy = await moderation.policy_for(scope)
+        self.say(f"Policy of {scope}: explicit images {policy.explicit}; "
+                 f"allowed prompt categories: {', '.join(policy.allow) or 'none'}")
 
     async def _history(self, search: str) -> None:
         view = await self.service.history(self.who, search=search or None)

@@ -19,6 +19,7 @@ Errors shown to users as they are (all :class:`~generation.errors.ImagineError`)
     ImagineError
     ├── InvalidRequest, QueueFull, JobCancelled, GenerationFailed   (generation.errors)
     ├── BlockedPrompt          (bot.safety) the prompt check refused; names the category
+    ├── Restricted             (bot.safety) blocked after strikes, on a cooldown, or too soon again
     ├── QuotaExceeded          no images left in this window; says how many and when it resets
     ├── NotAllowed             blocked user, non-admin calling an admin command, too late to cancel
     └── NotFound               no such job or image (or not yours)
@@ -39,7 +40,7 @@ from typing import Any, ClassVar, Union
 from bot import accounts
 from bot.accounts import QuotaStatus
 from bot.options import parse_imagine, render
-from bot.safety import AllowAllImages, BlockedPrompt, BlocklistChecker, ImageChecker, PromptChecker
+from bot.safety import AllowAllImages, BlocklistChecker, ImageChecker, Moderation, PromptChecker, VerdictClassifier
 from generation import queue as gq
 from generation.errors import ImagineError, InvalidRequest, JobCancelled
 from generation.queue import GenerationQueue, ShuttingDown
@@ -376,6 +377,7 @@ class ImagineService:
         settings: ServiceSettings | None = None,
         prompt_checker: PromptChecker | None = None,
         image_checker: ImageChecker | None = None,
+        moderation: Moderation | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db = db
@@ -384,6 +386,11 @@ class ImagineService:
         self.config = settings or ServiceSettings()
         self.prompt_checker: PromptChecker = prompt_checker or BlocklistChecker.default()
         self.image_checker: ImageChecker = image_checker or AllowAllImages()
+        # strikes, cooldowns, per-scope image policy (bot.safety.moderation); without one, the
+        # checkers above with no request spacing
+        self.moderation = moderation or Moderation.permissive(
+            db, prompt_checker=self.prompt_checker, image_classifier=VerdictClassifier(self.image_checker),
+            admins=self.config.admins, clock=clock)
         self.clock = clock
         self._tickets: dict[str, Ticket] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -475,9 +482,7 @@ class ImagineService:
                       target: dict[str, Any] | None, dedupe: bool) -> Ticket:
         """Check, charge, store and enqueue ``request``."""
         # 1. Prompt safety: nothing is charged or written for a refused prompt
-        verdict = self.prompt_checker.check(request.prompt, request.negative_prompt)
-        if not verdict.allowed:
-            raise BlockedPrompt(verdict.category or "not allowed")
+        await self.moderation.check_prompt(who, request.prompt, request.negative_prompt, target)
         request = request.with_seed()
         key = jobs.request_key(request.to_dict(), self.model_id, self.checkpoint_hash)
         now = self.clock()
@@ -520,6 +525,8 @@ class ImagineService:
             return None
         source = await images.images_for_job(self.db, found.id)
         if len(source) != request.count or not all(self.store.exists(i.path) for i in source):
+            return None
+        if any(i.safety != "ok" for i in source):  # spoilered for another scope: check again here
             return None
         async with self.db.transaction() as tx:
             job = await jobs.create(
@@ -599,7 +606,8 @@ class ImagineService:
     async def _store_result(self, ticket: Ticket, result: GenerationResult) -> None:
         """Check the images, store them with their rows, mark done; or fail and refund."""
         job_id = ticket.job_id
-        verdicts = [await asyncio.to_thread(self.image_checker.check, image) for image in result.images]
+        verdicts = await self.moderation.check_images(f"{result.request.platform}:{result.request.user_id}",
+                                                      ticket.target, result.images, job_id=job_id)
         if "blocked" in verdicts:
             logger.warning("job %s: %d image(s) blocked by the image checker", job_id, verdicts.count("blocked"))
             await self._settle_row(job_id, "failed", _BLOCKED_IMAGE)
@@ -966,6 +974,7 @@ class ImagineService:
         user = await self._user(who)
         if user.blocked:
             raise NotAllowed("You are blocked from making images on this bot.")
+        await self.moderation.admit(who)  # strike block, cooldown, request spacing (Restricted)
         return user
 
     async def _job(self, job_id: str) -> Job:

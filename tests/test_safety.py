@@ -1,20 +1,133 @@
-"""Prompt safety: whole-word blocklist, regexes, categories; messages never echo the match."""
+"""Prompt safety: normalization against obfuscation, whole-word blocklist, regexes, categories."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from bot.safety import AllowAllImages, BlockedPrompt, BlocklistChecker, Verdict
+from bot.safety import (
+    DEFAULT_BLOCKLIST,
+    AllowAllImages,
+    AllowAllPrompts,
+    BlockedPrompt,
+    BlocklistChecker,
+    Verdict,
+    load_blocklist,
+    skeleton,
+    views,
+)
 from generation.errors import ImagineError
+
+EXPLICIT = "explicit sexual content"
+GORE = "graphic gore"
+MINORS = "sexual content involving minors"
+
+
+@pytest.fixture(scope="module")
+def default() -> BlocklistChecker:
+    return BlocklistChecker.default()
+
+
+# -- normalization ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("ＰＯＲＮ", "porn"),                      # fullwidth
+    ("p\u200bo\u200cr\u200dn\u2060", "porn"),  # zero-width space/non-joiner/joiner, word joiner
+    ("por\u00adn", "porn"),                    # soft hyphen
+    ("\u0440\u043ern", "porn"),                # Cyrillic er and o
+    ("g\u03bfre", "gore"),                     # Greek omicron
+    ("𝐠𝐨𝐫𝐞", "gore"),                          # mathematical bold
+    ("göré", "gore"),                          # diacritics
+    ("g\u0336o\u0336r\u0336e\u0336", "gore"),  # combining strike-through
+    ("GoRe", "gore"),
+])
+def test_skeleton(text: str, expected: str) -> None:
+    assert skeleton(text) == expected
+
+
+def test_views_join_spaced_letters_and_undo_leetspeak() -> None:
+    assert [v.text for v in views("g.o.r.e")] == ["gore"]
+    assert any(v.text == "sex" for v in views("$3x"))
+    assert any(v.text == "loli" for v in views("l0l1"))
+    assert views("a 1024x768 photo")[0].text == "a 1024x768 photo"  # as written comes first
+
+
+# -- obfuscated forms are blocked -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prompt, category", [
+    ("a gory battlefield", GORE),
+    ("ｇｏｒｅ everywhere", GORE),                    # fullwidth
+    ("g\u200bo\u200br\u200be", GORE),                 # zero-width
+    ("\u0440\u043ern star", EXPLICIT),                # homoglyphs: Cyrillic р, о
+    ("ｐ０ｒｎ", EXPLICIT),                            # fullwidth + leetspeak
+    ("p0rn", EXPLICIT),                               # leetspeak
+    ("g0r3 scene", GORE),
+    ("$ex scene", EXPLICIT),
+    ("l0l1 character", MINORS),
+    ("|0|i character", MINORS),
+    ("@$$ shot", EXPLICIT),
+    ("gooooore", GORE),                               # stretched
+    ("pooorrrnnn", EXPLICIT),
+    ("asssss", EXPLICIT),
+    ("g o r e", GORE),                                # spaced out
+    ("a p o r n scene", EXPLICIT),
+    ("g.o.r.e", GORE),
+    ("g-o-o-r-e", GORE),
+    ("p_0_r_n", EXPLICIT),
+    ("c * o * c * k", EXPLICIT),
+    ("Ｇ\u200b0\u200bＲ\u200b3", GORE),               # everything at once
+    ("𝐩𝐨𝐫𝐧", EXPLICIT),
+    ("pörñ", EXPLICIT),
+    ("Decapitated knight", GORE),
+    ("naked child on a beach", MINORS),
+    ("12yo nude", MINORS),
+    ("nude 8 year old", MINORS),
+    ("a loli character", MINORS),
+    ("rule 34 of a cartoon", EXPLICIT),
+])
+def test_obfuscated_forms_are_blocked(default: BlocklistChecker, prompt: str, category: str) -> None:
+    verdict = default.check(prompt, "")
+    assert verdict == Verdict(False, category), prompt
+
+
+@pytest.mark.parametrize("prompt", [
+    "Scunthorpe town centre at dusk",
+    "assassin's creed cosplay",
+    "a cocktail on a bar",
+    "a peacock in a garden",
+    "cockpit of a plane",
+    "a class of bass players",
+    "as good as it gets",
+    "a child flying a kite",
+    "a red fox in snow",
+    "gorilla in the mist",
+    "nude beach sunset painting",
+    "Sussex countryside",
+    "analysis of a cucumber",
+    "Dickens novel illustration",
+    "a grapefruit, 4k, 1024x768",
+    "therapist's office",
+    "Essex, Middlesex and Wessex",
+    "skyscraper at night",
+])
+def test_innocent_prompts_pass(default: BlocklistChecker, prompt: str) -> None:
+    assert default.check(prompt, "").allowed, prompt
+
+
+# -- the checker ------------------------------------------------------------------------------
 
 
 def test_whole_words_any_case() -> None:
     checker = BlocklistChecker(["badword", "two words"], category="custom")
     assert checker.check("a BadWord here", "") == Verdict(False, "custom")
-    assert checker.check("badwords are fine as another word", "").allowed
+    assert checker.check("badwords are blocked as a plural", "") == Verdict(False, "custom")
     assert checker.check("notbadword", "").allowed
     assert checker.check("Two   Words together", "") == Verdict(False, "custom")
-    assert checker.check("two-words", "").allowed
+    assert checker.check("two-words", "") == Verdict(False, "custom")
+    assert checker.check("twowords", "").allowed
 
 
 def test_patterns_and_categories() -> None:
@@ -22,31 +135,38 @@ def test_patterns_and_categories() -> None:
                                categories={"colours": (["magenta"], [])})
     assert checker.check("foo42 bar", "") == Verdict(False, "numbers")
     assert checker.check("a magenta sky", "") == Verdict(False, "colours")
+    assert checker.check("a m@g3nta sky", "") == Verdict(False, "colours")
     assert checker.check("foo bar", "").allowed
+    assert checker.categories == ("numbers", "colours")
 
 
-def test_negative_prompt_is_not_checked_by_default() -> None:
-    assert BlocklistChecker.default().check("a battle scene", "gore").allowed
-    strict = BlocklistChecker(["gore"], check_negative=True)
-    assert not strict.check("a battle scene", "gore").allowed
+def test_negative_prompt_is_checked_unless_turned_off() -> None:
+    assert BlocklistChecker.default().check("a battle scene", "g0re") == Verdict(False, GORE)
+    lenient = BlocklistChecker.default(check_negative=False)
+    assert lenient.check("a battle scene", "gore").allowed
 
 
-@pytest.mark.parametrize(
-    "prompt, category",
-    [
-        ("a gory battlefield", "graphic gore"),
-        ("naked child on a beach", "sexual content involving minors"),
-        ("a loli character", "sexual content involving minors"),
-    ],
-)
-def test_default_list(prompt: str, category: str) -> None:
-    assert BlocklistChecker.default().check(prompt, "") == Verdict(False, category)
+def test_allowed_categories_are_skipped(default: BlocklistChecker) -> None:
+    assert default.check("porn", "", allow=frozenset({EXPLICIT})).allowed
+    assert not default.check("loli porn", "", allow=frozenset({EXPLICIT})).allowed
+    assert AllowAllPrompts().check("gore", "", allow=frozenset()).allowed
 
 
-@pytest.mark.parametrize("prompt", ["a child flying a kite", "a red fox in snow", "gorilla in the mist",
-                                    "nude beach sunset painting"])
-def test_default_list_allows_ordinary_prompts(prompt: str) -> None:
-    assert BlocklistChecker.default().check(prompt, "").allowed
+def test_blocklist_file(tmp_path: Path) -> None:
+    path = tmp_path / "list.txt"
+    path.write_text("# mine\n[fruit]\nbanana\nre: \\bapple ?pie\\b\n\n[veg]\nleek\n", encoding="utf-8")
+    assert load_blocklist(path) == {"fruit": (("banana",), (r"\bapple ?pie\b",)), "veg": (("leek",), ())}
+    checker = BlocklistChecker.from_file(path)
+    assert checker.check("b4n4n4 split", "") == Verdict(False, "fruit")
+    assert checker.check("an applepie", "") == Verdict(False, "fruit")
+    assert checker.check("l e e k soup", "") == Verdict(False, "veg")
+    (tmp_path / "bad.txt").write_text("banana\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="before any"):
+        load_blocklist(tmp_path / "bad.txt")
+
+
+def test_default_list_is_the_shipped_file() -> None:
+    assert set(DEFAULT_BLOCKLIST) == {MINORS, EXPLICIT, GORE}
 
 
 def test_bad_regex_is_reported() -> None:
@@ -55,9 +175,10 @@ def test_bad_regex_is_reported() -> None:
 
 
 def test_blocked_prompt_names_category_only() -> None:
-    err = BlockedPrompt("graphic gore")
+    err = BlockedPrompt("graphic gore", "One more and you get a cooldown.")
     assert isinstance(err, ImagineError)
     assert "graphic gore" in str(err) and err.category == "graphic gore"
+    assert str(err).endswith("One more and you get a cooldown.")
 
 
 def test_allow_all_images() -> None:
