@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from bot.app import run_bot
 
+            if (config.discord or config.telegram) and not args.verbose:
+                logging.getLogger().setLevel(logging.INFO)  # a server: say what it does
+
             asyncio.run(run_bot(config, model=args.model))
             return 0
         if args.command == "generate":

@@ -12,12 +12,14 @@ import signal
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import replace
-from typing import TextIO
+from typing import Any, TextIO
 
 from bot.config import Config
 from bot.console import run_console
 from bot.maintenance import Maintenance
-from bot.safety import BlocklistChecker, DEFAULT_BLOCKLIST
+from bot.safety import DEFAULT_BLOCKLIST, BlocklistChecker
+from bot.safety.blocklist import load_blocklist
+from bot.safety.moderation import Moderation
 from bot.service import ImagineService, ServiceSettings, Who
 from generation.pipeline import load_pipeline
 from generation.queue import GenerationQueue
@@ -63,8 +65,13 @@ async def engine(
 def prompt_checker(config: Config) -> BlocklistChecker:
     """The blocklist from [safety]: the built-in categories plus the operator's own terms."""
     s = config.safety
+    categories = dict(DEFAULT_BLOCKLIST) if s.default_blocklist else {}
+    if s.blocklist_file is not None:
+        for name, (words, patterns) in load_blocklist(s.blocklist_file).items():
+            old_words, old_patterns = categories.get(name, ((), ()))
+            categories[name] = (tuple(old_words) + tuple(words), tuple(old_patterns) + tuple(patterns))
     return BlocklistChecker(
-        s.words, s.patterns, categories=DEFAULT_BLOCKLIST if s.default_blocklist else None
+        s.words, s.patterns, categories=categories, check_negative=s.check_negative_prompt
     )
 
 
@@ -75,7 +82,10 @@ async def run_bot(
     lines: Iterable[str] | None = None,
     out: TextIO | None = None,
 ) -> None:
-    """``imagine-bot run``: serve until the front ends stop or SIGTERM/SIGINT arrives."""
+    """``imagine-bot run``: serve until SIGTERM/SIGINT (or the terminal chat's /quit).
+
+    Discord and Telegram start when their tokens are set; with neither, the terminal chat runs.
+    """
     config.storage.data_dir.mkdir(parents=True, exist_ok=True)
     console_user = Who("cli", getpass.getuser(), getpass.getuser())
     settings = ServiceSettings(
@@ -94,30 +104,50 @@ async def run_bot(
         config.storage.database
     ) as db:
         store = ImageStore(config.storage.images)
-        service = ImagineService(db, store, queue, settings=settings, prompt_checker=prompt_checker(config))
+        moderation = Moderation(
+            db, config.moderation, prompt_checker=prompt_checker(config), admins=settings.admins
+        )
+        service = ImagineService(db, store, queue, settings=settings, moderation=moderation)
         maintenance = Maintenance(db, store, queue, maintenance_settings, window=config.quota.window)
+        front_ends: list[Any] = []
         try:
             recovered = await service.recover()
             maintenance.start()
-            front_ends = [
-                asyncio.create_task(
+            if config.discord is not None:
+                from bot.discord_app import DiscordFrontEnd
+
+                front_ends.append(DiscordFrontEnd(service, config.discord))
+            if config.telegram is not None:
+                from bot.telegram_app import TelegramFrontEnd
+
+                front_ends.append(TelegramFrontEnd(service, config.telegram))
+            for front in front_ends:
+                await front.start(recovered)
+                log.info("%s started", type(front).__name__)
+            tasks = []
+            if not front_ends:  # no chat token: the terminal chat is the front end
+                tasks.append(asyncio.create_task(
                     run_console(
                         service, who=console_user, output_dir=config.output_dir,
                         lines=lines, out=out, recovered=recovered,
                     ),
                     name="console",
-                )
-            ]
-            await _serve_until_stopped(front_ends)
+                ))
+            await _serve_until_stopped(tasks)
         finally:
             maintenance.stop()
+            for front in reversed(front_ends):
+                try:
+                    await front.close()
+                except Exception:
+                    log.exception("closing %s failed", type(front).__name__)
             await queue.close(drain=False)
             await service.close()
     log.info("stopped")
 
 
 async def _serve_until_stopped(tasks: list[asyncio.Task[None]]) -> None:
-    """Wait for the front ends to finish, or for SIGTERM/SIGINT, then cancel what still runs."""
+    """Wait for ``tasks`` to finish (forever when none), or SIGTERM/SIGINT; cancel what runs."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     installed = []

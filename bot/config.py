@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bot.discord_app import DiscordSettings
+    from bot.telegram.settings import TelegramSettings
 
 from bot.maintenance import MaintenanceSettings
+from bot.safety.moderation import ModerationSettings
 from generation.errors import ImagineError
 from generation.pipeline import ModelConfig
 
@@ -79,6 +85,8 @@ class SafetyConfig:
     default_blocklist: bool = True
     words: tuple[str, ...] = ()
     patterns: tuple[str, ...] = ()
+    check_negative_prompt: bool = True
+    blocklist_file: Path | None = None  # extra categories, in the format of bot/safety/blocklist.txt
 
 
 @dataclass(frozen=True)
@@ -91,15 +99,26 @@ class Config:
     quota: QuotaConfig = field(default_factory=QuotaConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     maintenance: MaintenanceSettings = field(default_factory=MaintenanceSettings)
+    moderation: ModerationSettings = field(default_factory=ModerationSettings)
     admins: frozenset[str] = frozenset()
     output_dir: Path = Path("out")
+    discord: DiscordSettings | None = None  # None: no DISCORD_TOKEN, Discord not started
+    telegram: TelegramSettings | None = None  # None: no TELEGRAM_TOKEN
     source: Path | None = None
 
 
-def load_config(path: str | os.PathLike[str] | None = None) -> Config:
-    """Read ``path`` (or return defaults when None); unknown keys and bad types are errors."""
+def load_config(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Config:
+    """Read ``path`` (defaults when None) and tokens from ``env`` (default os.environ).
+
+    Unknown keys and bad types are errors that name the key. Tokens are never read from the
+    file: DISCORD_TOKEN / TELEGRAM_TOKEN, or DISCORD_TOKEN_FILE / TELEGRAM_TOKEN_FILE naming a
+    file that holds one (e.g. a Docker secret).
+    """
+    env = os.environ if env is None else env
     if path is None:
-        return Config()
+        return replace(Config(), **_front_ends({}, env))
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -117,11 +136,18 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         "safety": SafetyConfig,
         "maintenance": MaintenanceSettings,
     }
-    known = {*sections, "output", "admin"}
+    known = {*sections, "output", "admin", "discord", "telegram", "moderation"}
     for key in data:
         if key not in known:
             raise ConfigError(f"Unknown config section [{key}] in {path}; known: {', '.join(sorted(known))}.")
     parsed = {name: _section(cls, data.get(name, {}), name) for name, cls in sections.items()}
+    moderation = data.get("moderation", {})
+    if not isinstance(moderation, dict):
+        raise ConfigError("[moderation] must be a table.")
+    try:
+        parsed["moderation"] = ModerationSettings.from_mapping(moderation)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"[moderation]: {exc}") from None
     output = _table(data, "output", {"dir"})
     admin = _table(data, "admin", {"users"})
     admins = admin.get("users", [])
@@ -134,14 +160,75 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         admins=frozenset(admins),
         output_dir=Path(output.get("dir", "out")),
         source=path,
+        **_front_ends(data, env),
     )
 
 
-def _table(data: dict[str, Any], name: str, keys: set[str]) -> dict[str, Any]:
+def _front_ends(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """Settings of each chat front end whose token is in the environment."""
+    found: dict[str, Any] = {}
+    discord = _table(
+        data, "discord", {"api_base_url", "gateway_url", "dev_guild_ids", "progress_edit_interval"},
+        secret="DISCORD_TOKEN",
+    )
+    token = _secret(env, "DISCORD_TOKEN")
+    if token:
+        from bot.discord_app import DiscordSettings
+
+        if "dev_guild_ids" in discord and not isinstance(discord["dev_guild_ids"], list):
+            raise ConfigError("discord.dev_guild_ids must be a list of guild ids, like [123456789].")
+        try:
+            found["discord"] = DiscordSettings(token=token, **discord)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"[discord]: {exc}") from None
+    telegram = data.get("telegram", {})
+    if not isinstance(telegram, dict):
+        raise ConfigError("[telegram] must be a table.")
+    if "token" in telegram or "secret" in telegram.get("webhook", {}):
+        raise ConfigError(
+            "Secrets do not belong in the config file: set TELEGRAM_TOKEN and "
+            "TELEGRAM_WEBHOOK_SECRET in the environment instead."
+        )
+    token = _secret(env, "TELEGRAM_TOKEN")
+    if token:
+        from bot.telegram.settings import TelegramSettings
+
+        secrets = {"TELEGRAM_TOKEN": token}
+        webhook_secret = _secret(env, "TELEGRAM_WEBHOOK_SECRET")
+        if webhook_secret:
+            secrets["TELEGRAM_WEBHOOK_SECRET"] = webhook_secret
+        try:
+            found["telegram"] = TelegramSettings.from_mapping(telegram, secrets)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"[telegram]: {exc}") from None
+    return found
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    """``env[name]``, or the stripped contents of the file named by ``env[name + "_FILE"]``."""
+    if env.get(name):
+        return env[name].strip()
+    file = env.get(f"{name}_FILE")
+    if not file:
+        return None
+    try:
+        return Path(file).read_text(encoding="utf-8").strip() or None
+    except OSError as exc:
+        raise ConfigError(f"{name}_FILE names {file!r}, which cannot be read: {exc.strerror}.") from None
+
+
+def _table(
+    data: dict[str, Any], name: str, keys: set[str], *, secret: str | None = None
+) -> dict[str, Any]:
     """A small free-form table whose keys must be among ``keys``."""
     table = data.get(name, {})
     if not isinstance(table, dict):
         raise ConfigError(f"[{name}] must be a table.")
+    if secret and "token" in table:
+        raise ConfigError(
+            f"Secrets do not belong in the config file: remove {name}.token and set {secret} "
+            "in the environment instead."
+        )
     for key in table:
         if key not in keys:
             raise ConfigError(f"Unknown key {name}.{key}; known keys: {', '.join(sorted(keys))}.")
@@ -160,7 +247,7 @@ def _section(cls: type, values: dict[str, Any], name: str) -> Any:
                 f"Unknown key {name}.{key}; known keys: {', '.join(sorted(allowed))}."
             )
         default = getattr(cls(), key)
-        if isinstance(default, Path) or (default is None and key.endswith("_dir")):
+        if isinstance(default, Path) or (default is None and key.endswith(("_dir", "_file"))):
             if not isinstance(value, str):
                 raise ConfigError(f"{name}.{key} must be a path (a string), not {value!r}.")
             value = Path(value)

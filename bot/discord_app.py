@@ -312,6 +312,10 @@ class DiscordFrontEnd:
             "guild_id": str(interaction.guild_id) if interaction.guild_id else None,
             "private": bool(settings.get("private")),
         }
+        channel = interaction.channel
+        if interaction.guild_id and hasattr(channel, "is_nsfw"):
+            # the image policy may send explicit images as spoilers only in age-restricted channels
+            target["nsfw"] = bool(channel.is_nsfw())
         return _Reply(target, interaction, interaction.filesize_limit)
 
     def follow(self, ticket: Ticket, reply: _Reply) -> None:
