@@ -42,14 +42,17 @@ def wait_until(predicate, timeout: float, what: str) -> None:  # type: ignore[no
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_kill_9_mid_batch_then_restart_delivers_each_job_once(tmp_path: Path) -> None:
+def setup(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A config with its own data and output folders; returns (config, database, output)."""
     data, out = tmp_path / "data", tmp_path / "out"
     config = tmp_path / "config.toml"
     config.write_text(f'[storage]\ndata_dir = "{data}"\n[output]\ndir = "{out}"\n')
-    db = data / "imagine.db"
+    return config, data / "imagine.db", out
 
-    # 1. first run: accept three jobs, kill -9 while a batch is on the "GPU"
-    first = start(config, delay=1.0)
+
+def stop_mid_batch(config: Path, db: Path, how: signal.Signals, delay: float) -> tuple[int, set[str]]:
+    """Run the bot, accept REQUESTS, send ``how`` while a batch runs; (exit code, running ids)."""
+    first = start(config, delay=delay)
     try:
         assert first.stdin is not None
         first.stdin.write("\n".join(REQUESTS) + "\n")
@@ -57,15 +60,22 @@ def test_kill_9_mid_batch_then_restart_delivers_each_job_once(tmp_path: Path) ->
         wait_until(lambda: len(rows(db, "SELECT id FROM jobs")) == 3, 120, "three accepted jobs")
         wait_until(lambda: rows(db, "SELECT count(*) FROM jobs WHERE status = 'running'")[0][0] > 0,
                    60, "a running batch")
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=30)
+        running = {job_id for (job_id,) in rows(db, "SELECT id FROM jobs WHERE status = 'running'")}
+        first.send_signal(how)
+        return first.wait(timeout=60), running
     finally:
         if first.poll() is None:
             first.kill()
+
+
+def test_kill_9_mid_batch_then_restart_delivers_each_job_once(tmp_path: Path) -> None:
+    config, db, out = setup(tmp_path)
+    code, _ = stop_mid_batch(config, db, signal.SIGKILL, delay=1.0)
+    assert code == -signal.SIGKILL
     statuses = rows(db, "SELECT status FROM jobs")
     assert {s for (s,) in statuses} <= {"queued", "running"}, statuses
     assert rows(db, "SELECT sum(used) FROM quota_usage")[0][0] == 4
-    assert not list(out.glob("*.png")) if out.exists() else True
+    assert not out.exists() or not list(out.glob("*.png"))
 
     restart_and_check(config, db, out)
 
@@ -95,26 +105,9 @@ def restart_and_check(config: Path, db: Path, out: Path) -> None:
 
 
 def test_sigterm_finishes_the_running_batch_and_keeps_the_queue(tmp_path: Path) -> None:
-    data, out = tmp_path / "data", tmp_path / "out"
-    config = tmp_path / "config.toml"
-    config.write_text(f'[storage]\ndata_dir = "{data}"\n[output]\ndir = "{out}"\n')
-    db = data / "imagine.db"
-
-    first = start(config, delay=0.5)
-    try:
-        assert first.stdin is not None
-        first.stdin.write("\n".join(REQUESTS) + "\n")
-        first.stdin.flush()
-        wait_until(lambda: len(rows(db, "SELECT id FROM jobs")) == 3, 120, "three accepted jobs")
-        wait_until(lambda: rows(db, "SELECT count(*) FROM jobs WHERE status = 'running'")[0][0] > 0,
-                   60, "a running batch")
-        running = {job_id for (job_id,) in rows(db, "SELECT id FROM jobs WHERE status = 'running'")}
-        first.send_signal(signal.SIGTERM)
-        first.wait(timeout=60)
-    finally:
-        if first.poll() is None:
-            first.kill()
-    assert first.returncode == 0
+    config, db, out = setup(tmp_path)
+    code, running = stop_mid_batch(config, db, signal.SIGTERM, delay=0.5)
+    assert code == 0
     statuses = dict(rows(db, "SELECT id, status FROM jobs"))
     for job_id in running:  # the batch on the GPU was finished, not thrown away
         assert statuses[job_id] in ("done", "delivered"), statuses
