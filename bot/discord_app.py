@@ -7,6 +7,14 @@ Discord messages. Commands (they work in guild channels and in DMs with the bot)
     /history [search]   your requests as paged embeds, sent by DM
     /quota  /settings [aspect style count private]  /cancel [job]  /forget  /export
     /admin quota|block|unblock|stats                  only for ids in the config's admins
+    /appeal [message]   ask an admin to review your strikes, cooldown or block
+    /admin appeals|lift|reject|strikes|policy|modlog  moderation (``bot.discord.moderation``);
+                        /admin policy also for members with Manage Server, for their server
+
+Moderation: a request refused for a block or cooldown (or a blocked prompt) is answered
+ephemerally with an Appeal button; images the image policy blocks are never uploaded (the
+"thinking…" message is edited to say so; the quota is refunded). With the "spoiler" policy,
+explicit images go out as SPOILER_ attachments in age-restricted channels only.
 
 Results: one image, or a 2-column grid of them, with buttons (see ``bot.discord.components``):
 U1…U4 post one image at full size, V1…V4 make variations, 🔄 rerolls with a new seed, 🗑 deletes
@@ -55,6 +63,7 @@ from bot.discord.components import (
     result_view,
     upscale_view,
 )
+from bot.discord.moderation import MODERATION_ITEMS, DiscordModeration, appeal_view, wants_appeal_button
 from bot.options import parse_imagine
 from bot.service import (
     Cancelled,
@@ -140,7 +149,7 @@ class _Bot(commands.Bot):
         self.front = front
 
     async def setup_hook(self) -> None:
-        self.add_dynamic_items(*DYNAMIC_ITEMS)
+        self.add_dynamic_items(*DYNAMIC_ITEMS, *MODERATION_ITEMS)
 
 
 class DiscordFrontEnd:
@@ -153,6 +162,7 @@ class DiscordFrontEnd:
         self._runner: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._restore: tuple[str, yarl.URL] | None = None
+        self.moderation = DiscordModeration(self)  # /appeal, the Appeal button, /admin moderation
         for command in _commands(self):
             self.bot.tree.add_command(command)
         self.bot.tree.on_error = self._on_tree_error  # type: ignore[method-assign]
@@ -236,23 +246,26 @@ class DiscordFrontEnd:
         try:
             await action()
         except ImagineError as err:
-            await self._tell(interaction, str(err), remove_thinking=remove_thinking)
+            view = appeal_view() if wants_appeal_button(err) else None
+            await self._tell(interaction, str(err), remove_thinking=remove_thinking, view=view)
         except Exception:
             ref = uuid.uuid4().hex[:8]
             logger.exception("discord: %s failed (reference %s)", _describe(interaction), ref)
             await self._tell(interaction, f"Sorry, something went wrong (reference {ref}).",
                              remove_thinking=remove_thinking)
 
-    async def _tell(self, interaction: discord.Interaction, text: str, *, remove_thinking: bool = False) -> None:
+    async def _tell(self, interaction: discord.Interaction, text: str, *, remove_thinking: bool = False,
+                    view: discord.ui.View | None = None) -> None:
         """An ephemeral message to the user of ``interaction``, however it was answered so far."""
+        extra: dict[str, Any] = {"view": view} if view is not None else {}
         try:
             if not interaction.response.is_done():
-                await interaction.response.send_message(text, ephemeral=True)
+                await interaction.response.send_message(text, ephemeral=True, **extra)
                 return
             if remove_thinking:  # a public "thinking…" placeholder: drop it, answer privately
                 with contextlib.suppress(discord.HTTPException):
                     await interaction.delete_original_response()
-            await interaction.followup.send(text, ephemeral=True)
+            await interaction.followup.send(text, ephemeral=True, **extra)
         except discord.HTTPException:
             logger.warning("discord: could not tell %s: %s", interaction.user, text)
 
@@ -788,4 +801,5 @@ def _commands(front: DiscordFrontEnd) -> list[app_commands.Command[Any, Any, Any
     async def unblock(interaction: discord.Interaction, user: discord.User) -> None:
         await front.admin(interaction, "unblock", user)
 
-    return [imagine, history, quota, settings, cancel, forget, export, admin]
+    moderation = front.moderation.commands(admin)  # /appeal; /admin appeals|lift|reject|strikes|policy|modlog
+    return [imagine, history, quota, settings, cancel, forget, export, admin, *moderation]

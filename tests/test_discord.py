@@ -444,3 +444,36 @@ async def test_recovered_results_are_posted_in_the_channel(fake: FakeDiscord, tm
         post = await fake.wait_for_request("POST", rf"/channels/{fake.text_channel_id}/messages", 10)
         assert "a lost letter" in post.json["content"] and post.files
         assert await eventually(lambda: _delivered(env, ticket.job_id))
+
+
+async def test_cancel_refunds_the_latest_queued_request(fake: FakeDiscord, tmp_path: Path) -> None:
+    from tests.fakes import FakePipeline
+
+    gpu = FakePipeline()
+    gpu.pause()  # the first job holds the GPU, the second waits in line
+    try:
+        async with running(fake, tmp_path, gpu) as (env, front):
+            first = await fake.send_interaction(fake.slash("imagine", {"prompt": "a fox --seed 1"}))
+            assert await asyncio.to_thread(gpu.wait_entered, 10)
+            second = await fake.send_interaction(fake.slash("imagine", {"prompt": "an owl --seed 2 --n 2"}))
+            await fake.wait_for_request("POST", callback(second), 5)
+            user = await users.get_by_platform(env.db, "discord", str(fake.user["id"]))
+            queued = await eventually(lambda: _latest_job(env, user.id, "queued"))
+            assert queued is not None
+
+            inter = await fake.send_interaction(fake.slash("cancel", {}))
+            reply = await fake.wait_for_request(
+                "POST", rf"/webhooks/{fake.app_id}/{re.escape(inter['token'])}", TIMEOUT)
+            assert f"Cancelled {queued.id}" in reply.json["content"] and "2 image(s) refunded" in reply.json["content"]
+            row = await jobs.get(env.db, queued.id)
+            assert row.status == "cancelled" and row.refunded == 1
+
+            gpu.resume()
+            await result_of(fake, first)  # the running request still arrives
+    finally:
+        gpu.resume()
+
+
+async def _latest_job(env: Env, user_id: int, status: str) -> Any:
+    page = await jobs.history(env.db, user_id, limit=1, statuses=(status,))
+    return page.jobs[0] if page.jobs else None
