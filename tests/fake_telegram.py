@@ -350,6 +350,7 @@ class FakeTelegram:
         self.webhook_deliveries: list[tuple[int, int]] = []  # (update_id, HTTP status)
         self.bot_reactions: dict[tuple[int, int], list[JSON]] = {}  # setMessageReaction by the bot
         self.callback_query_ids: set[str] = set()
+        self.chat_members: dict[tuple[int, int], JSON] = {}  # (chat id, user id) -> ChatMember (set_member)
         self.answered_callback_queries: set[str] = set()
         self._update_ids = itertools.count(1)
         self._message_ids: dict[int, itertools.count[int]] = {}
@@ -372,6 +373,7 @@ class FakeTelegram:
                 "sendMessage", "editMessageText", "editMessageCaption", "editMessageReplyMarkup",
                 "sendPhoto", "sendDocument", "sendMediaGroup", "answerCallbackQuery",
                 "sendChatAction", "deleteMessage", "setMessageReaction", "getChat", "getFile",
+                "getChatMember",
             )
         }
         self._canonical = {
@@ -524,6 +526,18 @@ class FakeTelegram:
 
     def clear_failures(self) -> None:
         self.failures.clear()
+
+    def set_member(self, chat: Mapping[str, Any], user: Mapping[str, Any], status: str = "member") -> None:
+        """What getChatMember answers for ``user`` in ``chat``: member, administrator, creator, …"""
+        member: JSON = {"status": status, "user": dict(user)}
+        if status in ("administrator", "creator"):
+            member["is_anonymous"] = False
+        if status == "administrator":
+            member.update(dict.fromkeys((
+                "can_manage_chat", "can_delete_messages", "can_manage_video_chats", "can_restrict_members",
+                "can_change_info", "can_invite_users", "can_post_stories", "can_edit_stories",
+                "can_delete_stories"), True), can_be_edited=False, can_promote_members=False)
+        self.chat_members[(int(chat["id"]), int(user["id"]))] = member
 
     # ---------------------------------------------------------------- update builders
 
@@ -1138,6 +1152,16 @@ class FakeTelegram:
             },
         )
         return chat
+
+    def _m_getChatMember(self, call: Call) -> JSON:
+        chat = self._chat(call.params.get("chat_id"))
+        user_id = int(call.params.get("user_id") or 0)
+        if not user_id:
+            raise _bad("Bad Request: invalid user_id specified")
+        default = {"status": "member", "user": make_user(user_id, str(user_id))}
+        if chat["type"] == "private":
+            default["status"] = "member" if user_id in (chat["id"], self.bot_id) else "left"
+        return dict(self.chat_members.get((chat["id"], user_id), default))
 
     def _m_getFile(self, call: Call) -> JSON:
         stored = self.files.get(str(call.params.get("file_id")))

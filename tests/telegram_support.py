@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,9 +35,12 @@ class Running:
 
 @asynccontextmanager
 async def running(root: Path, pipeline: Any, fake: FakeTelegram, *, service: dict[str, Any] | None = None,
-                  **overrides: Any) -> AsyncIterator[Running]:
-    """A service on ``root`` and a started front end talking to ``fake``."""
+                  moderation: Callable[[Env], Any] | None = None, **overrides: Any) -> AsyncIterator[Running]:
+    """A service on ``root`` and a started front end talking to ``fake``; ``moderation(env)``, when
+    given, builds the service's Moderation (e.g. with an injected image classifier)."""
     async with service_env(root, pipeline, **(service or {})) as env:
+        if moderation is not None:
+            env.service.moderation = moderation(env)
         front = TelegramFrontEnd(env.service, settings_for(fake, **overrides))
         recovered = await env.service.recover()
         await front.start(recovered)

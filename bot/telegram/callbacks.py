@@ -11,6 +11,7 @@ after a restart. Format: a one-letter action, then fields separated by ``:``::
     x:<job>                 cancel a queued/running job (the status message's button)
     h:<page>:<search>       /history page (search cut to fit the 64 bytes)
     f:<user_id>:y|n         /forget confirmation (only that user may press it)
+    a:<user_id>             file a moderation appeal (under a cooldown/block refusal; only that user)
 
 Job ids are 12 hex digits, so the longest job button (``s:…:4:5``) is 18 bytes.
 """
@@ -30,7 +31,7 @@ __all__ = [
 ]
 
 MAX_CALLBACK_BYTES = 64
-_ACTIONS = frozenset("ruvksxhf")
+_ACTIONS = frozenset("ruvksxhfa")
 
 # Reaction scheme (documented in the README): the strongest mapped emoji of a user's reactions
 # counts; removing every mapped reaction removes the rating made by reaction (not a button one).

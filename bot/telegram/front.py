@@ -9,6 +9,8 @@ how things look on Telegram:
 * Buttons carry stateless data (:mod:`bot.telegram.callbacks`), so they work after a restart.
 * Reactions to the bot's result messages become ratings (source ``reaction``).
 * /history and /export are private: from a group they go to the user's private chat.
+* Moderation (:mod:`bot.telegram.moderation`): a cooldown/block refusal carries a 📝 Appeal
+  button; /appeal files one too; /admin appeals|lift|reject|strikes|modlog|policy for admins.
 * The message ids the bot sent are recorded in the job's target (``tg<message_id>`` →
   chat id, ``tgi<message_id>`` → image index or -1 for the keyboard message), which is how a
   reaction finds its image.
@@ -68,7 +70,9 @@ from bot.service import (
     Ticket,
     Who,
 )
+from bot.safety.moderation import Restricted
 from bot.telegram import callbacks
+from bot.telegram import moderation as tg_moderation
 from bot.telegram.settings import TelegramSettings
 from bot.telegram.status import StatusMessage
 from generation.errors import ImagineError
@@ -92,6 +96,7 @@ COMMANDS = (
     BotCommand("cancel", "Cancel your running request"),
     BotCommand("export", "A zip of your data and images"),
     BotCommand("forget", "Delete everything stored about you"),
+    BotCommand("appeal", "Ask an admin to review your strikes, cooldown or block"),
     BotCommand("help", "How to use the bot"),
 )
 
@@ -103,6 +108,7 @@ _COMMAND_HELP = """Commands:
 /settings [key=value …] — defaults: aspect, style, count, steps, private
 /cancel — cancel your latest running request
 /export — a zip of your data · /forget — delete it all
+/appeal [message] — ask an admin to review your strikes, cooldown or block
 
 Under each result: 🔄 reroll · U1–U4 the full-quality file · V1–V4 variations · ⭐ rate.
 Reacting to a result rates it too: ❤ 🔥 😍 = 5★, 👍 👏 = 4★, 🤔 = 3★, 😢 = 2★, 👎 = 1★."""
@@ -278,7 +284,7 @@ class TelegramFrontEnd:
             "start": self._start, "help": self._help, "imagine": self._imagine,
             "history": self._history, "quota": self._quota, "settings": self._settings,
             "cancel": self._cancel, "forget": self._forget, "export": self._export,
-            "admin": self._admin,
+            "admin": self._admin, "appeal": self._appeal,
         }
         for name, handler in commands.items():
             app.add_handler(CommandHandler(name, self._guard(handler), filters=only_new))
@@ -386,22 +392,28 @@ class TelegramFrontEnd:
             try:
                 await handler(update, context)
             except ImagineError as err:
-                await self._tell(update, str(err))
+                markup = None
+                if (isinstance(err, Restricted) and err.reason in tg_moderation.APPEALABLE
+                        and update.effective_user is not None):
+                    markup = tg_moderation.appeal_keyboard(update.effective_user.id)
+                await self._tell(update, str(err), markup)
         guarded.__doc__ = handler.__doc__
         return guarded
 
-    async def _tell(self, update: Update, text: str) -> None:
-        """Answer a button press with an alert, or reply to the message."""
+    async def _tell(self, update: Update, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
+        """Answer a button press with an alert, or reply to the message (with ``markup``: both)."""
         if update.callback_query is not None:
             try:
                 await update.callback_query.answer(_cut(text, 200), show_alert=True)
-                return
+                if markup is None:
+                    return
             except BadRequest:  # already answered: say it in the chat
                 pass
         message = update.effective_message
         if message is not None:
-            await self.bot.send_message(message.chat_id, _cut(text, 4096), reply_parameters=_reply(
-                None if update.callback_query else message.message_id))
+            await self.bot.send_message(message.chat_id, _cut(text, 4096), reply_markup=markup,
+                                        reply_parameters=_reply(None if update.callback_query
+                                                                else message.message_id))
 
     async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Log with a reference id; tell the user a short apology with it."""
@@ -561,7 +573,7 @@ class TelegramFrontEnd:
     # -- buttons -------------------------------------------------------------------------------
 
     async def _button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """Inline buttons: reroll, U, V, ratings, cancel, history pages, forget."""
+        """Inline buttons: reroll, U, V, ratings, cancel, history pages, forget, appeal."""
         query = update.callback_query
         assert query is not None
         action = callbacks.parse(query.data)
@@ -640,6 +652,17 @@ class TelegramFrontEnd:
             else:
                 await query.answer()
                 await message.edit_text("Nothing was deleted.")
+        elif kind == "a":
+            if fields[0] and fields[0] != str(user.id):
+                await query.answer("This button is not for you; use /appeal for your own.", show_alert=True)
+                return
+            appeal = await self.service.moderation.appeal(who, "")
+            await query.answer(f"Appeal #{appeal.id} filed.")
+            await self._appealed(who, appeal.id, "")
+            try:
+                await message.edit_text(_cut(f"{message.text or ''}\n\n{tg_moderation.appeal_text(appeal.id)}", 4096))
+            except BadRequest as err:
+                logger.info("could not update the appeal message: %s", err)
 
     @staticmethod
     def _index(fields: tuple[str, ...], *, allow_zero: bool = False) -> int:
@@ -808,15 +831,36 @@ class TelegramFrontEnd:
 
         await self._in_private(update, "your export", "", send)
 
+    async def _appeal(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/appeal [message]: ask an admin to review your strikes, cooldown or block."""
+        message, user = update.effective_message, update.effective_user
+        assert message is not None and user is not None
+        who, text = who_of(user), command_text(message.text)
+        appeal = await self.service.moderation.appeal(who, text)
+        await message.reply_text(tg_moderation.appeal_text(appeal.id), do_quote=True)
+        await self._appealed(who, appeal.id, text)
+
+    async def _appealed(self, who: Who, appeal_id: int, text: str) -> None:
+        """Tell the bot's Telegram admins about a new appeal (best effort)."""
+        note = f": “{_cut(text, 300)}”" if text else ""
+        await tg_moderation.notify_admins(
+            self.bot, self.service.moderation,
+            f"📝 New appeal #{appeal_id} from {who.display_name} ({who.key}){note}\n"
+            f"/admin lift {appeal_id} · /admin reject {appeal_id} · /admin appeals")
+
     async def _admin(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """/admin quota|block|unblock|stats (the service checks who may)."""
+        """/admin quota|block|unblock|stats and moderation (the service checks who may)."""
         message, user = update.effective_message, update.effective_user
         assert message is not None and user is not None
         admin = who_of(user)
         args = command_text(message.text).split()
         usage = ("Usage: /admin quota USER LIMIT|default · /admin block USER · /admin unblock USER · "
-                 "/admin stats (USER is a Telegram id or platform:id)")
+                 "/admin stats (USER is a Telegram id or platform:id)\n" + tg_moderation.ADMIN_USAGE)
         sub = args[0].lower() if args else ""
+        if sub in tg_moderation.ADMIN_SUBCOMMANDS:
+            reply = await tg_moderation.admin_command(self.bot, self.service, message, user, admin, args)
+            await message.reply_text(reply, do_quote=True)
+            return
         if sub == "stats" and len(args) == 1:
             stats = await self.service.admin_stats(admin)
             lines = [f"{k}: {v}" for k, v in stats.items()]
