@@ -203,6 +203,7 @@ class Moderation:
         self.prompt_checker: PromptChecker = prompt_checker or BlocklistChecker.default()
         self.image_classifier: ImageClassifier = image_classifier or NudityClassifier(self.settings.image)
         self.admins = frozenset(admins)
+        self._policies: dict[str, ScopePolicy] = {}  # scope -> policy (see policy_for)
         self.clock = clock
 
     @classmethod
@@ -405,12 +406,21 @@ class Moderation:
     # -- policies --------------------------------------------------------------------------------
 
     async def policy_for(self, scope: str) -> ScopePolicy:
-        """The scope's stored policy, else its configured one, else the configured default."""
+        """The scope's stored policy, else its configured one, else the configured default.
+
+        Cached per scope: only set_policy/reset_policy (in this process) change stored policies.
+        """
+        cached = self._policies.get(scope)
+        if cached is not None:
+            return cached
         stored = await store.get_policy(self.db, scope)
         if stored is not None:
-            return ScopePolicy(stored.explicit, stored.allow)
-        configured = self.settings.policies
-        return configured.get(scope) or configured.get("*") or ScopePolicy(self.settings.explicit)
+            policy = ScopePolicy(stored.explicit, stored.allow)
+        else:
+            configured = self.settings.policies
+            policy = configured.get(scope) or configured.get("*") or ScopePolicy(self.settings.explicit)
+        self._policies[scope] = policy
+        return policy
 
     async def set_policy(self, admin: _Who, scope: str, *, explicit: str | None = None,
                          allow: Iterable[str] | None = None, scope_admin: bool = False) -> ScopePolicy:
@@ -427,6 +437,7 @@ class Moderation:
                                   f"{', '.join(unknown)}. Known: {', '.join(known or ())}.")
         now = self.clock()
         await store.set_policy(self.db, scope, policy.explicit, policy.allow, admin.key, now)
+        self._policies[scope] = policy
         await store.log(self.db, admin.key, "admin", "policy", scope=scope,
                         rule=f"explicit={policy.explicit}; allow={','.join(policy.allow) or '-'}", now=now)
         return policy
@@ -436,6 +447,7 @@ class Moderation:
         if not scope_admin:
             self._require_admin(admin)
         await store.delete_policy(self.db, scope)
+        self._policies.pop(scope, None)
         await store.log(self.db, admin.key, "admin", "policy reset", scope=scope, now=self.clock())
         return await self.policy_for(scope)
 
