@@ -1,0 +1,292 @@
+"""What front ends hand the service and get back: identities, tickets, updates, deliveries.
+
+Value types only (and :class:`Ticket`, the live handle of one accepted job); the service in
+:mod:`bot.service` creates them, front ends read them. The errors here are shown to users as is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Union
+
+from generation.errors import ImagineError
+from generation.request import GenerationRequest
+
+__all__ = [
+    "CancelOutcome",
+    "Cancelled",
+    "Delivery",
+    "Failed",
+    "Finished",
+    "ForgetOutcome",
+    "HistoryEntry",
+    "HistoryImage",
+    "HistoryView",
+    "NotAllowed",
+    "NotFound",
+    "QuotaExceeded",
+    "Queued",
+    "Recovered",
+    "Running",
+    "StoredImage",
+    "Ticket",
+    "Update",
+    "Who",
+]
+
+
+class QuotaExceeded(ImagineError):
+    """No images left in the user's quota window."""
+
+
+class NotAllowed(ImagineError):
+    """The caller may not do this (blocked, not an admin, too late)."""
+
+
+class NotFound(ImagineError):
+    """No such job or image, or it is not the caller's."""
+
+
+# -- identities ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Who:
+    """A person on one platform, as a front end knows them."""
+
+    platform: str
+    user_id: str
+    display_name: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "user_id", str(self.user_id))
+
+    @property
+    def key(self) -> str:
+        """``platform:user_id``, the form used in ``ServiceSettings.admins``."""
+        return f"{self.platform}:{self.user_id}"
+
+
+# -- what front ends get back ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """One stored image ready to send; ``index`` is 0-based, ``path`` absolute."""
+
+    image_id: int
+    index: int
+    seed: int
+    path: Path
+    width: int
+    height: int
+    sha256: str
+    safety: str = "ok"
+
+    @property
+    def spoiler(self) -> bool:
+        """Send behind a spoiler/blur (the image checker said so)."""
+        return self.safety == "spoiler"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A finished job's images, the canonical command text and where to send them."""
+
+    job_id: str
+    request: GenerationRequest
+    text: str
+    images: tuple[StoredImage, ...]
+    cached: bool = False
+    target: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Queued:
+    """Waiting: 1-based place in line and estimated seconds until done."""
+
+    position: int
+    eta: float
+    final: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
+class Running:
+    """On the GPU: ``step`` of ``steps`` done (0 right after starting)."""
+
+    step: int
+    steps: int
+    final: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
+class Finished:
+    """Images stored; send ``delivery``, then call ``mark_delivered``."""
+
+    delivery: Delivery
+    final: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The job failed; ``message`` is for the user (the quota was refunded)."""
+
+    message: str
+    final: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """The job was cancelled (the quota was refunded)."""
+
+    message: str = "Your request was cancelled."
+    final: ClassVar[bool] = True
+
+
+Update = Union[Queued, Running, Finished, Failed, Cancelled]
+
+
+class Ticket:
+    """An accepted job as a front end follows it: place in line, progress, delivery."""
+
+    def __init__(self, job_id: str, request: GenerationRequest, *, target: dict[str, Any] | None = None,
+                 position: int = 0, eta: float = 0.0) -> None:
+        self.job_id = job_id
+        self.request = request
+        self.target = dict(target or {})
+        self.position = position
+        self.eta = eta
+        self._last: Update = Queued(position, eta)
+        self._inboxes: list[asyncio.Queue[Update]] = []
+        self._settled = asyncio.Event()
+        self._delivery: Delivery | None = None
+        self._error: ImagineError | None = None
+
+    def __repr__(self) -> str:
+        return f"<Ticket {self.job_id} {type(self._last).__name__}>"
+
+    @property
+    def done(self) -> bool:
+        return self._settled.is_set()
+
+    @property
+    def cached(self) -> bool:
+        return self._delivery is not None and self._delivery.cached
+
+    @property
+    def last(self) -> Update:
+        """The latest update."""
+        return self._last
+
+    async def updates(self) -> AsyncIterator[Update]:
+        """The latest update, then each new one; ends after Finished, Failed or Cancelled."""
+        inbox: asyncio.Queue[Update] = asyncio.Queue()
+        inbox.put_nowait(self._last)
+        if not self._last.final:
+            self._inboxes.append(inbox)
+        try:
+            while True:
+                update = await inbox.get()
+                yield update
+                if update.final:
+                    return
+        finally:
+            if inbox in self._inboxes:
+                self._inboxes.remove(inbox)
+
+    async def delivery(self) -> Delivery:
+        """The stored images; raises the ImagineError the job ended with."""
+        await self._settled.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._delivery is not None
+        return self._delivery
+
+    def _push(self, update: Update) -> None:
+        if self._last.final:
+            return
+        if isinstance(update, Queued):
+            self.position, self.eta = update.position, update.eta
+        self._last = update
+        for inbox in list(self._inboxes):
+            inbox.put_nowait(update)
+
+    def _settle(self, update: Update, *, delivery: Delivery | None = None,
+                error: ImagineError | None = None) -> None:
+        if self._settled.is_set():
+            return
+        self._push(update)
+        self._delivery, self._error = delivery, error
+        self.position, self.eta = 0, 0.0
+        self._inboxes.clear()
+        self._settled.set()
+
+
+@dataclass(frozen=True)
+class HistoryImage:
+    """An image in /history with its ratings."""
+
+    image: StoredImage
+    my_stars: int | None
+    average: float | None
+    ratings: int
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One job in /history."""
+
+    job_id: str
+    text: str
+    created_at: str
+    status: str
+    images: tuple[HistoryImage, ...]
+    error: str | None = None
+    target: dict[str, Any] = field(default_factory=dict)  # delivery refs (e.g. a message link)
+
+
+@dataclass(frozen=True)
+class HistoryView:
+    """One page of /history, newest first."""
+
+    entries: tuple[HistoryEntry, ...]
+    page: int
+    per_page: int
+    total: int
+
+    @property
+    def has_more(self) -> bool:
+        return (self.page + 1) * self.per_page < self.total
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    """What /cancel did."""
+
+    job_id: str
+    text: str
+    status: str
+    refunded: int
+
+
+@dataclass(frozen=True)
+class ForgetOutcome:
+    """What /forget removed."""
+
+    jobs_cancelled: int
+    files_deleted: int
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """After a restart: jobs running again (follow their tickets) and deliveries still owed."""
+
+    tickets: tuple[Ticket, ...]
+    deliveries: tuple[Delivery, ...]
