@@ -9,13 +9,14 @@ import asyncio
 import getpass
 import logging
 import signal
+import sys
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import replace
 from typing import Any, TextIO
 
 from bot.config import Config
-from bot.console import run_console
+from bot.console import Console, stdin_lines
 from bot.maintenance import Maintenance
 from bot.safety import DEFAULT_BLOCKLIST, BlocklistChecker
 from bot.safety.blocklist import load_blocklist
@@ -110,6 +111,7 @@ async def run_bot(
         service = ImagineService(db, store, queue, settings=settings, moderation=moderation)
         maintenance = Maintenance(db, store, queue, maintenance_settings, window=config.quota.window)
         front_ends: list[Any] = []
+        console: Console | None = None
         try:
             recovered = await service.recover()
             maintenance.start()
@@ -126,12 +128,10 @@ async def run_bot(
                 log.info("%s started", type(front).__name__)
             tasks = []
             if not front_ends:  # no chat token: the terminal chat is the front end
+                console = Console(service, who=console_user, output_dir=config.output_dir, out=out or sys.stdout)
+                await console.resume(recovered)
                 tasks.append(asyncio.create_task(
-                    run_console(
-                        service, who=console_user, output_dir=config.output_dir,
-                        lines=lines, out=out, recovered=recovered,
-                    ),
-                    name="console",
+                    console.run(stdin_lines() if lines is None else lines), name="console"
                 ))
             await _serve_until_stopped(tasks)
         finally:
@@ -141,8 +141,10 @@ async def run_bot(
                     await front.close()
                 except Exception:
                     log.exception("closing %s failed", type(front).__name__)
-            await queue.close(drain=False)
-            await service.close()
+            await queue.close(drain=False)  # the batch on the GPU finishes
+            await service.close()  # its images are stored
+            if console is not None:
+                await console.close()  # and delivered, before the database closes
     log.info("stopped")
 
 

@@ -133,7 +133,20 @@ class Console:
             await self.handle(line)
         if self._tasks:
             self.say(f"Waiting for {len(self._tasks)} running request(s)…")
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            # wait, not gather: if this task is cancelled (SIGTERM), the requests keep going
+            await asyncio.wait(set(self._tasks))
+
+    async def close(self, timeout: float = 30.0) -> None:
+        """Let requests whose outcome is known finish printing and delivering (bounded).
+
+        Call after the queue and the service have settled, before the database closes, so a
+        finished batch is delivered and marked delivered exactly once.
+        """
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def handle(self, line: str) -> None:
         """One command; user errors are printed, anything else is logged with a reference."""

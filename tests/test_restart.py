@@ -116,8 +116,9 @@ def test_sigterm_finishes_the_running_batch_and_keeps_the_queue(tmp_path: Path) 
     code, running, before = stop_mid_batch(config, db, signal.SIGTERM, delay=0.5)
     assert code == 0
     statuses = dict(rows(db, "SELECT id, status FROM jobs"))
-    for job_id in running:  # the batch on the GPU was finished, not thrown away
-        assert statuses[job_id] in ("done", "delivered"), statuses
+    for job_id in running:  # the batch on the GPU was finished and delivered before exiting
+        assert statuses[job_id] == "delivered", statuses
+        assert before.count(f"{job_id}: done") == 1, before
     # the rest stayed queued for the next start (or, if a new batch began just before the
     # signal, that batch was finished too): nothing failed, cancelled or left half-run
     assert set(statuses.values()) <= {"queued", "done", "delivered"}, statuses
