@@ -459,16 +459,11 @@ class ImagineService:
 
     async def find_message(self, platform: str, message_id: str | int) -> tuple[str, int | None] | None:
         """(job id, image index or None for all) of a message recorded by ``remember_message``."""
-        path = f'$.messages."{int(message_id)}"'
-        row = await self.db.fetchone(
-            "SELECT id, json_extract(target, ?) AS idx FROM jobs"
-            " WHERE json_extract(target, '$.platform') = ? AND json_extract(target, ?) IS NOT NULL"
-            " ORDER BY created_at DESC, rowid DESC LIMIT 1",
-            (path, platform, path),
-        )
-        if row is None:
+        found = await jobs.find_by_message(self.db, platform, message_id)
+        if found is None:
             return None
-        return row["id"], None if row["idx"] < 0 else int(row["idx"])
+        job_id, index = found
+        return job_id, None if index < 0 else index
 
     async def rate_message(self, who: Who, message_id: str | int, stars: int,
                            source: str = "reaction") -> list[Rating]:
