@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Any
 
 import pytest
 
@@ -26,3 +27,11 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
         return real_connect(self, address)
 
     monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+@pytest.fixture(scope="session")
+def tiny() -> Any:
+    """The tiny random-weight SDXL pipeline, built once for the whole run (tests must not mutate it)."""
+    from generation.pipeline import ModelConfig, load_pipeline
+
+    return load_pipeline(ModelConfig(name="tiny", device="cpu"))

@@ -11,19 +11,12 @@ import pytest
 
 from bot.console import run_console
 from bot.service import Who
-from generation.pipeline import ModelConfig, load_pipeline
 from storage import jobs
 from tests.fakes import FakePipeline
 from tests.service_support import service_env
 
 ME = Who("console", "me", "me")
 TIMEOUT = 60.0
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    """The tiny random-weight SDXL pipeline, built once for this module."""
-    return load_pipeline(ModelConfig(name="tiny", device="cpu"))
 
 
 async def _run(env, lines: list[str], out_dir: Path) -> str:

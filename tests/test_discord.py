@@ -15,18 +15,11 @@ from PIL import Image
 
 from bot.discord_app import DiscordFrontEnd, DiscordSettings
 from bot.service import Who
-from generation.pipeline import ModelConfig, load_pipeline
 from storage import images, jobs, ratings, users
 from tests.fake_discord import FakeDiscord, RecordedRequest, fake_discord_server
 from tests.service_support import Env, service_env
 
 TIMEOUT = 30.0
-
-
-@pytest.fixture(scope="module")
-def tiny() -> Any:
-    """The tiny random-weight SDXL pipeline, built once for this module."""
-    return load_pipeline(ModelConfig(name="tiny", device="cpu"))
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import pytest
 from bot.discord_app import DiscordFrontEnd, DiscordSettings
 from bot.safety import AllowAllImages, BlocklistChecker, Moderation, ModerationSettings, NudityClassifier
 from bot.service import Who
-from generation.pipeline import ModelConfig, load_pipeline
 from storage import moderation as mod_store
 from tests.fake_discord import FakeDiscord, RecordedRequest, fake_discord_server
 from tests.service_support import ROOT, Env, service_env
@@ -34,11 +33,6 @@ class FlagEverything:
     def detect(self, image: Any) -> list[dict[str, Any]]:
         self.calls += 1
         return list(EXPOSED)
-
-
-@pytest.fixture(scope="module")
-def tiny() -> Any:
-    return load_pipeline(ModelConfig(name="tiny", device="cpu"))
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from PIL import Image
 
 from generation.batch import Batch, BatchInterrupted, BatchItem, ItemsRejected
 from generation.errors import GenerationFailed, InvalidRequest
-from generation.pipeline import LightningPipeline, ModelConfig, load_pipeline
+from generation.pipeline import LightningPipeline
 from generation.queue import GenerationQueue, Job, TimeEstimator
 from generation.request import GenerationRequest, ModelCaps, denoising_steps
 from generation.worker import Worker
@@ -114,11 +114,6 @@ def test_eta_guess_counts_the_steps_img2img_runs() -> None:
 
 
 # -- the tiny pipeline --------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny() -> LightningPipeline:
-    return load_pipeline(ModelConfig(name="tiny", device="cpu"))
 
 
 @pytest.fixture(scope="module")

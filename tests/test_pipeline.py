@@ -38,11 +38,6 @@ def pixels(image: object) -> np.ndarray:
     return np.asarray(image).astype(np.int16)
 
 
-@pytest.fixture(scope="module")
-def tiny() -> LightningPipeline:
-    return load_pipeline(ModelConfig(name="tiny", device="cpu"))
-
-
 # -- tiny pipeline ----------------------------------------------------------------------------
 
 

@@ -23,7 +23,6 @@ from bot.service import (
     Who,
 )
 from generation.errors import GenerationFailed, InvalidRequest, JobCancelled, QueueFull
-from generation.pipeline import ModelConfig, load_pipeline
 from generation.request import GenerationRequest
 from storage import images, jobs, quotas, read_png_metadata, users
 from tests.fakes import FakePipeline
@@ -31,12 +30,6 @@ from tests.service_support import ADA, BOB, ROOT, service_env
 
 TIMEOUT = 30.0
 STRANGER = Who("telegram", "never-seen")
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    """The tiny random-weight SDXL pipeline, built once for this module."""
-    return load_pipeline(ModelConfig(name="tiny", device="cpu"))
 
 
 @pytest.fixture

@@ -7,18 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from generation.pipeline import ModelConfig, load_pipeline
 from storage import jobs, quotas, users
 from tests.fakes import FakePipeline
 from tests.service_support import ADA, BOB, Clock, CountingPipeline, service_env
 
 TIMEOUT = 30.0
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    """The tiny random-weight SDXL pipeline, built once for this module."""
-    return load_pipeline(ModelConfig(name="tiny", device="cpu"))
 
 
 async def _used(env, who) -> int:

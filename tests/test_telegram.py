@@ -12,7 +12,6 @@ import pytest
 
 from bot.service import Who
 from bot.telegram import callbacks
-from generation.pipeline import ModelConfig, load_pipeline
 from storage import jobs, ratings, users
 from tests.fake_telegram import FakeTelegram, make_chat, make_user
 from tests.telegram_support import callback_data, job_status, running, wait_until
@@ -25,12 +24,6 @@ CAROL = make_user(3003, "Carol")
 GROUP = make_chat(-1001234567890, "supergroup", "Imagine fans")
 ALICE_WHO = Who("telegram", "1001", "Alice")
 GEN = 30.0  # bound for anything that waits on the pipeline
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    """The tiny random-weight SDXL pipeline, built once for this module."""
-    return load_pipeline(ModelConfig(name="tiny", device="cpu"))
 
 
 @pytest.fixture

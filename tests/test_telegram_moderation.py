@@ -12,7 +12,6 @@ import pytest
 from bot.safety import AllowAllImages, BlocklistChecker, Moderation, ModerationSettings, NudityClassifier
 from bot.service import Who
 from bot.telegram import callbacks
-from generation.pipeline import ModelConfig, load_pipeline
 from storage import jobs
 from tests.fake_telegram import Call, FakeTelegram, make_chat, make_user
 from tests.service_support import Env
@@ -36,11 +35,6 @@ class FakeDetector:
 
     def detect(self, image: Any) -> list[dict[str, Any]]:
         return [{"class": "FEMALE_BREAST_EXPOSED", "score": 0.91, "box": [1, 2, 30, 40]}]
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    return load_pipeline(ModelConfig(name="tiny", device="cpu"))
 
 
 @pytest.fixture
