@@ -1,28 +1,9 @@
 """Fair batching scheduler on the asyncio side: jobs in, one batch at a time to the executor.
 
-Scheduling policy (one pure function, :func:`pick_batch`, makes every real pick *and* every
-simulated one, so a job's ``position`` is exactly where the scheduler will take it absent new
-arrivals or cancellations):
-
-1. Lanes. Jobs submitted with ``priority=True`` (admins, re-enqueued jobs) form the priority
-   lane and lead the next batch, except that after ``priority_burst`` consecutive
-   priority-led batches one normal-led batch is served when normal work waits (no starvation).
-2. Head. In the leading lane, the user served least recently (never served counts as longest
-   ago; ties go to the user with the oldest job) leads; the batch takes that user's oldest job
-   and that job's shape (kind, width, height, steps; img2img adds strength).
-3. Fill. Jobs of the same shape join, round-robin between users: one job per user per pass,
-   users in least-recently-served order, each user's jobs first-in first-out. A job is never
-   split; a user whose next job does not fit the remaining ``max_batch_images`` is done for
-   this batch. Leftover room is then filled the same way from the other lane.
-4. Every user with a job in the batch is now the most recently served.
-
-So a user with 20 queued jobs shares each batch with everyone else waiting on that shape, and
-a newcomer is picked no later than the next batch of a different shape.
-
-ETA: per-image seconds per shape are learned from the batches this queue ran (exponential
-moving average in :class:`TimeEstimator`; unseen shapes start at a guess proportional to
-width x height x steps, scaled by what was learned elsewhere). A queued job's ETA is the
-running batch's expected remaining time plus the simulated batches up to and including its own.
+The policy (who goes next, which jobs share a batch, the ETA estimate) is the pure code in
+:mod:`generation.scheduling`; this module is the runtime around it: it keeps the queued and
+running :class:`~generation.job.Job` objects, runs the picked batches on the executor, and
+turns the executor's progress and outcomes into job events.
 
 Cancelling: a queued job leaves at once; a running job is reported cancelled at once, and its
 batch is interrupted at the next step (by cancelling the executor's ``run()``) only when every
@@ -54,18 +35,29 @@ import logging
 import threading
 import time
 import uuid
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import ClassVar, Protocol, TypeVar, Union
+from dataclasses import dataclass, replace
 
 from generation.batch import Batch, BatchExecutor, BatchItem, ItemOutcome
 from generation.errors import GenerationFailed, ImagineError, InvalidRequest, JobCancelled, QueueFull
-from generation.request import GenerationRequest, GenerationResult, ModelCaps, Shape, denoising_steps
+from generation.job import (
+    Cancelled,
+    Done,
+    EventCallback,
+    Failed,
+    Job,
+    JobEvent,
+    Queued,
+    ShuttingDown,
+    Started,
+    Step,
+)
+from generation.request import GenerationRequest, GenerationResult, ModelCaps, Shape
+from generation.scheduling import FairState, TimeEstimator, pick_batch, plan
 
 __all__ = [
     "Cancelled",
     "Done",
+    "EventCallback",
     "Failed",
     "FairState",
     "GenerationQueue",
@@ -87,340 +79,6 @@ logger = logging.getLogger(__name__)
 _INTERNAL_ERROR = "Image generation failed because of an internal error; it has been logged."
 MIN_ETA = 0.1
 _MAX_REMEMBERED_USERS = 10_000
-
-
-class ShuttingDown(JobCancelled):
-    """The queue closed without draining before this job ran; it was not generated."""
-
-
-# -- events -------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Queued:
-    """Waiting: 1-based place in line and estimated seconds until done."""
-
-    position: int
-    eta: float
-    final: ClassVar[bool] = False
-
-
-@dataclass(frozen=True)
-class Started:
-    """The job's batch went to the GPU: images and jobs in the batch, estimated seconds."""
-
-    batch_size: int
-    batch_jobs: int
-    eta: float
-    final: ClassVar[bool] = False
-
-
-@dataclass(frozen=True)
-class Step:
-    """Denoising step ``step`` of ``steps`` finished (restarts if the batch is split on OOM)."""
-
-    step: int
-    steps: int
-    final: ClassVar[bool] = False
-
-
-@dataclass(frozen=True)
-class Done:
-    """The images are ready."""
-
-    result: GenerationResult
-    final: ClassVar[bool] = True
-
-
-@dataclass(frozen=True)
-class Failed:
-    """The job could not be made; ``str(error)`` is for the user."""
-
-    error: ImagineError
-    final: ClassVar[bool] = True
-
-
-@dataclass(frozen=True)
-class Cancelled:
-    """The job was cancelled: ``reason`` is "user" or "shutdown"."""
-
-    reason: str = "user"
-    final: ClassVar[bool] = True
-
-
-JobEvent = Union[Queued, Started, Step, Done, Failed, Cancelled]
-EventCallback = Callable[[JobEvent], None]
-
-
-# -- the pure scheduling policy -----------------------------------------------------------------
-
-
-class Candidate(Protocol):
-    """What the policy needs to know about a queued job."""
-
-    @property
-    def user(self) -> str: ...
-    @property
-    def seq(self) -> int: ...
-    @property
-    def priority(self) -> bool: ...
-    @property
-    def shape(self) -> Shape: ...
-    @property
-    def images(self) -> int: ...
-
-
-C = TypeVar("C", bound=Candidate)
-
-
-@dataclass(frozen=True)
-class FairState:
-    """What the policy remembers between batches."""
-
-    tick: int = 0
-    last_served: Mapping[str, int] = field(default_factory=dict)
-    priority_streak: int = 0
-
-
-def pick_batch(
-    queued: Sequence[C], state: FairState, *, max_images: int, priority_burst: int
-) -> tuple[list[C], FairState]:
-    """The next batch (in pick order) and the state after it; ([], state) when nothing waits."""
-    priority = sorted((j for j in queued if j.priority), key=lambda j: j.seq)
-    normal = sorted((j for j in queued if not j.priority), key=lambda j: j.seq)
-    if not priority and not normal:
-        return [], state
-    led_by_priority = bool(priority) and (not normal or state.priority_streak < priority_burst)
-    lead, other = (priority, normal) if led_by_priority else (normal, priority)
-
-    def served(user: str) -> int:
-        return state.last_served.get(user, -1)
-
-    head = min(lead, key=lambda j: (served(j.user), j.seq))
-    picked: list[C] = [head]
-    taken: dict[str, int] = {head.user: 1}
-    budget = max_images - head.images
-    for lane in (lead, other):
-        pool: dict[str, deque[C]] = {}
-        for job in lane:
-            if job is not head and job.shape == head.shape:
-                pool.setdefault(job.user, deque()).append(job)
-        users = sorted(pool, key=lambda u: (served(u), pool[u][0].seq))
-        blocked: set[str] = set()
-        round_no = 1
-        while budget > 0 and any(pool[u] and u not in blocked for u in users):
-            for user in users:
-                if user in blocked or not pool[user] or taken.get(user, 0) >= round_no:
-                    continue
-                job = pool[user][0]
-                if job.images > budget:
-                    blocked.add(user)
-                    continue
-                pool[user].popleft()
-                picked.append(job)
-                taken[user] = taken.get(user, 0) + 1
-                budget -= job.images
-            round_no += 1
-
-    tick = state.tick + 1
-    last_served = dict(state.last_served)
-    for job in picked:
-        last_served[job.user] = tick
-    streak = state.priority_streak + 1 if led_by_priority else 0
-    return picked, FairState(tick, last_served, streak)
-
-
-def plan(
-    queued: Sequence[C], state: FairState, *, max_images: int, priority_burst: int
-) -> list[list[C]]:
-    """Every batch the scheduler would run, in order, if nothing else arrived."""
-    remaining = list(queued)
-    batches: list[list[C]] = []
-    while remaining:
-        batch, state = pick_batch(remaining, state, max_images=max_images, priority_burst=priority_burst)
-        chosen = {id(job) for job in batch}
-        remaining = [job for job in remaining if id(job) not in chosen]
-        batches.append(batch)
-    return batches
-
-
-# -- time estimates -----------------------------------------------------------------------------
-
-
-class TimeEstimator:
-    """Per-image seconds per shape: a moving average of what batches took, or a scaled guess."""
-
-    def __init__(self, *, seconds_per_megapixel_step: float = 0.15, alpha: float = 0.3) -> None:
-        self.seconds_per_megapixel_step = seconds_per_megapixel_step
-        self.alpha = alpha
-        self._per_image: dict[Shape, float] = {}
-        self._scale: float | None = None  # learned / guessed, over all shapes
-
-    def guess(self, shape: Shape) -> float:
-        """Seconds per image before anything was measured: proportional to pixels x steps run."""
-        _, width, height, steps = shape[:4]
-        steps = denoising_steps(steps, shape[4] if len(shape) > 4 else None)  # type: ignore[misc]
-        return self.seconds_per_megapixel_step * width * height / 1_000_000 * steps
-
-    def seconds_per_image(self, shape: Shape) -> float:
-        if shape in self._per_image:
-            return self._per_image[shape]
-        return self.guess(shape) * (self._scale or 1.0)
-
-    def batch_seconds(self, shape: Shape, images: int) -> float:
-        return self.seconds_per_image(shape) * images
-
-    def observe(self, shape: Shape, images: int, seconds: float) -> None:
-        """Learn from one batch of ``images`` of ``shape`` that took ``seconds``."""
-        if images <= 0 or seconds <= 0:
-            return
-        per_image = seconds / images
-        old = self._per_image.get(shape)
-        self._per_image[shape] = per_image if old is None else old + self.alpha * (per_image - old)
-        ratio = per_image / max(self.guess(shape), 1e-9)
-        self._scale = ratio if self._scale is None else self._scale + self.alpha * (ratio - self._scale)
-
-    def learned(self) -> dict[Shape, float]:
-        return dict(self._per_image)
-
-
-# -- jobs ---------------------------------------------------------------------------------------
-
-
-class Job:
-    """One submitted request: status, place in line, ETA, result, events, cancel."""
-
-    def __init__(
-        self, queue: GenerationQueue, job_id: str, request: GenerationRequest, priority: bool, seq: int
-    ) -> None:
-        self._queue = queue
-        self.id = job_id
-        self.request = request
-        self.priority = priority
-        self.seq = seq
-        self.user = f"{request.platform}:{request.user_id}"
-        self.status = "queued"
-        self.submitted_at = time.monotonic()
-        self.started_at: float | None = None
-        self.finished_at: float | None = None
-        self._position = 0
-        self._eta_queued = 0.0
-        self._started: Started | None = None
-        self._last_step: Step | None = None
-        self._final: JobEvent | None = None
-        self._result: GenerationResult | None = None
-        self._error: ImagineError | None = None
-        self._finished = asyncio.Event()
-        self._subscribers: list[EventCallback] = []
-
-    def __repr__(self) -> str:
-        return f"<Job {self.id} {self.user} {self.status} x{self.images} {self.shape}>"
-
-    @property
-    def shape(self) -> Shape:
-        return self.request.shape
-
-    @property
-    def images(self) -> int:
-        return self.request.count
-
-    @property
-    def position(self) -> int:
-        """1-based place in the scheduler's pick order; 0 once running or finished."""
-        return self._position if self.status == "queued" else 0
-
-    @property
-    def eta(self) -> float:
-        """Estimated seconds until this job is done (0 once finished)."""
-        return self._queue._eta_for(self)
-
-    @property
-    def finished(self) -> bool:
-        return self._final is not None
-
-    async def result(self) -> GenerationResult:
-        """The images; raises JobCancelled, GenerationFailed (or ShuttingDown)."""
-        await self._finished.wait()
-        if self._error is not None:
-            raise copy.copy(self._error)
-        assert self._result is not None
-        return self._result
-
-    def cancel(self) -> bool:
-        """Cancel; False if the job had already finished."""
-        return self._queue._cancel(self)
-
-    def subscribe(self, callback: EventCallback, *, replay: bool = True) -> Callable[[], None]:
-        """Call ``callback(event)`` on the loop for each event; returns an unsubscribe function.
-
-        With ``replay`` the current state is delivered first (Queued, or Started and the last
-        Step, or the final event), so a late subscriber misses nothing it needs.
-        """
-        if replay:
-            for event in self._current_events():
-                _deliver(callback, event)
-        if self._final is None:
-            self._subscribers.append(callback)
-
-        def unsubscribe() -> None:
-            if callback in self._subscribers:
-                self._subscribers.remove(callback)
-
-        return unsubscribe
-
-    async def events(self) -> AsyncIterator[JobEvent]:
-        """Current state, then each event; ends after Done, Failed or Cancelled."""
-        inbox: asyncio.Queue[JobEvent] = asyncio.Queue()
-        unsubscribe = self.subscribe(inbox.put_nowait)
-        try:
-            while True:
-                event = await inbox.get()
-                yield event
-                if event.final:
-                    return
-        finally:
-            unsubscribe()
-
-    # -- transitions (called by the queue) -----------------------------------------------------
-
-    def _current_events(self) -> list[JobEvent]:
-        if self._final is not None:
-            return [self._final]
-        if self.status == "queued":
-            return [Queued(self.position, self.eta)]
-        events: list[JobEvent] = [self._started] if self._started is not None else []
-        return events + ([self._last_step] if self._last_step is not None else [])
-
-    def _emit(self, event: JobEvent) -> None:
-        if isinstance(event, Step):
-            self._last_step = event
-        for callback in list(self._subscribers):
-            _deliver(callback, event)
-
-    def _start(self, event: Started) -> None:
-        self.status = "running"
-        self.started_at = time.monotonic()
-        self._started = event
-        self._emit(event)
-
-    def _finish(self, status: str, event: JobEvent, *, result: GenerationResult | None = None,
-                error: ImagineError | None = None) -> None:
-        self.status = status
-        self.finished_at = time.monotonic()
-        self._result, self._error, self._final = result, error, event
-        self._finished.set()
-        self._emit(event)
-        self._subscribers.clear()
-
-
-def _deliver(callback: EventCallback, event: JobEvent) -> None:
-    try:
-        callback(event)
-    except Exception:
-        logger.exception("job event subscriber %r failed on %r", callback, event)
-
-
-# -- the queue ----------------------------------------------------------------------------------
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from dataclasses import dataclass
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -16,17 +15,13 @@ from generation.errors import GenerationFailed, InvalidRequest, JobCancelled, Qu
 from generation.queue import (
     Cancelled,
     Done,
-    FairState,
     Failed,
     GenerationQueue,
     Job,
     Queued,
     ShuttingDown,
     Started,
-    Step,
     TimeEstimator,
-    pick_batch,
-    plan,
 )
 from generation.request import GenerationRequest, ModelCaps
 from generation.worker import Worker
@@ -157,35 +152,6 @@ async def test_late_arrivals_join_the_next_batch(make) -> None:
         [f"a{i}" for i in range(8)], ["b0", "c0", "a8", "a9", "a10", "a11"]]
 
 
-@dataclass(eq=False)
-class Cand:
-    """A bare candidate for the pure policy functions."""
-
-    user: str
-    seq: int
-    shape: tuple = (1,)
-    images: int = 1
-    priority: bool = False
-
-
-def test_least_recently_served_user_leads_across_shapes() -> None:
-    jobs = [Cand("a", 0, (1,)), Cand("a", 1, (1,)), Cand("b", 2, (2,)), Cand("c", 3, (3,)), Cand("a", 4, (2,))]
-    batches = plan(jobs, FairState(), max_images=8, priority_burst=3)
-    assert [[j.seq for j in b] for b in batches] == [[0, 1], [2, 4], [3]]
-
-
-def test_fill_takes_one_job_per_user_per_pass_and_remembers_who_was_served() -> None:
-    jobs = [Cand("a", i) for i in range(5)] + [Cand("b", 5), Cand("b", 6), Cand("c", 7, images=3)]
-    batch, state = pick_batch(jobs, FairState(), max_images=6, priority_burst=3)
-    # pass 1: a0 (head), b5, c7 (3 images); pass 2: a1; budget used up
-    assert [j.seq for j in batch] == [0, 5, 7, 1]
-    assert state.tick == 1 and state.last_served == {"a": 1, "b": 1, "c": 1} and state.priority_streak == 0
-    rest = [j for j in jobs if j not in batch]
-    batch2, state2 = pick_batch(rest, state, max_images=6, priority_burst=3)
-    assert [j.seq for j in batch2] == [2, 6, 3, 4]  # all tied at tick 1: a2 is the oldest job, so a leads
-    assert pick_batch([], state2, max_images=6, priority_burst=3) == ([], state2)
-
-
 # -- priority lane -------------------------------------------------------------------------------
 
 
@@ -298,21 +264,6 @@ async def test_eta_is_positive_and_decreases_as_work_completes(make) -> None:
     await results(*jobs)
     assert last.eta == 0.0
     assert queue.snapshot().seconds_per_image == {SHAPE_256: pytest.approx(0.2)}
-
-
-def test_estimator_guesses_by_pixels_and_steps_and_scales_from_what_it_learned() -> None:
-    est = TimeEstimator()
-    big, small = ("txt2img", 1024, 1024, 4), ("txt2img", 512, 512, 4)
-    assert est.seconds_per_image(big) == pytest.approx(4 * est.seconds_per_image(small))
-    assert est.seconds_per_image(("txt2img", 1024, 1024, 8)) == pytest.approx(2 * est.seconds_per_image(big))
-    est.observe(small, 4, 4 * est.guess(small) / 2)  # twice as fast as guessed
-    assert est.seconds_per_image(big) == pytest.approx(est.guess(big) / 2)
-    est.observe(small, 1, 1.0)
-    est.observe(small, 2, 4.0)
-    learned = est.guess(small) / 2
-    learned += 0.3 * (1.0 - learned)
-    learned += 0.3 * (2.0 - learned)
-    assert est.seconds_per_image(small) == pytest.approx(learned)
 
 
 async def test_queue_learns_seconds_per_image_from_batches_it_runs(make) -> None:

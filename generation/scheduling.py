@@ -1,0 +1,165 @@
+"""The pure fair scheduling policy and the ETA estimator; no asyncio, no torch.
+
+Scheduling policy (one pure function, :func:`pick_batch`, makes every real pick *and* every
+simulated one, so a job's ``position`` is exactly where the scheduler will take it absent new
+arrivals or cancellations):
+
+1. Lanes. Jobs submitted with ``priority=True`` (admins, re-enqueued jobs) form the priority
+   lane and lead the next batch, except that after ``priority_burst`` consecutive
+   priority-led batches one normal-led batch is served when normal work waits (no starvation).
+2. Head. In the leading lane, the user served least recently (never served counts as longest
+   ago; ties go to the user with the oldest job) leads; the batch takes that user's oldest job
+   and that job's shape (kind, width, height, steps; img2img adds strength).
+3. Fill. Jobs of the same shape join, round-robin between users: one job per user per pass,
+   users in least-recently-served order, each user's jobs first-in first-out. A job is never
+   split; a user whose next job does not fit the remaining ``max_batch_images`` is done for
+   this batch. Leftover room is then filled the same way from the other lane.
+4. Every user with a job in the batch is now the most recently served.
+
+So a user with 20 queued jobs shares each batch with everyone else waiting on that shape, and
+a newcomer is picked no later than the next batch of a different shape.
+
+ETA (:class:`TimeEstimator`): per-image seconds per shape are learned from the batches this queue ran (exponential
+moving average in :class:`TimeEstimator`; unseen shapes start at a guess proportional to
+width x height x steps, scaled by what was learned elsewhere). A queued job's ETA is the
+running batch's expected remaining time plus the simulated batches up to and including its own.
+
+Property tests of the policy live in ``tests/test_scheduling.py``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from generation.request import Shape, denoising_steps
+
+__all__ = ["Candidate", "FairState", "TimeEstimator", "pick_batch", "plan"]
+
+
+class Candidate(Protocol):
+    """What the policy needs to know about a queued job."""
+
+    @property
+    def user(self) -> str: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def priority(self) -> bool: ...
+    @property
+    def shape(self) -> Shape: ...
+    @property
+    def images(self) -> int: ...
+
+
+C = TypeVar("C", bound=Candidate)
+
+
+@dataclass(frozen=True)
+class FairState:
+    """What the policy remembers between batches."""
+
+    tick: int = 0
+    last_served: Mapping[str, int] = field(default_factory=dict)
+    priority_streak: int = 0
+
+
+def pick_batch(
+    queued: Sequence[C], state: FairState, *, max_images: int, priority_burst: int
+) -> tuple[list[C], FairState]:
+    """The next batch (in pick order) and the state after it; ([], state) when nothing waits."""
+    priority = sorted((j for j in queued if j.priority), key=lambda j: j.seq)
+    normal = sorted((j for j in queued if not j.priority), key=lambda j: j.seq)
+    if not priority and not normal:
+        return [], state
+    led_by_priority = bool(priority) and (not normal or state.priority_streak < priority_burst)
+    lead, other = (priority, normal) if led_by_priority else (normal, priority)
+
+    def served(user: str) -> int:
+        return state.last_served.get(user, -1)
+
+    head = min(lead, key=lambda j: (served(j.user), j.seq))
+    picked: list[C] = [head]
+    taken: dict[str, int] = {head.user: 1}
+    budget = max_images - head.images
+    for lane in (lead, other):
+        pool: dict[str, deque[C]] = {}
+        for job in lane:
+            if job is not head and job.shape == head.shape:
+                pool.setdefault(job.user, deque()).append(job)
+        users = sorted(pool, key=lambda u: (served(u), pool[u][0].seq))
+        blocked: set[str] = set()
+        round_no = 1
+        while budget > 0 and any(pool[u] and u not in blocked for u in users):
+            for user in users:
+                if user in blocked or not pool[user] or taken.get(user, 0) >= round_no:
+                    continue
+                job = pool[user][0]
+                if job.images > budget:
+                    blocked.add(user)
+                    continue
+                pool[user].popleft()
+                picked.append(job)
+                taken[user] = taken.get(user, 0) + 1
+                budget -= job.images
+            round_no += 1
+
+    tick = state.tick + 1
+    last_served = dict(state.last_served)
+    for job in picked:
+        last_served[job.user] = tick
+    streak = state.priority_streak + 1 if led_by_priority else 0
+    return picked, FairState(tick, last_served, streak)
+
+
+def plan(
+    queued: Sequence[C], state: FairState, *, max_images: int, priority_burst: int
+) -> list[list[C]]:
+    """Every batch the scheduler would run, in order, if nothing else arrived."""
+    remaining = list(queued)
+    batches: list[list[C]] = []
+    while remaining:
+        batch, state = pick_batch(remaining, state, max_images=max_images, priority_burst=priority_burst)
+        chosen = {id(job) for job in batch}
+        remaining = [job for job in remaining if id(job) not in chosen]
+        batches.append(batch)
+    return batches
+
+
+class TimeEstimator:
+    """Per-image seconds per shape: a moving average of what batches took, or a scaled guess."""
+
+    def __init__(self, *, seconds_per_megapixel_step: float = 0.15, alpha: float = 0.3) -> None:
+        self.seconds_per_megapixel_step = seconds_per_megapixel_step
+        self.alpha = alpha
+        self._per_image: dict[Shape, float] = {}
+        self._scale: float | None = None  # learned / guessed, over all shapes
+
+    def guess(self, shape: Shape) -> float:
+        """Seconds per image before anything was measured: proportional to pixels x steps run."""
+        _, width, height, steps = shape[:4]
+        steps = denoising_steps(steps, shape[4] if len(shape) > 4 else None)  # type: ignore[misc]
+        return self.seconds_per_megapixel_step * width * height / 1_000_000 * steps
+
+    def seconds_per_image(self, shape: Shape) -> float:
+        if shape in self._per_image:
+            return self._per_image[shape]
+        return self.guess(shape) * (self._scale or 1.0)
+
+    def batch_seconds(self, shape: Shape, images: int) -> float:
+        return self.seconds_per_image(shape) * images
+
+    def observe(self, shape: Shape, images: int, seconds: float) -> None:
+        """Learn from one batch of ``images`` of ``shape`` that took ``seconds``."""
+        if images <= 0 or seconds <= 0:
+            return
+        per_image = seconds / images
+        old = self._per_image.get(shape)
+        self._per_image[shape] = per_image if old is None else old + self.alpha * (per_image - old)
+        ratio = per_image / max(self.guess(shape), 1e-9)
+        self._scale = ratio if self._scale is None else self._scale + self.alpha * (ratio - self._scale)
+
+    def learned(self) -> dict[Shape, float]:
+        return dict(self._per_image)

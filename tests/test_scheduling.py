@@ -1,0 +1,121 @@
+"""The pure fair policy (pick_batch, plan) and the ETA estimator, without a queue or an executor."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from generation.scheduling import FairState, TimeEstimator, pick_batch, plan
+
+
+@dataclass(eq=False)
+class Cand:
+    """A bare candidate for the pure policy functions."""
+
+    user: str
+    seq: int
+    shape: tuple = (1,)
+    images: int = 1
+    priority: bool = False
+
+
+def test_least_recently_served_user_leads_across_shapes() -> None:
+    jobs = [Cand("a", 0, (1,)), Cand("a", 1, (1,)), Cand("b", 2, (2,)), Cand("c", 3, (3,)), Cand("a", 4, (2,))]
+    batches = plan(jobs, FairState(), max_images=8, priority_burst=3)
+    assert [[j.seq for j in b] for b in batches] == [[0, 1], [2, 4], [3]]
+
+
+def test_fill_takes_one_job_per_user_per_pass_and_remembers_who_was_served() -> None:
+    jobs = [Cand("a", i) for i in range(5)] + [Cand("b", 5), Cand("b", 6), Cand("c", 7, images=3)]
+    batch, state = pick_batch(jobs, FairState(), max_images=6, priority_burst=3)
+    # pass 1: a0 (head), b5, c7 (3 images); pass 2: a1; budget used up
+    assert [j.seq for j in batch] == [0, 5, 7, 1]
+    assert state.tick == 1 and state.last_served == {"a": 1, "b": 1, "c": 1} and state.priority_streak == 0
+    rest = [j for j in jobs if j not in batch]
+    batch2, state2 = pick_batch(rest, state, max_images=6, priority_burst=3)
+    assert [j.seq for j in batch2] == [2, 6, 3, 4]  # all tied at tick 1: a2 is the oldest job, so a leads
+    assert pick_batch([], state2, max_images=6, priority_burst=3) == ([], state2)
+
+
+def test_estimator_guesses_by_pixels_and_steps_and_scales_from_what_it_learned() -> None:
+    est = TimeEstimator()
+    big, small = ("txt2img", 1024, 1024, 4), ("txt2img", 512, 512, 4)
+    assert est.seconds_per_image(big) == pytest.approx(4 * est.seconds_per_image(small))
+    assert est.seconds_per_image(("txt2img", 1024, 1024, 8)) == pytest.approx(2 * est.seconds_per_image(big))
+    est.observe(small, 4, 4 * est.guess(small) / 2)  # twice as fast as guessed
+    assert est.seconds_per_image(big) == pytest.approx(est.guess(big) / 2)
+    est.observe(small, 1, 1.0)
+    est.observe(small, 2, 4.0)
+    learned = est.guess(small) / 2
+    learned += 0.3 * (1.0 - learned)
+    learned += 0.3 * (2.0 - learned)
+    assert est.seconds_per_image(small) == pytest.approx(learned)
+
+
+# -- properties -----------------------------------------------------------------------------------
+
+candidates = st.lists(
+    st.tuples(st.sampled_from("abcde"), st.sampled_from([(1,), (2,), (3,)]), st.integers(1, 4), st.booleans()),
+    max_size=30,
+).map(lambda rows: [Cand(u, i, shape, n, p) for i, (u, shape, n, p) in enumerate(rows)])
+
+
+@settings(max_examples=200, deadline=None)
+@given(jobs=candidates, budget=st.integers(4, 8), burst=st.integers(1, 4))
+def test_plan_runs_every_job_once_in_batches_of_one_shape_within_budget(jobs, budget, burst) -> None:
+    batches = plan(jobs, FairState(), max_images=budget, priority_burst=burst)
+    ran = [job for batch in batches for job in batch]
+    assert sorted(j.seq for j in ran) == [j.seq for j in jobs]
+    for batch in batches:
+        assert batch, "plan never yields an empty batch"
+        assert len({j.shape for j in batch}) == 1
+        assert sum(j.images for j in batch) <= budget
+
+
+@settings(max_examples=200, deadline=None)
+@given(jobs=candidates, budget=st.integers(4, 8), burst=st.integers(1, 4))
+def test_each_users_jobs_of_one_shape_and_lane_run_first_in_first_out(jobs, budget, burst) -> None:
+    batches = plan(jobs, FairState(), max_images=budget, priority_burst=burst)
+    seen: dict[tuple, list[int]] = defaultdict(list)
+    for batch in batches:
+        for job in batch:
+            seen[(job.user, job.shape, job.priority)].append(job.seq)
+    for seqs in seen.values():
+        assert seqs == sorted(seqs)
+
+
+@settings(max_examples=200, deadline=None)
+@given(jobs=candidates, budget=st.integers(4, 8), burst=st.integers(1, 4))
+def test_priority_leads_at_most_burst_batches_in_a_row_while_normal_work_waits(jobs, budget, burst) -> None:
+    remaining, state, streak = list(jobs), FairState(), 0
+    while remaining:
+        normal_waiting = any(not j.priority for j in remaining)
+        batch, state = pick_batch(remaining, state, max_images=budget, priority_burst=burst)
+        streak = streak + 1 if batch[0].priority else 0
+        if normal_waiting:
+            assert streak <= burst
+        remaining = [j for j in remaining if j not in batch]
+
+
+@settings(max_examples=200, deadline=None)
+@given(jobs=candidates, budget=st.integers(4, 8))
+def test_a_waiting_user_is_served_before_anyone_is_served_twice_on_the_same_shape(jobs, budget) -> None:
+    """No priority: once a user waits on the leading shape, nobody else gets two turns ahead of them."""
+    normal = [j for j in jobs if not j.priority]
+    batch, _ = pick_batch(normal, FairState(), max_images=budget, priority_burst=3)
+    if not batch:
+        return
+    shape = batch[0].shape
+    per_user = defaultdict(int)
+    for job in batch:
+        per_user[job.user] += 1
+    for user in {j.user for j in normal if j.shape == shape}:
+        if per_user[user] == 0:
+            # left out only because their next job did not fit the remaining room
+            left = budget - sum(j.images for j in batch)
+            nxt = min((j for j in normal if j.user == user and j.shape == shape), key=lambda j: j.seq)
+            assert nxt.images > left or max(per_user.values()) <= 1
