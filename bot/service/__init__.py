@@ -1,0 +1,91 @@
+"""ImagineService: the one place where quota, safety, jobs, the queue and storage meet.
+
+The service is split by responsibility; :class:`ImagineService` is the facade that front ends use::
+
+    context.py         ServiceContext: resources, settings, shared lookups (every part builds on it)
+    jobs.py            imagine, reroll, variation, following jobs, delivery bookkeeping, cancel, recover
+    history.py         history pages, ratings, messages that show a job
+    accounts.py        quota status, settings, DM state, forget, export
+    accounts_rules.py  pure rules: valid settings, defaults, the export zip
+    admin.py           admin commands
+    tickets.py         the types front ends see (tickets, updates, deliveries, errors)
+
+No SQL here (that is :mod:`storage`), and no platform types (those stay in :mod:`bot.frontends`).
+
+Front ends (console, Discord, Telegram) parse nothing and store nothing: they call the service
+with a :class:`Who` and an opaque delivery ``target`` and show what comes back (the types in
+:mod:`bot.service.tickets`, re-exported here).
+
+Errors shown to users as they are (all :class:`~generation.errors.ImagineError`)::
+
+    ImagineError
+    ├── InvalidRequest, QueueFull, JobCancelled, GenerationFailed   (generation.errors)
+    ├── BlockedPrompt          (bot.safety) the prompt check refused; names the category
+    ├── Restricted             (bot.safety) blocked after strikes, on a cooldown, or too soon again
+    ├── QuotaExceeded          no images left in this window; says how many and when it resets
+    ├── NotAllowed             blocked user, non-admin calling an admin command, too late to cancel
+    └── NotFound               no such job or image (or not yours)
+"""
+
+from __future__ import annotations
+
+from bot.service.accounts import AccountsPart
+from bot.service.accounts_rules import QuotaStatus
+from bot.service.admin import AdminPart
+from bot.service.context import ServiceSettings
+from bot.service.history import HistoryPart
+from bot.service.jobs import JobsPart
+from bot.service.tickets import (
+    CancelOutcome,
+    Cancelled,
+    Delivery,
+    Failed,
+    Finished,
+    ForgetOutcome,
+    HistoryEntry,
+    HistoryImage,
+    HistoryView,
+    NotAllowed,
+    NotFound,
+    QuotaExceeded,
+    Queued,
+    Recovered,
+    Running,
+    StoredImage,
+    Ticket,
+    Update,
+    Who,
+)
+
+__all__ = [
+    "Cancelled",
+    "CancelOutcome",
+    "Delivery",
+    "Failed",
+    "Finished",
+    "ForgetOutcome",
+    "HistoryEntry",
+    "HistoryImage",
+    "HistoryView",
+    "ImagineService",
+    "NotAllowed",
+    "NotFound",
+    "QuotaExceeded",
+    "QuotaStatus",
+    "Queued",
+    "Recovered",
+    "Running",
+    "ServiceSettings",
+    "StoredImage",
+    "Ticket",
+    "Update",
+    "Who",
+]
+
+
+class ImagineService(JobsPart, HistoryPart, AccountsPart, AdminPart):
+    """Quota, safety, jobs, queue and storage behind one API for every front end.
+
+    Each part is a class over the same :class:`~bot.service.context.ServiceContext` state; the
+    facade only puts them together, so a front end holds one object.
+    """

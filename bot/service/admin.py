@@ -1,0 +1,58 @@
+"""Admin commands: per-user quota limits, blocks, and bot-wide statistics."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bot.service.accounts_rules import QuotaStatus
+from bot.service.context import ServiceContext
+from bot.service.tickets import Who
+from generation.errors import InvalidRequest
+from storage import jobs, quotas, users
+
+__all__ = ["AdminPart"]
+
+logger = logging.getLogger(__name__)
+
+
+class AdminPart(ServiceContext):
+    """What only the bot's admins may do."""
+
+    async def admin_set_quota(self, admin: Who, platform: str, user_id: str | int,
+                              limit: int | None) -> QuotaStatus:
+        """Give a user their own limit per window (None: back to the default)."""
+        self._require_admin(admin)
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise InvalidRequest("limit", f"The limit must be a whole number, 0 or more, not {limit!r}.")
+        user = await users.get_or_create(self.db, platform, str(user_id))
+        await quotas.set_override(self.db, user.id, limit)
+        logger.info("%s set quota of %s:%s to %s", admin.key, platform, user_id, limit)
+        return await self._quota_status(user.id)
+
+    async def admin_block(self, admin: Who, platform: str, user_id: str | int) -> None:
+        """Refuse all further requests from a user."""
+        self._require_admin(admin)
+        user = await users.get_or_create(self.db, platform, str(user_id))
+        await users.set_blocked(self.db, user.id, True)
+        logger.info("%s blocked %s:%s", admin.key, platform, user_id)
+
+    async def admin_unblock(self, admin: Who, platform: str, user_id: str | int) -> None:
+        """Accept requests from a blocked user again."""
+        self._require_admin(admin)
+        user = await users.get_or_create(self.db, platform, str(user_id))
+        await users.set_blocked(self.db, user.id, False)
+        logger.info("%s unblocked %s:%s", admin.key, platform, user_id)
+
+    async def admin_stats(self, admin: Who) -> dict[str, Any]:
+        """Job, image and user counts plus the queue's state."""
+        self._require_admin(admin)
+        stats = await jobs.stats(self.db, self.clock())
+        snapshot = self.queue.snapshot()
+        stats["queue"] = {
+            "queued_jobs": snapshot.queued_jobs, "queued_images": snapshot.queued_images,
+            "running_jobs": len(snapshot.running_jobs), "batches_run": snapshot.batches_run,
+            "accepting": snapshot.accepting,
+        }
+        stats["model"] = self.model_id
+        return stats

@@ -1,0 +1,197 @@
+"""What every part of the service needs: the resources, the settings, and the shared lookups.
+
+:class:`ServiceContext` holds the database, image store, queue, moderation and clock, the jobs
+this process follows, and the helpers that more than one part uses (user and job lookups, the
+admin check, quota status, turning stored rows into the types front ends see). The parts
+(:mod:`.jobs`, :mod:`.history`, :mod:`.accounts`, :mod:`.admin`) build on it and never on each
+other, so they cannot import each other in a circle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bot.options import render
+from bot.safety import AllowAllImages, BlocklistChecker, ImageChecker, Moderation, PromptChecker, VerdictClassifier
+from bot.service.accounts_rules import QuotaStatus
+from bot.service.tickets import Delivery, NotAllowed, NotFound, StoredImage, Ticket, Who
+from generation.errors import ImagineError, InvalidRequest
+from generation.queue import GenerationQueue
+from generation.request import GenerationRequest, ModelCaps
+from storage import Database, ImageStore, images, jobs, quotas, users
+from storage.clock import utcnow
+from storage.records import Image, Job, User
+
+__all__ = ["ACTIVE", "ServiceContext", "ServiceSettings"]
+
+ACTIVE = ("queued", "running")
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """What the operator configures for the service."""
+
+    daily_quota: int = 50  # images per quota window
+    quota_window: str = "daily"  # one of storage.quotas.WINDOWS
+    admins: frozenset[str] = frozenset()  # "platform:user_id"
+    data_dir: Path = Path("data")  # exports go to data_dir/exports
+    default_model: str = "sdxl-lightning"
+    checkpoint_hash: str | None = None  # recorded with each job when the executor has none
+    variation_strength: float = 0.6
+    admin_priority: bool = True  # admins' jobs use the queue's priority lane
+    settle_timeout_s: float = 30.0  # how long cancel/forget wait for a job to settle
+
+    def __post_init__(self) -> None:
+        if self.quota_window not in quotas.WINDOWS:
+            raise ValueError(f"`quota_window` must be one of {', '.join(quotas.WINDOWS)}, not {self.quota_window!r}")
+        if self.daily_quota < 0:
+            raise ValueError(f"`daily_quota` must be 0 or more, not {self.daily_quota}")
+        object.__setattr__(self, "admins", frozenset(self.admins))
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+
+
+class ServiceContext:
+    """The resources and shared lookups of the service; the parts add the operations."""
+
+    def __init__(
+        self,
+        db: Database,
+        store: ImageStore,
+        queue: GenerationQueue,
+        *,
+        settings: ServiceSettings | None = None,
+        prompt_checker: PromptChecker | None = None,
+        image_checker: ImageChecker | None = None,
+        moderation: Moderation | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.db = db
+        self.store = store
+        self.queue = queue
+        self.config = settings or ServiceSettings()
+        self.prompt_checker: PromptChecker = prompt_checker or BlocklistChecker.default()
+        self.image_checker: ImageChecker = image_checker or AllowAllImages()
+        # strikes, cooldowns, per-scope image policy (bot.safety.moderation); without one, the
+        # checkers above with no request spacing
+        self.moderation = moderation or Moderation.permissive(
+            db, prompt_checker=self.prompt_checker, image_classifier=VerdictClassifier(self.image_checker),
+            admins=self.config.admins, clock=clock)
+        self.clock = clock
+        self._tickets: dict[str, Ticket] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def caps(self) -> ModelCaps:
+        return self.queue.caps
+
+    @property
+    def model_id(self) -> str:
+        return self.queue.model_id
+
+    @property
+    def checkpoint_hash(self) -> str | None:
+        return getattr(self.queue.executor, "checkpoint_hash", None) or self.config.checkpoint_hash
+
+    def is_admin(self, who: Who) -> bool:
+        return who.key in self.config.admins
+
+    async def owns(self, who: Who, job_id: str) -> bool:
+        """Whether job ``job_id`` was asked for by ``who`` (admins own every job)."""
+        if self.is_admin(who):
+            return True
+        row = await jobs.get(self.db, job_id)
+        user = await users.get(self.db, row.user_id) if row is not None else None
+        return user is not None and (user.platform, user.platform_user_id) == (who.platform, who.user_id)
+
+    def _require_admin(self, admin: Who) -> None:
+        if not self.is_admin(admin):
+            raise NotAllowed("Only the bot's admins can do that.")
+
+    async def _user(self, who: Who) -> User:
+        return await users.get_or_create(self.db, who.platform, who.user_id, who.display_name)
+
+    async def _active_user(self, who: Who) -> User:
+        user = await self._user(who)
+        if user.blocked:
+            raise NotAllowed("You are blocked from making images on this bot.")
+        await self.moderation.admit(who)  # strike block, cooldown, request spacing (Restricted)
+        return user
+
+    async def _job(self, job_id: str) -> Job:
+        row = await jobs.get(self.db, job_id)
+        if row is None:
+            raise NotFound(f"There is no request {job_id}.")
+        return row
+
+    def _request_from(self, data: dict[str, Any]) -> GenerationRequest:
+        """A stored request dict as a request this model can run (InvalidRequest if not)."""
+        return self.caps.check(GenerationRequest.from_dict(data))
+
+    def _text(self, data: dict[str, Any]) -> str:
+        """Canonical /imagine text of a stored request (the prompt if the model changed)."""
+        try:
+            return render(GenerationRequest.from_dict(data), self.caps)
+        except ImagineError:
+            return str(data.get("prompt", ""))
+
+    def _stored(self, row: Image) -> StoredImage:
+        return StoredImage(row.id, row.idx, row.seed, self.store.path_for(row.path).resolve(),
+                           row.width, row.height, row.sha256, row.safety)
+
+    def _delivery(self, job_id: str, request: GenerationRequest, rows: list[Image], *,
+                  cached: bool, target: dict[str, Any]) -> Delivery:
+        try:
+            text = render(request, self.caps)
+        except ImagineError:
+            text = request.prompt
+        return Delivery(job_id, request, text, tuple(self._stored(r) for r in rows), cached, dict(target))
+
+    async def _delivery_of(self, row: Job) -> Delivery:
+        rows = await images.images_for_job(self.db, row.id)
+        return self._delivery(row.id, GenerationRequest.from_dict(row.request), rows, cached=False,
+                              target=row.target)
+
+    @staticmethod
+    def _image_id(image_id: int | str) -> int:
+        if isinstance(image_id, str) and image_id.strip().isdecimal():
+            return int(image_id.strip())
+        if isinstance(image_id, bool) or not isinstance(image_id, int):
+            raise InvalidRequest("image_id", f"An image id is a number, not {image_id!r}.")
+        return image_id
+
+    async def _settle_row(self, job_id: str, status: str, error: str = "") -> int:
+        """Mark the row failed/cancelled and refund it (once); the images refunded."""
+        now = self.clock()
+        if status == "failed":
+            await jobs.mark_failed(self.db, job_id, error, now)
+        else:
+            await jobs.mark_cancelled(self.db, job_id, now)
+        return await quotas.refund(self.db, job_id)
+
+    async def _quota_status(self, user_id: int) -> QuotaStatus:
+        now = self.clock()
+        window = quotas.window_start(now, self.config.quota_window)
+        limit = await quotas.effective_limit(self.db, user_id, self.config.daily_quota)
+        used = await quotas.used(self.db, user_id, window)
+        return QuotaStatus(used, limit, max(0, limit - used),
+                           quotas.next_reset(now, self.config.quota_window))
+
+    def _quota_message(self, asked: int, used: int, limit: int, now: datetime) -> str:
+        remaining = max(0, limit - used)
+        reset = quotas.next_reset(now, self.config.quota_window)
+        wait = _duration((reset - now).total_seconds())
+        period = {"hourly": "this hour", "daily": "today", "weekly": "this week"}[self.config.quota_window]
+        left = "no images" if remaining == 0 else f"{remaining} image{'s' if remaining != 1 else ''}"
+        return (f"You have {left} left of your {limit} {period}; this request needs {asked}. "
+                f"Your quota resets at {reset:%Y-%m-%d %H:%M} UTC (in {wait}).")
+
+
+def _duration(seconds: float) -> str:
+    minutes = max(1, int(seconds + 59) // 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"

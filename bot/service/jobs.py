@@ -1,0 +1,372 @@
+"""Jobs: accept /imagine, reroll and variation requests, follow them through the queue, recover.
+
+The life of one accepted request::
+
+    imagine()  user row → blocked? → parse with saved defaults → prompt check → dedupe hit?
+               → BEGIN: consume quota + insert job (queued, charged) COMMIT → queue.submit
+    consumer   Started → mark_running; Done → image check → PNGs into the store → image rows
+               + mark_done (one transaction) → Finished(delivery)
+               Failed / blocked image → mark_failed + refund;  Cancelled → mark_cancelled + refund
+    front end  sends the images → mark_delivered() (False: already delivered, skip)
+    restart    recover(): queued/running rows run again (priority, not charged again);
+               done-but-undelivered rows come back as Deliveries to send
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from bot.options import parse_imagine
+from bot.service import accounts_rules
+from bot.service.context import ACTIVE, ServiceContext
+from bot.service.tickets import (
+    CancelOutcome,
+    Cancelled,
+    Delivery,
+    Failed,
+    Finished,
+    NotAllowed,
+    NotFound,
+    QuotaExceeded,
+    Queued,
+    Recovered,
+    Running,
+    Ticket,
+    Who,
+)
+from generation import queue as gq
+from generation.errors import ImagineError, JobCancelled
+from generation.queue import ShuttingDown
+from generation.request import GenerationRequest, GenerationResult, random_seed
+from storage import images, jobs, model_versions, quotas, users
+from storage.files import png_with_metadata
+from storage.records import Image, User
+
+__all__ = ["JobsPart"]
+
+logger = logging.getLogger(__name__)
+
+_BLOCKED_IMAGE = (
+    "An image was blocked by the image safety filter, so nothing was sent. "
+    "Your quota was refunded; try a different prompt."
+)
+_INTERNAL = "Something went wrong while saving your images (reference {ref}); your quota was refunded."
+
+
+class JobsPart(ServiceContext):
+    """Submitting, following, delivering bookkeeping, cancelling and recovering jobs."""
+
+    def ticket(self, job_id: str) -> Ticket | None:
+        """The ticket of a job this process is still following."""
+        return self._tickets.get(job_id)
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Let followers of finished queue jobs store their results, then stop following.
+
+        Call after the queue is closed: the running batch's images are stored; jobs that never
+        ran stay ``queued`` for the next start. Followers still busy after ``timeout``
+        (default ``settle_timeout_s``) are cancelled; their rows stay as they are.
+        """
+        tasks = list(self._tasks.values())
+        # a job the queue no longer holds has its outcome: let its follower record it
+        settling = [task for job_id, task in self._tasks.items() if self.queue.job(job_id) is None]
+        if settling:
+            await asyncio.wait(settling, timeout=timeout or self.config.settle_timeout_s)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def imagine(self, who: Who, text: str, *, target: dict[str, Any] | None = None,
+                      **options: Any) -> Ticket:
+        """Accept ``/imagine text`` (plus typed options): charged, stored, queued; or raise."""
+        user = await self._active_user(who)
+        request = parse_imagine(
+            text, caps=self.caps, defaults=accounts_rules.defaults_from(user.settings),
+            user_id=who.user_id, platform=who.platform, **options,
+        )
+        return await self._submit(who, user, request, target=target, dedupe=request.seed is not None)
+
+    async def reroll(self, who: Who, job_id: str, *, target: dict[str, Any] | None = None) -> Ticket:
+        """The same request as job ``job_id`` with a new seed, charged to ``who``."""
+        user = await self._active_user(who)
+        source = await self._job(job_id)
+        base = self._request_from(source.request)
+        seed = random_seed()
+        while seed == base.seed:
+            seed = random_seed()
+        request = replace(base, seed=seed, user_id=who.user_id, platform=who.platform)
+        return await self._submit(who, user, request, target=target, dedupe=False)
+
+    async def variation(self, who: Who, job_id: str, index: int, *,
+                        target: dict[str, Any] | None = None) -> Ticket:
+        """Variations of image ``index`` (0-based) of job ``job_id`` (img2img), charged to ``who``."""
+        user = await self._active_user(who)
+        source = await self._job(job_id)
+        found = [i for i in await images.images_for_job(self.db, job_id) if i.idx == index]
+        if not found:
+            raise NotFound(f"Request {job_id} has no image {index + 1}.")
+        base = self._request_from(source.request)
+        strength = self.config.variation_strength
+        # img2img runs int(steps * strength) steps: take more steps when that would be none
+        steps = next((s for s in sorted(self.caps.steps) if s >= base.steps and int(s * strength) >= 1),
+                     base.steps)
+        try:
+            request = replace(
+                base, kind="img2img", init_image=str(self.store.path_for(found[0].path).resolve()),
+                strength=strength, steps=steps, seed=random_seed(),
+                user_id=who.user_id, platform=who.platform,
+            )
+        except TypeError:
+            raise NotAllowed("Variations are not available on this bot yet.") from None
+        return await self._submit(who, user, self.caps.check(request), target=target, dedupe=False)
+
+    async def _submit(self, who: Who, user: User, request: GenerationRequest, *,
+                      target: dict[str, Any] | None, dedupe: bool) -> Ticket:
+        """Check, charge, store and enqueue ``request``."""
+        # 1. Prompt safety: nothing is charged or written for a refused prompt
+        await self.moderation.check_prompt(who, request.prompt, request.negative_prompt, target)
+        request = request.with_seed()
+        key = jobs.request_key(request.to_dict(), self.model_id, self.checkpoint_hash)
+        now = self.clock()
+
+        # 2. An identical request with an explicit seed already made: serve the stored images
+        if dedupe:
+            ticket = await self._serve_cached(user, request, key, target, now)
+            if ticket is not None:
+                return ticket
+
+        # 3. Quota and job row in one transaction
+        window = quotas.window_start(now, self.config.quota_window)
+        priority = self.config.admin_priority and self.is_admin(who)
+        async with self.db.transaction() as tx:
+            limit = await quotas.effective_limit(tx, user.id, self.config.daily_quota)
+            if await quotas.consume(tx, user.id, request.count, limit, window) is None:
+                used = await quotas.used(tx, user.id, window)
+                raise QuotaExceeded(self._quota_message(request.count, used, limit, now))
+            job = await jobs.create(
+                tx, user_id=user.id, request=request.to_dict(), model_id=self.model_id,
+                charged=request.count, quota_window=window, priority=int(priority),
+                target=target, key=key, checkpoint_hash=self.checkpoint_hash,
+                job_id=uuid.uuid4().hex[:12], now=now,
+            )
+
+        # 4. Only now into the queue; a refusal gives the quota back
+        try:
+            qjob = self.queue.submit(request, priority=priority, job_id=job.id)
+        except ImagineError as err:
+            await self._settle_row(job.id, "failed", str(err))
+            raise
+        logger.info("job %s accepted for %s (%d image(s))", job.id, who.key, request.count)
+        return self._follow(job.id, request, qjob, job.target)
+
+    async def _serve_cached(self, user: User, request: GenerationRequest, key: str,
+                            target: dict[str, Any] | None, now: datetime) -> Ticket | None:
+        """A done Ticket from stored images of an identical request, or None."""
+        found = await jobs.find_by_request_key(self.db, key)
+        if found is None:
+            return None
+        source = await images.images_for_job(self.db, found.id)
+        if len(source) != request.count or not all(self.store.exists(i.path) for i in source):
+            return None
+        if any(i.safety != "ok" for i in source):  # spoilered for another scope: check again here
+            return None
+        async with self.db.transaction() as tx:
+            job = await jobs.create(
+                tx, user_id=user.id, request=request.to_dict(), model_id=self.model_id, charged=0,
+                target=target, key=key, checkpoint_hash=found.checkpoint_hash,
+                job_id=uuid.uuid4().hex[:12], now=now,
+            )
+            rows = [
+                await images.add_image(tx, job.id, i.idx, i.seed, i.path, i.sha256, i.width,
+                                       i.height, i.bytes, i.safety, now)
+                for i in source
+            ]
+            await jobs.mark_done(tx, job.id, found.checkpoint_hash, now)
+        logger.info("job %s served from job %s's images", job.id, found.id)
+        delivery = self._delivery(job.id, request, rows, cached=True, target=job.target)
+        ticket = Ticket(job.id, request, target=job.target)
+        ticket._settle(Finished(delivery), delivery=delivery)
+        return ticket
+
+    def _follow(self, job_id: str, request: GenerationRequest, qjob: gq.Job,
+                target: dict[str, Any]) -> Ticket:
+        ticket = Ticket(job_id, request, target=target, position=qjob.position, eta=qjob.eta)
+        self._tickets[job_id] = ticket
+        self._tasks[job_id] = asyncio.create_task(self._consume(ticket, qjob), name=f"job-{job_id}")
+        return ticket
+
+    async def _consume(self, ticket: Ticket, qjob: gq.Job) -> None:
+        """Turn the queue's events into storage transitions and ticket updates."""
+        job_id = ticket.job_id
+        try:
+            async for event in qjob.events():
+                if isinstance(event, gq.Queued):
+                    ticket._push(Queued(event.position, event.eta))
+                elif isinstance(event, gq.Started):
+                    await jobs.mark_running(self.db, job_id, self.clock())
+                    ticket._push(Running(0, ticket.request.steps))
+                elif isinstance(event, gq.Step):
+                    ticket._push(Running(event.step, event.steps))
+                elif isinstance(event, gq.Done):
+                    await self._store_result(ticket, event.result)
+                elif isinstance(event, gq.Cancelled):
+                    await self._on_cancelled(ticket, qjob, event)
+                elif isinstance(event, gq.Failed):
+                    await self._settle_row(job_id, "failed", str(event.error))
+                    ticket._settle(Failed(str(event.error)), error=event.error)
+        except asyncio.CancelledError:
+            raise  # shutting down: the row stays queued/running for recover()
+        except Exception:
+            ref = uuid.uuid4().hex[:8]
+            logger.exception("job %s: settling failed (reference %s)", job_id, ref)
+            message = _INTERNAL.format(ref=ref)
+            try:
+                await self._settle_row(job_id, "failed", message)
+            except Exception:
+                logger.exception("job %s: could not mark failed; recover() will retry it", job_id)
+            ticket._settle(Failed(message), error=ImagineError(message))
+        finally:
+            self._tasks.pop(job_id, None)
+            self._tickets.pop(job_id, None)
+
+    async def _on_cancelled(self, ticket: Ticket, qjob: gq.Job, event: gq.Cancelled) -> None:
+        try:
+            await qjob.result()
+        except JobCancelled as err:
+            error: JobCancelled = err
+        else:  # pragma: no cover - a cancelled job has no result
+            error = JobCancelled("Your request was cancelled.")
+        if isinstance(error, ShuttingDown) or event.reason == "shutdown":
+            # Not run and not refunded: the row stays queued and runs after the restart.
+            ticket._settle(Failed(str(error)), error=error)
+            return
+        await self._settle_row(ticket.job_id, "cancelled")
+        ticket._settle(Cancelled(str(error)), error=error)
+
+    async def _store_result(self, ticket: Ticket, result: GenerationResult) -> None:
+        """Check the images, store them with their rows, mark done; or fail and refund."""
+        job_id = ticket.job_id
+        verdicts = await self.moderation.check_images(f"{result.request.platform}:{result.request.user_id}",
+                                                      ticket.target, result.images, job_id=job_id)
+        if "blocked" in verdicts:
+            logger.warning("job %s: %d image(s) blocked by the image checker", job_id, verdicts.count("blocked"))
+            await self._settle_row(job_id, "failed", _BLOCKED_IMAGE)
+            ticket._settle(Failed(_BLOCKED_IMAGE), error=ImagineError(_BLOCKED_IMAGE))
+            return
+        request = result.request
+        files = []
+        for index, (image, seed) in enumerate(zip(result.images, result.seeds)):
+            params = {**request.to_dict(), "seed": seed, "index": index, "job_id": job_id,
+                      "model": result.model, "first_seed": request.seed}
+            params.pop("user_id", None)
+            params.pop("platform", None)
+            files.append(await asyncio.to_thread(self._put_png, image, params))
+        now = self.clock()
+        checkpoint = self.checkpoint_hash
+        async with self.db.transaction() as tx:
+            row = await jobs.get(tx, job_id)
+            if row is None or row.status not in ACTIVE:
+                logger.info("job %s became %s while storing; images dropped", job_id,
+                            row.status if row else "deleted")
+                stored_rows: list[Image] | None = None
+            else:
+                stored_rows = [
+                    await images.add_image(tx, job_id, index, seed, path, sha, width, height, size,
+                                           verdict, now)
+                    for index, (seed, verdict, (path, sha, width, height, size))
+                    in enumerate(zip(result.seeds, verdicts, files))
+                ]
+                await jobs.mark_done(tx, job_id, checkpoint, now)
+                await model_versions.record_seen(tx, result.model, checkpoint or "unknown", now)
+        if stored_rows is None:
+            ticket._settle(Cancelled(), error=JobCancelled("Your request was cancelled."))
+            return
+        delivery = self._delivery(job_id, request, stored_rows, cached=False, target=ticket.target)
+        ticket._settle(Finished(delivery), delivery=delivery)
+
+    def _put_png(self, image: Any, params: dict[str, Any]) -> tuple[str, str, int, int, int]:
+        """Encode and store one image (worker thread): (path, sha256, width, height, bytes)."""
+        data = png_with_metadata(image, params)
+        path, sha = self.store.put(data, "png")
+        return path, sha, image.width, image.height, len(data)
+
+    async def mark_delivered(self, job_id: str) -> bool:
+        """Record that a front end sent the images; False if it was already delivered."""
+        return await jobs.mark_delivered(self.db, job_id, self.clock())
+
+    async def record_refs(self, job_id: str, refs: dict[str, Any]) -> dict[str, Any]:
+        """Merge a front end's refs (e.g. sent message ids) into the job's target; the new target."""
+        return await jobs.update_target(self.db, job_id, refs)
+
+    async def find_by_ref(self, name: str, value: Any) -> Delivery | None:
+        """The newest job whose target has ``target[name] == value``, with its stored images."""
+        row = await jobs.find_by_target(self.db, name, value)
+        return None if row is None else await self._delivery_of(row)
+
+    async def job_delivery(self, job_id: str) -> Delivery:
+        """A job's stored images, canonical text and target (NotFound when there is no such job)."""
+        return await self._delivery_of(await self._job(job_id))
+
+    async def recover(self) -> Recovered:
+        """Re-enqueue unfinished jobs (priority, not charged again); return undelivered results."""
+        found = await jobs.recoverable(self.db)
+        tickets: list[Ticket] = []
+        for row in found.to_run:
+            if row.id in self._tasks:
+                continue
+            try:
+                request = self._request_from(row.request)
+                qjob = self.queue.submit(request, priority=True, job_id=row.id)
+            except ImagineError as err:
+                logger.warning("job %s cannot run again: %s", row.id, err)
+                await self._settle_row(row.id, "failed", str(err))
+                continue
+            tickets.append(self._follow(row.id, request, qjob, row.target))
+        deliveries = []
+        for row in found.to_deliver:
+            rows = await images.images_for_job(self.db, row.id)
+            try:
+                request = GenerationRequest.from_dict(row.request)
+            except ImagineError:
+                logger.warning("job %s: stored request no longer valid; failing it", row.id)
+                await self._settle_row(row.id, "failed", "This request can no longer be delivered.")
+                continue
+            deliveries.append(self._delivery(row.id, request, rows, cached=False, target=row.target))
+        logger.info("recovered %d job(s) to run and %d to deliver", len(tickets), len(deliveries))
+        return Recovered(tuple(tickets), tuple(deliveries))
+
+    async def cancel(self, who: Who, job_id: str | None = None) -> CancelOutcome:
+        """Cancel one of the caller's queued/running jobs (latest when no id) and refund it."""
+        user = await users.get_by_platform(self.db, who.platform, who.user_id)
+        if user is None:
+            raise NotFound("You have no queued or running request to cancel.")
+        if job_id is None:
+            page = await jobs.history(self.db, user.id, limit=1, statuses=ACTIVE)
+            if not page.jobs:
+                raise NotFound("You have no queued or running request to cancel.")
+            row = page.jobs[0]
+        else:
+            row = await jobs.get(self.db, job_id)
+            if row is None or row.user_id != user.id:
+                raise NotFound(f"You have no request {job_id}.")
+            if row.status not in ACTIVE:
+                raise NotAllowed(f"Request {job_id} is already {row.status}; it cannot be cancelled.")
+        qjob = self.queue.job(row.id)
+        task = self._tasks.get(row.id)
+        if qjob is not None and qjob.cancel():
+            if task is not None:
+                await asyncio.wait({task}, timeout=self.config.settle_timeout_s)
+        elif task is None:
+            await self._settle_row(row.id, "cancelled")  # not followed by this process
+        else:
+            raise NotAllowed(f"Request {row.id} has just finished; it can no longer be cancelled.")
+        after = await jobs.get(self.db, row.id)
+        assert after is not None
+        logger.info("job %s cancelled by %s", row.id, who.key)
+        return CancelOutcome(row.id, self._text(row.request), after.status,
+                             after.charged if after.refunded else 0)
