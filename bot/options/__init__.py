@@ -44,6 +44,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from bot.options.words import Word, lex, prefix_len, quote
 from generation.errors import InvalidRequest
 from generation.request import MAX_COUNT, MAX_SEED, GenerationRequest, ModelCaps
 from generation.styles import STYLES
@@ -60,8 +61,6 @@ __all__ = [
 
 OptionsError = InvalidRequest
 
-_PREFIXES = ("--", "\u2014", "\u2013")  # "--", em dash, en dash
-_QUOTES = {'"': '"', "'": "'", "\u201c": "\u201d", "\u2018": "\u2019"}
 _MAX_INT_DIGITS = 30  # longer digit strings are out of range anyway; int() would be slow/refuse
 
 
@@ -107,19 +106,6 @@ _BY_NAME = {name: flag for flag in _FLAGS for name in flag.names}
 _BY_OPTION = {flag.option: flag for flag in _FLAGS}
 
 
-class _Word(NamedTuple):
-    """A whitespace-separated word: its text (quotes removed), raw span, and flag-ness."""
-
-    text: str
-    raw: str
-    segments: tuple[tuple[str, bool], ...]  # (text, quoted)
-
-    @property
-    def is_flag(self) -> bool:
-        first, quoted = self.segments[0]
-        return not quoted and _prefix_len(first) > 0
-
-
 class _Setting(NamedTuple):
     """A value for one field and where it came from (for messages)."""
 
@@ -148,7 +134,7 @@ def parse_imagine(
     """Parse ``text`` (plus typed slash-command options) into a request ``caps`` can run."""
     if not isinstance(text, str):
         raise InvalidRequest("prompt", "The prompt is empty: describe the image you want.")
-    prompt_words, settings, negative_words = _read_flags(_lex(text), caps)
+    prompt_words, settings, negative_words = _read_flags(lex(text), caps)
     typed = {"aspect": aspect, "seed": seed, "negative": negative, "count": count,
              "style": style, "steps": steps}
     for option, value in typed.items():
@@ -201,13 +187,13 @@ def parse_imagine(
 
 def render(request: GenerationRequest, caps: ModelCaps) -> str:
     """Canonical text for ``request``; ``parse_imagine`` (no defaults) reads it back unchanged."""
-    parts = [_quote(request.prompt), f"--ar {aspect_of(request, caps)}"]
+    parts = [quote(request.prompt), f"--ar {aspect_of(request, caps)}"]
     if request.count > 1:
         parts.append(f"--n {request.count}")
     if request.seed is not None:
         parts.append(f"--seed {request.seed}")
     if request.negative_prompt:
-        parts.append(f"--no {_quote(request.negative_prompt)}")
+        parts.append(f"--no {quote(request.negative_prompt)}")
     if request.style != "none":
         parts.append(f"--style {request.style}")
     if request.steps != caps.default_steps:
@@ -253,76 +239,6 @@ def styles_text() -> str:
     return "\n".join(f"{name.ljust(width)}  {style.description}" for name, style in STYLES.items())
 
 
-# -- lexing -------------------------------------------------------------------------------------
-
-
-def _prefix_len(text: str) -> int:
-    """Length of the flag prefix starting ``text`` (0 when it is not a flag)."""
-    for prefix in _PREFIXES:
-        if text.startswith(prefix):
-            rest = text[len(prefix):]
-            return len(prefix) if rest[:1].isascii() and rest[:1].isalpha() else 0
-    return 0
-
-
-def _lex(text: str) -> list[_Word]:
-    """Split ``text`` into words, grouping quoted text; raise on a quote left open."""
-    words: list[_Word] = []
-    segments: list[tuple[str, bool]] = []
-    plain: list[str] = []
-    start = i = 0
-    n = len(text)
-
-    def flush_plain() -> None:
-        if plain:
-            segments.append(("".join(plain), False))
-            plain.clear()
-
-    while i < n:
-        char = text[i]
-        if char.isspace():
-            flush_plain()
-            if segments:
-                words.append(_make_word(segments, text[start:i]))
-                segments = []
-            i += 1
-            start = i
-            continue
-        if char in _QUOTES and (i == 0 or not text[i - 1].isalnum()):
-            close = _find_close(text, i + 1, _QUOTES[char])
-            if close < 0:
-                snippet = text[i:i + 20] + ("…" if n - i > 20 else "")
-                raise InvalidRequest(
-                    "prompt",
-                    f"Unbalanced quote: the {char} in {snippet!r} is never closed. "
-                    f"Close it with {_QUOTES[char]} or remove it.",
-                )
-            flush_plain()
-            segments.append((text[i + 1:close], True))
-            i = close + 1
-            continue
-        plain.append(char)
-        i += 1
-    flush_plain()
-    if segments:
-        words.append(_make_word(segments, text[start:]))
-    return words
-
-
-def _find_close(text: str, start: int, quote: str) -> int:
-    """Index of the first ``quote`` at or after ``start`` not followed by a letter/digit."""
-    i = text.find(quote, start)
-    while i >= 0:
-        if i + 1 >= len(text) or not text[i + 1].isalnum():
-            return i
-        i = text.find(quote, i + 1)
-    return -1
-
-
-def _make_word(segments: list[tuple[str, bool]], raw: str) -> _Word:
-    return _Word("".join(s for s, _ in segments), raw, tuple(segments))
-
-
 # -- flags --------------------------------------------------------------------------------------
 
 
@@ -331,7 +247,7 @@ def _valid_flags() -> str:
 
 
 def _read_flags(
-    words: list[_Word], caps: ModelCaps
+    words: list[Word], caps: ModelCaps
 ) -> tuple[list[str], dict[str, _Setting], list[str]]:
     """Separate prompt words from flags; return (prompt words, settings, --no words)."""
     prompt: list[str] = []
@@ -348,7 +264,7 @@ def _read_flags(
         head, eq, inline_first = first.partition("=")
         if not eq and len(word.segments) > 1:
             head = word.raw  # e.g. --ar"16:9": not a flag name we know
-        name = head[_prefix_len(head):].lower()
+        name = head[prefix_len(head):].lower()
         flag = _BY_NAME.get(name)
         if flag is None:
             raise InvalidRequest("flags", f"Unknown option {head!r}. {_valid_flags()}")
@@ -447,29 +363,3 @@ def _steps_value(settings: dict[str, _Setting], caps: ModelCaps) -> int:
 # -- rendering ----------------------------------------------------------------------------------
 
 
-def _quote(text: str) -> str:
-    """``text`` as one word that lexes back to exactly ``text`` (plain when that already works)."""
-    try:
-        words = _lex(text)
-    except InvalidRequest:
-        words = None
-    if words is not None and " ".join(w.text for w in words) == text \
-            and not any(w.is_flag for w in words):
-        return text
-    pieces = []
-    rest = text
-    while rest:
-        best_open, best_len = '"', -1
-        for opening, closing in _QUOTES.items():
-            length = _quotable_prefix(rest, closing)
-            if length > best_len:
-                best_open, best_len = opening, length
-        pieces.append(f"{best_open}{rest[:best_len]}{_QUOTES[best_open]}")
-        rest = rest[best_len:]
-    return "".join(pieces)
-
-
-def _quotable_prefix(text: str, closing: str) -> int:
-    """Length of the longest prefix of ``text`` that a group closed by ``closing`` can hold."""
-    close = _find_close(text, 0, closing)
-    return len(text) if close < 0 else close
