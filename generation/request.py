@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import secrets
+import unicodedata
 from dataclasses import dataclass, field, replace
 from typing import Any, Union
 
@@ -28,6 +29,7 @@ __all__ = [
     "STEP_CHOICES",
     "Shape",
     "denoising_steps",
+    "has_visible_text",
     "random_seed",
 ]
 
@@ -69,6 +71,24 @@ def denoising_steps(steps: int, strength: float | None) -> int:
     return min(int(steps * strength), steps)
 
 
+# Characters that draw nothing: format characters (zero-width space/joiners, BOM, bidi marks),
+# controls, separators, variation selectors, and letters that render blank (Hangul fillers,
+# the blank Braille pattern, the Mongolian vowel separator).
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800\u180e")
+
+
+def has_visible_text(text: str) -> bool:
+    """Whether ``text`` has at least one character that draws something."""
+    for char in text:
+        if char.isspace() or char in _BLANK_LETTERS:
+            continue
+        category = unicodedata.category(char)
+        if category in ("Cf", "Cc", "Zs", "Zl", "Zp") or "\ufe00" <= char <= "\ufe0f":
+            continue
+        return True
+    return False
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     """What to generate and who asked. ``seed`` is the first image's; image i uses seed + i.
@@ -94,7 +114,7 @@ class GenerationRequest:
 
     def __post_init__(self) -> None:
         prompt = self.prompt.strip() if isinstance(self.prompt, str) else self.prompt
-        if not isinstance(prompt, str) or not prompt:
+        if not isinstance(prompt, str) or not has_visible_text(prompt):
             raise InvalidRequest("prompt", "The prompt is empty: describe the image you want.")
         if len(prompt) > MAX_PROMPT_CHARS:
             raise InvalidRequest(

@@ -30,9 +30,7 @@ __all__ = [
     "active_count",
     "create",
     "escape_like",
-    "find_by_message",
     "find_by_request_key",
-    "find_by_target",
     "get",
     "history",
     "mark_cancelled",
@@ -140,31 +138,6 @@ async def find_by_request_key(db: Executor, key: str) -> Job | None:
         (key,),
     )
     return Job.from_row(row) if row else None
-
-
-async def find_by_target(db: Executor, name: str, value: Any) -> Job | None:
-    """The newest job whose delivery refs have ``target[name] == value`` (e.g. a message id)."""
-    if not name.replace("_", "").isalnum():
-        raise ValueError(f"`name` must be a plain key, not {name!r}")
-    row = await db.fetchone(
-        f"SELECT * FROM jobs WHERE json_extract(target, '$.{name}') = ?"
-        " ORDER BY created_at DESC, rowid DESC LIMIT 1",
-        (value,),
-    )
-    return Job.from_row(row) if row else None
-
-
-async def find_by_message(db: Executor, platform: str, message_id: str | int) -> tuple[str, int] | None:
-    """(job id, image index; -1: all images) of the newest ``platform`` job whose target records
-    ``messages[message_id]`` (see the service's ``remember_message``)."""
-    path = f'$.messages."{int(message_id)}"'
-    row = await db.fetchone(
-        "SELECT id, json_extract(target, ?) AS idx FROM jobs"
-        " WHERE json_extract(target, '$.platform') = ? AND json_extract(target, ?) IS NOT NULL"
-        " ORDER BY created_at DESC, rowid DESC LIMIT 1",
-        (path, platform, path),
-    )
-    return None if row is None else (row["id"], int(row["idx"]))
 
 
 async def update_target(db: Executor, job_id: str, changes: dict[str, Any]) -> dict[str, Any]:

@@ -14,8 +14,16 @@ __all__ = ["export", "forget"]
 log = logging.getLogger(__name__)
 
 
-async def forget(db: Database, user_id: int) -> list[str]:
-    """Delete the user and all their rows; returns image paths now referenced by no one.
+async def forget(db: Database, user_id: int, *, keep_quota_from: str | None = None) -> list[str]:
+    """Delete what the user made and said; keep what protects others. Returns orphaned paths.
+
+    Deleted: jobs (prompts, history), their images and every rating of them, the user's own
+    ratings, saved settings and display name, and quota rows of windows before
+    ``keep_quota_from`` (all of them when it is None).
+    Kept, keyed by the platform identity: the user row itself with its block, the quota used
+    in the current window (``window_start >= keep_quota_from``), the per-user limit, and the
+    moderation standing (strikes, cooldowns, appeals live in ``moderation_*`` by user key).
+    So ``/forget`` never lifts a block, a cooldown or a spent quota.
 
     Files are content-addressed and may be shared with other users' identical requests, so
     only paths without any remaining image row come back for the caller to delete.
@@ -28,17 +36,22 @@ async def forget(db: Database, user_id: int) -> list[str]:
         )
         paths = [row["path"] for row in rows]
         await tx.execute("DELETE FROM ratings WHERE user_id = ?", (user_id,))
-        # images and the ratings others gave them go with the jobs (ON DELETE CASCADE)
+        # images, the ratings others gave them and message refs go with the jobs (ON DELETE CASCADE)
         await tx.execute("DELETE FROM jobs WHERE user_id = ?", (user_id,))
-        await tx.execute("DELETE FROM quota_usage WHERE user_id = ?", (user_id,))
-        await tx.execute("DELETE FROM quota_overrides WHERE user_id = ?", (user_id,))
-        deleted = await tx.execute("DELETE FROM users WHERE id = ? RETURNING id", (user_id,))
+        if keep_quota_from is None:
+            await tx.execute("DELETE FROM quota_usage WHERE user_id = ?", (user_id,))
+        else:
+            await tx.execute("DELETE FROM quota_usage WHERE user_id = ? AND window_start < ?",
+                             (user_id, keep_quota_from))
+        scrubbed = await tx.execute(
+            "UPDATE users SET display_name = '', settings = '{}', dm_closed = 0 WHERE id = ? RETURNING id",
+            (user_id,))
         orphans = [
             path
             for path in paths
             if not await tx.fetchval("SELECT EXISTS (SELECT 1 FROM images WHERE path = ?)", (path,))
         ]
-    log.info("forgot user %s (%s); %d file(s) unreferenced", user_id, bool(deleted), len(orphans))
+    log.info("forgot user %s (%s); %d file(s) unreferenced", user_id, bool(scrubbed), len(orphans))
     return sorted(orphans)
 
 

@@ -17,7 +17,14 @@ from bot.options import (
     styles_text,
 )
 from generation.errors import InvalidRequest
-from generation.request import ASPECT_RATIOS, MAX_PROMPT_CHARS, MAX_SEED, GenerationRequest, ModelCaps
+from generation.request import (
+    ASPECT_RATIOS,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+    GenerationRequest,
+    ModelCaps,
+    has_visible_text,
+)
 from generation.styles import STYLES
 
 CAPS = ModelCaps(steps=(1, 2, 4, 8))
@@ -480,7 +487,7 @@ def test_flag_soup_parses_or_raises_invalid_request(
 @st.composite
 def _requests(draw: st.DrawFn) -> tuple[GenerationRequest, ModelCaps]:
     caps = draw(_CAPS_CHOICES)
-    prompt = draw(st.text(min_size=1, max_size=120).filter(lambda s: s.strip()))
+    prompt = draw(st.text(min_size=1, max_size=120).filter(has_visible_text))
     width, height = caps.size_for(draw(st.sampled_from(list(caps.sizes()))))
     request = GenerationRequest(
         prompt=prompt,
@@ -516,6 +523,21 @@ def test_round_trip(data: tuple[GenerationRequest, ModelCaps]) -> None:
 @settings(max_examples=150, deadline=None)
 @given(prompt=_FLAGGY_TEXT, negative=_FLAGGY_TEXT)
 def test_round_trip_flag_like_text(prompt: str, negative: str) -> None:
-    assume(prompt.strip())
+    assume(has_visible_text(prompt))
     request = GenerationRequest(prompt=prompt, negative_prompt=negative, seed=3)
     assert parse_imagine(render(request, CAPS), caps=CAPS) == request
+
+
+@pytest.mark.parametrize("text", [
+    "\u200b", "\u200b\u200b\u200b", "\u200c\u200d\ufeff", "\u2060 \u200b --ar 16:9", "\u3164", "\u2800\u2800",
+    "\u00a0\u200e\u200f", "\ufe0f", "\u180e --seed 3",
+])
+def test_a_prompt_of_invisible_characters_is_refused_as_empty(text: str) -> None:
+    with pytest.raises(InvalidRequest) as err:
+        parse_imagine(text, caps=CAPS)
+    assert err.value.field == "prompt" and "empty" in str(err.value)
+
+
+@pytest.mark.parametrize("text", ["a\u200bfox", "🦊", "\u200b日本の猫", "é"])
+def test_visible_text_next_to_invisible_characters_is_a_prompt(text: str) -> None:
+    assert parse_imagine(text, caps=CAPS).prompt

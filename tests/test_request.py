@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from generation.errors import ImagineError, InvalidRequest
 from generation.request import (
+    has_visible_text,
     ASPECT_RATIOS,
     MAX_COUNT,
     MAX_PROMPT_CHARS,
@@ -219,7 +220,7 @@ def test_from_dict_validates() -> None:
 
 @settings(max_examples=100, deadline=None)
 @given(
-    prompt=st.text(min_size=1, max_size=50).filter(str.strip),
+    prompt=st.text(min_size=1, max_size=50).filter(has_visible_text),
     seed=st.one_of(st.none(), st.integers(0, MAX_SEED)),
     count=st.integers(1, MAX_COUNT),
     size=st.sampled_from(list(DESIGN_SIZES.values())),

@@ -12,6 +12,7 @@ import pytest
 
 from bot.safety import BlockedPrompt
 from bot.service import (
+    FORGET_KEEPS,
     Cancelled,
     Failed,
     Finished,
@@ -346,10 +347,41 @@ async def test_forget_deletes_rows_and_unshared_files(env) -> None:
     assert outcome.files_deleted == 2  # mine + the export zip; the shared file stays for Bob
     assert not mine.images[0].path.exists() and shared.images[0].path.exists()
     assert not export.exists()
-    assert await users.get_by_platform(env.db, "telegram", "1001") is None
+    kept = await users.get_by_platform(env.db, "telegram", "1001")
+    assert kept is not None and kept.settings == {}  # the identity stays, holding protections
     assert (await service.history(ADA)).total == 0
     assert (await service.history(BOB)).total == 1
     assert await service.forget(ADA) == type(outcome)(0, 0)
+
+
+async def test_forget_keeps_the_spent_quota_of_this_window(tmp_path: Path, tiny) -> None:
+    async with service_env(tmp_path, tiny, daily_quota=2) as env:
+        await asyncio.wait_for((await env.service.imagine(ADA, "a cat --n 2 --steps 1")).delivery(), TIMEOUT)
+        await env.service.forget(ADA)
+        with pytest.raises(QuotaExceeded, match="no images left"):
+            await env.service.imagine(ADA, "again --steps 1")
+        env.clock.advance(hours=13)  # the next window is a fresh one, as for anyone
+        ticket = await env.service.imagine(ADA, "next day --steps 1")
+        await asyncio.wait_for(ticket.delivery(), TIMEOUT)
+
+
+async def test_forget_keeps_an_admin_block_and_a_personal_limit(env) -> None:
+    service = env.service
+    await service.admin_set_quota(ROOT, ADA.platform, ADA.user_id, 1)
+    await service.admin_block(ROOT, ADA.platform, ADA.user_id)
+    await service.settings(ADA, style=None)
+    await service.forget(ADA)
+    with pytest.raises(NotAllowed, match="blocked"):
+        await service.imagine(ADA, "a fox --steps 1")
+    await service.admin_unblock(ROOT, ADA.platform, ADA.user_id)
+    assert (await service.quota(ADA)).limit == 1  # the personal limit survived /forget
+    await service.forget(ADA)
+    assert (await service.quota(ADA)).limit == 1
+
+
+async def test_forget_outcome_text_says_what_is_kept() -> None:
+    for word in ("block", "strikes", "cooldowns", "quota", "limit"):
+        assert word in FORGET_KEEPS
 
 
 async def test_export_zip_contents(env) -> None:

@@ -40,7 +40,7 @@ async def _world(db: Database, store: ImageStore) -> dict[str, object]:
             "bob_job": bob_job.id, "b0": b0.id, "window": window}
 
 
-async def test_forget_removes_the_user_and_keeps_shared_files(db: Database, tmp_path: Path) -> None:
+async def test_forget_removes_what_the_user_made_and_keeps_shared_files(db: Database, tmp_path: Path) -> None:
     store = ImageStore(tmp_path / "images")
     w = await _world(db, store)
     orphans = await forget(db, w["ada"])
@@ -49,13 +49,15 @@ async def test_forget_removes_the_user_and_keeps_shared_files(db: Database, tmp_
     assert store.exists(w["shared"]) and not store.exists(w["own"])
     ada = w["ada"]
     for sql in (
-        "SELECT count(*) FROM users WHERE id = ?",
         "SELECT count(*) FROM jobs WHERE user_id = ?",
         "SELECT count(*) FROM ratings WHERE user_id = ?",
-        "SELECT count(*) FROM quota_usage WHERE user_id = ?",
-        "SELECT count(*) FROM quota_overrides WHERE user_id = ?",
+        "SELECT count(*) FROM quota_usage WHERE user_id = ?",  # no window kept: none asked for
     ):
         assert await db.fetchval(sql, (ada,)) == 0, sql
+    # what protects others stays with the platform identity: the row (block) and the own limit
+    kept = await users.get(db, ada)
+    assert kept is not None and kept.display_name == "" and kept.settings == {}
+    assert await db.fetchval("SELECT daily_limit FROM quota_overrides WHERE user_id = ?", (ada,)) == 20
     assert await db.fetchval("SELECT count(*) FROM images") == 1  # bob's
     assert await db.fetchval("SELECT count(*) FROM ratings") == 0  # bob's rating was on ada's image
     assert (await jobs.get(db, w["bob_job"])) is not None

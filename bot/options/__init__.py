@@ -46,7 +46,7 @@ from typing import NamedTuple
 
 from bot.options.words import Word, lex, prefix_len, quote
 from generation.errors import InvalidRequest
-from generation.request import MAX_COUNT, MAX_SEED, GenerationRequest, ModelCaps
+from generation.request import MAX_COUNT, MAX_SEED, GenerationRequest, ModelCaps, has_visible_text
 from generation.styles import STYLES
 
 __all__ = [
@@ -157,7 +157,7 @@ def parse_imagine(
             settings[name] = _Setting(value, "your saved defaults", subject)
 
     prompt = " ".join(prompt_words)
-    if not prompt.strip():
+    if not has_visible_text(prompt):
         hint = ""
         if negative_words:
             hint = (" Everything after --no up to the next flag is the negative prompt, "

@@ -38,6 +38,7 @@ from bot.service.jobs import JobsPart
 from bot.service.tickets import (
     CancelOutcome,
     Cancelled,
+    FORGET_KEEPS,
     Delivery,
     Failed,
     Finished,
@@ -61,6 +62,7 @@ __all__ = [
     "Cancelled",
     "CancelOutcome",
     "Delivery",
+    "FORGET_KEEPS",
     "Failed",
     "Finished",
     "ForgetOutcome",

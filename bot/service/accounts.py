@@ -17,7 +17,7 @@ from bot.service import accounts_rules
 from bot.service.accounts_rules import QuotaStatus
 from bot.service.context import ACTIVE, ServiceContext
 from bot.service.tickets import ForgetOutcome, NotFound, Who
-from storage import jobs, privacy, users
+from storage import jobs, privacy, quotas, users
 
 __all__ = ["AccountsPart"]
 
@@ -48,7 +48,12 @@ class AccountsPart(ServiceContext):
             await users.set_dm_closed(self.db, user.id, closed)
 
     async def forget(self, who: Who) -> ForgetOutcome:
-        """Cancel the caller's active jobs and delete their rows, exports and unshared files."""
+        """Cancel the caller's active jobs; delete their jobs, images, ratings, settings and exports.
+
+        Kept (see :data:`~bot.service.tickets.FORGET_KEEPS`): the block, strikes, cooldowns,
+        the quota used in the current window and any per-user limit, all keyed by the platform
+        identity, so forgetting never lifts a protection.
+        """
         user = await users.get_by_platform(self.db, who.platform, who.user_id)
         if user is None:
             return ForgetOutcome(0, 0)
@@ -62,7 +67,8 @@ class AccountsPart(ServiceContext):
                 waiting.append(self._tasks[row.id])
         if waiting:
             await asyncio.wait(waiting, timeout=self.config.settle_timeout_s)
-        orphans = await privacy.forget(self.db, user.id)
+        window = quotas.window_start(self.clock(), self.config.quota_window)
+        orphans = await privacy.forget(self.db, user.id, keep_quota_from=window)
         removed = await asyncio.to_thread(self.store.delete, orphans)
         removed += await asyncio.to_thread(_remove_tree, self._export_dir(who))
         logger.info("forgot %s: %d job(s) cancelled, %d file(s) deleted", who.key, len(active.jobs), removed)

@@ -6,12 +6,11 @@ image) with :meth:`HistoryPart.remember_message`, and a reaction on that message
 
 from __future__ import annotations
 
-from typing import Any
 
 from bot.service.context import ServiceContext
-from bot.service.tickets import HistoryEntry, HistoryImage, HistoryView, NotFound, Who
+from bot.service.tickets import Delivery, HistoryEntry, HistoryImage, HistoryView, NotFound, Who
 from generation.errors import InvalidRequest
-from storage import images, jobs, ratings, users
+from storage import images, jobs, messages, ratings, users
 from storage.records import RATING_SOURCES, Image, Rating
 
 __all__ = ["HistoryPart"]
@@ -66,42 +65,54 @@ class HistoryPart(ServiceContext):
             return False
         return await ratings.delete(self.db, self._image_id(image_id), user.id, source)
 
-    async def remember_message(self, job_id: str, message_id: str | int, *, index: int | None = None,
-                               **refs: Any) -> dict[str, Any]:
-        """Record that message ``message_id`` shows image ``index`` of a job (None: all of them)."""
-        changes = {"messages": {str(int(message_id)): -1 if index is None else int(index)}, **refs}
-        return await jobs.update_target(self.db, job_id, changes)
+    async def remember_message(self, job_id: str, platform: str, chat_id: str | int | None,
+                               message_id: str | int, *, index: int | None = None) -> None:
+        """Record that a sent message shows image ``index`` (0-based) of a job (None: all of them)."""
+        await messages.remember(self.db, platform, chat_id, message_id, job_id, index)
 
-    async def find_message(self, platform: str, message_id: str | int) -> tuple[str, int | None] | None:
+    async def find_message(self, platform: str, chat_id: str | int | None,
+                           message_id: str | int) -> tuple[str, int | None] | None:
         """(job id, image index or None for all) of a message recorded by ``remember_message``."""
-        found = await jobs.find_by_message(self.db, platform, message_id)
+        return await messages.find(self.db, platform, chat_id, message_id)
+
+    async def message_delivery(self, platform: str, chat_id: str | int | None,
+                               message_id: str | int) -> Delivery | None:
+        """The job a recorded message shows, with its stored images (None for other messages)."""
+        found = await self.find_message(platform, chat_id, message_id)
         if found is None:
             return None
-        job_id, index = found
-        return job_id, None if index < 0 else index
+        row = await jobs.get(self.db, found[0])
+        return None if row is None else await self._delivery_of(row)
 
-    async def rate_message(self, who: Who, message_id: str | int, stars: int,
+    async def rate_message(self, who: Who, chat_id: str | int | None, message_id: str | int, stars: int,
                            source: str = "reaction") -> list[Rating]:
-        """Rate the image(s) a recorded message of ``who``'s platform shows; [] for other messages."""
-        images_shown = await self._message_images(who.platform, message_id)
+        """A star reaction was added: it becomes ``who``'s rating of what the message shows.
+
+        The one rule for reactions on every platform: the newest star reaction you add is your
+        rating; removing the reaction that set your current rating clears it (see
+        :meth:`unrate_message`); other reactions change nothing. Messages that show no job: [].
+        """
+        images_shown = await self._message_images(who.platform, chat_id, message_id)
         return [await self.rate(who, image.id, stars, source) for image in images_shown]
 
-    async def unrate_message(self, who: Who, message_id: str | int, stars: int | None = None,
-                             source: str = "reaction") -> int:
-        """Remove ``who``'s ratings of what a message shows (only those of ``stars``, when given)."""
+    async def unrate_message(self, who: Who, chat_id: str | int | None, message_id: str | int,
+                             stars: int | None = None, source: str = "reaction") -> int:
+        """A star reaction was removed: clear ``who``'s rating of what the message shows, but only
+        where it is still the one that reaction set (``stars``; None clears any)."""
         user = await users.get_by_platform(self.db, who.platform, who.user_id)
         if user is None:
             return 0
         removed = 0
-        for image in await self._message_images(who.platform, message_id):
+        for image in await self._message_images(who.platform, chat_id, message_id):
             current = await ratings.get(self.db, image.id, user.id)
             if current is None or (stars is not None and current.stars != stars):
                 continue
             removed += await ratings.delete(self.db, image.id, user.id, source)
         return removed
 
-    async def _message_images(self, platform: str, message_id: str | int) -> list[Image]:
-        found = await self.find_message(platform, message_id)
+    async def _message_images(self, platform: str, chat_id: str | int | None,
+                              message_id: str | int) -> list[Image]:
+        found = await self.find_message(platform, chat_id, message_id)
         if found is None:
             return []
         job_id, index = found

@@ -303,11 +303,6 @@ class JobsPart(ServiceContext):
         """Merge a front end's refs (e.g. sent message ids) into the job's target; the new target."""
         return await jobs.update_target(self.db, job_id, refs)
 
-    async def find_by_ref(self, name: str, value: Any) -> Delivery | None:
-        """The newest job whose target has ``target[name] == value``, with its stored images."""
-        row = await jobs.find_by_target(self.db, name, value)
-        return None if row is None else await self._delivery_of(row)
-
     async def job_delivery(self, job_id: str) -> Delivery:
         """A job's stored images, canonical text and target (NotFound when there is no such job)."""
         return await self._delivery_of(await self._job(job_id))

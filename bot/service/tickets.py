@@ -19,6 +19,7 @@ __all__ = [
     "CancelOutcome",
     "Cancelled",
     "Delivery",
+    "FORGET_KEEPS",
     "Failed",
     "Finished",
     "ForgetOutcome",
@@ -276,9 +277,15 @@ class CancelOutcome:
     refunded: int
 
 
+FORGET_KEEPS = (
+    "Kept, because they protect others: any block, strikes and cooldowns, the images you used "
+    "from this quota window, and any personal limit an admin set."
+)
+
+
 @dataclass(frozen=True)
 class ForgetOutcome:
-    """What /forget removed."""
+    """What /forget removed (what it keeps is :data:`FORGET_KEEPS`)."""
 
     jobs_cancelled: int
     files_deleted: int
