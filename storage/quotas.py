@@ -17,6 +17,7 @@ from storage.db import Database, Executor
 __all__ = [
     "WINDOWS",
     "consume",
+    "consume_with_override",
     "effective_limit",
     "get_override",
     "next_reset",
@@ -39,6 +40,9 @@ SET used = quota_usage.used + excluded.used
 WHERE quota_usage.used + excluded.used <= :limit
 RETURNING used
 """
+
+_LIMIT = "coalesce((SELECT daily_limit FROM quota_overrides WHERE user_id = :user_id), :limit)"
+_CONSUME_WITH_OVERRIDE = _CONSUME.replace(":limit", _LIMIT)
 
 
 # -- windows -----------------------------------------------------------------------------------
@@ -87,6 +91,21 @@ async def consume(db: Executor, user_id: int, n: int, limit: int, window_start: 
     if used_now is None:
         log.debug("quota refused: user %s, n=%s, limit=%s, window %s", user_id, n, limit, window_start)
     return used_now
+
+
+async def consume_with_override(
+    db: Executor, user_id: int, n: int, default_limit: int, window_start: str
+) -> int | None:
+    """:func:`consume` against the user's own limit if an admin set one, else ``default_limit``.
+
+    The override is read inside the same statement, so it costs no extra round trip.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"`n` must be a positive whole number, not {n!r}")
+    return await db.fetchval(
+        _CONSUME_WITH_OVERRIDE,
+        {"user_id": user_id, "window": window_start, "n": n, "limit": default_limit},
+    )
 
 
 async def used(db: Executor, user_id: int, window_start: str) -> int:

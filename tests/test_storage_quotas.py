@@ -209,3 +209,20 @@ async def test_two_processes_share_the_limit(tmp_path: Path) -> None:
     assert sum(int(out.decode()) for out, _ in outputs) == 100
     async with Database.open(path) as db:
         assert await quotas.used(db, uid, window) == 100
+
+
+async def test_consume_with_override_uses_the_users_own_limit_in_the_same_statement(tmp_path) -> None:
+    async with Database.open(tmp_path / "q.db") as db:
+        a = (await users.get_or_create(db, "t", "a")).id
+        b = (await users.get_or_create(db, "t", "b")).id
+        window = quotas.window_start()
+        await quotas.set_override(db, a, 3)
+        assert await quotas.consume_with_override(db, a, 2, 10, window) == 2
+        assert await quotas.consume_with_override(db, a, 2, 10, window) is None  # 4 > own limit 3
+        assert await quotas.consume_with_override(db, a, 1, 10, window) == 3
+        assert await quotas.consume_with_override(db, b, 10, 10, window) == 10  # no override: default
+        assert await quotas.consume_with_override(db, b, 1, 10, window) is None
+        await quotas.set_override(db, a, 0)
+        assert await quotas.consume_with_override(db, a, 1, 10, window) is None
+        with pytest.raises(ValueError):
+            await quotas.consume_with_override(db, a, 0, 10, window)

@@ -25,6 +25,7 @@ from generation.queue import GenerationQueue
 from generation.request import GenerationRequest, ModelCaps
 from storage import Database, ImageStore, images, jobs, quotas, users
 from storage.clock import utcnow
+from storage.group import GroupWriter
 from storage.records import Image, Job, User
 
 __all__ = ["ACTIVE", "ServiceContext", "ServiceSettings"]
@@ -82,6 +83,8 @@ class ServiceContext:
             db, prompt_checker=self.prompt_checker, image_classifier=VerdictClassifier(self.image_checker),
             admins=self.config.admins, clock=clock)
         self.clock = clock
+        self.writes = GroupWriter(db)  # jobs of one batch share their transactions
+        self._seen_model: tuple[str, str | None, object] | None = None  # model_versions written today
         self._tickets: dict[str, Ticket] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -113,6 +116,10 @@ class ServiceContext:
             raise NotAllowed("Only the bot's admins can do that.")
 
     async def _user(self, who: Who) -> User:
+        # a read first: the common case (known user, same name) then writes nothing
+        user = await users.get_by_platform(self.db, who.platform, who.user_id)
+        if user is not None and (not who.display_name or user.display_name == who.display_name):
+            return user
         return await users.get_or_create(self.db, who.platform, who.user_id, who.display_name)
 
     async def _active_user(self, who: Who) -> User:

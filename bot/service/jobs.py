@@ -45,6 +45,7 @@ from generation.queue import ShuttingDown
 from generation.request import GenerationRequest, GenerationResult, random_seed
 from storage import images, jobs, model_versions, quotas, users
 from storage.files import png_with_metadata
+from storage.db import Transaction
 from storage.records import Image, User
 
 __all__ = ["JobsPart"]
@@ -80,6 +81,7 @@ class JobsPart(ServiceContext):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.writes.close()
 
     async def imagine(self, who: Who, text: str, *, target: dict[str, Any] | None = None,
                       **options: Any) -> Ticket:
@@ -144,8 +146,9 @@ class JobsPart(ServiceContext):
         window = quotas.window_start(now, self.config.quota_window)
         priority = self.config.admin_priority and self.is_admin(who)
         async with self.db.transaction() as tx:
-            limit = await quotas.effective_limit(tx, user.id, self.config.daily_quota)
-            if await quotas.consume(tx, user.id, request.count, limit, window) is None:
+            if await quotas.consume_with_override(tx, user.id, request.count, self.config.daily_quota,
+                                                  window) is None:
+                limit = await quotas.effective_limit(tx, user.id, self.config.daily_quota)
                 used = await quotas.used(tx, user.id, window)
                 raise QuotaExceeded(self._quota_message(request.count, used, limit, now))
             job = await jobs.create(
@@ -208,7 +211,8 @@ class JobsPart(ServiceContext):
                 if isinstance(event, gq.Queued):
                     ticket._push(Queued(event.position, event.eta))
                 elif isinstance(event, gq.Started):
-                    await jobs.mark_running(self.db, job_id, self.clock())
+                    now = self.clock()
+                    await self.writes.run(lambda tx, now=now: jobs.mark_running(tx, job_id, now))
                     ticket._push(Running(0, ticket.request.steps))
                 elif isinstance(event, gq.Step):
                     ticket._push(Running(event.step, event.steps))
@@ -268,21 +272,28 @@ class JobsPart(ServiceContext):
             files.append(await asyncio.to_thread(self._put_png, image, params))
         now = self.clock()
         checkpoint = self.checkpoint_hash
-        async with self.db.transaction() as tx:
-            row = await jobs.get(tx, job_id)
-            if row is None or row.status not in ACTIVE:
-                logger.info("job %s became %s while storing; images dropped", job_id,
-                            row.status if row else "deleted")
-                stored_rows: list[Image] | None = None
-            else:
-                stored_rows = [
-                    await images.add_image(tx, job_id, index, seed, path, sha, width, height, size,
-                                           verdict, now)
-                    for index, (seed, verdict, (path, sha, width, height, size))
-                    in enumerate(zip(result.seeds, verdicts, files))
-                ]
-                await jobs.mark_done(tx, job_id, checkpoint, now)
+
+        async def store(tx: Transaction) -> list[Image] | None:
+            # done first: a job cancelled or forgotten meanwhile is no longer active, and then
+            # nothing is written for it
+            if not await jobs.mark_done(tx, job_id, checkpoint, now):
+                return None
+            rows = [
+                await images.add_image(tx, job_id, index, seed, path, sha, width, height, size, verdict, now)
+                for index, (seed, verdict, (path, sha, width, height, size))
+                in enumerate(zip(result.seeds, verdicts, files))
+            ]
+            if self._seen_model != (result.model, checkpoint, now.date()):
                 await model_versions.record_seen(tx, result.model, checkpoint or "unknown", now)
+                self._seen_model = (result.model, checkpoint, now.date())
+            return rows
+
+        # the jobs of one batch finish together: their writes share one transaction
+        stored_rows = await self.writes.run(store)
+        if stored_rows is None:
+            row = await jobs.get(self.db, job_id)
+            logger.info("job %s became %s while storing; images dropped", job_id,
+                        row.status if row else "deleted")
         if stored_rows is None:
             ticket._settle(Cancelled(), error=JobCancelled("Your request was cancelled."))
             return
@@ -297,7 +308,8 @@ class JobsPart(ServiceContext):
 
     async def mark_delivered(self, job_id: str) -> bool:
         """Record that a front end sent the images; False if it was already delivered."""
-        return await jobs.mark_delivered(self.db, job_id, self.clock())
+        now = self.clock()
+        return await self.writes.run(lambda tx: jobs.mark_delivered(tx, job_id, now))
 
     async def record_refs(self, job_id: str, refs: dict[str, Any]) -> dict[str, Any]:
         """Merge a front end's refs (e.g. sent message ids) into the job's target; the new target."""
