@@ -8,7 +8,7 @@ Discord messages. Commands (they work in guild channels and in DMs with the bot)
     /quota  /settings [aspect style count private]  /cancel [job]  /forget  /export
     /admin quota|block|unblock|stats                  only for ids in the config's admins
     /appeal [message]   ask an admin to review your strikes, cooldown or block
-    /admin appeals|lift|reject|strikes|policy|modlog  moderation (``bot.discord.moderation``);
+    /admin appeals|lift|reject|strikes|policy|modlog  moderation (``bot.frontends.discord.moderation``);
                         /admin policy also for members with Manage Server, for their server
 
 Moderation: a request refused for a block or cooldown (or a blocked prompt) is answered
@@ -16,7 +16,7 @@ ephemerally with an Appeal button; images the image policy blocks are never uplo
 "thinking…" message is edited to say so; the quota is refunded). With the "spoiler" policy,
 explicit images go out as SPOILER_ attachments in age-restricted channels only.
 
-Results: one image, or a 2-column grid of them, with buttons (see ``bot.discord.components``):
+Results: one image, or a 2-column grid of them, with buttons (see ``bot.frontends.discord.views``):
 U1…U4 post one image at full size, V1…V4 make variations, 🔄 rerolls with a new seed, 🗑 deletes
 the message (requester or admin). Buttons carry the job id, so they work after a restart.
 
@@ -54,7 +54,7 @@ import yarl
 from discord import app_commands
 from discord.ext import commands
 
-from bot.discord.components import (
+from bot.frontends.discord.views import (
     DYNAMIC_ITEMS,
     forget_view,
     history_page,
@@ -63,7 +63,7 @@ from bot.discord.components import (
     result_view,
     upscale_view,
 )
-from bot.discord.moderation import MODERATION_ITEMS, DiscordModeration, appeal_view, wants_appeal_button
+from bot.frontends.discord.moderation import MODERATION_ITEMS, DiscordModeration, appeal_view, wants_appeal_button
 from bot.options import parse_imagine
 from bot.service import (
     Cancelled,

@@ -6,10 +6,10 @@ how things look on Telegram:
 * ``/imagine`` → a status message (queue place, ETA, progress; paced, with a ❌ Cancel button)
   → one photo with an inline keyboard, or an album plus a keyboard message replying to it
   (albums cannot carry keyboards). Photos over 10 MB or width+height > 10000 go as documents.
-* Buttons carry stateless data (:mod:`bot.telegram.callbacks`), so they work after a restart.
+* Buttons carry stateless data (:mod:`bot.frontends.telegram.callbacks`), so they work after a restart.
 * Reactions to the bot's result messages become ratings (source ``reaction``).
 * /history and /export are private: from a group they go to the user's private chat.
-* Moderation (:mod:`bot.telegram.moderation`): a cooldown/block refusal carries a 📝 Appeal
+* Moderation (:mod:`bot.frontends.telegram.moderation`): a cooldown/block refusal carries a 📝 Appeal
   button; /appeal files one too; /admin appeals|lift|reject|strikes|modlog|policy for admins.
 * The message ids the bot sent are recorded in the job's target (``tg<message_id>`` →
   chat id, ``tgi<message_id>`` → image index or -1 for the keyboard message), which is how a
@@ -71,10 +71,10 @@ from bot.service import (
     Who,
 )
 from bot.safety.moderation import Restricted
-from bot.telegram import callbacks
-from bot.telegram import moderation as tg_moderation
-from bot.telegram.settings import TelegramSettings
-from bot.telegram.status import StatusMessage
+from bot.frontends.telegram import callbacks
+from bot.frontends.telegram import moderation as tg_moderation
+from bot.frontends.telegram.settings import TelegramSettings
+from bot.frontends.telegram.status import StatusMessage
 from generation.errors import ImagineError
 
 __all__ = ["COMMANDS", "TelegramFrontEnd"]

@@ -26,7 +26,7 @@ from telegram.error import TelegramError
 
 from bot.safety.moderation import Moderation, ScopePolicy, Standing, scope_of
 from bot.service import ImagineService, Who
-from bot.telegram import callbacks
+from bot.frontends.telegram import callbacks
 from generation.errors import ImagineError
 
 __all__ = [

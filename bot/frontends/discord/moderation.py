@@ -33,7 +33,7 @@ from bot.service import Who
 from generation.errors import ImagineError
 
 if TYPE_CHECKING:
-    from bot.discord_app import DiscordFrontEnd
+    from bot.frontends.discord.front import DiscordFrontEnd
 
 __all__ = ["AppealButton", "DiscordModeration", "MODERATION_ITEMS", "appeal_view", "wants_appeal_button"]
 

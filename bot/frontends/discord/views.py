@@ -10,7 +10,7 @@ callbacks only hand the click to the front end (``interaction.client.front``).
     imagine:del:<job>             🗑 delete the message (the requester or an admin)
     imagine:hist:<page>:<search>  ◀ ▶ paging of /history
     imagine:forget:<yes|no>:<uid> the /forget confirmation
-    imagine:appeal                Appeal on a blocked/cooldown refusal (``bot.discord.moderation``)
+    imagine:appeal                Appeal on a blocked/cooldown refusal (``bot.frontends.discord.moderation``)
 """
 
 from __future__ import annotations
