@@ -348,9 +348,9 @@ async def test_status_edits_are_paced(fake: FakeTelegram) -> None:
 
 async def test_big_images_go_as_documents(tmp_path: Path, tiny, fake: FakeTelegram,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from bot.frontends.telegram import front
+    from bot.frontends.telegram import delivery
 
-    monkeypatch.setattr(front, "MAX_PHOTO_BYTES", 100)  # every PNG is "over the photo limit"
+    monkeypatch.setattr(delivery, "MAX_PHOTO_BYTES", 100)  # every PNG is "over the photo limit"
     async with running(tmp_path, tiny, fake):
         fake.push(fake.message_update("/imagine a huge mural --n 2 --steps 1"))
         album = await fake.wait_for_call("sendMediaGroup", timeout=GEN)
