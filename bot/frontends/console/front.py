@@ -10,57 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import shlex
 import shutil
 import sys
 import threading
-import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from pathlib import Path
 from typing import TextIO
 
-from bot.options import help_text
-from bot.service import (
-    Cancelled,
-    Delivery,
-    Failed,
-    Finished,
-    ImagineService,
-    Queued,
-    Recovered,
-    Running,
-    Ticket,
-    Who,
-)
+from bot.frontends.common import apology, new_reference
+from bot.frontends.console.commands import COMMANDS, CommandHandlers
+from bot.frontends.console.moderation import ConsoleModeration
+from bot.service import Cancelled, Delivery, Failed, Finished, ImagineService, Queued, Recovered, Running, Ticket, Who
 from generation.errors import ImagineError
 
 __all__ = ["COMMANDS", "Console", "run_console", "stdin_lines"]
 
-_MODERATION = ("/appeal", "/appeals", "/lift", "/reject", "/strikes", "/policy", "/modlog")
-
 logger = logging.getLogger(__name__)
-
-COMMANDS = """Commands:
-  /imagine PROMPT [options]   make images (a line without a slash does the same)
-  /history [SEARCH]           your recent requests and their image ids
-  /rate IMAGE_ID STARS        rate an image 1-5
-  /quota                      images left today
-  /settings [key=value ...]   show or change defaults: aspect, style, count, steps, private
-  /cancel [JOB]               cancel your latest (or the given) queued/running request
-  /reroll JOB                 the same request with a new seed
-  /variation JOB N            variations of image N of a request
-  /forget                     delete everything stored about you (asks to confirm)
-  /export                     a zip of your data and images
-  /appeal [MESSAGE]           ask an admin to review your strikes, cooldown or block
-  /help                       this text and the /imagine options
-  /quit                       leave (waits for running requests)
-Admin:
-  /appeals                    open appeals, oldest first
-  /lift APPEAL|PLATFORM:USER  lift a block, cooldown and strikes (closes the appeal)
-  /reject APPEAL              close an appeal without lifting
-  /strikes PLATFORM:USER      a user's strikes, cooldown and block
-  /policy [SCOPE] [explicit=block|spoiler] [allow=CATEGORY,...]   show or set a scope's policy
-  /modlog [PLATFORM:USER]     the newest moderation decisions"""
 
 
 async def stdin_lines() -> AsyncIterator[str]:
@@ -95,7 +60,7 @@ async def _aiter(lines: AsyncIterable[str] | Iterable[str]) -> AsyncIterator[str
             yield line
 
 
-class Console:
+class Console(CommandHandlers):
     """One terminal user's chat session with the service."""
 
     def __init__(self, service: ImagineService, *, who: Who, output_dir: Path, out: TextIO) -> None:
@@ -106,6 +71,7 @@ class Console:
         self.tty = bool(getattr(out, "isatty", lambda: False)())
         self._tasks: set[asyncio.Task[None]] = set()
         self._confirm_forget = False
+        self.moderation = ConsoleModeration(self)  # /appeal, /appeals, /lift, … (admins)
 
     def say(self, text: str) -> None:
         if self.tty:
@@ -155,147 +121,9 @@ class Console:
         except ImagineError as err:
             self.say(str(err))
         except Exception:
-            ref = uuid.uuid4().hex[:8]
+            ref = new_reference()
             logger.exception("console command %r failed (reference %s)", line[:80], ref)
-            self.say(f"Sorry, something went wrong (reference {ref}).")
-
-    async def _dispatch(self, line: str) -> None:
-        if not line.startswith("/"):
-            line = "/imagine " + line
-        command, _, rest = line.partition(" ")
-        command = command.lower()
-        rest = rest.strip()
-        args = rest.split()
-        if command != "/forget":
-            self._confirm_forget = False
-        if command == "/imagine":
-            self.follow(await self.service.imagine(self.who, rest, target={"console": True}))
-        elif command == "/help":
-            self.say(COMMANDS + "\n\n" + help_text(self.service.caps))
-        elif command == "/history":
-            await self._history(rest)
-        elif command == "/rate":
-            if len(args) != 2:
-                self.say("Usage: /rate IMAGE_ID STARS (1-5)")
-                return
-            rating = await self.service.rate(self.who, args[0], args[1], source="command")
-            self.say(f"Rated image {rating.image_id}: {'★' * rating.stars}")
-        elif command == "/quota":
-            used, limit, remaining, resets_at = await self.service.quota(self.who)
-            self.say(f"Used {used} of {limit} images; {remaining} left. Resets {resets_at:%Y-%m-%d %H:%M} UTC.")
-        elif command == "/settings":
-            await self._settings(rest)
-        elif command == "/cancel":
-            outcome = await self.service.cancel(self.who, args[0] if args else None)
-            self.say(f"Cancelled {outcome.job_id} ({outcome.text}); {outcome.refunded} image(s) refunded.")
-        elif command == "/reroll":
-            if len(args) != 1:
-                self.say("Usage: /reroll JOB")
-                return
-            self.follow(await self.service.reroll(self.who, args[0], target={"console": True}))
-        elif command == "/variation":
-            if len(args) != 2 or not args[1].isdecimal() or int(args[1]) < 1:
-                self.say("Usage: /variation JOB N (N is the image number, from 1)")
-                return
-            ticket = await self.service.variation(self.who, args[0], int(args[1]) - 1, target={"console": True})
-            self.follow(ticket)
-        elif command == "/forget":
-            if args[:1] == ["confirm"] and self._confirm_forget:
-                outcome = await self.service.forget(self.who)
-                self._confirm_forget = False
-                self.say(f"Forgotten: everything about you is deleted "
-                         f"({outcome.jobs_cancelled} running request(s) cancelled, "
-                         f"{outcome.files_deleted} file(s) removed).")
-            else:
-                self._confirm_forget = True
-                self.say("This deletes your history, ratings, settings and images for good. "
-                         "Type /forget confirm to go ahead.")
-        elif command == "/export":
-            path = await self.service.export(self.who)
-            self.say(f"Your data: {path}")
-        elif command in _MODERATION:
-            await self._moderation(command, rest, args)
-        else:
-            self.say(f"Unknown command {command}. /help lists the commands.")
-
-    async def _moderation(self, command: str, rest: str, args: list[str]) -> None:
-        """/appeal and the admins' moderation commands."""
-        moderation = self.service.moderation
-        if command == "/appeal":
-            appeal = await moderation.appeal(self.who, rest)
-            self.say(f"Appeal #{appeal.id} filed; an admin will review it.")
-        elif command == "/appeals":
-            found = await moderation.appeals(self.who)
-            self.say("No open appeals." if not found else f"{len(found)} open appeal(s):")
-            for a in found:
-                self.say(f"  #{a.id} {a.user_key} {a.created_at[:16].replace('T', ' ')} "
-                         f"{a.state or 'strikes'} ({a.strikes} strike(s)) {a.message!r}")
-        elif command == "/lift" and len(args) == 1:
-            standing = await moderation.lift(self.who, args[0])
-            self.say(f"Lifted {standing.user_key}: no block, no cooldown, strikes reset.")
-        elif command == "/reject" and len(args) == 1:
-            appeal = await moderation.reject(self.who, args[0].lstrip("#"))
-            self.say(f"Appeal #{appeal.id} of {appeal.user_key} rejected.")
-        elif command == "/strikes" and len(args) == 1:
-            s = await moderation.user_standing(self.who, args[0])
-            until = f"{s.cooldown_until:%Y-%m-%d %H:%M} UTC" if s.cooldown_until else "none"
-            self.say(f"{s.user_key}: {s.strikes} strike(s), cooldown {until}, "
-                     f"{'blocked' if s.blocked else 'not blocked'}"
-                     + (f", appeal #{s.appeal.id} open" if s.appeal else ""))
-        elif command == "/policy":
-            await self._policy(args)
-        elif command == "/modlog" and len(args) <= 1:
-            for e in await moderation.decisions(self.who, args[0] if args else None):
-                self.say(f"  {e.created_at[:19].replace('T', ' ')} {e.user_key} {e.kind} {e.action}"
-                         f" {e.rule or ''} scope={e.scope}" + (f" about={e.subject}" if e.subject else ""))
-        else:
-            self.say(f"Usage: see /help ({command}).")
-
-    async def _policy(self, args: list[str]) -> None:
-        scope = "*"
-        if args and "=" not in args[0]:
-            scope, args = args[0], args[1:]
-        changes: dict[str, object] = {}
-        for pair in args:
-            key, eq, value = pair.partition("=")
-            if key == "explicit" and eq:
-                changes["explicit"] = value
-            elif key == "allow" and eq:
-                changes["allow"] = [c.strip() for c in value.replace("_", " ").split(",") if c.strip()]
-            else:
-                self.say("Usage: /policy [SCOPE] [explicit=block|spoiler] [allow=CATEGORY,...]")
-                return
-        moderation = self.service.moderation
-        if changes:
-            policy = await moderation.set_policy(self.who, scope, **changes)  # type: ignore[arg-type]
-        else:
-            policy = await moderation.policy_for(scope)
-        self.say(f"Policy of {scope}: explicit images {policy.explicit}; "
-                 f"allowed prompt categories: {', '.join(policy.allow) or 'none'}")
-
-    async def _history(self, search: str) -> None:
-        view = await self.service.history(self.who, search=search or None)
-        if not view.entries:
-            self.say("No requests found." if search else "You have no requests yet.")
-            return
-        self.say(f"Your requests ({view.total} in all, newest first):")
-        for entry in view.entries:
-            self.say(f"  {entry.job_id}  {entry.created_at[:16].replace('T', ' ')}  {entry.status:<9}  {entry.text}")
-            for shown in entry.images:
-                stars = f" your rating {shown.my_stars}★" if shown.my_stars else ""
-                self.say(f"      image {shown.image.image_id} (#{shown.image.index + 1}, seed {shown.image.seed}){stars}")
-
-    async def _settings(self, rest: str) -> None:
-        changes: dict[str, str] = {}
-        for pair in shlex.split(rest):
-            key, eq, value = pair.partition("=")
-            if not eq:
-                self.say("Usage: /settings key=value … (keys: aspect, style, count, steps, private)")
-                return
-            changes[key.strip().lower()] = value
-        current = await self.service.settings(self.who, **changes)
-        self.say(("Saved. " if changes else "") + "Your settings: "
-                 + ", ".join(f"{k}={'on' if v is True else 'off' if v is False else v}" for k, v in current.items()))
+            self.say(apology(ref))
 
     # -- following jobs ------------------------------------------------------------------------
 
@@ -328,7 +156,7 @@ class Console:
                 elif isinstance(update, (Failed, Cancelled)):
                     self.say(f"{ticket.job_id}: {update.message}")
         except Exception:
-            ref = uuid.uuid4().hex[:8]
+            ref = new_reference()
             logger.exception("console delivery of %s failed (reference %s)", ticket.job_id, ref)
             self.say(f"Sorry, {ticket.job_id} could not be shown (reference {ref}).")
 
