@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import Any, TextIO
 
 from bot.config import Config
-from bot.console import Console, stdin_lines
+from bot.frontends.console import Console, stdin_lines
 from bot.maintenance import Maintenance
 from bot.safety import DEFAULT_BLOCKLIST, BlocklistChecker
 from bot.safety.blocklist import load_blocklist
@@ -116,11 +116,11 @@ async def run_bot(
             recovered = await service.recover()
             maintenance.start()
             if config.discord is not None:
-                from bot.discord_app import DiscordFrontEnd
+                from bot.frontends.discord import DiscordFrontEnd
 
                 front_ends.append(DiscordFrontEnd(service, config.discord))
             if config.telegram is not None:
-                from bot.telegram_app import TelegramFrontEnd
+                from bot.frontends.telegram import TelegramFrontEnd
 
                 front_ends.append(TelegramFrontEnd(service, config.telegram))
             for front in front_ends:

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from bot.discord_app import DiscordSettings
-    from bot.telegram.settings import TelegramSettings
+    from bot.frontends.discord import DiscordSettings
+    from bot.frontends.telegram import TelegramSettings
 
 from bot.maintenance import MaintenanceSettings
 from bot.safety.moderation import ModerationSettings
@@ -173,7 +173,7 @@ def _front_ends(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
     )
     token = _secret(env, "DISCORD_TOKEN")
     if token:
-        from bot.discord_app import DiscordSettings
+        from bot.frontends.discord import DiscordSettings
 
         if "dev_guild_ids" in discord and not isinstance(discord["dev_guild_ids"], list):
             raise ConfigError("discord.dev_guild_ids must be a list of guild ids, like [123456789].")
@@ -191,7 +191,7 @@ def _front_ends(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
         )
     token = _secret(env, "TELEGRAM_TOKEN")
     if token:
-        from bot.telegram.settings import TelegramSettings
+        from bot.frontends.telegram import TelegramSettings
 
         secrets = {"TELEGRAM_TOKEN": token}
         webhook_secret = _secret(env, "TELEGRAM_WEBHOOK_SECRET")

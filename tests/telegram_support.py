@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.telegram import TelegramFrontEnd, TelegramSettings
+from bot.frontends.telegram import TelegramFrontEnd, TelegramSettings
 from storage import jobs
 from tests.fake_telegram import Call, FakeTelegram
 from tests.service_support import Env, service_env

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.console import run_console
+from bot.frontends.console import run_console
 from bot.service import Who
 from storage import jobs
 from tests.fakes import FakePipeline

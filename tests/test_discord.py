@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from bot.discord_app import DiscordFrontEnd, DiscordSettings
+from bot.frontends.discord import DiscordFrontEnd, DiscordSettings
 from bot.service import Who
 from storage import images, jobs, ratings, users
 from tests.fake_discord import FakeDiscord, RecordedRequest, fake_discord_server

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bot.discord_app import DiscordFrontEnd, DiscordSettings
+from bot.frontends.discord import DiscordFrontEnd, DiscordSettings
 from bot.safety import AllowAllImages, BlocklistChecker, Moderation, ModerationSettings, NudityClassifier
 from bot.service import Who
 from storage import moderation as mod_store

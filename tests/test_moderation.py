@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bot.console import Console
+from bot.frontends.console import Console
 from bot.safety import (
     AllowAllImages,
     BlockedPrompt,

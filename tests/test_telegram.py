@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot.service import Who
-from bot.telegram import callbacks
+from bot.frontends.telegram import callbacks
 from storage import jobs, ratings, users
 from tests.fake_telegram import FakeTelegram, make_chat, make_user
 from tests.telegram_support import callback_data, job_status, running, wait_until
@@ -330,7 +330,7 @@ def test_callback_data_fits_and_parses() -> None:
 async def test_status_edits_are_paced(fake: FakeTelegram) -> None:
     from telegram import Bot
 
-    from bot.telegram.status import StatusMessage
+    from bot.frontends.telegram.status import StatusMessage
 
     async with Bot(fake.token, base_url=fake.base_url) as bot:
         sent = await bot.send_message(1001, "start")
@@ -348,9 +348,9 @@ async def test_status_edits_are_paced(fake: FakeTelegram) -> None:
 
 async def test_big_images_go_as_documents(tmp_path: Path, tiny, fake: FakeTelegram,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from bot.telegram import front
+    from bot.frontends.telegram import delivery
 
-    monkeypatch.setattr(front, "MAX_PHOTO_BYTES", 100)  # every PNG is "over the photo limit"
+    monkeypatch.setattr(delivery, "MAX_PHOTO_BYTES", 100)  # every PNG is "over the photo limit"
     async with running(tmp_path, tiny, fake):
         fake.push(fake.message_update("/imagine a huge mural --n 2 --steps 1"))
         album = await fake.wait_for_call("sendMediaGroup", timeout=GEN)

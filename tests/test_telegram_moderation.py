@@ -11,7 +11,7 @@ import pytest
 
 from bot.safety import AllowAllImages, BlocklistChecker, Moderation, ModerationSettings, NudityClassifier
 from bot.service import Who
-from bot.telegram import callbacks
+from bot.frontends.telegram import callbacks
 from storage import jobs
 from tests.fake_telegram import Call, FakeTelegram, make_chat, make_user
 from tests.service_support import Env

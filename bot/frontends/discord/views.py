@@ -1,4 +1,4 @@
-"""Buttons that survive restarts, result images and /history pages for the Discord front end.
+"""Discord views: buttons that survive restarts, and the pages of /history.
 
 Every button is a :class:`discord.ui.DynamicItem`: its ``custom_id`` carries what it acts on
 (``imagine:up:<job>:<index>``), so a click on a message sent before a restart still works. The
@@ -10,24 +10,19 @@ callbacks only hand the click to the front end (``interaction.client.front``).
     imagine:del:<job>             🗑 delete the message (the requester or an admin)
     imagine:hist:<page>:<search>  ◀ ▶ paging of /history
     imagine:forget:<yes|no>:<uid> the /forget confirmation
-    imagine:appeal                Appeal on a blocked/cooldown refusal (``bot.discord.moderation``)
+    imagine:appeal                Appeal on a blocked/cooldown refusal (``bot.frontends.discord.moderation``)
 """
 
 from __future__ import annotations
 
-import io
-import math
 import re
-from collections.abc import Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 import discord
-from PIL import Image
 
-from bot.service import Delivery, HistoryView, StoredImage
-from storage.files import fit_under
+from bot.frontends.common import thumbnail
+from bot.service import Delivery, HistoryView
 
 __all__ = [
     "DeleteButton",
@@ -39,8 +34,6 @@ __all__ = [
     "DYNAMIC_ITEMS",
     "forget_view",
     "history_page",
-    "render_grid",
-    "render_single",
     "result_view",
     "upscale_view",
 ]
@@ -206,44 +199,6 @@ def forget_view(user_id: int) -> discord.ui.View:
     return _view(ForgetButton(True, user_id), ForgetButton(False, user_id))
 
 
-# -- images ------------------------------------------------------------------------------------
-
-
-def render_grid(images: Sequence[StoredImage], limit: int) -> tuple[bytes, str]:
-    """(bytes, extension): the single image, or the images as a 2-column grid; fit under ``limit``."""
-    if len(images) == 1:
-        return render_single(images[0].path, limit)
-    opened = [Image.open(image.path).convert("RGB") for image in images]
-    try:
-        width = max(i.width for i in opened)
-        height = max(i.height for i in opened)
-        columns = 2
-        rows = math.ceil(len(opened) / columns)
-        grid = Image.new("RGB", (columns * width, rows * height), (0, 0, 0))
-        for n, image in enumerate(opened):
-            grid.paste(image, ((n % columns) * width, (n // columns) * height))
-        buffer = io.BytesIO()
-        grid.save(buffer, format="PNG")
-    finally:
-        for image in opened:
-            image.close()
-    return fit_under(buffer.getvalue(), limit)
-
-
-def render_single(path: Path, limit: int) -> tuple[bytes, str]:
-    """One stored image, re-encoded only when it is over ``limit`` bytes."""
-    return fit_under(path.read_bytes(), limit)
-
-
-def _thumbnail(path: Path) -> bytes:
-    with Image.open(path) as image:
-        thumb = image.convert("RGB")
-        thumb.thumbnail((160, 160))
-        buffer = io.BytesIO()
-        thumb.save(buffer, format="JPEG", quality=80)
-    return buffer.getvalue()
-
-
 # -- /history ----------------------------------------------------------------------------------
 
 
@@ -272,7 +227,7 @@ def history_page(view: HistoryView, search: str) -> tuple[str, list[discord.Embe
             embed.add_field(name="Your rating", value=_stars(max(mine) if mine else None))
             if first.image.path.is_file():
                 name = f"thumb-{n}.jpg"
-                files.append((name, _thumbnail(first.image.path)))
+                files.append((name, thumbnail(first.image.path)))
                 embed.set_thumbnail(url=f"attachment://{name}")
         embed.add_field(name="Date", value=_date(entry.created_at))
         if entry.status not in ("done", "delivered"):

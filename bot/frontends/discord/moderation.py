@@ -22,32 +22,33 @@ ephemeral answer with an **Appeal** button (``imagine:appeal``), which files an 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import discord
 from discord import app_commands
 
+from bot.frontends.common import clip
+from bot.frontends.discord.messages import PLATFORM, who_of
 from bot.safety.blocklist import BlockedPrompt
 from bot.safety.moderation import Restricted, scope_of
-from bot.service import Who
+from bot.service import ImagineService
 from generation.errors import ImagineError
 
-if TYPE_CHECKING:
-    from bot.discord_app import DiscordFrontEnd
+__all__ = ["AppealButton", "DiscordModeration", "MODERATION_ITEMS", "ModeratedFront", "appeal_view",
+           "wants_appeal_button"]
 
-__all__ = ["AppealButton", "DiscordModeration", "MODERATION_ITEMS", "appeal_view", "wants_appeal_button"]
-
-PLATFORM = "discord"
 _LIMIT = 1900  # characters of one ephemeral answer
 _MENTION = re.compile(r"<@!?(\d+)>")
 
 
-def _who(user: discord.abc.User) -> Who:
-    return Who(PLATFORM, str(user.id), getattr(user, "display_name", "") or user.name)
+class ModeratedFront(Protocol):
+    """What the moderation commands need of the front end they serve."""
 
+    service: ImagineService
 
-def _clip(text: str, limit: int = _LIMIT) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    async def guard(self, interaction: discord.Interaction, action: Callable[[], Awaitable[None]],
+                    *, remove_thinking: bool = False) -> None: ...
 
 
 def user_key(text: str) -> str:
@@ -95,7 +96,7 @@ def appeal_view() -> discord.ui.View:
 class DiscordModeration:
     """The moderation commands, bound to the front end (its service and error handling)."""
 
-    def __init__(self, front: DiscordFrontEnd) -> None:
+    def __init__(self, front: ModeratedFront) -> None:
         self.front = front
 
     @property
@@ -103,71 +104,71 @@ class DiscordModeration:
         return self.front.service.moderation
 
     async def _answer(self, interaction: discord.Interaction, text: str) -> None:
-        await interaction.response.send_message(_clip(text), ephemeral=True,
+        await interaction.response.send_message(clip(text, _LIMIT), ephemeral=True,
                                                 allowed_mentions=discord.AllowedMentions.none())
 
     async def appeal(self, interaction: discord.Interaction, message: str | None) -> None:
         """/appeal and the Appeal button."""
         async def run() -> None:
-            appeal = await self._moderation.appeal(_who(interaction.user), message or "")
+            appeal = await self._moderation.appeal(who_of(interaction.user), message or "")
             what = {"blocked": "your block", "cooldown": "your cooldown"}.get(appeal.state, "your strikes")
             await self._answer(interaction, f"⚖️ Appeal #{appeal.id} filed: an admin will review {what} "
                                             f"({appeal.strikes} strike(s)). If they lift it, you can make "
                                             "images again right away; until then the limit stays.")
 
-        await self.front._guard(interaction, run)
+        await self.front.guard(interaction, run)
 
     async def appeals(self, interaction: discord.Interaction) -> None:
         async def run() -> None:
-            found = await self._moderation.appeals(_who(interaction.user))
+            found = await self._moderation.appeals(who_of(interaction.user))
             if not found:
                 await self._answer(interaction, "No open appeals.")
                 return
             lines = [f"{len(found)} open appeal(s) — `/admin lift target:<id>` or `/admin reject appeal:<id>`:"]
             for a in found:
-                note = f" — “{_clip(a.message, 200)}”" if a.message else ""
+                note = f" — “{clip(a.message, 200)}”" if a.message else ""
                 lines.append(f"**#{a.id}** `{a.user_key}` {a.created_at[:16].replace('T', ' ')} UTC, "
                              f"{a.state or 'strikes'} ({a.strikes} strike(s)){note}")
             await self._answer(interaction, "\n".join(lines))
 
-        await self.front._guard(interaction, run)
+        await self.front.guard(interaction, run)
 
     async def lift(self, interaction: discord.Interaction, target: str) -> None:
         async def run() -> None:
             subject = target.strip().lstrip("#")
-            standing = await self._moderation.lift(_who(interaction.user),
+            standing = await self._moderation.lift(who_of(interaction.user),
                                                    subject if subject.isdecimal() and len(subject) < 12
                                                    else user_key(target))
             await self._answer(interaction, f"✅ Lifted `{standing.user_key}`: no block, no cooldown, "
                                             "strikes reset.")
 
-        await self.front._guard(interaction, run)
+        await self.front.guard(interaction, run)
 
     async def reject(self, interaction: discord.Interaction, appeal: str) -> None:
         async def run() -> None:
             number = appeal.strip().lstrip("#")
             if not number.isdecimal():
                 raise ImagineError(f"Name an appeal by its number (e.g. 3), not {appeal!r}.")
-            closed = await self._moderation.reject(_who(interaction.user), int(number))
+            closed = await self._moderation.reject(who_of(interaction.user), int(number))
             await self._answer(interaction, f"Appeal #{closed.id} of `{closed.user_key}` rejected.")
 
-        await self.front._guard(interaction, run)
+        await self.front.guard(interaction, run)
 
     async def strikes(self, interaction: discord.Interaction, user: str) -> None:
         async def run() -> None:
-            s = await self._moderation.user_standing(_who(interaction.user), user_key(user))
+            s = await self._moderation.user_standing(who_of(interaction.user), user_key(user))
             until = discord.utils.format_dt(s.cooldown_until, "R") if s.cooldown_until else "none"
             await self._answer(interaction, f"`{s.user_key}`: {s.strikes} strike(s), cooldown {until}, "
                                             f"{'blocked' if s.blocked else 'not blocked'}"
                                             + (f", appeal #{s.appeal.id} open" if s.appeal else "") + ".")
 
-        await self.front._guard(interaction, run)
+        await self.front.guard(interaction, run)
 
     async def policy(self, interaction: discord.Interaction, explicit: str | None, allow: str | None,
                      reset: bool | None) -> None:
         """Show or set this server's policy: bot admins, or members with Manage Server here."""
         async def run() -> None:
-            who = _who(interaction.user)
+            who = who_of(interaction.user)
             guild_id = interaction.guild_id
             scope = scope_of({"platform": PLATFORM, "guild_id": str(guild_id) if guild_id else None})
             # Manage Server in this server vouches for its own policy; in a DM only bot admins
@@ -195,11 +196,11 @@ class DiscordModeration:
                                                if policy.explicit == "spoiler" else "")
                                             + f"; allowed prompt categories: {', '.join(policy.allow) or 'none'}.")
 
-        await self.front._guard(interaction, run)
+        await self.front.guard(interaction, run)
 
     async def modlog(self, interaction: discord.Interaction, user: str | None) -> None:
         async def run() -> None:
-            entries = await self._moderation.decisions(_who(interaction.user), user_key(user) if user else None)
+            entries = await self._moderation.decisions(who_of(interaction.user), user_key(user) if user else None)
             if not entries:
                 await self._answer(interaction, "No moderation decisions logged.")
                 return
@@ -213,7 +214,7 @@ class DiscordModeration:
                 text += line + "\n"
             await self._answer(interaction, text)
 
-        await self.front._guard(interaction, run)
+        await self.front.guard(interaction, run)
 
     # -- command definitions ---------------------------------------------------------------------
 

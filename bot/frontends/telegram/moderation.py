@@ -1,7 +1,8 @@
 """Moderation on Telegram: /appeal, the 📝 Appeal button under a refusal, /admin moderation.
 
 Every decision is the service's (:class:`bot.safety.Moderation`); this module only parses the
-commands and words the replies. Admin subcommands of ``/admin``::
+commands and words the replies. It is given the front end it serves (:class:`ModeratedFront`:
+its bot and service); it does not import it. Admin subcommands of ``/admin``::
 
     appeals                         open appeals, oldest first
     lift APPEAL|USER                lift a block, cooldown and strikes (closes the appeal)
@@ -18,23 +19,23 @@ from __future__ import annotations
 
 import logging
 import shlex
-from typing import Any
+from typing import Any, Protocol
 
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, User
+from telegram import Message, User
 from telegram.constants import ChatMemberStatus, ChatType
 from telegram.error import TelegramError
 
 from bot.safety.moderation import Moderation, ScopePolicy, Standing, scope_of
+from bot.frontends.common import clip
 from bot.service import ImagineService, Who
-from bot.telegram import callbacks
 from generation.errors import ImagineError
 
 __all__ = [
     "ADMIN_SUBCOMMANDS",
     "ADMIN_USAGE",
     "APPEALABLE",
+    "ModeratedFront",
     "admin_command",
-    "appeal_keyboard",
     "appeal_text",
     "notify_admins",
 ]
@@ -54,13 +55,13 @@ _GROUPS = (ChatType.GROUP, ChatType.SUPERGROUP)
 _CHAT_ADMINS = (ChatMemberStatus.ADMINISTRATOR, ChatMemberStatus.OWNER)
 
 
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+class ModeratedFront(Protocol):
+    """What the moderation commands need of the front end they serve."""
 
+    service: ImagineService
 
-def appeal_keyboard(user_id: int) -> InlineKeyboardMarkup:
-    """The 📝 Appeal button under a cooldown/block refusal (only ``user_id`` may press it)."""
-    return InlineKeyboardMarkup([[InlineKeyboardButton("📝 Appeal", callback_data=callbacks.encode("a", user_id))]])
+    @property
+    def bot(self) -> Any: ...
 
 
 def appeal_text(appeal_id: int) -> str:
@@ -91,14 +92,15 @@ def policy_text(scope: str, policy: ScopePolicy, saved: bool = False) -> str:
             f"allowed prompt categories: {', '.join(policy.allow) or 'none'}.")
 
 
-async def notify_admins(bot: Any, moderation: Moderation, text: str) -> None:
+async def notify_admins(front: ModeratedFront, text: str) -> None:
     """Tell the bot's Telegram admins in their private chats (best effort)."""
-    for key in sorted(moderation.admins):
+    bot = front.bot
+    for key in sorted(front.service.moderation.admins):
         platform, _, uid = key.partition(":")
         if platform != "telegram" or not uid.lstrip("-").isdecimal():
             continue
         try:
-            await bot.send_message(int(uid), _cut(text, 4096))
+            await bot.send_message(int(uid), clip(text, 4096))
         except TelegramError as err:
             logger.info("could not tell admin %s: %s", key, err)
 
@@ -115,10 +117,9 @@ async def _is_chat_admin(bot: Any, message: Message, user: User) -> bool:
     return member.status in _CHAT_ADMINS
 
 
-async def admin_command(bot: Any, service: ImagineService, message: Message, user: User, who: Who,
-                        args: list[str]) -> str:
+async def admin_command(front: ModeratedFront, message: Message, user: User, who: Who, args: list[str]) -> str:
     """Run ``/admin <moderation subcommand> …``; the reply text (ModerationError propagates)."""
-    moderation = service.moderation
+    bot, moderation = front.bot, front.service.moderation
     sub, rest = args[0].lower(), args[1:]
     if sub == "appeals" and not rest:
         found = await moderation.appeals(who)
@@ -126,11 +127,11 @@ async def admin_command(bot: Any, service: ImagineService, message: Message, use
             return "No open appeals."
         lines = [f"{len(found)} open appeal(s), oldest first:"]
         for a in found:
-            note = f" “{_cut(a.message, 200)}”" if a.message else ""
+            note = f" “{clip(a.message, 200)}”" if a.message else ""
             lines.append(f"#{a.id} {a.user_key} · {a.created_at[:16].replace('T', ' ')} · "
                          f"{a.state or 'strikes'} ({a.strikes} strike(s)){note}")
         lines.append("/admin lift ID to lift · /admin reject ID to close")
-        return _cut("\n".join(lines), 4096)
+        return clip("\n".join(lines), 4096)
     if sub == "lift" and len(rest) == 1:
         subject = rest[0].lstrip("#") if rest[0].lstrip("#").isdecimal() else user_key(rest[0])
         standing = await moderation.lift(who, subject)
@@ -157,7 +158,7 @@ async def admin_command(bot: Any, service: ImagineService, message: Message, use
             rule = f" {e.rule}" if e.rule else ""
             lines.append(f"{e.created_at[:19].replace('T', ' ')} {e.user_key} {e.kind} {e.action}{rule}"
                          f" · {e.scope}{about}")
-        return _cut("\n".join(lines), 4096)
+        return clip("\n".join(lines), 4096)
     if sub == "policy":
         return await _policy(bot, moderation, message, user, who, rest)
     if not moderation.is_admin(who):

@@ -1,0 +1,129 @@
+"""What the console's commands do (a line without a slash is an /imagine).
+
+:class:`CommandHandlers` is a part of :class:`~bot.frontends.console.front.Console`; the
+moderation commands are :mod:`bot.frontends.console.moderation`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bot.frontends.common import FORGET_WARNING, forgotten_counts, on_off, settings_changes
+from bot.frontends.console.moderation import MODERATION_COMMANDS, ConsoleModeration
+from bot.options import help_text
+from bot.service import ImagineService, Ticket, Who
+
+__all__ = ["COMMANDS", "CommandHandlers"]
+
+COMMANDS = """Commands:
+  /imagine PROMPT [options]   make images (a line without a slash does the same)
+  /history [SEARCH]           your recent requests and their image ids
+  /rate IMAGE_ID STARS        rate an image 1-5
+  /quota                      images left today
+  /settings [key=value ...]   show or change defaults: aspect, style, count, steps, private
+  /cancel [JOB]               cancel your latest (or the given) queued/running request
+  /reroll JOB                 the same request with a new seed
+  /variation JOB N            variations of image N of a request
+  /forget                     delete everything stored about you (asks to confirm)
+  /export                     a zip of your data and images
+  /appeal [MESSAGE]           ask an admin to review your strikes, cooldown or block
+  /help                       this text and the /imagine options
+  /quit                       leave (waits for running requests)
+Admin:
+  /appeals                    open appeals, oldest first
+  /lift APPEAL|PLATFORM:USER  lift a block, cooldown and strikes (closes the appeal)
+  /reject APPEAL              close an appeal without lifting
+  /strikes PLATFORM:USER      a user's strikes, cooldown and block
+  /policy [SCOPE] [explicit=block|spoiler] [allow=CATEGORY,...]   show or set a scope's policy
+  /modlog [PLATFORM:USER]     the newest moderation decisions"""
+
+
+class CommandHandlers:
+    """The slash commands (a part of the console: needs its service, user and output)."""
+
+    service: ImagineService
+    who: Who
+    moderation: ConsoleModeration
+    _confirm_forget: bool
+
+    if TYPE_CHECKING:  # provided by the console
+        def say(self, text: str) -> None: ...
+
+        def follow(self, ticket: Ticket) -> None: ...
+
+    async def _dispatch(self, line: str) -> None:
+        if not line.startswith("/"):
+            line = "/imagine " + line
+        command, _, rest = line.partition(" ")
+        command = command.lower()
+        rest = rest.strip()
+        args = rest.split()
+        if command != "/forget":
+            self._confirm_forget = False
+        if command == "/imagine":
+            self.follow(await self.service.imagine(self.who, rest, target={"console": True}))
+        elif command == "/help":
+            self.say(COMMANDS + "\n\n" + help_text(self.service.caps))
+        elif command == "/history":
+            await self._history(rest)
+        elif command == "/rate":
+            if len(args) != 2:
+                self.say("Usage: /rate IMAGE_ID STARS (1-5)")
+                return
+            rating = await self.service.rate(self.who, args[0], args[1], source="command")
+            self.say(f"Rated image {rating.image_id}: {'★' * rating.stars}")
+        elif command == "/quota":
+            used, limit, remaining, resets_at = await self.service.quota(self.who)
+            self.say(f"Used {used} of {limit} images; {remaining} left. Resets {resets_at:%Y-%m-%d %H:%M} UTC.")
+        elif command == "/settings":
+            await self._settings(rest)
+        elif command == "/cancel":
+            outcome = await self.service.cancel(self.who, args[0] if args else None)
+            self.say(f"Cancelled {outcome.job_id} ({outcome.text}); {outcome.refunded} image(s) refunded.")
+        elif command == "/reroll":
+            if len(args) != 1:
+                self.say("Usage: /reroll JOB")
+                return
+            self.follow(await self.service.reroll(self.who, args[0], target={"console": True}))
+        elif command == "/variation":
+            if len(args) != 2 or not args[1].isdecimal() or int(args[1]) < 1:
+                self.say("Usage: /variation JOB N (N is the image number, from 1)")
+                return
+            ticket = await self.service.variation(self.who, args[0], int(args[1]) - 1, target={"console": True})
+            self.follow(ticket)
+        elif command == "/forget":
+            if args[:1] == ["confirm"] and self._confirm_forget:
+                outcome = await self.service.forget(self.who)
+                self._confirm_forget = False
+                self.say(f"Forgotten: everything about you is deleted {forgotten_counts(outcome)}.")
+            else:
+                self._confirm_forget = True
+                self.say(f"{FORGET_WARNING} Type /forget confirm to go ahead.")
+        elif command == "/export":
+            path = await self.service.export(self.who)
+            self.say(f"Your data: {path}")
+        elif command in MODERATION_COMMANDS:
+            await self.moderation.run(command, rest, args)
+        else:
+            self.say(f"Unknown command {command}. /help lists the commands.")
+
+    async def _history(self, search: str) -> None:
+        view = await self.service.history(self.who, search=search or None)
+        if not view.entries:
+            self.say("No requests found." if search else "You have no requests yet.")
+            return
+        self.say(f"Your requests ({view.total} in all, newest first):")
+        for entry in view.entries:
+            self.say(f"  {entry.job_id}  {entry.created_at[:16].replace('T', ' ')}  {entry.status:<9}  {entry.text}")
+            for shown in entry.images:
+                stars = f" your rating {shown.my_stars}★" if shown.my_stars else ""
+                self.say(f"      image {shown.image.image_id} (#{shown.image.index + 1}, seed {shown.image.seed}){stars}")
+
+    async def _settings(self, rest: str) -> None:
+        changes = settings_changes(rest)
+        if changes is None:
+            self.say("Usage: /settings key=value … (keys: aspect, style, count, steps, private)")
+            return
+        current = await self.service.settings(self.who, **changes)
+        self.say(("Saved. " if changes else "") + "Your settings: "
+                 + ", ".join(f"{k}={on_off(v)}" for k, v in current.items()))

@@ -1,0 +1,228 @@
+"""Following a Discord job and delivering its result: progress edits, then the images.
+
+The deferred interaction response is edited (progress at most once per
+``progress_edit_interval``, then the result). When the interaction token has expired (15
+minutes) or is gone, the result goes to the channel as a normal message (a DM when the request
+came from a DM). With the ``private`` setting the result goes to the user's DMs; closed DMs
+(403, code 50007) are remembered and the result comes as an ephemeral follow-up instead.
+Images over the upload limit (the interaction's or the guild's) are re-encoded to fit.
+
+:class:`Delivering` is a part of :class:`~bot.frontends.discord.front.DiscordFrontEnd`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord.ext import commands
+
+from bot.frontends.common import Pacer, clip, meter, new_reference, render_grid
+from bot.frontends.discord.messages import DM_LIMIT, DMS_CLOSED, MENTIONS, PLATFORM, RATE_HINT, file_of
+from bot.frontends.discord.settings import DiscordSettings
+from bot.frontends.discord.views import result_view
+from bot.service import Cancelled, Delivery, Failed, Finished, ImagineService, Queued, Running, Ticket, Who
+
+__all__ = ["Delivering", "Reply", "progress_text"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Reply:
+    """Where one job's progress and result go."""
+
+    target: dict[str, Any]  # platform, user_id, channel_id, guild_id, private (stored with the job)
+    interaction: discord.Interaction | None = None  # None for jobs recovered after a restart
+    upload_limit: int = DM_LIMIT
+    live: bool = True  # the interaction token still works
+
+    @property
+    def user_id(self) -> int:
+        return int(self.target["user_id"])
+
+    @property
+    def private(self) -> bool:
+        return bool(self.target.get("private"))
+
+    def can_edit(self) -> bool:
+        return self.interaction is not None and self.live and not self.interaction.is_expired()
+
+
+def progress_text(label: str, update: Queued | Running) -> str:
+    """The deferred response while a job waits or runs."""
+    if isinstance(update, Queued):
+        eta = f", about {update.eta:.0f} s" if update.eta > 0 else ""
+        return f"⏳ {label} — queued, position {update.position}{eta}"
+    filled = round(10 * update.step / update.steps) if update.steps else 0
+    return f"🎨 {label} — generating {meter(filled, 10)} {update.step}/{update.steps}"
+
+
+class Delivering:
+    """Progress and results of jobs (a part of the front end: needs its service, settings, bot)."""
+
+    service: ImagineService
+    settings: DiscordSettings
+    bot: commands.Bot
+
+    if TYPE_CHECKING:  # provided by the front end
+        def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]: ...
+
+    async def _reply(self, interaction: discord.Interaction, who: Who) -> Reply:
+        settings = await self.service.settings(who)
+        target = {
+            "platform": PLATFORM,
+            "user_id": str(interaction.user.id),
+            "channel_id": str(interaction.channel_id) if interaction.channel_id else None,
+            "guild_id": str(interaction.guild_id) if interaction.guild_id else None,
+            "private": bool(settings.get("private")),
+        }
+        channel = interaction.channel
+        if interaction.guild_id and hasattr(channel, "is_nsfw"):
+            # the image policy may send explicit images as spoilers only in age-restricted channels
+            target["nsfw"] = bool(channel.is_nsfw())
+        return Reply(target, interaction, interaction.filesize_limit)
+
+    def follow(self, ticket: Ticket, reply: Reply) -> None:
+        """Show progress and deliver the result, in the background."""
+        self._spawn(self._follow(ticket, reply), ticket.job_id)
+
+    async def _follow(self, ticket: Ticket, reply: Reply) -> None:
+        pacer = Pacer(self.settings.progress_edit_interval)
+        label = "your private request" if reply.private else f"**{clip(ticket.request.prompt, 200)}**"
+        try:
+            async for update in ticket.updates():
+                if isinstance(update, Finished):
+                    await self._deliver(update.delivery, reply)
+                elif isinstance(update, (Failed, Cancelled)):
+                    await self._post(reply, f"❌ {label}: {update.message}", mention=True)
+                elif pacer.ready():
+                    await self._progress(reply, progress_text(label, update))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            ref = new_reference()
+            logger.exception("discord: following job %s failed (reference %s)", ticket.job_id, ref)
+            with contextlib.suppress(Exception):
+                await self._post(reply, f"Sorry, your images could not be sent (reference {ref}).")
+
+    async def _progress(self, reply: Reply, text: str) -> None:
+        if not reply.can_edit():
+            return
+        assert reply.interaction is not None
+        try:
+            await reply.interaction.edit_original_response(content=text)
+        except discord.NotFound:
+            reply.live = False
+        except discord.HTTPException as err:
+            logger.warning("discord: progress edit failed: %s", err)
+
+    # -- delivering ----------------------------------------------------------------------------
+
+    async def _deliver_guarded(self, delivery: Delivery, reply: Reply) -> None:
+        try:
+            await self._deliver(delivery, reply)
+        except Exception:
+            logger.exception("discord: delivering job %s failed; it stays owed", delivery.job_id)
+
+    async def _deliver(self, delivery: Delivery, reply: Reply) -> None:
+        """Send the result (interaction edit, channel message or DM), record it, mark delivered."""
+        spoiler = any(image.spoiler for image in delivery.images)
+        note = " (made earlier: no quota used)" if delivery.cached else ""
+        content = f"**{clip(delivery.text, 1500)}** — <@{reply.user_id}>{note}\n{RATE_HINT}"
+        view = result_view(delivery)
+        message: discord.Message | None = None
+        if reply.private:
+            data, ext = await asyncio.to_thread(render_grid, delivery.images, DM_LIMIT)
+            message = await self._dm(reply, content, file_of(data, f"{delivery.job_id}.{ext}", spoiler), view)
+            if message is not None:
+                await self._post(reply, "📬 Your images are in your DMs.", only_edit=True)
+            elif reply.can_edit():
+                assert reply.interaction is not None
+                await self._post(reply, "I couldn't DM you (your DMs are closed), so here they are, "
+                                        "visible only to you.", only_edit=True)
+                data, ext = await asyncio.to_thread(render_grid, delivery.images, reply.upload_limit)
+                message = await reply.interaction.followup.send(
+                    content, file=file_of(data, f"{delivery.job_id}.{ext}", spoiler), view=view,
+                    ephemeral=True, wait=True)
+        if message is None:
+            limit = reply.upload_limit if reply.can_edit() else await self._channel_limit(reply)
+            data, ext = await asyncio.to_thread(render_grid, delivery.images, limit)
+            message = await self._post(reply, content, file=(data, f"{delivery.job_id}.{ext}", spoiler),
+                                       view=view, mention=True)
+        if message is not None:
+            await self.service.remember_message(delivery.job_id, message.id, jump_url=message.jump_url)
+        await self.service.mark_delivered(delivery.job_id)
+
+    async def _post(self, reply: Reply, content: str, *, file: tuple[bytes, str, bool] | None = None,
+                    view: discord.ui.View | None = None, mention: bool = False,
+                    only_edit: bool = False) -> discord.Message | None:
+        """Edit the interaction response while its token works; else a channel message (or DM)."""
+        if reply.can_edit():
+            assert reply.interaction is not None
+            kwargs: dict[str, Any] = {"content": content, "view": view}
+            if file is not None:
+                kwargs["attachments"] = [file_of(*file)]
+            try:
+                return await reply.interaction.edit_original_response(**kwargs)
+            except discord.NotFound:
+                reply.live = False  # the token expired: fall back to a normal message
+        if only_edit:
+            return None
+        channel = await self._channel(reply)
+        if channel is None:
+            return None
+        kwargs = {"content": content, "allowed_mentions": MENTIONS if mention else discord.AllowedMentions.none()}
+        if view is not None:
+            kwargs["view"] = view
+        if file is not None:
+            kwargs["file"] = file_of(*file)
+        try:
+            return await channel.send(**kwargs)
+        except discord.Forbidden as err:
+            if err.code == DMS_CLOSED:
+                await self.service.set_dm_closed(Who(PLATFORM, str(reply.user_id)))
+                logger.info("discord: DMs closed for user %s; result not sent", reply.user_id)
+                return None
+            raise
+
+    async def _dm(self, reply: Reply, content: str, file: discord.File,
+                  view: discord.ui.View) -> discord.Message | None:
+        """Send to the user's DMs; None (and remembered) when they are closed."""
+        who = Who(PLATFORM, str(reply.user_id))
+        try:
+            user = await self._user(reply.user_id)
+            message = await user.send(content, file=file, view=view)
+        except discord.Forbidden as err:
+            if err.code != DMS_CLOSED:
+                raise
+            await self.service.set_dm_closed(who)
+            return None
+        await self.service.set_dm_closed(who, False)
+        return message
+
+    async def _user(self, user_id: int) -> discord.User:
+        return self.bot.get_user(user_id) or await self.bot.fetch_user(user_id)
+
+    async def _channel(self, reply: Reply) -> discord.abc.Messageable | None:
+        if not reply.target.get("guild_id") or not reply.target.get("channel_id"):
+            return await (await self._user(reply.user_id)).create_dm()
+        channel_id = int(reply.target["channel_id"])
+        channel = self.bot.get_channel(channel_id)
+        if channel is None:
+            try:
+                channel = await self.bot.fetch_channel(channel_id)
+            except discord.HTTPException as err:
+                logger.warning("discord: channel %s unavailable: %s", channel_id, err)
+                return None
+        return channel if isinstance(channel, discord.abc.Messageable) else None
+
+    async def _channel_limit(self, reply: Reply) -> int:
+        guild_id = reply.target.get("guild_id")
+        guild = self.bot.get_guild(int(guild_id)) if guild_id else None
+        return guild.filesize_limit if guild is not None else DM_LIMIT

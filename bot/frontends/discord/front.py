@@ -1,0 +1,219 @@
+"""Discord front end: the adapter class, its lifetime, errors and reaction ratings.
+
+:class:`DiscordFrontEnd` is built from its parts: :class:`~.commands.CommandHandlers` (slash
+commands and buttons), :class:`~.delivery.Delivering` (progress and results) and
+:class:`~.moderation.DiscordModeration` (given the front end it serves). Buttons are
+:mod:`~bot.frontends.discord.views`; they find the front end as ``interaction.client.front``.
+
+Ratings: react to a result message with 1️⃣ 2️⃣ 3️⃣ 4️⃣ 5️⃣ to give 1-5 stars. On a grid the
+rating applies to every image of the grid; on a U message (one image) to that image. A newer
+number reaction replaces your rating; removing the reaction that set it removes the rating.
+Reactions arrive as raw gateway events, so this works on old messages and without the
+message-content intent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import discord
+import discord.gateway
+import discord.http
+import yarl
+from discord import app_commands
+from discord.ext import commands
+
+from bot.frontends.common import apology, new_reference
+from bot.frontends.discord.commands import CommandHandlers, build_commands
+from bot.frontends.discord.delivery import Delivering, Reply
+from bot.frontends.discord.messages import PLATFORM
+from bot.frontends.discord.moderation import MODERATION_ITEMS, DiscordModeration, appeal_view, wants_appeal_button
+from bot.frontends.discord.settings import DiscordSettings
+from bot.frontends.discord.views import DYNAMIC_ITEMS
+from bot.service import ImagineService, Recovered, Who
+from generation.errors import ImagineError
+
+__all__ = ["DiscordFrontEnd", "RATING_EMOJIS"]
+
+logger = logging.getLogger(__name__)
+
+RATING_EMOJIS = {"1\u20e3": 1, "2\u20e3": 2, "3\u20e3": 3, "4\u20e3": 4, "5\u20e3": 5}  # keycaps, FE0F stripped
+
+
+class _Bot(commands.Bot):
+    """commands.Bot that knows its front end (the buttons find it as ``interaction.client.front``)."""
+
+    def __init__(self, front: DiscordFrontEnd, settings: DiscordSettings) -> None:
+        intents = discord.Intents.none()
+        intents.guilds = True
+        intents.guild_reactions = True
+        intents.dm_reactions = True
+        super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None,
+                         guild_ready_timeout=settings.guild_ready_timeout,
+                         allowed_contexts=app_commands.AppCommandContext(guild=True, dm_channel=True,
+                                                                         private_channel=False),
+                         allowed_installs=app_commands.AppInstallationType(guild=True, user=False))
+        self.front = front
+
+    async def setup_hook(self) -> None:
+        self.add_dynamic_items(*DYNAMIC_ITEMS, *MODERATION_ITEMS)
+
+
+class DiscordFrontEnd(CommandHandlers, Delivering):
+    """The Discord adapter: build with (service, settings), then ``await start()``; ``close()``."""
+
+    def __init__(self, service: ImagineService, settings: DiscordSettings) -> None:
+        self.service = service
+        self.settings = settings
+        self.bot = _Bot(self, settings)
+        self._runner: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._restore: tuple[str, yarl.URL] | None = None
+        self.moderation = DiscordModeration(self)  # /appeal, the Appeal button, /admin moderation
+        for command in build_commands(self):
+            self.bot.tree.add_command(command)
+        self.bot.tree.on_error = self._on_tree_error  # type: ignore[method-assign]
+        self.bot.add_listener(self._on_reaction_add, "on_raw_reaction_add")
+        self.bot.add_listener(self._on_reaction_remove, "on_raw_reaction_remove")
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    async def start(self, recovered: Recovered | None = None, *, timeout: float = 60.0) -> None:
+        """Log in, connect, wait for READY, sync commands; then deliver what ``recovered`` owes."""
+        self._point_at_api()
+        await self.bot.login(self.settings.token)
+        self._runner = asyncio.create_task(self.bot.connect(reconnect=True), name="discord-gateway")
+        ready = asyncio.create_task(self.bot.wait_until_ready())
+        done, _ = await asyncio.wait({ready, self._runner}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if ready not in done:
+            ready.cancel()
+            if self._runner in done:
+                self._runner.result()
+            raise TimeoutError(f"Discord gateway not ready within {timeout:.0f} s")
+        await self.sync_commands()
+        if recovered is not None:
+            self.resume(recovered)
+        logger.info("discord front end ready as %s", self.bot.user)
+
+    async def sync_commands(self) -> None:
+        """Sync to the development guilds (instant) when configured, else globally."""
+        if self.settings.dev_guild_ids:
+            for guild_id in self.settings.dev_guild_ids:
+                guild = discord.Object(id=guild_id)
+                self.bot.tree.copy_global_to(guild=guild)
+                await self.bot.tree.sync(guild=guild)
+        else:
+            await self.bot.tree.sync()
+
+    async def close(self) -> None:
+        """Stop following jobs (their rows stay for recover()), disconnect."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.bot.close()
+        if self._runner is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._runner, 10)
+        if self._restore is not None:
+            discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = self._restore
+            self._restore = None
+
+    def _point_at_api(self) -> None:
+        base, gateway = self.settings.api_base_url, self.settings.gateway_url
+        if base is None and gateway is None:
+            return
+        self._restore = (discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)
+        if base is not None:
+            discord.http.Route.BASE = base.rstrip("/")
+        if gateway is not None:
+            discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway.rstrip("/") + "/")
+
+    def resume(self, recovered: Recovered) -> None:
+        """Deliver results owed from before a restart and follow re-run jobs (Discord targets)."""
+        for delivery in recovered.deliveries:
+            if delivery.target.get("platform") == PLATFORM:
+                self._spawn(self._deliver_guarded(delivery, Reply(dict(delivery.target))), delivery.job_id)
+        for ticket in recovered.tickets:
+            if ticket.target.get("platform") == PLATFORM:
+                self.follow(ticket, Reply(dict(ticket.target)))
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        task.set_name(f"discord-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- errors --------------------------------------------------------------------------------
+
+    async def guard(self, interaction: discord.Interaction, action: Callable[[], Awaitable[None]],
+                    *, remove_thinking: bool = False) -> None:
+        """Run ``action``; ImagineError text goes to the user, anything else is logged with a reference."""
+        try:
+            await action()
+        except ImagineError as err:
+            view = appeal_view() if wants_appeal_button(err) else None
+            await self._tell(interaction, str(err), remove_thinking=remove_thinking, view=view)
+        except Exception:
+            ref = new_reference()
+            logger.exception("discord: %s failed (reference %s)", _describe(interaction), ref)
+            await self._tell(interaction, apology(ref), remove_thinking=remove_thinking)
+
+    async def _tell(self, interaction: discord.Interaction, text: str, *, remove_thinking: bool = False,
+                    view: discord.ui.View | None = None) -> None:
+        """An ephemeral message to the user of ``interaction``, however it was answered so far."""
+        extra: dict[str, Any] = {"view": view} if view is not None else {}
+        try:
+            if not interaction.response.is_done():
+                await interaction.response.send_message(text, ephemeral=True, **extra)
+                return
+            if remove_thinking:  # a public "thinking…" placeholder: drop it, answer privately
+                with contextlib.suppress(discord.HTTPException):
+                    await interaction.delete_original_response()
+            await interaction.followup.send(text, ephemeral=True, **extra)
+        except discord.HTTPException:
+            logger.warning("discord: could not tell %s: %s", interaction.user, text)
+
+    async def _on_tree_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        ref = new_reference()
+        logger.error("discord: %s failed (reference %s)", _describe(interaction), ref, exc_info=error)
+        await self._tell(interaction, apology(ref))
+
+    # -- reactions -----------------------------------------------------------------------------
+
+    async def _on_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        stars = _stars_of(payload)
+        if stars is None or (self.bot.user is not None and payload.user_id == self.bot.user.id):
+            return
+        name = payload.member.display_name if payload.member is not None else ""
+        try:
+            await self.service.rate_message(Who(PLATFORM, str(payload.user_id), name), payload.message_id, stars)
+        except ImagineError as err:
+            logger.info("discord: reaction rating refused: %s", err)
+        except Exception:
+            logger.exception("discord: reaction rating on message %s failed", payload.message_id)
+
+    async def _on_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
+        stars = _stars_of(payload)
+        if stars is None:
+            return
+        try:
+            await self.service.unrate_message(Who(PLATFORM, str(payload.user_id)), payload.message_id, stars)
+        except Exception:
+            logger.exception("discord: removing a reaction rating on message %s failed", payload.message_id)
+
+
+def _stars_of(payload: discord.RawReactionActionEvent) -> int | None:
+    if payload.emoji.id is not None or not payload.emoji.name:
+        return None
+    return RATING_EMOJIS.get(payload.emoji.name.replace("\ufe0f", ""))
+
+
+def _describe(interaction: discord.Interaction) -> str:
+    name = interaction.command.qualified_name if interaction.command else (interaction.data or {}).get("custom_id")
+    return f"{name!s} by {interaction.user.id}"

@@ -1,0 +1,190 @@
+"""What the inline buttons and reactions under the bot's messages do.
+
+Buttons carry stateless data (:mod:`bot.frontends.telegram.callbacks`), so they work after a
+restart. Reactions to the bot's result messages become ratings (source ``reaction``).
+:class:`ButtonHandlers` is a part of :class:`~bot.frontends.telegram.front.TelegramFrontEnd`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from telegram import InlineKeyboardMarkup, Message, Update, User
+from telegram.error import BadRequest
+from telegram.ext import ContextTypes
+
+from bot.frontends.common import clip, forgotten_counts
+from bot.frontends.telegram import callbacks
+from bot.frontends.telegram.delivery import MAX_LOCAL_UPLOAD_BYTES, MAX_UPLOAD_BYTES
+from bot.frontends.telegram.keyboards import history_keyboard, main_keyboard, stars_keyboard
+from bot.frontends.telegram.messages import history_text, reply_parameters, stars_text, who_of
+from bot.frontends.telegram.moderation import appeal_text
+from bot.frontends.telegram.settings import TelegramSettings
+from bot.service import Delivery, ImagineService, StoredImage, Ticket, Who
+from generation.errors import ImagineError
+
+__all__ = ["ButtonHandlers"]
+
+logger = logging.getLogger(__name__)
+
+
+class ButtonHandlers:
+    """Inline buttons and reactions (a part of the front end)."""
+
+    service: ImagineService
+    settings: TelegramSettings
+
+    if TYPE_CHECKING:  # provided by the front end, Delivering and CommandHandlers
+        @property
+        def bot(self) -> Any: ...
+
+        async def _submit(self, who: Who, user: User, chat_id: int, chat_type: str, reply_to: int | None,
+                          accept: Callable[[Who, dict[str, Any]], Awaitable[Ticket]]) -> None: ...
+
+        async def _appealed(self, who: Who, appeal_id: int, text: str) -> None: ...
+
+    # -- buttons -------------------------------------------------------------------------------
+
+    async def _button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Inline buttons: reroll, U, V, ratings, cancel, history pages, forget, appeal."""
+        query = update.callback_query
+        assert query is not None
+        action = callbacks.parse(query.data)
+        user = query.from_user
+        who = who_of(user)
+        message = query.message if isinstance(query.message, Message) else None
+        if action is None or message is None:
+            await query.answer("This button no longer works.")
+            return
+        kind, fields = action.kind, action.fields
+        if kind in "ruvksx" and not fields[0]:
+            await query.answer("This button no longer works.")
+            return
+        if kind == "r":
+            await self._submit(who, user, message.chat_id, message.chat.type, message.message_id,
+                               lambda w, target: self.service.reroll(w, fields[0], target=target))
+            await query.answer("🔄 Rerolling…")
+        elif kind == "v":
+            index = self._index(fields)
+            await self._submit(who, user, message.chat_id, message.chat.type, message.message_id,
+                               lambda w, target: self.service.variation(w, fields[0], index - 1, target=target))
+            await query.answer(f"🎨 Variations of image {index}…")
+        elif kind == "u":
+            image = await self._image(fields[0], self._index(fields))
+            data = await asyncio.to_thread(image.path.read_bytes)
+            limit = MAX_LOCAL_UPLOAD_BYTES if self.settings.local_mode else MAX_UPLOAD_BYTES
+            if len(data) > limit:
+                await query.answer("That image is over Telegram's upload limit for bots.", show_alert=True)
+                return
+            await query.answer()
+            await self.bot.send_document(message.chat_id, data, filename=f"{fields[0]}-{image.index + 1}.png",
+                                         caption=f"Image {image.index + 1} of job {fields[0]}, seed {image.seed}",
+                                         reply_parameters=reply_parameters(message.message_id))
+        elif kind == "k":
+            index = self._index(fields, allow_zero=True)
+            delivery = await self.service.job_delivery(fields[0])
+            if index > len(delivery.images):
+                raise ImagineError(f"Request {fields[0]} has no image {index}.")
+            markup = (stars_keyboard(fields[0], index) if index
+                      else main_keyboard(fields[0], len(delivery.images)))
+            await query.answer()
+            await self._set_markup(message, markup)
+        elif kind == "s":
+            index = self._index(fields)
+            delivery = await self.service.job_delivery(fields[0])
+            image = self._image_in(delivery, index)
+            rating = await self.service.rate(who, image.image_id, fields[2] if len(fields) > 2 else "", "button")
+            await query.answer(f"Rated image {index}: {stars_text(rating.stars)}")
+            if len(delivery.images) > 1:  # back from the star row to the main row
+                await self._set_markup(message, main_keyboard(fields[0], len(delivery.images)))
+        elif kind == "x":
+            outcome = await self.service.cancel(who, fields[0])
+            await query.answer(f"Cancelled; {outcome.refunded} image(s) refunded.")
+        elif kind == "h":
+            page = int(fields[0])
+            search = fields[1] or None
+            view = await self.service.history(who, page=page, per_page=self.settings.history_per_page,
+                                              search=search)
+            await query.answer()
+            try:
+                await message.edit_text(history_text(view, search), reply_markup=history_keyboard(view, search))
+            except BadRequest as err:
+                if "not modified" not in str(err).lower():
+                    raise
+        elif kind == "f":
+            if len(fields) != 2 or fields[0] != str(user.id):
+                await query.answer("This button is not for you.", show_alert=True)
+                return
+            if fields[1] == "y":
+                outcome = await self.service.forget(who)
+                await query.answer("Forgotten.")
+                await message.edit_text(
+                    "🗑 Forgotten: your history, ratings, settings and images are deleted "
+                    f"{forgotten_counts(outcome)}.")
+            else:
+                await query.answer()
+                await message.edit_text("Nothing was deleted.")
+        elif kind == "a":
+            if fields[0] and fields[0] != str(user.id):
+                await query.answer("This button is not for you; use /appeal for your own.", show_alert=True)
+                return
+            appeal = await self.service.moderation.appeal(who, "")
+            await query.answer(f"Appeal #{appeal.id} filed.")
+            await self._appealed(who, appeal.id, "")
+            try:
+                await message.edit_text(clip(f"{message.text or ''}\n\n{appeal_text(appeal.id)}", 4096))
+            except BadRequest as err:
+                logger.info("could not update the appeal message: %s", err)
+
+    @staticmethod
+    def _index(fields: tuple[str, ...], *, allow_zero: bool = False) -> int:
+        if len(fields) < 2 or not fields[1].isdecimal() or len(fields[1]) > 2:
+            raise ImagineError("This button no longer works.")
+        value = int(fields[1])
+        if value < (0 if allow_zero else 1):
+            raise ImagineError("This button no longer works.")
+        return value
+
+    async def _image(self, job_id: str, index: int) -> StoredImage:
+        return self._image_in(await self.service.job_delivery(job_id), index)
+
+    @staticmethod
+    def _image_in(delivery: Delivery, index: int) -> StoredImage:
+        found = [i for i in delivery.images if i.index == index - 1]
+        if not found:
+            raise ImagineError(f"Request {delivery.job_id} has no image {index} (any more).")
+        return found[0]
+
+    async def _set_markup(self, message: Message, markup: InlineKeyboardMarkup) -> None:
+        try:
+            await self.bot.edit_message_reply_markup(message.chat_id, message.message_id, reply_markup=markup)
+        except BadRequest as err:
+            if "not modified" not in str(err).lower():
+                raise
+
+    # -- reactions -----------------------------------------------------------------------------
+
+    async def _reaction(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A reaction to a result message rates its image (the keyboard message: every image)."""
+        change = update.message_reaction
+        if change is None or change.user is None:  # anonymous (a chat reacted): no one to credit
+            return
+        delivery = await self.service.find_by_ref(f"tg{change.message_id}", change.chat.id)
+        if delivery is None:
+            return
+        index = delivery.target.get(f"tgi{change.message_id}", -1)
+        chosen = [i for i in delivery.images if index == -1 or i.index == index]
+        emoji = [r.emoji for r in change.new_reaction if getattr(r, "emoji", None)]
+        stars = callbacks.stars_for(emoji)
+        who = who_of(change.user)
+        for image in chosen:
+            try:
+                if stars is None:
+                    await self.service.unrate(who, image.image_id, "reaction")
+                else:
+                    await self.service.rate(who, image.image_id, stars, "reaction")
+            except ImagineError as err:
+                logger.info("reaction by %s not recorded: %s", who.key, err)

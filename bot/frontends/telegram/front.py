@@ -1,0 +1,251 @@
+"""Telegram front end: the adapter class, its lifetime, update plumbing and errors.
+
+:class:`TelegramFrontEnd` is built from its parts: :class:`~.commands.CommandHandlers`,
+:class:`~.buttons.ButtonHandlers` (inline buttons, reactions) and
+:class:`~.delivery.Delivering` (status messages, results). It shares the event loop with the
+other front ends (``initialize`` + ``start``, never ``run_polling``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import urlparse
+
+from telegram import InlineKeyboardMarkup, Update, User
+from telegram.constants import ChatAction, ChatType
+from telegram.error import BadRequest, Forbidden, TelegramError
+from telegram.ext import (
+    AIORateLimiter,
+    Application,
+    ApplicationBuilder,
+    ApplicationHandlerStop,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageReactionHandler,
+    TypeHandler,
+    filters,
+)
+
+from bot.frontends.common import apology, clip, new_reference
+from bot.frontends.telegram.buttons import ButtonHandlers
+from bot.frontends.telegram.commands import COMMANDS, CommandHandlers
+from bot.frontends.telegram.delivery import Delivering
+from bot.frontends.telegram.keyboards import appeal_keyboard
+from bot.frontends.telegram.messages import PLATFORM, reply_parameters
+from bot.frontends.telegram.moderation import APPEALABLE
+from bot.frontends.telegram.settings import TelegramSettings
+from bot.frontends.telegram.status import StatusMessage
+from bot.safety.moderation import Restricted
+from bot.service import ImagineService, Recovered
+from generation.errors import ImagineError
+
+__all__ = ["COMMANDS", "TelegramFrontEnd"]
+
+logger = logging.getLogger(__name__)
+
+_RECENT_UPDATES = 2048
+
+
+Handler = Callable[[Update, ContextTypes.DEFAULT_TYPE], Awaitable[None]]
+
+
+class TelegramFrontEnd(CommandHandlers, ButtonHandlers, Delivering):
+    """The Telegram bot: ``await start()``, later ``await close()``; shares the loop with others."""
+
+    def __init__(self, service: ImagineService, settings: TelegramSettings) -> None:
+        self.service = service
+        self.settings = settings
+        self.application: Application | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._recent: deque[int] = deque(maxlen=_RECENT_UPDATES)
+        self._recent_set: set[int] = set()
+        self._webhook_secret: str | None = None
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    def build(self) -> Application:
+        """The Application with its handlers (not started)."""
+        s = self.settings
+        builder = (
+            ApplicationBuilder()
+            .token(s.token)
+            .rate_limiter(AIORateLimiter(max_retries=s.max_retries))
+            .concurrent_updates(True)
+            .media_write_timeout(s.upload_timeout)
+        )
+        if s.base_url:
+            builder = builder.base_url(s.base_url)
+        if s.base_file_url:
+            builder = builder.base_file_url(s.base_file_url)
+        if s.local_mode:
+            builder = builder.local_mode(True)
+        app = builder.build()
+        app.add_handler(TypeHandler(Update, self._dedupe), group=-1)
+        only_new = filters.UpdateType.MESSAGE  # an edited /imagine is not a new request
+        commands: dict[str, Handler] = {
+            "start": self._start, "help": self._help, "imagine": self._imagine,
+            "history": self._history, "quota": self._quota, "settings": self._settings,
+            "cancel": self._cancel, "forget": self._forget, "export": self._export,
+            "admin": self._admin, "appeal": self._appeal,
+        }
+        for name, handler in commands.items():
+            app.add_handler(CommandHandler(name, self._guard(handler), filters=only_new))
+        app.add_handler(CallbackQueryHandler(self._guard(self._button)))
+        app.add_handler(MessageReactionHandler(
+            self._reaction, message_reaction_types=MessageReactionHandler.MESSAGE_REACTION_UPDATED))
+        app.add_error_handler(self._on_error)
+        return app
+
+    async def start(self, recovered: Recovered | None = None) -> None:
+        """Connect, set the command menu, start polling (or the webhook); resume owed work."""
+        s = self.settings
+        # httpx logs every request URL at INFO, and Bot API URLs contain the token.
+        if logging.getLogger("httpx").level < logging.WARNING:
+            logging.getLogger("httpx").setLevel(logging.WARNING)
+        app = self.application = self.build()
+        await app.initialize()
+        try:
+            await app.start()
+            try:
+                await app.bot.set_my_commands(list(COMMANDS))
+            except TelegramError as err:
+                logger.warning("could not set the command menu: %s", err)
+            assert app.updater is not None
+            if s.webhook_url:
+                self._webhook_secret = s.webhook_secret or secrets.token_urlsafe(32)
+                if s.webhook_secret is None:
+                    logger.info("no telegram webhook secret configured; using a random one for this run")
+                await app.updater.start_webhook(
+                    listen=s.webhook_listen, port=s.webhook_port,
+                    url_path=urlparse(s.webhook_url).path.lstrip("/"), webhook_url=s.webhook_url,
+                    secret_token=self._webhook_secret, allowed_updates=Update.ALL_TYPES,
+                    drop_pending_updates=s.drop_pending_updates,
+                )
+                logger.info("telegram: webhook on %s:%d", s.webhook_listen, s.webhook_port)
+            else:
+                await app.updater.start_polling(
+                    poll_interval=0, timeout=int(s.poll_timeout), allowed_updates=Update.ALL_TYPES,
+                    drop_pending_updates=s.drop_pending_updates,
+                )
+                logger.info("telegram: long polling as @%s", app.bot.username)
+        except BaseException:
+            await self.close()
+            raise
+        if recovered is not None:
+            self.resume(recovered)
+
+    async def close(self) -> None:
+        """Stop receiving updates, stop following jobs (they stay in the database), disconnect."""
+        app, self.application = self.application, None
+        if app is None:
+            return
+        try:
+            if app.updater is not None and app.updater.running:
+                await app.updater.stop()
+            if app.running:
+                await app.stop()
+        finally:
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await app.shutdown()
+
+    @property
+    def bot(self) -> Any:
+        assert self.application is not None, "TelegramFrontEnd is not started"
+        return self.application.bot
+
+    def resume(self, recovered: Recovered) -> None:
+        """Send results owed from before a restart and follow re-run jobs (Telegram targets)."""
+        for delivery in recovered.deliveries:
+            if delivery.target.get("platform") == PLATFORM:
+                self._spawn(self._deliver_logged(delivery), f"tg-redeliver-{delivery.job_id}")
+        for ticket in recovered.tickets:
+            if ticket.target.get("platform") == PLATFORM:
+                status = None
+                if ticket.target.get("status_id"):
+                    status = StatusMessage(self.bot, ticket.target["status_chat"], ticket.target["status_id"],
+                                           "", interval=self._interval(ticket.target))
+                self._spawn(self._watch(ticket, status), f"tg-job-{ticket.job_id}")
+
+    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    async def _dedupe(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Drop an update whose id was seen recently (webhook retries, restarts)."""
+        uid = update.update_id
+        if uid in self._recent_set:
+            logger.info("telegram: dropping repeated update %d", uid)
+            raise ApplicationHandlerStop
+        if len(self._recent) == self._recent.maxlen:
+            self._recent_set.discard(self._recent[0])
+        self._recent.append(uid)
+        self._recent_set.add(uid)
+
+    def _guard(self, handler: Handler) -> Handler:
+        """Show ImagineError messages to the user; everything else goes to the error handler."""
+        async def guarded(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+            try:
+                await handler(update, context)
+            except ImagineError as err:
+                markup = None
+                if (isinstance(err, Restricted) and err.reason in APPEALABLE
+                        and update.effective_user is not None):
+                    markup = appeal_keyboard(update.effective_user.id)
+                await self._tell(update, str(err), markup)
+        guarded.__doc__ = handler.__doc__
+        return guarded
+
+    async def _tell(self, update: Update, text: str, markup: InlineKeyboardMarkup | None = None) -> None:
+        """Answer a button press with an alert, or reply to the message (with ``markup``: both)."""
+        if update.callback_query is not None:
+            try:
+                await update.callback_query.answer(clip(text, 200), show_alert=True)
+                if markup is None:
+                    return
+            except BadRequest:  # already answered: say it in the chat
+                pass
+        message = update.effective_message
+        if message is not None:
+            await self.bot.send_message(message.chat_id, clip(text, 4096), reply_markup=markup,
+                                        reply_parameters=reply_parameters(None if update.callback_query
+                                                                else message.message_id))
+
+    async def _on_error(self, update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """Log with a reference id; tell the user a short apology with it."""
+        ref = new_reference()
+        logger.error("telegram update failed (reference %s)", ref, exc_info=context.error)
+        if isinstance(update, Update):
+            try:
+                await self._tell(update, apology(ref))
+            except Exception:
+                logger.exception("could not report error %s to the user", ref)
+
+    def _interval(self, target: dict[str, Any]) -> float:
+        if target.get("status_chat_type", "private") == ChatType.PRIVATE:
+            return self.settings.status_edit_interval_private
+        return self.settings.status_edit_interval_group
+
+    async def _private_chat(self, user: User) -> int | None:
+        """The user's private chat id, or None when the bot may not write there (never started)."""
+        try:
+            await self.bot.send_chat_action(user.id, ChatAction.TYPING)
+        except Forbidden:
+            return None
+        return user.id
+
+    def _start_link(self, payload: str = "") -> str:
+        name = self.bot.username
+        return f"https://t.me/{name}" + (f"?start={payload}" if payload else "")
