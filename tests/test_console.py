@@ -121,3 +121,16 @@ async def test_async_line_source_and_failed_job(tmp_path: Path) -> None:
         text = out.getvalue()
         assert re.search(r"^\w+: Image generation failed because of an internal error", text, re.M)
         assert re.search(r"^\w+: done — a calm lake", text, re.M)
+
+
+def test_each_result_lists_the_typed_commands_that_stand_in_for_buttons() -> None:
+    from pathlib import Path as _Path
+
+    from bot.frontends.console.keyboards import actions_line
+    from bot.service import Delivery, StoredImage
+    from generation.request import GenerationRequest
+
+    image = StoredImage(42, 1, 7, _Path("x.png"), 64, 64, "sha", "ok")
+    line = actions_line(Delivery("abc123", GenerationRequest(prompt="a fox"), "a fox", (image,), False, {}))
+    assert line.strip().startswith("next:")
+    assert "/reroll abc123" in line and "/variation abc123 2" in line and "/rate 42 5" in line

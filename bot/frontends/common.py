@@ -26,7 +26,7 @@ from typing import Any
 
 from PIL import Image
 
-from bot.service import StoredImage
+from bot.service import FORGET_KEEPS, StoredImage
 from storage.files import fit_under
 
 __all__ = [
@@ -44,7 +44,8 @@ __all__ = [
     "thumbnail",
 ]
 
-FORGET_WARNING = "This deletes your history, ratings, settings and images for good."
+FORGET_WARNING = ("This deletes your history, ratings, settings and images for good. "
+                  "Blocks, strikes, cooldowns, this window's used quota and personal limits stay.")
 
 
 def clip(text: str, limit: int) -> str:
@@ -81,9 +82,9 @@ def settings_changes(text: str) -> dict[str, str] | None:
 
 
 def forgotten_counts(outcome: Any) -> str:
-    """The tail of the /forget summary: what was cancelled and removed."""
+    """The tail of the /forget summary: what was cancelled and removed, and what is kept."""
     return (f"({outcome.jobs_cancelled} running request(s) cancelled, "
-            f"{outcome.files_deleted} file(s) removed)")
+            f"{outcome.files_deleted} file(s) removed). {FORGET_KEEPS}")
 
 
 def meter(filled: int, total: int) -> str:

@@ -19,6 +19,7 @@ from typing import TextIO
 
 from bot.frontends.common import apology, new_reference
 from bot.frontends.console.commands import COMMANDS, CommandHandlers
+from bot.frontends.console.keyboards import actions_line
 from bot.frontends.console.moderation import ConsoleModeration
 from bot.service import Cancelled, Delivery, Failed, Finished, ImagineService, Queued, Recovered, Running, Ticket, Who
 from generation.errors import ImagineError
@@ -167,6 +168,7 @@ class Console(CommandHandlers):
         self.say(f"{delivery.job_id}: done{note} — {delivery.text}")
         for image, path in zip(delivery.images, paths):
             self.say(f"  [{image.index + 1}] image {image.image_id} seed {image.seed}: {path}")
+        self.say(actions_line(delivery))
         await self.service.mark_delivered(delivery.job_id)
         return paths
 

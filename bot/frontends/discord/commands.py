@@ -110,7 +110,7 @@ class CommandHandlers:
             message = await interaction.edit_original_response(
                 content=content, attachments=[file_of(data, f"{job_id}-{index + 1}.{ext}", image.spoiler)],
                 view=upscale_view(job_id, index))
-            await self.service.remember_message(job_id, message.id, index=index)
+            await self.service.remember_message(job_id, PLATFORM, None, message.id, index=index)
 
         await self.guard(interaction, post, remove_thinking=True)
 

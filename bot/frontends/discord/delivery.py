@@ -156,7 +156,8 @@ class Delivering:
             message = await self._post(reply, content, file=(data, f"{delivery.job_id}.{ext}", spoiler),
                                        view=view, mention=True)
         if message is not None:
-            await self.service.remember_message(delivery.job_id, message.id, jump_url=message.jump_url)
+            await self.service.remember_message(delivery.job_id, PLATFORM, None, message.id)
+            await self.service.record_refs(delivery.job_id, {"jump_url": message.jump_url})
         await self.service.mark_delivered(delivery.job_id)
 
     async def _post(self, reply: Reply, content: str, *, file: tuple[bytes, str, bool] | None = None,

@@ -192,7 +192,8 @@ class DiscordFrontEnd(CommandHandlers, Delivering):
             return
         name = payload.member.display_name if payload.member is not None else ""
         try:
-            await self.service.rate_message(Who(PLATFORM, str(payload.user_id), name), payload.message_id, stars)
+            await self.service.rate_message(Who(PLATFORM, str(payload.user_id), name), None, payload.message_id,
+                                            stars)
         except ImagineError as err:
             logger.info("discord: reaction rating refused: %s", err)
         except Exception:
@@ -203,7 +204,7 @@ class DiscordFrontEnd(CommandHandlers, Delivering):
         if stars is None:
             return
         try:
-            await self.service.unrate_message(Who(PLATFORM, str(payload.user_id)), payload.message_id, stars)
+            await self.service.unrate_message(Who(PLATFORM, str(payload.user_id)), None, payload.message_id, stars)
         except Exception:
             logger.exception("discord: removing a reaction rating on message %s failed", payload.message_id)
 

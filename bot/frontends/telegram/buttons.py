@@ -172,19 +172,19 @@ class ButtonHandlers:
         change = update.message_reaction
         if change is None or change.user is None:  # anonymous (a chat reacted): no one to credit
             return
-        delivery = await self.service.find_by_ref(f"tg{change.message_id}", change.chat.id)
-        if delivery is None:
-            return
-        index = delivery.target.get(f"tgi{change.message_id}", -1)
-        chosen = [i for i in delivery.images if index == -1 or i.index == index]
-        emoji = [r.emoji for r in change.new_reaction if getattr(r, "emoji", None)]
-        stars = callbacks.stars_for(emoji)
+        # Telegram sends the whole old and new sets: turn them into what was added and removed,
+        # then apply the one rule every front end uses (see ImagineService.rate_message)
+        old = {r.emoji for r in change.old_reaction if getattr(r, "emoji", None)}
+        new = {r.emoji for r in change.new_reaction if getattr(r, "emoji", None)}
+        added = callbacks.stars_for(sorted(new - old))
         who = who_of(change.user)
-        for image in chosen:
-            try:
-                if stars is None:
-                    await self.service.unrate(who, image.image_id, "reaction")
-                else:
-                    await self.service.rate(who, image.image_id, stars, "reaction")
-            except ImagineError as err:
-                logger.info("reaction by %s not recorded: %s", who.key, err)
+        try:
+            if added is not None:
+                await self.service.rate_message(who, change.chat.id, change.message_id, added)
+                return
+            for emoji in sorted(old - new):
+                stars = callbacks.stars_for([emoji])
+                if stars is not None:
+                    await self.service.unrate_message(who, change.chat.id, change.message_id, stars)
+        except ImagineError as err:
+            logger.info("reaction by %s not recorded: %s", who.key, err)

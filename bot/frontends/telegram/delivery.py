@@ -3,9 +3,9 @@
 A status message (queue place, ETA, progress; paced by :class:`~.status.StatusMessage`, with a
 ❌ Cancel button), then one photo with an inline keyboard, or an album plus a keyboard message
 replying to it (albums cannot carry keyboards). Photos over 10 MB or width+height > 10000 go
-as documents. The message ids the bot sent are recorded in the job's target (``tg<message_id>``
-→ chat id, ``tgi<message_id>`` → image index or -1 for the keyboard message), which is how a
-reaction finds its image.
+as documents. Every message the bot sent with a result is recorded in the service's message
+map (chat, message id → job and image index; the keyboard message shows every image), which is
+how a reaction finds its image.
 
 :class:`Delivering` is a part of :class:`~bot.frontends.telegram.front.TelegramFrontEnd`.
 """
@@ -142,7 +142,7 @@ class Delivering:
         keyboard = main_keyboard(delivery.job_id, len(delivery.images))
         reply = reply_parameters(target.get("reply_to"))
         names = [f"{delivery.job_id}-{i.index + 1}.png" for i in delivery.images]
-        refs: dict[str, Any] = {}
+        shown: list[tuple[int, int | None]] = []  # (message id, image index; None: every image)
         if len(delivery.images) == 1:
             image, data = delivery.images[0], datas[0]
             if as_photos:
@@ -153,7 +153,7 @@ class Delivering:
                 sent = await self.bot.send_document(chat_id, data, caption=caption, reply_markup=keyboard,
                                                     reply_parameters=reply, filename=names[0])
             messages = [sent]
-            refs[f"tg{sent.message_id}"], refs[f"tgi{sent.message_id}"] = chat_id, 0
+            shown.append((sent.message_id, 0))
         else:
             media = [
                 InputMediaPhoto(data, caption=caption if n == 0 else None, filename=name,
@@ -164,12 +164,13 @@ class Delivering:
             ]
             album = await self.bot.send_media_group(chat_id, media, reply_parameters=reply)
             for image, sent in zip(delivery.images, album):
-                refs[f"tg{sent.message_id}"], refs[f"tgi{sent.message_id}"] = chat_id, image.index
+                shown.append((sent.message_id, image.index))
             buttons = await self.bot.send_message(
                 chat_id, "🔄 reroll · U = full-quality file · V = variations · ⭐ rate an image",
                 reply_markup=keyboard, reply_parameters=reply_parameters(album[0].message_id))
-            refs[f"tg{buttons.message_id}"], refs[f"tgi{buttons.message_id}"] = chat_id, -1
+            shown.append((buttons.message_id, None))
             messages = [*album, buttons]
-        await self.service.record_refs(delivery.job_id, refs)
+        for message_id, index in shown:
+            await self.service.remember_message(delivery.job_id, PLATFORM, chat_id, message_id, index=index)
         await self.service.mark_delivered(delivery.job_id)
         return messages
