@@ -15,7 +15,7 @@ from PIL import Image
 
 from bot.frontends.discord import DiscordFrontEnd, DiscordSettings
 from bot.service import Who
-from storage import images, jobs, ratings, users
+from storage import images, jobs, messages, ratings, users
 from tests.fake_discord import FakeDiscord, RecordedRequest, fake_discord_server
 from tests.service_support import Env, service_env
 
@@ -110,7 +110,8 @@ async def test_imagine_defers_shows_progress_and_posts_a_grid_with_buttons(fake:
         row = await eventually(lambda: _delivered(env, job_id))
         assert row.request["seed"] == 7 and (row.request["width"], row.request["height"]) == (336, 192)
         assert row.request["count"] == 4 and row.request["steps"] == 2
-        assert row.target["platform"] == "discord" and row.target["messages"] == {message["id"]: -1}
+        assert row.target["platform"] == "discord"
+        assert await messages.find(env.db, "discord", None, message["id"]) == (job_id, None)
         assert row.target["jump_url"].endswith(f"/{fake.text_channel_id}/{message['id']}")
 
 
@@ -143,8 +144,7 @@ async def test_upscale_reroll_variation_and_owner_only_delete(fake: FakeDiscord,
         assert edit.files[0].data == env.store.path_for(stored[1].path).read_bytes()
         assert png_size(edit.files[0].data) == (256, 256) and "image #2" in single["content"]
         assert custom_ids(single) == [[f"imagine:var:{job_id}:1", f"imagine:del:{job_id}"]]
-        row = await jobs.get(env.db, job_id)
-        assert row.target["messages"][single["id"]] == 1
+        assert await messages.find(env.db, "discord", None, single["id"]) == (job_id, 1)
 
         reroll = await fake.send_interaction(fake.button(f"imagine:reroll:{job_id}", grid))
         _, rerolled = await result_of(fake, reroll)
@@ -264,8 +264,8 @@ async def test_expired_token_delivers_by_channel_message_after_a_429(fake: FakeD
         assert posted.json["components"][0]["components"][-1]["custom_id"].startswith("imagine:reroll:")
         message = posted.response
         job_id = posted.json["components"][0]["components"][-1]["custom_id"].split(":")[2]
-        row = await eventually(lambda: _delivered(env, job_id))
-        assert row.target["messages"] == {message["id"]: -1}
+        await eventually(lambda: _delivered(env, job_id))
+        assert await messages.find(env.db, "discord", None, message["id"]) == (job_id, None)
 
 
 async def test_files_over_the_upload_limit_are_reencoded(fake: FakeDiscord, tmp_path: Path, tiny: Any) -> None:
