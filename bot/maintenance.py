@@ -14,7 +14,7 @@ from typing import Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from storage import Database, ImageStore, jobs, quotas, retention
+from storage import Database, ImageStore, inbox, jobs, quotas, retention
 
 __all__ = ["Maintenance", "MaintenanceSettings"]
 
@@ -91,9 +91,12 @@ class Maintenance:
     async def prune_quota_rows(self, now: datetime | None = None) -> int:
         """Forget quota usage of windows older than quota_keep_days."""
         moment = (now or datetime.now(timezone.utc)) - timedelta(days=self.settings.quota_keep_days)
-        return await retention.prune_quota_usage(
+        removed = await retention.prune_quota_usage(
             self.db, quotas.window_start(moment, window=self.window)
         )
+        # handled inbox requests are only needed to recognise a platform's re-send: a day is plenty
+        await inbox.prune(self.db, (now or datetime.now(timezone.utc)) - timedelta(days=1))
+        return removed
 
     async def backup(self, now: datetime | None = None) -> Path | None:
         """Online backup of the database to backup_dir; keeps the newest backup_keep files."""

@@ -30,6 +30,7 @@ __all__ = [
     "active_count",
     "create",
     "escape_like",
+    "find_by_origin",
     "find_by_request_key",
     "get",
     "history",
@@ -99,12 +100,17 @@ async def create(
     checkpoint_hash: str | None = None,
     job_id: str | None = None,
     now: datetime | None = None,
+    origin: str | None = None,
 ) -> Job:
-    """Insert a ``queued`` job charged ``charged`` images to ``quota_window``."""
+    """Insert a ``queued`` job charged ``charged`` images to ``quota_window``.
+
+    ``origin`` names the platform request it came from (see :mod:`storage.inbox`); it is
+    unique, so a second insert for the same origin raises ``sqlite3.IntegrityError``.
+    """
     row = await db.fetchone(
         "INSERT INTO jobs (id, user_id, request, request_key, model_id, checkpoint_hash,"
-        " charged, quota_window, priority, target, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+        " charged, quota_window, priority, target, created_at, origin)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
         (
             job_id or uuid.uuid4().hex,
             user_id,
@@ -117,10 +123,17 @@ async def create(
             priority,
             json.dumps(target or {}, ensure_ascii=False),
             to_text(now),
+            origin,
         ),
     )
     assert row is not None
     return Job.from_row(row)
+
+
+async def find_by_origin(db: Executor, origin: str) -> Job | None:
+    """The job made from platform request ``origin``, or None."""
+    row = await db.fetchone("SELECT * FROM jobs WHERE origin = ?", (origin,))
+    return Job.from_row(row) if row else None
 
 
 async def get(db: Executor, job_id: str) -> Job | None:

@@ -64,6 +64,7 @@ class Job:
     started_at: str | None
     finished_at: str | None
     delivered_at: str | None
+    origin: str | None = None  # the platform request it came from (storage.inbox)
 
     @property
     def prompt(self) -> str:
@@ -89,6 +90,7 @@ class Job:
             started_at=row["started_at"],
             finished_at=row["finished_at"],
             delivered_at=row["delivered_at"],
+            origin=row["origin"] if "origin" in row.keys() else None,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -34,8 +34,9 @@ from bot.service.accounts_rules import QuotaStatus
 from bot.service.admin import AdminPart
 from bot.service.context import ServiceSettings
 from bot.service.history import HistoryPart
-from bot.service.jobs import JobsPart
+from bot.service.jobs import JobsPart, Origin
 from bot.service.tickets import (
+    AlreadyAccepted,
     CancelOutcome,
     Cancelled,
     FORGET_KEEPS,
@@ -59,6 +60,7 @@ from bot.service.tickets import (
 )
 
 __all__ = [
+    "AlreadyAccepted",
     "Cancelled",
     "CancelOutcome",
     "Delivery",
@@ -71,6 +73,7 @@ __all__ = [
     "HistoryView",
     "ImagineService",
     "NotAllowed",
+    "Origin",
     "NotFound",
     "QuotaExceeded",
     "QuotaStatus",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import uuid
 from dataclasses import replace
 from datetime import datetime
@@ -25,6 +26,7 @@ from bot.options import parse_imagine
 from bot.service import accounts_rules
 from bot.service.context import ACTIVE, ServiceContext
 from bot.service.tickets import (
+    AlreadyAccepted,
     CancelOutcome,
     Cancelled,
     Delivery,
@@ -43,12 +45,16 @@ from generation import queue as gq
 from generation.errors import ImagineError, JobCancelled
 from generation.queue import ShuttingDown
 from generation.request import GenerationRequest, GenerationResult, random_seed
-from storage import images, jobs, model_versions, quotas, users
+from storage import images, inbox, jobs, model_versions, quotas, users
 from storage.files import png_with_metadata
 from storage.db import Transaction
+from storage.inbox import InboxItem
 from storage.records import Image, User
+from storage.records import Job as JobRow
 
-__all__ = ["JobsPart"]
+__all__ = ["JobsPart", "Origin"]
+
+Origin = tuple[str, str]  # (platform, inbox key) of the stored request a job comes from
 
 logger = logging.getLogger(__name__)
 
@@ -84,16 +90,23 @@ class JobsPart(ServiceContext):
         await self.writes.close()
 
     async def imagine(self, who: Who, text: str, *, target: dict[str, Any] | None = None,
-                      **options: Any) -> Ticket:
-        """Accept ``/imagine text`` (plus typed options): charged, stored, queued; or raise."""
+                      origin: Origin | None = None, **options: Any) -> Ticket:
+        """Accept ``/imagine text`` (plus typed options): charged, stored, queued; or raise.
+
+        ``origin`` (platform, inbox key) ties the job to the stored platform request: the job
+        row and "handled" commit together, and a second call for the same origin raises
+        :class:`AlreadyAccepted` instead of making (and charging) a second job.
+        """
         user = await self._active_user(who)
         request = parse_imagine(
             text, caps=self.caps, defaults=accounts_rules.defaults_from(user.settings),
             user_id=who.user_id, platform=who.platform, **options,
         )
-        return await self._submit(who, user, request, target=target, dedupe=request.seed is not None)
+        return await self._submit(who, user, request, target=target, dedupe=request.seed is not None,
+                                  origin=origin)
 
-    async def reroll(self, who: Who, job_id: str, *, target: dict[str, Any] | None = None) -> Ticket:
+    async def reroll(self, who: Who, job_id: str, *, target: dict[str, Any] | None = None,
+                     origin: Origin | None = None) -> Ticket:
         """The same request as job ``job_id`` with a new seed, charged to ``who``."""
         user = await self._active_user(who)
         source = await self._job(job_id)
@@ -102,10 +115,10 @@ class JobsPart(ServiceContext):
         while seed == base.seed:
             seed = random_seed()
         request = replace(base, seed=seed, user_id=who.user_id, platform=who.platform)
-        return await self._submit(who, user, request, target=target, dedupe=False)
+        return await self._submit(who, user, request, target=target, dedupe=False, origin=origin)
 
     async def variation(self, who: Who, job_id: str, index: int, *,
-                        target: dict[str, Any] | None = None) -> Ticket:
+                        target: dict[str, Any] | None = None, origin: Origin | None = None) -> Ticket:
         """Variations of image ``index`` (0-based) of job ``job_id`` (img2img), charged to ``who``."""
         user = await self._active_user(who)
         source = await self._job(job_id)
@@ -125,11 +138,17 @@ class JobsPart(ServiceContext):
             )
         except TypeError:
             raise NotAllowed("Variations are not available on this bot yet.") from None
-        return await self._submit(who, user, self.caps.check(request), target=target, dedupe=False)
+        return await self._submit(who, user, self.caps.check(request), target=target, dedupe=False,
+                                  origin=origin)
 
     async def _submit(self, who: Who, user: User, request: GenerationRequest, *,
-                      target: dict[str, Any] | None, dedupe: bool) -> Ticket:
+                      target: dict[str, Any] | None, dedupe: bool, origin: Origin | None = None) -> Ticket:
         """Check, charge, store and enqueue ``request``."""
+        origin_key = _origin_key(origin)
+        if origin_key is not None:
+            existing = await jobs.find_by_origin(self.db, origin_key)
+            if existing is not None:
+                raise AlreadyAccepted(existing.id)
         # 1. Prompt safety: nothing is charged or written for a refused prompt
         await self.moderation.check_prompt(who, request.prompt, request.negative_prompt, target)
         request = request.with_seed()
@@ -138,25 +157,20 @@ class JobsPart(ServiceContext):
 
         # 2. An identical request with an explicit seed already made: serve the stored images
         if dedupe:
-            ticket = await self._serve_cached(user, request, key, target, now)
+            ticket = await self._serve_cached(user, request, key, target, now, origin)
             if ticket is not None:
                 return ticket
 
         # 3. Quota and job row in one transaction
         window = quotas.window_start(now, self.config.quota_window)
         priority = self.config.admin_priority and self.is_admin(who)
-        async with self.db.transaction() as tx:
-            if await quotas.consume_with_override(tx, user.id, request.count, self.config.daily_quota,
-                                                  window) is None:
-                limit = await quotas.effective_limit(tx, user.id, self.config.daily_quota)
-                used = await quotas.used(tx, user.id, window)
-                raise QuotaExceeded(self._quota_message(request.count, used, limit, now))
-            job = await jobs.create(
-                tx, user_id=user.id, request=request.to_dict(), model_id=self.model_id,
-                charged=request.count, quota_window=window, priority=int(priority),
-                target=target, key=key, checkpoint_hash=self.checkpoint_hash,
-                job_id=uuid.uuid4().hex[:12], now=now,
-            )
+        try:
+            job = await self._charge_and_store(user, request, key, target, now, window, priority, origin)
+        except sqlite3.IntegrityError:
+            found = await jobs.find_by_origin(self.db, origin_key) if origin_key else None
+            if found is None:
+                raise
+            raise AlreadyAccepted(found.id) from None
 
         # 4. Only now into the queue; a refusal gives the quota back
         try:
@@ -167,8 +181,29 @@ class JobsPart(ServiceContext):
         logger.info("job %s accepted for %s (%d image(s))", job.id, who.key, request.count)
         return self._follow(job.id, request, qjob, job.target)
 
+    async def _charge_and_store(self, user: User, request: GenerationRequest, key: str,
+                                target: dict[str, Any] | None, now: datetime, window: str,
+                                priority: bool, origin: Origin | None) -> JobRow:
+        """One transaction: consume quota, insert the job row, close its inbox request."""
+        async with self.db.transaction() as tx:
+            if await quotas.consume_with_override(tx, user.id, request.count, self.config.daily_quota,
+                                                  window) is None:
+                limit = await quotas.effective_limit(tx, user.id, self.config.daily_quota)
+                used = await quotas.used(tx, user.id, window)
+                raise QuotaExceeded(self._quota_message(request.count, used, limit, now))
+            job = await jobs.create(
+                tx, user_id=user.id, request=request.to_dict(), model_id=self.model_id,
+                charged=request.count, quota_window=window, priority=int(priority),
+                target=target, key=key, checkpoint_hash=self.checkpoint_hash,
+                job_id=uuid.uuid4().hex[:12], now=now, origin=_origin_key(origin),
+            )
+            if origin is not None:
+                await inbox.mark_handled(tx, origin[0], origin[1], now)
+        return job
+
     async def _serve_cached(self, user: User, request: GenerationRequest, key: str,
-                            target: dict[str, Any] | None, now: datetime) -> Ticket | None:
+                            target: dict[str, Any] | None, now: datetime,
+                            origin: Origin | None = None) -> Ticket | None:
         """A done Ticket from stored images of an identical request, or None."""
         found = await jobs.find_by_request_key(self.db, key)
         if found is None:
@@ -182,8 +217,10 @@ class JobsPart(ServiceContext):
             job = await jobs.create(
                 tx, user_id=user.id, request=request.to_dict(), model_id=self.model_id, charged=0,
                 target=target, key=key, checkpoint_hash=found.checkpoint_hash,
-                job_id=uuid.uuid4().hex[:12], now=now,
+                job_id=uuid.uuid4().hex[:12], now=now, origin=_origin_key(origin),
             )
+            if origin is not None:
+                await inbox.mark_handled(tx, origin[0], origin[1], now)
             rows = [
                 await images.add_image(tx, job.id, i.idx, i.seed, i.path, i.sha256, i.width,
                                        i.height, i.bytes, i.safety, now)
@@ -377,3 +414,21 @@ class JobsPart(ServiceContext):
         logger.info("job %s cancelled by %s", row.id, who.key)
         return CancelOutcome(row.id, self._text(row.request), after.status,
                              after.charged if after.refunded else 0)
+
+    # -- the inbox: acknowledge only what is stored ------------------------------------------------
+
+    async def receive(self, platform: str, key: str | int, payload: dict[str, Any]) -> bool:
+        """Store a platform request before acknowledging it; False if it was stored before."""
+        return await inbox.receive(self.db, platform, key, payload, self.clock())
+
+    async def handled(self, platform: str, key: str | int) -> bool:
+        """Close a stored request whose outcome was not a job (a refusal sent, a button done)."""
+        return await inbox.mark_handled(self.db, platform, key, self.clock())
+
+    async def unhandled(self, platform: str) -> list[InboxItem]:
+        """Requests stored but not handled before a crash, oldest first, to process again."""
+        return await inbox.unhandled(self.db, platform)
+
+
+def _origin_key(origin: Origin | None) -> str | None:
+    return None if origin is None else f"{origin[0]}:{origin[1]}"

@@ -16,6 +16,7 @@ from generation.errors import ImagineError
 from generation.request import GenerationRequest
 
 __all__ = [
+    "AlreadyAccepted",
     "CancelOutcome",
     "Cancelled",
     "Delivery",
@@ -275,6 +276,18 @@ class CancelOutcome:
     text: str
     status: str
     refunded: int
+
+
+class AlreadyAccepted(Exception):
+    """This platform request already made job ``job_id`` (it was processed before a restart).
+
+    Not an :class:`ImagineError`: there is nothing to tell the user; the job is followed by
+    recovery, so the front end only skips the request.
+    """
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"already accepted as job {job_id}")
+        self.job_id = job_id
 
 
 FORGET_KEEPS = (
