@@ -40,21 +40,18 @@ class GroupWriter:
         self.groups = 0  # transactions committed (for tests and benchmarks)
         self._pending: asyncio.Queue[tuple[Write, asyncio.Future[Any]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
-        self._closed = False
 
     async def run(self, write: Callable[[Transaction], Awaitable[T]]) -> T:
         """Run ``write(tx)`` in a transaction shared with other writes queued at the same time."""
-        if self._closed:
-            raise RuntimeError("the group writer is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.put_nowait((write, future))
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain(), name="group-writer")
         return await future
 
-    async def close(self) -> None:
-        """Finish what is queued, then refuse new writes."""
-        self._closed = True
+    async def flush(self) -> None:
+        """Wait until everything queued so far is committed (later writes still work, until the
+        database itself closes: a front end may record a delivery after the service closed)."""
         if self._task is not None:
             await asyncio.shield(self._task)
 

@@ -87,7 +87,7 @@ class JobsPart(ServiceContext):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self.writes.close()
+        await self.writes.flush()
 
     async def imagine(self, who: Who, text: str, *, target: dict[str, Any] | None = None,
                       origin: Origin | None = None, **options: Any) -> Ticket:
