@@ -1,0 +1,150 @@
+"""Blocklist entries and their inflected forms, indexed for stretch-tolerant lookup.
+
+An entry is a word or words with optional flags after ``|`` (format in blocklist.txt)::
+
+    porn                        high confidence: refuse and give a strike
+    cock | low sense=rooster,hen,farm     low confidence; an innocent sense when these words are near
+    sex | lang=sv,da,no,la      an ordinary word in those languages (Swedish "sex" is six)
+    dick | low name             a first name: "Dick Allen" (Capitalized, next to a Capitalized word)
+    ass | low noglue noreverse  not looked for inside glued words, nor reversed
+
+Each entry expands to its inflections (``porn`` → porno, porns, porny, …; ``tits`` → tit,
+titty, titties; ``nude`` → nudes, nudity, nuda, …). The index maps the form with letter runs
+collapsed ("gooore" → "gore") to candidates, and a candidate matches a token only when each
+letter run of the token is at least as long as the form's, so "assassin" never meets "asasin".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+__all__ = ["Entry", "Index", "collapse", "inflections", "parse_entry"]
+
+HIGH, LOW = "high", "low"
+_FLAGS = {"high", "low", "name", "noglue", "noreverse", "noinflect"}
+_RUNS = re.compile(r"(.)\1+")
+_VOWELS = set("aeiou")
+_SUFFIXES = ("s", "es", "z", "y", "ie", "ies", "ier", "iest", "ing", "ed")  # sexy, sexier, cumming, nudes
+_LONG_SUFFIXES = ("ic", "a", "ness")  # only on stems of 5+ letters: erotica, orgasmic, nakedness
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One blocklist word (or words) and how it is judged."""
+
+    term: str
+    category: str
+    tier: str = HIGH
+    langs: frozenset[str] = frozenset()
+    sense: frozenset[str] = frozenset()
+    name: bool = False
+    glue: bool = True
+    reverse: bool = True
+    inflect: bool = True
+
+    @property
+    def rule(self) -> str:
+        return self.term
+
+
+@dataclass
+class Index:
+    """Collapsed form → [(form, entry)], with a pattern finding glued candidates."""
+
+    forms: dict[str, list[tuple[str, Entry]]] = field(default_factory=dict)
+    glued: re.Pattern[str] | None = None
+
+    def add(self, entry: Entry) -> None:
+        forms = inflections(entry.term) if entry.inflect else {entry.term}
+        for form in forms | {f.replace(" ", "") for f in forms if " " in f}:
+            bucket = self.forms.setdefault(collapse(form), [])
+            if all(existing != form or e.category != entry.category for existing, e in bucket):
+                bucket.append((form, entry))
+
+    def finish(self, entries: Iterable[Entry]) -> None:
+        stems = sorted({collapse(e.term.replace(" ", "")) for e in entries
+                        if e.glue and len(collapse(e.term)) >= 3}, key=len, reverse=True)
+        if stems:
+            self.glued = re.compile("|".join(re.escape(s) for s in stems))
+
+    def lookup(self, token: str) -> Entry | None:
+        """The entry ``token`` is a (stretched) form of, high confidence first; else None."""
+        bucket = self.forms.get(collapse(token))
+        if not bucket:
+            return None
+        found = [e for form, e in bucket if _covers(token, form)]
+        if not found:
+            return None
+        return min(found, key=lambda e: e.tier != HIGH)
+
+
+def collapse(text: str) -> str:
+    """``text`` with each run of a repeated character shortened to one ("gooore" → "gore")."""
+    return _RUNS.sub(r"\1", text)
+
+
+def _runs(text: str) -> list[tuple[str, int]]:
+    return [(m.group(1), len(m.group(0))) for m in re.finditer(r"(.)\1*", text)]
+
+
+def _covers(token: str, form: str) -> bool:
+    """Each letter run of ``token`` is at least as long as the same run of ``form``."""
+    a, b = _runs(token), _runs(form)
+    return len(a) == len(b) and all(x == y and n >= m for (x, n), (y, m) in zip(a, b))
+
+
+def inflections(term: str) -> set[str]:
+    """``term`` and its inflected forms: plurals, singulars, -ing/-ed/-y/-ic/-a …"""
+    if " " in term:
+        head, _, last = term.rpartition(" ")
+        return {f"{head} {form}" for form in inflections(last)}
+    stems = {term}
+    if term.endswith("ies") and len(term) > 4:
+        stems.add(term[:-3] + "y")
+        stems.add(term[:-3] + "ie")
+    elif term.endswith("es") and len(term) > 4 and term[-3] in "sxz":
+        stems.add(term[:-2])
+    elif term.endswith("s") and not term.endswith("ss") and len(term) > 3:
+        stems.add(term[:-1])
+    forms = set(stems)
+    for stem in stems:
+        bases = {stem}
+        if stem.endswith("e"):
+            bases.add(stem[:-1])  # nude → nudity, nuding; gore → gory
+        if stem.endswith("y"):
+            bases.add(stem[:-1] + "i")  # horny → hornier
+        if len(stem) == 3 and stem[1] in _VOWELS and stem[0] not in _VOWELS and stem[2] not in _VOWELS | set("wxy"):
+            bases.add(stem + stem[-1])  # cum → cumming, tit → titty
+        suffixes = _SUFFIXES + (_LONG_SUFFIXES if len(stem) >= 5 else ())
+        for base in bases:
+            for suffix in suffixes:
+                if base != stem and suffix[0] not in _VOWELS and suffix != "y":
+                    continue  # nud+s and cumm+s are not forms; nude+s and cum+s are
+                forms.add(base + suffix)
+    return forms
+
+
+def parse_entry(line: str, category: str) -> Entry:
+    """An :class:`Entry` from a blocklist line ``word [| flags]``; ValueError names a bad flag."""
+    word, _, flags = line.partition("|")
+    term = " ".join(re.findall(r"[^\W_]+", word.casefold()))
+    if not term:
+        raise ValueError(f"empty blocklist word in {line!r}")
+    options: dict[str, object] = {}
+    for flag in flags.split():
+        key, eq, value = flag.partition("=")
+        if eq and key in ("lang", "sense"):
+            options["langs" if key == "lang" else key] = frozenset(v.strip().casefold() for v in value.split(",") if v)
+        elif not eq and key in _FLAGS:
+            if key in (HIGH, LOW):
+                options["tier"] = key
+            elif key == "name":
+                options["name"] = True
+            else:
+                options[key[2:]] = False
+        else:
+            raise ValueError(f"unknown blocklist flag {flag!r} in {line!r}; "
+                             f"known: {', '.join(sorted(_FLAGS))}, lang=…, sense=…")
+    return Entry(term, category, **options)  # type: ignore[arg-type]

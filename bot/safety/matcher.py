@@ -1,0 +1,257 @@
+"""The matcher behind BlocklistChecker: which rule fires on a prompt, and how sure it is.
+
+For every view of the prompt (:func:`bot.safety.normalize.views`), after allowed phrases are
+taken out (:mod:`bot.safety.allowlist`), each token is tried as::
+
+    word        a listed word or an inflection of one, letters stretched or not     "sexy", "pooorn"
+    glued       a compound split by word frequencies, when a piece is a listed word "hotnakedgirl"
+    reversed    a listed word backwards, when the token is no common word itself     "edun"
+    split       2–4 adjacent chunks that make a listed word, when they are no phrase "por no"
+    near        a word of one list near a word of another (minors near sexual words)
+    pattern     an operator's regular expression on the normalized text
+
+A word hit is dropped when the prompt shows the word's innocent reading: a proper name
+("Dick Allen"), an innocent sense nearby ("a cock crowing at dawn"), or a language where it is
+an ordinary word (Swedish "sex katter"). The most severe match wins: high before low
+confidence, then the order of the categories.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from bot.safety import words
+from bot.safety.allowlist import Allowlist
+from bot.safety.lexicon import HIGH, LOW, Entry, Index, collapse
+from bot.safety.normalize import View, views
+
+__all__ = ["Match", "Matcher", "NearRule"]
+
+REVERSE_MAX_COUNT = 5e5  # a reversed token this common is a word ("lana"), not a disguise
+COMPOUND_MIN_COUNT = 2e4  # "gore-tex" is one word when "goretex" is this common
+STRONG_REST_COUNT = 1e5  # "nudewoman": a listed prefix/suffix plus a word this common
+KNOWN_WORD_COUNT = 1e6  # "cocktail", "middlesex": a whole word this common is never split
+NEAR_WINDOW = 12  # tokens between the two words of a near rule
+SENSE_WINDOW = 6
+_AGE = re.compile(r"^(?:[1-9]|1[0-7])(?:yo|yrs?|years?)?$")
+_AGE_WORDS = {"yo", "yr", "yrs", "year", "years"}
+_TITLED = re.compile(r"\b[A-Z][a-z]+\b|\b[A-Z]\.")
+
+
+@dataclass(frozen=True)
+class Match:
+    """A rule that fired: its category, confidence tier, and a short name for the log."""
+
+    category: str
+    tier: str
+    rule: str
+
+
+@dataclass(frozen=True)
+class NearRule:
+    """``category`` fires when a word of ``first`` and one of ``second`` are within a window.
+
+    ``second`` may name whole categories ("@explicit sexual content"): any hit there counts.
+    """
+
+    category: str
+    first: frozenset[str]
+    second: frozenset[str]
+    categories: frozenset[str]
+    ages: bool = False
+
+    @classmethod
+    def parse(cls, spec: str, category: str) -> NearRule:
+        first, sep, second = spec.partition("/")
+        if not sep:
+            raise ValueError(f"near rule {spec!r} for {category!r} needs two lists: 'near: a, b / c, d'")
+        a = {w.strip().casefold() for w in first.split(",") if w.strip()}
+        b = {w.strip().casefold() for w in second.split(",") if w.strip()}
+        cats = frozenset(w[1:].strip() for w in b if w.startswith("@"))
+        ages = "<18" in a
+        to_key = lambda ws: frozenset(collapse(" ".join(re.findall(r"[^\W_]+", w))) for w in ws  # noqa: E731
+                                      if not w.startswith("@") and w != "<18")
+        return cls(category, to_key(a), to_key(b), cats, ages)
+
+
+class Matcher:
+    """Entries, patterns, near rules and the allowlist, compiled for fast matching."""
+
+    def __init__(self, entries: Iterable[Entry], patterns: Iterable[tuple[str, re.Pattern[str]]] = (),
+                 near: Iterable[NearRule] = (), allowlist: Allowlist | None = None,
+                 order: Sequence[str] = ()) -> None:
+        self.entries = list(entries)
+        self.index = Index()
+        for entry in self.entries:
+            self.index.add(entry)
+        self.index.finish(self.entries)
+        self.patterns = list(patterns)
+        self.near = list(near)
+        self.allowlist = allowlist or Allowlist()
+        self._rank = {name: i for i, name in enumerate(order)}
+        self._strong = sorted({e.term for e in self.entries if e.glue and len(e.term) >= 4 and " " not in e.term},
+                              key=len, reverse=True)
+
+    # -- the whole prompt ------------------------------------------------------------------------
+
+    def match(self, text: str, skip: frozenset[str] = frozenset()) -> Match | None:
+        """The most severe rule that fires on ``text``, or None."""
+        found: list[Match] = []
+        seen = views(text, self._compound)
+        written = set(seen[0].tokens)
+        for view in seen:
+            found += self._view_matches(view, text, skip, written)
+            if any(m.tier == HIGH for m in found):
+                break
+        if not found:
+            return None
+        return min(found, key=lambda m: (m.tier != HIGH, self._rank.get(m.category, len(self._rank))))
+
+    def _compound(self, glued: str) -> bool:
+        return glued in self.allowlist.words or (self.index.lookup(glued) is None
+                                                  and words.count(glued) >= COMPOUND_MIN_COUNT)
+
+    def _view_matches(self, view: View, text: str, skip: frozenset[str], written: set[str]) -> list[Match]:
+        tokens = view.tokens
+        covered = self.allowlist.covered(tokens)
+        hits: dict[int, tuple[Entry, str]] = {}
+        for i, token in enumerate(tokens):
+            if i not in covered and (hit := self._token(token, tokens, i, covered)):
+                hits[i] = hit
+        self._split(tokens, covered, hits)
+        found: list[Match] = []
+        category_hits: set[str] = set()
+        for i, (entry, how) in sorted(hits.items()):
+            if how == "word" and tokens[i] in written and self._innocent(entry, tokens, i, text, len(hits)):
+                continue
+            category_hits.add(entry.category)
+            if entry.category not in skip:
+                found.append(Match(entry.category, entry.tier, f"{how}:{entry.rule}"))
+        for rule in self.near:
+            if rule.category not in skip and self._near(rule, tokens, covered, hits, category_hits):
+                found.append(Match(rule.category, HIGH, f"near:{rule.category}"))
+        for category, pattern in self.patterns:
+            if category not in skip and pattern.search(view.text):
+                found.append(Match(category, HIGH, f"pattern:{pattern.pattern[:40]}"))
+        return found
+
+    # -- one token -------------------------------------------------------------------------------
+
+    def _token(self, token: str, tokens: list[str], i: int, covered: set[int]) -> tuple[Entry, str] | None:
+        entry = self.index.lookup(token)
+        if entry is not None:
+            return entry, "word"
+        if i + 1 < len(tokens) and i + 1 not in covered:  # multi-word entries: "rule 34", "child porn"
+            for n in (2, 3):
+                if i + n <= len(tokens) and (entry := self.index.lookup(" ".join(tokens[i:i + n]))):
+                    return entry, "word"
+        if token.isdigit() or len(token) < 4:
+            return None
+        if len(token) >= 5 and self.index.glued is not None and (
+                self.index.glued.search(token) or self.index.glued.search(collapse(token))):
+            if (entry := self._glued(token)) is not None:
+                return entry, "glued"
+        reverse = self.index.lookup(token[::-1])
+        if reverse is not None and reverse.reverse and len(reverse.term) >= 4 \
+                and words.count(token) < REVERSE_MAX_COUNT and token not in self.allowlist.words:
+            return reverse, "reversed"
+        return None
+
+    def _glued(self, token: str) -> Entry | None:
+        if token in self.allowlist.words:
+            return None
+        pieces = words.segment(token)
+        if len(pieces) > 1:
+            covered = self.allowlist.covered(pieces)
+            for j, piece in enumerate(pieces):
+                if j in covered:
+                    continue
+                entry = self.index.lookup(piece)
+                if entry is None and j + 1 < len(pieces) and j + 1 not in covered:
+                    entry = self.index.lookup(piece + pieces[j + 1])  # "hen" "tai" → hentai
+                if entry is not None and entry.glue:
+                    return entry
+        if words.count(token) >= KNOWN_WORD_COUNT:
+            return None
+        for stem in self._strong:  # "nudewoman", "pornvideo": a listed word glued to a common one
+            rest = token[len(stem):] if token.startswith(stem) else token[:-len(stem)] if token.endswith(stem) else None
+            if rest and len(rest) >= 3 and words.count(rest) >= STRONG_REST_COUNT:
+                return self.index.lookup(stem)
+        return None
+
+    def _split(self, tokens: list[str], covered: set[int], hits: dict[int, tuple[Entry, str]]) -> None:
+        """Chunks that make a listed word: "por no", "na ked", "po rn" (not "pen is")."""
+        for i in range(len(tokens) - 1):
+            for n in (2, 3, 4):
+                window = tokens[i:i + n]
+                if len(window) < n or any(j in covered or j in hits for j in range(i, i + n)):
+                    break
+                joined = "".join(window)
+                if len(joined) > 16 or any(t.isdigit() for t in window):
+                    break
+                entry = self.index.lookup(joined)
+                if entry is not None and not self._phrase(window):
+                    hits[i] = (entry, "split")
+                    break
+
+    @staticmethod
+    def _phrase(window: Sequence[str]) -> bool:
+        """Whether adjacent chunks read as ordinary words in a row ("pen is", "an al")."""
+        return all(words.known_bigram(a, b) for a, b in zip(window, window[1:]))
+
+    # -- innocent readings and near rules ----------------------------------------------------------
+
+    def _innocent(self, entry: Entry, tokens: list[str], i: int, text: str, hit_count: int) -> bool:
+        if entry.sense:
+            nearby = tokens[max(0, i - SENSE_WINDOW):i] + tokens[i + 1:i + 1 + SENSE_WINDOW]
+            if any(t in entry.sense or t.rstrip("s") in entry.sense for t in nearby):
+                return True
+        if entry.name and _titled_pair(text, tokens[i]):
+            return True
+        if entry.langs and hit_count == 1 and sum(t.isalpha() for t in tokens) >= 3:
+            return words.language(text, entry.langs) in entry.langs
+        return False
+
+    def _near(self, rule: NearRule, tokens: list[str], covered: set[int],
+              hits: dict[int, tuple[Entry, str]], category_hits: set[str]) -> bool:
+        first: list[int] = []
+        second: list[int] = []
+        for i, token in enumerate(tokens):
+            if i in covered:
+                continue
+            key = collapse(token)
+            pair = collapse(" ".join(tokens[i:i + 2]))
+            if key in rule.first or pair in rule.first or (rule.ages and _is_age(tokens, i)):
+                first.append(i)
+            hit = hits.get(i)
+            if key in rule.second or pair in rule.second or (hit and hit[0].category in rule.categories
+                                                             and hit[0].category in category_hits):
+                second.append(i)
+        return any(abs(a - b) <= NEAR_WINDOW for a in first for b in second if a != b)
+
+
+def _is_age(tokens: list[str], i: int) -> bool:
+    """"12yo", "12 yo", "12 year old", "twelve"-less ages under 18 at position ``i``."""
+    token = tokens[i]
+    if not _AGE.match(token):
+        return False
+    if not token.isdigit():
+        return True
+    return i + 1 < len(tokens) and tokens[i + 1] in _AGE_WORDS
+
+
+def _titled_pair(text: str, word: str) -> bool:
+    """Whether ``word`` is written Capitalized next to another Capitalized word (a name)."""
+    names = _TITLED.findall(text)
+    if not names or text.isupper():
+        return False
+    lowered = [n.casefold().rstrip(".") for n in names]
+    for m in re.finditer(r"\b[A-Z][a-z]+\b", text):
+        if m.group(0).casefold() == word:
+            before = text[:m.start()].rstrip()
+            after = text[m.end():].lstrip()
+            if re.search(r"(?:\b[A-Z][a-z]*\.?|\b[A-Z]\.)$", before) or re.match(r"[A-Z][a-z]*\b", after):
+                return len(lowered) >= 2
+    return False
