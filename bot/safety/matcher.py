@@ -154,7 +154,7 @@ class Matcher:
             if (entry := self._glued(token)) is not None:
                 return entry, "glued"
         reverse = self.index.lookup(token[::-1])
-        if reverse is not None and reverse.reverse and len(reverse.term) >= 4 \
+        if reverse is not None and reverse.reverse \
                 and words.count(token) < REVERSE_MAX_COUNT and token not in self.allowlist.words:
             return reverse, "reversed"
         return None
@@ -211,7 +211,7 @@ class Matcher:
         if entry.name and _titled_pair(text, tokens[i]):
             return True
         if entry.langs and hit_count == 1 and sum(t.isalpha() for t in tokens) >= 3:
-            return words.language(text, entry.langs) in entry.langs
+            return words.language(text) in entry.langs
         return False
 
     def _near(self, rule: NearRule, tokens: list[str], covered: set[int],

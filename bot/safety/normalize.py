@@ -94,6 +94,8 @@ def _letter_map() -> dict[int, str]:
                 target = nxt
             if len(target) == 1 and ord(target) in named:
                 target = named[ord(target)]
+            if target == "l" and unicodedata.category(char) == "Lu":
+                target = "I"  # Greek Ι, Cyrillic І: a capital i as written, not an l
             if len(target) == 1 and target.isascii() and target.isalnum():
                 table[ord(char)] = target
                 break

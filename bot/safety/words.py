@@ -3,7 +3,7 @@
     count(word)            how often ``word`` occurs in English web text (wordsegment's unigrams)
     known_bigram(a, b)     "pen is" is a phrase people write; "hen tai" is not
     segment(token)         "hotnakedgirl" → hot naked girl; "scunthorpe" stays one word
-    language(text, langs)  the likeliest of English and ``langs`` for ``text`` (py3langid)
+    language(text)         the likeliest language of ``text`` (py3langid)
 
 The dictionaries load on first use (about 0.6 s, 60 MB) and only prompts that contain a
 listed word, glued or split, ever reach them.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Iterable
 
 __all__ = ["count", "known_bigram", "language", "segment"]
 
@@ -58,12 +57,9 @@ def segment(token: str) -> tuple[str, ...]:
     return tuple(wordsegment.segment(token)) or (token,)
 
 
-def language(text: str, langs: Iterable[str]) -> str:
-    """The likeliest language of ``text`` among English and ``langs`` (ISO 639-1 codes)."""
-    candidates = {"en", *langs}
-    from py3langid.langid import rank
+@functools.lru_cache(maxsize=1024)
+def language(text: str) -> str:
+    """The likeliest language of ``text`` (an ISO 639-1 code, by py3langid)."""
+    from py3langid.langid import classify
 
-    for lang, _score in rank(text):
-        if lang in candidates:
-            return str(lang)
-    return "en"
+    return str(classify(text)[0])

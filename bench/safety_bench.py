@@ -1,0 +1,112 @@
+"""Prompt-filter benchmark on the project's tables: catch rate per family, false refusals, speed.
+
+Reads tests/data/safety_disguised.tsv (family, category, prompt: must be refused) and
+tests/data/safety_innocent.tsv (family, prompt: must be allowed), checks every prompt with the
+shipped BlocklistChecker, and prints the catch rate per family, every miss, every false
+refusal and prompts per second on one core (the tables' prompts, cold caches first, then
+``--rounds`` warm passes). Goal: >= 95 % caught, 0 false refusals, >= 10,000 prompts/s.
+Writes bench/results/safety_bench.json. Not a test: run `python bench/safety_bench.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bot.safety import BlocklistChecker  # noqa: E402
+from bot.safety import words  # noqa: E402
+
+DATA = ROOT / "tests" / "data"
+
+
+def read_table(path: Path) -> list[list[str]]:
+    """Rows of a tab-separated table, comments and blank lines skipped."""
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.startswith("#"):
+            rows.append(line.split("\t"))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=20, help="warm passes over both tables for the speed figure")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "safety_bench.json")
+    args = parser.parse_args()
+
+    disguised = read_table(DATA / "safety_disguised.tsv")
+    innocent = read_table(DATA / "safety_innocent.tsv")
+    started = time.perf_counter()
+    checker = BlocklistChecker.default()
+    words.count("warm")  # load the word frequencies (once per process), so speed is per prompt
+    setup_s = time.perf_counter() - started
+
+    families: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    misses, wrong_category, false_refusals = [], [], []
+    tiers: dict[str, int] = defaultdict(int)
+    cold_start = time.perf_counter()
+    for family, category, prompt in disguised:
+        verdict = checker.check(prompt)
+        families[family][1] += 1
+        if verdict.allowed:
+            misses.append({"family": family, "prompt": prompt})
+            continue
+        families[family][0] += 1
+        tiers[verdict.tier or "high"] += 1
+        if verdict.category != category:
+            wrong_category.append({"prompt": prompt, "expected": category, "got": verdict.category})
+    for family, prompt in innocent:
+        verdict = checker.check(prompt)
+        if not verdict.allowed:
+            false_refusals.append({"family": family, "prompt": prompt, "category": verdict.category,
+                                   "tier": verdict.tier, "rule": verdict.rule})
+    cold_s = time.perf_counter() - cold_start
+    prompts = [row[-1] for row in disguised] + [row[-1] for row in innocent]
+
+    per_round = []
+    for _ in range(args.rounds):
+        t = time.perf_counter()
+        for prompt in prompts:
+            checker.check(prompt)
+        per_round.append(time.perf_counter() - t)
+    warm_rate = len(prompts) / statistics.median(per_round)
+    cold_rate = len(prompts) / cold_s
+
+    caught = sum(c for c, _ in families.values())
+    rate = caught / len(disguised)
+    print(f"{'family':<28} caught")
+    for family, (c, n) in families.items():
+        print(f"{family:<28} {c:>3}/{n:<3} {100 * c / n:5.1f} %")
+    print(f"\ncaught {caught}/{len(disguised)} = {100 * rate:.1f} % (tiers: {dict(tiers)}); "
+          f"false refusals {len(false_refusals)}/{len(innocent)}; wrong category {len(wrong_category)}")
+    for miss in misses:
+        print(f"  MISS   [{miss['family']}] {miss['prompt']!r}")
+    for wrong in false_refusals:
+        print(f"  REFUSED [{wrong['family']}] {wrong['prompt']!r} -> {wrong['category']} ({wrong['tier']}, {wrong['rule']})")
+    for wrong in wrong_category:
+        print(f"  CATEGORY {wrong['prompt']!r}: expected {wrong['expected']}, got {wrong['got']}")
+    print(f"\nspeed: {cold_rate:,.0f} prompts/s first pass (cold caches), {warm_rate:,.0f} prompts/s warm "
+          f"(median of {args.rounds} passes over {len(prompts)} prompts, one core); setup {setup_s:.2f} s")
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({
+        "disguised": len(disguised), "innocent": len(innocent), "caught": caught, "catch_rate": round(rate, 4),
+        "false_refusals": false_refusals, "misses": misses, "wrong_category": wrong_category,
+        "families": {f: {"caught": c, "total": n} for f, (c, n) in families.items()}, "tiers": dict(tiers),
+        "prompts_per_s_cold": round(cold_rate), "prompts_per_s_warm": round(warm_rate), "setup_s": round(setup_s, 2),
+        "python": platform.python_version(), "machine": platform.machine(), "processor": platform.processor(),
+    }, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+
+
+if __name__ == "__main__":
+    main()
