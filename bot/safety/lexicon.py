@@ -16,6 +16,7 @@ letter run of the token is at least as long as the form's, so "assassin" never m
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ class Index:
 
     forms: dict[str, list[tuple[str, Entry]]] = field(default_factory=dict)
     glued: re.Pattern[str] | None = None
+    _seen: dict[str, Entry | None] = field(default_factory=dict)  # token → lookup result, bounded
 
     def add(self, entry: Entry) -> None:
         forms = inflections(entry.term) if entry.inflect else {entry.term}
@@ -71,6 +73,16 @@ class Index:
 
     def lookup(self, token: str) -> Entry | None:
         """The entry ``token`` is a (stretched) form of, high confidence first; else None."""
+        try:
+            return self._seen[token]
+        except KeyError:
+            pass
+        if len(self._seen) > 100_000:
+            self._seen.clear()
+        found = self._seen[token] = self._lookup(token)
+        return found
+
+    def _lookup(self, token: str) -> Entry | None:
         bucket = self.forms.get(collapse(token))
         if not bucket:
             return None
@@ -80,6 +92,7 @@ class Index:
         return min(found, key=lambda e: e.tier != HIGH)
 
 
+@functools.lru_cache(maxsize=65536)
 def collapse(text: str) -> str:
     """``text`` with each run of a repeated character shortened to one ("gooore" → "gore")."""
     return _RUNS.sub(r"\1", text)

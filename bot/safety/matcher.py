@@ -25,16 +25,18 @@ from dataclasses import dataclass
 from bot.safety import words
 from bot.safety.allowlist import Allowlist
 from bot.safety.lexicon import HIGH, LOW, Entry, Index, collapse
-from bot.safety.normalize import View, views
+from bot.safety.normalize import View, letter_map, skeleton, views
 
 __all__ = ["Match", "Matcher", "NearRule"]
 
 REVERSE_MAX_COUNT = 5e5  # a reversed token this common is a word ("lana"), not a disguise
 COMPOUND_MIN_COUNT = 2e4  # "gore-tex" is one word when "goretex" is this common
 STRONG_REST_COUNT = 1e5  # "nudewoman": a listed prefix/suffix plus a word this common
-KNOWN_WORD_COUNT = 1e6  # "cocktail", "middlesex": a whole word this common is never split
+KNOWN_WORD_COUNT = 1e6
+PIECE_MIN_COUNT = 1e6  # "sexagenarian" is no "sex agen arian": every piece of a split must be common  # "cocktail", "middlesex": a whole word this common is never split
 NEAR_WINDOW = 12  # tokens between the two words of a near rule
 SENSE_WINDOW = 6
+_SHORT_WORDS = {"a", "i", "on", "in", "of", "at", "my", "to", "an", "by", "up", "me", "us", "her", "his"}
 _AGE = re.compile(r"^(?:[1-9]|1[0-7])(?:yo|yrs?|years?)?$")
 _AGE_WORDS = {"yo", "yr", "yrs", "year", "years"}
 _TITLED = re.compile(r"\b[A-Z][a-z]+\b|\b[A-Z]\.")
@@ -82,6 +84,7 @@ class Matcher:
     def __init__(self, entries: Iterable[Entry], patterns: Iterable[tuple[str, re.Pattern[str]]] = (),
                  near: Iterable[NearRule] = (), allowlist: Allowlist | None = None,
                  order: Sequence[str] = ()) -> None:
+        letter_map()  # built once here, not on the first prompt
         self.entries = list(entries)
         self.index = Index()
         for entry in self.entries:
@@ -147,15 +150,15 @@ class Matcher:
             for n in (2, 3):
                 if i + n <= len(tokens) and (entry := self.index.lookup(" ".join(tokens[i:i + n]))):
                     return entry, "word"
-        if token.isdigit() or len(token) < 4:
+        if token.isdigit() or len(token) < 3:
             return None
         if len(token) >= 5 and self.index.glued is not None and (
                 self.index.glued.search(token) or self.index.glued.search(collapse(token))):
             if (entry := self._glued(token)) is not None:
                 return entry, "glued"
         reverse = self.index.lookup(token[::-1])
-        if reverse is not None and reverse.reverse \
-                and words.count(token) < REVERSE_MAX_COUNT and token not in self.allowlist.words:
+        if reverse is not None and reverse.reverse and (len(token) >= 4 or reverse.tier == HIGH) \
+                and words.count(token) < (REVERSE_MAX_COUNT if len(token) >= 4 else REVERSE_MAX_COUNT / 2) and token not in self.allowlist.words:
             return reverse, "reversed"
         return None
 
@@ -163,7 +166,8 @@ class Matcher:
         if token in self.allowlist.words:
             return None
         pieces = words.segment(token)
-        if len(pieces) > 1:
+        if len(pieces) > 1 and all(p in _SHORT_WORDS or (len(p) > 2 and words.count(p) >= PIECE_MIN_COUNT)
+                                   or self.index.lookup(p) for p in pieces):
             covered = self.allowlist.covered(pieces)
             for j, piece in enumerate(pieces):
                 if j in covered:
@@ -210,8 +214,9 @@ class Matcher:
                 return True
         if entry.name and _titled_pair(text, tokens[i]):
             return True
-        if entry.langs and hit_count == 1 and sum(t.isalpha() for t in tokens) >= 3:
-            return words.language(text) in entry.langs
+        if entry.langs and hit_count == 1:  # Swedish "sex katter": judge the language of the other words
+            rest = [w for w in re.findall(r"[^\W\d_]+", text) if skeleton(w) != tokens[i]]
+            return len(rest) >= 2 and words.language(" ".join(rest)) in entry.langs
         return False
 
     def _near(self, rule: NearRule, tokens: list[str], covered: set[int],
@@ -252,6 +257,7 @@ def _titled_pair(text: str, word: str) -> bool:
         if m.group(0).casefold() == word:
             before = text[:m.start()].rstrip()
             after = text[m.end():].lstrip()
+            after = re.sub(r"^'s\b\s*", "", after)
             if re.search(r"(?:\b[A-Z][a-z]*\.?|\b[A-Z]\.)$", before) or re.match(r"[A-Z][a-z]*\b", after):
                 return len(lowered) >= 2
     return False

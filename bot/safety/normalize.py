@@ -68,7 +68,7 @@ class View:
 
 
 @functools.lru_cache(maxsize=1)
-def _letter_map() -> dict[int, str]:
+def letter_map() -> dict[int, str]:
     """Characters that are one Latin letter in disguise (small capitals, regional indicators,
     negative circled/squared letters, confusables as written) → that letter, case kept."""
     from confusable_homoglyphs import confusables
@@ -131,7 +131,7 @@ def _cased(text: str) -> str:
     """``text`` after NFKC and letter mapping, case as written, symbols inside words dropped."""
     text = unicodedata.normalize("NFKC", decode(text))
     if not text.isascii():
-        table = _letter_map()
+        table = letter_map()
         text = "".join(_fold_char(c, table) for c in text)
         if _SYMBOL in text:
             text = _INNER_SYMBOL.sub("", text).replace(_SYMBOL, " ")
