@@ -5,7 +5,7 @@
         AllowAllPrompts      everything passes (tests, private single-user setups)
 
 Tiers: a ``high`` confidence match refuses and gives a strike; a ``low`` one (a word with an
-innocent reading, or anything found only in the negative prompt) refuses without a strike, or
+innocent reading) refuses without a strike, or
 only warns ([moderation] low_confidence). ``rule`` names what fired ("word:porn",
 "glued:naked", "near:…") for the decision log. A refused prompt becomes :class:`BlockedPrompt`,
 whose message names the category and never echoes the text.
@@ -118,7 +118,7 @@ class BlocklistChecker:
     ``words`` and ``patterns`` given directly fall under ``category``; ``categories`` maps
     further category names to ``(words, patterns)``. ``allow`` are phrases that override word
     hits (default: the shipped allowlist.txt). The negative prompt is checked too unless
-    ``check_negative`` is False; what only it contains is a low-confidence match.
+    ``check_negative`` is False.
     """
 
     def __init__(
@@ -172,14 +172,12 @@ class BlocklistChecker:
     def check(self, prompt: str, negative: str = "", *, allow: frozenset[str] = frozenset()) -> Verdict:
         """Verdict for ``prompt`` (and ``negative`` when ``check_negative``); ``allow`` is skipped."""
         found = self.matcher.match(prompt, allow)
-        tier = found.tier if found else None
         if found is None and self.check_negative and negative:
             found = self.matcher.match(negative, allow)
-            tier = LOW  # words to avoid are not a request for them
         if found is None:
             return ALLOWED
-        logger.info("prompt blocked (%s, %s, %s)", found.category, tier, found.rule)
-        return Verdict(False, found.category, tier, found.rule)
+        logger.info("prompt blocked (%s, %s, %s)", found.category, found.tier, found.rule)
+        return Verdict(False, found.category, found.tier, found.rule)
 
 
 class AllowAllPrompts:

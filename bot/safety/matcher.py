@@ -33,6 +33,7 @@ REVERSE_MAX_COUNT = 5e5  # a reversed token this common is a word ("lana"), not 
 COMPOUND_MIN_COUNT = 2e4  # "gore-tex" is one word when "goretex" is this common
 STRONG_REST_COUNT = 1e5  # "nudewoman": a listed prefix/suffix plus a word this common
 KNOWN_WORD_COUNT = 1e6
+UNSEEN_COUNT = 1e4  # "nudeselfie": a token this rare that starts or ends with a listed word is glued
 PIECE_MIN_COUNT = 1e6  # "sexagenarian" is no "sex agen arian": every piece of a split must be common  # "cocktail", "middlesex": a whole word this common is never split
 NEAR_WINDOW = 12  # tokens between the two words of a near rule
 SENSE_WINDOW = 6
@@ -181,7 +182,8 @@ class Matcher:
             return None
         for stem in self._strong:  # "nudewoman", "pornvideo": a listed word glued to a common one
             rest = token[len(stem):] if token.startswith(stem) else token[:-len(stem)] if token.endswith(stem) else None
-            if rest and len(rest) >= 3 and words.count(rest) >= STRONG_REST_COUNT:
+            if rest and len(rest) >= 3 and (words.count(rest) >= STRONG_REST_COUNT
+                                            or (len(rest) >= 4 and words.count(token) < UNSEEN_COUNT)):
                 return self.index.lookup(stem)
         return None
 

@@ -5,9 +5,10 @@ a 16-hex hash of the normalized prompt, never its text)::
 
     admit(who)                          before any work: strike block? cooldown? too soon again?
     check_prompt(who, request, target)  prompt + negative prompt against the blocklist → BlockedPrompt
+                                        (a strike when sure; none for a low-confidence match)
     check_images(request, target, images, job_id)   one verdict per image: "ok" | "spoiler" | "blocked"
 
-Escalation: each blocked prompt (and blocked image, when ``strike_on_image_block``) is a strike;
+Escalation: each prompt blocked with high confidence (and blocked image, when ``strike_on_image_block``) is a strike;
 ``cooldown_after`` strikes inside ``strike_window_hours`` → a cooldown of ``cooldown_minutes``;
 ``block_after`` → blocked until an admin lifts it. ``appeal()`` files a case for review;
 ``lift()``/``reject()`` close it. Admins are exempt from cooldowns and strikes, not from checks.
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from bot.safety.blocklist import BlockedPrompt, BlocklistChecker, PromptChecker
+from bot.safety.blocklist import BlockedPrompt, BlocklistChecker, PromptChecker, Verdict
 from bot.safety.images import (
     EXPLICIT,
     EXPLICIT_LABELS,
@@ -37,6 +38,7 @@ from bot.safety.images import (
     ImageSettings,
     NudityClassifier,
 )
+from bot.safety.lexicon import LOW
 from bot.safety.normalize import skeleton
 from generation.errors import ImagineError
 from storage import moderation as store
@@ -47,6 +49,7 @@ from storage.moderation import Appeal, LogEntry
 
 __all__ = [
     "EXPLICIT_ACTIONS",
+    "LOW_CONFIDENCE_ACTIONS",
     "Moderation",
     "ModerationError",
     "ModerationSettings",
@@ -60,6 +63,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 EXPLICIT_ACTIONS = ("block", "spoiler")
+LOW_CONFIDENCE_ACTIONS = ("refuse", "warn")
 
 
 class Restricted(ImagineError):
@@ -112,8 +116,12 @@ class ModerationSettings:
     explicit_labels: tuple[str, ...] = EXPLICIT_LABELS
     explicit: str = "block"  # default policy for scopes without their own: block | spoiler
     policies: Mapping[str, ScopePolicy] = field(default_factory=dict)  # scope → policy
+    low_confidence: str = "refuse"  # a low-confidence prompt match: refuse without a strike | warn (allow, log)
 
     def __post_init__(self) -> None:
+        if self.low_confidence not in LOW_CONFIDENCE_ACTIONS:
+            raise ValueError(f"`low_confidence` must be one of {', '.join(LOW_CONFIDENCE_ACTIONS)}, "
+                             f"not {self.low_confidence!r}")
         for name in ("request_interval_s", "strike_window_hours", "cooldown_minutes"):
             if getattr(self, name) < 0:
                 raise ValueError(f"`{name}` must be 0 or more, not {getattr(self, name)}")
@@ -243,8 +251,13 @@ class Moderation:
                 raise Restricted(f"Please wait {max(1, round(wait))} s between requests.", "too_soon", wait)
 
     async def check_prompt(self, who: _Who, prompt: str, negative: str = "",
-                           target: Mapping[str, Any] | None = None) -> None:
-        """Raise BlockedPrompt (naming the category) and record a strike when the prompt is refused."""
+                           target: Mapping[str, Any] | None = None) -> Verdict:
+        """Raise BlockedPrompt (naming the category) when the prompt is refused; the verdict otherwise.
+
+        A high-confidence match is a strike. A low-confidence one (``verdict.tier == "low"``) is
+        refused without a strike, or only logged as "warned" when ``low_confidence = "warn"``.
+        The log's rule names the category and what fired ("graphic gore [word:gore]").
+        """
         scope = scope_of(target)
         policy = await self.policy_for(scope)
         if policy.allow:
@@ -252,12 +265,22 @@ class Moderation:
         else:
             verdict = self.prompt_checker.check(prompt, negative)
         if verdict.allowed:
-            return
+            return verdict
         category = verdict.category or "not allowed"
-        exempt = self.is_admin(who)
-        await store.log(self.db, who.key, "prompt", "blocked", scope=scope, rule=category, strike=not exempt,
-                        prompt_hash=prompt_hash(prompt, negative), now=self.clock())
-        note = "" if exempt else await self._escalate(who.key, scope)
+        rule = f"{category} [{verdict.rule}]" if getattr(verdict, "rule", None) else category
+        sure = getattr(verdict, "tier", None) != LOW
+        digest = prompt_hash(prompt, negative)
+        if not sure and self.settings.low_confidence == "warn":
+            await store.log(self.db, who.key, "prompt", "warned", scope=scope, rule=rule, prompt_hash=digest,
+                            now=self.clock())
+            return verdict
+        strike = sure and not self.is_admin(who)
+        await store.log(self.db, who.key, "prompt", "blocked" if sure else "refused", scope=scope, rule=rule,
+                        strike=strike, prompt_hash=digest, now=self.clock())
+        if strike:
+            note = await self._escalate(who.key, scope)
+        else:
+            note = "" if sure else "This did not count as a strike."
         raise BlockedPrompt(category, note)
 
     async def check_images(self, user_key: str, target: Mapping[str, Any] | None, images: Sequence[Any], *,
