@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["Entry", "Index", "collapse", "inflections", "parse_entry"]
+__all__ = ["Entry", "Index", "collapse", "inflections", "parse_entry", "stretched_by_one"]
 
 HIGH, LOW = "high", "low"
 _FLAGS = {"high", "low", "name", "noglue", "noreverse", "noinflect"}
@@ -56,7 +56,7 @@ class Index:
 
     forms: dict[str, list[tuple[str, Entry]]] = field(default_factory=dict)
     glued: re.Pattern[str] | None = None
-    _seen: dict[str, Entry | None] = field(default_factory=dict)  # token → lookup result, bounded
+    _seen: dict[str, tuple[str, Entry] | None] = field(default_factory=dict)  # token → found, bounded
 
     def add(self, entry: Entry) -> None:
         forms = inflections(entry.term) if entry.inflect else {entry.term}
@@ -73,23 +73,33 @@ class Index:
 
     def lookup(self, token: str) -> Entry | None:
         """The entry ``token`` is a (stretched) form of, high confidence first; else None."""
+        found = self.find(token)
+        return found[1] if found else None
+
+    def find(self, token: str) -> tuple[str, Entry] | None:
+        """(the form, its entry) that ``token`` is a (stretched) spelling of; else None."""
         try:
             return self._seen[token]
         except KeyError:
             pass
         if len(self._seen) > 100_000:
             self._seen.clear()
-        found = self._seen[token] = self._lookup(token)
+        found = self._seen[token] = self._find(token)
         return found
 
-    def _lookup(self, token: str) -> Entry | None:
+    def _find(self, token: str) -> tuple[str, Entry] | None:
         bucket = self.forms.get(collapse(token))
         if not bucket:
             return None
-        found = [e for form, e in bucket if _covers(token, form)]
+        found = [(form, e) for form, e in bucket if _covers(token, form)]
         if not found:
             return None
-        return min(found, key=lambda e: e.tier != HIGH)
+        return min(found, key=lambda pair: (pair[1].tier != HIGH, pair[0] != token))
+
+
+def stretched_by_one(token: str, form: str) -> bool:
+    """Whether ``token`` differs from ``form`` only by runs one letter longer ("assess"/"asses")."""
+    return token != form and all(n - m <= 1 for (_, n), (_, m) in zip(_runs(token), _runs(form)))
 
 
 @functools.lru_cache(maxsize=65536)

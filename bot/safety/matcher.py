@@ -24,15 +24,16 @@ from dataclasses import dataclass
 
 from bot.safety import words
 from bot.safety.allowlist import Allowlist
-from bot.safety.lexicon import HIGH, LOW, Entry, Index, collapse
+from bot.safety.lexicon import HIGH, Entry, Index, collapse, stretched_by_one
 from bot.safety.normalize import View, letter_map, skeleton, views
 
 __all__ = ["Match", "Matcher", "NearRule"]
 
 REVERSE_MAX_COUNT = 5e5  # a reversed token this common is a word ("lana"), not a disguise
 COMPOUND_MIN_COUNT = 2e4  # "gore-tex" is one word when "goretex" is this common
-STRONG_REST_COUNT = 1e5  # "nudewoman": a listed prefix/suffix plus a word this common
-KNOWN_WORD_COUNT = 1e6
+STRONG_REST_COUNT = 1e5  # "nudewoman": a listed prefix/suffix plus a word this common (in a rarer token)
+ORDINARY_COUNT = 1e4  # a listed form with a doubled letter this common is a word of its own ("assess")
+KNOWN_PIECE_COUNT = 1e7  # a known word ("horsemen", "allegory") splits only into very common pieces
 UNSEEN_COUNT = 1e4  # "nudeselfie": a token this rare that starts or ends with a listed word is glued
 PIECE_MIN_COUNT = 1e6  # "sexagenarian" is no "sex agen arian": every piece of a split must be common  # "cocktail", "middlesex": a whole word this common is never split
 NEAR_WINDOW = 12  # tokens between the two words of a near rule
@@ -144,9 +145,12 @@ class Matcher:
     # -- one token -------------------------------------------------------------------------------
 
     def _token(self, token: str, tokens: list[str], i: int, covered: set[int]) -> tuple[Entry, str] | None:
-        entry = self.index.lookup(token)
-        if entry is not None:
-            return entry, "word"
+        found = self.index.find(token)
+        if found is not None:
+            form, entry = found
+            if not (stretched_by_one(token, form) and words.count(token) >= ORDINARY_COUNT):
+                return entry, "word"
+            return None  # "assess", "pennies", "rapping": an ordinary word, not a stretched "asses"
         if i + 1 < len(tokens) and i + 1 not in covered:  # multi-word entries: "rule 34", "child porn"
             for n in (2, 3):
                 if i + n <= len(tokens) and (entry := self.index.lookup(" ".join(tokens[i:i + n]))):
@@ -167,7 +171,8 @@ class Matcher:
         if token in self.allowlist.words:
             return None
         pieces = words.segment(token)
-        if len(pieces) > 1 and all(p in _SHORT_WORDS or (len(p) > 2 and words.count(p) >= PIECE_MIN_COUNT)
+        floor = KNOWN_PIECE_COUNT if words.count(token) >= STRONG_REST_COUNT else PIECE_MIN_COUNT
+        if len(pieces) > 1 and all(p in _SHORT_WORDS or (len(p) > 2 and words.count(p) >= floor)
                                    or self.index.lookup(p) for p in pieces):
             covered = self.allowlist.covered(pieces)
             for j, piece in enumerate(pieces):
@@ -178,7 +183,7 @@ class Matcher:
                     entry = self.index.lookup(piece + pieces[j + 1])  # "hen" "tai" → hentai
                 if entry is not None and entry.glue:
                     return entry
-        if words.count(token) >= KNOWN_WORD_COUNT:
+        if words.count(token) >= STRONG_REST_COUNT:  # "allegory", "kilgore": words of their own
             return None
         for stem in self._strong:  # "nudewoman", "pornvideo": a listed word glued to a common one
             rest = token[len(stem):] if token.startswith(stem) else token[:-len(stem)] if token.endswith(stem) else None
