@@ -135,8 +135,8 @@ class Matcher:
             if entry.category not in skip:
                 found.append(Match(entry.category, entry.tier, f"{how}:{entry.rule}"))
         for rule in self.near:
-            if rule.category not in skip and self._near(rule, tokens, covered, hits, category_hits):
-                found.append(Match(rule.category, HIGH, f"near:{rule.category}"))
+            if rule.category not in skip and (pair := self._near(rule, tokens, covered, hits, category_hits)):
+                found.append(Match(rule.category, HIGH, f"near:{pair}"))
         for category, pattern in self.patterns:
             if category not in skip and pattern.search(view.text):
                 found.append(Match(category, HIGH, f"pattern:{pattern.pattern[:40]}"))
@@ -227,21 +227,26 @@ class Matcher:
         return False
 
     def _near(self, rule: NearRule, tokens: list[str], covered: set[int],
-              hits: dict[int, tuple[Entry, str]], category_hits: set[str]) -> bool:
+              hits: dict[int, tuple[Entry, str]], category_hits: set[str]) -> str | None:
+        """"child+naked" when a word of each list stands within the window; else None."""
         first: list[int] = []
         second: list[int] = []
         for i, token in enumerate(tokens):
             if i in covered:
                 continue
-            key = collapse(token)
-            pair = collapse(" ".join(tokens[i:i + 2]))
-            if key in rule.first or pair in rule.first or (rule.ages and _is_age(tokens, i)):
-                first.append(i)
             hit = hits.get(i)
-            if key in rule.second or pair in rule.second or (hit and hit[0].category in rule.categories
-                                                             and hit[0].category in category_hits):
+            keys = {collapse(token), collapse(" ".join(tokens[i:i + 2]))}
+            if hit and hit[1] == "glued":  # "nakedchild": the pieces count as words of their own
+                keys.update(collapse(p) for p in words.segment(token))
+            if keys & rule.first or (rule.ages and _is_age(tokens, i)):
+                first.append(i)
+            if keys & rule.second or (hit and hit[0].category in rule.categories and hit[0].category in category_hits):
                 second.append(i)
-        return any(abs(a - b) <= NEAR_WINDOW for a in first for b in second if a != b)
+        for a in first:
+            for b in second:
+                if abs(a - b) <= NEAR_WINDOW and (a != b or hits.get(a, (None, ""))[1] == "glued"):
+                    return f"{tokens[a]}+{tokens[b]}" if a != b else tokens[a]
+        return None
 
 
 def _is_age(tokens: list[str], i: int) -> bool:
