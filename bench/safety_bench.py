@@ -3,8 +3,10 @@
 Reads tests/data/safety_disguised.tsv (family, category, prompt: must be refused) and
 tests/data/safety_innocent.tsv (family, prompt: must be allowed), checks every prompt with the
 shipped BlocklistChecker, and prints the catch rate per family, every miss, every false
-refusal and prompts per second on one core (the tables' prompts, cold caches first, then
-``--rounds`` warm passes). Goal: >= 95 % caught, 0 false refusals, >= 10,000 prompts/s.
+refusal and prompts per second on one core over the tables' prompts: "cold" passes start with
+every cache emptied (token lookups, word splits, language guesses; the word lists and models
+stay loaded, as in a running bot), "warm" passes reuse them; medians of ``--rounds`` passes,
+interleaved. Goal: >= 95 % caught, 0 false refusals, >= 10,000 prompts/s.
 Writes bench/results/safety_bench.json. Not a test: run `python bench/safety_bench.py`.
 """
 
@@ -24,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from bot.safety import BlocklistChecker  # noqa: E402
 from bot.safety import words  # noqa: E402
+from bot.safety.lexicon import collapse  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
 
@@ -37,9 +40,17 @@ def read_table(path: Path) -> list[list[str]]:
     return rows
 
 
+def clear_caches(checker: BlocklistChecker) -> None:
+    """Forget every per-token result, as if the process had only just loaded its lists."""
+    checker.matcher.index._seen.clear()
+    collapse.cache_clear()
+    words.segment.cache_clear()
+    words.language.cache_clear()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=20, help="warm passes over both tables for the speed figure")
+    parser.add_argument("--rounds", type=int, default=9, help="cold and warm passes over both tables for speed")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "safety_bench.json")
     args = parser.parse_args()
 
@@ -54,7 +65,6 @@ def main() -> None:
     families: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     misses, wrong_category, false_refusals = [], [], []
     tiers: dict[str, int] = defaultdict(int)
-    cold_start = time.perf_counter()
     for family, category, prompt in disguised:
         verdict = checker.check(prompt)
         families[family][1] += 1
@@ -70,17 +80,18 @@ def main() -> None:
         if not verdict.allowed:
             false_refusals.append({"family": family, "prompt": prompt, "category": verdict.category,
                                    "tier": verdict.tier, "rule": verdict.rule})
-    cold_s = time.perf_counter() - cold_start
     prompts = [row[-1] for row in disguised] + [row[-1] for row in innocent]
 
-    per_round = []
+    cold, warm = [], []
     for _ in range(args.rounds):
-        t = time.perf_counter()
-        for prompt in prompts:
-            checker.check(prompt)
-        per_round.append(time.perf_counter() - t)
-    warm_rate = len(prompts) / statistics.median(per_round)
-    cold_rate = len(prompts) / cold_s
+        clear_caches(checker)
+        for times in (cold, warm):
+            t = time.perf_counter()
+            for prompt in prompts:
+                checker.check(prompt)
+            times.append(time.perf_counter() - t)
+    cold_rate = len(prompts) / statistics.median(cold)
+    warm_rate = len(prompts) / statistics.median(warm)
 
     caught = sum(c for c, _ in families.values())
     rate = caught / len(disguised)
@@ -95,8 +106,8 @@ def main() -> None:
         print(f"  REFUSED [{wrong['family']}] {wrong['prompt']!r} -> {wrong['category']} ({wrong['tier']}, {wrong['rule']})")
     for wrong in wrong_category:
         print(f"  CATEGORY {wrong['prompt']!r}: expected {wrong['expected']}, got {wrong['got']}")
-    print(f"\nspeed: {cold_rate:,.0f} prompts/s first pass (cold caches), {warm_rate:,.0f} prompts/s warm "
-          f"(median of {args.rounds} passes over {len(prompts)} prompts, one core); setup {setup_s:.2f} s")
+    print(f"\nspeed: {cold_rate:,.0f} prompts/s cold caches, {warm_rate:,.0f} prompts/s warm "
+          f"(medians of {args.rounds} passes over {len(prompts)} prompts, one core); setup {setup_s:.2f} s")
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({

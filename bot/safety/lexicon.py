@@ -57,9 +57,16 @@ class Index:
     forms: dict[str, list[tuple[str, Entry]]] = field(default_factory=dict)
     glued: re.Pattern[str] | None = None
     _seen: dict[str, tuple[str, Entry] | None] = field(default_factory=dict)  # token → found, bounded
+    prefixes: set[str] = field(default_factory=set)  # of collapsed forms without spaces: "split" candidates
+    heads: set[str] = field(default_factory=set)  # first words of multi-word forms ("rule" of "rule 34")
 
     def add(self, entry: Entry) -> None:
         forms = inflections(entry.term) if entry.inflect else {entry.term}
+        for form in forms:
+            if " " in form:
+                self.heads.add(collapse(form.split(" ", 1)[0]))
+            key = collapse(form.replace(" ", ""))
+            self.prefixes.update(key[:n] for n in range(1, len(key)))
         for form in forms | {f.replace(" ", "") for f in forms if " " in f}:
             bucket = self.forms.setdefault(collapse(form), [])
             if all(existing != form or e.category != entry.category for existing, e in bucket):

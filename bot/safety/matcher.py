@@ -65,6 +65,7 @@ class NearRule:
     second: frozenset[str]
     categories: frozenset[str]
     ages: bool = False
+    heads: frozenset[str] = frozenset()  # first words of the second list's phrases ("spread legs")
 
     @classmethod
     def parse(cls, spec: str, category: str) -> NearRule:
@@ -77,7 +78,8 @@ class NearRule:
         ages = "<18" in a
         to_key = lambda ws: frozenset(collapse(" ".join(re.findall(r"[^\W_]+", w))) for w in ws  # noqa: E731
                                       if not w.startswith("@") and w != "<18")
-        return cls(category, to_key(a), to_key(b), cats, ages)
+        second = to_key(b)
+        return cls(category, to_key(a), second, cats, ages, frozenset(w.split(" ", 1)[0] for w in second if " " in w))
 
 
 class Matcher:
@@ -151,7 +153,7 @@ class Matcher:
             if not (stretched_by_one(token, form) and words.count(token) >= ORDINARY_COUNT):
                 return entry, "word"
             return None  # "assess", "pennies", "rapping": an ordinary word, not a stretched "asses"
-        if i + 1 < len(tokens) and i + 1 not in covered:  # multi-word entries: "rule 34", "child porn"
+        if i + 1 < len(tokens) and i + 1 not in covered and collapse(token) in self.index.heads:  # "rule 34"
             for n in (2, 3):
                 if i + n <= len(tokens) and (entry := self.index.lookup(" ".join(tokens[i:i + n]))):
                     return entry, "word"
@@ -172,20 +174,26 @@ class Matcher:
             return None
         pieces = words.segment(token)
         floor = KNOWN_PIECE_COUNT if words.count(token) >= STRONG_REST_COUNT else PIECE_MIN_COUNT
-        if len(pieces) > 1 and all(p in _SHORT_WORDS or (len(p) > 2 and words.count(p) >= floor)
-                                   or self.index.lookup(p) for p in pieces):
-            covered = self.allowlist.covered(pieces)
-            for j, piece in enumerate(pieces):
-                if j in covered:
-                    continue
-                entry = self.index.lookup(piece)
-                if entry is None and j + 1 < len(pieces) and j + 1 not in covered:
-                    entry = self.index.lookup(piece + pieces[j + 1])  # "hen" "tai" → hentai
-                if entry is not None and entry.glue:
-                    return entry
-        if words.count(token) >= STRONG_REST_COUNT:  # "allegory", "kilgore": words of their own
+        if len(pieces) > 1:
+            found: list[Entry | None] = [self.index.lookup(p) or (self._affixed(p) if len(p) >= 7 else None)
+                                         for p in pieces]
+            if all(e is not None or p in _SHORT_WORDS or (len(p) > 2 and words.count(p) >= floor)
+                   for p, e in zip(pieces, found)):
+                covered = self.allowlist.covered(pieces)
+                for j, entry in enumerate(found):
+                    if j in covered:
+                        continue
+                    if entry is None and j + 1 < len(pieces) and j + 1 not in covered:
+                        entry = self.index.lookup(pieces[j] + pieces[j + 1])  # "hen" "tai" → hentai
+                    if entry is not None and entry.glue:
+                        return entry
+        return self._affixed(token)
+
+    def _affixed(self, token: str) -> Entry | None:
+        """"nudewoman", "pornvideo": a listed word glued to a common one, in a token rarer than them."""
+        if words.count(token) >= STRONG_REST_COUNT or token in self.allowlist.words:  # "allegory", "kilgore"
             return None
-        for stem in self._strong:  # "nudewoman", "pornvideo": a listed word glued to a common one
+        for stem in self._strong:
             rest = token[len(stem):] if token.startswith(stem) else token[:-len(stem)] if token.endswith(stem) else None
             if rest and len(rest) >= 3 and (words.count(rest) >= STRONG_REST_COUNT
                                             or (len(rest) >= 4 and words.count(token) < UNSEEN_COUNT)):
@@ -194,7 +202,10 @@ class Matcher:
 
     def _split(self, tokens: list[str], covered: set[int], hits: dict[int, tuple[Entry, str]]) -> None:
         """Chunks that make a listed word: "por no", "na ked", "po rn" (not "pen is")."""
+        prefixes = self.index.prefixes
         for i in range(len(tokens) - 1):
+            if collapse(tokens[i]) not in prefixes:
+                continue
             for n in (2, 3, 4):
                 window = tokens[i:i + n]
                 if len(window) < n or any(j in covered or j in hits for j in range(i, i + n)):
@@ -229,6 +240,9 @@ class Matcher:
     def _near(self, rule: NearRule, tokens: list[str], covered: set[int],
               hits: dict[int, tuple[Entry, str]], category_hits: set[str]) -> str | None:
         """"child+naked" when a word of each list stands within the window; else None."""
+        if not category_hits and rule.second.isdisjoint(tokens) and rule.heads.isdisjoint(tokens) \
+                and rule.second.isdisjoint(map(collapse, tokens)):
+            return None  # nothing from the second list: the common case, decided without pairs
         first: list[int] = []
         second: list[int] = []
         for i, token in enumerate(tokens):

@@ -12,10 +12,13 @@ listed word, glued or split, ever reach them.
 from __future__ import annotations
 
 import functools
+import math
 import threading
+from collections.abc import Iterable
 
 __all__ = ["count", "known_bigram", "language", "segment"]
 
+_MAX_WORD = 24  # wordsegment's longest word
 _lock = threading.Lock()
 _loaded = False
 
@@ -50,11 +53,47 @@ def known_bigram(first: str, second: str) -> bool:
 
 @functools.lru_cache(maxsize=4096)
 def segment(token: str) -> tuple[str, ...]:
-    """The likeliest split of a glued ``token`` into English words (itself when it is one)."""
+    """The likeliest split of a glued ``token`` into English words (itself when it is one).
+
+    A unigram Viterbi over wordsegment's counts with its penalty for unknown words, then a piece
+    more often written as two words (its bigram count beats its own) is split: the choices of
+    ``wordsegment.segment`` on single tokens ("scunthorpe" whole, "hot naked girl" split), many
+    times faster.
+    """
     _load()
     import wordsegment
 
-    return tuple(wordsegment.segment(token)) or (token,)
+    unigrams, total = wordsegment.UNIGRAMS, wordsegment.Segmenter.TOTAL
+    n = len(token)
+    best: list[tuple[float, int]] = [(0.0, 0)] + [(-math.inf, 0)] * n
+    for end in range(1, n + 1):
+        for start in range(max(0, end - _MAX_WORD), end):
+            word = token[start:end]
+            count = unigrams.get(word)
+            score = math.log10(count / total) if count else math.log10(10.0 / (total * 10 ** len(word)))
+            if best[start][0] + score > best[end][0]:
+                best[end] = (best[start][0] + score, start)
+    pieces = []
+    end = n
+    while end > 0:
+        start = best[end][1]
+        pieces.append(token[start:end])
+        end = start
+    return tuple(_split_phrases(reversed(pieces), unigrams, wordsegment.BIGRAMS)) or (token,)
+
+
+def _split_phrases(pieces: Iterable[str], unigrams: dict[str, float], bigrams: dict[str, float]) -> list[str]:
+    """Pieces that are mostly written as two words split in two ("nakedgirls" → naked girls)."""
+    out: list[str] = []
+    for piece in pieces:
+        alone = unigrams.get(piece, 0.0)
+        best, where = alone, 0
+        for k in range(3, len(piece) - 2):  # halves of 3+ letters: "there in" is no split of "therein"
+            count = bigrams.get(f"{piece[:k]} {piece[k:]}", 0.0)
+            if count > best:
+                best, where = count, k
+        out += _split_phrases((piece[:where], piece[where:]), unigrams, bigrams) if where else [piece]
+    return out
 
 
 @functools.lru_cache(maxsize=1024)
