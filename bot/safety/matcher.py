@@ -195,9 +195,12 @@ class Matcher:
             return None
         for stem in self._strong:
             rest = token[len(stem):] if token.startswith(stem) else token[:-len(stem)] if token.endswith(stem) else None
-            if rest and len(rest) >= 3 and (words.count(rest) >= STRONG_REST_COUNT
-                                            or (len(rest) >= 4 and words.count(token) < UNSEEN_COUNT)):
-                return self.index.lookup(stem)
+            if not rest or len(rest) < 3:
+                continue
+            entry = self.index.lookup(stem)
+            if words.count(rest) >= STRONG_REST_COUNT * (10 if len(rest) == 3 else 1) or (
+                    len(rest) >= 4 and entry is not None and not entry.langs and words.count(token) < UNSEEN_COUNT):
+                return entry
         return None
 
     def _split(self, tokens: list[str], covered: set[int], hits: dict[int, tuple[Entry, str]]) -> None:
@@ -234,7 +237,9 @@ class Matcher:
             return True
         if entry.langs and hit_count == 1:  # Swedish "sex katter": judge the language of the other words
             rest = [w for w in re.findall(r"[^\W\d_]+", text) if skeleton(w) != tokens[i]]
-            return len(rest) >= 2 and words.language(" ".join(rest)) in entry.langs
+            if len(rest) < 2 or words.language(" ".join(rest)) not in entry.langs:
+                return False
+            return len(rest) >= 3 or words.language(text) in entry.langs  # two words: the whole prompt too
         return False
 
     def _near(self, rule: NearRule, tokens: list[str], covered: set[int],
