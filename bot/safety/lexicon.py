@@ -56,6 +56,7 @@ class Index:
 
     forms: dict[str, list[tuple[str, Entry]]] = field(default_factory=dict)
     glued: re.Pattern[str] | None = None
+    weak: re.Pattern[str] | None = None
     _seen: dict[str, tuple[str, Entry] | None] = field(default_factory=dict)  # token → found, bounded
     prefixes: set[str] = field(default_factory=set)  # of collapsed forms without spaces: "split" candidates
     heads: set[str] = field(default_factory=set)  # first words of multi-word forms ("rule" of "rule 34")
@@ -73,10 +74,20 @@ class Index:
                 bucket.append((form, entry))
 
     def finish(self, entries: Iterable[Entry]) -> None:
-        stems = sorted({collapse(e.term.replace(" ", "")) for e in entries
-                        if e.glue and len(collapse(e.term)) >= 3}, key=len, reverse=True)
-        if stems:
-            self.glued = re.compile("|".join(re.escape(s) for s in stems))
+        """Compile the patterns that find listed words inside glued tokens (``glued``: any token;
+        ``weak``: noglue words, only looked for inside tokens that are no known word)."""
+        strong: set[str] = set()
+        weak: set[str] = set()
+        for e in entries:
+            if " " in e.term:
+                continue
+            stems = {e.term} | ({f for f in inflections(e.term) if len(f) < len(e.term)} if e.inflect else set())
+            found = {collapse(stem) for stem in stems if len(collapse(stem)) >= 3}
+            (strong if e.glue else weak).update(found)
+        for name, stems in (("glued", strong), ("weak", weak - strong)):
+            if stems:
+                ordered = sorted(stems, key=len, reverse=True)
+                setattr(self, name, re.compile("|".join(re.escape(s) for s in ordered)))
 
     def lookup(self, token: str) -> Entry | None:
         """The entry ``token`` is a (stretched) form of, high confidence first; else None."""

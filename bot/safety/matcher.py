@@ -159,8 +159,7 @@ class Matcher:
                     return entry, "word"
         if token.isdigit() or len(token) < 3:
             return None
-        if len(token) >= 5 and self.index.glued is not None and (
-                self.index.glued.search(token) or self.index.glued.search(collapse(token))):
+        if len(token) >= 5 and self._candidate(token):
             if (entry := self._glued(token)) is not None:
                 return entry, "glued"
         reverse = self.index.lookup(token[::-1])
@@ -168,6 +167,14 @@ class Matcher:
                 and words.count(token) < (REVERSE_MAX_COUNT if len(token) >= 4 else REVERSE_MAX_COUNT / 2) and token not in self.allowlist.words:
             return reverse, "reversed"
         return None
+
+    def _candidate(self, token: str) -> bool:
+        """Whether ``token`` may hide a listed word (noglue words too, but those only where the
+        word frequencies split the token: "dickpic", "bigcock", never "dickson" or "woodcock")."""
+        for pattern in (self.index.glued, self.index.weak):
+            if pattern is not None and (pattern.search(token) or pattern.search(collapse(token))):
+                return True
+        return False
 
     def _glued(self, token: str) -> Entry | None:
         if token in self.allowlist.words:
@@ -185,7 +192,7 @@ class Matcher:
                         continue
                     if entry is None and j + 1 < len(pieces) and j + 1 not in covered:
                         entry = self.index.lookup(pieces[j] + pieces[j + 1])  # "hen" "tai" → hentai
-                    if entry is not None and entry.glue:
+                    if entry is not None:
                         return entry
         return self._affixed(token)
 

@@ -37,11 +37,11 @@ _LEET_CHARS = re.compile(r"[\d@$!|+€]")
 _PERCENT = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
 _ENTITY = re.compile(r"&(?:#\d{2,7}|#[xX][0-9A-Fa-f]{2,6}|[A-Za-z]{2,8});")
 # markdown emphasis, strike-through, code and spoiler marks between two letters: "nu**d**e"
-_MARKUP = re.compile(r"(?<=[^\W\d_])(?:[*_~`]|\|\|)+(?=[^\W\d_])")
+_MARKUP = re.compile(r"(?<=[^\W\d_])(?:[*_~`\\]|\|\||</?[A-Za-z]{1,6}>)+(?=[^\W\d_])")
 _SYMBOL = "\x00"  # an emoji or other symbol, until we know whether it sits inside a word
 _INNER_SYMBOL = re.compile(r"(?<=[^\W\d_])\x00+(?=[^\W\d_])")
 # product codes: A55, GT40, RTX4090, rtx4090, 4K, 1080p, 3D, 35mm
-_CODE = re.compile(r"[A-Z]{1,4}\d+[A-Z]?|[a-z]{1,4}\d{3,}|\d+(?i:[kdpxs]|mm|cm|th|st|nd|rd|fps|bit|hz|gb|tb)", re.ASCII)
+_CODE = re.compile(r"[A-Z]{1,4}\d+[A-Za-z]?|[a-z]{1,4}\d{3,}|\d+(?i:[kdpxs]|mm|cm|th|st|nd|rd|fps|bit|hz|gb|tb)", re.ASCII)
 _NAME_LETTER = re.compile(
     r"(?:LATIN|REGIONAL INDICATOR SYMBOL)\b.*\bLETTER (?:SMALL CAPITAL )?([A-Z])$")
 _LETTER_RANGES = ((0x0180, 0x0300), (0x1D00, 0x1E00), (0x2C60, 0x2C80), (0xA720, 0xA800),
