@@ -10,6 +10,7 @@
     classifier.py   SecondOpinion: an optional ONNX text classifier (CPU) after the blocklist
     images.py       ImageClassifier → Finding; NudityClassifier (NudeNet, offline), explicit_finding
     moderation.py   Moderation: admit / check_prompt / check_images in a scope, strikes, appeals, policies
+    settings.py     ModerationSettings, ScopePolicy ([moderation] config)
 
 Errors shown to users as they are (all :class:`~generation.errors.ImagineError`)::
 
