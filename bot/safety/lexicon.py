@@ -58,12 +58,15 @@ class Index:
     glued: re.Pattern[str] | None = None
     weak: re.Pattern[str] | None = None
     _seen: dict[str, tuple[str, Entry] | None] = field(default_factory=dict)  # token → found, bounded
+    by_length: dict[int, list[tuple[str, Entry]]] = field(default_factory=dict)  # for censored words
     prefixes: set[str] = field(default_factory=set)  # of collapsed forms without spaces: "split" candidates
     heads: set[str] = field(default_factory=set)  # first words of multi-word forms ("rule" of "rule 34")
 
     def add(self, entry: Entry) -> None:
         forms = inflections(entry.term) if entry.inflect else {entry.term}
         for form in forms:
+            if " " not in form:
+                self.by_length.setdefault(len(form), []).append((form, entry))
             if " " in form:
                 self.heads.add(collapse(form.split(" ", 1)[0]))
             key = collapse(form.replace(" ", ""))

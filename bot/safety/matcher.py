@@ -4,6 +4,7 @@ For every view of the prompt (:func:`bot.safety.normalize.views`), after allowed
 taken out (:mod:`bot.safety.allowlist`), each token is tried as::
 
     word        a listed word or an inflection of one, letters stretched or not     "sexy", "pooorn"
+    censored    stars for letters, when nothing else matched                     "p*rn", "b**bs"
     glued       a compound split by word frequencies, when a piece is a listed word "hotnakedgirl"
     reversed    a listed word backwards, when the token is no common word itself     "edun"
     split       2–4 adjacent chunks that make a listed word, when they are no phrase "por no"
@@ -19,6 +20,7 @@ confidence, then the order of the categories.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -38,9 +40,12 @@ UNSEEN_COUNT = 1e4  # "nudeselfie": a token this rare that starts or ends with a
 PIECE_MIN_COUNT = 1e6  # "sexagenarian" is no "sex agen arian": every piece of a split must be common  # "cocktail", "middlesex": a whole word this common is never split
 NEAR_WINDOW = 12  # tokens between the two words of a near rule
 SENSE_WINDOW = 6
+_STARRED = re.compile(r"(?<![\w*])[a-z]+\*+[a-z*]*[a-z](?![\w*])|(?<![\w*])[a-z]\*+[a-z]+(?![\w*])")
 _SHORT_WORDS = {"a", "i", "on", "in", "of", "at", "my", "to", "an", "by", "up", "me", "us", "her", "his"}
 _AGE = re.compile(r"^(?:[1-9]|1[0-7])(?:yo|yrs?|years?)?$")
 _AGE_WORDS = {"yo", "yr", "yrs", "year", "years"}
+_AGE_NUMBERS = {"one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
+                "thirteen", "fourteen", "fifteen", "sixteen", "seventeen"}
 _TITLED = re.compile(r"\b[A-Z][a-z]+\b|\b[A-Z]\.")
 
 
@@ -112,9 +117,22 @@ class Matcher:
             found += self._view_matches(view, text, skip, written)
             if any(m.tier == HIGH for m in found):
                 break
+        if "*" in text and not found:
+            found += self._censored(text, skip)
         if not found:
             return None
         return min(found, key=lambda m: (m.tier != HIGH, self._rank.get(m.category, len(self._rank))))
+
+    def _censored(self, text: str, skip: frozenset[str]) -> list[Match]:
+        """"p*rn", "b**bs", "f*ck": each star stands for one letter of a listed form."""
+        found = []
+        for word in _STARRED.findall(unicodedata.normalize("NFKC", text).casefold()):
+            pattern = re.compile(re.escape(word).replace(r"\*", "[a-z]"))
+            for form, entry in self.index.by_length.get(len(word), ()):
+                if entry.category not in skip and pattern.fullmatch(form):
+                    found.append(Match(entry.category, entry.tier, f"censored:{entry.rule}"))
+                    break
+        return found
 
     def _compound(self, glued: str) -> bool:
         return glued in self.allowlist.words or (self.index.lookup(glued) is None
@@ -276,8 +294,10 @@ class Matcher:
 
 
 def _is_age(tokens: list[str], i: int) -> bool:
-    """"12yo", "12 yo", "12 year old", "twelve"-less ages under 18 at position ``i``."""
+    """"12yo", "12 yo", "12 year old", "twelve year old": an age under 18 at position ``i``."""
     token = tokens[i]
+    if token in _AGE_NUMBERS:
+        return i + 1 < len(tokens) and tokens[i + 1] in _AGE_WORDS
     if not _AGE.match(token):
         return False
     if not token.isdigit():

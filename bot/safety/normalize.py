@@ -49,7 +49,10 @@ _LETTER_RANGES = ((0x0180, 0x0300), (0x1D00, 0x1E00), (0x2C60, 0x2C80), (0xA720,
 # lowercase Cyrillic and Greek letters used as Latin ones, where the confusables data disagrees
 _LOOKALIKE = {"п": "n", "г": "r", "ш": "w", "ь": "b", "т": "t", "к": "k", "м": "m", "в": "b", "н": "h",
               "ν": "v", "τ": "t", "κ": "k", "ι": "i", "η": "n", "ρ": "p", "ω": "w", "υ": "u", "χ": "x",
-              "α": "a", "ε": "e", "ο": "o", "β": "b", "ѕ": "s", "і": "i", "ј": "j", "ԁ": "d", "ɡ": "g"}
+              "α": "a", "ε": "e", "ο": "o", "β": "b", "ѕ": "s", "і": "i", "ј": "j", "ԁ": "d", "ɡ": "g",
+              # faux-Cyrillic and Greek capitals used for the Latin letters they resemble: ИUDE, ΣXY
+              "И": "N", "Я": "R", "Д": "A", "Ц": "U", "Э": "E", "Ш": "W", "Σ": "E", "Λ": "A", "Δ": "A",
+              "Π": "N", "П": "N"}
 MIN_JOINED = 3  # "g o r e": at least this many single-letter tokens in a row are joined
 
 
