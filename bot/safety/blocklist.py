@@ -13,6 +13,7 @@ whose message names the category and never echoes the text.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -112,6 +113,26 @@ def load_blocklist(path: str | os.PathLike[str]) -> dict[str, tuple[tuple[str, .
     return {name: (tuple(w), tuple(p)) for name, (w, p) in found.items()}
 
 
+@functools.lru_cache(maxsize=8)
+def _compile(lists: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...],
+             phrases: tuple[str, ...]) -> tuple[tuple[str, ...], Matcher]:
+    """The categories in use and their matcher (shared by checkers built from the same lists)."""
+    entries, compiled, near = [], [], []
+    for name, group_words, group_patterns in lists:
+        entries += [parse_entry(word, name) for word in group_words if word.strip()]
+        for pattern in group_patterns:
+            if pattern.startswith("near:"):
+                near.append(NearRule.parse(pattern[5:], name))
+                continue
+            try:
+                compiled.append((name, re.compile(pattern, re.IGNORECASE | re.DOTALL)))
+            except re.error as exc:
+                raise ValueError(f"blocklist pattern {pattern!r} for {name!r} is not a valid regex: {exc}") from None
+    used = {e.category for e in entries} | {c for c, _ in compiled} | {r.category for r in near}
+    categories = tuple(name for name, _, _ in lists if name in used)
+    return categories, Matcher(entries, compiled, near, Allowlist(phrases), order=categories)
+
+
 class BlocklistChecker:
     """Refuses prompts (and negative prompts) that a blocklist rule matches and no allowed phrase excuses.
 
@@ -139,21 +160,9 @@ class BlocklistChecker:
             w, p = merged.setdefault(name, ([], []))
             w.extend(group_words)
             p.extend(group_patterns)
-        entries, compiled, near = [], [], []
-        for name, (group_words, group_patterns) in merged.items():
-            entries += [parse_entry(word, name) for word in group_words if word.strip()]
-            for pattern in group_patterns:
-                if pattern.startswith("near:"):
-                    near.append(NearRule.parse(pattern[5:], name))
-                    continue
-                try:
-                    compiled.append((name, re.compile(pattern, re.IGNORECASE | re.DOTALL)))
-                except re.error as exc:
-                    raise ValueError(f"blocklist pattern {pattern!r} for {name!r} is not a valid regex: {exc}") from None
-        used = {e.category for e in entries} | {c for c, _ in compiled} | {r.category for r in near}
-        self._categories = tuple(name for name in merged if name in used)
+        lists = tuple((name, tuple(w), tuple(p)) for name, (w, p) in merged.items())
         phrases = DEFAULT_ALLOWLIST if allow is None else tuple(allow)
-        self.matcher = Matcher(entries, compiled, near, Allowlist(phrases), order=self._categories)
+        self._categories, self.matcher = _compile(lists, phrases)
 
     @classmethod
     def default(cls, **options: object) -> BlocklistChecker:

@@ -202,9 +202,11 @@ class Matcher:
         if len(pieces) > 1:
             found: list[Entry | None] = [self.index.lookup(p) or (self._affixed(p) if len(p) >= 7 else None)
                                          for p in pieces]
+            covered = self.allowlist.covered(pieces)
+            if covered and all(e is None or j in covered for j, e in enumerate(found)):
+                return None  # "nakedeye", "pussywillow": an allowed phrase written as one word
             if all(e is not None or p in _SHORT_WORDS or (len(p) > 2 and words.count(p) >= floor)
                    for p, e in zip(pieces, found)):
-                covered = self.allowlist.covered(pieces)
                 for j, entry in enumerate(found):
                     if j in covered:
                         continue
