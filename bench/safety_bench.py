@@ -43,6 +43,7 @@ def read_table(path: Path) -> list[list[str]]:
 def clear_caches(checker: BlocklistChecker) -> None:
     """Forget every per-token result, as if the process had only just loaded its lists."""
     checker.matcher.index._seen.clear()
+    checker.matcher._seen.clear()
     collapse.cache_clear()
     words.segment.cache_clear()
     words.language.cache_clear()

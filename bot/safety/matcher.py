@@ -103,6 +103,7 @@ class Matcher:
         self.near = list(near)
         self.allowlist = allowlist or Allowlist()
         self._rank = {name: i for i, name in enumerate(order)}
+        self._seen: dict[str, tuple[Entry, str] | None] = {}  # token → what it is alone, bounded
         self._strong = sorted({e.term for e in self.entries if e.glue and len(e.term) >= 4 and " " not in e.term},
                               key=len, reverse=True)
 
@@ -165,16 +166,27 @@ class Matcher:
     # -- one token -------------------------------------------------------------------------------
 
     def _token(self, token: str, tokens: list[str], i: int, covered: set[int]) -> tuple[Entry, str] | None:
+        try:
+            hit = self._seen[token]
+        except KeyError:
+            if len(self._seen) > 100_000:
+                self._seen.clear()
+            hit = self._seen[token] = self._single(token)
+        if (hit is None or hit[1] != "word") and i + 1 < len(tokens) and i + 1 not in covered \
+                and collapse(token) in self.index.heads:  # "rule 34", "child porn"
+            for n in (2, 3):
+                if i + n <= len(tokens) and (entry := self.index.lookup(" ".join(tokens[i:i + n]))):
+                    return entry, "word"
+        return hit
+
+    def _single(self, token: str) -> tuple[Entry, str] | None:
+        """What ``token`` alone is: a listed word, glued words, a reversed word, or nothing."""
         found = self.index.find(token)
         if found is not None:
             form, entry = found
             if not (stretched_by_one(token, form) and words.count(token) >= ORDINARY_COUNT):
                 return entry, "word"
             return None  # "assess", "pennies", "rapping": an ordinary word, not a stretched "asses"
-        if i + 1 < len(tokens) and i + 1 not in covered and collapse(token) in self.index.heads:  # "rule 34"
-            for n in (2, 3):
-                if i + n <= len(tokens) and (entry := self.index.lookup(" ".join(tokens[i:i + n]))):
-                    return entry, "word"
         if token.isdigit() or len(token) < 3:
             return None
         if len(token) >= 5 and self._candidate(token):
@@ -182,7 +194,8 @@ class Matcher:
                 return entry, "glued"
         reverse = self.index.lookup(token[::-1])
         if reverse is not None and reverse.reverse and (len(token) >= 4 or reverse.tier == HIGH) \
-                and words.count(token) < (REVERSE_MAX_COUNT if len(token) >= 4 else REVERSE_MAX_COUNT / 2) and token not in self.allowlist.words:
+                and words.count(token) < REVERSE_MAX_COUNT / (1 if len(token) >= 4 else 2) \
+                and token not in self.allowlist.words:
             return reverse, "reversed"
         return None
 
