@@ -37,7 +37,7 @@ STRONG_REST_COUNT = 1e5  # "nudewoman": a listed prefix/suffix plus a word this 
 ORDINARY_COUNT = 1e4  # a listed form with a doubled letter this common is a word of its own ("assess")
 KNOWN_PIECE_COUNT = 1e7  # a known word ("horsemen", "allegory") splits only into very common pieces
 UNSEEN_COUNT = 1e4  # "nudeselfie": a token this rare that starts or ends with a listed word is glued
-PIECE_MIN_COUNT = 1e6  # "sexagenarian" is no "sex agen arian": every piece of a split must be common  # "cocktail", "middlesex": a whole word this common is never split
+PIECE_MIN_COUNT = 1e6  # "sexagenarian" is no "sex agen arian": every piece of a split must be common
 NEAR_WINDOW = 12  # tokens between the two words of a near rule
 SENSE_WINDOW = 6
 _STARRED = re.compile(r"(?<![\w*])[a-z]+\*+[a-z*]*[a-z](?![\w*])|(?<![\w*])[a-z]\*+[a-z]+(?![\w*])")
@@ -116,8 +116,8 @@ class Matcher:
         written = set(seen[0].tokens)
         for view in seen:
             found += self._view_matches(view, text, skip, written)
-            if any(m.tier == HIGH for m in found):
-                break
+            if any(m.tier == HIGH and self._rank.get(m.category) == 0 for m in found):
+                break  # nothing can be more severe
         if "*" in text and not found:
             found += self._censored(text, skip)
         if not found:
