@@ -32,6 +32,7 @@ from bot.safety.blocklist import (
     PromptChecker,
     Verdict,
     load_blocklist,
+    rule_tag,
 )
 from bot.safety.classifier import OnnxTextClassifier, SecondOpinion, TextClassifier
 from bot.safety.images import (
@@ -94,6 +95,7 @@ __all__ = [
     "explicit_finding",
     "load_blocklist",
     "prompt_hash",
+    "rule_tag",
     "scope_of",
     "skeleton",
     "views",

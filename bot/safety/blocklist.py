@@ -14,6 +14,7 @@ whose message names the category and never echoes the text.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import re
@@ -37,6 +38,7 @@ __all__ = [
     "PromptChecker",
     "Verdict",
     "load_blocklist",
+    "rule_tag",
 ]
 
 logger = logging.getLogger(__name__)
@@ -133,6 +135,15 @@ def _compile(lists: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...],
     return categories, Matcher(entries, compiled, near, Allowlist(phrases), order=categories)
 
 
+def rule_tag(rule: str) -> str:
+    """``rule`` as the decision log stores it: the kind, and a hash for anything that could repeat
+    the prompt's words ("word:hentai" → "word:5d41402a"); scores stay ("classifier:0.93")."""
+    kind, _, detail = rule.partition(":")
+    if not detail or kind == "classifier":
+        return rule
+    return f"{kind}:{hashlib.sha256(detail.encode('utf-8')).hexdigest()[:8]}"
+
+
 class BlocklistChecker:
     """Refuses prompts (and negative prompts) that a blocklist rule matches and no allowed phrase excuses.
 
@@ -177,6 +188,14 @@ class BlocklistChecker:
     @property
     def categories(self) -> tuple[str, ...]:
         return self._categories
+
+    def explain(self, tag: str) -> list[str]:
+        """The list entries a logged rule tag ("word:5d41402a") stands for, for operators tuning the list."""
+        kind, _, digest = tag.partition(":")
+        if kind in ("near", "classifier"):
+            return [tag]
+        details = [e.rule for e in self.matcher.entries] + [p.pattern[:40] for _, p in self.matcher.patterns]
+        return sorted({f"{kind}:{d}" for d in details if rule_tag(f"{kind}:{d}") == tag})
 
     def check(self, prompt: str, negative: str = "", *, allow: frozenset[str] = frozenset()) -> Verdict:
         """Verdict for ``prompt`` (and ``negative`` when ``check_negative``); ``allow`` is skipped."""

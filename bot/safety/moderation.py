@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from bot.safety.blocklist import BlockedPrompt, BlocklistChecker, PromptChecker, Verdict
+from bot.safety.blocklist import BlockedPrompt, BlocklistChecker, PromptChecker, Verdict, rule_tag
 from bot.safety.images import EXPLICIT, AllowAllImages, ImageClassifier, NudityClassifier
 from bot.safety.lexicon import LOW
 from bot.safety.normalize import skeleton
@@ -176,7 +176,8 @@ class Moderation:
 
         A high-confidence match is a strike. A low-confidence one (``verdict.tier == "low"``) is
         refused without a strike, or only logged as "warned" when ``low_confidence = "warn"``.
-        The log's rule names the category and what fired ("graphic gore [word:gore]").
+        The log's rule names the category and what fired, hashed so that it never repeats the
+        prompt's words ("graphic gore [word:5d41402a]"; BlocklistChecker.explain reads it back).
         """
         scope = scope_of(target)
         policy = await self.policy_for(scope)
@@ -187,7 +188,7 @@ class Moderation:
         if verdict.allowed:
             return verdict
         category = verdict.category or "not allowed"
-        rule = f"{category} [{verdict.rule}]" if getattr(verdict, "rule", None) else category
+        rule = f"{category} [{rule_tag(verdict.rule)}]" if getattr(verdict, "rule", None) else category
         sure = getattr(verdict, "tier", None) != LOW
         digest = prompt_hash(prompt, negative)
         if not sure and self.settings.low_confidence == "warn":
