@@ -107,7 +107,9 @@ def letter_map() -> dict[int, str]:
 
 def decode(text: str) -> str:
     """Percent-encoding and HTML character references replaced by the characters they stand for."""
-    if "%" in text:
+    for _ in range(2):  # "%256E" is "%6E" encoded once more
+        if "%" not in text:
+            break
         text = _PERCENT.sub(lambda m: unquote(m.group(0), errors="replace"), text)
     if "&" in text:
         text = _ENTITY.sub(lambda m: html.unescape(m.group(0)), text)
