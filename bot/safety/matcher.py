@@ -270,7 +270,8 @@ class Matcher:
 
     def _innocent(self, entry: Entry, tokens: list[str], i: int, text: str, hit_count: int) -> bool:
         if entry.sense:
-            nearby = tokens[max(0, i - SENSE_WINDOW):i] + tokens[i + 1:i + 1 + SENSE_WINDOW]
+            window = SENSE_WINDOW if entry.tier != HIGH else SENSE_WINDOW // 2  # a sure word needs a closer sense
+            nearby = tokens[max(0, i - window):i] + tokens[i + 1:i + 1 + window]
             if any(t in entry.sense or t.rstrip("s") in entry.sense for t in nearby):
                 return True
         if entry.name and _titled_pair(text, tokens[i]):
