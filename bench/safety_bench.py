@@ -6,7 +6,8 @@ shipped BlocklistChecker, and prints the catch rate per family, every miss, ever
 refusal and prompts per second on one core over the tables' prompts: "cold" passes start with
 every cache emptied (token lookups, word splits, language guesses; the word lists and models
 stay loaded, as in a running bot), "warm" passes reuse them; medians of ``--rounds`` passes,
-interleaved. Goal: >= 95 % caught, 0 false refusals, >= 10,000 prompts/s.
+interleaved, in wall-clock time and in CPU time of the process (which a busy machine does not
+distort). Goal: >= 95 % caught, 0 false refusals, >= 10,000 prompts/s.
 Writes bench/results/safety_bench.json. Not a test: run `python bench/safety_bench.py`.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -83,16 +85,19 @@ def main() -> None:
                                    "tier": verdict.tier, "rule": verdict.rule})
     prompts = [row[-1] for row in disguised] + [row[-1] for row in innocent]
 
-    cold, warm = [], []
+    cold, warm, cold_cpu, warm_cpu = [], [], [], []
     for _ in range(args.rounds):
         clear_caches(checker)
-        for times in (cold, warm):
-            t = time.perf_counter()
+        for times, cpu in ((cold, cold_cpu), (warm, warm_cpu)):
+            t, c = time.perf_counter(), time.process_time()
             for prompt in prompts:
                 checker.check(prompt)
             times.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
     cold_rate = len(prompts) / statistics.median(cold)
     warm_rate = len(prompts) / statistics.median(warm)
+    cold_cpu_rate = len(prompts) / statistics.median(cold_cpu)
+    warm_cpu_rate = len(prompts) / statistics.median(warm_cpu)
 
     caught = sum(c for c, _ in families.values())
     rate = caught / len(disguised)
@@ -107,15 +112,20 @@ def main() -> None:
         print(f"  REFUSED [{wrong['family']}] {wrong['prompt']!r} -> {wrong['category']} ({wrong['tier']}, {wrong['rule']})")
     for wrong in wrong_category:
         print(f"  CATEGORY {wrong['prompt']!r}: expected {wrong['expected']}, got {wrong['got']}")
-    print(f"\nspeed: {cold_rate:,.0f} prompts/s cold caches, {warm_rate:,.0f} prompts/s warm "
-          f"(medians of {args.rounds} passes over {len(prompts)} prompts, one core); setup {setup_s:.2f} s")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"\nspeed (wall clock): {cold_rate:,.0f} prompts/s cold caches, {warm_rate:,.0f} prompts/s warm; "
+          f"per CPU second of one core: {cold_cpu_rate:,.0f} cold, {warm_cpu_rate:,.0f} warm "
+          f"(medians of {args.rounds} passes over {len(prompts)} prompts; load average {load:.1f} on "
+          f"{os.cpu_count()} cores); setup {setup_s:.2f} s")
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
         "disguised": len(disguised), "innocent": len(innocent), "caught": caught, "catch_rate": round(rate, 4),
         "false_refusals": false_refusals, "misses": misses, "wrong_category": wrong_category,
         "families": {f: {"caught": c, "total": n} for f, (c, n) in families.items()}, "tiers": dict(tiers),
-        "prompts_per_s_cold": round(cold_rate), "prompts_per_s_warm": round(warm_rate), "setup_s": round(setup_s, 2),
+        "prompts_per_s_cold": round(cold_rate), "prompts_per_s_warm": round(warm_rate),
+        "prompts_per_cpu_s_cold": round(cold_cpu_rate), "prompts_per_cpu_s_warm": round(warm_cpu_rate),
+        "load_average": round(load, 1), "cpu_count": os.cpu_count(), "setup_s": round(setup_s, 2),
         "python": platform.python_version(), "machine": platform.machine(), "processor": platform.processor(),
     }, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
