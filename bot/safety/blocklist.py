@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from bot.safety import words
 from bot.safety.allowlist import DEFAULT_ALLOWLIST_PATH, Allowlist, load_allowlist
 from bot.safety.lexicon import LOW, parse_entry
 from bot.safety.matcher import Matcher, NearRule
@@ -132,6 +133,7 @@ def _compile(lists: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...],
                 raise ValueError(f"blocklist pattern {pattern!r} for {name!r} is not a valid regex: {exc}") from None
     used = {e.category for e in entries} | {c for c, _ in compiled} | {r.category for r in near}
     categories = tuple(name for name, _, _ in lists if name in used)
+    words.preload()
     return categories, Matcher(entries, compiled, near, Allowlist(phrases), order=categories)
 
 
