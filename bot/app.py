@@ -19,8 +19,8 @@ from bot.config import Config
 from bot.console import Console, stdin_lines
 from bot.maintenance import Maintenance
 from bot.safety import DEFAULT_ALLOWLIST, DEFAULT_BLOCKLIST, BlocklistChecker, PromptChecker
-from bot.safety.classifier import OnnxTextClassifier, SecondOpinion
 from bot.safety.blocklist import load_blocklist
+from bot.safety.classifier import OnnxTextClassifier, SecondOpinion
 from bot.safety.moderation import Moderation
 from bot.service import ImagineService, ServiceSettings, Who
 from generation.pipeline import load_pipeline
