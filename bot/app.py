@@ -18,8 +18,9 @@ from typing import Any, TextIO
 from bot.config import Config
 from bot.frontends.console import Console, stdin_lines
 from bot.maintenance import Maintenance
-from bot.safety import DEFAULT_BLOCKLIST, BlocklistChecker
+from bot.safety import DEFAULT_ALLOWLIST, DEFAULT_BLOCKLIST, BlocklistChecker, PromptChecker
 from bot.safety.blocklist import load_blocklist
+from bot.safety.classifier import OnnxTextClassifier, SecondOpinion
 from bot.safety.moderation import Moderation
 from bot.service import ImagineService, ServiceSettings, Who
 from generation.pipeline import load_pipeline
@@ -63,7 +64,7 @@ async def engine(
         await worker.close()
 
 
-def prompt_checker(config: Config) -> BlocklistChecker:
+def prompt_checker(config: Config) -> PromptChecker:
     """The blocklist from [safety]: the built-in categories plus the operator's own terms."""
     s = config.safety
     categories = dict(DEFAULT_BLOCKLIST) if s.default_blocklist else {}
@@ -71,9 +72,13 @@ def prompt_checker(config: Config) -> BlocklistChecker:
         for name, (words, patterns) in load_blocklist(s.blocklist_file).items():
             old_words, old_patterns = categories.get(name, ((), ()))
             categories[name] = (tuple(old_words) + tuple(words), tuple(old_patterns) + tuple(patterns))
-    return BlocklistChecker(
-        s.words, s.patterns, categories=categories, check_negative=s.check_negative_prompt
+    checker = BlocklistChecker(
+        s.words, s.patterns, categories=categories, check_negative=s.check_negative_prompt,
+        allow=DEFAULT_ALLOWLIST + tuple(s.allow),
     )
+    if s.classifier_file is None:
+        return checker
+    return SecondOpinion(checker, OnnxTextClassifier(s.classifier_file), threshold=s.classifier_threshold)
 
 
 async def run_bot(

@@ -87,6 +87,9 @@ class SafetyConfig:
     patterns: tuple[str, ...] = ()
     check_negative_prompt: bool = True
     blocklist_file: Path | None = None  # extra categories, in the format of bot/safety/blocklist.txt
+    allow: tuple[str, ...] = ()  # phrases and names that override word hits, besides bot/safety/allowlist.txt
+    classifier_file: Path | None = None  # an ONNX text classifier as a second opinion (off when unset)
+    classifier_threshold: float = 0.8
 
 
 @dataclass(frozen=True)

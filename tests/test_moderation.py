@@ -172,8 +172,8 @@ async def test_decisions_are_logged_without_prompt_text(tmp_path: Path) -> None:
                 await env.service.imagine(BOB, prompt, target=GUILD)
         rows = await env.db.fetchall("SELECT * FROM moderation_log ORDER BY id")
         assert [(r["kind"], r["action"], r["rule"], r["strike"]) for r in rows] == [
-            ("prompt", "blocked", "graphic gore", 1),
-            ("prompt", "blocked", "graphic gore", 1),
+            ("prompt", "blocked", "graphic gore [word:b475efdb]", 1),
+            ("prompt", "blocked", "graphic gore [word:b475efdb]", 1),
             ("strike", "cooldown", "2 strikes", 0),
         ]
         assert {r["user_key"] for r in rows} == {BOB.key} and rows[0]["scope"] == "discord:guild:77"

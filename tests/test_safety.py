@@ -42,6 +42,16 @@ def default() -> BlocklistChecker:
     ("göré", "gore"),                          # diacritics
     ("g\u0336o\u0336r\u0336e\u0336", "gore"),  # combining strike-through
     ("GoRe", "gore"),
+    ("ΝUDΕ", "nude"),                          # Greek capitals: mapped as written, then casefolded
+    ("\u041d\u0410\u041a\u0415D", "haked"),         # Cyrillic Н looks like H (UTS #39), not like N
+    ("ɴᴜᴅᴇ", "nude"),                          # small capitals
+    ("🇳🇺🇩🇪", "nude"),                          # regional indicators
+    ("🅽🆄🅳🅴", "nude"),                          # negative squared letters
+    ("%6E%75%64%65", "nude"),                  # percent-encoding
+    ("&#110;ude", "nude"),                     # HTML character reference
+    ("nu**d**e", "nude"),                      # markdown inside a word
+    ("nu🍑de", "nude"),                        # an emoji inside a word
+    ("a 🍑 peach", "a   peach"),              # an emoji between words stays a gap
 ])
 def test_skeleton(text: str, expected: str) -> None:
     assert skeleton(text) == expected
@@ -52,6 +62,11 @@ def test_views_join_spaced_letters_and_undo_leetspeak() -> None:
     assert any(v.text == "sex" for v in views("$3x"))
     assert any(v.text == "loli" for v in views("l0l1"))
     assert views("a 1024x768 photo")[0].text == "a 1024x768 photo"  # as written comes first
+
+
+@pytest.mark.parametrize("code", ["Galaxy A55", "an RTX4090", "a 4K photo", "BMW X5", "1080p"])
+def test_product_codes_are_not_leetspeak(code: str) -> None:
+    assert [v.text for v in views(code)] == [skeleton(code)]
 
 
 # -- obfuscated forms are blocked -------------------------------------------------------------
@@ -104,7 +119,6 @@ def test_obfuscated_forms_are_blocked(default: BlocklistChecker, prompt: str, ca
     "a child flying a kite",
     "a red fox in snow",
     "gorilla in the mist",
-    "nude beach sunset painting",
     "Sussex countryside",
     "analysis of a cucumber",
     "Dickens novel illustration",
@@ -124,10 +138,11 @@ def test_whole_words_any_case() -> None:
     checker = BlocklistChecker(["badword", "two words"], category="custom")
     assert checker.check("a BadWord here", "") == Verdict(False, "custom")
     assert checker.check("badwords are blocked as a plural", "") == Verdict(False, "custom")
-    assert checker.check("notbadword", "").allowed
+    assert checker.check("notbadword", "") == Verdict(False, "custom")  # glued: "not badword"
+    assert BlocklistChecker(["cock"], category="custom").check("a cocktail", "").allowed  # a word of its own
     assert checker.check("Two   Words together", "") == Verdict(False, "custom")
     assert checker.check("two-words", "") == Verdict(False, "custom")
-    assert checker.check("twowords", "").allowed
+    assert checker.check("twowords", "") == Verdict(False, "custom")  # glued multi-word entries too
 
 
 def test_patterns_and_categories() -> None:

@@ -1,30 +1,37 @@
-"""Prompt moderation: a blocklist of words and regexes by category, matched after normalization.
+"""Prompt moderation: a blocklist of words, near rules and regexes by category, plus an allowlist.
 
-    PromptChecker.check(prompt, negative) -> Verdict(allowed, category)
-        BlocklistChecker     whole words (stretched, leetspeak, look-alikes, spaced out) and regexes
+    PromptChecker.check(prompt, negative) -> Verdict(allowed, category, tier, rule)
+        BlocklistChecker     the matcher (bot/safety/matcher.py) over blocklist.txt + allowlist.txt
         AllowAllPrompts      everything passes (tests, private single-user setups)
 
-Words are matched as whole words on :func:`bot.safety.normalize.views` of the prompt, so
-"Scunthorpe", "cocktail" and "assassin's creed" pass a list with "cunt", "cock" and "ass";
-inside a run of spaced-out letters ("a g o r e") they are matched anywhere. A refused prompt
-becomes :class:`BlockedPrompt`, whose message names the category and never echoes the text.
+Tiers: a ``high`` confidence match refuses and gives a strike; a ``low`` one (a word with an
+innocent reading) refuses without a strike, or
+only warns ([moderation] low_confidence). ``rule`` names what fired ("word:porn",
+"glued:naked", "near:…") for the decision log. A refused prompt becomes :class:`BlockedPrompt`,
+whose message names the category and never echoes the text.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from bot.safety.normalize import View, views
+from bot.safety import words
+from bot.safety.allowlist import DEFAULT_ALLOWLIST_PATH, Allowlist, load_allowlist
+from bot.safety.lexicon import LOW, parse_entry
+from bot.safety.matcher import Matcher, NearRule
 from generation.errors import ImagineError
 
 __all__ = [
     "DEFAULT_BLOCKLIST",
+    "DEFAULT_ALLOWLIST",
     "DEFAULT_BLOCKLIST_PATH",
     "AllowAllPrompts",
     "BlockedPrompt",
@@ -32,6 +39,7 @@ __all__ = [
     "PromptChecker",
     "Verdict",
     "load_blocklist",
+    "rule_tag",
 ]
 
 logger = logging.getLogger(__name__)
@@ -54,10 +62,21 @@ class BlockedPrompt(ImagineError):
 
 @dataclass(frozen=True)
 class Verdict:
-    """The outcome of a prompt check: allowed, or refused for ``category``."""
+    """The outcome of a prompt check: allowed, or refused for ``category``.
+
+    ``tier`` ("high" or "low") and ``rule`` say how sure the refusal is and what fired; they do
+    not take part in equality, so ``Verdict(False, "graphic gore")`` still equals a refusal.
+    """
 
     allowed: bool
     category: str | None = None
+    tier: str | None = field(default=None, compare=False)
+    rule: str | None = field(default=None, compare=False)
+
+    @property
+    def strike(self) -> bool:
+        """Whether this refusal is sure enough to count against the user."""
+        return not self.allowed and self.tier != LOW
 
 
 ALLOWED = Verdict(True)
@@ -70,7 +89,11 @@ class PromptChecker(Protocol):
 
 
 def load_blocklist(path: str | os.PathLike[str]) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
-    """Read a blocklist file (format in bot/safety/blocklist.txt): category → (words, regexes)."""
+    """Read a blocklist file (format in bot/safety/blocklist.txt): category → (words, patterns).
+
+    Words keep their flags ("cock | low sense=rooster"); near rules stay in the patterns with
+    their "near:" prefix.
+    """
     found: dict[str, tuple[list[str], list[str]]] = {}
     category: str | None = None
     for number, raw in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
@@ -86,62 +109,49 @@ def load_blocklist(path: str | os.PathLike[str]) -> dict[str, tuple[tuple[str, .
         words, patterns = found[category]
         if line.startswith("re:"):
             patterns.append(line[3:].strip())
+        elif line.startswith("near:"):
+            patterns.append(line)
         else:
             words.append(line)
     return {name: (tuple(w), tuple(p)) for name, (w, p) in found.items()}
 
 
-def _term(text: str) -> str | None:
-    """A blocklist word in normalized form ("Two  Words" → "two words"), or None if empty."""
-    found = views(text)
-    return found[0].text if found and found[0].text else None
-
-
-def _stretchable(term: str) -> str:
-    """A regex for ``term`` where each run of a letter may be stretched ("gore" → g+o+r+e+)."""
-    parts = []
-    for match in re.finditer(r"(.)\1*", term):
-        char, count = match.group(1), len(match.group(0))
-        if char == " ":
-            parts.append(" ")
-        else:
-            parts.append(re.escape(char) + ("+" if count == 1 else f"{{{count},}}"))
-    plural = "(?:e?s)?" if term[-1:].isalpha() else ""
-    return "".join(parts) + plural
-
-
-class _Rule:
-    """One category's compiled words and patterns."""
-
-    def __init__(self, category: str, words: Iterable[str], patterns: Iterable[str]) -> None:
-        self.category = category
-        terms = sorted({t for t in map(_term, words) if t}, key=len, reverse=True)
-        self.words: re.Pattern[str] | None = None
-        self.spaced: re.Pattern[str] | None = None
-        if terms:
-            alternatives = "|".join(_stretchable(t) for t in terms)
-            self.words = re.compile(rf"(?<![^\W_])(?:{alternatives})(?![^\W_])")
-            self.spaced = re.compile("|".join(_stretchable(t.replace(" ", "")) for t in terms))
-        self.patterns: list[re.Pattern[str]] = []
-        for pattern in patterns:
+@functools.lru_cache(maxsize=8)
+def _compile(lists: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...],
+             phrases: tuple[str, ...]) -> tuple[tuple[str, ...], Matcher]:
+    """The categories in use and their matcher (shared by checkers built from the same lists)."""
+    entries, compiled, near = [], [], []
+    for name, group_words, group_patterns in lists:
+        entries += [parse_entry(word, name) for word in group_words if word.strip()]
+        for pattern in group_patterns:
+            if pattern.startswith("near:"):
+                near.append(NearRule.parse(pattern[5:], name))
+                continue
             try:
-                self.patterns.append(re.compile(pattern, re.IGNORECASE | re.DOTALL))
+                compiled.append((name, re.compile(pattern, re.IGNORECASE | re.DOTALL)))
             except re.error as exc:
-                raise ValueError(f"blocklist pattern {pattern!r} for {category!r} is not a valid regex: {exc}") from None
+                raise ValueError(f"blocklist pattern {pattern!r} for {name!r} is not a valid regex: {exc}") from None
+    used = {e.category for e in entries} | {c for c, _ in compiled} | {r.category for r in near}
+    categories = tuple(name for name, _, _ in lists if name in used)
+    words.preload()
+    return categories, Matcher(entries, compiled, near, Allowlist(phrases), order=categories)
 
-    def matches(self, view: View) -> bool:
-        if self.words is not None and self.words.search(view.text):
-            return True
-        if self.spaced is not None and any(self.spaced.search(token) for token in view.joined):
-            return True
-        return any(p.search(view.text) for p in self.patterns)
+
+def rule_tag(rule: str) -> str:
+    """``rule`` as the decision log stores it: the kind, and a hash for anything that could repeat
+    the prompt's words ("word:hentai" → "word:5d41402a"); scores stay ("classifier:0.93")."""
+    kind, _, detail = rule.partition(":")
+    if not detail or kind == "classifier":
+        return rule
+    return f"{kind}:{hashlib.sha256(detail.encode('utf-8')).hexdigest()[:8]}"
 
 
 class BlocklistChecker:
-    """Refuses prompts (and negative prompts) containing blocked words or matching regexes.
+    """Refuses prompts (and negative prompts) that a blocklist rule matches and no allowed phrase excuses.
 
     ``words`` and ``patterns`` given directly fall under ``category``; ``categories`` maps
-    further category names to ``(words, patterns)``. The negative prompt is checked too unless
+    further category names to ``(words, patterns)``. ``allow`` are phrases that override word
+    hits (default: the shipped allowlist.txt). The negative prompt is checked too unless
     ``check_negative`` is False.
     """
 
@@ -153,6 +163,7 @@ class BlocklistChecker:
         category: str = "blocked terms",
         categories: Categories | None = None,
         check_negative: bool = True,
+        allow: Iterable[str] | None = None,
     ) -> None:
         self.check_negative = check_negative
         groups: list[tuple[str, Iterable[str], Iterable[str]]] = [(category, words, patterns)]
@@ -162,7 +173,9 @@ class BlocklistChecker:
             w, p = merged.setdefault(name, ([], []))
             w.extend(group_words)
             p.extend(group_patterns)
-        self._rules = [rule for name, (w, p) in merged.items() if (rule := _Rule(name, w, p)).words or rule.patterns]
+        lists = tuple((name, tuple(w), tuple(p)) for name, (w, p) in merged.items())
+        phrases = DEFAULT_ALLOWLIST if allow is None else tuple(allow)
+        self._categories, self.matcher = _compile(lists, phrases)
 
     @classmethod
     def default(cls, **options: object) -> BlocklistChecker:
@@ -176,19 +189,25 @@ class BlocklistChecker:
 
     @property
     def categories(self) -> tuple[str, ...]:
-        return tuple(rule.category for rule in self._rules)
+        return self._categories
+
+    def explain(self, tag: str) -> list[str]:
+        """The list entries a logged rule tag ("word:5d41402a") stands for, for operators tuning the list."""
+        kind, _, digest = tag.partition(":")
+        if kind in ("near", "classifier"):
+            return [tag]
+        details = [e.rule for e in self.matcher.entries] + [p.pattern[:40] for _, p in self.matcher.patterns]
+        return sorted({f"{kind}:{d}" for d in details if rule_tag(f"{kind}:{d}") == tag})
 
     def check(self, prompt: str, negative: str = "", *, allow: frozenset[str] = frozenset()) -> Verdict:
         """Verdict for ``prompt`` (and ``negative`` when ``check_negative``); ``allow`` is skipped."""
-        texts = [prompt, negative] if self.check_negative and negative else [prompt]
-        seen = [view for text in texts for view in views(text)]
-        for rule in self._rules:
-            if rule.category in allow:
-                continue
-            if any(rule.matches(view) for view in seen):
-                logger.info("prompt blocked (%s)", rule.category)
-                return Verdict(False, rule.category)
-        return ALLOWED
+        found = self.matcher.match(prompt, allow)
+        if found is None and self.check_negative and negative:
+            found = self.matcher.match(negative, allow)
+        if found is None:
+            return ALLOWED
+        logger.info("prompt blocked (%s, %s, %s)", found.category, found.tier, found.rule)
+        return Verdict(False, found.category, found.tier, found.rule)
 
 
 class AllowAllPrompts:
@@ -199,3 +218,4 @@ class AllowAllPrompts:
 
 
 DEFAULT_BLOCKLIST = load_blocklist(DEFAULT_BLOCKLIST_PATH)
+DEFAULT_ALLOWLIST = tuple(load_allowlist(DEFAULT_ALLOWLIST_PATH))

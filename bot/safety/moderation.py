@@ -5,9 +5,10 @@ a 16-hex hash of the normalized prompt, never its text)::
 
     admit(who)                          before any work: strike block? cooldown? too soon again?
     check_prompt(who, request, target)  prompt + negative prompt against the blocklist → BlockedPrompt
+                                        (a strike when sure; none for a low-confidence match)
     check_images(request, target, images, job_id)   one verdict per image: "ok" | "spoiler" | "blocked"
 
-Escalation: each blocked prompt (and blocked image, when ``strike_on_image_block``) is a strike;
+Escalation: each prompt blocked with high confidence (and blocked image, when ``strike_on_image_block``) is a strike;
 ``cooldown_after`` strikes inside ``strike_window_hours`` → a cooldown of ``cooldown_minutes``;
 ``block_after`` → blocked until an admin lifts it. ``appeal()`` files a case for review;
 ``lift()``/``reject()`` close it. Admins are exempt from cooldowns and strikes, not from checks.
@@ -24,20 +25,15 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from bot.safety.blocklist import BlockedPrompt, BlocklistChecker, PromptChecker
-from bot.safety.images import (
-    EXPLICIT,
-    EXPLICIT_LABELS,
-    AllowAllImages,
-    ImageClassifier,
-    ImageSettings,
-    NudityClassifier,
-)
+from bot.safety.blocklist import BlockedPrompt, BlocklistChecker, PromptChecker, Verdict, rule_tag
+from bot.safety.images import EXPLICIT, AllowAllImages, ImageClassifier, NudityClassifier
+from bot.safety.lexicon import LOW
 from bot.safety.normalize import skeleton
+from bot.safety.settings import EXPLICIT_ACTIONS, LOW_CONFIDENCE_ACTIONS, ModerationSettings, ScopePolicy
 from generation.errors import ImagineError
 from storage import moderation as store
 from storage import users
@@ -47,6 +43,7 @@ from storage.moderation import Appeal, LogEntry
 
 __all__ = [
     "EXPLICIT_ACTIONS",
+    "LOW_CONFIDENCE_ACTIONS",
     "Moderation",
     "ModerationError",
     "ModerationSettings",
@@ -58,8 +55,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-EXPLICIT_ACTIONS = ("block", "spoiler")
 
 
 class Restricted(ImagineError):
@@ -81,73 +76,6 @@ class _Who(Protocol):
 
     @property
     def key(self) -> str: ...
-
-
-@dataclass(frozen=True)
-class ScopePolicy:
-    """One server's/group's rules: explicit images blocked or spoilered; prompt categories allowed."""
-
-    explicit: str = "block"
-    allow: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.explicit not in EXPLICIT_ACTIONS:
-            raise ValueError(f"`explicit` must be one of {', '.join(EXPLICIT_ACTIONS)}, not {self.explicit!r}")
-        if isinstance(self.allow, str):
-            raise ValueError("`allow` must be a list of category names")
-        object.__setattr__(self, "allow", tuple(self.allow))
-
-
-@dataclass(frozen=True)
-class ModerationSettings:
-    """[moderation] config: escalation thresholds, request spacing, image threshold, policies."""
-
-    request_interval_s: float = 3.0  # per-user gap between accepted requests (admins exempt)
-    strike_window_hours: float = 24.0  # strikes older than this stop counting
-    cooldown_after: int = 3  # strikes → a cooldown
-    cooldown_minutes: float = 30.0
-    block_after: int = 6  # strikes → blocked until an admin lifts it (0: never)
-    strike_on_image_block: bool = True
-    explicit_threshold: float = 0.5  # NudeNet score from which an exposed-body label is explicit
-    explicit_labels: tuple[str, ...] = EXPLICIT_LABELS
-    explicit: str = "block"  # default policy for scopes without their own: block | spoiler
-    policies: Mapping[str, ScopePolicy] = field(default_factory=dict)  # scope → policy
-
-    def __post_init__(self) -> None:
-        for name in ("request_interval_s", "strike_window_hours", "cooldown_minutes"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"`{name}` must be 0 or more, not {getattr(self, name)}")
-        for name in ("cooldown_after", "block_after"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"`{name}` must be a whole number, 0 or more, not {value!r}")
-        if self.explicit not in EXPLICIT_ACTIONS:
-            raise ValueError(f"`explicit` must be one of {', '.join(EXPLICIT_ACTIONS)}, not {self.explicit!r}")
-        policies = {str(k): v if isinstance(v, ScopePolicy) else ScopePolicy(**v) for k, v in self.policies.items()}
-        object.__setattr__(self, "policies", policies)
-        object.__setattr__(self, "explicit_labels", tuple(self.explicit_labels))
-        ImageSettings(self.explicit_labels, self.explicit_threshold)  # validates the threshold
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> ModerationSettings:
-        """From a TOML table; unknown keys raise ValueError naming them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown [moderation] key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        values = dict(data)
-        if "explicit_labels" in values:
-            values["explicit_labels"] = tuple(values["explicit_labels"])
-        if "policies" in values:
-            values["policies"] = {
-                scope: ScopePolicy(explicit=p.get("explicit", "block"), allow=tuple(p.get("allow", ())))
-                for scope, p in dict(values["policies"]).items()
-            }
-        return cls(**values)
-
-    @property
-    def image(self) -> ImageSettings:
-        return ImageSettings(self.explicit_labels, self.explicit_threshold)
 
 
 @dataclass(frozen=True)
@@ -243,8 +171,14 @@ class Moderation:
                 raise Restricted(f"Please wait {max(1, round(wait))} s between requests.", "too_soon", wait)
 
     async def check_prompt(self, who: _Who, prompt: str, negative: str = "",
-                           target: Mapping[str, Any] | None = None) -> None:
-        """Raise BlockedPrompt (naming the category) and record a strike when the prompt is refused."""
+                           target: Mapping[str, Any] | None = None) -> Verdict:
+        """Raise BlockedPrompt (naming the category) when the prompt is refused; the verdict otherwise.
+
+        A high-confidence match is a strike. A low-confidence one (``verdict.tier == "low"``) is
+        refused without a strike, or only logged as "warned" when ``low_confidence = "warn"``.
+        The log's rule names the category and what fired, hashed so that it never repeats the
+        prompt's words ("graphic gore [word:5d41402a]"; BlocklistChecker.explain reads it back).
+        """
         scope = scope_of(target)
         policy = await self.policy_for(scope)
         if policy.allow:
@@ -252,12 +186,22 @@ class Moderation:
         else:
             verdict = self.prompt_checker.check(prompt, negative)
         if verdict.allowed:
-            return
+            return verdict
         category = verdict.category or "not allowed"
-        exempt = self.is_admin(who)
-        await store.log(self.db, who.key, "prompt", "blocked", scope=scope, rule=category, strike=not exempt,
-                        prompt_hash=prompt_hash(prompt, negative), now=self.clock())
-        note = "" if exempt else await self._escalate(who.key, scope)
+        rule = f"{category} [{rule_tag(verdict.rule)}]" if getattr(verdict, "rule", None) else category
+        sure = getattr(verdict, "tier", None) != LOW
+        digest = prompt_hash(prompt, negative)
+        if not sure and self.settings.low_confidence == "warn":
+            await store.log(self.db, who.key, "prompt", "warned", scope=scope, rule=rule, prompt_hash=digest,
+                            now=self.clock())
+            return verdict
+        strike = sure and not self.is_admin(who)
+        await store.log(self.db, who.key, "prompt", "blocked" if sure else "refused", scope=scope, rule=rule,
+                        strike=strike, prompt_hash=digest, now=self.clock())
+        if strike:
+            note = await self._escalate(who.key, scope)
+        else:
+            note = "" if sure else "This did not count as a strike."
         raise BlockedPrompt(category, note)
 
     async def check_images(self, user_key: str, target: Mapping[str, Any] | None, images: Sequence[Any], *,
