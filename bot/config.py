@@ -85,7 +85,7 @@ class SafetyConfig:
     default_blocklist: bool = True
     words: tuple[str, ...] = ()
     patterns: tuple[str, ...] = ()
-    check_negative_prompt: bool = True
+    check_negative_prompt: bool = False
     blocklist_file: Path | None = None  # extra categories, in the format of bot/safety/blocklist.txt
     allow: tuple[str, ...] = ()  # phrases and names that override word hits, besides bot/safety/allowlist.txt
     classifier_file: Path | None = None  # an ONNX text classifier as a second opinion (off when unset)

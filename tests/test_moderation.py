@@ -123,7 +123,7 @@ async def test_strikes_escalate_to_cooldown_then_block_and_an_appeal_lifts(tmp_p
             await service.imagine(ADA, "a g0ry battlefield")
         assert first.value.category == "graphic gore"
         with pytest.raises(BlockedPrompt, match="cooldown for 10 min"):
-            await service.imagine(ADA, "a fox --no p.o.r.n")
+            await service.imagine(ADA, "a fox in p.o.r.n style")
         with pytest.raises(Restricted) as cooling:
             await service.imagine(ADA, "a harmless fox")
         assert cooling.value.reason == "cooldown" and 0 < cooling.value.retry_after <= 600

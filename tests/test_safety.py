@@ -155,10 +155,13 @@ def test_patterns_and_categories() -> None:
     assert checker.categories == ("numbers", "colours")
 
 
-def test_negative_prompt_is_checked_unless_turned_off() -> None:
-    assert BlocklistChecker.default().check("a battle scene", "g0re") == Verdict(False, GORE)
+def test_negative_prompt_is_checked_only_when_asked_and_never_for_a_strike() -> None:
+    strict = BlocklistChecker.default(check_negative=True)
+    verdict = strict.check("a battle scene", "g0re")
+    assert verdict == Verdict(False, GORE) and verdict.tier == "low"  # refused, no strike
     lenient = BlocklistChecker.default(check_negative=False)
     assert lenient.check("a battle scene", "gore").allowed
+    assert lenient.check("a portrait", "nsfw, nude, naked").allowed
 
 
 def test_allowed_categories_are_skipped(default: BlocklistChecker) -> None:

@@ -26,7 +26,7 @@ from typing import Protocol
 from bot.safety import words
 from bot.safety.allowlist import DEFAULT_ALLOWLIST_PATH, Allowlist, load_allowlist
 from bot.safety.lexicon import LOW, parse_entry
-from bot.safety.matcher import Matcher, NearRule
+from bot.safety.matcher import Match, Matcher, NearRule
 from generation.errors import ImagineError
 
 __all__ = [
@@ -203,7 +203,11 @@ class BlocklistChecker:
         """Verdict for ``prompt`` (and ``negative`` when ``check_negative``); ``allow`` is skipped."""
         found = self.matcher.match(prompt, allow)
         if found is None and self.check_negative and negative:
-            found = self.matcher.match(negative, allow)
+            # The negative prompt names what to avoid ("--no nsfw, gore"), and with guidance 0
+            # it does not steer the image at all: a hit there is never sure enough for a strike.
+            hit = self.matcher.match(negative, allow)
+            if hit is not None:
+                found = Match(hit.category, LOW, f"negative:{hit.rule}")
         if found is None:
             return ALLOWED
         logger.info("prompt blocked (%s, %s, %s)", found.category, found.tier, found.rule)
