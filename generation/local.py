@@ -89,9 +89,9 @@ def start_workers(
     """Load one pipeline per device and start one worker thread for each."""
     devices = resolve_devices(devices, model.device)
     workers: list[Worker] = []
-    for device in devices:
+    for n, device in enumerate(devices):
         pipeline = _load_on(model, device, loader)
-        name = "gpu-worker" if len(devices) == 1 else f"gpu-worker-{device}"
+        name = "gpu-worker" if len(devices) == 1 else f"gpu-worker-{n}"
         worker = Worker(pipeline, name=name)
         worker.start()
         workers.append(worker)
