@@ -27,6 +27,7 @@ Ray is optional (``pip install 'imagine-bot[ray]'``): nothing here imports it un
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import io
 import logging
@@ -233,7 +234,10 @@ class RayExecutor:
             options["num_replicas"] = replicas
         deployment = serve.deployment(ImagineReplica, name="ImagineReplica").options(**options)
         handle = serve.run(deployment.bind(factory), name=app_name, route_prefix=None)
-        info = handle.describe.remote().result()
+        # A handle's blocking result() refuses to run on an event loop's thread (the bot's engine
+        # starts executors there), so the first call waits on a helper thread.
+        with concurrent.futures.ThreadPoolExecutor(1) as helper:
+            info = helper.submit(lambda: handle.describe.remote().result()).result()
         slots = max_replicas or replicas
         logger.info("Ray Serve app %s on %s: %d replica(s) of %s", app_name, where, slots, info["model_id"])
         return cls(handle, info, slots=slots, progress_timeout=progress_timeout,
