@@ -21,13 +21,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from generation.batch import Batch, BatchExecutor, ItemOutcome
 from generation.request import ModelCaps, Shape
-from generation.scheduling import LaneView, TimeEstimator
+from generation.scheduling import LaneView, TimeEstimator, assign
 
 if TYPE_CHECKING:
     from generation.job import Job
@@ -156,6 +156,29 @@ class ExecutorPool:
             )
             for s in self.in_rotation
         ]
+
+    def retry_for(self, slot: Slot, retries: Iterable[RetryBatch]) -> RetryBatch | None:
+        """The first waiting retry ``slot`` may run: not on the slot that lost it, unless no
+        other slot in rotation can run its shape."""
+        for retry in retries:
+            if not slot.can_run(retry.batch.shape):
+                continue
+            others = [s for s in self.in_rotation if s.index != retry.failed_on and s.can_run(retry.batch.shape)]
+            if slot.index != retry.failed_on or not others:
+                return retry
+        return None
+
+    def place(self, batches: Sequence[Sequence[Job]], shared: TimeEstimator) -> None:
+        """Set each job's ETA lane and offset for ``batches`` (in the order they will start)."""
+        batches = [b for b in batches if b]
+        slots, lanes = self.in_rotation, self.lanes(shared)
+        placed = assign([(b[0].shape, sum(j.images for j in b)) for b in batches], lanes)
+        for batch, (lane, ends) in zip(batches, placed):
+            for job in batch:
+                if lane < 0:  # no slot can run it (it is about to fail)
+                    job._lane, job._eta_queued = None, shared.batch_seconds(job.shape, job.images)
+                else:  # ETA = what the lane's running batch has left + this offset
+                    job._lane, job._eta_queued = slots[lane], ends - lanes[lane].free_in
 
     def succeeded(self, slot: Slot) -> None:
         slot.failures = 0

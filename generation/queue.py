@@ -6,31 +6,26 @@ running :class:`~generation.job.Job` objects, runs the picked batches on a pool 
 (:mod:`generation.pool`: one slot per GPU, local thread or Ray Serve lane), and turns the
 executors' progress and outcomes (:mod:`generation.outcomes`) into job events.
 
-Several executors: whenever a slot is idle it gets the next batch ``pick_batch`` chooses among
-the queued jobs whose shape it can run, so fairness is the one policy whatever the number of
-GPUs. Positions are the pick order; ETAs come from :func:`~generation.scheduling.assign`, which
-places the planned batches on the slots as they will free up, each at its own learned speed.
+Several executors: an idle slot gets the next batch ``pick_batch`` chooses among the queued jobs
+it can run, so fairness is one policy whatever the number of GPUs. Positions are the pick order;
+ETAs place the planned batches on the slots as they free up (:func:`~generation.scheduling.assign`).
 
 Cancelling: a queued job leaves at once; a running job is reported cancelled at once, and its
 batch is interrupted at the next step (by cancelling the executor's ``run()``) only when every
 job in that batch has been cancelled; otherwise the batch finishes and its images are dropped.
 Other slots' batches are never touched.
 
-Retries: an executor that raises anything but an ``ImagineError`` lost the batch (see
-:mod:`generation.pool`); it runs once more, before new work, on another slot when there is one.
-Its jobs stay ``running`` and get a second ``Started``; only one final event is ever sent.
+Retries (rules in :mod:`generation.pool`): a lost batch runs once more, before new work; its
+jobs stay ``running`` and get a second ``Started``; only one final event is ever sent.
 
 Back-pressure: ``submit`` raises QueueFull when the queued (not yet running) images would pass
 ``max_queued_images`` (times the executors in rotation with ``scale_max_queued``) in all or
 ``max_queued_per_user`` for that user. Priority jobs skip both caps: they are admins' or jobs
 re-enqueued after a restart, which were accepted once already.
 
-Executor contract beyond :class:`~generation.batch.BatchExecutor`: cancelling the ``run()``
-awaitable must stop the batch at the next step boundary (``Worker`` does). The queue measures
-each successful batch's wall time itself to learn ETAs, so any executor works unchanged.
-
-All methods are called on the event loop thread; progress from an executor's own thread is
-moved onto the loop.
+Executor contract beyond :class:`~generation.batch.BatchExecutor`: cancelling ``run()`` stops
+the batch at the next step boundary (``Worker`` does); the queue times batches itself. All
+methods run on the event loop thread; progress from an executor's thread is moved onto it.
 
 Shutdown: ``close(drain=True)`` stops taking work and runs everything queued;
 ``close(drain=False)`` stops taking work, lets the running batches finish, and ends the queued
@@ -53,42 +48,16 @@ from dataclasses import dataclass, replace
 
 from generation.batch import Batch, BatchExecutor, BatchItem
 from generation.errors import GenerationFailed, ImagineError, InvalidRequest, JobCancelled, QueueFull
-from generation.job import (
-    Cancelled,
-    Done,
-    EventCallback,
-    Failed,
-    Job,
-    JobEvent,
-    Queued,
-    ShuttingDown,
-    Started,
-    Step,
-)
+from generation.job import (Cancelled, Done, EventCallback, Failed, Job, JobEvent, Queued, ShuttingDown,
+                            Started, Step)
 from generation.outcomes import INTERNAL_ERROR, settle
 from generation.pool import ExecutorPool, RetryBatch, RunningBatch, Slot
 from generation.request import GenerationRequest, ModelCaps, Shape
-from generation.scheduling import FairState, TimeEstimator, assign, pick_batch, plan
+from generation.scheduling import FairState, TimeEstimator, pick_batch, plan
 
-__all__ = [
-    "Cancelled",
-    "Done",
-    "EventCallback",
-    "Failed",
-    "FairState",
-    "GenerationQueue",
-    "Job",
-    "JobEvent",
-    "Queued",
-    "QueueSnapshot",
-    "RunningBatch",
-    "ShuttingDown",
-    "Started",
-    "Step",
-    "TimeEstimator",
-    "pick_batch",
-    "plan",
-]
+__all__ = ["Cancelled", "Done", "EventCallback", "Failed", "FairState", "GenerationQueue", "Job", "JobEvent",
+           "Queued", "QueueSnapshot", "RunningBatch", "ShuttingDown", "Started", "Step", "TimeEstimator",
+           "pick_batch", "plan"]
 
 logger = logging.getLogger(__name__)
 
@@ -321,28 +290,16 @@ class GenerationQueue:
 
     def _refresh(self) -> None:
         """Recompute places in line and ETAs; tell jobs whose place changed."""
-        batches: list[list[Job]] = [[j for j in r.jobs if not j.finished] for r in self._retry]
-        retries = len(batches)
-        batches += plan(list(self._queued.values()), self._fair,
-                        max_images=self.max_batch_images, priority_burst=self.priority_burst)
-        slots = self.pool.in_rotation
-        lanes = self.pool.lanes(self.estimator)
-        placed = assign([(b[0].shape, sum(j.images for j in b)) for b in batches if b], lanes)
-        order: list[str] = []
-        for n, (batch, (lane, ends)) in enumerate(zip((b for b in batches if b), placed)):
-            slot = slots[lane] if lane >= 0 else None
-            ahead = lanes[lane].free_in if lane >= 0 else 0.0
-            for job in batch:
-                job._lane = slot
-                job._eta_queued = ends - ahead if slot is not None else self.estimator.batch_seconds(
-                    job.shape, job.images)
-                if n < retries:
-                    continue
-                order.append(job.id)
-                if job._position != len(order):
-                    job._position = len(order)
-                    job._emit(Queued(job._position, job.eta))
-        self._order = tuple(order)
+        retries = [[j for j in r.jobs if not j.finished] for r in self._retry]
+        batches = plan(list(self._queued.values()), self._fair,
+                       max_images=self.max_batch_images, priority_burst=self.priority_burst)
+        self.pool.place(retries + batches, self.estimator)
+        order = [job for batch in batches for job in batch]
+        for place, job in enumerate(order, 1):
+            if job._position != place:
+                job._position = place
+                job._emit(Queued(place, job.eta))
+        self._order = tuple(job.id for job in order)
 
     # -- cancelling ----------------------------------------------------------------------------
 
@@ -405,7 +362,7 @@ class GenerationQueue:
         """Give each idle slot a retry it may run, or the next fair batch it can run."""
         self._fail_unrunnable()
         for slot in self.pool.idle():
-            retry = self._retry_for(slot)
+            retry = self.pool.retry_for(slot, self._retry)
             if retry is not None:
                 self._retry.remove(retry)
                 self._begin(slot, [j for j in retry.jobs if not j.finished], attempt=2)
@@ -419,15 +376,6 @@ class GenerationQueue:
             for job in jobs:
                 self._queued.pop(job.id, None)
             self._begin(slot, jobs, attempt=1)
-
-    def _retry_for(self, slot: Slot) -> RetryBatch | None:
-        for retry in self._retry:
-            if not slot.can_run(retry.batch.shape):
-                continue
-            others = [s for s in self.pool.in_rotation if s.index != retry.failed_on and s.can_run(retry.batch.shape)]
-            if slot.index != retry.failed_on or not others:
-                return retry
-        return None
 
     def _fail_unrunnable(self) -> None:
         """End the jobs no executor left in rotation can run (e.g. its only 8-step GPU left)."""
