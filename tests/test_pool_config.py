@@ -104,3 +104,14 @@ async def test_engine_runs_the_tiny_model_on_two_local_devices(tmp_path: Path) -
                                                user_id=str(i), platform="cli")) for i in range(2)]
         results = await asyncio.wait_for(asyncio.gather(*(j.result() for j in jobs)), TIMEOUT)
     assert {r.metadata["executor"] for r in results} == {"gpu-worker-0", "gpu-worker-1"}  # ran side by side
+
+
+async def test_an_unreachable_ray_cluster_stops_the_engine_with_one_line(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    from generation.ray_backend import BackendUnavailable
+
+    config = load_config(write(tmp_path, '[generation]\nbackend = "ray"\n[ray]\naddress = "127.0.0.1:1"\n'))
+    with pytest.raises(BackendUnavailable) as info:
+        async with engine(config, model="tiny"):
+            pass
+    assert "127.0.0.1:1" in str(info.value) and "\n" not in str(info.value)
