@@ -14,7 +14,8 @@ Fairness, quotas and durability stay in the bot process; a replica only runs who
   messages; init images of img2img batches travel as bytes too (replicas may be other machines).
 - Cancelling :meth:`RayExecutor.run` cancels the Serve request; the replica interrupts its
   batch at the next step and takes no other batch until then.
-- A replica that dies, or sends nothing for ``progress_timeout`` seconds, makes ``run()`` raise
+- A replica that dies, or sends nothing for ``progress_timeout`` seconds once it has the batch
+  (``start_timeout`` before: an autoscaled replica may be loading the model), makes ``run()`` raise
   :class:`ReplicaLost` (not an ``ImagineError``): the queue runs the batch once more (Serve's
   router has dropped a dead replica by then and restarts it) and fails its jobs on a second loss.
 - A replica whose batches keep failing fails Serve's health check, so Serve replaces it (and
@@ -84,7 +85,7 @@ class ImagineReplica:
     async def run(self, batch: Batch, time_limit: float | None, inits: dict[str, bytes]) -> AsyncIterator[tuple]:
         """Stream ("replica", id), then ("step", i, n) per step, then ("done", encoded outcomes)."""
         yield ("replica", self.replica_id, os.getpid())
-        batch = self._localize(batch, inits)
+        batch, written = self._localize(batch, inits)
         steps: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
         task = asyncio.ensure_future(self.worker.run(
             batch, on_step=lambda i, n: steps.put_nowait((i, n)), time_limit=time_limit))
@@ -106,6 +107,8 @@ class ImagineReplica:
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
+            for path in written:
+                path.unlink(missing_ok=True)
         failed = all(isinstance(o, GenerationFailed) and str(o) == _INTERNAL_ERROR for o in outcomes)
         self.failed_in_a_row = self.failed_in_a_row + 1 if failed and outcomes else 0
         yield ("done", [_encode(o) for o in outcomes])
@@ -115,18 +118,18 @@ class ImagineReplica:
         if self.failed_in_a_row >= _UNHEALTHY_AFTER:
             raise RuntimeError(f"replica {self.replica_id}: {self.failed_in_a_row} batches in a row failed")
 
-    def _localize(self, batch: Batch, inits: dict[str, bytes]) -> Batch:
+    def _localize(self, batch: Batch, inits: dict[str, bytes]) -> tuple[Batch, list[Path]]:
         """Write the init images that came as bytes here and point the batch at them."""
         if not inits:
-            return batch
-        paths: dict[str, str] = {}
-        for n, (original, data) in enumerate(inits.items()):
-            path = self._inits / f"{n}-{Path(original).name}"
+            return batch, []
+        paths: dict[str, Path] = {}
+        for original, data in inits.items():
+            path = Path(tempfile.mkstemp(dir=self._inits, suffix=Path(original).suffix)[1])
             path.write_bytes(data)
-            paths[original] = str(path)
-        items = tuple(replace(i, init_image=paths.get(i.init_image, i.init_image)) if i.init_image else i
+            paths[original] = path
+        items = tuple(replace(i, init_image=str(paths.get(i.init_image, i.init_image))) if i.init_image else i
                       for i in batch.items)
-        return replace(batch, items=items)
+        return replace(batch, items=items), list(paths.values())
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -179,13 +182,14 @@ class RayExecutor:
     """A BatchExecutor over a Serve deployment; ``slots`` batches may run at once."""
 
     def __init__(self, handle: Any, info: dict[str, Any], *, slots: int, progress_timeout: float = 120.0,
-                 owns_cluster: bool = False, app_name: str = APP_NAME) -> None:
+                 start_timeout: float = 900.0, owns_cluster: bool = False, app_name: str = APP_NAME) -> None:
         self.handle = handle
         self.slots = slots
         self.name = "ray"
         self.model_id: str = info["model_id"]
         self.caps = ModelCaps(name=info["name"], base_resolution=info["base_resolution"], steps=tuple(info["steps"]))
         self.progress_timeout = progress_timeout
+        self.start_timeout = start_timeout  # waiting for a free replica (autoscaling may load one)
         self.replicas_seen: dict[str, int] = {}  # replica id -> batches started there
         self._owns_cluster = owns_cluster
         self._app_name = app_name
@@ -253,13 +257,14 @@ class RayExecutor:
         replica = "?"
         try:
             while True:
+                timeout = self.start_timeout if replica == "?" else self.progress_timeout
                 try:
-                    message = await asyncio.wait_for(stream.__anext__(), self.progress_timeout)
+                    message = await asyncio.wait_for(stream.__anext__(), timeout)
                 except StopAsyncIteration:
                     raise ReplicaLost(f"replica {replica} ended the stream without a result") from None
                 except asyncio.TimeoutError:
                     stream.cancel()
-                    raise ReplicaLost(f"replica {replica} sent nothing for {self.progress_timeout:g} s") from None
+                    raise ReplicaLost(f"replica {replica} sent nothing for {timeout:g} s") from None
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # ActorDiedError, RayActorError, ... : the replica is gone
