@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import signal
 from collections import Counter
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from tests.ray_support import KillOnce  # noqa: E402
 
 pytestmark = pytest.mark.slow
 TIMEOUT = 120.0
+START_TIMEOUT = 240
 
 
 def test_an_unreachable_cluster_is_one_clear_line() -> None:
@@ -38,12 +40,20 @@ def test_an_unreachable_cluster_is_one_clear_line() -> None:
 def cluster(tmp_path_factory: pytest.TempPathFactory):
     """A local Ray cluster and a 2-replica Serve app; shut down afterwards."""
     marker = tmp_path_factory.mktemp("ray") / "killed"
-    executor = RayExecutor.connect(
-        functools.partial(KillOnce, str(marker), 0.2), replicas=2, gpus_per_replica=0, cpus_per_replica=0.5,
-        progress_timeout=60.0,
-        ray_init={"num_cpus": 2, "num_gpus": 0, "object_store_memory": 100 * 1024**2, "include_dashboard": False,
-                  "configure_logging": False},
-    )
+
+    def too_slow(signum: int, frame: object) -> None:
+        raise TimeoutError(f"the local Ray Serve cluster did not start within {START_TIMEOUT} s")
+
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(START_TIMEOUT)
+    try:
+        executor = _connect(marker)
+    except BaseException:
+        ray.shutdown()
+        raise
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
     try:
         yield executor, marker
     finally:
@@ -51,6 +61,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
 
         serve.shutdown()
         ray.shutdown()
+
+
+def _connect(marker: Path) -> RayExecutor:
+    return RayExecutor.connect(
+        functools.partial(KillOnce, str(marker), 0.2), replicas=2, gpus_per_replica=0, cpus_per_replica=0.5,
+        progress_timeout=60.0,
+        ray_init={"num_cpus": 2, "num_gpus": 0, "object_store_memory": 100 * 1024**2, "include_dashboard": False,
+                  "configure_logging": False},
+    )
 
 
 def req(user: str, prompt: str, *, count: int = 1, steps: int = 4) -> GenerationRequest:
