@@ -6,6 +6,7 @@ This is the one module that wires things together; everything else receives what
 from __future__ import annotations
 
 import asyncio
+import functools
 import getpass
 import logging
 import signal
@@ -23,9 +24,9 @@ from bot.safety.blocklist import load_blocklist
 from bot.safety.classifier import OnnxTextClassifier, SecondOpinion
 from bot.safety.moderation import Moderation
 from bot.service import ImagineService, ServiceSettings, Who
-from generation.pipeline import load_pipeline
+from generation.local import start_workers
+from generation.pipeline import ModelConfig, load_pipeline
 from generation.queue import GenerationQueue
-from generation.worker import Worker
 from storage import Database, ImageStore
 
 __all__ = ["engine", "run_bot"]
@@ -37,31 +38,46 @@ log = logging.getLogger(__name__)
 async def engine(
     config: Config, *, model: str | None = None, drain: bool = True
 ) -> AsyncIterator[GenerationQueue]:
-    """Load the model, start the worker thread and the queue; stop them on exit.
+    """Load the model, start the executors (worker threads or Ray replicas) and the queue; stop
+    them on exit.
 
-    ``drain=False`` finishes only the running batch: queued jobs stay queued in the database
+    ``drain=False`` finishes only the running batches: queued jobs stay queued in the database
     and run after the next start.
     """
     model_config = replace(config.model, name=model) if model else config.model
-    pipeline = load_pipeline(model_config)
-    log.info("model %s loaded (steps %s)", pipeline.model_id, ", ".join(map(str, pipeline.caps.steps)))
-    worker = Worker(pipeline)
-    worker.start()
+    executors = _start_executors(config, model_config)
     q = config.queue
     queue = GenerationQueue(
-        worker,
+        executors,
         max_batch_images=q.max_batch_images,
         max_queued_images=q.max_queued_images,
         max_queued_per_user=q.max_queued_per_user,
         priority_burst=q.priority_burst,
         batch_time_limit=q.batch_time_limit_s,
+        scale_max_queued=q.scale_max_queued,
+        max_executor_failures=q.max_executor_failures,
     )
     queue.start()
     try:
         yield queue
     finally:
         await queue.close(drain=drain)
-        await worker.close()
+        for executor in executors:
+            await executor.close()
+
+
+def _start_executors(config: Config, model_config: ModelConfig) -> list[Any]:
+    """One worker thread per local device (the default: one), or one Ray Serve executor."""
+    if config.generation.backend == "ray":
+        from generation.ray_backend import RayExecutor
+
+        r = config.ray
+        return [RayExecutor.connect(
+            functools.partial(load_pipeline, model_config), address=r.address, replicas=r.replicas,
+            min_replicas=r.min_replicas, max_replicas=r.max_replicas, gpus_per_replica=r.gpus_per_replica,
+            cpus_per_replica=r.cpus_per_replica, progress_timeout=r.progress_timeout_s,
+        )]
+    return start_workers(model_config, config.generation.devices)
 
 
 def prompt_checker(config: Config) -> PromptChecker:

@@ -26,8 +26,10 @@ else:  # pragma: no cover
 __all__ = [
     "Config",
     "ConfigError",
+    "GenerationConfig",
     "QueueConfig",
     "QuotaConfig",
+    "RayConfig",
     "SafetyConfig",
     "StorageConfig",
     "load_config",
@@ -47,6 +49,53 @@ class QueueConfig:
     max_queued_per_user: int = 8
     priority_burst: int = 3
     batch_time_limit_s: float = 120.0
+    # max_queued_images is per executor: 2 GPUs take twice the backlog
+    scale_max_queued: bool = True
+    # a GPU (local worker) that fails this many batches in a row leaves the rotation
+    max_executor_failures: int = 3
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """[generation]: where batches run: local devices (the default) or a Ray Serve cluster."""
+
+    backend: str = "local"
+    # () = the one [model] device; ("auto",) = every visible GPU; or ("cuda:0", "cuda:1")
+    devices: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("local", "ray"):
+            raise ValueError(f"generation.backend must be \"local\" or \"ray\", not {self.backend!r}")
+        if not all(isinstance(d, str) for d in self.devices):
+            raise ValueError(f"generation.devices must be \"auto\" or a list of device names, not {self.devices!r}")
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """[ray]: the Ray Serve deployment used when generation.backend = "ray"."""
+
+    address: str = ""  # "" starts a local Ray cluster; "ray://host:10001" or "host:6379" joins one
+    replicas: int = 1  # fixed number of replicas (one GPU each by default)
+    min_replicas: int = 0  # with max_replicas > 0: autoscale between min and max
+    max_replicas: int = 0
+    gpus_per_replica: float = 1.0
+    cpus_per_replica: float = 1.0
+    progress_timeout_s: float = 120.0  # a replica silent this long mid-batch is lost; the batch is retried
+
+    def __post_init__(self) -> None:
+        if self.replicas < 1:
+            raise ValueError(f"ray.replicas must be at least 1, not {self.replicas}")
+        if self.max_replicas and not 0 <= self.min_replicas <= self.max_replicas:
+            raise ValueError(f"ray.min_replicas ({self.min_replicas}) must be between 0 and ray.max_replicas "
+                             f"({self.max_replicas})")
+        if self.gpus_per_replica < 0 or self.cpus_per_replica < 0 or self.progress_timeout_s <= 0:
+            raise ValueError("ray.gpus_per_replica and ray.cpus_per_replica must be 0 or more, "
+                             "ray.progress_timeout_s positive")
+
+    @property
+    def slots(self) -> int:
+        """Batches in flight at once: one per replica (the most replicas when autoscaling)."""
+        return self.max_replicas or self.replicas
 
 
 @dataclass(frozen=True)
@@ -98,6 +147,8 @@ class Config:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     queue: QueueConfig = field(default_factory=QueueConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     quota: QuotaConfig = field(default_factory=QuotaConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
@@ -134,6 +185,8 @@ def load_config(
     sections = {
         "model": ModelConfig,
         "queue": QueueConfig,
+        "generation": GenerationConfig,
+        "ray": RayConfig,
         "storage": StorageConfig,
         "quota": QuotaConfig,
         "safety": SafetyConfig,
@@ -143,6 +196,11 @@ def load_config(
     for key in data:
         if key not in known:
             raise ConfigError(f"Unknown config section [{key}] in {path}; known: {', '.join(sorted(known))}.")
+    generation = data.get("generation")
+    if isinstance(generation, dict) and isinstance(generation.get("devices"), str):
+        generation = data["generation"] = {**generation, "devices": [generation["devices"]]}
+        if generation["devices"] != ["auto"]:
+            raise ConfigError('generation.devices must be "auto" or a list like ["cuda:0", "cuda:1"].')
     parsed = {name: _section(cls, data.get(name, {}), name) for name, cls in sections.items()}
     moderation = data.get("moderation", {})
     if not isinstance(moderation, dict):

@@ -1,9 +1,10 @@
 """The seam between the queue and whatever runs the GPU: a batch in, images (or errors) out.
 
 The queue builds a :class:`Batch` of same-shape images from one or more jobs and hands it to a
-:class:`BatchExecutor`. Today that is :class:`generation.worker.Worker` (one thread owning one
-pipeline); a pool of remote GPU replicas can implement the same protocol later without touching
-the queue's fairness or the service's bookkeeping.
+:class:`BatchExecutor`: a :class:`generation.worker.Worker` (one thread owning one pipeline on
+one device) or a :class:`generation.ray_backend.RayExecutor` (replicas of a Ray Serve
+deployment). The queue runs one batch per executor slot at a time (:mod:`generation.pool`);
+an executor may say it takes ``slots`` batches at once and give itself a ``name`` for logs.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from generation.errors import ImagineError, JobCancelled
 from generation.request import GenerationRequest, GenerationResult, Shape
 
 if TYPE_CHECKING:
+    from generation.pool import RunningBatch, Slot
     from generation.queue import GenerationQueue
 
 __all__ = ["Cancelled", "Done", "EventCallback", "Failed", "Job", "JobEvent", "Queued", "ShuttingDown",
@@ -111,7 +112,9 @@ class Job:
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self._position = 0
-        self._eta_queued = 0.0
+        self._eta_queued = 0.0  # seconds after its lane's running batch ends
+        self._lane: Slot | None = None  # where the ETA simulation puts it
+        self._running: RunningBatch | None = None  # its batch on a slot now
         self._started: Started | None = None
         self._last_step: Step | None = None
         self._final: JobEvent | None = None

@@ -1,104 +1,68 @@
-"""Fair batching scheduler on the asyncio side: jobs in, one batch at a time to the executor.
+"""Fair batching scheduler on the asyncio side: jobs in, one batch per executor at a time.
 
 The policy (who goes next, which jobs share a batch, the ETA estimate) is the pure code in
 :mod:`generation.scheduling`; this module is the runtime around it: it keeps the queued and
-running :class:`~generation.job.Job` objects, runs the picked batches on the executor, and
-turns the executor's progress and outcomes into job events.
+running :class:`~generation.job.Job` objects, runs the picked batches on a pool of executors
+(:mod:`generation.pool`: one slot per GPU, local thread or Ray Serve lane), and turns the
+executors' progress and outcomes (:mod:`generation.outcomes`) into job events.
+
+Several executors: an idle slot gets the next batch ``pick_batch`` chooses among the queued jobs
+it can run, so fairness is one policy whatever the number of GPUs. Positions are the pick order;
+ETAs place the planned batches on the slots as they free up (:func:`~generation.scheduling.assign`).
 
 Cancelling: a queued job leaves at once; a running job is reported cancelled at once, and its
 batch is interrupted at the next step (by cancelling the executor's ``run()``) only when every
 job in that batch has been cancelled; otherwise the batch finishes and its images are dropped.
+Other slots' batches are never touched.
+
+Retries (rules in :mod:`generation.pool`): a lost batch runs once more, before new work; its
+jobs stay ``running`` and get a second ``Started``; only one final event is ever sent.
 
 Back-pressure: ``submit`` raises QueueFull when the queued (not yet running) images would pass
-``max_queued_images`` in all or ``max_queued_per_user`` for that user. Priority jobs skip both
-caps: they are admins' or jobs re-enqueued after a restart, which were accepted once already.
+``max_queued_images`` (times the executors in rotation with ``scale_max_queued``) in all or
+``max_queued_per_user`` for that user. Priority jobs skip both caps: they are admins' or jobs
+re-enqueued after a restart, which were accepted once already.
 
-Executor contract beyond :class:`~generation.batch.BatchExecutor`: cancelling the ``run()``
-awaitable must stop the batch at the next step boundary (``Worker`` does). The queue measures
-each successful batch's wall time itself to learn ETAs, so any executor works unchanged.
-
-All methods are called on the event loop thread; progress from an executor's own thread is
-moved onto the loop.
+Executor contract beyond :class:`~generation.batch.BatchExecutor`: cancelling ``run()`` stops
+the batch at the next step boundary (``Worker`` does); the queue times batches itself. All
+methods run on the event loop thread; progress from an executor's thread is moved onto it.
 
 Shutdown: ``close(drain=True)`` stops taking work and runs everything queued;
-``close(drain=False)`` stops taking work, lets the running batch finish, and ends the queued
-jobs with :class:`ShuttingDown` (a ``JobCancelled``) and returns them, so the caller can keep
-them ``queued`` in storage for the next start. The queue never closes the executor.
+``close(drain=False)`` stops taking work, lets the running batches finish, and ends the queued
+jobs (and those waiting for a retry) with :class:`ShuttingDown` (a ``JobCancelled``) and
+returns them, so the caller can keep them in storage for the next start. The queue never
+closes its executors.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import itertools
 import logging
 import threading
 import time
 import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from generation.batch import Batch, BatchExecutor, BatchItem, ItemOutcome
+from generation.batch import Batch, BatchExecutor, BatchItem
 from generation.errors import GenerationFailed, ImagineError, InvalidRequest, JobCancelled, QueueFull
-from generation.job import (
-    Cancelled,
-    Done,
-    EventCallback,
-    Failed,
-    Job,
-    JobEvent,
-    Queued,
-    ShuttingDown,
-    Started,
-    Step,
-)
-from generation.request import GenerationRequest, GenerationResult, ModelCaps, Shape
+from generation.job import (Cancelled, Done, EventCallback, Failed, Job, JobEvent, Queued, ShuttingDown,
+                            Started, Step)
+from generation.outcomes import INTERNAL_ERROR, settle
+from generation.pool import ExecutorPool, RetryBatch, RunningBatch, Slot
+from generation.request import GenerationRequest, ModelCaps, Shape
 from generation.scheduling import FairState, TimeEstimator, pick_batch, plan
 
-__all__ = [
-    "Cancelled",
-    "Done",
-    "EventCallback",
-    "Failed",
-    "FairState",
-    "GenerationQueue",
-    "Job",
-    "JobEvent",
-    "Queued",
-    "QueueSnapshot",
-    "RunningBatch",
-    "ShuttingDown",
-    "Started",
-    "Step",
-    "TimeEstimator",
-    "pick_batch",
-    "plan",
-]
+__all__ = ["Cancelled", "Done", "EventCallback", "Failed", "FairState", "GenerationQueue", "Job", "JobEvent",
+           "Queued", "QueueSnapshot", "RunningBatch", "ShuttingDown", "Started", "Step", "TimeEstimator",
+           "pick_batch", "plan"]
 
 logger = logging.getLogger(__name__)
 
-_INTERNAL_ERROR = "Image generation failed because of an internal error; it has been logged."
 MIN_ETA = 0.1
 _MAX_REMEMBERED_USERS = 10_000
-
-
-@dataclass
-class RunningBatch:
-    """The batch on the executor now."""
-
-    jobs: list[Job]
-    batch: Batch
-    started_at: float
-    estimate: float
-    task: asyncio.Task[list[ItemOutcome]] | None = None
-    step: tuple[int, int] = (0, 0)
-
-    @property
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started_at
-
-    @property
-    def remaining(self) -> float:
-        return max(self.estimate - self.elapsed, 0.0)
 
 
 @dataclass(frozen=True)
@@ -111,19 +75,22 @@ class QueueSnapshot:
     order: tuple[str, ...]  # queued job ids in pick order
     running_jobs: tuple[str, ...]
     running_images: int
-    running_shape: Shape | None
+    running_shape: Shape | None  # of the longest-running batch
     running_elapsed: float
     batches_run: int
     accepting: bool
     seconds_per_image: dict[Shape, float]
+    executors: int = 1  # slots in rotation
+    running_batches: int = 0
+    retries: int = 0  # batches run again after an executor failed
 
 
 class GenerationQueue:
-    """Fair, batching, cancellable queue in front of one BatchExecutor."""
+    """Fair, batching, cancellable queue in front of one or more BatchExecutors."""
 
     def __init__(
         self,
-        executor: BatchExecutor,
+        executor: BatchExecutor | Sequence[BatchExecutor],
         *,
         max_batch_images: int = 8,
         max_queued_images: int = 64,
@@ -131,6 +98,9 @@ class GenerationQueue:
         priority_burst: int = 3,
         batch_time_limit: float | None = None,
         estimator: TimeEstimator | None = None,
+        scale_max_queued: bool = False,
+        max_executor_failures: int = 3,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         for name, value in (("max_batch_images", max_batch_images), ("max_queued_images", max_queued_images),
                             ("max_queued_per_user", max_queued_per_user), ("priority_burst", priority_burst)):
@@ -138,17 +108,22 @@ class GenerationQueue:
                 raise ValueError(f"`{name}` must be at least 1 but is {value}")
         if batch_time_limit is not None and batch_time_limit <= 0:
             raise ValueError(f"`batch_time_limit` must be positive or None but is {batch_time_limit}")
-        self.executor = executor
+        self.pool = ExecutorPool(executor, max_failures=max_executor_failures)
+        self.executor = self.pool.executors[0]
         self.max_batch_images = max_batch_images
-        self.max_queued_images = max_queued_images
+        self._max_queued_images = max_queued_images
+        self.scale_max_queued = scale_max_queued
         self.max_queued_per_user = max_queued_per_user
         self.priority_burst = priority_burst
         self.batch_time_limit = batch_time_limit
         self.estimator = estimator or TimeEstimator()
+        self.clock = clock
         self.batches_run = 0
+        self.retries = 0
         self._queued: dict[str, Job] = {}
         self._jobs: dict[str, Job] = {}  # queued and running, by id
-        self._running: RunningBatch | None = None
+        self._retry: deque[RetryBatch] = deque()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._fair = FairState()
         self._order: tuple[str, ...] = ()
         self._seq = itertools.count()
@@ -170,19 +145,22 @@ class GenerationQueue:
     async def close(self, drain: bool = True) -> list[Job]:
         """Stop taking work; run the queued jobs (drain) or end them with ShuttingDown.
 
-        Returns the jobs that were not run. The running batch always finishes.
+        Returns the jobs that were not run. The running batches always finish.
         """
         self._accepting = False
         left: list[Job] = []
         if not drain:
             left = list(self._queued.values())
+            for retry in self._retry:
+                left.extend(j for j in retry.jobs if not j.finished)
+            self._retry.clear()
             for job in left:
                 self._remove_queued(job)
                 job._finish("cancelled", Cancelled("shutdown"), error=ShuttingDown(
                     "The bot is shutting down; your request was not started and will run after "
                     "the restart if it was saved."))
             self._refresh()
-        elif self._queued and self._task is None:
+        elif (self._queued or self._retry) and self._task is None:
             self.start()
         self._wakeup.set()
         if self._task is not None:
@@ -242,12 +220,22 @@ class GenerationQueue:
 
     @property
     def caps(self) -> ModelCaps:
-        """What the executor's model accepts (for parsing options against it)."""
-        return self.executor.caps
+        """What the executors' model accepts (for parsing options against it)."""
+        return self.pool.caps
 
     @property
     def model_id(self) -> str:
-        return self.executor.model_id
+        return self.pool.model_id
+
+    @property
+    def executors(self) -> int:
+        """Batches that can run at the same time (slots in rotation)."""
+        return len(self.pool.in_rotation)
+
+    @property
+    def max_queued_images(self) -> int:
+        """The cap on queued images, scaled by the executors in rotation when configured."""
+        return self._max_queued_images * (self.executors if self.scale_max_queued else 1)
 
     @property
     def queued_images(self) -> int:
@@ -265,50 +253,55 @@ class GenerationQueue:
         per_user: dict[str, int] = {}
         for job in self._queued.values():
             per_user[job.user] = per_user.get(job.user, 0) + job.images
-        running = self._running
+        running = self.pool.running()
+        oldest = min(running, key=lambda r: r.started_at) if running else None
         return QueueSnapshot(
             queued_jobs=len(self._queued),
             queued_images=self.queued_images,
             per_user=per_user,
             order=self._order,
-            running_jobs=tuple(j.id for j in running.jobs) if running else (),
-            running_images=len(running.batch.items) if running else 0,
-            running_shape=running.batch.shape if running else None,
-            running_elapsed=running.elapsed if running else 0.0,
+            running_jobs=tuple(j.id for r in running for j in r.jobs),
+            running_images=sum(len(r.batch.items) for r in running),
+            running_shape=oldest.batch.shape if oldest else None,
+            running_elapsed=oldest.elapsed if oldest else 0.0,
             batches_run=self.batches_run,
             accepting=self._accepting,
             seconds_per_image=self.estimator.learned(),
+            executors=self.executors,
+            running_batches=len(running),
+            retries=self.retries,
         )
 
-    def record_timing(self, shape: Shape, images: int, seconds: float) -> None:
-        """Teach the ETA estimate (the queue already learns from the batches it runs)."""
-        self.estimator.observe(shape, images, seconds)
+    def record_timing(self, shape: Shape, images: int, seconds: float, *, slot: int | None = None) -> None:
+        """Teach the ETA estimate (queue-wide, or one slot's); the queue also learns by itself."""
+        (self.estimator if slot is None else self.pool.slots[slot].estimator).observe(shape, images, seconds)
 
-    # -- internals -----------------------------------------------------------------------------
+    # -- positions and ETAs --------------------------------------------------------------------
 
     def _eta_for(self, job: Job) -> float:
         if job.finished:
             return 0.0
-        remaining = self._running.remaining if self._running is not None else 0.0
-        if job.status == "running":
-            return max(remaining, MIN_ETA)
-        return max(remaining + job._eta_queued, MIN_ETA)
+        running = job._running
+        if running is not None:
+            return max(running.remaining, MIN_ETA)
+        lane = job._lane
+        ahead = lane.running.remaining if lane is not None and lane.running is not None else 0.0
+        return max(ahead + job._eta_queued, MIN_ETA)
 
     def _refresh(self) -> None:
         """Recompute places in line and ETAs; tell jobs whose place changed."""
+        retries = [[j for j in r.jobs if not j.finished] for r in self._retry]
         batches = plan(list(self._queued.values()), self._fair,
                        max_images=self.max_batch_images, priority_burst=self.priority_burst)
-        order: list[str] = []
-        ahead = 0.0
-        for batch in batches:
-            ahead += self.estimator.batch_seconds(batch[0].shape, sum(j.images for j in batch))
-            for job in batch:
-                order.append(job.id)
-                job._eta_queued = ahead
-                if job._position != len(order):
-                    job._position = len(order)
-                    job._emit(Queued(job._position, job.eta))
-        self._order = tuple(order)
+        self.pool.place(retries + batches, self.estimator)
+        order = [job for batch in batches for job in batch]
+        for place, job in enumerate(order, 1):
+            if job._position != place:
+                job._position = place
+                job._emit(Queued(place, job.eta))
+        self._order = tuple(job.id for job in order)
+
+    # -- cancelling ----------------------------------------------------------------------------
 
     def _remove_queued(self, job: Job) -> None:
         self._queued.pop(job.id, None)
@@ -325,12 +318,18 @@ class GenerationQueue:
             return False
         self._jobs.pop(job.id, None)
         job._finish("cancelled", Cancelled("user"), error=JobCancelled("Your request was cancelled."))
-        running = self._running
-        if running is not None and job in running.jobs and all(j.status == "cancelled" for j in running.jobs):
+        running = job._running
+        if running is not None and all(j.finished for j in running.jobs):
             if running.task is not None:
-                logger.debug("interrupting a batch whose jobs were all cancelled")
+                logger.debug("interrupting a batch on %s whose jobs were all cancelled", running.slot.name)
                 running.task.cancel()
+        for retry in list(self._retry):
+            if job in retry.jobs and all(j.finished for j in retry.jobs):
+                self._retry.remove(retry)
+                self._refresh()
         return True
+
+    # -- running -------------------------------------------------------------------------------
 
     def _on_step(self, running: RunningBatch, step: int, steps: int) -> None:
         if self._loop is not None and threading.get_ident() != self._loop_thread:
@@ -340,108 +339,124 @@ class GenerationQueue:
         running.step = (step, steps)
         event = Step(step, steps)
         for job in running.jobs:
-            if job.status == "running":
+            if job.status == "running" and job._running is running:
                 job._emit(event)
 
     async def _serve(self) -> None:
-        """The scheduler: one batch at a time until closed and empty."""
-        while True:
-            if not self._queued:
-                if not self._accepting:
-                    return
+        """The scheduler: fill idle slots until closed and empty."""
+        try:
+            while True:
                 self._wakeup.clear()
+                self._dispatch()
+                if not (self._queued or self._retry or self._tasks):
+                    if not self._accepting:
+                        return
                 await self._wakeup.wait()
+        finally:
+            if self._tasks:  # cancelled: the running batches go too
+                for task in self._tasks:
+                    task.cancel()
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _dispatch(self) -> None:
+        """Give each idle slot a retry it may run, or the next fair batch it can run."""
+        self._fail_unrunnable()
+        for slot in self.pool.idle():
+            retry = self.pool.retry_for(slot, self._retry)
+            if retry is not None:
+                self._retry.remove(retry)
+                self._begin(slot, [j for j in retry.jobs if not j.finished], attempt=2)
                 continue
-            jobs, self._fair = pick_batch(list(self._queued.values()), self._fair,
-                                          max_images=self.max_batch_images,
+            runnable = [j for j in self._queued.values() if slot.can_run(j.shape)]
+            if not runnable:
+                continue
+            jobs, self._fair = pick_batch(runnable, self._fair, max_images=self.max_batch_images,
                                           priority_burst=self.priority_burst)
             self._forget_old_users()
             for job in jobs:
                 self._queued.pop(job.id, None)
-            try:
-                await self._run(jobs)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                logger.exception("scheduler failed while running a batch of %d jobs", len(jobs))
-                for job in jobs:
-                    if not job.finished:
-                        self._fail(job, GenerationFailed(_INTERNAL_ERROR))
-            finally:
-                self._running = None
+            self._begin(slot, jobs, attempt=1)
 
-    async def _run(self, jobs: list[Job]) -> None:
-        """Run one picked batch through the executor and settle its jobs."""
+    def _fail_unrunnable(self) -> None:
+        """End the jobs no executor left in rotation can run (e.g. its only 8-step GPU left)."""
+        stuck = [j for j in self._queued.values() if not self.pool.can_run(j.shape)]
+        stuck += [j for r in self._retry if not self.pool.can_run(r.batch.shape) for j in r.jobs if not j.finished]
+        if not stuck:
+            return
+        self._retry = deque(r for r in self._retry if self.pool.can_run(r.batch.shape))
+        for job in stuck:
+            self._queued.pop(job.id, None)
+            self._fail(job, GenerationFailed(
+                f"No GPU that can make {job.shape[3]}-step images is available right now; try other steps."))
+        self._refresh()
+
+    def _begin(self, slot: Slot, jobs: list[Job], *, attempt: int) -> None:
+        """Start ``jobs`` as one batch on ``slot``."""
         shape = jobs[0].shape
         items = tuple(
             BatchItem(*job.request.styled_prompts, seed=seed, init_image=job.request.init_image)
             for job in jobs for seed in job.request.seeds
         )
         batch = Batch.from_shape(shape, items)
-        running = RunningBatch(jobs, batch, time.monotonic(), self.estimator.batch_seconds(shape, len(items)))
-        self._running = running
-        started = Started(len(items), len(jobs), running.estimate)
+        estimate = slot.seconds_per_image(shape, self.estimator) * len(items)
+        running = RunningBatch(jobs, batch, slot, self.clock(), estimate, attempt, self.clock)
+        slot.running = running
+        started = Started(len(items), len(jobs), estimate)
         for job in jobs:
+            job._running = running
             job._start(started)
         self._refresh()
-        logger.debug("running %d images of %s for %d jobs", len(items), shape, len(jobs))
-        running.task = asyncio.create_task(
-            self.executor.run(batch, on_step=lambda i, n: self._on_step(running, i, n),
-                              time_limit=self.batch_time_limit)
-        )
+        logger.debug("running %d images of %s for %d jobs on %s (attempt %d)",
+                     len(items), shape, len(jobs), slot.name, attempt)
+        running.task = asyncio.ensure_future(slot.executor.run(
+            batch, on_step=lambda i, n: self._on_step(running, i, n), time_limit=self.batch_time_limit))
+        self._tasks.add(asyncio.create_task(self._settle(running), name=f"batch-{slot.name}"))
+
+    async def _settle(self, running: RunningBatch) -> None:
+        """Wait for one batch and turn its outcome into job events, a retry, or failures."""
+        slot, jobs = running.slot, running.jobs
+        assert running.task is not None
         try:
             await asyncio.wait({running.task})
+            self.batches_run += 1
+            verdict = settle(running, model_id=slot.executor.model_id, fail=self._fail, done=self._done)
+            if verdict == "lost":
+                self.pool.failed(slot)
+                unfinished = [j for j in jobs if not j.finished]
+                if running.attempt == 1 and unfinished:
+                    self.retries += 1
+                    logger.warning("%s lost a batch of %d images; running it once more",
+                                   slot.name, len(running.batch.items))
+                    self._retry.append(RetryBatch(unfinished, running.batch, slot.index))
+                else:
+                    for job in unfinished:
+                        self._fail(job, GenerationFailed(
+                            "The image server failed twice while making your images; please try "
+                            "again later. Your quota was refunded."))
+            elif verdict == "ok":
+                self.pool.succeeded(slot)
+                self.estimator.observe(running.batch.shape, len(running.batch.items), running.elapsed)
+                slot.estimator.observe(running.batch.shape, len(running.batch.items), running.elapsed)
         except asyncio.CancelledError:
             running.task.cancel()
             raise
-        seconds = running.elapsed
-        self.batches_run += 1
-        task = running.task
-        if task.cancelled():
+        except Exception:
+            logger.exception("scheduler failed while settling a batch of %d jobs", len(jobs))
             for job in jobs:
                 if not job.finished:
-                    self._fail(job, GenerationFailed("Generation was interrupted; please try again."))
-            return
-        exc = task.exception()
-        if exc is not None:
-            if isinstance(exc, ImagineError):
-                message = str(exc)
-            else:
-                logger.error("executor failed on %d images of %s", len(items), shape, exc_info=exc)
-                message = _INTERNAL_ERROR
+                    self._fail(job, GenerationFailed(INTERNAL_ERROR))
+        finally:
             for job in jobs:
-                if not job.finished:
-                    self._fail(job, GenerationFailed(message))
-            return
-        outcomes = task.result()
-        if len(outcomes) != len(items):
-            logger.error("executor returned %d outcomes for %d images", len(outcomes), len(items))
-            for job in jobs:
-                if not job.finished:
-                    self._fail(job, GenerationFailed(_INTERNAL_ERROR))
-            return
-        if not any(isinstance(o, BaseException) for o in outcomes):
-            self.estimator.observe(shape, len(items), seconds)
-        start = 0
-        for job in jobs:
-            mine = outcomes[start:start + job.images]
-            start += job.images
-            if job.finished:  # cancelled while running: its images are dropped
-                continue
-            errors = [o for o in mine if isinstance(o, BaseException)]
-            if errors:
-                error = errors[0]
-                self._fail(job, copy.copy(error) if isinstance(error, ImagineError)
-                           else GenerationFailed(_INTERNAL_ERROR))
-                continue
-            self._jobs.pop(job.id, None)
-            result = GenerationResult(
-                request=job.request, images=tuple(mine), seeds=job.request.seeds,
-                model=self.executor.model_id, seconds=seconds,
-                metadata={"job_id": job.id, "batch_size": len(items), "batch_jobs": len(jobs),
-                          "queued_seconds": (job.started_at or job.submitted_at) - job.submitted_at},
-            )
-            job._finish("done", Done(result), result=result)
+                if job._running is running:
+                    job._running = None
+            slot.running = None
+            self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
+            self._refresh()
+            self._wakeup.set()
+
+    def _done(self, job: Job, event: Done) -> None:
+        self._jobs.pop(job.id, None)
+        job._finish("done", event, result=event.result)
 
     def _fail(self, job: Job, error: ImagineError) -> None:
         self._jobs.pop(job.id, None)

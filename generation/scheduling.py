@@ -19,6 +19,10 @@ arrivals or cancellations):
 So a user with 20 queued jobs shares each batch with everyone else waiting on that shape, and
 a newcomer is picked no later than the next batch of a different shape.
 
+Several executors (:func:`assign`): the runtime gives the next batch in pick order to whichever
+executor able to run it frees up first, so positions stay the pick order and a job's ETA is
+when the executor its batch lands on in that simulation finishes it.
+
 ETA (:class:`TimeEstimator`): per-image seconds per shape are learned from the batches this queue ran (exponential
 moving average in :class:`TimeEstimator`; unseen shapes start at a guess proportional to
 width x height x steps, scaled by what was learned elsewhere). A queued job's ETA is the
@@ -32,11 +36,11 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Callable, Protocol, TypeVar
 
 from generation.request import Shape, denoising_steps
 
-__all__ = ["Candidate", "FairState", "TimeEstimator", "pick_batch", "plan"]
+__all__ = ["Candidate", "FairState", "LaneView", "TimeEstimator", "assign", "pick_batch", "plan"]
 
 
 class Candidate(Protocol):
@@ -163,3 +167,32 @@ class TimeEstimator:
 
     def learned(self) -> dict[Shape, float]:
         return dict(self._per_image)
+
+
+@dataclass(frozen=True)
+class LaneView:
+    """One executor as the ETA simulation sees it."""
+
+    free_in: float  # seconds until its running batch ends; 0 when idle
+    steps: tuple[int, ...]  # step counts it can run
+    seconds_per_image: Callable[[Shape], float]
+
+
+def assign(batches: Sequence[tuple[Shape, int]], lanes: Sequence[LaneView]) -> list[tuple[int, float]]:
+    """Where and when each planned batch runs: ``(lane, seconds from now until it ends)``.
+
+    Batches are taken in pick order; each goes to the lane that can run its steps and is free
+    first (ties: the lowest index), which is what the runtime does when executors free up.
+    A batch no lane can run gets ``(-1, inf)``.
+    """
+    free = [lane.free_in for lane in lanes]
+    placed: list[tuple[int, float]] = []
+    for shape, images in batches:
+        eligible = [i for i, lane in enumerate(lanes) if shape[3] in lane.steps]
+        if not eligible:
+            placed.append((-1, float("inf")))
+            continue
+        i = min(eligible, key=lambda k: (free[k], k))
+        free[i] += lanes[i].seconds_per_image(shape) * images
+        placed.append((i, free[i]))
+    return placed

@@ -1,0 +1,200 @@
+"""The executors behind the queue: one slot per batch that can run at the same time.
+
+A slot is one place a batch runs: a local :class:`~generation.worker.Worker` on one device, or
+one lane into a Ray Serve deployment (an executor with ``slots = N`` gets N slots, all sharing
+it; Serve's router spreads the N concurrent calls over its replicas). The queue keeps the one
+fair policy; the pool only answers "who is free, who can run this shape, how fast is it".
+
+Retry and rotation rules (applied by the queue, counted here):
+
+- An executor whose ``run()`` raises something that is not an
+  :class:`~generation.errors.ImagineError` (a crashed thread, a dead or silent replica) has
+  failed the *batch*, not its jobs: the batch runs again once, on another slot when one can
+  run it. A second failure fails its jobs.
+- A slot that fails ``max_failures`` batches in a row leaves the rotation (logged), unless it is
+  the last one in rotation. A success resets the count. Lanes into one shared executor (Ray)
+  stay: Serve's health checks replace a replica that keeps failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from generation.batch import Batch, BatchExecutor, ItemOutcome
+from generation.request import ModelCaps, Shape
+from generation.scheduling import LaneView, TimeEstimator, assign
+
+if TYPE_CHECKING:
+    from generation.job import Job
+
+__all__ = ["ExecutorPool", "RetryBatch", "RunningBatch", "Slot"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunningBatch:
+    """A batch on one slot now."""
+
+    jobs: list[Job]
+    batch: Batch
+    slot: Slot
+    started_at: float
+    estimate: float
+    attempt: int = 1
+    clock: Callable[[], float] = time.monotonic
+    task: asyncio.Task[list[ItemOutcome]] | None = None
+    step: tuple[int, int] = (0, 0)
+
+    @property
+    def elapsed(self) -> float:
+        return self.clock() - self.started_at
+
+    @property
+    def remaining(self) -> float:
+        return max(self.estimate - self.elapsed, 0.0)
+
+
+@dataclass
+class RetryBatch:
+    """A batch whose executor failed, waiting for a slot to run it once more."""
+
+    jobs: list[Job]
+    batch: Batch
+    failed_on: int  # slot index
+
+
+@dataclass
+class Slot:
+    """One executor lane: at most one batch at a time; its own learned speed."""
+
+    index: int
+    executor: BatchExecutor
+    name: str
+    estimator: TimeEstimator = field(default_factory=TimeEstimator)
+    running: RunningBatch | None = None
+    failures: int = 0  # batches failed in a row
+    in_rotation: bool = True
+
+    def can_run(self, shape: Shape) -> bool:
+        return shape[3] in self.executor.caps.steps
+
+    @property
+    def idle(self) -> bool:
+        return self.in_rotation and self.running is None
+
+    def seconds_per_image(self, shape: Shape, shared: TimeEstimator) -> float:
+        """This slot's learned speed once it has run anything, the queue-wide one before."""
+        own = self.estimator if self.estimator.learned() else shared
+        return own.seconds_per_image(shape)
+
+
+class ExecutorPool:
+    """The slots, their merged caps and their failure counts."""
+
+    def __init__(self, executors: BatchExecutor | Sequence[BatchExecutor], *, max_failures: int = 3) -> None:
+        if max_failures < 1:
+            raise ValueError(f"`max_failures` must be at least 1 but is {max_failures}")
+        executors = list(executors) if isinstance(executors, Sequence) else [executors]
+        if not executors:
+            raise ValueError("`executors` must name at least one executor")
+        first = executors[0]
+        for other in executors[1:]:
+            if (other.model_id, other.caps.base_resolution) != (first.model_id, first.caps.base_resolution):
+                raise ValueError(
+                    f"all executors must serve one model: {first.model_id!r} at {first.caps.base_resolution}px "
+                    f"vs {other.model_id!r} at {other.caps.base_resolution}px")
+        self.executors = tuple(executors)
+        self.max_failures = max_failures
+        self.slots: list[Slot] = []
+        for n, executor in enumerate(executors):
+            lanes = int(getattr(executor, "slots", 1))
+            if lanes < 1:
+                raise ValueError(f"executor {n} has `slots` = {lanes}; it must be at least 1")
+            label = getattr(executor, "name", None) or f"executor-{n}"
+            for lane in range(lanes):
+                name = label if lanes == 1 else f"{label}/{lane}"
+                self.slots.append(Slot(len(self.slots), executor, name))
+
+    @property
+    def caps(self) -> ModelCaps:
+        """What any executor accepts: the model's resolution, every step count loaded anywhere."""
+        first = self.executors[0].caps
+        steps = sorted({s for e in self.executors for s in e.caps.steps})
+        return ModelCaps(name=first.name, base_resolution=first.base_resolution, steps=tuple(steps))
+
+    @property
+    def model_id(self) -> str:
+        return self.executors[0].model_id
+
+    @property
+    def in_rotation(self) -> list[Slot]:
+        return [s for s in self.slots if s.in_rotation]
+
+    def idle(self) -> list[Slot]:
+        return [s for s in self.slots if s.idle]
+
+    def running(self) -> list[RunningBatch]:
+        return [s.running for s in self.slots if s.running is not None]
+
+    def can_run(self, shape: Shape) -> bool:
+        """Some slot in rotation can run ``shape``."""
+        return any(s.can_run(shape) for s in self.in_rotation)
+
+    def lanes(self, shared: TimeEstimator) -> list[LaneView]:
+        """The slots in rotation as the ETA simulation sees them (same order as ``in_rotation``)."""
+        return [
+            LaneView(
+                free_in=s.running.remaining if s.running is not None else 0.0,
+                steps=tuple(s.executor.caps.steps),
+                seconds_per_image=lambda shape, s=s: s.seconds_per_image(shape, shared),
+            )
+            for s in self.in_rotation
+        ]
+
+    def retry_for(self, slot: Slot, retries: Iterable[RetryBatch]) -> RetryBatch | None:
+        """The first waiting retry ``slot`` may run: not on the slot that lost it, unless no
+        other slot in rotation can run its shape."""
+        for retry in retries:
+            if not slot.can_run(retry.batch.shape):
+                continue
+            others = [s for s in self.in_rotation if s.index != retry.failed_on and s.can_run(retry.batch.shape)]
+            if slot.index != retry.failed_on or not others:
+                return retry
+        return None
+
+    def place(self, batches: Sequence[Sequence[Job]], shared: TimeEstimator) -> None:
+        """Set each job's ETA lane and offset for ``batches`` (in the order they will start)."""
+        batches = [b for b in batches if b]
+        slots, lanes = self.in_rotation, self.lanes(shared)
+        placed = assign([(b[0].shape, sum(j.images for j in b)) for b in batches], lanes)
+        for batch, (lane, ends) in zip(batches, placed):
+            for job in batch:
+                if lane < 0:  # no slot can run it (it is about to fail)
+                    job._lane, job._eta_queued = None, shared.batch_seconds(job.shape, job.images)
+                else:  # ETA = what the lane's running batch has left + this offset
+                    job._lane, job._eta_queued = slots[lane], ends - lanes[lane].free_in
+
+    def succeeded(self, slot: Slot) -> None:
+        slot.failures = 0
+
+    def failed(self, slot: Slot) -> None:
+        """Count a failed batch; take the slot out of rotation when it keeps failing."""
+        slot.failures += 1
+        if slot.failures >= self.max_failures and slot.in_rotation:
+            if int(getattr(slot.executor, "slots", 1)) > 1:
+                logger.error("%s failed %d batches in a row; its executor replaces bad replicas itself",
+                             slot.name, slot.failures)
+                return
+            if len(self.in_rotation) == 1:
+                logger.error("%s failed %d batches in a row; it is the last executor, so it stays",
+                             slot.name, slot.failures)
+                return
+            slot.in_rotation = False
+            logger.error("%s failed %d batches in a row and is taken out of rotation; %d left",
+                         slot.name, slot.failures, len(self.in_rotation))
