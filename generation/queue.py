@@ -6,6 +6,10 @@ running :class:`~generation.job.Job` objects, runs the picked batches on a pool 
 (:mod:`generation.pool`: one slot per GPU, local thread or Ray Serve lane), and turns the
 executors' progress and outcomes (:mod:`generation.outcomes`) into job events.
 
+Size: a little over 450 lines, on purpose: one class holds the runtime's whole state machine
+(submit, dispatch, settle, retry, cancel, shutdown), which reads best in one place; the policy,
+jobs and events, slots and outcome handling already live in their own modules.
+
 Several executors: an idle slot gets the next batch ``pick_batch`` chooses among the queued jobs
 it can run, so fairness is one policy whatever the number of GPUs. Positions are the pick order;
 ETAs place the planned batches on the slots as they free up (:func:`~generation.scheduling.assign`).
