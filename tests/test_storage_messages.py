@@ -24,6 +24,16 @@ async def _job(db: Database, platform: str = "telegram", user: str = "1", **kwar
     return job.id
 
 
+async def _old_job(db: Database, platform: str, target: dict) -> str:
+    """A job row as schema version 2 wrote it (no later columns)."""
+    uid = (await users.get_or_create(db, platform, "1")).id
+    job_id = f"old{await db.fetchval('SELECT count(*) FROM jobs')}"
+    await db.execute(
+        "INSERT INTO jobs (id, user_id, request, request_key, model_id, target, created_at)"
+        " VALUES (?, ?, '{}', 'k', 'm', ?, '2026-01-01T00:00:00Z')", (job_id, uid, json.dumps(target)))
+    return job_id
+
+
 async def test_remember_and_find_by_platform_chat_and_message(db: Database) -> None:
     a, b = await _job(db), await _job(db)
     await messages.remember(db, "telegram", -100, 7, a, 0)
@@ -75,11 +85,11 @@ async def test_migration_moves_refs_of_an_existing_database(tmp_path: Path) -> N
     path = tmp_path / "bot.db"
     async with Database.open(path, migrations_dir=old) as db:
         assert await db.user_version() == 2
-        discord_job = await _job(db, "discord", target={
+        discord_job = await _old_job(db, "discord", {
             "platform": "discord", "channel_id": 5, "messages": {"1001": -1, "1002": 3}})
-        tg_job = await _job(db, "telegram", target={
+        tg_job = await _old_job(db, "telegram", {
             "chat_id": -42, "tg77": -42, "tgi77": 0, "tg78": -42, "tgi78": -1, "tg79": -42})
-        await _job(db, "telegram", target={"chat_id": 1, "status_id": 5})
+        await _old_job(db, "telegram", {"chat_id": 1, "status_id": 5})
     async with Database.open(path) as db:
         assert await db.user_version() >= 3
         assert await messages.find(db, "discord", None, 1001) == (discord_job, None)
