@@ -206,7 +206,7 @@ def load_config(
             raise ConfigError(
                 f"Unknown config section [{key}] in {path}; known: {', '.join(sorted(sections))}."
             )
-    find_secrets(data, _SECRET_VARIABLES)
+    find_secrets(data, _SECRET_VARIABLES, {v for s in sections.values() for v in s.secrets.values()})
     built: dict[str, Any] = {}
     for name, section in sections.items():
         values = {f: _secret(env, var) for f, var in section.secrets.items()}

@@ -15,7 +15,7 @@ import dataclasses
 import re
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +55,11 @@ def _looks_secret(key: str) -> bool:
     return any(word in _SECRET_WORDS for word in words) or key.lower().endswith(("token", "secret"))
 
 
-def find_secrets(data: Mapping[str, Any], env_names: Mapping[str, str]) -> None:
+def find_secrets(data: Mapping[str, Any], env_names: Mapping[str, str], file_ok: Collection[str] = ()) -> None:
     """Raise ConfigError for the first secret-looking key at any depth of ``data``.
 
     ``env_names`` maps a dotted key ("discord.token") to the variable to use instead; other
-    keys get ``SECTION_KEY`` in capitals.
+    keys get ``SECTION_KEY`` in capitals. ``file_ok``: variables that may also come as ``*_FILE``.
     """
     def walk(table: Mapping[str, Any], path: tuple[str, ...]) -> None:
         for key, value in table.items():
@@ -68,10 +68,10 @@ def find_secrets(data: Mapping[str, Any], env_names: Mapping[str, str]) -> None:
                 walk(value, (*path, key))
             elif _looks_secret(str(key)):
                 name = env_names.get(dotted) or re.sub(r"[^A-Z0-9]+", "_", dotted.upper())
+                also = f" (or {name}_FILE naming a file that holds it)" if name in file_ok else ""
                 raise ConfigError(
                     f"{dotted} looks like a secret, and secrets never go in the config file: remove "
-                    f"it and set {name} (or {name}_FILE naming a file that holds it) in the "
-                    f"environment instead."
+                    f"it and set {name}{also} in the environment instead."
                 )
 
     walk(data, ())
