@@ -25,7 +25,7 @@ RUN pip install -c constraints.txt . \
     && useradd --create-home --uid 1000 imagine \
     && mkdir -p /data /models \
     && chown imagine:imagine /data /models
-COPY config.example.toml .env.example ./
+COPY config.example.toml ./
 COPY deploy/config.docker.toml ./config.toml
 
 USER imagine
