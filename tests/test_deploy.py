@@ -97,6 +97,8 @@ def test_dockerfile_runs_the_tested_torch_with_container_defaults(tmp_path: Path
     config = load_config(ROOT / copied.split()[0], env={})
     assert config.storage.data_dir == Path("/data") and str(config.output_dir).startswith("/data/")
     assert str(config.model.path).startswith("/models/")
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {".venv", ".env", ".git"} <= ignored  # no venv in the context, no secrets in the image
     makefile = (ROOT / "Makefile").read_text()
     assert "-c constraints.txt" in makefile and "constraints.txt" in (ROOT / ".ci" / "run").read_text()
 
