@@ -1,26 +1,40 @@
-# imagine-bot on an NVIDIA GPU. Build:  docker build -t imagine-bot .
-# Run:    docker run --gpus all -e DISCORD_TOKEN -e TELEGRAM_TOKEN \
-#           -v $PWD/config.toml:/app/config.toml:ro -v imagine-models:/models -v imagine-data:/data \
-#           imagine-bot
-# config.toml should set storage.data_dir = "/data" (and model.cache_dir = "/models/hf-cache").
-FROM pytorch/pytorch:2.7.1-cuda12.8-cudnn9-runtime
+# imagine-bot on an NVIDIA GPU, with compose (see compose.yaml and README 'Running it in Docker'):
+#   cp .env.example .env                        # tokens
+#   docker compose build
+#   docker compose run --rm bot download        # the weights, into the models volume
+#   docker compose up -d
+# The image's /app/config.toml (deploy/config.docker.toml) puts data in /data and the model in
+# /models/sdxl-lightning; mount your own config.toml over it to change more.
+FROM python:3.11-slim
 
+# The tested torch line (constraints.txt), as a CUDA build.
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cu128
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HF_HOME=/models/hf-cache
 WORKDIR /app
 
-# The base image's CUDA torch satisfies the torch requirement; pip keeps it.
+COPY constraints.txt ./
+RUN pip install --index-url "$TORCH_INDEX" -c constraints.txt torch==2.13.0
 COPY pyproject.toml README.md ./
 COPY bot ./bot
 COPY generation ./generation
 COPY storage ./storage
-RUN pip install . && useradd --create-home imagine && mkdir -p /data /models \
-    && chown imagine /data /models
-COPY config.example.toml ./config.example.toml
+RUN pip install -c constraints.txt . \
+    && useradd --create-home --uid 1000 imagine \
+    && mkdir -p /data /models \
+    && chown imagine:imagine /data /models
+COPY config.example.toml ./
+COPY deploy/config.docker.toml ./config.toml
 
 USER imagine
 VOLUME ["/data", "/models"]
-ENTRYPOINT ["imagine-bot"]
+# Telegram webhook mode listens here ([telegram.webhook] port); long polling needs no port.
+EXPOSE 8443
+# SIGTERM: the running batch finishes and is stored (compose gives it stop_grace_period).
 STOPSIGNAL SIGTERM
-CMD ["run", "--config", "/app/config.toml"]
+# The running bot rewrites /data/heartbeat.json every 10 s; loading the model takes minutes.
+HEALTHCHECK --interval=30s --timeout=15s --start-period=15m --retries=3 CMD ["imagine-bot", "health"]
+ENTRYPOINT ["imagine-bot"]
+CMD ["run"]

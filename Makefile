@@ -4,21 +4,26 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # CPU wheel by default. For an NVIDIA GPU: make run TORCH="torch --index-url https://download.pytorch.org/whl/cu128"
 TORCH ?= torch==2.13.0
+# The tested versions (constraints.txt), for every install: here, in .ci/run and in the Dockerfile.
+PIP_INSTALL := $(PY) -m pip install -q -c constraints.txt
 CONFIG ?= $(if $(wildcard config.toml),config.toml,config.example.toml)
 
-.PHONY: install run demo test bench bench-gpu clean
+.PHONY: install run demo download test bench bench-gpu clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[test,bench,ray]'
+	$(PIP_INSTALL) $(TORCH)
+	$(PIP_INSTALL) -e '.[test,bench,ray]'
 	touch $@
 
 run: install
 	$(VENV)/bin/imagine-bot run --config $(CONFIG)
+
+download: install
+	$(VENV)/bin/imagine-bot download --config $(CONFIG)
 
 demo: install
 	$(VENV)/bin/imagine-bot run --model tiny --config $(CONFIG)

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import replace
 from typing import Any, TextIO
 
+from bot import health
 from bot.config import Config
 from bot.frontends.console import Console, stdin_lines
 from bot.maintenance import Maintenance
@@ -133,9 +134,12 @@ async def run_bot(
         maintenance = Maintenance(db, store, queue, maintenance_settings, window=config.quota.window)
         front_ends: list[Any] = []
         console: Console | None = None
+        heartbeat: asyncio.Task[None] | None = None
         try:
             recovered = await service.recover()
             maintenance.start()
+            heartbeat = asyncio.create_task(health.beat(config.storage.data_dir, state=lambda: {
+                "queued_jobs": queue.snapshot().queued_jobs}), name="heartbeat")  # imagine-bot health
             if config.discord is not None:
                 from bot.frontends.discord import DiscordFrontEnd
 
@@ -157,6 +161,8 @@ async def run_bot(
             await _serve_until_stopped(tasks)
         finally:
             maintenance.stop()
+            if heartbeat is not None:
+                heartbeat.cancel()
             for front in reversed(front_ends):
                 try:
                     await front.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,9 +13,9 @@ if TYPE_CHECKING:
     from bot.frontends.discord import DiscordSettings
     from bot.frontends.telegram import TelegramSettings
 
+from bot.config_schema import ConfigError, Section, build_section, find_secrets, section_keys
 from bot.maintenance import MaintenanceSettings
 from bot.safety.moderation import ModerationSettings
-from generation.errors import ImagineError
 from generation.pipeline import ModelConfig
 
 if sys.version_info >= (3, 11):
@@ -24,6 +24,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = [
+    "SECTIONS",
+    "AdminConfig",
     "Config",
     "ConfigError",
     "GenerationConfig",
@@ -32,12 +34,10 @@ __all__ = [
     "RayConfig",
     "SafetyConfig",
     "StorageConfig",
+    "OutputConfig",
+    "config_keys",
     "load_config",
 ]
-
-
-class ConfigError(ImagineError):
-    """The config file is missing, unreadable or has a bad value; the message names the key."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +142,27 @@ class SafetyConfig:
 
 
 @dataclass(frozen=True)
+class OutputConfig:
+    """[output]: where `imagine-bot generate` and the terminal chat write images."""
+
+    dir: Path = Path("out")
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    """[admin]: who may use admin commands, as "platform:user id"."""
+
+    users: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for user in self.users:
+            if user.count(":") != 1 or not all(user.split(":")):
+                raise ValueError(
+                    f'admin.users must be a list like ["discord:1234", "telegram:5678"], not {user!r}'
+                )
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration, after defaults and validation."""
 
@@ -161,108 +182,101 @@ class Config:
     source: Path | None = None
 
 
+def _front_end_sections() -> dict[str, Section]:
+    from bot.frontends.discord.settings import DiscordSettings
+    from bot.frontends.telegram.settings import TelegramSettings
+
+    return {
+        "discord": Section(DiscordSettings, secrets={"token": "DISCORD_TOKEN"}),
+        "telegram": Section(
+            TelegramSettings,
+            secrets={"token": "TELEGRAM_TOKEN", "webhook_secret": "TELEGRAM_WEBHOOK_SECRET"},
+            subtables={"webhook": "webhook_"},
+        ),
+    }
+
+
+# Every [section] of the file. A new key is a new field of its dataclass; a new section is a line
+# here and a field of Config (front ends: _front_end_sections).
+SECTIONS: dict[str, Section] = {
+    "model": Section(ModelConfig),
+    "queue": Section(QueueConfig),
+    "generation": Section(GenerationConfig),
+    "ray": Section(RayConfig),
+    "output": Section(OutputConfig),
+    "storage": Section(StorageConfig),
+    "quota": Section(QuotaConfig),
+    "admin": Section(AdminConfig),
+    "safety": Section(SafetyConfig),
+    "maintenance": Section(MaintenanceSettings),
+    "moderation": Section(ModerationSettings),
+}
+
+# Where a secret that someone put in the file must come from instead.
+_SECRET_VARIABLES = {
+    "discord.token": "DISCORD_TOKEN",
+    "telegram.token": "TELEGRAM_TOKEN",
+    "telegram.webhook_secret": "TELEGRAM_WEBHOOK_SECRET",
+    "telegram.webhook.secret": "TELEGRAM_WEBHOOK_SECRET",
+    "model.token": "HF_TOKEN",
+    "model.hf_token": "HF_TOKEN",
+}
+
+
+def _all_sections() -> dict[str, Section]:
+    return {**SECTIONS, **_front_end_sections()}
+
+
+def config_keys() -> list[str]:
+    """Every dotted key the config file may hold (``[moderation.policies]`` as one key)."""
+    return [key for name, section in _all_sections().items() for key in section_keys(name, section)]
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
 ) -> Config:
-    """Read ``path`` (defaults when None) and tokens from ``env`` (default os.environ).
+    """Read ``path`` (defaults when None) and secrets from ``env`` (default os.environ).
 
-    Unknown keys and bad types are errors that name the key. Tokens are never read from the
-    file: DISCORD_TOKEN / TELEGRAM_TOKEN, or DISCORD_TOKEN_FILE / TELEGRAM_TOKEN_FILE naming a
-    file that holds one (e.g. a Docker secret).
+    Every section is checked, whether or not its front end runs; unknown keys and bad types are
+    errors that name the key and the type it takes. Secrets are never read from the file:
+    DISCORD_TOKEN, TELEGRAM_TOKEN, TELEGRAM_WEBHOOK_SECRET, or the same name + ``_FILE``
+    naming a file that holds it (e.g. a Docker secret).
     """
     env = os.environ if env is None else env
-    if path is None:
-        return replace(Config(), **_front_ends({}, env))
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(
-            f"Config file {str(path)!r} not found; copy config.example.toml to it and edit."
-        ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"Config file {str(path)!r} is not valid TOML: {exc}") from None
-    sections = {
-        "model": ModelConfig,
-        "queue": QueueConfig,
-        "generation": GenerationConfig,
-        "ray": RayConfig,
-        "storage": StorageConfig,
-        "quota": QuotaConfig,
-        "safety": SafetyConfig,
-        "maintenance": MaintenanceSettings,
-    }
-    known = {*sections, "output", "admin", "discord", "telegram", "moderation"}
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(
+                f"Config file {str(path)!r} not found; copy config.example.toml to it and edit."
+            ) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"Config file {str(path)!r} cannot be read: {exc}.") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"Config file {str(path)!r} is not valid TOML: {exc}") from None
+    sections = _all_sections()
     for key in data:
-        if key not in known:
-            raise ConfigError(f"Unknown config section [{key}] in {path}; known: {', '.join(sorted(known))}.")
+        if key not in sections:
+            raise ConfigError(
+                f"Unknown config section [{key}] in {path}; known: {', '.join(sorted(sections))}."
+            )
     generation = data.get("generation")
     if isinstance(generation, dict) and isinstance(generation.get("devices"), str):
-        generation = data["generation"] = {**generation, "devices": [generation["devices"]]}
-        if generation["devices"] != ["auto"]:
+        if generation["devices"] != "auto":
             raise ConfigError('generation.devices must be "auto" or a list like ["cuda:0", "cuda:1"].')
-    parsed = {name: _section(cls, data.get(name, {}), name) for name, cls in sections.items()}
-    moderation = data.get("moderation", {})
-    if not isinstance(moderation, dict):
-        raise ConfigError("[moderation] must be a table.")
-    try:
-        parsed["moderation"] = ModerationSettings.from_mapping(moderation)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"[moderation]: {exc}") from None
-    output = _table(data, "output", {"dir"})
-    admin = _table(data, "admin", {"users"})
-    admins = admin.get("users", [])
-    if not isinstance(admins, list) or not all(
-        isinstance(a, str) and a.count(":") == 1 and all(a.split(":")) for a in admins
-    ):
-        raise ConfigError('admin.users must be a list like ["discord:1234", "telegram:5678"].')
-    return Config(
-        **parsed,
-        admins=frozenset(admins),
-        output_dir=Path(output.get("dir", "out")),
-        source=path,
-        **_front_ends(data, env),
-    )
-
-
-def _front_ends(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
-    """Settings of each chat front end whose token is in the environment."""
-    found: dict[str, Any] = {}
-    discord = _table(
-        data, "discord", {"api_base_url", "gateway_url", "dev_guild_ids", "progress_edit_interval"},
-        secret="DISCORD_TOKEN",
-    )
-    token = _secret(env, "DISCORD_TOKEN")
-    if token:
-        from bot.frontends.discord import DiscordSettings
-
-        if "dev_guild_ids" in discord and not isinstance(discord["dev_guild_ids"], list):
-            raise ConfigError("discord.dev_guild_ids must be a list of guild ids, like [123456789].")
-        try:
-            found["discord"] = DiscordSettings(token=token, **discord)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"[discord]: {exc}") from None
-    telegram = data.get("telegram", {})
-    if not isinstance(telegram, dict):
-        raise ConfigError("[telegram] must be a table.")
-    if "token" in telegram or "secret" in telegram.get("webhook", {}):
-        raise ConfigError(
-            "Secrets do not belong in the config file: set TELEGRAM_TOKEN and "
-            "TELEGRAM_WEBHOOK_SECRET in the environment instead."
-        )
-    token = _secret(env, "TELEGRAM_TOKEN")
-    if token:
-        from bot.frontends.telegram import TelegramSettings
-
-        secrets = {"TELEGRAM_TOKEN": token}
-        webhook_secret = _secret(env, "TELEGRAM_WEBHOOK_SECRET")
-        if webhook_secret:
-            secrets["TELEGRAM_WEBHOOK_SECRET"] = webhook_secret
-        try:
-            found["telegram"] = TelegramSettings.from_mapping(telegram, secrets)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"[telegram]: {exc}") from None
-    return found
+        data["generation"] = {**generation, "devices": ["auto"]}
+    find_secrets(data, _SECRET_VARIABLES, {v for s in sections.values() for v in s.secrets.values()})
+    built: dict[str, Any] = {}
+    for name, section in sections.items():
+        values = {f: _secret(env, var) for f, var in section.secrets.items()}
+        result = build_section(name, section, data.get(name, {}), secrets=values)
+        token = next(iter(section.secrets), None)
+        if token is None or values[token]:
+            built[name] = result
+    output, admin = built.pop("output"), built.pop("admin")
+    return Config(**built, admins=frozenset(admin.users), output_dir=output.dir, source=path)
 
 
 def _secret(env: Mapping[str, str], name: str) -> str | None:
@@ -276,56 +290,3 @@ def _secret(env: Mapping[str, str], name: str) -> str | None:
         return Path(file).read_text(encoding="utf-8").strip() or None
     except OSError as exc:
         raise ConfigError(f"{name}_FILE names {file!r}, which cannot be read: {exc.strerror}.") from None
-
-
-def _table(
-    data: dict[str, Any], name: str, keys: set[str], *, secret: str | None = None
-) -> dict[str, Any]:
-    """A small free-form table whose keys must be among ``keys``."""
-    table = data.get(name, {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"[{name}] must be a table.")
-    if secret and "token" in table:
-        raise ConfigError(
-            f"Secrets do not belong in the config file: remove {name}.token and set {secret} "
-            "in the environment instead."
-        )
-    for key in table:
-        if key not in keys:
-            raise ConfigError(f"Unknown key {name}.{key}; known keys: {', '.join(sorted(keys))}.")
-    return table
-
-
-def _section(cls: type, values: dict[str, Any], name: str) -> Any:
-    """Build dataclass ``cls`` from a TOML table, naming any bad key or value."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"[{name}] must be a table.")
-    allowed = {f.name: f for f in fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in values.items():
-        if key not in allowed:
-            raise ConfigError(
-                f"Unknown key {name}.{key}; known keys: {', '.join(sorted(allowed))}."
-            )
-        default = getattr(cls(), key)
-        if isinstance(default, Path) or (default is None and key.endswith(("_dir", "_file"))):
-            if not isinstance(value, str):
-                raise ConfigError(f"{name}.{key} must be a path (a string), not {value!r}.")
-            value = Path(value)
-        elif isinstance(default, tuple):
-            if not isinstance(value, list):
-                raise ConfigError(f"{name}.{key} must be a list, like {list(default)}.")
-            value = tuple(value)
-        elif isinstance(default, bool) != isinstance(value, bool) or (
-            default is not None
-            and not isinstance(value, type(default))
-            and not (isinstance(default, float) and isinstance(value, int))
-        ):
-            raise ConfigError(
-                f"{name}.{key} must be a {type(default).__name__}, not {value!r}."
-            )
-        kwargs[key] = value
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"[{name}]: {exc}") from None

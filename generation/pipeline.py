@@ -505,8 +505,10 @@ def _load_local(
         extra: dict[str, Any] = {}
         if not missing:
             extra["unet"] = next(iter(unets.values()))  # skip loading the directory's own UNet
+        # `imagine-bot download` fetches the base's fp16 files (model.fp16.safetensors)
+        variant = "fp16" if any(root.glob("text_encoder*/*fp16*.safetensors")) else None
         pipe = StableDiffusionXLPipeline.from_pretrained(
-            str(root), **_dtype_kwarg(dtype), add_watermarker=False, **extra
+            str(root), **_dtype_kwarg(dtype), variant=variant, add_watermarker=False, **extra
         )
     except ModelUnavailable:
         raise

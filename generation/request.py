@@ -111,6 +111,7 @@ class GenerationRequest:
     platform: str = "cli"
     init_image: str | None = None
     strength: float = DEFAULT_STRENGTH
+    variation_of: str | None = None  # "JOB#N": img2img of image N (from 1) of request JOB
 
     def __post_init__(self) -> None:
         prompt = self.prompt.strip() if isinstance(self.prompt, str) else self.prompt
@@ -164,6 +165,10 @@ class GenerationRequest:
         if isinstance(init, os.PathLike):
             init = os.fspath(init)
             object.__setattr__(self, "init_image", init)
+        if self.variation_of is not None and (self.kind != "img2img" or not isinstance(self.variation_of, str)
+                                              or "#" not in self.variation_of):
+            raise InvalidRequest("variation_of", f"variation_of must be 'JOB#N' on an img2img request, "
+                                                 f"not {self.variation_of!r}.")
         if self.kind != "img2img":
             if init is not None:
                 raise InvalidRequest(

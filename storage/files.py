@@ -9,35 +9,109 @@ from typing import Any
 
 from PIL import Image, PngImagePlugin
 
-__all__ = ["METADATA_KEY", "fit_under", "png_with_metadata", "read_png_metadata"]
+__all__ = [
+    "METADATA_KEY",
+    "OWN_KEY",
+    "a1111_parameters",
+    "fit_under",
+    "image_params",
+    "png_with_metadata",
+    "read_png_metadata",
+]
 
 log = logging.getLogger(__name__)
 
-METADATA_KEY = "parameters"
+METADATA_KEY = "parameters"  # A1111's text format: what A1111, ComfyUI and Civitai read
+OWN_KEY = "imagine"  # our JSON: the same settings plus the canonical /imagine command
 _QUALITIES = (90, 82, 74, 66, 58, 50, 42)
+SAMPLER = "Euler"  # SDXL-Lightning: EulerDiscreteScheduler, trailing timesteps, no CFG
+# What our JSON may hold; anything else a caller passes (a server path, a user id) is dropped.
+_OWN_FIELDS = (
+    "command", "prompt", "negative_prompt", "style", "lora", "seed", "steps", "width", "height",
+    "model", "model_hash", "kind", "strength", "variation_of", "job_id", "index", "first_seed",
+    "sampler", "cfg_scale",
+)
+
+
+def image_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``params`` that travel with an image (no paths, no user ids), with defaults."""
+    own = {key: params[key] for key in _OWN_FIELDS if params.get(key) not in (None, "")}
+    own.setdefault("sampler", SAMPLER)
+    own.setdefault("cfg_scale", 0)
+    if own.get("kind") != "img2img":
+        own.pop("strength", None)
+    if own.get("style") == "none":
+        own.pop("style")
+    return own
+
+
+def _value(value: Any) -> str:
+    text = str(value)
+    return json.dumps(text, ensure_ascii=False) if any(c in text for c in ',:"\n') else text
+
+
+def a1111_parameters(params: dict[str, Any]) -> str:
+    """A1111's "parameters" text: prompt, ``Negative prompt: …``, then ``Key: value, …``."""
+    lines = [str(params.get("styled_prompt") or params.get("prompt", ""))]
+    negative = params.get("styled_negative_prompt") or params.get("negative_prompt")
+    if negative:
+        lines.append(f"Negative prompt: {negative}")
+    fields: list[tuple[str, Any]] = [
+        ("Steps", params.get("steps")),
+        ("Sampler", params.get("sampler", SAMPLER)),
+        ("CFG scale", params.get("cfg_scale", 0)),
+        ("Seed", params.get("seed")),
+        ("Size", f"{params.get('width')}x{params.get('height')}"),
+        ("Model hash", params.get("model_hash")),
+        ("Model", params.get("model")),
+        ("Denoising strength", params.get("strength") if params.get("kind") == "img2img" else None),
+        ("Variation of", _variation_text(params.get("variation_of"))),
+        ("Lora", params.get("lora")),
+        ("Style", params.get("style") if params.get("style") not in (None, "none") else None),
+    ]
+    lines.append(", ".join(f"{key}: {_value(value)}" for key, value in fields if value not in (None, "")))
+    return "\n".join(lines)
+
+
+def _variation_text(variation: Any) -> str | None:
+    if not isinstance(variation, dict):
+        return None
+    return f"image {variation.get('image')} of {variation.get('job')}"
 
 
 def png_with_metadata(image: Image.Image, params: dict[str, Any]) -> bytes:
-    """``image`` as PNG bytes with ``params`` as JSON in a ``parameters`` tEXt chunk."""
+    """``image`` as PNG bytes: A1111 text under ``parameters``, our JSON under ``imagine``.
+
+    ``styled_prompt``/``styled_negative_prompt`` in ``params`` (the text the model saw) go into
+    the A1111 text; our JSON keeps the user's prompt and style.
+    """
+    own = image_params(params)
     info = PngImagePlugin.PngInfo()
-    info.add_text(METADATA_KEY, json.dumps(params, ensure_ascii=False, sort_keys=True))
+    info.add_text(METADATA_KEY, a1111_parameters({**params, **own}))
+    info.add_text(OWN_KEY, json.dumps(own, ensure_ascii=False, sort_keys=True))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
 
 
 def read_png_metadata(data: bytes) -> dict[str, Any]:
-    """The ``parameters`` dict written by :func:`png_with_metadata` ({} when absent)."""
+    """Our JSON written by :func:`png_with_metadata` ({} when absent).
+
+    Images written before the ``imagine`` key held JSON under ``parameters``; that is read too.
+    """
     with Image.open(io.BytesIO(data)) as image:
-        text = getattr(image, "text", {}).get(METADATA_KEY)
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        log.debug("PNG parameters chunk is not JSON")
-        return {}
-    return value if isinstance(value, dict) else {}
+        texts = dict(getattr(image, "text", {}))
+    for key in (OWN_KEY, METADATA_KEY):
+        text = texts.get(key)
+        if not text:
+            continue
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return {}
 
 
 def fit_under(

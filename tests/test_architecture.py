@@ -7,7 +7,8 @@ Layers, lowest first; a module may import its own layer's package and anything b
     1  bot.options  bot.safety  bot.maintenance    (pure parser, safety, scheduled upkeep)
     2  bot.service                                 (platform-neutral; no front end)
     3  bot.frontends.<one>                         (its own package + bot.frontends.common)
-    4  bot.config  bot.app  bot.__main__           (the composition root may import anything)
+    4  bot.config  bot.config_schema  bot.app  bot.__main__  bot.cli  bot.health
+                                                   (the composition root may import anything)
 
 Besides: front ends never import torch or diffusers; nothing below the front ends imports
 discord or telegram; no front end imports another.
@@ -38,6 +39,9 @@ LAYERS: tuple[tuple[str, int], ...] = (
     ("bot.config", 4),
     ("bot.app", 4),
     ("bot.__main__", 4),
+    ("bot.cli", 4),
+    ("bot.config_schema", 4),
+    ("bot.health", 4),
     ("bot", 4),  # bot/__init__.py only
 )
 PLATFORM_LIBS = ("discord", "telegram")

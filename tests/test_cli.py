@@ -77,3 +77,99 @@ def test_console_script_runs_as_a_process(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(json.dumps(read_png_metadata((tmp_path / "l.png").read_bytes())))["seed"] == 3
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("imagine-bot: ") and "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize("command", ["run", "generate"])
+def test_unknown_model_is_one_line_and_exit_2(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [command, "--model", "foo"] + (["a fox"] if command == "generate" else [])
+    assert main(args) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "--model" in line and "'foo'" in line and "tiny" in line
+
+
+def test_missing_model_folder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(f'[model]\npath = "{tmp_path / "no-such-folder"}"\n')
+    assert main(["generate", "a fox", "--config", str(config), "-o", str(tmp_path / "x.png"), "-q"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "model.path" in line and "no-such-folder" in line
+
+
+def test_missing_config_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--config", str(tmp_path / "nope.toml")]) == 2
+    assert "config.example.toml" in _one_error_line(capsys.readouterr().err)
+
+
+def test_unwritable_data_dir_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a-file").write_text("not a folder")  # root may write anywhere; nobody makes a folder in a file
+    config = tmp_path / "c.toml"
+    config.write_text(f'[model]\nname = "tiny"\n[storage]\ndata_dir = "{tmp_path / "a-file" / "data"}"\n')
+    assert main(["run", "--config", str(config)]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "storage.data_dir" in line and "not writable" in line
+
+
+def test_bad_command_line_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["frobnicate"])
+    assert info.value.code == 2
+    assert "frobnicate" in _one_error_line(capsys.readouterr().err)
+
+
+def test_generate_reads_config_toml_and_never_overwrites(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.toml").write_text('[model]\nname = "tiny"\n[output]\ndir = "pictures"\n')
+    assert main(["generate", "a red fox --seed 7", "-q"]) == 0  # no --model: the tiny model is from the file
+    first = tmp_path / "pictures" / "imagine-7.png"
+    assert capsys.readouterr().out.split() == [str(Path("pictures") / "imagine-7.png")]
+    before = first.read_bytes()
+    assert main(["generate", "a blue fox --seed 7", "-q"]) == 0
+    assert main(["generate", "a green fox --seed 7", "-q"]) == 0
+    assert first.read_bytes() == before
+    names = sorted(p.name for p in (tmp_path / "pictures").iterdir())
+    assert names == ["imagine-7-1.png", "imagine-7-2.png", "imagine-7.png"]
+    prompts = [read_png_metadata((tmp_path / "pictures" / n).read_bytes())["prompt"] for n in names]
+    assert prompts == ["a blue fox", "a green fox", "a red fox"]
+    (tmp_path / "fox.png").write_bytes(b"mine")
+    assert main(["generate", "a fox --seed 8", "-o", "fox.png", "-q"]) == 0
+    assert (tmp_path / "fox.png").read_bytes() == b"mine" and (tmp_path / "fox-1.png").exists()
+
+
+def test_cli_logs_each_line_once_and_silences_known_deprecations(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+    import warnings
+
+    from bot.cli import _setup_logging
+
+    with warnings.catch_warnings(record=True) as caught:
+        _setup_logging(verbose=False)
+        logging.getLogger("huggingface_hub.utils._http").warning("Retrying in 1s [Retry 1/5].")
+        warnings.warn_explicit("audioop is deprecated", DeprecationWarning, "player.py", 30, module="discord.player")
+        warnings.warn_explicit("our own", DeprecationWarning, "x.py", 1, module="bot.something")
+    logging.basicConfig(force=True)  # leave logging as pytest expects it
+    assert capsys.readouterr().err.count("Retrying in 1s") == 1
+    assert [str(w.message) for w in caught] == ["our own"]
+
+
+def test_health_follows_the_heartbeat(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import time
+
+    from bot.health import HEARTBEAT_FILE
+
+    assert main(["health", "--data-dir", str(tmp_path)]) == 1
+    assert "not running" in capsys.readouterr().err
+    (tmp_path / HEARTBEAT_FILE).write_text(json.dumps({"time": time.time(), "queued_jobs": 3}))
+    assert main(["health", "--data-dir", str(tmp_path)]) == 0
+    assert "3 job(s) queued" in capsys.readouterr().out
+    (tmp_path / HEARTBEAT_FILE).write_text(json.dumps({"time": time.time() - 3600}))
+    assert main(["health", "--data-dir", str(tmp_path), "--max-age", "60"]) == 1
+    assert "old" in capsys.readouterr().err

@@ -13,7 +13,7 @@ from bot.frontends.console import run_console
 from bot.service import Who
 from storage import jobs
 from tests.fakes import FakePipeline
-from tests.service_support import service_env
+from tests.service_support import ROOT, service_env
 
 ME = Who("console", "me", "me")
 TIMEOUT = 60.0
@@ -61,7 +61,7 @@ async def test_imagine_lines_write_files_and_mark_delivered(tmp_path: Path, tiny
         assert f"Rated image {image_id}: ★★★★★" in text
         assert "Usage: /rate IMAGE_ID STARS" in text
         assert f"{fox}" in text and "your rating 5★" in text and "a blue whale" not in text
-        assert "Used 3 of 50 images; 47 left." in text
+        assert "Used 3 of 50 images; 47 left this day (daily quota)." in text
         assert "Saved. Your settings: aspect=16:9, style=none, count=2" in text
         assert "aspect must be one of" in text
         assert "Unknown command /frobnicate" in text
@@ -134,3 +134,49 @@ def test_each_result_lists_the_typed_commands_that_stand_in_for_buttons() -> Non
     line = actions_line(Delivery("abc123", GenerationRequest(prompt="a fox"), "a fox", (image,), False, {}))
     assert line.strip().startswith("next:")
     assert "/reroll abc123" in line and "/variation abc123 2" in line and "/rate 42 5" in line
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_admin_commands_for_cli_admins_and_the_real_quota_window(tmp_path: Path) -> None:
+    async with service_env(tmp_path, FakePipeline(), quota_window="weekly") as env:
+        out = io.StringIO()
+        lines = ["/admin quota console:me 2", "/admin block console:bob", "/admin stats", "/admin quota me x"]
+        await asyncio.wait_for(run_console(env.service, who=ROOT, output_dir=tmp_path / "o", lines=lines,
+                                           out=out), TIMEOUT)
+        text = out.getvalue()
+        assert "console:me: 2 images per window; 2 left now." in text
+        assert "console:bob is blocked." in text
+        assert re.search(r"^  queue: queued_jobs=0, ", text, re.M)
+        assert "Usage: /admin stats | /admin quota PLATFORM:USER LIMIT|default" in text
+        assert (await env.service.quota(ME)).limit == 2
+
+        text = await _run(env, ["/quota", "/admin unblock console:bob"], tmp_path / "o")
+        assert re.search(r"^Used 0 of 2 images; 2 left this week \(weekly quota\)\. Resets ", text, re.M)
+        assert "Only the bot's admins can do that." in text
+        bob = Who("console", "bob", "bob")
+        with pytest.raises(Exception, match="blocked"):
+            await env.service.imagine(bob, "a fox")
+
+        out = io.StringIO()
+        await run_console(env.service, who=ROOT, output_dir=tmp_path / "o", lines=["/admin unblock console:bob"],
+                          out=out)
+        assert "console:bob is unblocked." in out.getvalue()
+        ticket = await env.service.imagine(bob, "a fox")
+        assert ticket.job_id
+
+
+async def test_a_terminal_shows_an_input_prompt_and_a_pipe_does_not(tmp_path: Path) -> None:
+    async with service_env(tmp_path, FakePipeline()) as env:
+        terminal = _Terminal()
+        await asyncio.wait_for(run_console(env.service, who=ME, output_dir=tmp_path / "o", lines=["/quota"],
+                                           out=terminal), TIMEOUT)
+        shown = terminal.getvalue()
+        # one prompt before the first line, one after its answer
+        assert shown.count("imagine> ") >= 2
+        assert shown.index("imagine> ") < shown.index("Used 0 of")
+        assert "imagine> " in shown.split("Used 0 of")[1]
+        assert "imagine> " not in await _run(env, ["/quota"], tmp_path / "o")

@@ -142,9 +142,34 @@ class ServiceContext:
     def _text(self, data: dict[str, Any]) -> str:
         """Canonical /imagine text of a stored request (the prompt if the model changed)."""
         try:
-            return render(GenerationRequest.from_dict(data), self.caps)
+            return self._described(GenerationRequest.from_dict(data))
         except ImagineError:
             return str(data.get("prompt", ""))
+
+    def _command(self, request: GenerationRequest) -> str:
+        """The canonical /imagine text of ``request`` (the prompt if this model cannot render it)."""
+        try:
+            return render(request, self.caps)
+        except ImagineError:
+            return request.prompt
+
+    @staticmethod
+    def _variation_of(request: GenerationRequest) -> dict[str, Any] | None:
+        """{"job", "image", "command"} of a variation: where it comes from and how to make another."""
+        if not request.variation_of:
+            return None
+        job, _, image = request.variation_of.partition("#")
+        return {"job": job, "image": int(image) if image.isdecimal() else image,
+                "command": f"/variation {job} {image}"}
+
+    def _described(self, request: GenerationRequest) -> str:
+        """What a done line and history show: the /imagine text, or what a variation varies."""
+        variation = self._variation_of(request)
+        if variation is None:
+            return self._command(request)
+        return (f"variation of image {variation['image']} of {variation['job']} "
+                f"({self._command(request)}); more: V{variation['image']} on its images, "
+                f"or {variation['command']}")
 
     def _stored(self, row: Image) -> StoredImage:
         return StoredImage(row.id, row.idx, row.seed, self.store.path_for(row.path).resolve(),
@@ -152,10 +177,7 @@ class ServiceContext:
 
     def _delivery(self, job_id: str, request: GenerationRequest, rows: list[Image], *,
                   cached: bool, target: dict[str, Any]) -> Delivery:
-        try:
-            text = render(request, self.caps)
-        except ImagineError:
-            text = request.prompt
+        text = self._described(request)
         return Delivery(job_id, request, text, tuple(self._stored(r) for r in rows), cached, dict(target))
 
     async def _delivery_of(self, row: Job) -> Delivery:

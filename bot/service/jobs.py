@@ -133,7 +133,7 @@ class JobsPart(ServiceContext):
         try:
             request = replace(
                 base, kind="img2img", init_image=str(self.store.path_for(found[0].path).resolve()),
-                strength=strength, steps=steps, seed=random_seed(),
+                strength=strength, steps=steps, seed=random_seed(), variation_of=f"{job_id}#{index + 1}",
                 user_id=who.user_id, platform=who.platform,
             )
         except TypeError:
@@ -301,11 +301,13 @@ class JobsPart(ServiceContext):
             return
         request = result.request
         files = []
+        styled, styled_negative = request.styled_prompts
         for index, (image, seed) in enumerate(zip(result.images, result.seeds)):
+            # png_with_metadata keeps only what may travel (no paths, no user ids)
             params = {**request.to_dict(), "seed": seed, "index": index, "job_id": job_id,
-                      "model": result.model, "first_seed": request.seed}
-            params.pop("user_id", None)
-            params.pop("platform", None)
+                      "model": result.model, "first_seed": request.seed, "model_hash": self.checkpoint_hash,
+                      "command": self._command(request), "variation_of": self._variation_of(request),
+                      "styled_prompt": styled, "styled_negative_prompt": styled_negative}
             files.append(await asyncio.to_thread(self._put_png, image, params))
         now = self.clock()
         checkpoint = self.checkpoint_hash

@@ -15,11 +15,13 @@ from bot.service import ImagineService, Ticket, Who
 
 __all__ = ["COMMANDS", "CommandHandlers"]
 
+_PERIODS = {"hourly": "hour", "daily": "day", "weekly": "week"}
+
 COMMANDS = """Commands:
   /imagine PROMPT [options]   make images (a line without a slash does the same)
   /history [SEARCH]           your recent requests and their image ids
   /rate IMAGE_ID STARS        rate an image 1-5
-  /quota                      images left today
+  /quota                      images left in this quota window (hour, day or week)
   /settings [key=value ...]   show or change defaults: aspect, style, count, steps, private
   /cancel [JOB]               cancel your latest (or the given) queued/running request
   /reroll JOB                 the same request with a new seed
@@ -29,7 +31,10 @@ COMMANDS = """Commands:
   /appeal [MESSAGE]           ask an admin to review your strikes, cooldown or block
   /help                       this text and the /imagine options
   /quit                       leave (waits for running requests)
-Admin:
+Admin (PLATFORM:USER is e.g. discord:1234, telegram:5678, cli:alice):
+  /admin stats                jobs, images, users and the queue
+  /admin quota PLATFORM:USER LIMIT|default   a user's own images per window
+  /admin block PLATFORM:USER  refuse a user's requests;  /admin unblock PLATFORM:USER
   /appeals                    open appeals, oldest first
   /lift APPEAL|PLATFORM:USER  lift a block, cooldown and strikes (closes the appeal)
   /reject APPEAL              close an appeal without lifting
@@ -74,7 +79,11 @@ class CommandHandlers:
             self.say(f"Rated image {rating.image_id}: {'★' * rating.stars}")
         elif command == "/quota":
             used, limit, remaining, resets_at = await self.service.quota(self.who)
-            self.say(f"Used {used} of {limit} images; {remaining} left. Resets {resets_at:%Y-%m-%d %H:%M} UTC.")
+            window = self.service.config.quota_window
+            self.say(f"Used {used} of {limit} images; {remaining} left this {_PERIODS.get(window, window)} "
+                     f"({window} quota). Resets {resets_at:%Y-%m-%d %H:%M} UTC.")
+        elif command == "/admin":
+            await self._admin(args)
         elif command == "/settings":
             await self._settings(rest)
         elif command == "/cancel":
@@ -118,6 +127,31 @@ class CommandHandlers:
             for shown in entry.images:
                 stars = f" your rating {shown.my_stars}★" if shown.my_stars else ""
                 self.say(f"      image {shown.image.image_id} (#{shown.image.index + 1}, seed {shown.image.seed}){stars}")
+
+    async def _admin(self, args: list[str]) -> None:
+        """/admin stats | quota USER LIMIT|default | block USER | unblock USER (the service checks who)."""
+        sub = args[0].lower() if args else ""
+        user = args[1].split(":", 1) if len(args) > 1 else []
+        if sub == "stats" and len(args) == 1:
+            stats = await self.service.admin_stats(self.who)
+            for key, value in stats.items():
+                shown = ", ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else value
+                self.say(f"  {key}: {shown}")
+        elif sub == "quota" and len(args) == 3 and len(user) == 2 and all(user) \
+                and (args[2].isdecimal() or args[2] == "default"):
+            limit = None if args[2] == "default" else int(args[2])
+            status = await self.service.admin_set_quota(self.who, user[0], user[1], limit)
+            self.say(f"{args[1]}: {status.limit} images per window"
+                     + (" (the default)" if limit is None else "") + f"; {status.remaining} left now.")
+        elif sub in ("block", "unblock") and len(args) == 2 and len(user) == 2 and all(user):
+            if sub == "block":
+                await self.service.admin_block(self.who, user[0], user[1])
+            else:
+                await self.service.admin_unblock(self.who, user[0], user[1])
+            self.say(f"{args[1]} is {sub}ed.")
+        else:
+            self.say("Usage: /admin stats | /admin quota PLATFORM:USER LIMIT|default | "
+                     "/admin block PLATFORM:USER | /admin unblock PLATFORM:USER")
 
     async def _settings(self, rest: str) -> None:
         changes = settings_changes(rest)

@@ -28,6 +28,8 @@ __all__ = ["COMMANDS", "Console", "run_console", "stdin_lines"]
 
 logger = logging.getLogger(__name__)
 
+PROMPT = "imagine> "
+
 
 async def stdin_lines() -> AsyncIterator[str]:
     """Lines typed on stdin, without blocking the event loop; ends at EOF.
@@ -72,18 +74,28 @@ class Console(CommandHandlers):
         self.tty = bool(getattr(out, "isatty", lambda: False)())
         self._tasks: set[asyncio.Task[None]] = set()
         self._confirm_forget = False
+        self._prompting = False  # waiting for a line: output redraws the prompt
         self.moderation = ConsoleModeration(self)  # /appeal, /appeals, /lift, … (admins)
 
     def say(self, text: str) -> None:
         if self.tty:
             self.out.write("\r\x1b[K")
         self.out.write(text + "\n")
+        if self.tty and self._prompting:
+            self.out.write(PROMPT)  # output arrived while typing: show where to type again
         self.out.flush()
+
+    def _prompt(self) -> None:
+        """Show the input prompt (on a terminal; piped output stays plain)."""
+        self._prompting = True
+        if self.tty:
+            self.out.write(PROMPT)
+            self.out.flush()
 
     def status(self, text: str) -> None:
         """A progress line: rewritten in place on a terminal, a plain line otherwise."""
         if self.tty:
-            self.out.write("\r\x1b[K" + text)
+            self.out.write("\r\x1b[K" + text + ("  " + PROMPT if self._prompting else ""))
             self.out.flush()
         else:
             self.say(text)
@@ -91,13 +103,16 @@ class Console(CommandHandlers):
     async def run(self, lines: AsyncIterable[str] | Iterable[str]) -> None:
         """Handle lines until /quit or the end of input, then wait for running requests."""
         self.say(f"imagine-bot console — model {self.service.model_id}. /help for commands.")
+        self._prompt()
         async for raw in _aiter(lines):
+            self._prompting = False
             line = raw.strip()
-            if not line:
-                continue
-            if line.split()[0].lower() in ("/quit", "/exit"):
+            if line and line.split()[0].lower() in ("/quit", "/exit"):
                 break
-            await self.handle(line)
+            if line:
+                await self.handle(line)
+            self._prompt()
+        self._prompting = False
         if self._tasks:
             self.say(f"Waiting for {len(self._tasks)} running request(s)…")
             # wait, not gather: if this task is cancelled (SIGTERM), the requests keep going

@@ -1,0 +1,227 @@
+"""Command line: ``imagine-bot run | generate | download | health | styles``.
+
+Every mistake an operator can make (a bad flag or config value, a missing folder, an unwritable
+data dir, no network) ends in one ``imagine-bot: …`` line on stderr and exit status 2; ``-v``
+adds the traceback to the log. ``run`` and ``generate`` read ``./config.toml`` when it exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import NoReturn
+
+from generation.errors import ImagineError
+
+__all__ = ["main"]
+
+log = logging.getLogger("imagine-bot")
+
+DEFAULT_CONFIG = Path("config.toml")
+MODEL_CHOICES = ("sdxl-lightning", "tiny")
+# Third-party deprecation noise that an operator can do nothing about (tests still see it).
+_hub_unreachable: str | None = None  # why the Hub could not be reached, for the error line
+_QUIET_MODULES = r"(discord|diffusers|transformers|huggingface_hub|torch|apscheduler|nudenet|onnxruntime)(\..*)?$"
+
+
+class UsageError(ImagineError):
+    """A command-line mistake."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, not usage + error
+        self.exit(2, f"imagine-bot: {message} (see {self.prog} --help)\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``imagine-bot`` console script."""
+    args = _parser().parse_args(argv)
+    _setup_logging(args.verbose)
+    try:
+        return _dispatch(args)
+    except ImagineError as exc:
+        log.debug("details", exc_info=True)
+        why = f" (The Hub is unreachable: {_hub_unreachable}.)" if _hub_unreachable else ""
+        print(f"imagine-bot: {exc}{why}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a folder or file the operator named: say which, no traceback
+        log.debug("details", exc_info=True)
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"imagine-bot: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("imagine-bot: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "styles":
+        from bot.options import styles_text
+
+        print(styles_text())
+        return 0
+    if args.command == "health":
+        return _health(args)
+    from bot.config import load_config
+
+    config = load_config(_config_path(args.config))
+    if getattr(args, "model", None) is not None and args.model not in MODEL_CHOICES:
+        raise UsageError(f"--model must be one of {', '.join(MODEL_CHOICES)}, not {args.model!r}.")
+    if args.command == "download":
+        return _download(args, config)
+    _check_hub(config, args.model)
+    if args.command == "run":
+        from bot.app import run_bot
+
+        writable(config.storage.data_dir, "storage.data_dir")
+        if (config.discord or config.telegram) and not args.verbose:
+            logging.getLogger().setLevel(logging.INFO)  # a server: say what it does
+        asyncio.run(run_bot(config, model=args.model))
+        return 0
+    from bot.cli.generate import generate
+
+    writable(_output_folder(args.output, config.output_dir), "the output folder")
+    for path in asyncio.run(generate(config, args.prompt, args.output, args.model, quiet=args.quiet)):
+        print(path)
+    return 0
+
+
+def _config_path(given: str | None) -> Path | None:
+    """``--config``, else ./config.toml when it exists, else None (built-in defaults)."""
+    if given is not None:
+        return Path(given)
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+
+
+def _output_folder(output: str | None, default: Path) -> Path:
+    if output is None:
+        return default
+    if output.endswith(("/", "\\")) or Path(output).is_dir():
+        return Path(output)
+    return Path(output).parent if str(Path(output).parent) else Path(".")
+
+
+def writable(folder: Path, what: str) -> None:
+    """Create ``folder`` and prove a file can be written there; UsageError naming ``what`` if not."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"{what} {str(folder)!r} is not writable ({exc.strerror or exc}); create it with the "
+            f"right owner or point {what} elsewhere."
+        ) from None
+
+
+def _check_hub(config: object, model: str | None) -> None:
+    """With the Hub model and no network, fail over to offline mode and remember why."""
+    model_config = getattr(config, "model")
+    if (model or model_config.name) == "tiny" or model_config.path is not None:
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return
+    from generation.download import unreachable
+
+    reason = unreachable()
+    if reason:  # cached weights still load; otherwise the loader says at once what is missing
+        global _hub_unreachable
+        _hub_unreachable = reason
+        log.debug("the Hugging Face Hub is unreachable (%s): cached weights only", reason)
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        import huggingface_hub.constants
+
+        huggingface_hub.constants.HF_HUB_OFFLINE = True  # read at import, which has happened
+
+
+def _download(args: argparse.Namespace, config: object) -> int:
+    from generation.download import config_lines, download
+
+    model = getattr(config, "model")
+    steps = tuple(args.steps) if args.steps else tuple(model.steps)
+    to = Path(args.to) if args.to else Path(model.path or "models/sdxl-lightning")
+    folder = download(to, base_repo=model.base_repo, lightning_repo=model.lightning_repo,
+                      vae_repo=model.vae_repo or None, steps=steps)
+    print(f"Downloaded to {folder}. Put these lines in config.toml:\n\n{config_lines(folder, steps)}")
+    return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    """Exit 0 while the running bot's heartbeat is fresh (cheap: no torch, no config checks)."""
+    import tomllib
+
+    from bot.health import HealthError, check
+
+    data_dir = Path(args.data_dir) if args.data_dir else None
+    path = _config_path(args.config)
+    if data_dir is None:
+        data = {}
+        if path is not None:
+            try:
+                data = tomllib.loads(path.read_text(encoding="utf-8"))
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise UsageError(f"cannot read {path}: {exc}") from None
+        data_dir = Path(data.get("storage", {}).get("data_dir", "data"))
+    try:
+        print(check(data_dir, max_age_s=args.max_age))
+    except HealthError as exc:
+        print(f"imagine-bot: unhealthy: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _setup_logging(verbose: bool) -> None:
+    """One handler (the root's) for every library, so no line is printed twice."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    if verbose:
+        return
+    for category in (DeprecationWarning, FutureWarning, UserWarning):
+        warnings.filterwarnings("ignore", category=category, module=_QUIET_MODULES)
+    # transformers/diffusers: their own handler, not propagated; warn only about real trouble
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    # huggingface_hub adds a handler AND propagates to the root: every line twice. Keep the root's.
+    import huggingface_hub.utils.logging  # noqa: F401  (creates its handler now, so it can go)
+
+    hub = logging.getLogger("huggingface_hub")
+    for handler in list(hub.handlers):
+        hub.removeHandler(handler)
+    hub.propagate = True
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="imagine-bot", description=__doc__.split("\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages and tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    config_help = "config TOML (default: ./config.toml if present, else built-in defaults)"
+    gen = sub.add_parser("generate", help="make images from a prompt with /imagine flags")
+    gen.add_argument("prompt", help='e.g. "a red fox in snow --ar 16:9 --seed 7 --no blur"')
+    gen.add_argument("-o", "--output", help="PNG file, or a folder (default: output.dir); never overwrites")
+    gen.add_argument("--model", help="'tiny' (offline, random weights) or 'sdxl-lightning'")
+    gen.add_argument("--config", help=config_help)
+    gen.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    run = sub.add_parser("run", help="run the bot (the terminal chat when no chat token is set)")
+    run.add_argument("--config", help=config_help)
+    run.add_argument("--model", help="override model.name, e.g. 'tiny' for an offline demo")
+    down = sub.add_parser("download", help="fetch the SDXL-Lightning weights into a local folder")
+    down.add_argument("--steps", type=int, nargs="+", choices=(1, 2, 4, 8), metavar="N",
+                      help="step checkpoints to fetch: 1 2 4 8 (default: model.steps)")
+    down.add_argument("--to", help="the folder (default: model.path, else models/sdxl-lightning)")
+    down.add_argument("--config", help=config_help)
+    health = sub.add_parser("health", help="exit 0 while the running bot is alive (for HEALTHCHECK)")
+    health.add_argument("--config", help=config_help)
+    health.add_argument("--data-dir", help="storage.data_dir of the bot (default: from the config)")
+    health.add_argument("--max-age", type=float, default=60.0, help="seconds a heartbeat stays fresh")
+    sub.add_parser("styles", help="list the style presets for --style")
+    return parser

@@ -1,0 +1,141 @@
+"""``imagine-bot download``: exactly the files the loader needs, into one local model folder.
+
+    <to>/model_index.json, scheduler/, tokenizer/, tokenizer_2/     from the base SDXL repo
+    <to>/text_encoder/, text_encoder_2/   config + fp16 weights        (the base's fp16 variant)
+    <to>/unet/config.json                 the base UNet's weights are never used: Lightning's are
+    <to>/vae/                             the fp16-fix VAE (model.vae_repo), or the base's fp16 VAE
+    <to>/sdxl_lightning_{N}step_unet.safetensors                      one per step count
+
+That is the layout ``model.path`` expects (generation/pipeline.py ``_load_local``). Files come
+through huggingface_hub: progress bars, resumed partial files, ``HF_ENDPOINT`` mirrors and
+``HF_TOKEN`` all work. Before anything starts, the endpoint is looked up and connected to, so a
+machine without network fails in seconds with the real reason instead of retrying for half a
+minute.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from generation.errors import ImagineError
+from generation.pipeline import lightning_unet_filename
+
+__all__ = ["DownloadError", "Fetch", "config_lines", "download", "hub_endpoint", "plan", "unreachable"]
+
+log = logging.getLogger(__name__)
+
+_FP16_COMPONENTS = ("text_encoder", "text_encoder_2")
+_WHOLE_COMPONENTS = ("scheduler", "tokenizer", "tokenizer_2")
+
+
+class DownloadError(ImagineError):
+    """The weights could not be fetched; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Fetch:
+    """Files of one repository (glob patterns) that go into ``subdir`` of the model folder."""
+
+    repo: str
+    patterns: tuple[str, ...]
+    subdir: str = ""
+
+
+def plan(base_repo: str, lightning_repo: str, vae_repo: str | None, steps: tuple[int, ...]) -> list[Fetch]:
+    """What to fetch for these repositories and step counts."""
+    base = ["model_index.json", "unet/config.json"]
+    base += [f"{c}/*" for c in _WHOLE_COMPONENTS]
+    for component in _FP16_COMPONENTS + (() if vae_repo else ("vae",)):
+        base += [f"{component}/config.json", f"{component}/*fp16*.safetensors", f"{component}/*.fp16.json"]
+    fetches = [Fetch(base_repo, tuple(base))]
+    if vae_repo:
+        fetches.append(Fetch(vae_repo, ("config.json", "diffusion_pytorch_model.safetensors"), "vae"))
+    fetches.append(Fetch(lightning_repo, tuple(lightning_unet_filename(n) for n in sorted(set(steps)))))
+    return fetches
+
+
+def hub_endpoint() -> str:
+    """The Hub (or mirror) URL huggingface_hub uses: ``HF_ENDPOINT`` or huggingface.co."""
+    return os.environ.get("HF_ENDPOINT", "").rstrip("/") or "https://huggingface.co"
+
+
+def unreachable(endpoint: str | None = None, timeout: float = 5.0) -> str | None:
+    """Why ``endpoint`` cannot be reached (DNS lookup, then a TCP connect), or None if it can."""
+    url = urlsplit(endpoint or hub_endpoint())
+    host = url.hostname or ""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        return f"the DNS lookup of {host} failed ({exc.args[-1] if exc.args else exc})"
+    last: OSError | None = None
+    for family, kind, proto, _, address in addresses:
+        try:
+            with socket.socket(family, kind, proto) as sock:
+                sock.settimeout(timeout)
+                sock.connect(address)
+                return None
+        except OSError as exc:
+            last = exc
+    reason = last.strerror if last is not None and last.strerror else str(last or "no address")
+    return f"cannot connect to {host}:{port} ({reason})"
+
+
+def download(
+    to: Path,
+    *,
+    base_repo: str,
+    lightning_repo: str,
+    vae_repo: str | None,
+    steps: tuple[int, ...],
+) -> Path:
+    """Fetch the plan into ``to`` (resuming what is there); the folder, checked."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        raise DownloadError("HF_HUB_OFFLINE is set, so nothing can be downloaded; unset it (or set it to 0).")
+    endpoint = hub_endpoint()
+    reason = unreachable(endpoint)
+    if reason:
+        raise DownloadError(
+            f"Cannot reach {endpoint}: {reason}. Check the network, or set HF_ENDPOINT to a mirror "
+            f"you can reach; or download on another machine and copy the folder (README 'Getting the model')."
+        )
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    to = Path(to).expanduser()
+    try:
+        to.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(f"Cannot create {str(to)!r}: {exc.strerror or exc}.") from None
+    for fetch in plan(base_repo, lightning_repo, vae_repo, steps):
+        target = to / fetch.subdir if fetch.subdir else to
+        log.info("fetching %s (%s) into %s", fetch.repo, ", ".join(fetch.patterns), target)
+        try:
+            snapshot_download(fetch.repo, allow_patterns=list(fetch.patterns), local_dir=target)
+        except GatedRepoError:
+            raise DownloadError(
+                f"{fetch.repo} is gated: accept its terms on the Hub and set HF_TOKEN to a token of that account."
+            ) from None
+        except RepositoryNotFoundError:
+            raise DownloadError(
+                f"{endpoint} has no repository {fetch.repo} (or it is private: set HF_TOKEN)."
+            ) from None
+        except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
+            text = str(exc).strip().splitlines()
+            raise DownloadError(f"Downloading {fetch.repo} failed: {text[0] if text else type(exc).__name__}") from None
+    missing = [name for name in ["model_index.json", *(lightning_unet_filename(n) for n in steps)]
+               if not (to / name).is_file()]
+    if missing:
+        raise DownloadError(f"{to} lacks {', '.join(missing)} after the download; do the repositories have them?")
+    return to
+
+
+def config_lines(to: Path, steps: tuple[int, ...]) -> str:
+    """The config.toml lines that make the loader use the folder."""
+    listed = ", ".join(str(n) for n in sorted(set(steps)))
+    return f'[model]\npath = "{Path(to).expanduser().resolve()}"\nsteps = [{listed}]'

@@ -1,0 +1,146 @@
+"""``imagine-bot download`` against a fake Hub on 127.0.0.1, then the loader on what it fetched."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from generation.download import plan, unreachable
+from generation.pipeline import ModelConfig, build_tiny_pipeline, lightning_unet_filename, load_pipeline
+from tests.fake_hub import FakeHub, serve
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _folder_files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def repos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, bytes]]:
+    """A tiny SDXL base (fp16 and full files, like the real repo), a VAE repo, a Lightning repo."""
+    from safetensors.torch import save_file
+
+    work = tmp_path_factory.mktemp("repos")
+    base = build_tiny_pipeline(seed=0)
+    base.save_pretrained(work / "base", variant="fp16")
+    base.save_pretrained(work / "base")  # the full-precision files the download must skip
+    (work / "base" / "README.md").write_text("base model card")
+    vae = build_tiny_pipeline(seed=5).vae  # other weights than the base's VAE
+    vae.save_pretrained(work / "vae")
+    lightning = {}
+    for steps, seed in ((4, 1), (8, 2)):
+        torch.manual_seed(seed)
+        state = {k: torch.randn_like(v) for k, v in base.unet.state_dict().items()}
+        save_file(state, str(work / lightning_unet_filename(steps)))
+        lightning[lightning_unet_filename(steps)] = (work / lightning_unet_filename(steps)).read_bytes()
+    return {"fake/sdxl-base": _folder_files(work / "base"), "fake/vae": _folder_files(work / "vae"),
+            "fake/lightning": lightning}
+
+
+def _run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, "HF_HOME": str(cwd / "hf-home"), "HF_HUB_DISABLE_TELEMETRY": "1", **env}
+    full.pop("HF_HUB_OFFLINE", None)
+    full.update(env)
+    return subprocess.run([sys.executable, "-m", "bot", *args], cwd=cwd, env=full, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_download_fetches_exactly_what_the_loader_needs(tmp_path: Path, repos: dict[str, dict[str, bytes]]) -> None:
+    (tmp_path / "config.toml").write_text(
+        '[model]\nbase_repo = "fake/sdxl-base"\nlightning_repo = "fake/lightning"\nvae_repo = "fake/vae"\n')
+    target = tmp_path / "weights"
+    env = {"PYTHONPATH": str(ROOT)}
+    with serve(FakeHub(repos)) as hub:
+        proc = _run(["download", "--steps", "4", "--to", str(target)], tmp_path,
+                    HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="0", **env)
+    assert proc.returncode == 0, proc.stderr
+    assert f'path = "{target.resolve()}"' in proc.stdout and "steps = [4]" in proc.stdout
+    # only the 4-step UNet; only the fp16 text encoders; no base UNet or VAE weights, no card
+    assert hub.fetched("fake/lightning") == {lightning_unet_filename(4)}
+    base_fetched = hub.fetched("fake/sdxl-base")
+    assert "model_index.json" in base_fetched and "unet/config.json" in base_fetched
+    assert {p for p in base_fetched if p.endswith(".safetensors")} == {
+        "text_encoder/model.fp16.safetensors", "text_encoder_2/model.fp16.safetensors"}
+    assert not any(p.startswith("vae/") for p in base_fetched) and "README.md" not in base_fetched
+    assert (target / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() == \
+        repos["fake/vae"]["diffusion_pytorch_model.safetensors"]
+
+    # the loader, with model.path at that folder, uses the downloaded VAE and Lightning UNet
+    pipeline = load_pipeline(ModelConfig(path=str(target), steps=(4,), device="cpu"))
+    from safetensors.torch import load_file
+
+    expected_vae = load_file(str(target / "vae" / "diffusion_pytorch_model.safetensors"))
+    vae_state = pipeline.pipe.vae.state_dict()
+    assert all(torch.equal(vae_state[k].float(), v.float()) for k, v in expected_vae.items())
+    expected_unet = load_file(str(target / lightning_unet_filename(4)))
+    key = next(iter(expected_unet))
+    assert torch.equal(pipeline.unet_for(4).state_dict()[key].float(), expected_unet[key].float())
+
+
+def test_download_again_fetches_nothing_new(tmp_path: Path, repos: dict[str, dict[str, bytes]]) -> None:
+    (tmp_path / "config.toml").write_text(
+        '[model]\nbase_repo = "fake/sdxl-base"\nlightning_repo = "fake/lightning"\nvae_repo = "fake/vae"\n')
+    target = tmp_path / "w"
+    with serve(FakeHub(repos)) as hub:
+        first = _run(["download", "--to", str(target)], tmp_path, HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="0",
+                     PYTHONPATH=str(ROOT))
+        assert first.returncode == 0, first.stderr
+        count = len([r for r in hub.requests if r[0] == "GET" and "/resolve/" in r[1]])
+        again = _run(["download", "--to", str(target)], tmp_path, HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="0",
+                     PYTHONPATH=str(ROOT))
+    assert again.returncode == 0, again.stderr
+    assert len([r for r in hub.requests if r[0] == "GET" and "/resolve/" in r[1]]) == count
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_download_offline_fails_fast_with_the_reason(tmp_path: Path) -> None:
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    proc = _run(["download", "--to", str(tmp_path / "w")], tmp_path, HF_ENDPOINT=endpoint, HF_HUB_OFFLINE="0",
+                PYTHONPATH=str(ROOT))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("imagine-bot: Cannot reach")
+    assert endpoint in lines[0] and "refused" in lines[0].lower() and "HF_ENDPOINT" in lines[0]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "w").exists()
+
+    offline = _run(["download"], tmp_path, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    assert offline.returncode == 2 and "HF_HUB_OFFLINE" in offline.stderr
+
+
+def test_unreachable_names_a_failed_dns_lookup() -> None:
+    reason = unreachable("https://no-such-host.invalid")
+    assert reason is not None and "DNS lookup of no-such-host.invalid" in reason
+
+
+def test_plan_uses_the_base_vae_only_without_a_vae_repo() -> None:
+    with_fix = plan("b", "l", "madebyollin/sdxl-vae-fp16-fix", (8, 4, 4))
+    assert [f.repo for f in with_fix] == ["b", "madebyollin/sdxl-vae-fp16-fix", "l"]
+    assert with_fix[1].subdir == "vae" and not any(p.startswith("vae/") for p in with_fix[0].patterns)
+    assert with_fix[2].patterns == (lightning_unet_filename(4), lightning_unet_filename(8))
+    base_vae = plan("b", "l", None, (4,))
+    assert [f.repo for f in base_vae] == ["b", "l"]
+    assert "vae/*fp16*.safetensors" in base_vae[0].patterns
+
+
+def test_run_without_network_says_why_at_once(tmp_path: Path) -> None:
+    """No --model tiny, no cache, the Hub unreachable: one line naming the reason, no retries."""
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    (tmp_path / "config.toml").write_text(f'[model]\ncache_dir = "{tmp_path / "empty-cache"}"\n')
+    proc = _run(["generate", "a fox", "-q"], tmp_path, HF_ENDPOINT=endpoint, PYTHONPATH=str(ROOT))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("imagine-bot: "), proc.stderr
+    assert f"The Hub is unreachable: cannot connect to 127.0.0.1:{endpoint.rsplit(':', 1)[1]}" in lines[0]
+    assert "Retry" not in proc.stderr
