@@ -56,6 +56,10 @@ What it does, in brief:
   update to the webhook URL with ``X-Telegram-Bot-Api-Secret-Token`` (once, no retries; the
   status lands in ``fake.webhook_deliveries``). ``await fake.post_webhook(update,
   secret_token=...)`` posts one by hand and returns the HTTP status. http:// URLs are accepted.
+* ``editMessageMedia`` replaces a photo/document message's media, caption and keyboard;
+  ``fake.media_of(message)`` gives the bytes a stored message shows. ``fake.on_applied`` (a
+  callable, or None) sees each successful call after its effect and before the answer: a kill
+  test SIGKILLs the bot there (the platform has the result, the bot never heard back).
 * Failures: ``fake.rate_limit("sendMessage", retry_after=1)`` (429 with
   ``parameters.retry_after``), ``fake.bad_request(method, description)``,
   ``fake.forbidden(method)`` (403 "bot was blocked by the user"), or the general
@@ -352,6 +356,8 @@ class FakeTelegram:
         self.callback_query_ids: set[str] = set()
         self.chat_members: dict[tuple[int, int], JSON] = {}  # (chat id, user id) -> ChatMember (set_member)
         self.answered_callback_queries: set[str] = set()
+        # called with each successful call after its effect, before the answer (kill tests)
+        self.on_applied: Callable[[Call], None] | None = None
         self._update_ids = itertools.count(1)
         self._message_ids: dict[int, itertools.count[int]] = {}
         self._file_counter = itertools.count(1)
@@ -371,6 +377,7 @@ class FakeTelegram:
                 "getMe", "logOut", "close", "getUpdates", "setWebhook", "deleteWebhook",
                 "getWebhookInfo", "setMyCommands", "getMyCommands", "deleteMyCommands",
                 "sendMessage", "editMessageText", "editMessageCaption", "editMessageReplyMarkup",
+                "editMessageMedia",
                 "sendPhoto", "sendDocument", "sendMediaGroup", "answerCallbackQuery",
                 "sendChatAction", "deleteMessage", "setMessageReaction", "getChat", "getFile",
                 "getChatMember",
@@ -683,6 +690,8 @@ class FakeTelegram:
         call.result = result
         call.client_gone = request.transport is None or request.transport.is_closing()
         self._record(call)
+        if self.on_applied is not None:
+            self.on_applied(call)
         return web.json_response({"ok": True, "result": result})
 
     def _record(self, call: Call) -> None:
@@ -1068,6 +1077,35 @@ class FakeTelegram:
         self._set_markup(message, markup)
         message["edit_date"] = int(time.time())
         return dict(message)
+
+    def _m_editMessageMedia(self, call: Call) -> JSON:
+        message = self._stored_message(call.params, "Bad Request: message to edit not found")
+        if not any(k in message for k in ("photo", "document", "video", "animation", "audio")):
+            raise _bad("Bad Request: there is no media in the message to edit")
+        item = call.params.get("media")
+        if not isinstance(item, dict) or item.get("type") not in ("photo", "document"):
+            raise _bad("Bad Request: media type not supported (fake)")
+        fields = self._message_fields({**item, "chat_id": message["chat"]["id"]}, text_key="caption")
+        fields.pop("reply_markup", None)
+        source = self._resolve_input(call, item.get("media"), "")
+        for key in ("photo", "document", "caption", "has_media_spoiler"):
+            message.pop(key, None)
+        if item["type"] == "photo":
+            message["photo"] = self._photo_sizes(source)
+        else:
+            message["document"] = self._document(source)
+        message.update(fields)
+        self._set_markup(message, self._check_markup(call.params.get("reply_markup")))
+        message["edit_date"] = int(time.time())
+        return dict(message)
+
+    def media_of(self, message: Mapping[str, Any]) -> bytes | None:
+        """The bytes a stored message shows (its photo or document), or None."""
+        if "photo" in message:
+            return self.files[message["photo"][-1]["file_id"]].data
+        if "document" in message:
+            return self.files[message["document"]["file_id"]].data
+        return None
 
     @staticmethod
     def _set_markup(message: JSON, markup: JSON | None) -> None:
