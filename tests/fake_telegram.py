@@ -327,6 +327,7 @@ class FakeTelegram:
         bot_username: str = "imagine_test_bot",
         bot_first_name: str = "Imagine Test Bot",
         max_long_poll: float = 10.0,
+        port: int = 0,
     ) -> None:
         self.token = token
         self.bot_id = int(token.split(":", 1)[0]) if token.split(":", 1)[0].isdigit() else 123456
@@ -370,7 +371,7 @@ class FakeTelegram:
         self._deliveries: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
-        self.port = 0
+        self.port = port  # 0: a free one, chosen at start
         self._methods: dict[str, Callable[[Call], Any]] = {
             name.lower(): getattr(self, f"_m_{name}")
             for name in (
@@ -409,7 +410,7 @@ class FakeTelegram:
         app.router.add_get("/file/bot{token}/{path:.+}", self._handle_file)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
         self.port = self._runner.addresses[0][1]
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))

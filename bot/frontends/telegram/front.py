@@ -153,7 +153,8 @@ class TelegramFrontEnd(CommandHandlers, ButtonHandlers, Delivering):
             await self.close()
             raise ImagineError("Telegram refused the bot token (TELEGRAM_TOKEN): check it with "
                                "@BotFather, or unset it to run without Telegram.") from None
-        await app.start()
+        if not app.running:  # a retry after a failure further down
+            await app.start()
         try:
             await app.bot.set_my_commands(list(COMMANDS))
         except TelegramError as err:
@@ -211,13 +212,22 @@ class TelegramFrontEnd(CommandHandlers, ButtonHandlers, Delivering):
             if delivery.target.get("platform") == PLATFORM:
                 self._spawn(self._deliver_logged(delivery), f"tg-redeliver-{delivery.job_id}")
         for ticket in recovered.tickets:
-            if ticket.target.get("platform") == PLATFORM:
-                status = None
-                if ticket.target.get("status_id"):
-                    status = StatusMessage(self.bot, ticket.target["status_chat"], ticket.target["status_id"],
-                                           "", interval=self._interval(ticket.target),
-                                           caption=bool(ticket.target.get("placeholder")))
-                self._spawn(self._watch(ticket, status), f"tg-job-{ticket.job_id}")
+            if ticket.target.get("platform") != PLATFORM:
+                continue
+            target = ticket.target
+            if not target.get("status_id"):  # accepted, then a crash before its placeholder
+                self._spawn(self._follow_logged(ticket, target), f"tg-job-{ticket.job_id}")
+                continue
+            status = StatusMessage(self.bot, target["status_chat"], target["status_id"], "",
+                                   interval=self._interval(target), caption=bool(target.get("placeholder")))
+            self._spawn(self._watch(ticket, status), f"tg-job-{ticket.job_id}")
+
+    async def _follow_logged(self, ticket: Any, target: dict[str, Any]) -> None:
+        try:
+            await self._follow(ticket, target)
+        except Exception:  # no placeholder: the result gets one when it is delivered
+            logger.exception("telegram: no placeholder for job %s", ticket.job_id)
+            self._spawn(self._watch(ticket, None), f"tg-job-{ticket.job_id}")
 
     def _spawn(self, coro: Awaitable[Any], name: str) -> None:
         task = asyncio.ensure_future(coro)

@@ -1,0 +1,137 @@
+"""Telegram faults: unreachable or unknown host at start, a refused token, failing sends, and a
+crash between storing an update and handling it (the inbox replays it once)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.frontends.telegram import TelegramFrontEnd, front
+from generation.errors import ImagineError
+from tests.fake_telegram import FakeTelegram, make_user
+from tests.fakes import FakePipeline
+from tests.service_support import service_env
+from tests.telegram_support import callback_data, running, settings_for, wait_until
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*attribute `retry_after` will be of type")
+
+GEN = 30.0
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeTelegram]:
+    async with FakeTelegram() as server:
+        yield server
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_unreachable_at_start_logs_once_and_connects_later(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(front, "_CONNECT_DELAYS", (0.2, 0.4))
+    fake = FakeTelegram(port=free_port())  # not listening yet: connection refused
+    caplog.set_level(logging.INFO, "bot.frontends.telegram")
+    async with service_env(tmp_path, FakePipeline()) as env:
+        telegram = TelegramFrontEnd(env.service, settings_for(fake))
+        await asyncio.wait_for(telegram.start(), 10)  # returns: the rest of the bot goes on
+        try:
+            await asyncio.sleep(1.0)  # a few retries while it is down
+            errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+            assert len(errors) == 1 and "cannot reach the Bot API" in errors[0].getMessage()
+            async with fake:
+                fake.push(fake.message_update("/quota"))
+                reply = await fake.wait_for_call("sendMessage", timeout=10)
+                assert "left" in reply.params["text"]
+                assert any("connected after" in r.getMessage() for r in caplog.records)
+        finally:
+            await telegram.close()
+
+
+async def test_dns_failure_at_start_is_one_line_too(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_such_host(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
+    monkeypatch.setattr(front, "_CONNECT_DELAYS", (30.0,))
+    caplog.set_level(logging.INFO, "bot.frontends.telegram")
+    async with service_env(tmp_path, FakePipeline()) as env:
+        settings = settings_for(FakeTelegram(), base_url="http://api.telegram.invalid/bot")
+        telegram = TelegramFrontEnd(env.service, settings)
+        await asyncio.wait_for(telegram.start(), 10)
+        try:
+            errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+            assert len(errors) == 1 and "cannot reach the Bot API" in errors[0], errors
+        finally:
+            await telegram.close()
+
+
+async def test_a_refused_token_is_a_clear_error(tmp_path: Path, fake: FakeTelegram) -> None:
+    async with service_env(tmp_path, FakePipeline()) as env:
+        telegram = TelegramFrontEnd(env.service, settings_for(fake, token="999:not-the-token"))
+        with pytest.raises(ImagineError, match="Telegram refused the bot token"):
+            await asyncio.wait_for(telegram.start(), 10)
+        assert telegram.application is None
+
+
+async def test_failed_sends_are_retried_in_process_but_not_bad_requests(tmp_path: Path,
+                                                                          fake: FakeTelegram) -> None:
+    async with running(tmp_path, FakePipeline(), fake, send_retries=3, send_retry_backoff=0.05):
+        fake.fail("sendMessage", 500, "Internal Server Error", times=2)
+        fake.push(fake.message_update("/quota"))
+        calls = await fake.wait_for_calls("sendMessage", 3)
+        assert [c.status for c in calls] == [500, 500, 200]
+        assert calls[2].time - calls[1].time >= 0.09  # backoff doubles: 0.05, then 0.1
+
+        mark = fake.mark()
+        fake.fail("sendMessage", 502, "Bad Gateway", times=None)
+        fake.push(fake.message_update("/quota"))
+        await fake.wait_for_calls("sendMessage", 4, since=mark)  # 1 + 3 retries, then it gives up
+        await asyncio.sleep(0.5)
+        assert len(fake.calls("sendMessage", since=mark)) == 4
+        fake.clear_failures()
+
+        mark = fake.mark()
+        fake.bad_request("sendMessage", "Bad Request: chat not found")
+        fake.push(fake.message_update("/quota"))
+        await fake.wait_for_call("sendMessage", since=mark)
+        await asyncio.sleep(0.5)
+        assert [c.status for c in fake.calls("sendMessage", since=mark)][:1] == [400]
+        assert len([c for c in fake.calls("sendMessage", since=mark) if c.status == 400]) == 1
+
+
+async def test_an_update_stored_before_a_crash_is_handled_once(tmp_path: Path, tiny, fake: FakeTelegram) -> None:
+    """Stored (and so confirmed) but never handled: the next start handles it, exactly once, even
+    though Telegram also sends it again (it was never confirmed by a later offset)."""
+    update = fake.message_update("/imagine a stored lamp --steps 1", make_user(1001, "Alice"))
+    refusal = fake.message_update("/imagine a fox --ar 2:7", make_user(1001, "Alice"))
+    async with service_env(tmp_path, tiny) as env:
+        for stored in (update, refusal):
+            assert await env.service.receive("telegram", stored["update_id"], stored)
+    fake.push(update)  # Telegram re-sends both: the offset never confirmed them
+    fake.push(refusal)
+    async with running(tmp_path, tiny, fake) as r:
+        result = await fake.wait_for_call("editMessageMedia", timeout=GEN)
+        job = callback_data(result)[0].removeprefix("r:")
+        await wait_until(lambda: env_done(r.env), GEN)
+        await asyncio.sleep(1.0)  # time for a second copy, were there one
+        assert len(fake.calls("sendPhoto")) == 1 and len(fake.calls("editMessageMedia")) == 1
+        told = [c for c in fake.calls("sendMessage") if "2:7" in c.params["text"]]
+        assert len(told) == 1
+        assert await r.env.service.unhandled("telegram") == []
+        row = await r.env.db.fetchone("SELECT origin, charged FROM jobs WHERE id = ?", (job,))
+        assert (row["origin"], row["charged"]) == (f"telegram:{update['update_id']}", 1)
+
+
+async def env_done(env) -> bool:  # type: ignore[no-untyped-def]
+    rows = await env.db.fetchall("SELECT status FROM jobs")
+    return [r["status"] for r in rows] == ["delivered"]
