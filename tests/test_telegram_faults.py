@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -96,8 +97,9 @@ async def test_failed_sends_are_retried_in_process_but_not_bad_requests(tmp_path
         fake.fail("sendMessage", 502, "Bad Gateway", times=None)
         fake.push(fake.message_update("/quota"))
         await fake.wait_for_calls("sendMessage", 4, since=mark)  # 1 + 3 retries, then it gives up
-        await asyncio.sleep(0.5)
-        assert len(fake.calls("sendMessage", since=mark)) == 4
+        await asyncio.sleep(1.0)
+        replies = [c for c in fake.calls("sendMessage", since=mark) if "left" in c.params["text"]]
+        assert len(replies) == 4  # (then the apology fails the same way)
         fake.clear_failures()
 
         mark = fake.mark()
@@ -135,3 +137,30 @@ async def test_an_update_stored_before_a_crash_is_handled_once(tmp_path: Path, t
 async def env_done(env) -> bool:  # type: ignore[no-untyped-def]
     rows = await env.db.fetchall("SELECT status FROM jobs")
     return [r["status"] for r in rows] == ["delivered"]
+
+
+async def test_an_update_that_could_not_be_stored_is_not_confirmed(tmp_path: Path, fake: FakeTelegram,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The database refuses the first write: the update stays unconfirmed, comes again, and is
+    then stored and handled once; polling goes on."""
+    async with running(tmp_path, FakePipeline(), fake) as r:
+        receive = r.env.service.receive
+        failures = [sqlite3.OperationalError("database is locked")]
+
+        async def flaky(platform: str, key: str | int, payload: dict) -> bool:  # type: ignore[type-arg]
+            if failures:
+                raise failures.pop()
+            return await receive(platform, key, payload)
+
+        monkeypatch.setattr(r.env.service, "receive", flaky)
+        update = fake.message_update("/quota")
+        fake.push(update)
+        reply = await fake.wait_for_call("sendMessage", timeout=15)
+        assert "left" in reply.params["text"] and not failures
+        polls = [c for c in fake.calls("getUpdates") if c.ok and c.result]
+        assert len(polls) >= 2  # fetched twice: the first fetch was not confirmed
+        assert all(u["update_id"] == update["update_id"] for c in polls for u in c.result)
+        fake.push(fake.message_update("/quota"))  # and polling goes on
+        await fake.wait_for_calls("sendMessage", 2, timeout=15)
+        await asyncio.sleep(0.5)
+        assert len(fake.calls("sendMessage")) == 2

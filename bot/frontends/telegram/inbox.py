@@ -25,6 +25,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from telegram import Update
+from telegram.error import TelegramError
 from telegram.ext import Application, SimpleUpdateProcessor
 
 from bot.frontends.telegram.messages import PLATFORM
@@ -46,9 +47,15 @@ class StoringQueue(asyncio.Queue):  # type: ignore[type-arg]
 
     async def put(self, item: Any) -> None:
         if isinstance(item, Update):
-            # raises on a database error: polling then retries the batch (no offset confirmed),
-            # the webhook answers 500 and Telegram sends the update again
-            if not await self.service.receive(PLATFORM, item.update_id, item.to_dict()):
+            # a database error: polling retries the batch (its offset is not confirmed), the
+            # webhook answers 500 and Telegram sends the update again. Raised as a TelegramError:
+            # PTB's polling loop retries those and would stop on anything else.
+            try:
+                fresh = await self.service.receive(PLATFORM, item.update_id, item.to_dict())
+            except Exception as err:
+                logger.error("telegram: could not store update %d (%s); not confirming it", item.update_id, err)
+                raise TelegramError(f"could not store update {item.update_id}: {err}") from err
+            if not fresh:
                 logger.info("telegram: update %d was stored before; not handled again", item.update_id)
                 return
         await super().put(item)
