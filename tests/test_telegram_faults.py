@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import sqlite3
 from collections.abc import AsyncIterator
@@ -12,8 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from bot.app import run_bot
+from bot.config import load_config
 from bot.frontends.telegram import TelegramFrontEnd, front
 from generation.errors import ImagineError
+from tests.fake_discord import FakeDiscord
 from tests.fake_telegram import FakeTelegram, make_user
 from tests.fakes import FakePipeline
 from tests.service_support import service_env
@@ -164,3 +168,44 @@ async def test_an_update_that_could_not_be_stored_is_not_confirmed(tmp_path: Pat
         await fake.wait_for_calls("sendMessage", 2, timeout=15)
         await asyncio.sleep(0.5)
         assert len(fake.calls("sendMessage")) == 2
+
+
+def bot_config(tmp_path: Path, telegram_base: str, discord_api: FakeDiscord | None = None) -> Path:
+    config_file = tmp_path / "config.toml"
+    text = f'[storage]\ndata_dir = "{tmp_path / "data"}"\n'
+    if discord_api is not None:
+        text += (f'[discord]\napi_base_url = "{discord_api.api_base}"\ngateway_url = "{discord_api.gateway_url}"\n'
+                 "progress_edit_interval = 0.1\n")
+    text += f'[telegram]\nbase_url = "{telegram_base}"\npoll_timeout = 1\n'
+    config_file.write_text(text)
+    return config_file
+
+
+@pytest.mark.slow
+async def test_run_keeps_discord_going_while_telegram_is_unreachable(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    port = free_port()  # nothing listens there
+    async with FakeDiscord() as discord_api:
+        config = load_config(bot_config(tmp_path, f"http://127.0.0.1:{port}/bot", discord_api),
+                             env={"DISCORD_TOKEN": "fake-token", "TELEGRAM_TOKEN": "123456:TEST-fake-token"})
+        bot = asyncio.create_task(run_bot(config, model="tiny"))
+        try:
+            await wait_until(lambda: discord_api.requests_to("PUT", r"/applications/.*/commands"), GEN * 3)
+            inter = await discord_api.send_interaction(discord_api.slash("imagine", {"prompt": "an owl --seed 4"}))
+            await discord_api.wait_for_request(
+                "PATCH", rf"/webhooks/{discord_api.app_id}/{re.escape(inter['token'])}/messages/@original",
+                GEN * 3, predicate=lambda r: bool(r.files))
+            assert not bot.done()
+            lines = [r.getMessage() for r in caplog.records if "cannot reach the Bot API" in r.getMessage()]
+            assert len(lines) == 1, lines
+        finally:
+            bot.cancel()
+            await asyncio.wait_for(asyncio.gather(bot, return_exceptions=True), GEN * 3)
+
+
+@pytest.mark.slow
+async def test_run_stops_with_a_clear_message_on_a_refused_token(tmp_path: Path, fake: FakeTelegram) -> None:
+    config = load_config(bot_config(tmp_path, fake.base_url), env={"TELEGRAM_TOKEN": "999:not-the-token"})
+    with pytest.raises(ImagineError, match="Telegram refused the bot token"):  # __main__: message, exit 2
+        await asyncio.wait_for(run_bot(config, model="tiny"), GEN * 3)
