@@ -209,3 +209,18 @@ async def test_run_stops_with_a_clear_message_on_a_refused_token(tmp_path: Path,
     config = load_config(bot_config(tmp_path, fake.base_url), env={"TELEGRAM_TOKEN": "999:not-the-token"})
     with pytest.raises(ImagineError, match="Telegram refused the bot token"):  # __main__: message, exit 2
         await asyncio.wait_for(run_bot(config, model="tiny"), GEN * 3)
+
+
+async def test_a_job_whose_placeholder_failed_is_still_delivered(tmp_path: Path, fake: FakeTelegram) -> None:
+    async with running(tmp_path, FakePipeline(), fake, send_retries=0) as r:
+        fake.fail("sendPhoto", 500, "Internal Server Error", times=1)
+        fake.push(fake.message_update("/imagine a stubborn mule --steps 1"))
+        result = await fake.wait_for_call("editMessageMedia", timeout=GEN)
+        assert [c.status for c in fake.calls("sendPhoto")] == [500, 200]  # the result made its own
+        job = callback_data(result)[0].removeprefix("r:")
+        await wait_until(lambda: _status_is(r.env, job, "delivered"), GEN)
+
+
+async def _status_is(env, job: str, status: str) -> bool:  # type: ignore[no-untyped-def]
+    row = await env.db.fetchone("SELECT status FROM jobs WHERE id = ?", (job,))
+    return row is not None and row["status"] == status

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 from telegram import InputMediaDocument, InputMediaPhoto, Message, User
 from telegram.constants import ChatType
-from telegram.error import BadRequest
+from telegram.error import BadRequest, TelegramError
 
 from bot.frontends.common import clip, new_reference, render_grid
 from bot.frontends.telegram.keyboards import cancel_keyboard, main_keyboard
@@ -128,9 +128,13 @@ class Delivering:
         first = status_text(last if isinstance(last, (Queued, Running)) else Queued(ticket.position, ticket.eta),
                             ticket.request.prompt)
         markup = None if ticket.cached else cancel_keyboard(ticket.job_id)
-        chat_id, message_id = await self._placeholder(ticket.job_id, target, first, markup)
-        status = StatusMessage(self.bot, chat_id, message_id, first, markup,
-                               interval=self._interval(target), caption=True)
+        status = None
+        try:
+            chat_id, message_id = await self._placeholder(ticket.job_id, target, first, markup)
+            status = StatusMessage(self.bot, chat_id, message_id, first, markup,
+                                   interval=self._interval(target), caption=True)
+        except TelegramError as err:  # the job is accepted: follow it, its result makes a placeholder
+            logger.warning("telegram: no placeholder for job %s (%s); following it without", ticket.job_id, err)
         self._spawn(self._watch(ticket, status), f"tg-job-{ticket.job_id}")
 
     async def _placeholder(self, job_id: str, target: dict[str, Any], caption: str,
