@@ -87,8 +87,8 @@ async def test_private_grid_placeholder_buttons_and_reactions(tmp_path: Path, ti
         for image in delivery.images:
             assert await stars_of(r.env, image.image_id, 1001) == (5, "reaction")
         fake.push(fake.message_reaction_update(chat, message["message_id"], old_reaction=["🔥"], new_reaction=[]))
-        await wait_until(lambda: _is_none(stars_of(r.env, delivery.images[0].image_id, 1001)))
-        assert await stars_of(r.env, delivery.images[2].image_id, 1001) is None
+        for image in delivery.images:
+            await wait_until(lambda image=image: _is_none(stars_of(r.env, image.image_id, 1001)))
 
         # Rate image 2 with the buttons: the star row, then 4 stars, then the main row again
         mark = fake.mark()

@@ -125,6 +125,9 @@ class TelegramFrontEnd(CommandHandlers, ButtonHandlers, Delivering):
             logger.error("telegram: cannot reach the Bot API (%s); retrying in the background, "
                          "the rest of the bot keeps running", err)
             self._spawn(self._connect_later(recovered), "tg-connect")
+        except BaseException:  # e.g. the webhook's port is taken: nothing half-started stays
+            await self.close()
+            raise
 
     async def _connect_later(self, recovered: Recovered | None) -> None:
         """Retry ``_connect`` with backoff until it works (quietly: one line per success)."""
