@@ -56,6 +56,10 @@ What it does, in brief:
   update to the webhook URL with ``X-Telegram-Bot-Api-Secret-Token`` (once, no retries; the
   status lands in ``fake.webhook_deliveries``). ``await fake.post_webhook(update,
   secret_token=...)`` posts one by hand and returns the HTTP status. http:// URLs are accepted.
+* ``editMessageMedia`` replaces a photo/document message's media, caption and keyboard;
+  ``fake.media_of(message)`` gives the bytes a stored message shows. ``fake.on_applied`` (a
+  callable, or None) sees each successful call after its effect and before the answer: a kill
+  test SIGKILLs the bot there (the platform has the result, the bot never heard back).
 * Failures: ``fake.rate_limit("sendMessage", retry_after=1)`` (429 with
   ``parameters.retry_after``), ``fake.bad_request(method, description)``,
   ``fake.forbidden(method)`` (403 "bot was blocked by the user"), or the general
@@ -323,6 +327,7 @@ class FakeTelegram:
         bot_username: str = "imagine_test_bot",
         bot_first_name: str = "Imagine Test Bot",
         max_long_poll: float = 10.0,
+        port: int = 0,
     ) -> None:
         self.token = token
         self.bot_id = int(token.split(":", 1)[0]) if token.split(":", 1)[0].isdigit() else 123456
@@ -352,6 +357,8 @@ class FakeTelegram:
         self.callback_query_ids: set[str] = set()
         self.chat_members: dict[tuple[int, int], JSON] = {}  # (chat id, user id) -> ChatMember (set_member)
         self.answered_callback_queries: set[str] = set()
+        # called with each successful call after its effect, before the answer (kill tests)
+        self.on_applied: Callable[[Call], None] | None = None
         self._update_ids = itertools.count(1)
         self._message_ids: dict[int, itertools.count[int]] = {}
         self._file_counter = itertools.count(1)
@@ -364,13 +371,14 @@ class FakeTelegram:
         self._deliveries: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
-        self.port = 0
+        self.port = port  # 0: a free one, chosen at start
         self._methods: dict[str, Callable[[Call], Any]] = {
             name.lower(): getattr(self, f"_m_{name}")
             for name in (
                 "getMe", "logOut", "close", "getUpdates", "setWebhook", "deleteWebhook",
                 "getWebhookInfo", "setMyCommands", "getMyCommands", "deleteMyCommands",
                 "sendMessage", "editMessageText", "editMessageCaption", "editMessageReplyMarkup",
+                "editMessageMedia",
                 "sendPhoto", "sendDocument", "sendMediaGroup", "answerCallbackQuery",
                 "sendChatAction", "deleteMessage", "setMessageReaction", "getChat", "getFile",
                 "getChatMember",
@@ -402,7 +410,7 @@ class FakeTelegram:
         app.router.add_get("/file/bot{token}/{path:.+}", self._handle_file)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
         self.port = self._runner.addresses[0][1]
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
@@ -683,6 +691,8 @@ class FakeTelegram:
         call.result = result
         call.client_gone = request.transport is None or request.transport.is_closing()
         self._record(call)
+        if self.on_applied is not None:
+            self.on_applied(call)
         return web.json_response({"ok": True, "result": result})
 
     def _record(self, call: Call) -> None:
@@ -1068,6 +1078,35 @@ class FakeTelegram:
         self._set_markup(message, markup)
         message["edit_date"] = int(time.time())
         return dict(message)
+
+    def _m_editMessageMedia(self, call: Call) -> JSON:
+        message = self._stored_message(call.params, "Bad Request: message to edit not found")
+        if not any(k in message for k in ("photo", "document", "video", "animation", "audio")):
+            raise _bad("Bad Request: there is no media in the message to edit")
+        item = call.params.get("media")
+        if not isinstance(item, dict) or item.get("type") not in ("photo", "document"):
+            raise _bad("Bad Request: media type not supported (fake)")
+        fields = self._message_fields({**item, "chat_id": message["chat"]["id"]}, text_key="caption")
+        fields.pop("reply_markup", None)
+        source = self._resolve_input(call, item.get("media"), "")
+        for key in ("photo", "document", "caption", "has_media_spoiler"):
+            message.pop(key, None)
+        if item["type"] == "photo":
+            message["photo"] = self._photo_sizes(source)
+        else:
+            message["document"] = self._document(source)
+        message.update(fields)
+        self._set_markup(message, self._check_markup(call.params.get("reply_markup")))
+        message["edit_date"] = int(time.time())
+        return dict(message)
+
+    def media_of(self, message: Mapping[str, Any]) -> bytes | None:
+        """The bytes a stored message shows (its photo or document), or None."""
+        if "photo" in message:
+            return self.files[message["photo"][-1]["file_id"]].data
+        if "document" in message:
+            return self.files[message["document"]["file_id"]].data
+        return None
 
     @staticmethod
     def _set_markup(message: JSON, markup: JSON | None) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from bot.service import Who
 from bot.frontends.telegram import callbacks
+from bot.frontends.telegram.delivery import placeholder_png, result_media
 from storage import jobs, ratings, users
 from tests.fake_telegram import FakeTelegram, make_chat, make_user
 from tests.telegram_support import callback_data, job_status, running, wait_until
@@ -42,74 +43,75 @@ async def stars_of(env, image_id: int, telegram_id: int) -> tuple[int, str] | No
     return (row.stars, row.source) if row else None
 
 
-async def test_private_album_status_buttons_and_reactions(tmp_path: Path, tiny, fake: FakeTelegram) -> None:
+async def test_private_grid_placeholder_buttons_and_reactions(tmp_path: Path, tiny, fake: FakeTelegram) -> None:
     async with running(tmp_path, tiny, fake) as r:
         commands = fake.calls("setMyCommands")[0].params["commands"]
         assert {"imagine", "history", "help"} <= {c["command"] for c in commands}
 
         fake.push(fake.message_update("/imagine a red fox --n 3 --steps 1 --seed 11"))
-        album = await fake.wait_for_call("sendMediaGroup", timeout=GEN)
-        keyboard = await fake.wait_for_call("sendMessage", has_button("r:"))
-        await fake.wait_for_call("deleteMessage")  # the status message made way for the result
+        result = await fake.wait_for_call("editMessageMedia", timeout=GEN)
 
-        status = fake.calls("sendMessage")[0]
-        job = callback_data(status)[0].removeprefix("x:")
-        assert status.params["text"].startswith("⏳ Queued") and callback_data(status) == [f"x:{job}"]
-        assert any("Generating" in c.params["text"] for c in fake.calls("editMessageText"))
-
-        media = album.params["media"]
-        uploads = [album.file(m["media"]) for m in media]
-        assert [m["type"] for m in media] == ["photo"] * 3
-        assert all(u.data.startswith(b"\x89PNG") for u in uploads)
-        assert "a red fox" in media[0]["caption"] and job in media[0]["caption"]
-        assert keyboard.params["reply_parameters"]["message_id"] == album.result[0]["message_id"]
-        data = callback_data(keyboard)
+        # the placeholder photo: status caption and ❌ Cancel; progress edits its caption
+        placeholder = fake.calls("sendPhoto")[0]
+        job = callback_data(placeholder)[0].removeprefix("x:")
+        assert placeholder.params["caption"].startswith("⏳ Queued") and callback_data(placeholder) == [f"x:{job}"]
+        assert placeholder.file("photo").data == placeholder_png()
+        assert any("Generating" in c.params["caption"] for c in fake.calls("editMessageCaption"))
+        # …and the result replaced it: the same message, a grid of the 3 images, the keyboard
+        assert (result.params["chat_id"], result.params["message_id"]) == (1001, placeholder.result["message_id"])
+        assert not fake.calls("sendMediaGroup") and len(fake.calls("sendPhoto")) == 1
+        media = result.params["media"]
+        assert media["type"] == "photo" and "a red fox" in media["caption"] and job in media["caption"]
+        data = callback_data(result)
         assert all(len(d.encode()) <= 64 for d in data)
         assert data == [f"r:{job}", *(f"u:{job}:{n}" for n in (1, 2, 3)), *(f"v:{job}:{n}" for n in (1, 2, 3)),
                         *(f"k:{job}:{n}" for n in (1, 2, 3))]
-        await wait_until(lambda: job_status(r.env, job), GEN)
-        assert await job_status(r.env, job) == "delivered"
+        await wait_until(lambda: _equals(job_status(r.env, job), "delivered"), GEN)
         delivery = await r.env.service.job_delivery(job)
-        assert [u.data for u in uploads] == [i.path.read_bytes() for i in delivery.images]
+        assert result.file(media["media"]).data == result_media(delivery)[0]
+        shown = fake.messages[(1001, placeholder.result["message_id"])]
+        assert fake.media_of(shown) == result_media(delivery)[0] and shown["caption"] == media["caption"]
+        message = result.result
 
         # U3: image 3 as a document at full quality
         mark = fake.mark()
-        fake.push(fake.callback_query_update(f"u:{job}:3", keyboard.result))
+        fake.push(fake.callback_query_update(f"u:{job}:3", message))
         document = await fake.wait_for_call("sendDocument", since=mark)
         assert document.file("document").data == delivery.images[2].path.read_bytes()
         assert document.file("document").filename == f"{job}-3.png"
 
+        # A reaction on the grid rates every image in it (🔥 = 5); taking it back removes them
+        chat = message["chat"]
+        fake.push(fake.message_reaction_update(chat, message["message_id"], new_reaction=["🔥"]))
+        await wait_until(lambda: stars_of(r.env, delivery.images[2].image_id, 1001))
+        for image in delivery.images:
+            assert await stars_of(r.env, image.image_id, 1001) == (5, "reaction")
+        fake.push(fake.message_reaction_update(chat, message["message_id"], old_reaction=["🔥"], new_reaction=[]))
+        for image in delivery.images:
+            await wait_until(lambda image=image: _is_none(stars_of(r.env, image.image_id, 1001)))
+
         # Rate image 2 with the buttons: the star row, then 4 stars, then the main row again
         mark = fake.mark()
-        fake.push(fake.callback_query_update(f"k:{job}:2", keyboard.result))
+        fake.push(fake.callback_query_update(f"k:{job}:2", message))
         stars_row = await fake.wait_for_call("editMessageReplyMarkup", since=mark)
         assert callback_data(stars_row)[:5] == [f"s:{job}:2:{s}" for s in range(1, 6)]
         mark = fake.mark()
-        fake.push(fake.callback_query_update(f"s:{job}:2:4", keyboard.result))
+        fake.push(fake.callback_query_update(f"s:{job}:2:4", message))
         answer = await fake.wait_for_call("answerCallbackQuery", lambda c: "Rated" in (c.params.get("text") or ""),
                                           since=mark)
         assert answer.params["text"] == "Rated image 2: ★★★★☆"
         assert await stars_of(r.env, delivery.images[1].image_id, 1001) == (4, "button")
-
-        # A reaction on photo 1 rates it (🔥 = 5); taking it back removes that rating
-        chat = album.result[0]["chat"]
-        photo1 = album.result[0]["message_id"]
-        fake.push(fake.message_reaction_update(chat, photo1, new_reaction=["🔥"]))
-        await wait_until(lambda: stars_of(r.env, delivery.images[0].image_id, 1001))
-        assert await stars_of(r.env, delivery.images[0].image_id, 1001) == (5, "reaction")
-        fake.push(fake.message_reaction_update(chat, photo1, old_reaction=["🔥"], new_reaction=[]))
-        await wait_until(lambda: _is_none(stars_of(r.env, delivery.images[0].image_id, 1001)))
-        assert await stars_of(r.env, delivery.images[1].image_id, 1001) == (4, "button")
+        assert await stars_of(r.env, delivery.images[0].image_id, 1001) is None
 
         # Reroll: a new job with a new seed; V1: a variation (img2img) of image 1
         mark = fake.mark()
-        fake.push(fake.callback_query_update(f"r:{job}", keyboard.result))
-        second = await fake.wait_for_call("sendMessage", has_button("r:"), since=mark, timeout=GEN)
-        rerolled = callback_data(second)[0].removeprefix("r:")
-        fake.push(fake.callback_query_update(f"v:{job}:1", keyboard.result))
-        third = await fake.wait_for_call("sendMessage", lambda c: has_button("r:")(c) and c is not second,
+        fake.push(fake.callback_query_update(f"r:{job}", message))
+        second = await fake.wait_for_call("sendPhoto", has_button("x:"), since=mark, timeout=GEN)
+        rerolled = callback_data(second)[0].removeprefix("x:")
+        fake.push(fake.callback_query_update(f"v:{job}:1", message))
+        third = await fake.wait_for_call("sendPhoto", lambda c: has_button("x:")(c) and c is not second,
                                          since=mark, timeout=GEN)
-        varied = callback_data(third)[0].removeprefix("r:")
+        varied = callback_data(third)[0].removeprefix("x:")
         first_row, reroll_row, variation_row = [await jobs.get(r.env.db, j) for j in (job, rerolled, varied)]
         assert len({job, rerolled, varied}) == 3
         assert reroll_row.request["seed"] != first_row.request["seed"]
@@ -126,16 +128,18 @@ async def test_group_command_single_photo_and_bad_flag(tmp_path: Path, tiny, fak
         command = fake.message_update("/imagine@imagine_test_bot a castle on a hill --steps 1", BOB, GROUP)
         fake.push(fake.message_update("/imagine@other_bot not for us", BOB, GROUP))
         fake.push(command)
-        photo = await fake.wait_for_call("sendPhoto", timeout=GEN)
-        assert photo.params["chat_id"] == GROUP["id"]
-        assert photo.params["reply_parameters"]["message_id"] == command["message"]["message_id"]
-        assert photo.file("photo").data.startswith(b"\x89PNG")
+        photo = await fake.wait_for_call("editMessageMedia", timeout=GEN)
+        placeholder = fake.calls("sendPhoto")[0]
+        assert placeholder.params["chat_id"] == GROUP["id"] == photo.params["chat_id"]
+        assert placeholder.params["reply_parameters"]["message_id"] == command["message"]["message_id"]
+        assert photo.params["message_id"] == placeholder.result["message_id"]
+        assert photo.file(photo.params["media"]["media"]).data.startswith(b"\x89PNG")
         data = callback_data(photo)
         job = data[0].removeprefix("r:")
         assert data == [f"r:{job}", f"u:{job}:1", f"v:{job}:1", *(f"s:{job}:1:{s}" for s in range(1, 6))]
         assert all(len(d.encode()) <= 64 for d in data)
-        assert "Bob" in photo.params["caption"]
-        assert len(fake.calls("sendPhoto")) == 1
+        assert "Bob" in photo.params["media"]["caption"]
+        assert len(fake.calls("sendPhoto")) == 1 and len(fake.calls("editMessageMedia")) == 1
 
         mark = fake.mark()
         fake.push(fake.message_update("/imagine a fox --ar 2:7", BOB, GROUP))
@@ -153,7 +157,7 @@ async def test_history_private_group_and_never_started(tmp_path: Path, tiny, fak
         for prompt in ("a green frog", "a blue whale"):
             mark = fake.mark()
             fake.push(fake.message_update(f"/imagine {prompt} --steps 1"))
-            await fake.wait_for_call("sendPhoto", since=mark, timeout=GEN)
+            await fake.wait_for_call("editMessageMedia", since=mark, timeout=GEN)
 
         mark = fake.mark()
         fake.push(fake.message_update("/history"))
@@ -211,18 +215,20 @@ async def test_webhook_secret_and_repeated_updates(tmp_path: Path, tiny, fake: F
 
         update = fake.message_update("/imagine once only --steps 1")
         assert await fake.post_webhook(update) == 200
+        assert await inbox_rows(r.env, update["update_id"]) == [1]  # stored before the 200
         assert await fake.post_webhook(update) == 200  # Telegram retried: same update_id
-        await fake.wait_for_call("sendPhoto", timeout=GEN)
+        await fake.wait_for_call("editMessageMedia", timeout=GEN)
         await asyncio.sleep(0.3)
         history = await r.env.service.history(ALICE_WHO)
         assert history.total == 1 and "once only" in history.entries[0].text
-        assert len(fake.calls("sendPhoto")) == 1
+        assert len(fake.calls("sendPhoto")) == 1 and len(fake.calls("editMessageMedia")) == 1
+        assert await r.env.service.unhandled("telegram") == []
 
 
 async def test_old_buttons_work_after_a_restart(tmp_path: Path, tiny, fake: FakeTelegram) -> None:
     async with running(tmp_path, tiny, fake) as r:
         fake.push(fake.message_update("/imagine a lantern --steps 1"))
-        photo = await fake.wait_for_call("sendPhoto", timeout=GEN)
+        photo = await fake.wait_for_call("editMessageMedia", timeout=GEN)
         job = callback_data(photo)[0].removeprefix("r:")
         await wait_until(lambda: _equals(job_status(r.env, job), "delivered"))
 
@@ -231,7 +237,7 @@ async def test_old_buttons_work_after_a_restart(tmp_path: Path, tiny, fake: Fake
         fake.push(fake.callback_query_update(f"s:{job}:1:3", photo.result))
         fake.push(fake.callback_query_update(f"r:{job}", photo.result))
         again = await fake.wait_for_call("sendPhoto", since=mark, timeout=GEN)
-        assert callback_data(again)[0] != f"r:{job}"
+        assert callback_data(again)[0] != f"x:{job}"
         delivery = await r.env.service.job_delivery(job)
         await wait_until(lambda: stars_of(r.env, delivery.images[0].image_id, 1001))
         assert await stars_of(r.env, delivery.images[0].image_id, 1001) == (3, "button")
@@ -241,25 +247,34 @@ async def _equals(value, expected) -> bool:
     return (await value) == expected
 
 
-async def test_undelivered_result_is_sent_after_a_restart(tmp_path: Path, tiny, fake: FakeTelegram) -> None:
-    async with running(tmp_path, tiny, fake) as r:
-        fake.fail("sendPhoto", 500, "Internal Server Error", times=None)
+async def inbox_rows(env, update_id: int) -> list[int]:
+    rows = await env.db.fetchall("SELECT 1 FROM inbox WHERE platform = 'telegram' AND key = ?", (str(update_id),))
+    return [1 for _ in rows]
+
+
+async def test_undelivered_result_replaces_the_placeholder_after_a_restart(tmp_path: Path, tiny,
+                                                                          fake: FakeTelegram) -> None:
+    async with running(tmp_path, tiny, fake, send_retries=1, send_retry_backoff=0.05) as r:
+        fake.fail("editMessageMedia", 500, "Internal Server Error", times=None)
         fake.push(fake.message_update("/imagine a kite --steps 1"))
-        await fake.wait_for_call("sendPhoto", timeout=GEN)
-        rows = await jobs.history(r.env.db, (await users.get_by_platform(r.env.db, "telegram", "1001")).id)
-        job = rows.jobs[0].id
+        first, second = await fake.wait_for_calls("editMessageMedia", 2, timeout=GEN)  # tried again
+        assert (first.status, second.status) == (500, 500)
+        placeholder = fake.calls("sendPhoto")[0]
+        job = callback_data(placeholder)[0].removeprefix("x:")
         await wait_until(lambda: _equals(job_status(r.env, job), "done"))
     fake.clear_failures()
     async with running(tmp_path, tiny, fake) as r:
-        photo = await fake.wait_for_call("sendPhoto", lambda c: c.ok, timeout=GEN)
+        photo = await fake.wait_for_call("editMessageMedia", lambda c: c.ok, timeout=GEN)
         assert callback_data(photo)[0] == f"r:{job}"
+        assert photo.params["message_id"] == placeholder.result["message_id"]  # the same message
         await wait_until(lambda: _equals(job_status(r.env, job), "delivered"))
+        assert len(fake.calls("sendPhoto")) == 1  # no second message
 
 
 async def test_forget_needs_confirmation_from_the_same_user(tmp_path: Path, tiny, fake: FakeTelegram) -> None:
     async with running(tmp_path, tiny, fake) as r:
         fake.push(fake.message_update("/imagine a small boat --steps 1"))
-        await fake.wait_for_call("sendPhoto", timeout=GEN)
+        await fake.wait_for_call("editMessageMedia", timeout=GEN)
 
         mark = fake.mark()
         fake.push(fake.message_update("/export"))
@@ -351,11 +366,14 @@ async def test_big_images_go_as_documents(tmp_path: Path, tiny, fake: FakeTelegr
     from bot.frontends.telegram import delivery
 
     monkeypatch.setattr(delivery, "MAX_PHOTO_BYTES", 100)  # every PNG is "over the photo limit"
+    monkeypatch.setattr(delivery, "MAX_PHOTO_SIDES", 10)  # and every grid (re-encoded to fit) too wide
     async with running(tmp_path, tiny, fake):
         fake.push(fake.message_update("/imagine a huge mural --n 2 --steps 1"))
-        album = await fake.wait_for_call("sendMediaGroup", timeout=GEN)
-        assert [m["type"] for m in album.params["media"]] == ["document", "document"]
-        await fake.wait_for_call("sendMessage", has_button("r:"))
+        grid = await fake.wait_for_call("editMessageMedia", timeout=GEN)
+        assert grid.params["media"]["type"] == "document" and callback_data(grid)[0].startswith("r:")
+        fake.push(fake.message_update("/imagine a huge tower --steps 1"))
+        single = await fake.wait_for_call("editMessageMedia", lambda c: c is not grid, timeout=GEN)
+        assert single.params["media"]["type"] == "document" and callback_data(single)[0].startswith("r:")
 
 
 async def test_private_setting_sends_group_requests_to_the_private_chat(tmp_path: Path, tiny,
@@ -365,8 +383,9 @@ async def test_private_setting_sends_group_requests_to_the_private_chat(tmp_path
         fake.push(fake.message_update("/settings private=on", ALICE, GROUP))
         await fake.wait_for_call("sendMessage", lambda c: "private=on" in c.params["text"], since=mark)
         fake.push(fake.message_update("/imagine a secret garden --steps 1", ALICE, GROUP))
-        photo = await fake.wait_for_call("sendPhoto", since=mark, timeout=GEN)
+        photo = await fake.wait_for_call("editMessageMedia", since=mark, timeout=GEN)
         assert photo.params["chat_id"] == ALICE["id"]
+        assert fake.calls("sendPhoto", since=mark)[0].params["chat_id"] == ALICE["id"]
         notes = [c.params["text"] for c in fake.calls("sendMessage", since=mark) if c.params["chat_id"] == GROUP["id"]]
         assert "🔒 Working on it in our private chat." in notes
 
@@ -379,21 +398,21 @@ async def test_cancel_button_on_the_status_message(tmp_path: Path, fake: FakeTel
     try:
         async with running(tmp_path, pipeline, fake) as r:
             fake.push(fake.message_update("/imagine a slow snail --steps 2", BOB))  # holds the GPU
-            await fake.wait_for_call("sendMessage", has_button("x:"))
+            await fake.wait_for_call("sendPhoto", has_button("x:"))
             mark = fake.mark()
             fake.push(fake.message_update("/imagine a quick hare --steps 1"))  # waits behind it
-            status = await fake.wait_for_call("sendMessage", has_button("x:"), since=mark)
-            assert status.params["text"].startswith("⏳ Queued — position")
+            status = await fake.wait_for_call("sendPhoto", has_button("x:"), since=mark)
+            assert status.params["caption"].startswith("⏳ Queued — position")
             job = callback_data(status)[0].removeprefix("x:")
             mark = fake.mark()
             fake.push(fake.callback_query_update(f"x:{job}", status.result))
             answer = await fake.wait_for_call("answerCallbackQuery", since=mark, timeout=GEN)
             assert answer.params["text"] == "Cancelled; 1 image(s) refunded."
-            edit = await fake.wait_for_call("editMessageText", lambda c: c.params["text"].startswith("🚫"),
+            edit = await fake.wait_for_call("editMessageCaption", lambda c: c.params["caption"].startswith("🚫"),
                                             since=mark)
             assert "reply_markup" not in edit.params
             assert await job_status(r.env, job) == "cancelled"
             pipeline.resume()
-            await fake.wait_for_call("sendPhoto", timeout=GEN)  # Bob's job still arrives
+            await fake.wait_for_call("editMessageMedia", timeout=GEN)  # Bob's job still arrives
     finally:
         pipeline.resume()

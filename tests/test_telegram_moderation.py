@@ -13,6 +13,7 @@ from bot.safety import AllowAllImages, BlocklistChecker, Moderation, ModerationS
 from bot.service import Who
 from bot.frontends.telegram import callbacks
 from storage import jobs
+from bot.frontends.telegram.delivery import placeholder_png
 from tests.fake_telegram import Call, FakeTelegram, make_chat, make_user
 from tests.service_support import Env
 from tests.telegram_support import callback_data, running
@@ -27,7 +28,7 @@ GROUP = make_chat(-1001234567890, "supergroup", "Imagine fans")
 ALICE_WHO = Who("telegram", "1001", "Alice")
 ADMINS = frozenset({"telegram:9009"})
 GEN = 30.0  # bound for anything that waits on the pipeline
-MEDIA = ("sendPhoto", "sendMediaGroup", "sendDocument")
+MEDIA = ("sendPhoto", "sendMediaGroup", "sendDocument", "editMessageMedia")
 
 
 class FakeDetector:
@@ -71,10 +72,14 @@ async def test_explicit_images_are_blocked_or_spoilered_by_the_groups_policy(
                        moderation=moderation_with(NudityClassifier(detector=FakeDetector()))) as r:
         # (a) default policy "block": the result never reaches Telegram, the quota is refunded
         fake.push(fake.message_update("/imagine a day at the beach --steps 1", ALICE, GROUP))
-        final = await fake.wait_for_call("editMessageText", to(GROUP["id"], "blocked"), timeout=GEN)
-        assert final.params["text"].startswith("❌ An image was blocked by the image safety filter")
-        assert "refunded" in final.params["text"]
-        assert not [c for m in MEDIA for c in fake.calls(m)]
+        final = await fake.wait_for_call("editMessageCaption", lambda c: "blocked" in (c.params.get("caption") or ""),
+                                         timeout=GEN)
+        assert final.params["chat_id"] == GROUP["id"]
+        assert final.params["caption"].startswith("❌ An image was blocked by the image safety filter")
+        assert "refunded" in final.params["caption"]
+        # only the placeholder was ever shown: no image of the job reached Telegram
+        assert [c.file("photo").data for c in fake.calls("sendPhoto")] == [placeholder_png()]
+        assert not [c for m in MEDIA if m != "sendPhoto" for c in fake.calls(m)]
         history = await r.env.service.history(ALICE_WHO)
         assert [e.status for e in history.entries] == ["failed"]
         used, *_ = await r.env.service.quota(ALICE_WHO)
@@ -98,8 +103,8 @@ async def test_explicit_images_are_blocked_or_spoilered_by_the_groups_policy(
         assert fake.calls("getChatMember")[-1].params["user_id"] == CAROL["id"]
         mark = fake.mark()
         fake.push(fake.message_update("/imagine a day at the beach --steps 1 --seed 3", ALICE, GROUP))
-        photo = await fake.wait_for_call("sendPhoto", since=mark, timeout=GEN)
-        assert photo.params["chat_id"] == GROUP["id"] and photo.params["has_spoiler"] is True
+        photo = await fake.wait_for_call("editMessageMedia", since=mark, timeout=GEN)
+        assert photo.params["chat_id"] == GROUP["id"] and photo.params["media"]["has_spoiler"] is True
 
         # the bot's admin may reset it from the group, without being a group admin
         reset = await reply(fake, "/admin policy reset", ADMIN, GROUP)
@@ -160,7 +165,7 @@ async def test_strikes_cooldown_appeal_button_and_lift(tmp_path: Path, tiny, fak
         # Alice can make images again
         mark = fake.mark()
         fake.push(fake.message_update("/imagine a calm lake --steps 1", ALICE))
-        photo = await fake.wait_for_call("sendPhoto", since=mark, timeout=GEN)
+        photo = await fake.wait_for_call("editMessageMedia", since=mark, timeout=GEN)
         assert photo.params["chat_id"] == ALICE["id"]
         job = callback_data(photo)[0].removeprefix("r:")
         assert (await jobs.get(r.env.db, job)) is not None

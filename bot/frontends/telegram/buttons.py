@@ -20,7 +20,7 @@ from bot.frontends.common import clip, forgotten_counts
 from bot.frontends.telegram import callbacks
 from bot.frontends.telegram.delivery import MAX_LOCAL_UPLOAD_BYTES, MAX_UPLOAD_BYTES
 from bot.frontends.telegram.keyboards import history_keyboard, main_keyboard, stars_keyboard
-from bot.frontends.telegram.messages import history_text, reply_parameters, stars_text, who_of
+from bot.frontends.telegram.messages import PLATFORM, history_text, reply_parameters, stars_text, who_of
 from bot.frontends.telegram.moderation import appeal_text
 from bot.frontends.telegram.settings import TelegramSettings
 from bot.service import Delivery, ImagineService, StoredImage, Ticket, Who
@@ -42,7 +42,7 @@ class ButtonHandlers:
         def bot(self) -> Any: ...
 
         async def _submit(self, who: Who, user: User, chat_id: int, chat_type: str, reply_to: int | None,
-                          accept: Callable[[Who, dict[str, Any]], Awaitable[Ticket]]) -> None: ...
+                          accept: Callable[[Who, dict[str, Any]], Awaitable[Ticket]]) -> bool: ...
 
         async def _appealed(self, who: Who, appeal_id: int, text: str) -> None: ...
 
@@ -60,17 +60,20 @@ class ButtonHandlers:
             await query.answer("This button no longer works.")
             return
         kind, fields = action.kind, action.fields
+        origin = (PLATFORM, str(update.update_id))  # a replay after a crash finds its job again
         if kind in "ruvksx" and not fields[0]:
             await query.answer("This button no longer works.")
             return
         if kind == "r":
             await self._submit(who, user, message.chat_id, message.chat.type, message.message_id,
-                               lambda w, target: self.service.reroll(w, fields[0], target=target))
+                               lambda w, target: self.service.reroll(w, fields[0], target=target,
+                                                                     origin=origin))
             await query.answer("🔄 Rerolling…")
         elif kind == "v":
             index = self._index(fields)
             await self._submit(who, user, message.chat_id, message.chat.type, message.message_id,
-                               lambda w, target: self.service.variation(w, fields[0], index - 1, target=target))
+                               lambda w, target: self.service.variation(w, fields[0], index - 1, target=target,
+                                                                        origin=origin))
             await query.answer(f"🎨 Variations of image {index}…")
         elif kind == "u":
             image = await self._image(fields[0], self._index(fields))

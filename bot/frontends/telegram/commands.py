@@ -70,7 +70,7 @@ class CommandHandlers:
         def bot(self) -> Any: ...
 
         async def _submit(self, who: Who, user: User, chat_id: int, chat_type: str, reply_to: int | None,
-                          accept: Callable[[Who, dict[str, Any]], Awaitable[Ticket]]) -> None: ...
+                          accept: Callable[[Who, dict[str, Any]], Awaitable[Ticket]]) -> bool: ...
 
         def _start_link(self, payload: str = "") -> str: ...
 
@@ -82,8 +82,9 @@ class CommandHandlers:
         if not text:
             await message.reply_text(f"{USAGE}\n\n{EXAMPLES}", do_quote=True)
             return
+        origin = (PLATFORM, str(update.update_id))  # a replay after a crash finds this job again
         await self._submit(who_of(user), user, message.chat_id, message.chat.type, message.message_id,
-                           lambda who, target: self.service.imagine(who, text, target=target))
+                           lambda who, target: self.service.imagine(who, text, target=target, origin=origin))
 
     # -- other commands ------------------------------------------------------------------------
 

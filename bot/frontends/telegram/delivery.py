@@ -1,11 +1,20 @@
-"""Following a Telegram job and delivering its result.
+"""Following a Telegram job and delivering its result, idempotently.
 
-A status message (queue place, ETA, progress; paced by :class:`~.status.StatusMessage`, with a
-❌ Cancel button), then one photo with an inline keyboard, or an album plus a keyboard message
-replying to it (albums cannot carry keyboards). Photos over 10 MB or width+height > 10000 go
-as documents. Every message the bot sent with a result is recorded in the service's message
-map (chat, message id → job and image index; the keyboard message shows every image), which is
-how a reaction finds its image.
+Why edits: "deliver, then mark delivered" has a window between the two; a send repeated after
+a crash there makes a second copy. An edit repeated makes none. So:
+
+1. At acceptance the bot sends a **placeholder photo** (a small grey image) whose caption is the
+   job's status (queue place, ETA, progress; paced by :class:`~.status.StatusMessage`, with a
+   ❌ Cancel button), and records its message id in the job's target (``status_id``,
+   ``placeholder``) and in the message map (so a reaction on it rates the job).
+2. The result **replaces the placeholder** with ``editMessageMedia``: the image (count 1), or a
+   2-column grid of them with U1…U4 buttons for the full-quality files; too big for a photo
+   (10 MB, width+height 10000) it becomes a document. Then ``mark_delivered``.
+3. After a crash anywhere in 2, recovery edits the **same message** again: the user still sees
+   one message with the result, never two. The only send left is the placeholder's: a crash
+   between it and recording its id leaves a stale "queued" placeholder, and delivery then sends
+   a new one (a placeholder carries no images, so that is a stale status, not a second copy).
+   Jobs from before placeholders (a text status message) get a placeholder at delivery too.
 
 :class:`Delivering` is a part of :class:`~bot.frontends.telegram.front.TelegramFrontEnd`.
 """
@@ -13,21 +22,26 @@ how a reaction finds its image.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from collections.abc import Awaitable, Callable
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
+from PIL import Image
 from telegram import InputMediaDocument, InputMediaPhoto, Message, User
 from telegram.constants import ChatType
+from telegram.error import BadRequest, TelegramError
 
-from bot.frontends.common import clip, new_reference
+from bot.frontends.common import clip, new_reference, render_grid
 from bot.frontends.telegram.keyboards import cancel_keyboard, main_keyboard
 from bot.frontends.telegram.messages import PLATFORM, caption_of, reply_parameters, status_text
 from bot.frontends.telegram.status import StatusMessage
-from bot.service import Cancelled, Delivery, Failed, Finished, ImagineService, Queued, Running, StoredImage, Ticket, Who
+from bot.service import (AlreadyAccepted, Cancelled, Delivery, Failed, Finished, ImagineService, Queued, Running,
+                         StoredImage, Ticket, Who)
 from generation.errors import ImagineError
 
-__all__ = ["MAX_PHOTO_BYTES", "MAX_PHOTO_SIDES", "Delivering", "fits_as_photo"]
+__all__ = ["MAX_PHOTO_BYTES", "MAX_PHOTO_SIDES", "Delivering", "fits_as_photo", "placeholder_png", "result_media"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +56,29 @@ def fits_as_photo(image: StoredImage, size: int) -> bool:
     return size <= MAX_PHOTO_BYTES and image.width + image.height <= MAX_PHOTO_SIDES
 
 
+@cache
+def placeholder_png() -> bytes:
+    """The placeholder photo shown until the result replaces it (a small grey square)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (320, 320), (64, 64, 72)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def result_media(delivery: Delivery) -> tuple[bytes, str, bool]:
+    """(bytes, file name, as a photo?) of a result: the image, or a grid of the images."""
+    images = delivery.images
+    if len(images) == 1:
+        data = images[0].path.read_bytes()
+        return data, f"{delivery.job_id}-1.png", fits_as_photo(images[0], len(data))
+    data, ext = render_grid(images, MAX_PHOTO_BYTES)
+    with Image.open(io.BytesIO(data)) as grid:
+        width, height = grid.size
+    photo = len(data) <= MAX_PHOTO_BYTES and width + height <= MAX_PHOTO_SIDES
+    return data, f"{delivery.job_id}-grid.{ext.lstrip('.')}", photo
+
+
 class Delivering:
-    """Status messages and results (a part of the front end: needs its service and bot)."""
+    """Placeholders, progress and results (a part of the front end: needs its service and bot)."""
 
     service: ImagineService
 
@@ -60,8 +95,11 @@ class Delivering:
         def _start_link(self, payload: str = "") -> str: ...
 
     async def _submit(self, who: Who, user: User, chat_id: int, chat_type: str, reply_to: int | None,
-                      accept: Callable[[Who, dict[str, Any]], Awaitable[Ticket]]) -> None:
-        """Place (group, or the private chat when the user's settings say so), accept, follow."""
+                      accept: Callable[[Who, dict[str, Any]], Awaitable[Ticket]]) -> bool:
+        """Place (group, or the private chat when the user's settings say so), accept, follow.
+
+        False when the request already made a job before a restart (recovery follows it).
+        """
         private = chat_type != ChatType.PRIVATE and (await self.service.settings(who)).get("private")
         origin, origin_reply = chat_id, reply_to
         if private:
@@ -73,37 +111,57 @@ class Delivering:
             chat_id, chat_type, reply_to = dm, ChatType.PRIVATE, None
         target = {"platform": PLATFORM, "chat_id": chat_id, "reply_to": reply_to, "user_id": user.id,
                   "name": who.display_name, "status_chat": chat_id, "status_chat_type": chat_type}
-        ticket = await accept(who, target)
+        try:
+            ticket = await accept(who, target)
+        except AlreadyAccepted as err:
+            logger.info("telegram: request already accepted as job %s; recovery follows it", err.job_id)
+            return False
         if private:
             await self.bot.send_message(origin, "🔒 Working on it in our private chat.",
                                         reply_parameters=reply_parameters(origin_reply))
         await self._follow(ticket, target)
+        return True
 
     async def _follow(self, ticket: Ticket, target: dict[str, Any]) -> None:
-        """Send the status message, remember its id, watch the ticket in the background."""
+        """Send the placeholder, record it, watch the ticket in the background."""
+        last = ticket.last
+        first = status_text(last if isinstance(last, (Queued, Running)) else Queued(ticket.position, ticket.eta),
+                            ticket.request.prompt)
+        markup = None if ticket.cached else cancel_keyboard(ticket.job_id)
         status = None
-        if not ticket.cached:
-            last = ticket.last
-            first = status_text(last if isinstance(last, (Queued, Running)) else Queued(ticket.position, ticket.eta),
-                                ticket.request.prompt)
-            markup = cancel_keyboard(ticket.job_id)
-            sent = await self.bot.send_message(target["status_chat"], first, reply_markup=markup,
-                                               reply_parameters=reply_parameters(target.get("reply_to")))
-            status = StatusMessage(self.bot, sent.chat_id, sent.message_id, first, markup,
-                                   interval=self._interval(target))
-            await self.service.record_refs(ticket.job_id, {"status_id": sent.message_id})
+        try:
+            chat_id, message_id = await self._placeholder(ticket.job_id, target, first, markup)
+            status = StatusMessage(self.bot, chat_id, message_id, first, markup,
+                                   interval=self._interval(target), caption=True)
+        except TelegramError as err:  # the job is accepted: follow it, its result makes a placeholder
+            logger.warning("telegram: no placeholder for job %s (%s); following it without", ticket.job_id, err)
         self._spawn(self._watch(ticket, status), f"tg-job-{ticket.job_id}")
 
+    async def _placeholder(self, job_id: str, target: dict[str, Any], caption: str,
+                           markup: Any = None) -> tuple[int, int]:
+        """Send a placeholder photo for ``job_id`` and record it; (chat id, message id)."""
+        chat_id = int(target.get("status_chat") or target["chat_id"])
+        sent = await self.bot.send_photo(chat_id, placeholder_png(), caption=clip(caption, 1024),
+                                         reply_markup=markup, filename="placeholder.png",
+                                         reply_parameters=reply_parameters(target.get("reply_to")))
+        await self.service.record_refs(job_id, {"status_id": sent.message_id, "status_chat": chat_id,
+                                                "placeholder": True})
+        await self.service.remember_message(job_id, PLATFORM, chat_id, sent.message_id, index=None)
+        return chat_id, sent.message_id
+
     async def _watch(self, ticket: Ticket, status: StatusMessage | None) -> None:
-        """Progress into the status message; the result (or the failure) when it ends."""
+        """Progress into the placeholder's caption; the result (or the failure) when it ends."""
         try:
             async for update in ticket.updates():
                 if isinstance(update, (Queued, Running)):
                     if status is not None:
                         await status.show(status_text(update, ticket.request.prompt), cancel_keyboard(ticket.job_id))
                 elif isinstance(update, Finished):
-                    await self.deliver(update.delivery)
                     if status is not None:
+                        await status.settle()
+                    spot = (status.chat_id, status.message_id) if status is not None and status.caption else None
+                    await self.deliver(update.delivery, spot)
+                    if status is not None and not status.caption:  # an old text status message
                         await status.delete()
                 elif isinstance(update, (Failed, Cancelled)):
                     icon = "🚫" if isinstance(update, Cancelled) else "❌"
@@ -132,45 +190,39 @@ class Delivering:
         except Exception:
             logger.exception("telegram: re-delivering job %s failed; it stays owed", delivery.job_id)
 
-    async def deliver(self, delivery: Delivery) -> list[Message]:
-        """Send the images (photo + keyboard, or album + keyboard message); mark delivered."""
+    async def deliver(self, delivery: Delivery, spot: tuple[int, int] | None = None) -> Message | None:
+        """Replace the job's placeholder (``spot``, else the one in its target) with the result.
+
+        Safe to repeat: a second call edits the same message to the same result. A job without
+        a placeholder gets one first.
+        """
         target = delivery.target
-        chat_id = int(target["chat_id"])
-        datas = await asyncio.to_thread(lambda: [i.path.read_bytes() for i in delivery.images])
-        as_photos = all(fits_as_photo(i, len(d)) for i, d in zip(delivery.images, datas))
+        if spot is None and target.get("placeholder") and target.get("status_id"):
+            spot = (int(target.get("status_chat") or target["chat_id"]), int(target["status_id"]))
+        data, name, as_photo = await asyncio.to_thread(result_media, delivery)
         caption = caption_of(delivery, target.get("name"))
         keyboard = main_keyboard(delivery.job_id, len(delivery.images))
-        reply = reply_parameters(target.get("reply_to"))
-        names = [f"{delivery.job_id}-{i.index + 1}.png" for i in delivery.images]
-        shown: list[tuple[int, int | None]] = []  # (message id, image index; None: every image)
-        if len(delivery.images) == 1:
-            image, data = delivery.images[0], datas[0]
-            if as_photos:
-                sent = await self.bot.send_photo(chat_id, data, caption=caption, reply_markup=keyboard,
-                                                 has_spoiler=image.spoiler or None, reply_parameters=reply,
-                                                 filename=names[0])
-            else:
-                sent = await self.bot.send_document(chat_id, data, caption=caption, reply_markup=keyboard,
-                                                    reply_parameters=reply, filename=names[0])
-            messages = [sent]
-            shown.append((sent.message_id, 0))
-        else:
-            media = [
-                InputMediaPhoto(data, caption=caption if n == 0 else None, filename=name,
-                                has_spoiler=image.spoiler or None)
-                if as_photos else
-                InputMediaDocument(data, caption=caption if n == len(datas) - 1 else None, filename=name)
-                for n, (image, data, name) in enumerate(zip(delivery.images, datas, names))
-            ]
-            album = await self.bot.send_media_group(chat_id, media, reply_parameters=reply)
-            for image, sent in zip(delivery.images, album):
-                shown.append((sent.message_id, image.index))
-            buttons = await self.bot.send_message(
-                chat_id, "🔄 reroll · U = full-quality file · V = variations · ⭐ rate an image",
-                reply_markup=keyboard, reply_parameters=reply_parameters(album[0].message_id))
-            shown.append((buttons.message_id, None))
-            messages = [*album, buttons]
-        for message_id, index in shown:
-            await self.service.remember_message(delivery.job_id, PLATFORM, chat_id, message_id, index=index)
+        spoiler = any(i.spoiler for i in delivery.images) or None
+        media = (InputMediaPhoto(data, caption=caption, filename=name, has_spoiler=spoiler) if as_photo
+                 else InputMediaDocument(data, caption=caption, filename=name))
+        edited: Message | None = None
+        for attempt in range(2):
+            if spot is None:
+                spot = await self._placeholder(delivery.job_id, target, f"📦 Sending…\n{clip(delivery.text, 300)}")
+            try:
+                result = await self.bot.edit_message_media(media, spot[0], spot[1], reply_markup=keyboard)
+                edited = result if isinstance(result, Message) else None
+                break
+            except BadRequest as err:
+                text = str(err).lower()
+                if "not modified" in text:  # the same result is shown already
+                    break
+                if attempt == 0 and "not found" in text:  # the placeholder was deleted: a new one
+                    logger.info("telegram: placeholder of job %s is gone; sending a new one", delivery.job_id)
+                    spot = None
+                    continue
+                raise
+        assert spot is not None
+        await self.service.remember_message(delivery.job_id, PLATFORM, spot[0], spot[1], index=None)
         await self.service.mark_delivered(delivery.job_id)
-        return messages
+        return edited

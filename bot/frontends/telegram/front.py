@@ -18,9 +18,8 @@ from urllib.parse import urlparse
 
 from telegram import InlineKeyboardMarkup, Update, User
 from telegram.constants import ChatAction, ChatType
-from telegram.error import BadRequest, Forbidden, TelegramError
+from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, TelegramError
 from telegram.ext import (
-    AIORateLimiter,
     Application,
     ApplicationBuilder,
     ApplicationHandlerStop,
@@ -36,9 +35,11 @@ from bot.frontends.common import apology, clip, new_reference
 from bot.frontends.telegram.buttons import ButtonHandlers
 from bot.frontends.telegram.commands import COMMANDS, CommandHandlers
 from bot.frontends.telegram.delivery import Delivering
+from bot.frontends.telegram.inbox import InboxProcessor, StoringQueue, replay
 from bot.frontends.telegram.keyboards import appeal_keyboard
 from bot.frontends.telegram.messages import PLATFORM, reply_parameters
 from bot.frontends.telegram.moderation import APPEALABLE
+from bot.frontends.telegram.retry import RetryingLimiter
 from bot.frontends.telegram.settings import TelegramSettings
 from bot.frontends.telegram.status import StatusMessage
 from bot.safety.moderation import Restricted
@@ -50,6 +51,7 @@ __all__ = ["COMMANDS", "TelegramFrontEnd"]
 logger = logging.getLogger(__name__)
 
 _RECENT_UPDATES = 2048
+_CONNECT_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)  # start-up retries; the last one repeats
 
 
 Handler = Callable[[Update, ContextTypes.DEFAULT_TYPE], Awaitable[None]]
@@ -75,8 +77,10 @@ class TelegramFrontEnd(CommandHandlers, ButtonHandlers, Delivering):
         builder = (
             ApplicationBuilder()
             .token(s.token)
-            .rate_limiter(AIORateLimiter(max_retries=s.max_retries))
-            .concurrent_updates(True)
+            .rate_limiter(RetryingLimiter(max_retries=s.max_retries, attempts=s.send_retries,
+                                          backoff=s.send_retry_backoff))
+            .update_queue(StoringQueue(self.service))  # stored before PTB can confirm it
+            .concurrent_updates(InboxProcessor(self.service))
             .media_write_timeout(s.upload_timeout)
         )
         if s.base_url:
@@ -103,40 +107,83 @@ class TelegramFrontEnd(CommandHandlers, ButtonHandlers, Delivering):
         return app
 
     async def start(self, recovered: Recovered | None = None) -> None:
-        """Connect, set the command menu, start polling (or the webhook); resume owed work."""
-        s = self.settings
+        """Connect and start polling (or the webhook); resume owed work.
+
+        Telegram unreachable (network, DNS): one log line, then retries in the background with
+        backoff while the rest of the bot runs. A token Telegram refuses: ImagineError (exit).
+        """
         # httpx logs every request URL at INFO, and Bot API URLs contain the token.
         if logging.getLogger("httpx").level < logging.WARNING:
             logging.getLogger("httpx").setLevel(logging.WARNING)
-        app = self.application = self.build()
-        await app.initialize()
+        self.application = self.build()
         try:
-            await app.start()
-            try:
-                await app.bot.set_my_commands(list(COMMANDS))
-            except TelegramError as err:
-                logger.warning("could not set the command menu: %s", err)
-            assert app.updater is not None
-            if s.webhook_url:
-                self._webhook_secret = s.webhook_secret or secrets.token_urlsafe(32)
-                if s.webhook_secret is None:
-                    logger.info("no telegram webhook secret configured; using a random one for this run")
-                await app.updater.start_webhook(
-                    listen=s.webhook_listen, port=s.webhook_port,
-                    url_path=urlparse(s.webhook_url).path.lstrip("/"), webhook_url=s.webhook_url,
-                    secret_token=self._webhook_secret, allowed_updates=Update.ALL_TYPES,
-                    drop_pending_updates=s.drop_pending_updates,
-                )
-                logger.info("telegram: webhook on %s:%d", s.webhook_listen, s.webhook_port)
-            else:
-                await app.updater.start_polling(
-                    poll_interval=0, timeout=int(s.poll_timeout), allowed_updates=Update.ALL_TYPES,
-                    drop_pending_updates=s.drop_pending_updates,
-                )
-                logger.info("telegram: long polling as @%s", app.bot.username)
-        except BaseException:
+            await self._connect(recovered)
+        except NetworkError as err:
+            if isinstance(err, BadRequest):
+                await self.close()
+                raise
+            logger.error("telegram: cannot reach the Bot API (%s); retrying in the background, "
+                         "the rest of the bot keeps running", err)
+            self._spawn(self._connect_later(recovered), "tg-connect")
+        except BaseException:  # e.g. the webhook's port is taken: nothing half-started stays
             await self.close()
             raise
+
+    async def _connect_later(self, recovered: Recovered | None) -> None:
+        """Retry ``_connect`` with backoff until it works (quietly: one line per success)."""
+        for attempt in range(1_000_000):
+            await asyncio.sleep(_CONNECT_DELAYS[min(attempt, len(_CONNECT_DELAYS) - 1)])
+            if self.application is None:
+                return
+            try:
+                await self._connect(recovered)
+            except NetworkError as err:
+                logger.debug("telegram: still unreachable: %s", err)
+                continue
+            except Exception:
+                logger.exception("telegram: could not start; giving up (other front ends keep running)")
+                return
+            logger.info("telegram: connected after %d retries", attempt + 1)
+            return
+
+    async def _connect(self, recovered: Recovered | None) -> None:
+        """getMe, start, command menu, replay the stored updates, then poll or listen."""
+        s, app = self.settings, self.application
+        assert app is not None
+        try:
+            await app.initialize()
+        except InvalidToken:
+            await self.close()
+            raise ImagineError("Telegram refused the bot token (TELEGRAM_TOKEN): check it with "
+                               "@BotFather, or unset it to run without Telegram.") from None
+        if not app.running:  # a retry after a failure further down
+            await app.start()
+        try:
+            await app.bot.set_my_commands(list(COMMANDS))
+        except TelegramError as err:
+            logger.warning("could not set the command menu: %s", err)
+        # requests stored before a crash, before anything new: they are older
+        replayed = await replay(app, self.service)
+        if replayed:
+            logger.info("telegram: handled %d update(s) stored before a restart", replayed)
+        assert app.updater is not None
+        if s.webhook_url:
+            self._webhook_secret = s.webhook_secret or secrets.token_urlsafe(32)
+            if s.webhook_secret is None:
+                logger.info("no telegram webhook secret configured; using a random one for this run")
+            await app.updater.start_webhook(
+                listen=s.webhook_listen, port=s.webhook_port,
+                url_path=urlparse(s.webhook_url).path.lstrip("/"), webhook_url=s.webhook_url,
+                secret_token=self._webhook_secret, allowed_updates=Update.ALL_TYPES,
+                drop_pending_updates=s.drop_pending_updates,
+            )
+            logger.info("telegram: webhook on %s:%d", s.webhook_listen, s.webhook_port)
+        else:
+            await app.updater.start_polling(
+                poll_interval=0, timeout=int(s.poll_timeout), allowed_updates=Update.ALL_TYPES,
+                drop_pending_updates=s.drop_pending_updates,
+            )
+            logger.info("telegram: long polling as @%s", app.bot.username)
         if recovered is not None:
             self.resume(recovered)
 
@@ -151,7 +198,7 @@ class TelegramFrontEnd(CommandHandlers, ButtonHandlers, Delivering):
             if app.running:
                 await app.stop()
         finally:
-            tasks = list(self._tasks)
+            tasks = [t for t in self._tasks if t is not asyncio.current_task()]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -168,12 +215,22 @@ class TelegramFrontEnd(CommandHandlers, ButtonHandlers, Delivering):
             if delivery.target.get("platform") == PLATFORM:
                 self._spawn(self._deliver_logged(delivery), f"tg-redeliver-{delivery.job_id}")
         for ticket in recovered.tickets:
-            if ticket.target.get("platform") == PLATFORM:
-                status = None
-                if ticket.target.get("status_id"):
-                    status = StatusMessage(self.bot, ticket.target["status_chat"], ticket.target["status_id"],
-                                           "", interval=self._interval(ticket.target))
-                self._spawn(self._watch(ticket, status), f"tg-job-{ticket.job_id}")
+            if ticket.target.get("platform") != PLATFORM:
+                continue
+            target = ticket.target
+            if not target.get("status_id"):  # accepted, then a crash before its placeholder
+                self._spawn(self._follow_logged(ticket, target), f"tg-job-{ticket.job_id}")
+                continue
+            status = StatusMessage(self.bot, target["status_chat"], target["status_id"], "",
+                                   interval=self._interval(target), caption=bool(target.get("placeholder")))
+            self._spawn(self._watch(ticket, status), f"tg-job-{ticket.job_id}")
+
+    async def _follow_logged(self, ticket: Any, target: dict[str, Any]) -> None:
+        try:
+            await self._follow(ticket, target)
+        except Exception:  # no placeholder: the result gets one when it is delivered
+            logger.exception("telegram: no placeholder for job %s", ticket.job_id)
+            self._spawn(self._watch(ticket, None), f"tg-job-{ticket.job_id}")
 
     def _spawn(self, coro: Awaitable[Any], name: str) -> None:
         task = asyncio.ensure_future(coro)

@@ -30,6 +30,8 @@ class TelegramSettings:
     status_edit_interval_private: float = 1.5  # seconds between status edits in a private chat
     status_edit_interval_group: float = 3.0  # …in a group (20 messages/min per group)
     max_retries: int = 2  # AIORateLimiter retries after a 429 (it waits retry_after)
+    send_retries: int = 4  # retries of a call that failed with a 5xx or a network error
+    send_retry_backoff: float = 0.5  # seconds before the first of them; doubles each time
     history_per_page: int = 5
     upload_timeout: float = 60.0
 
@@ -42,6 +44,8 @@ class TelegramSettings:
             raise ValueError(f"`webhook_port` must be from 1 to 65535, not {self.webhook_port}")
         if self.max_retries < 0:
             raise ValueError(f"`max_retries` must be 0 or more, not {self.max_retries}")
+        if self.send_retries < 0 or self.send_retry_backoff < 0:
+            raise ValueError("`send_retries` and `send_retry_backoff` must be 0 or more")
         if not 1 <= self.history_per_page <= 10:
             raise ValueError(f"`history_per_page` must be from 1 to 10, not {self.history_per_page}")
 

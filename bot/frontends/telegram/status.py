@@ -1,4 +1,7 @@
-"""The status message of one job: edited with queue place and progress, paced for Telegram.
+"""The status of one job: a message edited with queue place and progress, paced for Telegram.
+
+The message is the job's placeholder photo (its caption is edited, ``caption=True``) or, for
+jobs accepted before placeholders existed, a text message.
 
 Telegram allows about one message per second per chat and 20 per minute in a group, so edits
 come at least ``interval`` seconds apart. An update that arrives sooner is kept and shown when
@@ -25,8 +28,10 @@ class StatusMessage:
     """One message the bot edits in place."""
 
     def __init__(self, bot: Bot, chat_id: int, message_id: int, text: str,
-                 markup: InlineKeyboardMarkup | None = None, *, interval: float = 1.5) -> None:
+                 markup: InlineKeyboardMarkup | None = None, *, interval: float = 1.5,
+                 caption: bool = False) -> None:
         self.bot = bot
+        self.caption = caption
         self.chat_id = chat_id
         self.message_id = message_id
         self.interval = interval
@@ -65,6 +70,13 @@ class StatusMessage:
         """Drop a waiting edit."""
         self._cancel_flush()
 
+    async def settle(self) -> None:
+        """Drop a waiting edit and wait for one on the way (before the message is replaced)."""
+        self._cancel_flush()
+        self._pending = None
+        async with self._lock:
+            pass
+
     def _cancel_flush(self) -> None:
         if self._flush is not None and self._flush is not asyncio.current_task():
             self._flush.cancel()
@@ -83,7 +95,11 @@ class StatusMessage:
                 return
             self._last = time.monotonic()
             try:
-                await self.bot.edit_message_text(text, self.chat_id, self.message_id, reply_markup=markup)
+                if self.caption:
+                    await self.bot.edit_message_caption(self.chat_id, self.message_id, caption=text,
+                                                        reply_markup=markup)
+                else:
+                    await self.bot.edit_message_text(text, self.chat_id, self.message_id, reply_markup=markup)
                 self.edits += 1
             except BadRequest as err:
                 if "not modified" not in str(err).lower():

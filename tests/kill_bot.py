@@ -1,0 +1,57 @@
+"""Runs ``imagine-bot`` slowed down and, when asked, kills itself with SIGKILL inside a window.
+
+Usage: python tests/kill_bot.py SECONDS_PER_STEP run --config ... (the rest as for imagine-bot)
+
+``KILL_BEFORE_JOB_COMMIT=N`` in the environment: the process SIGKILLs itself inside the Nth job
+transaction, after the job row (and its quota charge) is written and before COMMIT; the
+platform request is stored and not yet confirmed (the window between acknowledging a request
+and committing its job). Kills at the platform seam (after Telegram applied an edit, before the
+bot heard back) are done by the fake server, which knows when it applied it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bot.__main__ import main  # noqa: E402
+from bot.safety import AllowAllImages, moderation  # noqa: E402
+from generation.pipeline import LightningPipeline  # noqa: E402
+from storage import jobs  # noqa: E402
+
+delay = float(sys.argv[1])
+_generate = LightningPipeline.generate
+_create = jobs.create
+_kill_at = int(os.environ.get("KILL_BEFORE_JOB_COMMIT") or 0)
+_created = 0
+
+
+def slow_generate(self, batch, on_step=None, should_stop=None):  # type: ignore[no-untyped-def]
+    def step(i: int, n: int) -> None:
+        time.sleep(delay)
+        if on_step is not None:
+            on_step(i, n)
+
+    return _generate(self, batch, step, should_stop)
+
+
+async def create_then_maybe_die(*args: Any, **kwargs: Any) -> Any:
+    global _created
+    row = await _create(*args, **kwargs)
+    _created += 1
+    if _created == _kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return row
+
+
+LightningPipeline.generate = slow_generate  # type: ignore[method-assign]
+# the image checker's model takes longer to load than the whole test: no image is explicit here
+moderation.NudityClassifier = lambda *args, **kwargs: AllowAllImages()  # type: ignore[assignment,misc]
+jobs.create = create_then_maybe_die  # type: ignore[assignment]
+sys.exit(main(sys.argv[2:]))
