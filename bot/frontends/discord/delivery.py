@@ -7,6 +7,27 @@ came from a DM). With the ``private`` setting the result goes to the user's DMs;
 (403, code 50007) are remembered and the result comes as an ephemeral follow-up instead.
 Images over the upload limit (the interaction's or the guild's) are re-encoded to fit.
 
+Delivering idempotently (DESIGN.md, "Deliver idempotently"). A kill -9 can land after Discord
+stored the upload and before ``mark_delivered`` committed; the next start sends again. That
+second send must not make a second copy, so every way a result goes out is safe to repeat:
+
+- **Editing the interaction response** (the usual way). The job's target keeps the
+  interaction's id and token, so after a restart the same "thinking…" message is edited again
+  (:func:`~bot.frontends.discord.intake.interaction_from`) for as long as the token lives
+  (15 minutes). An edit with the same content is the same message: nothing doubles.
+- **Channel messages and DMs** (token expired, or ``private``): sent with a ``nonce`` derived
+  from the job id (``imagine:<job>``; ``failed:<job>`` for a failure notice). discord.py 2.7's
+  ``Messageable.send`` adds ``enforce_nonce: true`` whenever a nonce is given, and Discord
+  then answers a repeat from the same bot within a few minutes with the message it already
+  created instead of a new one. Restarts take seconds, so the re-send after a crash falls in
+  that window.
+- The ephemeral follow-up for ``private`` results when DMs are closed is the one way with no
+  key (webhook executions take no nonce): there the window is the one write
+  ``mark_delivered`` after the send.
+
+Chosen over "record before sending": a local write before the send cannot tell whether the send
+happened, so it could only turn a double into a loss; Discord's own keys close the window.
+
 :class:`Delivering` is a part of :class:`~bot.frontends.discord.front.DiscordFrontEnd`.
 """
 
@@ -73,21 +94,6 @@ class Delivering:
     if TYPE_CHECKING:  # provided by the front end
         def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]: ...
 
-    async def _reply(self, interaction: discord.Interaction, who: Who) -> Reply:
-        settings = await self.service.settings(who)
-        target = {
-            "platform": PLATFORM,
-            "user_id": str(interaction.user.id),
-            "channel_id": str(interaction.channel_id) if interaction.channel_id else None,
-            "guild_id": str(interaction.guild_id) if interaction.guild_id else None,
-            "private": bool(settings.get("private")),
-        }
-        channel = interaction.channel
-        if interaction.guild_id and hasattr(channel, "is_nsfw"):
-            # the image policy may send explicit images as spoilers only in age-restricted channels
-            target["nsfw"] = bool(channel.is_nsfw())
-        return Reply(target, interaction, interaction.filesize_limit)
-
     def follow(self, ticket: Ticket, reply: Reply) -> None:
         """Show progress and deliver the result, in the background."""
         self._spawn(self._follow(ticket, reply), ticket.job_id)
@@ -100,7 +106,8 @@ class Delivering:
                 if isinstance(update, Finished):
                     await self._deliver(update.delivery, reply)
                 elif isinstance(update, (Failed, Cancelled)):
-                    await self._post(reply, f"❌ {label}: {update.message}", mention=True)
+                    await self._post(reply, f"❌ {label}: {update.message}", mention=True,
+                                     nonce=f"failed:{ticket.job_id}")
                 elif pacer.ready():
                     await self._progress(reply, progress_text(label, update))
         except asyncio.CancelledError:
@@ -136,10 +143,12 @@ class Delivering:
         note = " (made earlier: no quota used)" if delivery.cached else ""
         content = f"**{clip(delivery.text, 1500)}** — <@{reply.user_id}>{note}\n{RATE_HINT}"
         view = result_view(delivery)
+        nonce = f"imagine:{delivery.job_id}"  # Discord returns the first message for a repeated nonce
         message: discord.Message | None = None
         if reply.private:
             data, ext = await asyncio.to_thread(render_grid, delivery.images, DM_LIMIT)
-            message = await self._dm(reply, content, file_of(data, f"{delivery.job_id}.{ext}", spoiler), view)
+            message = await self._dm(reply, content, file_of(data, f"{delivery.job_id}.{ext}", spoiler), view,
+                                     nonce)
             if message is not None:
                 await self._post(reply, "📬 Your images are in your DMs.", only_edit=True)
             elif reply.can_edit():
@@ -154,7 +163,7 @@ class Delivering:
             limit = reply.upload_limit if reply.can_edit() else await self._channel_limit(reply)
             data, ext = await asyncio.to_thread(render_grid, delivery.images, limit)
             message = await self._post(reply, content, file=(data, f"{delivery.job_id}.{ext}", spoiler),
-                                       view=view, mention=True)
+                                       view=view, mention=True, nonce=nonce)
         if message is not None:
             await self.service.remember_message(delivery.job_id, PLATFORM, None, message.id)
             await self.service.record_refs(delivery.job_id, {"jump_url": message.jump_url})
@@ -162,8 +171,13 @@ class Delivering:
 
     async def _post(self, reply: Reply, content: str, *, file: tuple[bytes, str, bool] | None = None,
                     view: discord.ui.View | None = None, mention: bool = False,
-                    only_edit: bool = False) -> discord.Message | None:
-        """Edit the interaction response while its token works; else a channel message (or DM)."""
+                    only_edit: bool = False, nonce: str | None = None) -> discord.Message | None:
+        """Edit the interaction response while its token works; else a channel message (or DM).
+
+        ``nonce`` (at most 25 characters) makes the channel message idempotent: discord.py sends
+        it with ``enforce_nonce``, and Discord answers a repeat from the same bot within a few
+        minutes with the message it already created.
+        """
         if reply.can_edit():
             assert reply.interaction is not None
             kwargs: dict[str, Any] = {"content": content, "view": view}
@@ -183,6 +197,8 @@ class Delivering:
             kwargs["view"] = view
         if file is not None:
             kwargs["file"] = file_of(*file)
+        if nonce is not None:
+            kwargs["nonce"] = nonce
         try:
             return await channel.send(**kwargs)
         except discord.Forbidden as err:
@@ -192,13 +208,13 @@ class Delivering:
                 return None
             raise
 
-    async def _dm(self, reply: Reply, content: str, file: discord.File,
-                  view: discord.ui.View) -> discord.Message | None:
+    async def _dm(self, reply: Reply, content: str, file: discord.File, view: discord.ui.View,
+                  nonce: str | None = None) -> discord.Message | None:
         """Send to the user's DMs; None (and remembered) when they are closed."""
         who = Who(PLATFORM, str(reply.user_id))
         try:
             user = await self._user(reply.user_id)
-            message = await user.send(content, file=file, view=view)
+            message = await user.send(content, file=file, view=view, nonce=nonce)
         except discord.Forbidden as err:
             if err.code != DMS_CLOSED:
                 raise
