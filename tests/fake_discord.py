@@ -922,6 +922,7 @@ class FakeDiscord:
         r.add_post(p + "/webhooks/{app_id}/{token}", self._webhook_execute)
         r.add_get(p + "/channels/{channel_id}", self._get_channel)
         r.add_post(p + "/channels/{channel_id}/messages", self._post_message)
+        r.add_get(p + "/channels/{channel_id}/messages", self._get_messages)
         r.add_get(p + "/channels/{channel_id}/messages/{message_id}", self._message)
         r.add_patch(p + "/channels/{channel_id}/messages/{message_id}", self._message)
         r.add_delete(p + "/channels/{channel_id}/messages/{message_id}", self._message)
@@ -1109,6 +1110,21 @@ class FakeDiscord:
             message["nonce"] = str(nonce)
             self.nonces[(channel_id, str(nonce))] = (int(message["id"]), now)
         return _json_response(message)
+
+    async def _get_messages(self, request: web.Request) -> web.Response:
+        """Channel history: newest first; ``after`` gives the oldest ``limit`` after it, as Discord does."""
+        channel_id = int(request.match_info["channel_id"])
+        if channel_id not in self.channels:
+            return _error(404, 10003, "Unknown Channel")
+        limit = max(1, min(100, int(request.query.get("limit", 50))))
+        ids = sorted(i for i in self.channel_message_ids.get(channel_id, []) if i in self.messages)
+        if "after" in request.query:
+            ids = [i for i in ids if i > int(request.query["after"])][:limit]
+        elif "before" in request.query:
+            ids = [i for i in ids if i < int(request.query["before"])][-limit:]
+        else:
+            ids = ids[-limit:]
+        return _json_response([self.messages[i] for i in reversed(ids)])
 
     async def _message(self, request: web.Request) -> web.Response:
         rec: RecordedRequest = request[_REC]

@@ -139,3 +139,58 @@ async def test_a_result_owed_at_restart_edits_the_same_response_while_the_token_
         assert fake.channel_messages(fake.text_channel_id) == [fake.original_response(inter["token"])]
         assert not fake.requests_to("POST", rf"/channels/{fake.text_channel_id}/messages")
         assert (await jobs.get(env.db, job_id)).status == "delivered"
+
+
+async def test_an_interaction_the_gateway_delivers_twice_is_answered_once(fake: FakeDiscord, tmp_path: Path,
+                                                                          tiny: Any) -> None:
+    async with running(fake, tmp_path, tiny) as (env, front):
+        inter = await fake.send_interaction(fake.slash("imagine", {"prompt": "a gannet --seed 6 --steps 1"}))
+        await fake.wait_for_request("POST", callback(inter), 5)
+        await fake.dispatch("INTERACTION_CREATE", inter)  # e.g. replayed on a RESUME
+        _, message = await result_of(fake, inter)
+        job_id = message["attachments"][0]["filename"].split(".")[0]
+        await eventually(lambda: _delivered(env, job_id))
+        await asyncio.sleep(0.3)
+        assert len(fake.requests_to("POST", callback(inter))) == 1
+        assert await env.db.fetchval("SELECT count(*) FROM jobs") == 1
+
+
+async def _posted_in_channel_then_crashed(fake: FakeDiscord, env: Any, front: DiscordFrontEnd) -> tuple[str, Any]:
+    """A result sent as a channel message (token expired), then 'undelivered' as after a crash."""
+    inter = await fake.send_interaction(fake.slash("imagine", {"prompt": "a puffin --seed 8 --steps 1"}))
+    await fake.wait_for_request("POST", callback(inter), 5)
+    fake.expire_interaction(inter)
+    post = await fake.wait_for_request("POST", rf"/channels/{fake.text_channel_id}/messages", TIMEOUT,
+                                       predicate=lambda r: bool(r.files))
+    job_id = post.files[0].filename.split(".")[0]
+    await eventually(lambda: _delivered(env, job_id))
+    await env.db.execute("UPDATE jobs SET status = 'done', delivered_at = NULL WHERE id = ?", (job_id,))
+    return job_id, post
+
+
+async def test_a_result_owed_after_the_nonce_window_is_found_in_the_channel_not_posted_again(
+        tmp_path: Path, tiny: Any) -> None:
+    async with fake_discord_server(nonce_window=0.0) as fake:  # as if the restart took longer than Discord's window
+        async with running(fake, tmp_path, tiny) as (env, front):
+            job_id, post = await _posted_in_channel_then_crashed(fake, env, front)
+            front.resume(await env.service.recover())
+            await eventually(lambda: _delivered(env, job_id))
+            assert fake.requests_to("GET", rf"/channels/{fake.text_channel_id}/messages")
+            assert len(fake.requests_to("POST", rf"/channels/{fake.text_channel_id}/messages")) == 1
+            assert len([m for m in fake.channel_messages(fake.text_channel_id) if m["attachments"]]) == 1
+            assert await messages.find(env.db, "discord", None, post.response["id"]) == (job_id, None)
+
+
+async def test_when_the_channel_cannot_be_read_the_resend_says_it_may_be_a_copy(tmp_path: Path, tiny: Any) -> None:
+    from bot.frontends.discord.delivery import RESENT_NOTE
+
+    async with fake_discord_server(nonce_window=0.0) as fake:
+        async with running(fake, tmp_path, tiny) as (env, front):
+            job_id, first = await _posted_in_channel_then_crashed(fake, env, front)
+            fake.fail_next("GET", rf"/channels/{fake.text_channel_id}/messages", status=403, code=50001,
+                           message="Missing Access", times=None)
+            front.resume(await env.service.recover())
+            again = await fake.wait_for_request("POST", rf"/channels/{fake.text_channel_id}/messages", TIMEOUT,
+                                                predicate=lambda r: bool(r.files))
+            assert RESENT_NOTE in again.json["content"] and RESENT_NOTE not in first.json["content"]
+            await eventually(lambda: _delivered(env, job_id))

@@ -20,7 +20,10 @@ second send must not make a second copy, so every way a result goes out is safe 
   ``Messageable.send`` adds ``enforce_nonce: true`` whenever a nonce is given, and Discord
   then answers a repeat from the same bot within a few minutes with the message it already
   created instead of a new one. Restarts take seconds, so the re-send after a crash falls in
-  that window.
+  that window. A restart can take longer (a crash loop, a host down), so a result owed from
+  before the restart that goes to a channel or DM is first looked for in that channel's history
+  (this bot's message with the job's file, from the request's time on): found, it is recorded,
+  not sent. Where the history cannot be read, the re-send says it may be a copy.
 - The ephemeral follow-up for ``private`` results when DMs are closed is the one way with no
   key (webhook executions take no nonce): there the window is the one write
   ``mark_delivered`` after the send.
@@ -49,9 +52,12 @@ from bot.frontends.discord.settings import DiscordSettings
 from bot.frontends.discord.views import result_view
 from bot.service import Cancelled, Delivery, Failed, Finished, ImagineService, Queued, Running, Ticket, Who
 
-__all__ = ["Delivering", "Reply", "progress_text"]
+__all__ = ["Delivering", "RESENT_NOTE", "Reply", "progress_text"]
 
 logger = logging.getLogger(__name__)
+
+HISTORY_SCAN = 300  # messages read (from the request's time on) to find a result posted before a crash
+RESENT_NOTE = "(Sent again after a restart: if you already have these images, this is a copy.)"
 
 
 @dataclass
@@ -62,6 +68,7 @@ class Reply:
     interaction: discord.Interaction | None = None  # None for jobs recovered after a restart
     upload_limit: int = DM_LIMIT
     live: bool = True  # the interaction token still works
+    recovered: bool = False  # owed from before a restart: it may have been sent already
 
     @property
     def user_id(self) -> int:
@@ -145,6 +152,12 @@ class Delivering:
         view = result_view(delivery)
         nonce = f"imagine:{delivery.job_id}"  # Discord returns the first message for a repeated nonce
         message: discord.Message | None = None
+        if reply.private and reply.recovered:
+            message, looked = await self._posted_before(reply, delivery.job_id)
+            if message is not None:
+                await self._record(delivery.job_id, message)
+                return
+            content += "" if looked else f"\n{RESENT_NOTE}"
         if reply.private:
             data, ext = await asyncio.to_thread(render_grid, delivery.images, DM_LIMIT)
             message = await self._dm(reply, content, file_of(data, f"{delivery.job_id}.{ext}", spoiler), view,
@@ -159,15 +172,48 @@ class Delivering:
                 message = await reply.interaction.followup.send(
                     content, file=file_of(data, f"{delivery.job_id}.{ext}", spoiler), view=view,
                     ephemeral=True, wait=True)
-        if message is None:
-            limit = reply.upload_limit if reply.can_edit() else await self._channel_limit(reply)
-            data, ext = await asyncio.to_thread(render_grid, delivery.images, limit)
+        if message is None and reply.can_edit():  # the usual way: the "thinking…" message becomes the result
+            data, ext = await asyncio.to_thread(render_grid, delivery.images, reply.upload_limit)
+            message = await self._post(reply, content, file=(data, f"{delivery.job_id}.{ext}", spoiler),
+                                       view=view, mention=True, only_edit=True)
+        if message is None and not reply.can_edit():  # the token is gone: a channel message (or DM)
+            if reply.recovered and not reply.private:
+                message, looked = await self._posted_before(reply, delivery.job_id)
+                if message is not None:
+                    await self._record(delivery.job_id, message)
+                    return
+                content += "" if looked else f"\n{RESENT_NOTE}"
+            data, ext = await asyncio.to_thread(render_grid, delivery.images, await self._channel_limit(reply))
             message = await self._post(reply, content, file=(data, f"{delivery.job_id}.{ext}", spoiler),
                                        view=view, mention=True, nonce=nonce)
+        await self._record(delivery.job_id, message)
+
+    async def _record(self, job_id: str, message: discord.Message | None) -> None:
         if message is not None:
-            await self.service.remember_message(delivery.job_id, PLATFORM, None, message.id)
-            await self.service.record_refs(delivery.job_id, {"jump_url": message.jump_url})
-        await self.service.mark_delivered(delivery.job_id)
+            await self.service.remember_message(job_id, PLATFORM, None, message.id)
+            await self.service.record_refs(job_id, {"jump_url": message.jump_url})
+        await self.service.mark_delivered(job_id)
+
+    async def _posted_before(self, reply: Reply, job_id: str) -> tuple[discord.Message | None, bool]:
+        """This bot's message with the job's result in the target channel (or DM), if any; and
+        whether the channel could be read. Reads from the request's time on, at most HISTORY_SCAN."""
+        try:
+            channel = (await (await self._user(reply.user_id)).create_dm() if reply.private
+                       else await self._channel(reply))
+            if channel is None:
+                return None, False
+            since = (reply.target.get("interaction") or {}).get("id")
+            after = discord.Object(id=int(since) - 1) if since else None
+            me = self.bot.user.id if self.bot.user is not None else None
+            async for message in channel.history(limit=HISTORY_SCAN, after=after):
+                if message.author.id == me and any(a.filename.startswith(f"{job_id}.") for a in message.attachments):
+                    logger.info("discord: job %s was already posted (message %s)", job_id, message.id)
+                    return message, True
+        except discord.HTTPException as err:
+            logger.warning("discord: cannot read channel history to check job %s (%s); re-sending with a note",
+                           job_id, err)
+            return None, False
+        return None, True
 
     async def _post(self, reply: Reply, content: str, *, file: tuple[bytes, str, bool] | None = None,
                     view: discord.ui.View | None = None, mention: bool = False,

@@ -211,14 +211,15 @@ class DiscordFrontEnd(CommandHandlers, Intake, Delivering):
         """
         for delivery in recovered.deliveries:
             if delivery.target.get("platform") == PLATFORM:
-                self._spawn(self._deliver_guarded(delivery, self._recovered_reply(delivery.target)), delivery.job_id)
-        for ticket in recovered.tickets:
+                reply = self._recovered_reply(delivery.target, owed=True)
+                self._spawn(self._deliver_guarded(delivery, reply), delivery.job_id)
+        for ticket in recovered.tickets:  # never sent: they had not finished
             if ticket.target.get("platform") == PLATFORM:
-                self.follow(ticket, self._recovered_reply(ticket.target))
+                self.follow(ticket, self._recovered_reply(ticket.target, owed=False))
 
-    def _recovered_reply(self, target: dict[str, Any]) -> Reply:
+    def _recovered_reply(self, target: dict[str, Any], *, owed: bool) -> Reply:
         limit = int((target.get("interaction") or {}).get("upload_limit") or DM_LIMIT)
-        return Reply(dict(target), interaction_from(self.bot, target), limit)
+        return Reply(dict(target), interaction_from(self.bot, target), limit, recovered=owed)
 
     def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)

@@ -129,7 +129,9 @@ class Intake:
         """Store the request, then defer, then make the job and follow it."""
         key = str(interaction.id)
         stored = stored_request(interaction, kind, **fields)
-        await self.service.receive(PLATFORM, key, stored)  # durable before Discord hears "got it"
+        if not await self.service.receive(PLATFORM, key, stored):  # durable before Discord hears "got it"
+            logger.info("discord: interaction %s arrived twice (a gateway replay); the first is answered", key)
+            return
         await interaction.response.defer(thinking=True)
         await self._run(key, stored, interaction)
 
