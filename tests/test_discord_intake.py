@@ -181,10 +181,12 @@ async def test_a_result_owed_after_the_nonce_window_is_found_in_the_channel_not_
             assert await messages.find(env.db, "discord", None, post.response["id"]) == (job_id, None)
 
 
-async def test_when_the_channel_cannot_be_read_the_resend_says_it_may_be_a_copy(tmp_path: Path, tiny: Any) -> None:
+@pytest.mark.parametrize("window", [300.0, 0.0])
+async def test_when_the_channel_cannot_be_read_the_nonce_dedupes_or_the_resend_says_it_may_be_a_copy(
+        tmp_path: Path, tiny: Any, window: float) -> None:
     from bot.frontends.discord.delivery import RESENT_NOTE
 
-    async with fake_discord_server(nonce_window=0.0) as fake:
+    async with fake_discord_server(nonce_window=window) as fake:
         async with running(fake, tmp_path, tiny) as (env, front):
             job_id, first = await _posted_in_channel_then_crashed(fake, env, front)
             fake.fail_next("GET", rf"/channels/{fake.text_channel_id}/messages", status=403, code=50001,
@@ -192,5 +194,11 @@ async def test_when_the_channel_cannot_be_read_the_resend_says_it_may_be_a_copy(
             front.resume(await env.service.recover())
             again = await fake.wait_for_request("POST", rf"/channels/{fake.text_channel_id}/messages", TIMEOUT,
                                                 predicate=lambda r: bool(r.files))
-            assert RESENT_NOTE in again.json["content"] and RESENT_NOTE not in first.json["content"]
             await eventually(lambda: _delivered(env, job_id))
+            assert again.json["nonce"] == first.json["nonce"] == f"imagine:{job_id}"
+            results = [m for m in fake.channel_messages(fake.text_channel_id) if m["attachments"]]
+            if window:  # within Discord's few minutes: the same message comes back, nothing new
+                assert fake.nonce_hits == 1 and again.response["id"] == first.response["id"] and len(results) == 1
+            else:  # past them: a second message, and it says what it is
+                assert len(results) == 2 and RESENT_NOTE in results[1]["content"]
+                assert RESENT_NOTE not in results[0]["content"]
