@@ -202,3 +202,22 @@ async def test_when_the_channel_cannot_be_read_the_nonce_dedupes_or_the_resend_s
             else:  # past them: a second message, and it says what it is
                 assert len(results) == 2 and RESENT_NOTE in results[1]["content"]
                 assert RESENT_NOTE not in results[0]["content"]
+
+
+async def test_a_stored_request_that_failed_every_start_is_dropped_with_an_apology(
+        fake: FakeDiscord, tmp_path: Path, tiny: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def crash(self: DiscordFrontEnd, key: str, stored: dict[str, Any], live: Any) -> None:
+        return None
+
+    with monkeypatch.context() as patch:
+        patch.setattr(DiscordFrontEnd, "_run", crash)
+        async with running(fake, tmp_path, tiny) as (env, front):
+            inter = await fake.send_interaction(fake.slash("imagine", {"prompt": "a loon --steps 1"}))
+            await fake.wait_for_request("POST", callback(inter), 5)
+            for _ in range(3):  # three starts that died while answering it
+                await env.service.unhandled("discord")
+    async with running(fake, tmp_path, tiny) as (env, front):
+        told = await fake.wait_for_request("PATCH", original(fake, inter), TIMEOUT)
+        assert "reference" in told.json["content"] and f"<@{fake.user['id']}>" in told.json["content"]
+        assert await eventually(lambda: _no_open(env))
+        assert await env.db.fetchval("SELECT count(*) FROM jobs") == 0

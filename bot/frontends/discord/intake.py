@@ -139,8 +139,11 @@ class Intake:
         """Run the requests stored but not finished before a restart again; how many were run."""
         done = 0
         for item in await self.service.unhandled(PLATFORM):
-            if item.attempts > MAX_ATTEMPTS:
-                logger.error("discord: dropping stored interaction %s after %d starts", item.key, item.attempts - 1)
+            if item.attempts > MAX_ATTEMPTS:  # it failed every start so far: tell the user, stop trying
+                ref = new_reference()
+                logger.error("discord: dropping stored interaction %s after %d starts (reference %s)",
+                             item.key, item.attempts - 1, ref)
+                await self._refuse(None, item.payload, None, apology(ref), None)
                 await self.service.handled(PLATFORM, item.key)
                 continue
             logger.info("discord: answering interaction %s stored before the restart", item.key)
