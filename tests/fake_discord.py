@@ -51,6 +51,11 @@ What discord.py needs from a fake (all checked against discord.py 2.7's source):
 - aiohttp's server rejects bodies over 1 MiB by default; the fake allows 64 MiB and answers
   413 / code 40005 itself above ``upload_limit`` (10 MiB), like Discord.
 
+Idempotent sends: a channel message with ``nonce`` and ``enforce_nonce`` whose nonce the same
+channel saw within ``nonce_window`` (5 minutes) is answered with the first message, not a new
+one (``nonce_hits`` counts them), as Discord does. ``before_answer(rec)`` runs after a request
+was handled and before its answer goes out: a kill test stops the bot there.
+
 Failures on demand: ``fail_next`` (any status/code), ``rate_limit_next`` (429 + ``retry_after``),
 ``close_dms`` (403 / 50007 on sends to that user's DM channel), ``expire_interaction`` (404 / 10015
 on the token's webhook routes, 10062 on its callback). Interactions answered later than
@@ -231,6 +236,7 @@ class FakeDiscord:
         upload_limit: int = 10 * 1024 * 1024,
         application_flags: int = 0,
         with_default_guild: bool = True,
+        nonce_window: float = 5 * 60.0,
     ) -> None:
         self._last_snowflake = 0
         self._counter = itertools.count()
@@ -240,6 +246,11 @@ class FakeDiscord:
         self.token_ttl = token_ttl
         self.upload_limit = upload_limit
         self.application_flags = application_flags
+        self.nonce_window = nonce_window
+        self.nonces: dict[tuple[int, str], tuple[int, float]] = {}  # (channel, nonce) -> (message id, when)
+        self.nonce_hits = 0  # repeated sends answered with the existing message
+        # called with each answered REST request before its answer goes out (kill tests stop the bot here)
+        self.before_answer: Callable[[RecordedRequest], None] | None = None
 
         self.bot_user: dict[str, Any] = self._user_payload(self.app_id, bot_name, bot=True)
         self.users: dict[int, dict[str, Any]] = {self.app_id: self.bot_user}
@@ -280,14 +291,14 @@ class FakeDiscord:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self, *, patch: bool = True) -> FakeDiscord:
-        """Start the server on a free 127.0.0.1 port; with ``patch``, point discord.py at it."""
+    async def start(self, *, patch: bool = True, port: int = 0) -> FakeDiscord:
+        """Start the server on 127.0.0.1 (``port`` 0: a free one); with ``patch``, point discord.py at it."""
         self._changed = asyncio.Condition()
         app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
         self._add_routes(app)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        self._site = web.TCPSite(self._runner, "127.0.0.1", port)
         await self._site.start()
         server = self._site._server
         assert server is not None and server.sockets  # type: ignore[union-attr]
@@ -911,6 +922,7 @@ class FakeDiscord:
         r.add_post(p + "/webhooks/{app_id}/{token}", self._webhook_execute)
         r.add_get(p + "/channels/{channel_id}", self._get_channel)
         r.add_post(p + "/channels/{channel_id}/messages", self._post_message)
+        r.add_get(p + "/channels/{channel_id}/messages", self._get_messages)
         r.add_get(p + "/channels/{channel_id}/messages/{message_id}", self._message)
         r.add_patch(p + "/channels/{channel_id}/messages/{message_id}", self._message)
         r.add_delete(p + "/channels/{channel_id}/messages/{message_id}", self._message)
@@ -943,6 +955,8 @@ class FakeDiscord:
                 assert isinstance(response.body, bytes)
                 rec.response = json.loads(response.body)
         rec.status = response.status
+        if self.before_answer is not None:
+            self.before_answer(rec)
         await self._notify()
         return response
 
@@ -1082,8 +1096,35 @@ class FakeDiscord:
             return _error(403, 50007, "Cannot send messages to this user")
         if (too_large := self._too_large(rec)) is not None:
             return too_large
-        message = self._create_message(channel_id, rec.json or {}, rec.files)
+        payload = rec.json or {}
+        nonce = payload.get("nonce")
+        now = asyncio.get_running_loop().time()
+        if nonce is not None and payload.get("enforce_nonce"):
+            # Discord: the same nonce from the same author within a few minutes returns the first message
+            seen = self.nonces.get((channel_id, str(nonce)))
+            if seen is not None and now - seen[1] <= self.nonce_window and seen[0] in self.messages:
+                self.nonce_hits += 1
+                return _json_response(self.messages[seen[0]])
+        message = self._create_message(channel_id, payload, rec.files)
+        if nonce is not None:
+            message["nonce"] = str(nonce)
+            self.nonces[(channel_id, str(nonce))] = (int(message["id"]), now)
         return _json_response(message)
+
+    async def _get_messages(self, request: web.Request) -> web.Response:
+        """Channel history: newest first; ``after`` gives the oldest ``limit`` after it, as Discord does."""
+        channel_id = int(request.match_info["channel_id"])
+        if channel_id not in self.channels:
+            return _error(404, 10003, "Unknown Channel")
+        limit = max(1, min(100, int(request.query.get("limit", 50))))
+        ids = sorted(i for i in self.channel_message_ids.get(channel_id, []) if i in self.messages)
+        if "after" in request.query:
+            ids = [i for i in ids if i > int(request.query["after"])][:limit]
+        elif "before" in request.query:
+            ids = [i for i in ids if i < int(request.query["before"])][-limit:]
+        else:
+            ids = ids[-limit:]
+        return _json_response([self.messages[i] for i in reversed(ids)])
 
     async def _message(self, request: web.Request) -> web.Response:
         rec: RecordedRequest = request[_REC]

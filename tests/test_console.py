@@ -180,3 +180,30 @@ async def test_a_terminal_shows_an_input_prompt_and_a_pipe_does_not(tmp_path: Pa
         assert shown.index("imagine> ") < shown.index("Used 0 of")
         assert "imagine> " in shown.split("Used 0 of")[1]
         assert "imagine> " not in await _run(env, ["/quota"], tmp_path / "o")
+
+
+class _CommittedCheck(io.StringIO):
+    """Output that, when "queued" is printed, reads the job row back through another connection."""
+
+    def __init__(self, db: Path) -> None:
+        super().__init__()
+        self.db = db
+        self.seen: list[tuple[str, str | None]] = []
+
+    def write(self, text: str) -> int:
+        if m := re.match(r"(\w+): queued", text):
+            import sqlite3
+
+            with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=5) as conn:
+                row = conn.execute("SELECT status FROM jobs WHERE id = ?", (m.group(1),)).fetchone()
+            self.seen.append((m.group(1), row[0] if row else None))
+        return super().write(text)
+
+
+async def test_queued_is_printed_only_after_the_job_row_is_committed(tmp_path: Path, tiny) -> None:
+    """The console's "acknowledge only what is stored": "queued" is its acknowledgement."""
+    async with service_env(tmp_path, tiny) as env:
+        out = _CommittedCheck(tmp_path / "bot.db")
+        await asyncio.wait_for(run_console(env.service, who=ME, output_dir=tmp_path / "out",
+                                           lines=["a heron --steps 1", "/quit"], out=out), TIMEOUT)
+        assert len(out.seen) == 1 and out.seen[0][1] is not None, out.seen  # visible to another reader

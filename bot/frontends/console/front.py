@@ -4,6 +4,14 @@ Thin on purpose: every command is one :class:`~bot.service.ImagineService` call 
 printing. A line without a leading slash is an ``/imagine``. Several requests can run at once:
 each accepted one is followed by its own task that shows progress and writes
 ``<output_dir>/<job>-<n>.png`` when it is done, then marks the job delivered.
+
+Never lose, never double (DESIGN.md): a typed line is acknowledged by the "queued" line, and
+that is printed only after ``service.imagine`` returned, i.e. after the job row (and its quota)
+committed; a kill before that leaves no job and no charge, and no "queued" was shown, so the
+line is simply typed again. Lines read ahead but not handled yet were not acknowledged either,
+so the console needs no inbox.
+Delivery writes fixed file names (``<job>-<n>.png``), so writing them again after a restart
+replaces the same files instead of adding copies.
 """
 
 from __future__ import annotations

@@ -23,7 +23,9 @@ Modules::
 
     front.py       DiscordFrontEnd: lifetime, errors, reaction ratings (built from the parts below)
     commands.py    the slash commands and what they and the buttons do
-    delivery.py    following a job: paced progress edits, the result (interaction, channel or DM)
+    intake.py      job-making interactions stored before the deferral, replayed after a restart
+    delivery.py    following a job: paced progress edits, the result (interaction, channel or DM),
+                   each way safe to repeat after a crash (same response edited, or a nonce)
     views.py       buttons (DynamicItems that survive restarts), /history pages
     moderation.py  /appeal, the Appeal button, /admin moderation (receives the front end)
     messages.py    who a user is, attachments, DM limits;  settings.py  the [discord] config
@@ -31,7 +33,7 @@ Modules::
 Inside this package ``import discord`` is still discord.py (absolute imports).
 """
 
-from bot.frontends.discord.front import RATING_EMOJIS, DiscordFrontEnd
+from bot.frontends.discord.front import RATING_EMOJIS, DiscordFrontEnd, DiscordLoginFailed
 from bot.frontends.discord.settings import DiscordSettings
 
-__all__ = ["DiscordFrontEnd", "DiscordSettings", "RATING_EMOJIS"]
+__all__ = ["DiscordFrontEnd", "DiscordLoginFailed", "DiscordSettings", "RATING_EMOJIS"]

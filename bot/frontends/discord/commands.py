@@ -24,12 +24,11 @@ import discord
 from discord import app_commands
 
 from bot.frontends.common import FORGET_WARNING, clip, forgotten_counts, on_off, render_single
-from bot.frontends.discord.delivery import Reply
 from bot.frontends.discord.messages import DM_LIMIT, DMS_CLOSED, DMS_CLOSED_TEXT, PLATFORM, RATE_HINT, file_of, who_of
 from bot.frontends.discord.moderation import DiscordModeration
 from bot.frontends.discord.views import forget_view, history_page, upscale_view
 from bot.options import parse_imagine
-from bot.service import ImagineService, Ticket, Who
+from bot.service import ImagineService, Who
 from generation.errors import ImagineError, InvalidRequest
 from generation.request import MAX_COUNT, MAX_SEED
 from generation.styles import STYLES
@@ -47,51 +46,27 @@ class CommandHandlers:
         async def guard(self, interaction: discord.Interaction, action: Callable[[], Awaitable[None]],
                         *, remove_thinking: bool = False) -> None: ...
 
-        async def _reply(self, interaction: discord.Interaction, who: Who) -> Reply: ...
-
-        def follow(self, ticket: Ticket, reply: Reply) -> None: ...
+        async def accept(self, interaction: discord.Interaction, kind: str, **fields: Any) -> None: ...
 
     # -- /imagine, reroll, variation -----------------------------------------------------------
 
     async def imagine(self, interaction: discord.Interaction, prompt: str, **options: Any) -> None:
-        """Check the options, defer, submit, follow the job."""
+        """Check the options; store, defer, submit, follow the job (see :mod:`~.intake`)."""
         typed = {k: v for k, v in options.items() if v is not None}
         try:  # pure and fast: a typo gets an ephemeral answer before anything is public
             parse_imagine(prompt, caps=self.service.caps, **typed)
         except InvalidRequest as err:
             await interaction.response.send_message(str(err), ephemeral=True)
             return
-        await interaction.response.defer(thinking=True)
-
-        async def submit() -> None:
-            who = who_of(interaction.user)
-            reply = await self._reply(interaction, who)
-            ticket = await self.service.imagine(who, prompt, target=reply.target, **typed)
-            self.follow(ticket, reply)
-
-        await self.guard(interaction, submit, remove_thinking=True)
+        await self.accept(interaction, "imagine", prompt=prompt, options=typed)
 
     async def on_reroll(self, interaction: discord.Interaction, job_id: str) -> None:
         """🔄: a new message follows the rerolled job."""
-        await interaction.response.defer(thinking=True)
-
-        async def submit() -> None:
-            who = who_of(interaction.user)
-            reply = await self._reply(interaction, who)
-            self.follow(await self.service.reroll(who, job_id, target=reply.target), reply)
-
-        await self.guard(interaction, submit, remove_thinking=True)
+        await self.accept(interaction, "reroll", job_id=job_id)
 
     async def on_variation(self, interaction: discord.Interaction, job_id: str, index: int) -> None:
         """V1…V4: a new message follows the variation job."""
-        await interaction.response.defer(thinking=True)
-
-        async def submit() -> None:
-            who = who_of(interaction.user)
-            reply = await self._reply(interaction, who)
-            self.follow(await self.service.variation(who, job_id, index, target=reply.target), reply)
-
-        await self.guard(interaction, submit, remove_thinking=True)
+        await self.accept(interaction, "variation", job_id=job_id, index=index)
 
     # -- buttons -------------------------------------------------------------------------------
 

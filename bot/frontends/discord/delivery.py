@@ -7,6 +7,30 @@ came from a DM). With the ``private`` setting the result goes to the user's DMs;
 (403, code 50007) are remembered and the result comes as an ephemeral follow-up instead.
 Images over the upload limit (the interaction's or the guild's) are re-encoded to fit.
 
+Delivering idempotently (DESIGN.md, "Deliver idempotently"). A kill -9 can land after Discord
+stored the upload and before ``mark_delivered`` committed; the next start sends again. That
+second send must not make a second copy, so every way a result goes out is safe to repeat:
+
+- **Editing the interaction response** (the usual way). The job's target keeps the
+  interaction's id and token, so after a restart the same "thinking…" message is edited again
+  (:func:`~bot.frontends.discord.intake.interaction_from`) for as long as the token lives
+  (15 minutes). An edit with the same content is the same message: nothing doubles.
+- **Channel messages and DMs** (token expired, or ``private``): sent with a ``nonce`` derived
+  from the job id (``imagine:<job>``; ``failed:<job>`` for a failure notice). discord.py 2.7's
+  ``Messageable.send`` adds ``enforce_nonce: true`` whenever a nonce is given, and Discord
+  then answers a repeat from the same bot within a few minutes with the message it already
+  created instead of a new one. Restarts take seconds, so the re-send after a crash falls in
+  that window. A restart can take longer (a crash loop, a host down), so a result owed from
+  before the restart that goes to a channel or DM is first looked for in that channel's history
+  (this bot's message with the job's file, from the request's time on): found, it is recorded,
+  not sent. Where the history cannot be read, the re-send says it may be a copy.
+- The ephemeral follow-up for ``private`` results when DMs are closed is the one way with no
+  key (webhook executions take no nonce): there the window is the one write
+  ``mark_delivered`` after the send.
+
+Chosen over "record before sending": a local write before the send cannot tell whether the send
+happened, so it could only turn a double into a loss; Discord's own keys close the window.
+
 :class:`Delivering` is a part of :class:`~bot.frontends.discord.front.DiscordFrontEnd`.
 """
 
@@ -28,9 +52,12 @@ from bot.frontends.discord.settings import DiscordSettings
 from bot.frontends.discord.views import result_view
 from bot.service import Cancelled, Delivery, Failed, Finished, ImagineService, Queued, Running, Ticket, Who
 
-__all__ = ["Delivering", "Reply", "progress_text"]
+__all__ = ["Delivering", "RESENT_NOTE", "Reply", "progress_text"]
 
 logger = logging.getLogger(__name__)
+
+HISTORY_SCAN = 300  # messages read (from the request's time on) to find a result posted before a crash
+RESENT_NOTE = "(Sent again after a restart: if you already have these images, this is a copy.)"
 
 
 @dataclass
@@ -41,6 +68,7 @@ class Reply:
     interaction: discord.Interaction | None = None  # None for jobs recovered after a restart
     upload_limit: int = DM_LIMIT
     live: bool = True  # the interaction token still works
+    recovered: bool = False  # owed from before a restart: it may have been sent already
 
     @property
     def user_id(self) -> int:
@@ -73,21 +101,6 @@ class Delivering:
     if TYPE_CHECKING:  # provided by the front end
         def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]: ...
 
-    async def _reply(self, interaction: discord.Interaction, who: Who) -> Reply:
-        settings = await self.service.settings(who)
-        target = {
-            "platform": PLATFORM,
-            "user_id": str(interaction.user.id),
-            "channel_id": str(interaction.channel_id) if interaction.channel_id else None,
-            "guild_id": str(interaction.guild_id) if interaction.guild_id else None,
-            "private": bool(settings.get("private")),
-        }
-        channel = interaction.channel
-        if interaction.guild_id and hasattr(channel, "is_nsfw"):
-            # the image policy may send explicit images as spoilers only in age-restricted channels
-            target["nsfw"] = bool(channel.is_nsfw())
-        return Reply(target, interaction, interaction.filesize_limit)
-
     def follow(self, ticket: Ticket, reply: Reply) -> None:
         """Show progress and deliver the result, in the background."""
         self._spawn(self._follow(ticket, reply), ticket.job_id)
@@ -100,7 +113,8 @@ class Delivering:
                 if isinstance(update, Finished):
                     await self._deliver(update.delivery, reply)
                 elif isinstance(update, (Failed, Cancelled)):
-                    await self._post(reply, f"❌ {label}: {update.message}", mention=True)
+                    await self._post(reply, f"❌ {label}: {update.message}", mention=True,
+                                     nonce=f"failed:{ticket.job_id}")
                 elif pacer.ready():
                     await self._progress(reply, progress_text(label, update))
         except asyncio.CancelledError:
@@ -136,10 +150,18 @@ class Delivering:
         note = " (made earlier: no quota used)" if delivery.cached else ""
         content = f"**{clip(delivery.text, 1500)}** — <@{reply.user_id}>{note}\n{RATE_HINT}"
         view = result_view(delivery)
+        nonce = f"imagine:{delivery.job_id}"  # Discord returns the first message for a repeated nonce
         message: discord.Message | None = None
+        if reply.private and reply.recovered:
+            message, looked = await self._posted_before(reply, delivery.job_id)
+            if message is not None:
+                await self._record(delivery.job_id, message)
+                return
+            content += "" if looked else f"\n{RESENT_NOTE}"
         if reply.private:
             data, ext = await asyncio.to_thread(render_grid, delivery.images, DM_LIMIT)
-            message = await self._dm(reply, content, file_of(data, f"{delivery.job_id}.{ext}", spoiler), view)
+            message = await self._dm(reply, content, file_of(data, f"{delivery.job_id}.{ext}", spoiler), view,
+                                     nonce)
             if message is not None:
                 await self._post(reply, "📬 Your images are in your DMs.", only_edit=True)
             elif reply.can_edit():
@@ -150,20 +172,58 @@ class Delivering:
                 message = await reply.interaction.followup.send(
                     content, file=file_of(data, f"{delivery.job_id}.{ext}", spoiler), view=view,
                     ephemeral=True, wait=True)
-        if message is None:
-            limit = reply.upload_limit if reply.can_edit() else await self._channel_limit(reply)
-            data, ext = await asyncio.to_thread(render_grid, delivery.images, limit)
+        if message is None and reply.can_edit():  # the usual way: the "thinking…" message becomes the result
+            data, ext = await asyncio.to_thread(render_grid, delivery.images, reply.upload_limit)
             message = await self._post(reply, content, file=(data, f"{delivery.job_id}.{ext}", spoiler),
-                                       view=view, mention=True)
+                                       view=view, mention=True, only_edit=True)
+        if message is None and not reply.can_edit():  # the token is gone: a channel message (or DM)
+            if reply.recovered and not reply.private:
+                message, looked = await self._posted_before(reply, delivery.job_id)
+                if message is not None:
+                    await self._record(delivery.job_id, message)
+                    return
+                content += "" if looked else f"\n{RESENT_NOTE}"
+            data, ext = await asyncio.to_thread(render_grid, delivery.images, await self._channel_limit(reply))
+            message = await self._post(reply, content, file=(data, f"{delivery.job_id}.{ext}", spoiler),
+                                       view=view, mention=True, nonce=nonce)
+        await self._record(delivery.job_id, message)
+
+    async def _record(self, job_id: str, message: discord.Message | None) -> None:
         if message is not None:
-            await self.service.remember_message(delivery.job_id, PLATFORM, None, message.id)
-            await self.service.record_refs(delivery.job_id, {"jump_url": message.jump_url})
-        await self.service.mark_delivered(delivery.job_id)
+            await self.service.remember_message(job_id, PLATFORM, None, message.id)
+            await self.service.record_refs(job_id, {"jump_url": message.jump_url})
+        await self.service.mark_delivered(job_id)
+
+    async def _posted_before(self, reply: Reply, job_id: str) -> tuple[discord.Message | None, bool]:
+        """This bot's message with the job's result in the target channel (or DM), if any; and
+        whether the channel could be read. Reads from the request's time on, at most HISTORY_SCAN."""
+        try:
+            channel = (await (await self._user(reply.user_id)).create_dm() if reply.private
+                       else await self._channel(reply))
+            if channel is None:
+                return None, False
+            since = (reply.target.get("interaction") or {}).get("id")
+            after = discord.Object(id=int(since) - 1) if since else None
+            me = self.bot.user.id if self.bot.user is not None else None
+            async for message in channel.history(limit=HISTORY_SCAN, after=after):
+                if message.author.id == me and any(a.filename.startswith(f"{job_id}.") for a in message.attachments):
+                    logger.info("discord: job %s was already posted (message %s)", job_id, message.id)
+                    return message, True
+        except discord.HTTPException as err:
+            logger.warning("discord: cannot read channel history to check job %s (%s); re-sending with a note",
+                           job_id, err)
+            return None, False
+        return None, True
 
     async def _post(self, reply: Reply, content: str, *, file: tuple[bytes, str, bool] | None = None,
                     view: discord.ui.View | None = None, mention: bool = False,
-                    only_edit: bool = False) -> discord.Message | None:
-        """Edit the interaction response while its token works; else a channel message (or DM)."""
+                    only_edit: bool = False, nonce: str | None = None) -> discord.Message | None:
+        """Edit the interaction response while its token works; else a channel message (or DM).
+
+        ``nonce`` (at most 25 characters) makes the channel message idempotent: discord.py sends
+        it with ``enforce_nonce``, and Discord answers a repeat from the same bot within a few
+        minutes with the message it already created.
+        """
         if reply.can_edit():
             assert reply.interaction is not None
             kwargs: dict[str, Any] = {"content": content, "view": view}
@@ -183,6 +243,8 @@ class Delivering:
             kwargs["view"] = view
         if file is not None:
             kwargs["file"] = file_of(*file)
+        if nonce is not None:
+            kwargs["nonce"] = nonce
         try:
             return await channel.send(**kwargs)
         except discord.Forbidden as err:
@@ -192,13 +254,13 @@ class Delivering:
                 return None
             raise
 
-    async def _dm(self, reply: Reply, content: str, file: discord.File,
-                  view: discord.ui.View) -> discord.Message | None:
+    async def _dm(self, reply: Reply, content: str, file: discord.File, view: discord.ui.View,
+                  nonce: str | None = None) -> discord.Message | None:
         """Send to the user's DMs; None (and remembered) when they are closed."""
         who = Who(PLATFORM, str(reply.user_id))
         try:
             user = await self._user(reply.user_id)
-            message = await user.send(content, file=file, view=view)
+            message = await user.send(content, file=file, view=view, nonce=nonce)
         except discord.Forbidden as err:
             if err.code != DMS_CLOSED:
                 raise

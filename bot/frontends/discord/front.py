@@ -20,6 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import discord
 import discord.gateway
 import discord.http
@@ -30,17 +31,20 @@ from discord.ext import commands
 from bot.frontends.common import apology, new_reference
 from bot.frontends.discord.commands import CommandHandlers, build_commands
 from bot.frontends.discord.delivery import Delivering, Reply
-from bot.frontends.discord.messages import PLATFORM
+from bot.frontends.discord.intake import Intake, interaction_from
+from bot.frontends.discord.messages import DM_LIMIT, PLATFORM
 from bot.frontends.discord.moderation import MODERATION_ITEMS, DiscordModeration, appeal_view, wants_appeal_button
 from bot.frontends.discord.settings import DiscordSettings
 from bot.frontends.discord.views import DYNAMIC_ITEMS
 from bot.service import ImagineService, Recovered, Who
 from generation.errors import ImagineError
 
-__all__ = ["DiscordFrontEnd", "RATING_EMOJIS"]
+__all__ = ["DiscordFrontEnd", "DiscordLoginFailed", "RATING_EMOJIS"]
 
 logger = logging.getLogger(__name__)
 
+# what an unreachable Discord raises from login(): refused, DNS failure (a ClientConnectorError), timeout
+_UNREACHABLE = (OSError, aiohttp.ClientError, asyncio.TimeoutError)
 RATING_EMOJIS = {"1\u20e3": 1, "2\u20e3": 2, "3\u20e3": 3, "4\u20e3": 4, "5\u20e3": 5}  # keycaps, FE0F stripped
 
 
@@ -63,7 +67,11 @@ class _Bot(commands.Bot):
         self.add_dynamic_items(*DYNAMIC_ITEMS, *MODERATION_ITEMS)
 
 
-class DiscordFrontEnd(CommandHandlers, Delivering):
+class DiscordLoginFailed(ImagineError):
+    """Discord refused the token: the operator must fix DISCORD_TOKEN."""
+
+
+class DiscordFrontEnd(CommandHandlers, Intake, Delivering):
     """The Discord adapter: build with (service, settings), then ``await start()``; ``close()``."""
 
     def __init__(self, service: ImagineService, settings: DiscordSettings) -> None:
@@ -73,6 +81,7 @@ class DiscordFrontEnd(CommandHandlers, Delivering):
         self._runner: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._restore: tuple[str, yarl.URL] | None = None
+        self._ready = asyncio.Event()
         self.moderation = DiscordModeration(self)  # /appeal, the Appeal button, /admin moderation
         for command in build_commands(self):
             self.bot.tree.add_command(command)
@@ -83,21 +92,80 @@ class DiscordFrontEnd(CommandHandlers, Delivering):
     # -- lifetime ------------------------------------------------------------------------------
 
     async def start(self, recovered: Recovered | None = None, *, timeout: float = 60.0) -> None:
-        """Log in, connect, wait for READY, sync commands; then deliver what ``recovered`` owes."""
+        """Log in, connect, wait for READY, sync commands; deliver what ``recovered`` owes; replay.
+
+        An invalid token raises :class:`DiscordLoginFailed` (the process should exit). When
+        Discord cannot be reached (connection refused, DNS failure, gateway silent for
+        ``timeout``) one line is logged and the front end keeps trying in the background with
+        backoff, so the rest of the bot runs meanwhile.
+        """
         self._point_at_api()
-        await self.bot.login(self.settings.token)
-        self._runner = asyncio.create_task(self.bot.connect(reconnect=True), name="discord-gateway")
-        ready = asyncio.create_task(self.bot.wait_until_ready())
+        self._ready = asyncio.Event()
+        try:
+            await self._login()
+        except discord.LoginFailure as err:
+            raise DiscordLoginFailed(f"Discord refused the bot token (DISCORD_TOKEN): {err}") from None
+        except _UNREACHABLE as err:
+            logger.error("discord: cannot reach %s (%s); retrying in the background with backoff",
+                         discord.http.Route.BASE, _reason(err))
+            self._runner = asyncio.create_task(self._serve(recovered, logged_in=False), name="discord")
+            return
+        self._runner = asyncio.create_task(self._serve(recovered, logged_in=True), name="discord")
+        ready = asyncio.create_task(self._ready.wait())
         done, _ = await asyncio.wait({ready, self._runner}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        if ready not in done:
-            ready.cancel()
-            if self._runner in done:
-                self._runner.result()
-            raise TimeoutError(f"Discord gateway not ready within {timeout:.0f} s")
-        await self.sync_commands()
-        if recovered is not None:
-            self.resume(recovered)
-        logger.info("discord front end ready as %s", self.bot.user)
+        if ready in done:
+            return
+        ready.cancel()
+        if self._runner in done:
+            self._runner.result()  # why it ended
+        logger.error("discord: not ready within %.0f s; still trying in the background", timeout)
+
+    async def _serve(self, recovered: Recovered | None, *, logged_in: bool) -> None:
+        """Log in (retrying with backoff), run the gateway (discord.py reconnects), then the start-up work."""
+        delay = self.settings.retry_initial_s
+        while not logged_in:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.settings.retry_max_s)
+            try:
+                await self._login()
+                logged_in = True
+                logger.info("discord: reached %s; connecting", discord.http.Route.BASE)
+            except discord.LoginFailure as err:
+                logger.critical("discord: Discord refused the bot token (DISCORD_TOKEN): %s; Discord stays off", err)
+                return
+            except _UNREACHABLE as err:
+                logger.debug("discord: still unreachable (%s); next try in %.0f s", _reason(err), delay)
+        gateway = asyncio.create_task(self.bot.connect(reconnect=True), name="discord-gateway")
+        try:
+            ready = asyncio.create_task(self.bot.wait_until_ready())
+            done, _ = await asyncio.wait({ready, gateway}, return_when=asyncio.FIRST_COMPLETED)
+            if ready not in done:
+                ready.cancel()
+                gateway.result()
+                return
+            await self.sync_commands()
+            if recovered is not None:
+                self.resume(recovered)
+            await self.replay()
+            logger.info("discord front end ready as %s", self.bot.user)
+            self._ready.set()
+            await gateway
+        finally:
+            if not gateway.done():
+                gateway.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await gateway
+
+    async def _login(self) -> None:
+        """One login attempt (bounded); a failed one leaves no HTTP session behind."""
+        try:
+            await asyncio.wait_for(self.bot.login(self.settings.token), self.settings.connect_timeout_s)
+        except BaseException:
+            http = self.bot.http
+            with contextlib.suppress(Exception):
+                await http.close()
+            http.connector = discord.utils.MISSING  # the next login makes a new connector
+            raise
 
     async def sync_commands(self) -> None:
         """Sync to the development guilds (instant) when configured, else globally."""
@@ -117,6 +185,8 @@ class DiscordFrontEnd(CommandHandlers, Delivering):
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.bot.close()
         if self._runner is not None:
+            if not self._ready.is_set():
+                self._runner.cancel()  # still trying to reach Discord
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(self._runner, 10)
         if self._restore is not None:
@@ -134,13 +204,22 @@ class DiscordFrontEnd(CommandHandlers, Delivering):
             discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway.rstrip("/") + "/")
 
     def resume(self, recovered: Recovered) -> None:
-        """Deliver results owed from before a restart and follow re-run jobs (Discord targets)."""
+        """Deliver results owed from before a restart and follow re-run jobs (Discord targets).
+
+        While a job's interaction token lives, its response is edited (as it would have been);
+        after that the result goes to the channel with the job's nonce (see :mod:`.delivery`).
+        """
         for delivery in recovered.deliveries:
             if delivery.target.get("platform") == PLATFORM:
-                self._spawn(self._deliver_guarded(delivery, Reply(dict(delivery.target))), delivery.job_id)
-        for ticket in recovered.tickets:
+                reply = self._recovered_reply(delivery.target, owed=True)
+                self._spawn(self._deliver_guarded(delivery, reply), delivery.job_id)
+        for ticket in recovered.tickets:  # never sent: they had not finished
             if ticket.target.get("platform") == PLATFORM:
-                self.follow(ticket, Reply(dict(ticket.target)))
+                self.follow(ticket, self._recovered_reply(ticket.target, owed=False))
+
+    def _recovered_reply(self, target: dict[str, Any], *, owed: bool) -> Reply:
+        limit = int((target.get("interaction") or {}).get("upload_limit") or DM_LIMIT)
+        return Reply(dict(target), interaction_from(self.bot, target), limit, recovered=owed)
 
     def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
@@ -207,6 +286,10 @@ class DiscordFrontEnd(CommandHandlers, Delivering):
             await self.service.unrate_message(Who(PLATFORM, str(payload.user_id)), None, payload.message_id, stars)
         except Exception:
             logger.exception("discord: removing a reaction rating on message %s failed", payload.message_id)
+
+
+def _reason(err: BaseException) -> str:
+    return str(err) or type(err).__name__
 
 
 def _stars_of(payload: discord.RawReactionActionEvent) -> int | None:

@@ -17,6 +17,9 @@ class DiscordSettings:
     dev_guild_ids: tuple[int, ...] = ()  # sync commands to these guilds at start (else globally)
     progress_edit_interval: float = 1.5  # seconds between progress edits, at least
     guild_ready_timeout: float = 2.0  # discord.py's wait for GUILD_CREATEs after READY
+    connect_timeout_s: float = 30.0  # one login attempt at most this long
+    retry_initial_s: float = 2.0  # Discord unreachable at start: first retry after this, doubling…
+    retry_max_s: float = 300.0  # …up to this
 
     def __post_init__(self) -> None:
         if not self.token:

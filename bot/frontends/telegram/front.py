@@ -64,6 +64,7 @@ class TelegramFrontEnd(CommandHandlers, ButtonHandlers, Delivering):
         self.service = service
         self.settings = settings
         self.application: Application | None = None
+        self._closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._recent: deque[int] = deque(maxlen=_RECENT_UPDATES)
         self._recent_set: set[int] = set()
@@ -189,10 +190,13 @@ class TelegramFrontEnd(CommandHandlers, ButtonHandlers, Delivering):
 
     async def close(self) -> None:
         """Stop receiving updates, stop following jobs (they stay in the database), disconnect."""
-        app, self.application = self.application, None
-        if app is None:
+        app = self.application
+        if app is None or self._closing:
             return
+        self._closing = True
         try:
+            # the application stays set while it stops: a handler still finishing its update
+            # (a reply, a placeholder) can use the bot until then
             if app.updater is not None and app.updater.running:
                 await app.updater.stop()
             if app.running:
@@ -202,6 +206,8 @@ class TelegramFrontEnd(CommandHandlers, ButtonHandlers, Delivering):
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            self.application = None
+            self._closing = False
             await app.shutdown()
 
     @property
