@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from bot.frontends.discord import DiscordSettings
     from bot.frontends.telegram import TelegramSettings
+    from bot.frontends.web import WebSettings
 
 from bot.maintenance import MaintenanceSettings
 from bot.safety.moderation import ModerationSettings
@@ -104,6 +105,7 @@ class Config:
     output_dir: Path = Path("out")
     discord: DiscordSettings | None = None  # None: no DISCORD_TOKEN, Discord not started
     telegram: TelegramSettings | None = None  # None: no TELEGRAM_TOKEN
+    web: WebSettings | None = None  # None: no [web] section, or enabled = false
     source: Path | None = None
 
 
@@ -136,7 +138,7 @@ def load_config(
         "safety": SafetyConfig,
         "maintenance": MaintenanceSettings,
     }
-    known = {*sections, "output", "admin", "discord", "telegram", "moderation"}
+    known = {*sections, "output", "admin", "discord", "telegram", "moderation", "web"}
     for key in data:
         if key not in known:
             raise ConfigError(f"Unknown config section [{key}] in {path}; known: {', '.join(sorted(known))}.")
@@ -161,7 +163,26 @@ def load_config(
         output_dir=Path(output.get("dir", "out")),
         source=path,
         **_front_ends(data, env),
+        web=_web(data, env),
     )
+
+
+def _web(data: dict[str, Any], env: Mapping[str, str]) -> WebSettings | None:
+    """[web] when enabled; the /metrics token only from IMAGINE_METRICS_TOKEN(_FILE)."""
+    table = data.get("web", {})
+    if not isinstance(table, dict):
+        raise ConfigError("[web] must be a table.")
+    if "metrics_token" in table:
+        raise ConfigError("Secrets do not belong in the config file: remove web.metrics_token and set "
+                          "IMAGINE_METRICS_TOKEN in the environment instead.")
+    if not table.get("enabled", False):
+        return None
+    from bot.frontends.web import WebSettings
+
+    try:
+        return WebSettings.from_mapping(table, _secret(env, "IMAGINE_METRICS_TOKEN"))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"[web]: {exc}") from None
 
 
 def _front_ends(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
