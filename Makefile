@@ -15,6 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m pip install -q -e '.[web]'  # web front end: FastAPI, uvicorn, jinja2, vtracer; httpx + Playwright for its tests
 	touch $@
 
 run: install
