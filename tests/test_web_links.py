@@ -121,3 +121,33 @@ async def test_forget_and_export_cover_the_whole_account(tmp_path: Path) -> None
         assert {j["request"]["prompt"] for j in data["jobs"]} == {"from telegram", "from discord"}
         await svc.forget(BOB)
         assert (await svc.history(ADA)).total == 0 and (await svc.history(BOB)).total == 0
+
+
+async def test_console_link_share_and_apikey(tmp_path: Path) -> None:
+    import asyncio
+    import io
+    import re
+
+    from bot.frontends.console import run_console
+
+    async with service_env(tmp_path, FakePipeline()) as env:
+        async def run(lines: list[str]) -> str:
+            out = io.StringIO()
+            await asyncio.wait_for(run_console(env.service, who=CAROL, output_dir=tmp_path / "out",
+                                               lines=lines, out=out), 30)
+            return out.getvalue()
+
+        text = await run(["a console fox --seed 3", "/link"])
+        job = re.search(r"^(\w+): done", text, re.M).group(1)
+        code = re.search(r"Your link code: (\w+)", text).group(1)
+        assert sorted(await env.service.link(ADA, code)) == ["console:carol", "telegram:1001"]
+        text = await run([f"/share {job} 1", "/share nope", "/apikey", "/unlink", "/link BADCODE1"])
+        share_id = re.search(r"Shared \w+-1 in the gallery: /i/(\S+)", text).group(1)
+        assert (await env.service.shared_image(share_id)).ref == f"{job}-1"
+        assert "Usage: /share JOB N" in text
+        key = re.search(r"^(ib_\S+)$", text, re.M).group(1)
+        assert (await env.service.authenticate(key))[0].key == CAROL.key
+        assert "holds the account" in text  # Carol issued the code, so her row is the account
+        assert "unknown, used or expired" in text
+        text = await run([f"/unshare {job} 1"])
+        assert f"{job}-1 is no longer in the gallery." in text
