@@ -137,3 +137,47 @@ async def test_uvicorn_serves_inside_the_bots_loop(tmp_path: Path) -> None:
                         "/v1/quota", "/v1/images/{ref}/rating"} <= set(spec["paths"])
         finally:
             await asyncio.wait_for(front.close(), 15)
+
+
+async def test_run_bot_serves_the_web_and_not_the_terminal_chat(tmp_path: Path) -> None:
+    import os
+    import signal
+    import socket
+
+    from bot.app import run_bot
+    from bot.service.keys import operator_create
+    from storage import Database
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    path = tmp_path / "c.toml"
+    path.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n[output]\ndir = "{tmp_path / "out"}"\n'
+                    f"[web]\nenabled = true\nport = {port}\n")
+    config = load_config(path, env={})
+    async with Database.open(config.storage.database) as db:
+        key, _ = await operator_create(db, "web:ada")
+    bot = asyncio.create_task(run_bot(config, model="tiny", lines=["/imagine never read"]))
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            for _ in range(600):  # bounded: 60 s for the tiny model to load
+                try:
+                    if (await client.get("/healthz")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert not bot.done(), bot
+                await asyncio.sleep(0.1)
+            r = await client.post("/v1/images", json={"prompt": "a fox", "steps": 1}, headers=auth(key))
+            assert r.status_code == 202
+            job = r.json()["job_id"]
+            for _ in range(600):
+                body = (await client.get(f"/v1/jobs/{job}", headers=auth(key))).json()
+                if body["status"] == "done":
+                    break
+                await asyncio.sleep(0.1)
+            assert body["status"] == "done"
+    finally:
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(bot, 60)
+    assert not (tmp_path / "out").exists()  # the terminal chat did not run
