@@ -117,6 +117,9 @@ class MetricsPart(ServiceContext):
         """(ready, reason): ready when the model serves the queue and the database takes writes."""
         if not self.queue.accepting:
             return False, "the model is not loaded or the queue is stopping"
+        thread = getattr(self.queue.executor, "thread", None)  # a local Worker's GPU thread
+        if thread is not None and not thread.is_alive():
+            return False, "the model's worker thread has stopped"
         try:
             await links.probe(self.db, self.clock())
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
