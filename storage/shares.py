@@ -77,7 +77,8 @@ async def for_image(db: Executor, image_id: int) -> str | None:
 async def page(db: Executor, *, order: str = "new", search: str | None = None, limit: int = 24,
                offset: int = 0) -> tuple[list[Shared], int]:
     """A page of shared images (``order`` "new" or "top") and how many match in all."""
-    where, params = "", []  # type: tuple[str, list[Any]]
+    where = ""
+    params: list[Any] = []
     if search:
         where = " WHERE j.prompt LIKE ? ESCAPE '\\'"
         params.append(f"%{escape_like(search)}%")

@@ -125,9 +125,11 @@ def test_keys_cli_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 async def test_uvicorn_serves_inside_the_bots_loop(tmp_path: Path) -> None:
     async with service_env(tmp_path, FakePipeline()) as env:
+        await env.service.receive("web", "1:lost-in-a-crash", {"prompt": "a fox"})  # no job was made
         front = WebFrontEnd(env.service, WebSettings(enabled=True, port=0))
         await front.start()
         try:
+            assert await env.service.unhandled("web") == []  # its client retries; nothing to replay
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{front.port}", timeout=10) as client:
                 assert (await client.get("/healthz")).status_code == 200
                 docs = await client.get("/docs")

@@ -85,6 +85,10 @@ class WebFrontEnd:
 
     async def start(self, recovered: Recovered | None = None) -> None:
         """Bind and serve; web jobs owed from before a restart are marked ready or followed."""
+        for item in await self.service.unhandled("web"):
+            # a POST with an Idempotency-Key that made no job before a crash: its client got no
+            # 202 and retries with the same key, which is then processed as new
+            await self.service.handled("web", item.key)
         if recovered is not None:
             for delivery in recovered.deliveries:
                 if delivery.target.get("web"):
