@@ -107,7 +107,8 @@ async def run_bot(
 ) -> None:
     """``imagine-bot run``: serve until SIGTERM/SIGINT (or the terminal chat's /quit).
 
-    Discord and Telegram start when their tokens are set; with neither, the terminal chat runs.
+    Discord and Telegram start when their tokens are set, the web front end when [web] is
+    enabled; with none of them, the terminal chat runs.
     """
     config.storage.data_dir.mkdir(parents=True, exist_ok=True)
     console_user = Who("cli", getpass.getuser(), getpass.getuser())
@@ -148,6 +149,10 @@ async def run_bot(
                 from bot.frontends.telegram import TelegramFrontEnd
 
                 front_ends.append(TelegramFrontEnd(service, config.telegram))
+            if config.web is not None:
+                from bot.frontends.web import WebFrontEnd
+
+                front_ends.append(WebFrontEnd(service, config.web))
             for front in front_ends:
                 await front.start(recovered)
                 log.info("%s started", type(front).__name__)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from bot.frontends.discord import DiscordSettings
     from bot.frontends.telegram import TelegramSettings
+    from bot.frontends.web import WebSettings
 
 from bot.config_schema import ConfigError, Section, build_section, find_secrets, section_keys
 from bot.maintenance import MaintenanceSettings
@@ -179,14 +180,17 @@ class Config:
     output_dir: Path = Path("out")
     discord: DiscordSettings | None = None  # None: no DISCORD_TOKEN, Discord not started
     telegram: TelegramSettings | None = None  # None: no TELEGRAM_TOKEN
+    web: WebSettings | None = None  # None: no [web] section, or enabled = false
     source: Path | None = None
 
 
 def _front_end_sections() -> dict[str, Section]:
     from bot.frontends.discord.settings import DiscordSettings
     from bot.frontends.telegram.settings import TelegramSettings
+    from bot.frontends.web.settings import WebSettings
 
     return {
+        "web": Section(WebSettings, secrets={"metrics_token": "IMAGINE_METRICS_TOKEN"}),
         "discord": Section(DiscordSettings, secrets={"token": "DISCORD_TOKEN"}),
         "telegram": Section(
             TelegramSettings,
@@ -218,6 +222,7 @@ _SECRET_VARIABLES = {
     "telegram.token": "TELEGRAM_TOKEN",
     "telegram.webhook_secret": "TELEGRAM_WEBHOOK_SECRET",
     "telegram.webhook.secret": "TELEGRAM_WEBHOOK_SECRET",
+    "web.metrics_token": "IMAGINE_METRICS_TOKEN",
     "model.token": "HF_TOKEN",
     "model.hf_token": "HF_TOKEN",
 }
@@ -272,6 +277,9 @@ def load_config(
     for name, section in sections.items():
         values = {f: _secret(env, var) for f, var in section.secrets.items()}
         result = build_section(name, section, data.get(name, {}), secrets=values)
+        if name == "web":  # switched on by web.enabled; its one secret (the metrics token) is optional
+            built[name] = result if result.enabled else None
+            continue
         token = next(iter(section.secrets), None)
         if token is None or values[token]:
             built[name] = result

@@ -66,7 +66,7 @@ def find_secrets(data: Mapping[str, Any], env_names: Mapping[str, str], file_ok:
             dotted = ".".join((*path, key))
             if isinstance(value, Mapping):
                 walk(value, (*path, key))
-            elif _looks_secret(str(key)):
+            elif _looks_secret(str(key)) and not isinstance(value, bool):  # a flag holds no secret
                 name = env_names.get(dotted) or re.sub(r"[^A-Z0-9]+", "_", dotted.upper())
                 also = f" (or {name}_FILE naming a file that holds it)" if name in file_ok else ""
                 raise ConfigError(

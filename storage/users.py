@@ -1,4 +1,8 @@
-"""Users: one row per (platform, platform user id), with settings, block and DM flags."""
+"""Users: one row per (platform, platform user id), with settings, block and DM flags.
+
+A row linked to another (``account_links``, :mod:`storage.links`) acts as that account:
+:func:`get_by_platform` returns the account's row (:func:`get_or_create` the identity's own).
+"""
 
 from __future__ import annotations
 
@@ -49,7 +53,9 @@ async def get(db: Executor, user_id: int) -> User | None:
 async def get_by_platform(db: Executor, platform: str, platform_user_id: str | int) -> User | None:
     """The user with this platform id, or None (never creates)."""
     row = await db.fetchone(
-        "SELECT * FROM users WHERE platform = ? AND platform_user_id = ?",
+        "SELECT a.* FROM users u LEFT JOIN account_links l ON l.user_id = u.id"
+        " JOIN users a ON a.id = coalesce(l.account_id, u.id)"
+        " WHERE u.platform = ? AND u.platform_user_id = ?",
         (platform, str(platform_user_id)),
     )
     return User.from_row(row) if row else None

@@ -1,4 +1,4 @@
-"""Command line: ``imagine-bot run | generate | download | health | styles``.
+"""Command line: ``imagine-bot run | generate | download | health | keys | styles``.
 
 Every mistake an operator can make (a bad flag or config value, a missing folder, an unwritable
 data dir, no network) ends in one ``imagine-bot: …`` line on stderr and exit status 2; ``-v``
@@ -75,12 +75,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         raise UsageError(f"--model must be one of {', '.join(MODEL_CHOICES)}, not {args.model!r}.")
     if args.command == "download":
         return _download(args, config)
+    if args.command == "keys":
+        from bot.cli.keys import keys_command
+
+        return asyncio.run(keys_command(config, args))
     _check_hub(config, args.model)
     if args.command == "run":
         from bot.app import run_bot
 
         writable(config.storage.data_dir, "storage.data_dir")
-        if (config.discord or config.telegram) and not args.verbose:
+        if (config.discord or config.telegram or config.web.enabled) and not args.verbose:
             logging.getLogger().setLevel(logging.INFO)  # a server: say what it does
         asyncio.run(run_bot(config, model=args.model))
         return 0
@@ -224,4 +228,7 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("--data-dir", help="storage.data_dir of the bot (default: from the config)")
     health.add_argument("--max-age", type=float, default=60.0, help="seconds a heartbeat stays fresh")
     sub.add_parser("styles", help="list the style presets for --style")
+    from bot.cli.keys import add_parser as add_keys
+
+    add_keys(sub, config_help)
     return parser

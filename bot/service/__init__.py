@@ -8,6 +8,10 @@ The service is split by responsibility; :class:`ImagineService` is the facade th
     accounts.py        quota status, settings, DM state, forget, export
     accounts_rules.py  pure rules: valid settings, defaults, the export zip
     admin.py           admin commands
+    keys.py            API keys for the HTTP API (and the operator's ``imagine-bot keys``)
+    gallery.py         jobs and images by public reference, sharing, the public gallery
+    links.py           one account across platforms: /link codes, linking, unlinking
+    metrics.py         /healthz and Prometheus metrics; counts requests at the service's doors
     tickets.py         the types front ends see (tickets, updates, deliveries, errors)
 
 No SQL here (that is :mod:`storage`), and no platform types (those stay in :mod:`bot.frontends`).
@@ -33,8 +37,12 @@ from bot.service.accounts import AccountsPart
 from bot.service.accounts_rules import QuotaStatus
 from bot.service.admin import AdminPart
 from bot.service.context import ServiceSettings
+from bot.service.gallery import GalleryPage, GalleryPart, JobView, SharedImage, image_ref
 from bot.service.history import HistoryPart
 from bot.service.jobs import JobsPart, Origin
+from bot.service.keys import ApiKey, KeysPart
+from bot.service.links import LINK_VALID, LinksPart
+from bot.service.metrics import MetricsPart, ServiceMetrics, frontend_of
 from bot.service.tickets import (
     AlreadyAccepted,
     CancelOutcome,
@@ -61,6 +69,14 @@ from bot.service.tickets import (
 
 __all__ = [
     "AlreadyAccepted",
+    "ApiKey",
+    "GalleryPage",
+    "JobView",
+    "LINK_VALID",
+    "ServiceMetrics",
+    "SharedImage",
+    "frontend_of",
+    "image_ref",
     "Cancelled",
     "CancelOutcome",
     "Delivery",
@@ -88,9 +104,11 @@ __all__ = [
 ]
 
 
-class ImagineService(JobsPart, HistoryPart, AccountsPart, AdminPart):
+class ImagineService(MetricsPart, JobsPart, HistoryPart, AccountsPart, AdminPart, KeysPart, GalleryPart,
+                     LinksPart):
     """Quota, safety, jobs, queue and storage behind one API for every front end.
 
     Each part is a class over the same :class:`~bot.service.context.ServiceContext` state; the
-    facade only puts them together, so a front end holds one object.
+    facade only puts them together, so a front end holds one object. :class:`MetricsPart` comes
+    first: it counts around the operations the other parts define.
     """

@@ -23,7 +23,7 @@ from bot.service.tickets import Delivery, NotAllowed, NotFound, StoredImage, Tic
 from generation.errors import ImagineError, InvalidRequest
 from generation.queue import GenerationQueue
 from generation.request import GenerationRequest, ModelCaps
-from storage import Database, ImageStore, images, jobs, quotas, users
+from storage import Database, ImageStore, images, jobs, links, quotas, users
 from storage.clock import utcnow
 from storage.group import GroupWriter
 from storage.records import Image, Job, User
@@ -108,8 +108,8 @@ class ServiceContext:
         if self.is_admin(who):
             return True
         row = await jobs.get(self.db, job_id)
-        user = await users.get(self.db, row.user_id) if row is not None else None
-        return user is not None and (user.platform, user.platform_user_id) == (who.platform, who.user_id)
+        user = await users.get_by_platform(self.db, who.platform, who.user_id)  # linked: the account
+        return row is not None and user is not None and row.user_id == user.id
 
     def _require_admin(self, admin: Who) -> None:
         if not self.is_admin(admin):
@@ -117,16 +117,24 @@ class ServiceContext:
 
     async def _user(self, who: Who) -> User:
         # a read first: the common case (known user, same name) then writes nothing
-        user = await users.get_by_platform(self.db, who.platform, who.user_id)
-        if user is not None and (not who.display_name or user.display_name == who.display_name):
+        user = await users.get_by_platform(self.db, who.platform, who.user_id)  # linked: the account
+        if user is not None and (not who.display_name or user.display_name == who.display_name
+                                 or (user.platform, user.platform_user_id) != (who.platform, who.user_id)):
             return user
-        return await users.get_or_create(self.db, who.platform, who.user_id, who.display_name)
+        own = await users.get_or_create(self.db, who.platform, who.user_id, who.display_name)
+        return user if user is not None else own
 
     async def _active_user(self, who: Who) -> User:
         user = await self._user(who)
         if user.blocked:
             raise NotAllowed("You are blocked from making images on this bot.")
         await self.moderation.admit(who)  # strike block, cooldown, request spacing (Restricted)
+        # one account on several platforms: the stricter moderation state holds
+        for platform, user_id, blocked in await links.identities(self.db, user.id):
+            if blocked:
+                raise NotAllowed("You are blocked from making images on this bot.")
+            if (platform, user_id) != (who.platform, who.user_id):
+                await self.moderation.admit(Who(platform, user_id))
         return user
 
     async def _job(self, job_id: str) -> Job:

@@ -28,6 +28,11 @@ COMMANDS = """Commands:
   /variation JOB N            variations of image N of a request
   /forget                     delete everything stored about you (asks to confirm)
   /export                     a zip of your data and images
+  /share JOB N | /unshare JOB N   put image N of a request in the public web gallery, or take it out
+  /link [CODE]                without a code: a one-time code to enter on another platform;
+                              with one: join that platform's account (shared quota and history)
+  /unlink                     stop sharing an account with another platform
+  /apikey [revoke ID]         a new key for the HTTP API (shown once), or revoke one
   /appeal [MESSAGE]           ask an admin to review your strikes, cooldown or block
   /help                       this text and the /imagine options
   /quit                       leave (waits for running requests)
@@ -111,6 +116,8 @@ class CommandHandlers:
         elif command == "/export":
             path = await self.service.export(self.who)
             self.say(f"Your data: {path}")
+        elif command in ("/share", "/unshare", "/link", "/unlink", "/apikey"):
+            await self._web_command(command, args)
         elif command in MODERATION_COMMANDS:
             await self.moderation.run(command, rest, args)
         else:
@@ -161,3 +168,33 @@ class CommandHandlers:
         current = await self.service.settings(self.who, **changes)
         self.say(("Saved. " if changes else "") + "Your settings: "
                  + ", ".join(f"{k}={on_off(v)}" for k, v in current.items()))
+
+    async def _web_command(self, command: str, args: list[str]) -> None:
+        """The web gallery, account linking and API keys."""
+        if command in ("/share", "/unshare"):
+            ref = "-".join(args)
+            if len(args) not in (1, 2) or not ref.rpartition("-")[2].isdecimal():
+                self.say(f"Usage: {command} JOB N (N is the image number, from 1)")
+            elif command == "/share":
+                share_id = await self.service.share(self.who, ref)
+                self.say(f"Shared {ref} in the gallery: /i/{share_id}")
+            else:
+                done = await self.service.unshare(self.who, ref)
+                self.say(f"{ref} is {'no longer' if done else 'not'} in the gallery.")
+        elif command == "/link":
+            if not args:
+                code = await self.service.link_code(self.who)
+                self.say(f"Your link code: {code} (valid 10 minutes, once). "
+                         f"Enter /link {code} on your other platform.")
+            else:
+                joined = await self.service.link(self.who, args[0])
+                self.say("Linked: " + ", ".join(joined) + " now share one account.")
+        elif command == "/unlink":
+            done = await self.service.unlink(self.who)
+            self.say("Unlinked: this identity has its own account again." if done else "This identity is not linked.")
+        elif args[:1] == ["revoke"] and len(args) == 2 and args[1].isdecimal():
+            await self.service.revoke_api_key(self.who, int(args[1]))
+            self.say(f"Revoked API key {args[1]}.")
+        else:
+            key, row = await self.service.create_api_key(self.who)
+            self.say(f"API key {row.id} (shown only now; send it as 'Authorization: Bearer …'):\n{key}")

@@ -1,0 +1,85 @@
+"""What the web shows: JSON shapes of jobs and images, SSE frames, and the gallery pages.
+
+The gallery is server-rendered (jinja2) and works without JavaScript: thumbnails with alt text
+and ``loading="lazy"``, a search box that is a plain GET form, and the /imagine command in a
+read-only field; a small script only adds a "copy" button's clipboard action.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from bot.frontends.web.formats import thumbnail
+from bot.service import ImagineService, JobView, SharedImage, StoredImage, image_ref
+
+__all__ = ["gallery_router", "image_json", "job_json", "update_event"]
+
+HERE = Path(__file__).resolve().parent
+templates = Jinja2Templates(directory=HERE / "templates")
+gallery_router = APIRouter(tags=["gallery"], include_in_schema=False)
+PER_PAGE = 24
+
+
+def image_json(job_id: str, image: StoredImage) -> dict[str, Any]:
+    ref = image_ref(job_id, image.index)
+    return {"id": ref, "url": f"/v1/images/{ref}", "seed": image.seed, "width": image.width,
+            "height": image.height}
+
+
+def job_json(view: JobView) -> dict[str, Any]:
+    status = "done" if view.status in ("done", "delivered") else view.status
+    return {"job_id": view.job_id, "status": status, "position": view.position, "eta_s": round(view.eta, 2),
+            "prompt": view.text, "created_at": view.created_at, "error": view.error,
+            "images": [image_json(view.job_id, i) for i in view.images] if status == "done" else []}
+
+
+def update_event(number: int, name: str, data: dict[str, Any]) -> str:
+    """One Server-Sent Events frame."""
+    return f"id: {number}\nevent: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def _alt(item: SharedImage) -> str:
+    prompt = str(item.request.get("prompt", "")).strip()
+    return f"AI-generated image: {prompt}" if prompt else "AI-generated image"
+
+
+def _service(request: Request) -> ImagineService:
+    return request.app.state.service
+
+
+@gallery_router.get("/", response_class=HTMLResponse)
+async def gallery(request: Request, order: Literal["new", "top"] = "new",
+                  q: Annotated[str, Query(max_length=200)] = "",
+                  page: Annotated[int, Query(ge=0, le=10_000)] = 0) -> HTMLResponse:
+    """Shared images, newest or top rated, with a search box."""
+    found = await _service(request).gallery(order=order, search=q or None, page=page, per_page=PER_PAGE)
+    return templates.TemplateResponse(request, "gallery.html", {
+        "page": found, "order": order, "q": q, "alt": _alt,
+    })
+
+
+@gallery_router.get("/i/{share_id}", response_class=HTMLResponse)
+async def shared_page(share_id: str, request: Request) -> HTMLResponse:
+    """One shared image with its prompt, settings, model, rating and its /imagine command."""
+    item = await _service(request).shared_image(share_id)
+    return templates.TemplateResponse(request, "image.html", {"item": item, "alt": _alt(item)})
+
+
+@gallery_router.get("/i/{share_id}/image.png")
+async def shared_file(share_id: str, request: Request) -> FileResponse:
+    item = await _service(request).shared_image(share_id)
+    return FileResponse(item.path, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
+
+
+@gallery_router.get("/i/{share_id}/thumb.jpg")
+async def shared_thumb(share_id: str, request: Request) -> Response:
+    item = await _service(request).shared_image(share_id)
+    data = await asyncio.to_thread(thumbnail, item.path)
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=3600"})

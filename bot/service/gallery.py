@@ -1,0 +1,166 @@
+"""What the web front end reads: one job's state, images by their public reference, the gallery.
+
+Images are named by ``<job id>-<n>`` (n from 1) outside the chat platforms: job ids are random,
+so references cannot be guessed, and a reference to someone else's image that is not shared
+is :class:`NotFound`, like one that does not exist. Nothing is public unless shared; its owner
+or an admin can unshare it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from bot.service.context import ServiceContext
+from bot.service.tickets import NotAllowed, NotFound, StoredImage, Who
+from storage import images, jobs, shares, users
+from storage.records import Image
+
+__all__ = ["GalleryPage", "GalleryPart", "JobView", "SharedImage", "image_ref"]
+
+logger = logging.getLogger(__name__)
+
+
+def image_ref(job_id: str, index: int) -> str:
+    """The public reference of image ``index`` (0-based) of a job."""
+    return f"{job_id}-{index + 1}"
+
+
+@dataclass(frozen=True)
+class JobView:
+    """One job as the API shows it."""
+
+    job_id: str
+    status: str
+    text: str
+    request: dict[str, Any]
+    created_at: str
+    images: tuple[StoredImage, ...]
+    position: int = 0
+    eta: float = 0.0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SharedImage:
+    """A shared image with what its gallery page shows."""
+
+    share_id: str
+    ref: str
+    path: Any  # absolute Path of the file
+    width: int
+    height: int
+    seed: int
+    text: str  # the /imagine command that makes it again
+    request: dict[str, Any]
+    model_id: str
+    average: float | None
+    ratings: int
+    shared_at: str
+    owner_id: int
+
+
+@dataclass(frozen=True)
+class GalleryPage:
+    items: tuple[SharedImage, ...]
+    page: int
+    per_page: int
+    total: int
+
+    @property
+    def has_more(self) -> bool:
+        return (self.page + 1) * self.per_page < self.total
+
+
+class GalleryPart(ServiceContext):
+    """Job state by id, images by reference, sharing and the public gallery."""
+
+    async def job_view(self, who: Who, job_id: str) -> JobView:
+        """The caller's job (NotFound for another's)."""
+        row = await self._own_job(who, job_id)
+        ticket = self._tickets.get(row.id)
+        found = await images.images_for_job(self.db, row.id)
+        return JobView(row.id, row.status, self._text(row.request), dict(row.request), row.created_at,
+                       tuple(self._stored(i) for i in found), ticket.position if ticket else 0,
+                       ticket.eta if ticket else 0.0, row.error)
+
+    async def image_by_ref(self, who: Who | None, ref: str) -> tuple[StoredImage, str | None]:
+        """(image, share id or None) of a reference the caller owns, or of a shared image."""
+        image, owner = await self._image(ref)
+        share_id = await shares.for_image(self.db, image.id)
+        if share_id is None and not await self._is_owner(who, owner):
+            raise NotFound(f"There is no image {ref}.")
+        return self._stored(image), share_id
+
+    async def rate_ref(self, who: Who, ref: str, stars: int | str) -> int:
+        """Rate an image by reference (yours, or a shared one); its image id."""
+        stored, _ = await self.image_by_ref(who, ref)
+        await self.rate(who, stored.image_id, stars, "command")  # type: ignore[attr-defined]
+        return stored.image_id
+
+    async def share(self, who: Who, ref: str) -> str:
+        """Put one of the caller's images in the public gallery; its share id."""
+        image, owner = await self._image(ref)
+        if not await self._is_owner(who, owner):
+            raise NotFound(f"There is no image {ref}.")
+        if image.safety != "ok":
+            raise NotAllowed("Images behind a spoiler cannot be shared.")
+        user = await self._user(who)
+        share_id = await shares.share(self.db, image.id, user.id, self.clock())
+        logger.info("%s shared image %s", who.key, ref)
+        return share_id
+
+    async def unshare(self, who: Who, ref: str) -> bool:
+        """Take an image out of the gallery (its owner or an admin); whether it was shared."""
+        image, owner = await self._image(ref)
+        if not (self.is_admin(who) or await self._is_owner(who, owner)):
+            raise NotFound(f"There is no image {ref}.")
+        return await shares.unshare(self.db, image.id)
+
+    async def gallery(self, *, order: str = "new", search: str | None = None, page: int = 0,
+                      per_page: int = 24) -> GalleryPage:
+        """A page of shared images, newest or top rated first."""
+        order = order if order in ("new", "top") else "new"
+        page = max(0, page)
+        rows, total = await shares.page(self.db, order=order, search=(search or "").strip() or None,
+                                        limit=per_page, offset=page * per_page)
+        return GalleryPage(tuple(self._shared(r) for r in rows), page, per_page, total)
+
+    async def shared_image(self, share_id: str) -> SharedImage:
+        row = await shares.by_id(self.db, share_id)
+        if row is None:
+            raise NotFound("This image is not shared.")
+        return self._shared(row)
+
+    # -- helpers -----------------------------------------------------------------------------------
+
+    async def _own_job(self, who: Who, job_id: str) -> Any:
+        row = await jobs.get(self.db, job_id)
+        user = await users.get_by_platform(self.db, who.platform, who.user_id)
+        if row is None or user is None or row.user_id != user.id:
+            raise NotFound(f"There is no request {job_id}.")
+        return row
+
+    async def _image(self, ref: str) -> tuple[Image, int]:
+        job_id, sep, number = ref.rpartition("-")
+        if not sep or not number.isdecimal() or not job_id:
+            raise NotFound(f"There is no image {ref}.")
+        row = await jobs.get(self.db, job_id)
+        found = [i for i in await images.images_for_job(self.db, job_id) if i.idx == int(number) - 1]
+        if row is None or not found:
+            raise NotFound(f"There is no image {ref}.")
+        return found[0], row.user_id
+
+    async def _is_owner(self, who: Who | None, owner_id: int) -> bool:
+        if who is None:
+            return False
+        user = await users.get_by_platform(self.db, who.platform, who.user_id)
+        return user is not None and user.id == owner_id
+
+    def _shared(self, row: shares.Shared) -> SharedImage:
+        request = json.loads(row.request)
+        return SharedImage(row.id, image_ref(row.job_id, row.idx), self.store.path_for(row.path).resolve(),
+                           row.width, row.height, row.seed, self._text({**request, "seed": row.seed, "count": 1}),
+                           request, row.model_id, row.average, row.ratings, row.created_at, row.owner)
