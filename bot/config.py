@@ -118,7 +118,9 @@ def load_config(
     """
     env = os.environ if env is None else env
     if path is None:
-        return replace(Config(), **_front_ends({}, env))
+        defaults = Config()
+        model = _with_compile_cache(defaults.model, defaults.storage)
+        return replace(defaults, model=model, **_front_ends({}, env))
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -155,6 +157,7 @@ def load_config(
         isinstance(a, str) and a.count(":") == 1 and all(a.split(":")) for a in admins
     ):
         raise ConfigError('admin.users must be a list like ["discord:1234", "telegram:5678"].')
+    parsed["model"] = _with_compile_cache(parsed["model"], parsed["storage"])
     return Config(
         **parsed,
         admins=frozenset(admins),
@@ -162,6 +165,13 @@ def load_config(
         source=path,
         **_front_ends(data, env),
     )
+
+
+def _with_compile_cache(model: ModelConfig, storage: StorageConfig) -> ModelConfig:
+    """[model] with the torch.compile cache under [storage] data_dir unless the file names one."""
+    if model.compile_cache_dir is not None:
+        return model
+    return replace(model, compile_cache_dir=str(storage.data_dir / "torch-compile"))
 
 
 def _front_ends(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
