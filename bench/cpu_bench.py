@@ -178,6 +178,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
 
+    load_before = os.getloadavg()  # other processes on the cores make the timings drift
     measured = asyncio.run(measure(args))
     n, rounds = args.requests, measured["rounds"]
     sequential_s = statistics.median(r["one_by_one_s"] for r in rounds)
@@ -194,6 +195,8 @@ def main() -> int:
         "openmp_regime": "mixed (raw: spin, queue: throttled)" if args.legacy else args.regime,
         "device": platform.processor() or platform.machine(),
         "cpu_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
         "torch": torch.__version__,
         "model": measured["model"],
         "size": [args.size, args.size],
