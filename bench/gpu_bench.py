@@ -1,36 +1,71 @@
-"""GPU benchmark: full-size SDXL UNet + VAE with random weights, 1024², 4 Lightning steps.
+"""GPU benchmark: the naive diffusers baseline against ours, in one run, SDXL-Lightning 4 steps at 1024².
 
-Random weights cost the same FLOPs as the real SDXL-Lightning ones, so nothing is downloaded.
-Text encoders are bypassed (random prompt embeddings); they cost a few ms per batch.
-Per batch size it times one batch end to end (4 UNet passes, Euler trailing, guidance 0, then a
-per-image VAE decode as the bot does), eager and with torch.compile(unet).
+Full-size SDXL models (UNet, VAE, both CLIP text encoders) with random weights: the same FLOPs
+as the real SDXL-Lightning ones, nothing downloaded. Modes, each at batch 1, 4 and 8:
 
-    python bench/gpu_bench.py                 # batch 1, 2, 4, 8; eager and compiled
-    python bench/gpu_bench.py --quick         # batch 1, 2; eager only
-    python bench/gpu_bench.py --dry-run-cpu   # build the full-size configs on the meta device, exit
+    naive     StableDiffusionXLPipeline as the SDXL-Lightning model card shows it: fp16, eager,
+              trailing Euler, guidance 0, ``pipe([prompt] * n, num_inference_steps=4)``
+              (its fp16 VAE is upcast to fp32 for the decode, as diffusers does)
+    ours      LightningPipeline with every speed option on: bf16, fused QKV, channels_last,
+              SDPA, torch.compile (warmed up first), CUDA graphs, whole-batch VAE decode,
+              one text-encoder pass per distinct prompt (``--no-cuda-graphs``, ``--quantize``)
+    service   ours behind the real Worker + GenerationQueue: ``batch`` concurrent one-image
+              requests from different users, timed from submit to the last result
 
-Writes ``<out>/gpu_bench.json`` and ``<out>/gpu_bench.png`` (default out: bench/results).
+Per mode and batch: ms/image, images/s, peak GPU memory, and an MFU estimate (FLOPs counted
+by torch's FlopCounterMode on the meta device, over the GPU's dense bf16 peak). A check compares
+ours with eager bf16 LightningPipeline images of the same seeds (max and mean 8-bit difference).
+
+    python bench/gpu_bench.py                 # all modes; writes bench/results/gpu_bench_<gpu>.json/.png
+    python bench/gpu_bench.py --dry-run-cpu   # FLOPs of the full-size models on meta, then the whole
+                                              # harness on the tiny model on CPU (no GPU needed)
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import copy
 import json
 import logging
+import os
 import platform
+import re
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-import torch
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-logger = logging.getLogger(__name__)
+import torch  # noqa: E402
+
+from generation.batch import Batch, BatchItem  # noqa: E402
+from generation.model_config import ModelConfig  # noqa: E402
+from generation.pipeline import LightningPipeline  # noqa: E402
+
+logger = logging.getLogger("gpu_bench")
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIZE = 1024
 STEPS = 4
+PROMPT = "a lighthouse on a cliff at dawn, volumetric light, highly detailed"
+
+# Dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets, TFLOP/s.
+PEAK_BF16_TFLOPS = {
+    "H200": 989.0,
+    "H100 SXM": 989.0,
+    "H100 80GB HBM3": 989.0,
+    "H100 NVL": 835.0,
+    "H100 PCIe": 756.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "L4": 121.0,
+    "RTX 4090": 165.0,
+}
 
 # stabilityai/stable-diffusion-xl-base-1.0 unet/config.json (the Lightning UNets share it).
 SDXL_UNET_CONFIG: dict[str, Any] = {
@@ -76,6 +111,14 @@ SDXL_VAE_CONFIG: dict[str, Any] = {
     "force_upcast": True,
 }
 
+# text_encoder/config.json (CLIP ViT-L/14 text) and text_encoder_2/config.json (OpenCLIP bigG text)
+SDXL_TEXT_CONFIGS: tuple[dict[str, Any], dict[str, Any]] = (
+    {"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12, "num_hidden_layers": 12,
+     "projection_dim": 768, "hidden_act": "quick_gelu"},
+    {"hidden_size": 1280, "intermediate_size": 5120, "num_attention_heads": 20, "num_hidden_layers": 32,
+     "projection_dim": 1280, "hidden_act": "gelu"},
+)
+
 SCHEDULER_CONFIG: dict[str, Any] = {
     "beta_start": 0.00085,
     "beta_end": 0.012,
@@ -86,69 +129,231 @@ SCHEDULER_CONFIG: dict[str, Any] = {
 }
 
 
-def build_models(device: torch.device | str, dtype: torch.dtype) -> tuple[Any, Any, Any]:
-    """The full-size SDXL UNet, VAE and Lightning scheduler with random weights on ``device``."""
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+# -- models ------------------------------------------------------------------------------------
 
-    with torch.device(device):  # initialise directly on the GPU (or meta): fast, no host copy
+
+def build_sdxl(device: torch.device | str, dtype: torch.dtype) -> Any:
+    """A full-size StableDiffusionXLPipeline with random weights, built directly on ``device``."""
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from generation.tiny import build_tiny_tokenizer
+
+    tokenizer = build_tiny_tokenizer()  # byte-level: token ids fit the real 49408-entry vocabulary
+    texts = [
+        CLIPTextConfig(vocab_size=49408, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
+                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **cfg)
+        for cfg in SDXL_TEXT_CONFIGS
+    ]
+    with torch.device(device):  # initialise in place: fast on a GPU, free on meta
         unet = UNet2DConditionModel.from_config(SDXL_UNET_CONFIG)
         vae = AutoencoderKL.from_config(SDXL_VAE_CONFIG)
+        text_encoder = CLIPTextModel(texts[0])
+        text_encoder_2 = CLIPTextModelWithProjection(texts[1])
+    pipe = StableDiffusionXLPipeline(
+        vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
+        tokenizer_2=copy.deepcopy(tokenizer), unet=unet, scheduler=EulerDiscreteScheduler(**SCHEDULER_CONFIG),
+        add_watermarker=False,
+    )
     if str(device) != "meta":
-        unet, vae = unet.to(dtype=dtype).eval(), vae.to(dtype=dtype).eval()
-    return unet, vae, EulerDiscreteScheduler(**SCHEDULER_CONFIG)
+        pipe = pipe.to(dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
-def generate(unet: Any, vae: Any, scheduler: Any, batch: int, dtype: torch.dtype) -> torch.Tensor:
-    """One Lightning batch from random prompt embeddings: 4 UNet passes, then per-image decode."""
-    device = vae.device
-    prompt_embeds = torch.randn(batch, 77, 2048, device=device, dtype=dtype)
-    pooled = torch.randn(batch, 1280, device=device, dtype=dtype)
-    time_ids = torch.tensor([[SIZE, SIZE, 0, 0, SIZE, SIZE]] * batch, device=device, dtype=dtype)
-    generators = [torch.Generator("cpu").manual_seed(seed) for seed in range(batch)]
-    noise = [torch.randn((1, 4, SIZE // 8, SIZE // 8), generator=g) for g in generators]
-    scheduler.set_timesteps(STEPS, device=device)
-    latents = torch.cat(noise).to(device=device, dtype=dtype) * scheduler.init_noise_sigma
-    for t in scheduler.timesteps:
-        model_input = scheduler.scale_model_input(latents, t)
-        noise_pred = unet(
-            model_input,
-            t,
-            encoder_hidden_states=prompt_embeds,
-            added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids},
-            return_dict=False,
-        )[0]
-        latents = scheduler.step(noise_pred, t, latents, return_dict=False)[0]
-    latents = latents.to(dtype) / vae.config.scaling_factor
-    return torch.cat([vae.decode(latents[i : i + 1], return_dict=False)[0] for i in range(batch)])
+def flops_per_image(size: int = SIZE, steps: int = STEPS) -> dict[str, float]:
+    """FLOPs of one image (batch 1): UNet x steps, VAE decode, both text encoders; counted on meta."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    pipe = build_sdxl("meta", torch.bfloat16)
+    latent = size // 8
+    counts: dict[str, float] = {}
+    with torch.device("meta"), torch.inference_mode():
+        sample = torch.empty(1, 4, latent, latent)
+        embeds = torch.empty(1, 77, 2048)
+        added = {"text_embeds": torch.empty(1, 1280), "time_ids": torch.empty(1, 6)}
+        ids = torch.zeros(1, 77, dtype=torch.long)
+        for name, run in (
+            ("unet_step", lambda: pipe.unet(sample, torch.tensor(999), encoder_hidden_states=embeds,
+                                            added_cond_kwargs=added)),
+            ("vae_decode", lambda: pipe.vae.decode(sample)),
+            ("text_encoders", lambda: (pipe.text_encoder(ids), pipe.text_encoder_2(ids))),
+        ):
+            counter = FlopCounterMode(display=False)
+            with counter:
+                run()
+            counts[name] = float(counter.get_total_flops())
+    counts["image"] = counts["unet_step"] * steps + counts["vae_decode"] + counts["text_encoders"]
+    return counts
 
 
-def time_batches(
-    unet: Any, vae: Any, scheduler: Any, sizes: list[int], dtype: torch.dtype, repeats: int
-) -> list[dict[str, float]]:
-    """Median seconds per batch for each batch size (after a warmup run)."""
-    rows = []
-    for batch in sizes:
-        torch.cuda.reset_peak_memory_stats()
-        generate(unet, vae, scheduler, batch, dtype)  # warmup (and compilation for this shape)
-        torch.cuda.synchronize()
-        runs = []
-        for _ in range(repeats):
+def peak_tflops(device_name: str) -> float | None:
+    """The dense bf16 peak for a GPU name, or None when it is not in the table."""
+    for key, value in sorted(PEAK_BF16_TFLOPS.items(), key=lambda kv: -len(kv[0])):
+        if all(part in device_name for part in key.split()):
+            return value
+    return None
+
+
+# -- the modes -----------------------------------------------------------------------------------
+
+
+def naive_call(pipe: Any, n: int, size: int) -> Callable[[], list[Any]]:
+    """The baseline as a user writes it from the model card (one list of prompts)."""
+    return lambda: pipe([PROMPT] * n, num_inference_steps=STEPS, guidance_scale=0.0, height=size, width=size).images
+
+
+def batch_of(n: int, size: int, seed0: int = 0) -> Batch:
+    return Batch("txt2img", size, size, STEPS, tuple(BatchItem(PROMPT, "", seed0 + i) for i in range(n)))
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_mode(run: Callable[[], Any], n: int, repeats: int, device: torch.device) -> dict[str, float]:
+    """Median of ``repeats`` timed runs after one untimed run; peak memory of the timed runs."""
+    run()
+    sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return {"batch": n, "seconds_per_batch": seconds, "ms_per_image": 1000 * seconds / n,
+            "images_per_s": n / seconds, "peak_memory_gib": peak, "runs_s": times}
+
+
+async def service_run(ours: LightningPipeline, n: int, size: int, repeats: int, device: torch.device) -> dict[str, Any]:
+    """``n`` one-image requests from ``n`` users through Worker + GenerationQueue, batches of n."""
+    from generation.queue import GenerationQueue
+    from generation.request import GenerationRequest
+    from generation.worker import Worker
+
+    async with Worker(ours) as worker:
+        sizes: list[int] = []
+        worker.on_timing = lambda shape, count, seconds: sizes.append(count)
+
+        async def once() -> float:
+            queue = GenerationQueue(worker, max_batch_images=n, max_queued_images=n, max_queued_per_user=n)
+            queue.start()
+            requests = [GenerationRequest(PROMPT, width=size, height=size, steps=STEPS, seed=i, user_id=f"u{i}")
+                        for i in range(n)]
             start = time.perf_counter()
-            generate(unet, vae, scheduler, batch, dtype)
-            torch.cuda.synchronize()
-            runs.append(time.perf_counter() - start)
-        seconds = statistics.median(runs)
-        rows.append(
-            {
-                "batch": batch,
-                "seconds_per_batch": seconds,
-                "ms_per_image": 1000 * seconds / batch,
-                "images_per_s": batch / seconds,
-                "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30,
-            }
-        )
-        logger.info("batch %d: %.0f ms/image, %.2f images/s", batch, rows[-1]["ms_per_image"], rows[-1]["images_per_s"])
-    return rows
+            jobs = [queue.submit(r) for r in requests]
+            await asyncio.gather(*(job.result() for job in jobs))
+            elapsed = time.perf_counter() - start
+            await queue.close()
+            return elapsed
+
+        await once()  # warm: the worker thread's first batch of this shape
+        if device.type == "cuda":
+            await worker.call(lambda: torch.cuda.reset_peak_memory_stats(device))
+        times = [await once() for _ in range(repeats)]
+    seconds = statistics.median(times)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+    return {"batch": n, "seconds_per_batch": seconds, "ms_per_image": 1000 * seconds / n, "images_per_s": n / seconds,
+            "peak_memory_gib": peak, "runs_s": times, "batch_sizes": sizes[-repeats:]}
+
+
+def image_difference(first: list[Any], second: list[Any]) -> dict[str, float]:
+    """Max and mean absolute difference of 8-bit pixels, and the share of pixels that differ."""
+    import numpy as np
+
+    a = np.stack([np.asarray(image, dtype=np.int16) for image in first])
+    b = np.stack([np.asarray(image, dtype=np.int16) for image in second])
+    diff = np.abs(a - b)
+    return {"max": int(diff.max()), "mean": float(diff.mean()), "share_differing": float((diff > 0).mean())}
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+def run(args: argparse.Namespace, device: torch.device, size: int, batches: list[int]) -> dict[str, Any]:
+    """Build the models, time every mode at every batch size, and check ours against eager."""
+    from diffusers import EulerDiscreteScheduler
+
+    from generation.tiny import build_tiny_pipeline
+
+    tiny = device.type != "cuda"
+    if tiny:
+        naive = build_tiny_pipeline()
+    else:
+        naive = build_sdxl(device, torch.float16)  # the model card: fp16 everything, eager
+    naive.scheduler = EulerDiscreteScheduler.from_config(naive.scheduler.config, timestep_spacing="trailing")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    ours_pipe = copy.deepcopy(naive).to(dtype=dtype)
+    eager_pipe = copy.deepcopy(ours_pipe)
+    cuda = device.type == "cuda"
+    options = ModelConfig(
+        name="tiny", device=device.type, compile=args.compile if tiny else True,
+        cuda_graphs=cuda and not args.no_cuda_graphs, quantize=args.quantize if cuda else "none",
+        warmup_sizes=("1:1",), warmup_batch_sizes=tuple(batches),
+        compile_cache_dir=str(args.cache_dir) if args.cache_dir else None,
+    )
+    base = size
+    ours = LightningPipeline(ours_pipe, {STEPS: ours_pipe.unet}, model_id="ours", base_resolution=base, config=options)
+    eager = LightningPipeline(eager_pipe, {STEPS: eager_pipe.unet}, model_id="eager", base_resolution=base)
+    logger.info("warming up ours (compile=%s, cuda_graphs=%s) for batches %s", options.compile,
+                options.cuda_graphs, batches)
+    started = time.perf_counter()
+    warm_seconds = 0.0
+    results: dict[str, Any] = {"modes": {"naive": [], "ours": [], "service": []}}
+    with torch.inference_mode():
+        # the naive pipeline first: it runs on this thread, as a user's script would
+        for n in batches:
+            results["modes"]["naive"].append(time_mode(naive_call(naive, n, size), n, args.repeats, device))
+            logger.info("naive batch %d: %.0f ms/image", n, results["modes"]["naive"][-1]["ms_per_image"])
+        del naive
+        if cuda:
+            torch.cuda.empty_cache()
+        ours.warm_up()
+        warm_seconds = time.perf_counter() - started
+        for n in batches:
+            results["modes"]["ours"].append(time_mode(lambda n=n: ours.generate(batch_of(n, size)), n, args.repeats, device))
+            logger.info("ours batch %d: %.0f ms/image", n, results["modes"]["ours"][-1]["ms_per_image"])
+        check = image_difference(ours.generate(batch_of(2, size)), eager.generate(batch_of(2, size)))
+    del eager
+    service_batch = max(batches)
+    results["modes"]["service"].append(asyncio.run(service_run(ours, service_batch, size, args.repeats, device)))
+    logger.info("service batch %d: %.0f ms/image", service_batch, results["modes"]["service"][-1]["ms_per_image"])
+    results["check_ours_vs_eager_same_dtype"] = check
+    results["warm_up_s"] = warm_seconds
+    results["options"] = {k: getattr(options, k) for k in (
+        "compile", "compile_mode", "cuda_graphs", "channels_last", "fuse_qkv", "attention", "vae_decode",
+        "dedupe_prompts", "quantize")}
+    results["dtype"] = {"naive": "float16", "ours": str(dtype).removeprefix("torch.")}
+    return results
+
+
+def summarise(results: dict[str, Any], flops: dict[str, float] | None, peak: float | None) -> None:
+    """Add MFU per row and the headline ratios (ours / naive images per second)."""
+    for rows in results["modes"].values():
+        for row in rows:
+            row["mfu"] = (flops["image"] * row["images_per_s"] / (peak * 1e12)) if flops and peak else None
+    naive = {row["batch"]: row for row in results["modes"]["naive"]}
+    results["speedup_ours_vs_naive"] = {
+        str(row["batch"]): row["images_per_s"] / naive[row["batch"]]["images_per_s"]
+        for row in results["modes"]["ours"] if row["batch"] in naive
+    }
+    best_naive = max(row["images_per_s"] for row in results["modes"]["naive"])
+    service = results["modes"]["service"][0]
+    results["speedup_service_vs_best_naive"] = service["images_per_s"] / best_naive
+    ours1 = next((row for row in results["modes"]["ours"] if row["batch"] == 1), None)
+    if flops is None:  # the CPU dry run checks the harness, not the goals
+        results["goals"] = None
+        return
+    results["goals"] = {
+        "images_per_s_batched >= 12": max(row["images_per_s"] for row in results["modes"]["ours"]) >= 12,
+        "single_image_ms <= 150": ours1 is not None and ours1["ms_per_image"] <= 150,
+        "service_vs_naive >= 3x": results["speedup_service_vs_best_naive"] >= 3,
+    }
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -161,79 +366,77 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for mode, rows in results["modes"].items():
         batches = [row["batch"] for row in rows]
-        left.plot(batches, [row["ms_per_image"] for row in rows], marker="o", label=mode)
-        right.plot(batches, [row["images_per_s"] for row in rows], marker="o", label=mode)
+        marker = "s" if mode == "service" else "o"
+        left.plot(batches, [row["ms_per_image"] for row in rows], marker=marker, label=mode)
+        right.plot(batches, [row["images_per_s"] for row in rows], marker=marker, label=mode)
     for axis, label in ((left, "ms per image"), (right, "images per second")):
         axis.set_xlabel("batch size")
         axis.set_ylabel(label)
         axis.set_xscale("log", base=2)
         axis.grid(alpha=0.3)
         axis.legend()
-    fig.suptitle(f"SDXL-Lightning {STEPS} steps, {SIZE}², {results['dtype']} on {results['device']}")
+    w, h = results["resolution"]
+    fig.suptitle(f"SDXL-Lightning {results['steps']} steps, {w}x{h} on {results['device']}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
-def dry_run_cpu() -> int:
-    """Build the full-size configs on the meta device (no memory, no compute) and report sizes."""
-    unet, vae, scheduler = build_models("meta", torch.bfloat16)
-    counts = {name: sum(p.numel() for p in model.parameters()) for name, model in (("unet", unet), ("vae", vae))}
-    scheduler.set_timesteps(STEPS)
-    print(
-        f"UNet {counts['unet'] / 1e9:.3f} B parameters, VAE {counts['vae'] / 1e6:.1f} M parameters; "
-        f"timesteps {scheduler.timesteps.tolist()}"
-    )
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run the benchmark, write JSON and a plot."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="batch 1 and 2 only, no torch.compile")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for gpu_bench.json/.png")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per batch size (median)")
-    parser.add_argument(
-        "--compile-mode", default="default", help='torch.compile mode, e.g. "max-autotune-no-cudagraphs"'
-    )
-    parser.add_argument("--dry-run-cpu", action="store_true", help="build the configs on meta and exit")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON and the plot")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per mode and batch size (median)")
+    parser.add_argument("--batches", default="1,4,8", help="batch sizes, comma-separated")
+    parser.add_argument("--no-cuda-graphs", action="store_true", help="ours without CUDA graphs")
+    parser.add_argument("--quantize", choices=("none", "int8", "fp8"), default="none", help="ours with torchao weights")
+    parser.add_argument("--cache-dir", type=Path, default=None, help="inductor cache (default: a temp dir)")
+    parser.add_argument("--compile", action="store_true", help="--dry-run-cpu: compile on CPU as well (slow)")
+    parser.add_argument("--dry-run-cpu", action="store_true",
+                        help="count FLOPs on meta, run the harness on the tiny model on CPU, write to --out")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
+    flops = flops_per_image()
+    logger.info("FLOPs per 1024² image: %.2f TFLOP (UNet step %.2f, VAE decode %.2f, text %.3f)",
+                flops["image"] / 1e12, flops["unet_step"] / 1e12, flops["vae_decode"] / 1e12,
+                flops["text_encoders"] / 1e12)
     if args.dry_run_cpu:
-        return dry_run_cpu()
-    if not torch.cuda.is_available():
-        print("No CUDA GPU: run this on a GPU machine (see README)")
-        return 0
-
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-    dtype = torch.bfloat16
-    sizes = [1, 2] if args.quick else [1, 2, 4, 8]
-    unet, vae, scheduler = build_models("cuda", dtype)
-    results: dict[str, Any] = {
-        "device": torch.cuda.get_device_name(),
+        device, size, batches, name = torch.device("cpu"), 128, [1, 2], "cpu-dry-run"
+        args.repeats = 1
+    elif not torch.cuda.is_available():
+        print("No CUDA GPU: run this on a GPU machine, or check the harness with --dry-run-cpu")
+        return 2
+    else:
+        device, size, batches = torch.device("cuda"), SIZE, [int(b) for b in args.batches.split(",")]
+        name = torch.cuda.get_device_name(device)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if args.cache_dir is None:
+        args.cache_dir = Path(tempfile.mkdtemp(prefix="gpu-bench-inductor-"))
+    results = {
+        "benchmark": "gpu_bench",
+        "command": "python bench/gpu_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "device": name,
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "dtype": str(dtype).removeprefix("torch."),
-        "resolution": [SIZE, SIZE],
+        "resolution": [size, size],
         "steps": STEPS,
         "guidance_scale": 0,
-        "weights": "random (same FLOPs as SDXL-Lightning)",
-        "modes": {},
+        "weights": "random (same FLOPs as SDXL-Lightning)" if device.type == "cuda" else "tiny random model (harness check)",
+        "flops_per_1024_image": flops,
+        "peak_bf16_tflops": peak_tflops(name) if device.type == "cuda" else None,
+        **run(args, device, size, batches),
     }
-    with torch.inference_mode():
-        results["modes"]["eager"] = time_batches(unet, vae, scheduler, sizes, dtype, args.repeats)
-        if not args.quick:
-            compiled = torch.compile(unet, mode=args.compile_mode)
-            results["modes"][f"compile ({args.compile_mode})"] = time_batches(
-                compiled, vae, scheduler, sizes, dtype, args.repeats
-            )
-
+    summarise(results, flops if device.type == "cuda" else None, results["peak_bf16_tflops"])
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_bench.json").write_text(json.dumps(results, indent=2) + "\n")
-    plot(results, args.out / "gpu_bench.png")
-    print(f"wrote {args.out / 'gpu_bench.json'} and {args.out / 'gpu_bench.png'}")
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    json_path, png_path = args.out / f"gpu_bench_{slug}.json", args.out / f"gpu_bench_{slug}.png"
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, png_path)
+    print(json.dumps({k: results[k] for k in ("speedup_ours_vs_naive", "speedup_service_vs_best_naive",
+                                              "check_ours_vs_eager_same_dtype", "goals")}, indent=2))
+    print(f"wrote {json_path} and {png_path}")
     return 0
 
 

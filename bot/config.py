@@ -284,7 +284,15 @@ def load_config(
         if token is None or values[token]:
             built[name] = result
     output, admin = built.pop("output"), built.pop("admin")
+    built["model"] = _with_compile_cache(built["model"], built["storage"])
     return Config(**built, admins=frozenset(admin.users), output_dir=output.dir, source=path)
+
+
+def _with_compile_cache(model: ModelConfig, storage: StorageConfig) -> ModelConfig:
+    """[model] with the torch.compile cache under [storage] data_dir unless the file names one."""
+    if model.compile_cache_dir is not None:
+        return model
+    return replace(model, compile_cache_dir=str(storage.data_dir / "torch-compile"))
 
 
 def _secret(env: Mapping[str, str], name: str) -> str | None:

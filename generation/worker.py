@@ -18,6 +18,10 @@ What happens to one batch on the thread:
 4. Any other pipeline error is logged with its traceback; the items of that (sub-)batch become
    ``GenerationFailed`` with a short message that leaks no internals.
 
+Before the first batch the thread calls the pipeline's ``warm_up()`` when it has one (compiling
+the configured shapes; CUDA graphs belong to the thread that captured them), so the first
+batch waits for it instead of a user paying for compilation in the middle of the queue.
+
 Progress (``on_step``) and timings (``on_timing``) are delivered on the event loop thread.
 Cancelling the ``run()`` awaitable interrupts the batch and waits for the thread to reach the
 step boundary before the cancellation propagates, so the GPU is free when it does.
@@ -162,10 +166,32 @@ class Worker:
                 pass
             raise
 
+    async def call(self, function: Callable[[], Any]) -> Any:
+        """``function()`` run on the worker thread, in turn with the batches (benchmarks, checks).
+
+        Code timed against the batches should run here: on CPU, torch's OpenMP runtime (libgomp)
+        gives each thread that runs torch its own team of helper threads and, while more than one
+        team exists, stops spin-waiting between parallel regions for the whole process, so code
+        timed on another thread may run in a different regime (README "CPU benchmark").
+        """
+        if self._closed:
+            raise WorkerClosed("The image worker is shutting down and takes no new work.")
+        if self._thread is None:
+            raise RuntimeError("Worker.start() must be called before call()")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._tx.put((future, function))
+        return await future
+
     # -- the worker thread ---------------------------------------------------------------------
 
     def _serve(self) -> None:
-        """Thread body: run functions from the queue until the sentinel arrives."""
+        """Thread body: warm the pipeline up, then run functions from the queue until the sentinel."""
+        warm_up = getattr(self._pipeline, "warm_up", None)
+        if callable(warm_up):
+            try:
+                warm_up()
+            except Exception:  # the batches will fail and say so; the bot keeps running
+                logger.exception("pipeline warm-up failed")
         while True:
             item = self._tx.get()
             if item is None:

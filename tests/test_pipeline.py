@@ -168,7 +168,7 @@ def saved_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_local_dir_uses_the_step_file(saved_dir: Path) -> None:
     from safetensors.torch import load_file
 
-    loaded = load_pipeline(ModelConfig(name="sdxl-lightning", path=str(saved_dir), steps=(2,), device="cpu"))
+    loaded = load_pipeline(ModelConfig(name="sdxl-lightning", path=str(saved_dir), steps=(2,), device="cpu", fuse_qkv=False))
     assert loaded.caps.steps == (2,)
     assert loaded.caps.base_resolution == 1024
     expected = load_file(str(saved_dir / lightning_unet_filename(2)))
@@ -183,7 +183,9 @@ def test_local_dir_uses_the_step_file(saved_dir: Path) -> None:
 
 
 def test_local_dir_own_unet_serves_one_step_count(saved_dir: Path) -> None:
-    loaded = load_pipeline(ModelConfig(name="sdxl-lightning", path=str(saved_dir), steps=(2, 4), device="cpu"))
+    loaded = load_pipeline(
+        ModelConfig(name="sdxl-lightning", path=str(saved_dir), steps=(2, 4), device="cpu", fuse_qkv=False)
+    )
     assert loaded.caps.steps == (2, 4)
     own = build_tiny_pipeline(seed=0).unet.state_dict()
     assert all(torch.equal(loaded.unet_for(4).state_dict()[k], v) for k, v in own.items())

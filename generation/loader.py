@@ -1,0 +1,180 @@
+"""Load SDXL-Lightning weights from a local diffusers directory or the Hugging Face Hub.
+
+Each step count has its own UNet checkpoint (``sdxl_lightning_{n}step_unet.safetensors``); both
+loaders return the base pipeline and a map ``steps -> UNet``. Every failure becomes
+:class:`~generation.errors.ModelUnavailable` with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from generation.errors import ModelUnavailable
+
+if TYPE_CHECKING:
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+
+    from generation.model_config import ModelConfig
+
+__all__ = ["HOW_TO_GET", "lightning_unet_filename", "load_hub", "load_local", "reason"]
+
+logger = logging.getLogger(__name__)
+
+HOW_TO_GET = (
+    "Download them on a machine with network (see README 'Getting the model'), or set model.path "
+    "in config to a local copy; `make demo` runs offline with the tiny model."
+)
+
+
+def lightning_unet_filename(steps: int) -> str:
+    """File name of the SDXL-Lightning UNet checkpoint for ``steps`` steps."""
+    return f"sdxl_lightning_{steps}step_unet.safetensors"
+
+
+def load_local(
+    config: ModelConfig, dtype: torch.dtype
+) -> tuple[StableDiffusionXLPipeline, dict[int, UNet2DConditionModel]]:
+    """Load from ``config.path``, a directory laid out like this::
+
+        <path>/model_index.json, unet/, vae/, text_encoder/, ...   StableDiffusionXLPipeline.save_pretrained
+        <path>/sdxl_lightning_{n}step_unet.safetensors             optional, one per step count
+        <path>/lightning/sdxl_lightning_{n}step_unet.safetensors   (or in a lightning/ subfolder)
+
+    A step count with its own file gets a UNet loaded from that file. At most one configured step
+    count may lack a file: the directory's own ``unet/`` (already a Lightning UNet) serves it.
+    """
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+
+    root = Path(config.path).expanduser()  # type: ignore[arg-type]
+    if not root.is_dir():
+        raise ModelUnavailable(
+            f"model.path {str(root)!r} does not exist or is not a directory; point it at a local "
+            f"copy of the model (see README 'Getting the model')."
+        )
+    if not (root / "model_index.json").is_file():
+        raise ModelUnavailable(
+            f"model.path {str(root)!r} is not a diffusers pipeline directory: "
+            f"{root / 'model_index.json'} is missing (see README 'Getting the model')."
+        )
+    files = {n: _find_unet_file(root, n) for n in config.steps}
+    missing = [n for n, file in files.items() if file is None]
+    if len(missing) > 1:
+        names = ", ".join(lightning_unet_filename(n) for n in missing)
+        raise ModelUnavailable(
+            f"model.path {str(root)!r} has no {names} (looked in {root} and {root / 'lightning'}); "
+            f"its own unet/ can serve only one step count. Add the files or set model.steps to the "
+            f"step counts you have."
+        )
+    try:
+        unet_config = UNet2DConditionModel.load_config(str(root), subfolder="unet")
+        unets = {n: _load_unet_file(unet_config, file, dtype) for n, file in files.items() if file}
+        extra: dict[str, Any] = {}
+        if not missing:
+            extra["unet"] = next(iter(unets.values()))  # skip loading the directory's own UNet
+        # `imagine-bot download` fetches the base's fp16 files (model.fp16.safetensors)
+        variant = "fp16" if any(root.glob("text_encoder*/*fp16*.safetensors")) else None
+        pipe = StableDiffusionXLPipeline.from_pretrained(
+            str(root), **_dtype_kwarg(dtype), variant=variant, add_watermarker=False, **extra
+        )
+    except ModelUnavailable:
+        raise
+    except Exception as err:
+        raise ModelUnavailable(
+            f"Could not load the model from model.path {str(root)!r} ({reason(err)}); check that it "
+            f"was written by StableDiffusionXLPipeline.save_pretrained (see README 'Getting the model')."
+        ) from err
+    for n in missing:
+        logger.info("%s: no %s, its own unet serves %d steps", root, lightning_unet_filename(n), n)
+        unets[n] = pipe.unet
+    return pipe, unets
+
+
+def load_hub(
+    config: ModelConfig, dtype: torch.dtype
+) -> tuple[StableDiffusionXLPipeline, dict[int, UNet2DConditionModel]]:
+    """Base pipeline from ``base_repo``, one Lightning UNet per step from ``lightning_repo``."""
+    from diffusers import AutoencoderKL, StableDiffusionXLPipeline, UNet2DConditionModel
+    from huggingface_hub import hf_hub_download
+
+    # fp16 files also serve bf16: half the download, and the values fit bf16's range.
+    variant = "fp16" if dtype in (torch.float16, torch.bfloat16) else None
+    try:
+        unet_config = UNet2DConditionModel.load_config(
+            config.base_repo, subfolder="unet", cache_dir=config.cache_dir
+        )
+        unets = {}
+        for n in config.steps:
+            file = hf_hub_download(
+                config.lightning_repo, lightning_unet_filename(n), cache_dir=config.cache_dir
+            )
+            unets[n] = _load_unet_file(unet_config, Path(file), dtype)
+        extra: dict[str, Any] = {"unet": unets[config.steps[0]]}  # the base UNet is never used
+        if config.vae_repo:
+            extra["vae"] = AutoencoderKL.from_pretrained(
+                config.vae_repo, **_dtype_kwarg(dtype), cache_dir=config.cache_dir
+            )
+        pipe = StableDiffusionXLPipeline.from_pretrained(
+            config.base_repo,
+            **_dtype_kwarg(dtype),
+            variant=variant,
+            cache_dir=config.cache_dir,
+            add_watermarker=False,
+            **extra,
+        )
+    except Exception as err:
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+        hint = "HF_HUB_OFFLINE is set and they are not in the cache: " if offline else ""
+        raise ModelUnavailable(
+            f"Could not load SDXL-Lightning weights from the Hugging Face Hub "
+            f"({hint}{reason(err)}). {HOW_TO_GET}"
+        ) from err
+    return pipe, unets
+
+
+def _find_unet_file(root: Path, steps: int) -> Path | None:
+    for folder in (root, root / "lightning"):
+        candidate = folder / lightning_unet_filename(steps)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _load_unet_file(unet_config: dict[str, Any], file: Path, dtype: torch.dtype) -> UNet2DConditionModel:
+    """A UNet of ``unet_config``'s architecture holding the weights in ``file``."""
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import load_file
+
+    with torch.device("meta"):  # no random init of 2.6B parameters that are overwritten anyway
+        unet = UNet2DConditionModel.from_config(unet_config)
+    state = {key: value.to(dtype) for key, value in load_file(str(file)).items()}
+    try:
+        unet.load_state_dict(state, strict=True, assign=True)
+    except RuntimeError as err:
+        raise ModelUnavailable(
+            f"{file} does not fit the base model's UNet ({reason(err)}); is it an SDXL-Lightning "
+            f"UNet checkpoint?"
+        ) from err
+    if any(t.is_meta for t in unet.state_dict().values()):
+        raise ModelUnavailable(f"{file} left some UNet weights unset; is it a full UNet checkpoint?")
+    return unet.eval()
+
+
+def _dtype_kwarg(dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """``dtype=`` where diffusers has it (it deprecates ``torch_dtype=``), else ``torch_dtype=``."""
+    try:
+        from diffusers.utils import deprecation_utils
+    except ImportError:
+        return {"torch_dtype": dtype}
+    renamed = hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE")
+    return {"dtype": dtype} if renamed else {"torch_dtype": dtype}
+
+
+def reason(err: BaseException) -> str:
+    """The first line of an exception, short enough for a message."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
