@@ -25,6 +25,7 @@ import torch
 
 from generation.batch import Batch, BatchInterrupted, ItemsRejected, StepCallback
 from generation.errors import GenerationFailed, InvalidRequest, ModelUnavailable
+from generation.prompting import encode_prompts  # [prompt-power hook]
 from generation.request import KINDS, STEP_CHOICES, ModelCaps
 
 if TYPE_CHECKING:
@@ -330,6 +331,8 @@ class LightningPipeline:
         )
         self._schedulers = {n: one_step if n == 1 else trailing for n in unets}
         self._img2img: StableDiffusionXLImg2ImgPipeline | None = None
+        # [prompt-power hook] LoRA adapters (generation.lora.attach_loras sets it); None: no LoRAs
+        self.loras: Any = None
         pipe.scheduler = trailing
         pipe.set_progress_bar_config(disable=True)
         # Decode one image at a time: bounds VAE memory at 1024² and keeps each image independent
@@ -404,6 +407,11 @@ class LightningPipeline:
         # 2. Put this step count's UNet and scheduler in place
         pipe.unet = unet
         pipe.scheduler = self._schedulers[batch.steps]
+        # [prompt-power hook] this batch's LoRA set on the UNet in place (generation.lora)
+        if batch.loras and self.loras is None:
+            raise InvalidRequest("lora", "This bot has no LoRAs configured (lora.dir).")
+        if self.loras is not None:
+            self.loras.activate(batch.loras)
 
         # 3. One CPU generator per image: a seed gives the same image alone or in any batch
         #    (img2img: it draws the VAE sample of the init image, then the noise)
@@ -422,8 +430,9 @@ class LightningPipeline:
         # 5. One pipeline call for the whole batch (guidance 0: one UNet pass per step)
         with torch.inference_mode():
             output = pipe(
-                prompt=[item.prompt for item in batch.items],
-                negative_prompt=[item.negative_prompt for item in batch.items],
+                # [prompt-power hook] weighted, chunked embeddings (generation.prompting)
+                **encode_prompts(self.pipe, [item.prompt for item in batch.items],
+                                 [item.negative_prompt for item in batch.items]),
                 num_inference_steps=batch.steps,
                 guidance_scale=0.0,
                 generator=generators,
