@@ -411,7 +411,7 @@ class LightningPipeline:
         if batch.loras and self.loras is None:
             raise InvalidRequest("lora", "This bot has no LoRAs configured (lora.dir).")
         if self.loras is not None:
-            self.loras.activate(batch.loras)
+            self.loras.activate(batch.loras, pipe)
 
         # 3. One CPU generator per image: a seed gives the same image alone or in any batch
         #    (img2img: it draws the VAE sample of the init image, then the noise)

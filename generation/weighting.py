@@ -70,8 +70,14 @@ def parse_weighted(text: str, field: str = "prompt") -> tuple[Fragment, ...]:
             squares.append(len(pieces))
             pieces.append(["", 1.0])
             opened_at[len(pieces) - 1] = "["
-        elif number is not None and rounds:
+        elif number is not None and rounds and _is_number(number):
             scale(rounds.pop(), _weight(number, token, field), token)
+        elif number is not None:  # "(note:...)": not a weight, so text
+            pieces.append([token[:-1], 1.0])
+            if rounds:
+                scale(rounds.pop(), _STEP, ")")
+            else:
+                pieces.append([")", 1.0])
         elif token == ")" and rounds:
             scale(rounds.pop(), _STEP, token)
         elif token == "]" and squares:
@@ -108,11 +114,16 @@ def is_plain(fragments: tuple[Fragment, ...]) -> bool:
     return all(f.weight == 1.0 for f in fragments)
 
 
-def _weight(number: str, token: str, field: str) -> float:
+def _is_number(text: str) -> bool:
     try:
-        value = float(number)
+        float(text)
     except ValueError:
-        raise InvalidRequest(field, f"{token!r} is not a weight; write e.g. (word:1.3).") from None
+        return False
+    return True
+
+
+def _weight(number: str, token: str, field: str) -> float:
+    value = float(number)
     if not math.isfinite(value) or not MIN_WEIGHT <= value <= MAX_WEIGHT:
         raise InvalidRequest(
             field, f"Weight {number} in {token!r} is out of bounds: use {MIN_WEIGHT:g} to {MAX_WEIGHT:g}."

@@ -35,12 +35,13 @@ def image(tiny: Any, prompt: str, negative: str = "", seed: int = 5) -> np.ndarr
     ("time: 10pm (a:b:0.5)", (("time: 10pm ", 1.0), ("a:b", 0.5))),
     ("((a:1.5))", (("a", 1.65),)),
     ("a [] b", (("a [] b", 1.0),)),
+    ("(so cute:...) x:1.2)", (("so cute:...", 1.1), (" x:1.2)", 1.0))),
 ])
 def test_a1111_syntax(text: str, expected: tuple[tuple[str, float], ...]) -> None:
     assert parse_weighted(text) == tuple(Fragment(t, w) for t, w in expected)
 
 
-@pytest.mark.parametrize("text", ["(a:2.5)", "(a:-1)", "(((((((((a:1.9)))))))))", "(a:1.2.3)"])
+@pytest.mark.parametrize("text", ["(a:2.5)", "(a:-1)", "(((((((((a:1.9)))))))))", "[x] (a:9.5)"])
 def test_weights_out_of_bounds_are_refused_not_clamped(text: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
         parse_weighted(text, "negative_prompt")
