@@ -161,6 +161,7 @@ class Ticket:
         self.target = dict(target or {})
         self.position = position
         self.eta = eta
+        self.notes: tuple[str, ...] = ()  # what to tell the user besides progress (e.g. the refined prompt)
         self._last: Update = Queued(position, eta)
         self._inboxes: list[asyncio.Queue[Update]] = []
         self._settled = asyncio.Event()

@@ -61,7 +61,10 @@ class CommandHandlers:
         if command != "/forget":
             self._confirm_forget = False
         if command == "/imagine":
-            self.follow(await self.service.imagine(self.who, rest, target={"console": True}))
+            ticket = await self.service.imagine(self.who, rest, target={"console": True})
+            for note in getattr(ticket, "notes", ()):  # e.g. the refined prompt
+                self.say(note)
+            self.follow(ticket)
         elif command == "/help":
             self.say(COMMANDS + "\n\n" + help_text(self.service.caps))
         elif command == "/history":
