@@ -12,8 +12,8 @@ from pathlib import Path
 
 from bot.config import Config, load_config
 from bot.options import parse_imagine, render, styles_text
-from generation.errors import ImagineError
-from generation.request import GenerationResult
+from generation.errors import ImagineError, InvalidRequest
+from generation.request import GenerationRequest, GenerationResult
 from storage.files import png_with_metadata
 
 __all__ = ["main"]
@@ -33,6 +33,13 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("transformers").setLevel(logging.ERROR)
     if args.command == "styles":
         print(styles_text())
+        return 0
+    if args.command in ("loras", "stats"):  # prompt power (issue 14)
+        config = load_config(args.config)
+        if args.command == "loras":
+            print(loras_command(config, args.model))
+        else:
+            print(asyncio.run(stats_command(config, args.by)))
         return 0
     try:
         config = load_config(args.config)
@@ -70,6 +77,8 @@ async def generate(
     async with engine(config, model=model) as queue:
         caps = queue.caps
         request = parse_imagine(text, caps=caps).with_seed()
+        if request.refine:  # prompt power: --refine
+            request = await refine_for_cli(config, request)
         job = queue.submit(request)
         bar = tqdm(total=request.steps, unit="step", disable=quiet, file=sys.stderr, leave=False)
         try:
@@ -115,6 +124,9 @@ def write_images(
             "width": request.width,
             "height": request.height,
             "model": result.model,
+            "loras": [[n, w] for n, w in request.loras],
+            "lora_hashes": list(request.lora_hashes),
+            "original_prompt": request.original_prompt,
         }
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(png_with_metadata(image, params))
@@ -136,7 +148,61 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="config TOML (default: built-in defaults)")
     run.add_argument("--model", help="override model.name, e.g. 'tiny' for an offline demo")
     sub.add_parser("styles", help="list the style presets for --style")
+    loras = sub.add_parser("loras", help="list the LoRAs in lora.dir: names, trigger words, base model")
+    loras.add_argument("--config", help="config TOML (default: built-in defaults)")
+    loras.add_argument("--model", help="'tiny' checks the files against the tiny model")
+    stats = sub.add_parser("stats", help="average rating and count by model, steps, style or LoRA")
+    stats.add_argument("--config", help="config TOML (default: built-in defaults)")
+    stats.add_argument("--by", choices=["model", "steps", "style", "lora"], help="one grouping only")
     return parser
+
+
+# -- prompt power (issue 14): imagine-bot loras / stats, --refine for generate ---------------------
+
+
+def loras_command(config: Config, model: str | None = None) -> str:
+    """The LoRA listing (names, trigger words, base model, refused files with the reason)."""
+    from generation.lora import scan_loras
+
+    if config.lora.dir is None and not config.lora.hub:
+        return "No LoRAs are configured: set lora.dir in the config."
+    tiny = (model or config.model.name) == "tiny"
+    return scan_loras(config.lora.dir, 64 if tiny else 2048, config.lora.hub).describe()
+
+
+async def stats_command(config: Config, by: str | None) -> str:
+    """Average rating and count by model version, steps, style and LoRA, from the database."""
+    from storage import Database
+    from storage.rating_stats import DIMENSIONS, ratings_by
+
+    lines: list[str] = []
+    async with Database.open(config.storage.database) as db:
+        for name in (by,) if by else DIMENSIONS:
+            groups = await ratings_by(db, name)
+            lines.append(f"by {name}:")
+            lines.extend(f"  {group}" for group in groups) if groups else lines.append("  (no ratings yet)")
+    return "\n".join(lines)
+
+
+async def refine_for_cli(config: Config, request: GenerationRequest) -> GenerationRequest:
+    """``request`` with its prompt refined by [refine] model (the original when that fails)."""
+    from dataclasses import replace
+
+    from bot.safety import BlocklistChecker
+    from generation.refine import PromptRefiner
+
+    if config.refine.model is None:
+        raise InvalidRequest("refine", "Prompt refinement is not set up (refine.model in the config).")
+    refiner = PromptRefiner(config.refine)
+    try:
+        outcome = await refiner.refine(request.prompt)
+    finally:
+        refiner.close()
+    if outcome.refined and BlocklistChecker.default().check(outcome.text, request.negative_prompt).allowed:
+        print(f"refined prompt: {outcome.text}", file=sys.stderr)
+        return replace(request, prompt=outcome.text, original_prompt=request.prompt)
+    print(outcome.note or "the refined prompt was refused; using yours", file=sys.stderr)
+    return request
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ from bot.safety import DEFAULT_BLOCKLIST, BlocklistChecker
 from bot.safety.blocklist import load_blocklist
 from bot.safety.moderation import Moderation
 from bot.service import ImagineService, ServiceSettings, Who
+from generation.lora import attach_loras
 from generation.pipeline import load_pipeline
+from generation.refine import PromptRefiner
 from generation.queue import GenerationQueue
 from generation.worker import Worker
 from storage import Database, ImageStore
@@ -43,6 +45,7 @@ async def engine(
     """
     model_config = replace(config.model, name=model) if model else config.model
     pipeline = load_pipeline(model_config)
+    attach_loras(pipeline, config.lora)  # prompt power: LoRA folder -> pipeline.loras, caps.loras
     log.info("model %s loaded (steps %s)", pipeline.model_id, ", ".join(map(str, pipeline.caps.steps)))
     worker = Worker(pipeline)
     worker.start()
@@ -109,6 +112,8 @@ async def run_bot(
             db, config.moderation, prompt_checker=prompt_checker(config), admins=settings.admins
         )
         service = ImagineService(db, store, queue, settings=settings, moderation=moderation)
+        if config.refine.model is not None:  # prompt power: --refine
+            service.refiner = PromptRefiner(config.refine)
         maintenance = Maintenance(db, store, queue, maintenance_settings, window=config.quota.window)
         front_ends: list[Any] = []
         console: Console | None = None

@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 from bot.maintenance import MaintenanceSettings
 from bot.safety.moderation import ModerationSettings
 from generation.errors import ImagineError
+from generation.lora import LoraSettings
 from generation.pipeline import ModelConfig
+from generation.refine import RefineSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -105,6 +107,9 @@ class Config:
     discord: DiscordSettings | None = None  # None: no DISCORD_TOKEN, Discord not started
     telegram: TelegramSettings | None = None  # None: no TELEGRAM_TOKEN
     source: Path | None = None
+    # prompt power (issue 14): [lora] adapters folder, [refine] prompt-refining LLM
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    refine: RefineSettings = field(default_factory=RefineSettings)
 
 
 def load_config(
@@ -135,6 +140,8 @@ def load_config(
         "quota": QuotaConfig,
         "safety": SafetyConfig,
         "maintenance": MaintenanceSettings,
+        "lora": LoraSettings,
+        "refine": RefineSettings,
     }
     known = {*sections, "output", "admin", "discord", "telegram", "moderation"}
     for key in data:

@@ -249,6 +249,7 @@ class HistoryEntry:
     images: tuple[HistoryImage, ...]
     error: str | None = None
     target: dict[str, Any] = field(default_factory=dict)  # delivery refs (e.g. a message link)
+    original_prompt: str | None = None  # what the user typed, when --refine rewrote it
 
 
 @dataclass(frozen=True)
