@@ -45,7 +45,7 @@ async def engine(
     """
     model_config = replace(config.model, name=model) if model else config.model
     pipeline = load_pipeline(model_config)
-    attach_loras(pipeline, config.lora)  # prompt power: LoRA folder -> pipeline.loras, caps.loras
+    loras = attach_loras(pipeline, config.lora)  # prompt power: LoRA folder -> pipeline.loras, caps.loras
     log.info("model %s loaded (steps %s)", pipeline.model_id, ", ".join(map(str, pipeline.caps.steps)))
     worker = Worker(pipeline)
     worker.start()
@@ -58,6 +58,7 @@ async def engine(
         priority_burst=q.priority_burst,
         batch_time_limit=q.batch_time_limit_s,
     )
+    queue.lora_catalog = loras.catalog if loras else None  # type: ignore[attr-defined]  # for /loras
     queue.start()
     try:
         yield queue

@@ -59,6 +59,13 @@ class AdminPart(ServiceContext):
         stats["ratings"] = await self.rating_stats()
         return stats
 
+    def loras_text(self) -> str:
+        """The /loras listing: names, trigger words, base model (and files refused, with why)."""
+        catalog = getattr(self.queue, "lora_catalog", None)
+        if catalog is None:
+            return "This bot has no LoRAs installed."
+        return str(catalog.describe())
+
     async def rating_stats(self, by: str | None = None) -> dict[str, list[str]]:
         """Average rating and count by model version, step count, style and LoRA ("key: 4.20★
         (3 ratings)", best first); ``by`` limits it to one of them."""

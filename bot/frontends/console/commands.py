@@ -27,6 +27,7 @@ COMMANDS = """Commands:
   /forget                     delete everything stored about you (asks to confirm)
   /export                     a zip of your data and images
   /appeal [MESSAGE]           ask an admin to review your strikes, cooldown or block
+  /loras                      the LoRA adapters: names, trigger words, base model
   /help                       this text and the /imagine options
   /quit                       leave (waits for running requests)
 Admin:
@@ -65,6 +66,8 @@ class CommandHandlers:
             for note in getattr(ticket, "notes", ()):  # e.g. the refined prompt
                 self.say(note)
             self.follow(ticket)
+        elif command == "/loras":
+            self.say(self.service.loras_text())
         elif command == "/help":
             self.say(COMMANDS + "\n\n" + help_text(self.service.caps))
         elif command == "/history":

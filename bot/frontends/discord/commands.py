@@ -68,6 +68,8 @@ class CommandHandlers:
             reply = await self._reply(interaction, who)
             ticket = await self.service.imagine(who, prompt, target=reply.target, **typed)
             self.follow(ticket, reply)
+            if getattr(ticket, "notes", ()):  # prompt power: the refined prompt, or why not
+                await interaction.followup.send(clip("\n".join(ticket.notes), 1900), ephemeral=True)
 
         await self.guard(interaction, submit, remove_thinking=True)
 
@@ -297,19 +299,36 @@ def build_commands(front: CommandHandlers) -> list[app_commands.Command[Any, Any
     """The slash commands, bound to ``front``."""
     aspects = [app_commands.Choice(name=f"{ar} ({w}x{h})", value=ar) for ar, (w, h) in front.service.caps.sizes().items()]
 
+    async def _lora_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        """LoRA names for the typed ``lora`` option; completes the last of a comma-separated list."""
+        names = [name for name, _ in front.service.caps.loras]
+        done, _, last = current.rpartition(",")
+        head = f"{done}, " if done else ""
+        word = last.strip().split(":")[0].lower()
+        return [app_commands.Choice(name=clip(head + n, 100), value=clip(head + n, 100))
+                for n in names if word in n.lower()][:25]
+
     @app_commands.command(name="imagine", description="Make images from a prompt (flags like --ar 16:9 work too)")
     @app_commands.describe(prompt="What to draw; may include --ar W:H --seed N --no TEXT --n N --style NAME",
                            aspect="Aspect ratio", count="Number of images (1-4)", seed="Seed for repeatable images",
-                           negative="What to avoid (negative prompt)", style="A style preset")
+                           negative="What to avoid (negative prompt)", style="A style preset",
+                           lora="LoRA adapters: name or name:0.8, comma-separated (/loras lists them)",
+                           refine="Let a small language model write a detailed prompt from yours")
     @app_commands.choices(aspect=aspects)
-    @app_commands.autocomplete(style=_style_autocomplete)
+    @app_commands.autocomplete(style=_style_autocomplete, lora=_lora_autocomplete)
     async def imagine(interaction: discord.Interaction, prompt: str,
                       aspect: app_commands.Choice[str] | None = None,
                       count: app_commands.Range[int, 1, MAX_COUNT] | None = None,
                       seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
-                      negative: str | None = None, style: str | None = None) -> None:
+                      negative: str | None = None, style: str | None = None,
+                      lora: str | None = None, refine: bool | None = None) -> None:
         await front.imagine(interaction, prompt, aspect=aspect.value if aspect else None, count=count,
-                            seed=seed, negative=negative, style=style)
+                            seed=seed, negative=negative, style=style, lora=lora, refine=refine)
+
+    @app_commands.command(name="loras", description="The LoRA adapters: names, trigger words, base model")
+    async def loras(interaction: discord.Interaction) -> None:
+        text = front.service.loras_text()
+        await interaction.response.send_message(clip(text, 1900), ephemeral=True)
 
     @app_commands.command(name="history", description="Your requests, sent to you by DM")
     @app_commands.describe(search="Only requests whose prompt contains this")
