@@ -42,7 +42,7 @@ from generation.weighting import Fragment, is_plain, parse_weighted
 if TYPE_CHECKING:
     from compel import Compel
 
-__all__ = ["PromptEncoder", "encode_prompts", "token_count"]
+__all__ = ["PromptEncoder", "encode_prompts"]
 
 logger = logging.getLogger(__name__)
 
@@ -155,12 +155,6 @@ def encode_prompts(pipe: Any, prompts: Sequence[str], negatives: Sequence[str]) 
         encoder = PromptEncoder(pipe)
         pipe._imagine_prompt_encoder = encoder
     return encoder.encode(prompts, negatives)
-
-
-def token_count(tokenizer: Any, text: str) -> int:
-    """Tokens of ``text``'s words (weighting removed), without BOS/EOS."""
-    words = _join(f.text for f in parse_weighted(text))
-    return len(tokenizer(words, add_special_tokens=False).input_ids)
 
 
 def _clean(fragments: tuple[Fragment, ...]) -> tuple[Fragment, ...]:
