@@ -193,3 +193,13 @@ def test_a_batch_with_loras_on_a_bot_without_them_fails_clearly(tiny: Any) -> No
     batch = Batch("txt2img", 128, 128, 1, (BatchItem("a fox", "", 3),), loras=(("ink", 1.0),))
     with pytest.raises(InvalidRequest, match="no LoRAs"):
         tiny.generate(batch)
+
+
+def test_the_cli_lists_the_folder(lora_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bot.__main__ import main
+
+    config = tmp_path / "c.toml"
+    config.write_text(f'[lora]\ndir = "{lora_dir}"\n')
+    assert main(["loras", "--config", str(config), "--model", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "ink  [sdxl_base_v1-0]  inkwash, sumi" in out and "sd15.safetensors: refused" in out
