@@ -89,8 +89,11 @@ async def test_help_cancel_reroll_forget_export(tmp_path: Path) -> None:
         assert "There is no request nope." in text
         export = Path(re.search(r"Your data: (\S+)", text).group(1))
         assert "Type /forget confirm" in text and "Forgotten:" in text
+        assert "Kept, because they protect others" in text
         assert not export.exists()
         assert (await env.service.history(ME)).total == 0
+        used = (await env.service.quota(ME)).used
+        assert used == 2  # the fox and its reroll: /forget never gives quota back
 
         # /forget confirm without asking first only asks
         text = await _run(env, ["/forget confirm"], out_dir)

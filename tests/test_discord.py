@@ -316,7 +316,10 @@ async def test_forget_asks_to_confirm(fake: FakeDiscord, tmp_path: Path, tiny: A
         yes = await fake.send_interaction(fake.button(f"imagine:forget:yes:{uid}", message))
         done = await fake.wait_for_request("PATCH", original(fake, yes), 10)
         assert done.json["content"].startswith("Forgotten") and done.json["components"] == []
+        assert "Kept, because they protect others" in done.json["content"]
         assert (await env.db.fetchval("SELECT count(*) FROM jobs")) == 0
+        # the image already used in this window still counts after /forget
+        assert (await env.service.quota(Who("discord", str(uid)))).used == 1
 
 
 async def test_admin_is_refused_for_others_and_works_for_admins(fake: FakeDiscord, tmp_path: Path, tiny: Any) -> None:

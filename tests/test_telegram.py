@@ -293,7 +293,10 @@ async def test_forget_needs_confirmation_from_the_same_user(tmp_path: Path, tiny
         fake.push(fake.callback_query_update("f:1001:y", ask.result, ALICE))
         done = await fake.wait_for_call("editMessageText", since=mark)
         assert done.params["text"].startswith("🗑 Forgotten")
+        assert "Kept, because they protect others" in done.params["text"]
         assert (await r.env.service.history(ALICE_WHO)).total == 0
+        # what protects others stays: the image already used in this window still counts
+        assert (await r.env.service.quota(ALICE_WHO)).used == 1
 
 
 async def test_admin_commands_are_for_admins_only(tmp_path: Path, tiny, fake: FakeTelegram) -> None:
