@@ -84,7 +84,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from bot.app import run_bot
 
         writable(config.storage.data_dir, "storage.data_dir")
-        if (config.discord or config.telegram or config.web.enabled) and not args.verbose:
+        if (config.discord or config.telegram or config.web) and not args.verbose:
             logging.getLogger().setLevel(logging.INFO)  # a server: say what it does
         asyncio.run(run_bot(config, model=args.model))
         return 0
