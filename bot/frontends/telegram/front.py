@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlparse
@@ -22,12 +21,10 @@ from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, Te
 from telegram.ext import (
     Application,
     ApplicationBuilder,
-    ApplicationHandlerStop,
     CallbackQueryHandler,
     CommandHandler,
     ContextTypes,
     MessageReactionHandler,
-    TypeHandler,
     filters,
 )
 
@@ -50,7 +47,6 @@ __all__ = ["COMMANDS", "TelegramFrontEnd"]
 
 logger = logging.getLogger(__name__)
 
-_RECENT_UPDATES = 2048
 _CONNECT_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)  # start-up retries; the last one repeats
 
 
@@ -66,8 +62,6 @@ class TelegramFrontEnd(CommandHandlers, ButtonHandlers, Delivering):
         self.application: Application | None = None
         self._closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._recent: deque[int] = deque(maxlen=_RECENT_UPDATES)
-        self._recent_set: set[int] = set()
         self._webhook_secret: str | None = None
 
     # -- lifetime ------------------------------------------------------------------------------
@@ -91,7 +85,6 @@ class TelegramFrontEnd(CommandHandlers, ButtonHandlers, Delivering):
         if s.local_mode:
             builder = builder.local_mode(True)
         app = builder.build()
-        app.add_handler(TypeHandler(Update, self._dedupe), group=-1)
         only_new = filters.UpdateType.MESSAGE  # an edited /imagine is not a new request
         commands: dict[str, Handler] = {
             "start": self._start, "help": self._help, "imagine": self._imagine,
@@ -245,17 +238,6 @@ class TelegramFrontEnd(CommandHandlers, ButtonHandlers, Delivering):
         task.add_done_callback(self._tasks.discard)
 
     # -- plumbing ------------------------------------------------------------------------------
-
-    async def _dedupe(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """Drop an update whose id was seen recently (webhook retries, restarts)."""
-        uid = update.update_id
-        if uid in self._recent_set:
-            logger.info("telegram: dropping repeated update %d", uid)
-            raise ApplicationHandlerStop
-        if len(self._recent) == self._recent.maxlen:
-            self._recent_set.discard(self._recent[0])
-        self._recent.append(uid)
-        self._recent_set.add(uid)
 
     def _guard(self, handler: Handler) -> Handler:
         """Show ImagineError messages to the user; everything else goes to the error handler."""
