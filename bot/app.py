@@ -119,6 +119,7 @@ async def run_bot(
         admins=config.admins | {console_user.key},
         data_dir=config.storage.data_dir,
         default_model=model or config.model.name,
+        public_url=config.web.public_url if config.web is not None else "",
     )
     maintenance_settings = config.maintenance
     if maintenance_settings.backup_dir is None:

@@ -34,7 +34,8 @@ async def keys_command(config: Config, args: argparse.Namespace) -> int:
             elif args.action == "list":
                 for row in await operator_list(db, args.user):
                     state = f"revoked {row.revoked_at[:16]}" if row.revoked_at else "live"
-                    print(f"{row.id}\t{row.prefix}…\t{state}\tcreated {row.created_at[:16]}\t{row.label}")
+                    used = f"last used {row.last_used_at[:16]}" if row.last_used_at else "never used"
+                    print(f"{row.id}\t{row.prefix}…\t{state}\tcreated {row.created_at[:16]}\t{used}\t{row.label}")
             elif args.key_id is None:
                 print("imagine-bot: keys revoke USER KEY_ID (the id from 'keys list')", file=sys.stderr)
                 return 2

@@ -11,6 +11,8 @@ imports another. What lives here is what more than one front end had its own cop
     meter(filled, total)          ▰▰▱▱ progress bar
     Pacer                         at most one progress edit per interval
     render_grid render_single thumbnail   images under an upload limit (a 2-column grid), thumbnails
+    image_ref shared_text link_code_text linked_text key_created_text keys_text
+                                  the gallery, account linking and API keys, in every chat the same
 """
 
 from __future__ import annotations
@@ -35,8 +37,16 @@ __all__ = [
     "apology",
     "clip",
     "forgotten_counts",
+    "image_ref",
+    "key_created_text",
+    "keys_text",
+    "link_code_text",
+    "linked_text",
+    "shared_text",
     "meter",
     "new_reference",
+    "APIKEY_PRIVATE",
+    "UNLINKED",
     "on_off",
     "render_grid",
     "render_single",
@@ -85,6 +95,57 @@ def forgotten_counts(outcome: Any) -> str:
     """The tail of the /forget summary: what was cancelled and removed, and what is kept."""
     return (f"({outcome.jobs_cancelled} running request(s) cancelled, "
             f"{outcome.files_deleted} file(s) removed). {FORGET_KEEPS}")
+
+
+# -- the gallery, account linking, API keys -----------------------------------------------------
+
+APIKEY_PRIVATE = ("API keys are only handed out in a private chat with me: send /apikey there "
+                  "(a key shown in a group is a key for everyone).")
+UNLINKED = {True: "Unlinked: this identity has its own account again.", False: "This identity is not linked."}
+
+
+def image_ref(args: Sequence[str]) -> str | None:
+    """"JOB N" or "JOB-N" as an image reference "JOB-N" (N from 1); None when it is neither."""
+    ref = "-".join(args)
+    job, sep, number = ref.rpartition("-")
+    if len(args) not in (1, 2) or not sep or not job or not number.isdecimal() or int(number) < 1:
+        return None
+    return ref
+
+
+def shared_text(public_url: str, ref: str, share_id: str) -> str:
+    """The answer to a share: where the image is now public."""
+    return f"🌐 Shared {ref} in the gallery: {public_url}/i/{share_id}"
+
+
+def link_code_text(code: str) -> str:
+    return (f"Your link code: {code} (valid 10 minutes, once). Enter /link {code} on your other "
+            "platform to use one account (quota, history, settings, API keys) on both.")
+
+
+def linked_text(identities: Sequence[str]) -> str:
+    return "Linked: " + ", ".join(identities) + " now share one account."
+
+
+def key_created_text(key_id: int, key: str) -> str:
+    return (f"API key {key_id}, shown only now: keep it secret, send it as 'Authorization: Bearer …'. "
+            f"/apikey revoke {key_id} ends it.\n{key}")
+
+
+def keys_text(keys: Sequence[Any]) -> str:
+    """One line per API key (never the key itself): id, prefix, state, created, last used."""
+    if not keys:
+        return "You have no API keys. /apikey makes one."
+    def when(text: str) -> str:
+        return text[:16].replace("T", " ")
+
+    lines = ["Your API keys:"]
+    for key in keys:
+        state = f"revoked {when(key.revoked_at)}" if key.revoked_at else "live"
+        used = f"last used {when(key.last_used_at)} UTC" if key.last_used_at else "never used"
+        label = f" — {key.label}" if key.label else ""
+        lines.append(f"{key.id}: {key.prefix}… {state}, created {when(key.created_at)}, {used}{label}")
+    return "\n".join(lines)
 
 
 def meter(filled: int, total: int) -> str:

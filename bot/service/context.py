@@ -46,6 +46,7 @@ class ServiceSettings:
     variation_strength: float = 0.6
     admin_priority: bool = True  # admins' jobs use the queue's priority lane
     settle_timeout_s: float = 30.0  # how long cancel/forget wait for a job to settle
+    public_url: str = ""  # the web front end's address ([web] public_url), for links in chat replies
 
     def __post_init__(self) -> None:
         if self.quota_window not in quotas.WINDOWS:

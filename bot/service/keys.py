@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import logging
 
+from datetime import timedelta
+
 from bot.service.context import ServiceContext
 from bot.service.tickets import NotFound, Who
 from storage import Database, apikeys, links, users
 from storage.apikeys import ApiKey
+from storage.clock import from_text
 
 __all__ = ["ApiKey", "KeysPart", "operator_create", "operator_list", "operator_revoke"]
 
 logger = logging.getLogger(__name__)
+
+TOUCH_EVERY = timedelta(minutes=1)  # ``last_used_at`` is written at most this often per key
 
 
 class KeysPart(ServiceContext):
@@ -43,6 +48,9 @@ class KeysPart(ServiceContext):
         row = await apikeys.find(self.db, key)
         if row is None:
             return None
+        now = self.clock()
+        if row.last_used_at is None or now - from_text(row.last_used_at) >= TOUCH_EVERY:
+            await apikeys.touch(self.db, row.id, now)  # one small write a minute, not one a request
         user = await users.get(self.db, await links.account_of(self.db, row.user_id))
         if user is None:
             return None

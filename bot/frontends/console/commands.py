@@ -8,7 +8,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bot.frontends.common import FORGET_WARNING, forgotten_counts, on_off, settings_changes
+from bot.frontends.common import (
+    FORGET_WARNING,
+    UNLINKED,
+    forgotten_counts,
+    image_ref,
+    key_created_text,
+    keys_text,
+    link_code_text,
+    linked_text,
+    on_off,
+    settings_changes,
+    shared_text,
+)
 from bot.frontends.console.moderation import MODERATION_COMMANDS, ConsoleModeration
 from bot.options import help_text
 from bot.service import ImagineService, Ticket, Who
@@ -32,7 +44,7 @@ COMMANDS = """Commands:
   /link [CODE]                without a code: a one-time code to enter on another platform;
                               with one: join that platform's account (shared quota and history)
   /unlink                     stop sharing an account with another platform
-  /apikey [revoke ID]         a new key for the HTTP API (shown once), or revoke one
+  /apikey [list | revoke ID]  a new key for the HTTP API (shown once), your keys, or revoke one
   /appeal [MESSAGE]           ask an admin to review your strikes, cooldown or block
   /help                       this text and the /imagine options
   /quit                       leave (waits for running requests)
@@ -172,29 +184,29 @@ class CommandHandlers:
     async def _web_command(self, command: str, args: list[str]) -> None:
         """The web gallery, account linking and API keys."""
         if command in ("/share", "/unshare"):
-            ref = "-".join(args)
-            if len(args) not in (1, 2) or not ref.rpartition("-")[2].isdecimal():
+            ref = image_ref(args)
+            if ref is None:
                 self.say(f"Usage: {command} JOB N (N is the image number, from 1)")
             elif command == "/share":
                 share_id = await self.service.share(self.who, ref)
-                self.say(f"Shared {ref} in the gallery: /i/{share_id}")
+                self.say(shared_text(self.service.config.public_url, ref, share_id))
             else:
                 done = await self.service.unshare(self.who, ref)
                 self.say(f"{ref} is {'no longer' if done else 'not'} in the gallery.")
         elif command == "/link":
             if not args:
-                code = await self.service.link_code(self.who)
-                self.say(f"Your link code: {code} (valid 10 minutes, once). "
-                         f"Enter /link {code} on your other platform.")
+                self.say(link_code_text(await self.service.link_code(self.who)))
             else:
-                joined = await self.service.link(self.who, args[0])
-                self.say("Linked: " + ", ".join(joined) + " now share one account.")
+                self.say(linked_text(await self.service.link(self.who, args[0])))
         elif command == "/unlink":
-            done = await self.service.unlink(self.who)
-            self.say("Unlinked: this identity has its own account again." if done else "This identity is not linked.")
+            self.say(UNLINKED[await self.service.unlink(self.who)])
         elif args[:1] == ["revoke"] and len(args) == 2 and args[1].isdecimal():
             await self.service.revoke_api_key(self.who, int(args[1]))
             self.say(f"Revoked API key {args[1]}.")
+        elif args[:1] == ["list"]:
+            self.say(keys_text(await self.service.api_keys(self.who)))
+        elif args:
+            self.say("Usage: /apikey (a new key) | /apikey list | /apikey revoke ID")
         else:
             key, row = await self.service.create_api_key(self.who)
-            self.say(f"API key {row.id} (shown only now; send it as 'Authorization: Bearer …'):\n{key}")
+            self.say(key_created_text(row.id, key))
