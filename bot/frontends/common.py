@@ -28,7 +28,8 @@ from typing import Any
 
 from PIL import Image
 
-from bot.service import FORGET_KEEPS, StoredImage
+from bot.service import FORGET_KEEPS, NotAllowed, NotFound, StoredImage, Who
+from generation.errors import ImagineError
 from storage.files import fit_under
 
 __all__ = [
@@ -42,10 +43,12 @@ __all__ = [
     "keys_text",
     "link_code_text",
     "linked_text",
+    "share_image",
     "shared_text",
     "meter",
     "new_reference",
     "APIKEY_PRIVATE",
+    "NOT_YOURS",
     "UNLINKED",
     "on_off",
     "render_grid",
@@ -101,6 +104,8 @@ def forgotten_counts(outcome: Any) -> str:
 
 APIKEY_PRIVATE = ("API keys are only handed out in a private chat with me: send /apikey there "
                   "(a key shown in a group is a key for everyone).")
+NOT_YOURS = {True: "Only the person who asked for this image can share it.",
+             False: "Only the person who asked for this image, or an admin, can take it out of the gallery."}
 UNLINKED = {True: "Unlinked: this identity has its own account again.", False: "This identity is not linked."}
 
 
@@ -116,6 +121,28 @@ def image_ref(args: Sequence[str]) -> str | None:
 def shared_text(public_url: str, ref: str, share_id: str) -> str:
     """The answer to a share: where the image is now public."""
     return f"🌐 Shared {ref} in the gallery: {public_url}/i/{share_id}"
+
+
+async def share_image(service: Any, who: Who, ref: str, share: bool) -> str:
+    """Share (or unshare) image ``ref`` for ``who``: the answer to show, or an ImagineError saying why not.
+
+    The service answers "no such image" for someone else's image (the web must not tell which
+    exist); in a chat the image is in plain sight, so say who may do it instead.
+    """
+    try:
+        if share:
+            return shared_text(service.config.public_url, ref, await service.share(who, ref))
+        done = await service.unshare(who, ref)
+    except NotFound:
+        job, _, number = ref.rpartition("-")
+        try:
+            shown = (await service.job_delivery(job)).images
+        except ImagineError:
+            shown = ()
+        if any(i.index == int(number) - 1 for i in shown):
+            raise NotAllowed(NOT_YOURS[share]) from None
+        raise
+    return f"{ref} is no longer in the gallery." if done else f"{ref} was not in the gallery."
 
 
 def link_code_text(code: str) -> str:

@@ -19,7 +19,7 @@ from bot.frontends.common import (
     linked_text,
     on_off,
     settings_changes,
-    shared_text,
+    share_image,
 )
 from bot.frontends.console.moderation import MODERATION_COMMANDS, ConsoleModeration
 from bot.options import help_text
@@ -187,12 +187,8 @@ class CommandHandlers:
             ref = image_ref(args)
             if ref is None:
                 self.say(f"Usage: {command} JOB N (N is the image number, from 1)")
-            elif command == "/share":
-                share_id = await self.service.share(self.who, ref)
-                self.say(shared_text(self.service.config.public_url, ref, share_id))
             else:
-                done = await self.service.unshare(self.who, ref)
-                self.say(f"{ref} is {'no longer' if done else 'not'} in the gallery.")
+                self.say(await share_image(self.service, self.who, ref, command == "/share"))
         elif command == "/link":
             if not args:
                 self.say(link_code_text(await self.service.link_code(self.who)))
