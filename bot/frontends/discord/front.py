@@ -1,7 +1,8 @@
 """Discord front end: the adapter class, its lifetime, errors and reaction ratings.
 
 :class:`DiscordFrontEnd` is built from its parts: :class:`~.commands.CommandHandlers` (slash
-commands and buttons), :class:`~.delivery.Delivering` (progress and results) and
+commands and buttons), :class:`~.accounts.AccountHandlers` (🌐 sharing, /link, /apikey),
+:class:`~.delivery.Delivering` (progress and results) and
 :class:`~.moderation.DiscordModeration` (given the front end it serves). Buttons are
 :mod:`~bot.frontends.discord.views`; they find the front end as ``interaction.client.front``.
 
@@ -29,6 +30,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.frontends.common import apology, new_reference
+from bot.frontends.discord.accounts import AccountHandlers, build_account_commands
 from bot.frontends.discord.commands import CommandHandlers, build_commands
 from bot.frontends.discord.delivery import Delivering, Reply
 from bot.frontends.discord.intake import Intake, interaction_from
@@ -71,7 +73,7 @@ class DiscordLoginFailed(ImagineError):
     """Discord refused the token: the operator must fix DISCORD_TOKEN."""
 
 
-class DiscordFrontEnd(CommandHandlers, Intake, Delivering):
+class DiscordFrontEnd(CommandHandlers, AccountHandlers, Intake, Delivering):
     """The Discord adapter: build with (service, settings), then ``await start()``; ``close()``."""
 
     def __init__(self, service: ImagineService, settings: DiscordSettings) -> None:
@@ -83,7 +85,7 @@ class DiscordFrontEnd(CommandHandlers, Intake, Delivering):
         self._restore: tuple[str, yarl.URL] | None = None
         self._ready = asyncio.Event()
         self.moderation = DiscordModeration(self)  # /appeal, the Appeal button, /admin moderation
-        for command in build_commands(self):
+        for command in [*build_commands(self), *build_account_commands(self)]:  # + /share /link /apikey …
             self.bot.tree.add_command(command)
         self.bot.tree.on_error = self._on_tree_error  # type: ignore[method-assign]
         self.bot.add_listener(self._on_reaction_add, "on_raw_reaction_add")

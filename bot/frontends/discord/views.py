@@ -10,6 +10,8 @@ callbacks only hand the click to the front end (``interaction.client.front``).
     imagine:del:<job>             🗑 delete the message (the requester or an admin)
     imagine:hist:<page>:<search>  ◀ ▶ paging of /history
     imagine:forget:<yes|no>:<uid> the /forget confirmation
+    imagine:share:<job>:<i>       🌐 put image i in the public web gallery (its owner; :mod:`.accounts`)
+    imagine:unshare:<job>:<i>     take it out again (its owner or an admin)
     imagine:appeal                Appeal on a blocked/cooldown refusal (``bot.frontends.discord.moderation``)
 """
 
@@ -29,12 +31,14 @@ __all__ = [
     "ForgetButton",
     "HistoryButton",
     "RerollButton",
+    "ShareButton",
     "UpscaleButton",
     "VariationButton",
     "DYNAMIC_ITEMS",
     "forget_view",
     "history_page",
     "result_view",
+    "share_view",
     "upscale_view",
 ]
 
@@ -48,6 +52,7 @@ class _Front(Protocol):
     async def on_delete(self, interaction: discord.Interaction, job_id: str) -> None: ...
     async def on_history_page(self, interaction: discord.Interaction, page: int, search: str) -> None: ...
     async def on_forget(self, interaction: discord.Interaction, confirm: bool, user_id: int) -> None: ...
+    async def on_share(self, interaction: discord.Interaction, job_id: str, index: int, share: bool) -> None: ...
 
 
 def _front(interaction: discord.Interaction) -> _Front:
@@ -169,7 +174,29 @@ class ForgetButton(discord.ui.DynamicItem[discord.ui.Button], template=r"imagine
         await _front(interaction).on_forget(interaction, self.confirm, self.user_id)
 
 
-DYNAMIC_ITEMS = (RerollButton, UpscaleButton, VariationButton, DeleteButton, HistoryButton, ForgetButton)
+class ShareButton(discord.ui.DynamicItem[discord.ui.Button],
+                  template=r"imagine:(?P<act>share|unshare):(?P<job>\w+):(?P<index>\d)"):
+    """🌐: put an image in the public web gallery, or (Unshare) take it out again."""
+
+    def __init__(self, job_id: str, index: int, row: int = 0, label: str | None = None, share: bool = True) -> None:
+        super().__init__(discord.ui.Button(
+            label=label or ("🌐 Share" if share else "Unshare"),
+            style=discord.ButtonStyle.secondary if share else discord.ButtonStyle.danger,
+            custom_id=f"imagine:{'share' if share else 'unshare'}:{job_id}:{index}", row=row))
+        self.job_id, self.index, self.share = job_id, index, share
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> ShareButton:
+        return cls(match["job"], int(match["index"]), item.row or 0, item.label, match["act"] == "share")
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        """Share or unshare the image."""
+        await _front(interaction).on_share(interaction, self.job_id, self.index, self.share)
+
+
+DYNAMIC_ITEMS = (RerollButton, UpscaleButton, VariationButton, DeleteButton, HistoryButton, ForgetButton,
+                 ShareButton)
 
 
 def _view(*items: discord.ui.Item[Any]) -> discord.ui.View:
@@ -180,19 +207,26 @@ def _view(*items: discord.ui.Item[Any]) -> discord.ui.View:
 
 
 def result_view(delivery: Delivery) -> discord.ui.View:
-    """A grid's buttons: U1…U4 + 🔄 on the first row, V1…V4 + 🗑 on the second; one image: 🔄 V1 🗑."""
+    """A grid's buttons: U1…U4 + 🔄, then V1…V4 + 🗑, then 🌐 1…🌐 4; one image: 🔄 V1 🗑 🌐."""
     job, count = delivery.job_id, len(delivery.images)
     if count <= 1:
-        return _view(RerollButton(job, 0), VariationButton(job, 0, 0, "V1"), DeleteButton(job, 0))
+        return _view(RerollButton(job, 0), VariationButton(job, 0, 0, "V1"), DeleteButton(job, 0),
+                     ShareButton(job, 0, 0))
     return _view(
         *(UpscaleButton(job, i, 0) for i in range(count)), RerollButton(job, 0),
         *(VariationButton(job, i, 1) for i in range(count)), DeleteButton(job, 1),
+        *(ShareButton(job, i, 2, f"🌐 {i + 1}") for i in range(count)),
     )
 
 
 def upscale_view(job_id: str, index: int) -> discord.ui.View:
-    """Buttons under one full-size image: vary it, or delete the message."""
-    return _view(VariationButton(job_id, index, 0, "🔀 Vary"), DeleteButton(job_id, 0))
+    """Buttons under one full-size image: vary it, delete the message, or share it."""
+    return _view(VariationButton(job_id, index, 0, "🔀 Vary"), DeleteButton(job_id, 0), ShareButton(job_id, index, 0))
+
+
+def share_view(job_id: str, index: int) -> discord.ui.View:
+    """Under the answer to 🌐: take the image out of the gallery again."""
+    return _view(ShareButton(job_id, index, 0, share=False))
 
 
 def forget_view(user_id: int) -> discord.ui.View:
