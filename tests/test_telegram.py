@@ -65,7 +65,7 @@ async def test_private_grid_placeholder_buttons_and_reactions(tmp_path: Path, ti
         data = callback_data(result)
         assert all(len(d.encode()) <= 64 for d in data)
         assert data == [f"r:{job}", *(f"u:{job}:{n}" for n in (1, 2, 3)), *(f"v:{job}:{n}" for n in (1, 2, 3)),
-                        *(f"k:{job}:{n}" for n in (1, 2, 3))]
+                        *(f"k:{job}:{n}" for n in (1, 2, 3)), *(f"g:{job}:{n}" for n in (1, 2, 3))]
         await wait_until(lambda: _equals(job_status(r.env, job), "delivered"), GEN)
         delivery = await r.env.service.job_delivery(job)
         assert result.file(media["media"]).data == result_media(delivery)[0]
@@ -136,7 +136,7 @@ async def test_group_command_single_photo_and_bad_flag(tmp_path: Path, tiny, fak
         assert photo.file(photo.params["media"]["media"]).data.startswith(b"\x89PNG")
         data = callback_data(photo)
         job = data[0].removeprefix("r:")
-        assert data == [f"r:{job}", f"u:{job}:1", f"v:{job}:1", *(f"s:{job}:1:{s}" for s in range(1, 6))]
+        assert data == [f"r:{job}", f"u:{job}:1", f"v:{job}:1", *(f"s:{job}:1:{s}" for s in range(1, 6)), f"g:{job}:1"]
         assert all(len(d.encode()) <= 64 for d in data)
         assert "Bob" in photo.params["media"]["caption"]
         assert len(fake.calls("sendPhoto")) == 1 and len(fake.calls("editMessageMedia")) == 1

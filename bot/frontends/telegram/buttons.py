@@ -46,10 +46,13 @@ class ButtonHandlers:
 
         async def _appealed(self, who: Who, appeal_id: int, text: str) -> None: ...
 
+        async def _share_button(self, query: Any, message: Message, who: Who, share: bool,
+                                fields: tuple[str, ...]) -> None: ...
+
     # -- buttons -------------------------------------------------------------------------------
 
     async def _button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-        """Inline buttons: reroll, U, V, ratings, cancel, history pages, forget, appeal."""
+        """Inline buttons: reroll, U, V, ratings, cancel, history pages, forget, appeal, share."""
         query = update.callback_query
         assert query is not None
         action = callbacks.parse(query.data)
@@ -61,10 +64,12 @@ class ButtonHandlers:
             return
         kind, fields = action.kind, action.fields
         origin = (PLATFORM, str(update.update_id))  # a replay after a crash finds its job again
-        if kind in "ruvksx" and not fields[0]:
+        if kind in "ruvksxgo" and not fields[0]:
             await query.answer("This button no longer works.")
             return
-        if kind == "r":
+        if kind in "go":  # 🌐 share / ↩ unshare (accounts.py)
+            await self._share_button(query, message, who, kind == "g", fields)
+        elif kind == "r":
             await self._submit(who, user, message.chat_id, message.chat.type, message.message_id,
                                lambda w, target: self.service.reroll(w, fields[0], target=target,
                                                                      origin=origin))

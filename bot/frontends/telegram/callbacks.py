@@ -12,6 +12,8 @@ after a restart. Format: a one-letter action, then fields separated by ``:``::
     h:<page>:<search>       /history page (search cut to fit the 64 bytes)
     f:<user_id>:y|n         /forget confirmation (only that user may press it)
     a:<user_id>             file a moderation appeal (under a cooldown/block refusal; only that user)
+    g:<job>:<n>             🌐 put image n in the public web gallery (its owner)
+    o:<job>:<n>             take image n out of the gallery again (its owner or an admin)
 
 Job ids are 12 hex digits, so the longest job button (``s:…:4:5``) is 18 bytes.
 """
@@ -31,7 +33,7 @@ __all__ = [
 ]
 
 MAX_CALLBACK_BYTES = 64
-_ACTIONS = frozenset("ruvksxhfa")
+_ACTIONS = frozenset("ruvksxhfago")
 
 # Reaction scheme (documented in the README): the strongest mapped emoji of a user's reactions
 # counts; removing every mapped reaction removes the rating made by reaction (not a button one).

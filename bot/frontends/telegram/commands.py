@@ -18,6 +18,7 @@ from telegram.ext import ContextTypes
 
 from bot.frontends.common import FORGET_WARNING, clip, on_off, settings_changes
 from bot.frontends.telegram import moderation
+from bot.frontends.telegram.accounts import ACCOUNT_COMMANDS, ACCOUNT_HELP
 from bot.frontends.telegram.delivery import MAX_LOCAL_UPLOAD_BYTES, MAX_UPLOAD_BYTES
 from bot.frontends.telegram.keyboards import forget_keyboard, history_keyboard
 from bot.frontends.telegram.messages import PLATFORM, command_text, history_text, who_of
@@ -37,6 +38,7 @@ COMMANDS = (
     BotCommand("export", "A zip of your data and images"),
     BotCommand("forget", "Delete everything stored about you"),
     BotCommand("appeal", "Ask an admin to review your strikes, cooldown or block"),
+    *(BotCommand(name, description) for name, description in ACCOUNT_COMMANDS),
     BotCommand("help", "How to use the bot"),
 )
 
@@ -50,8 +52,9 @@ COMMAND_HELP = """Commands:
 /cancel — cancel your latest running request
 /export — a zip of your data · /forget — delete it all
 /appeal [message] — ask an admin to review your strikes, cooldown or block
+""" + ACCOUNT_HELP + """
 
-Under each result: 🔄 reroll · U1–U4 the full-quality file · V1–V4 variations · ⭐ rate.
+Under each result: 🔄 reroll · U1–U4 the full-quality file · V1–V4 variations · ⭐ rate · 🌐 share.
 Reacting to a result rates it too: ❤ 🔥 😍 = 5★, 👍 👏 = 4★, 🤔 = 3★, 😢 = 2★, 👎 = 1★."""
 EXAMPLES = """Examples:
 /imagine a lighthouse at dawn, watercolor --ar 16:9

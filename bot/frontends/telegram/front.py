@@ -1,6 +1,7 @@
 """Telegram front end: the adapter class, its lifetime, update plumbing and errors.
 
 :class:`TelegramFrontEnd` is built from its parts: :class:`~.commands.CommandHandlers`,
+:class:`~.accounts.AccountHandlers` (🌐 sharing, /link, /apikey),
 :class:`~.buttons.ButtonHandlers` (inline buttons, reactions) and
 :class:`~.delivery.Delivering` (status messages, results). It shares the event loop with the
 other front ends (``initialize`` + ``start``, never ``run_polling``).
@@ -29,6 +30,7 @@ from telegram.ext import (
 )
 
 from bot.frontends.common import apology, clip, new_reference
+from bot.frontends.telegram.accounts import AccountHandlers
 from bot.frontends.telegram.buttons import ButtonHandlers
 from bot.frontends.telegram.commands import COMMANDS, CommandHandlers
 from bot.frontends.telegram.delivery import Delivering
@@ -53,7 +55,7 @@ _CONNECT_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)  # start-up retries; the las
 Handler = Callable[[Update, ContextTypes.DEFAULT_TYPE], Awaitable[None]]
 
 
-class TelegramFrontEnd(CommandHandlers, ButtonHandlers, Delivering):
+class TelegramFrontEnd(CommandHandlers, AccountHandlers, ButtonHandlers, Delivering):
     """The Telegram bot: ``await start()``, later ``await close()``; shares the loop with others."""
 
     def __init__(self, service: ImagineService, settings: TelegramSettings) -> None:
@@ -91,6 +93,8 @@ class TelegramFrontEnd(CommandHandlers, ButtonHandlers, Delivering):
             "history": self._history, "quota": self._quota, "settings": self._settings,
             "cancel": self._cancel, "forget": self._forget, "export": self._export,
             "admin": self._admin, "appeal": self._appeal,
+            "share": self._share, "unshare": self._share, "link": self._link, "unlink": self._unlink,
+            "apikey": self._apikey,  # accounts.py: the web gallery, one account, API keys
         }
         for name, handler in commands.items():
             app.add_handler(CommandHandler(name, self._guard(handler), filters=only_new))

@@ -13,12 +13,13 @@ __all__ = [
     "forget_keyboard",
     "history_keyboard",
     "main_keyboard",
+    "share_keyboard",
     "stars_keyboard",
 ]
 
 
 def main_keyboard(job_id: str, count: int) -> InlineKeyboardMarkup:
-    """🔄, U1…Un, V1…Vn and rating buttons under a result."""
+    """🔄, U1…Un, V1…Vn, rating and 🌐 share buttons under a result."""
     enc = callbacks.encode
     if count == 1:
         rows = [
@@ -26,6 +27,7 @@ def main_keyboard(job_id: str, count: int) -> InlineKeyboardMarkup:
              InlineKeyboardButton("⬇ U1 full size", callback_data=enc("u", job_id, 1)),
              InlineKeyboardButton("🎨 V1 vary", callback_data=enc("v", job_id, 1))],
             [InlineKeyboardButton(f"{s}⭐", callback_data=enc("s", job_id, 1, s)) for s in range(1, 6)],
+            [InlineKeyboardButton("🌐 Share", callback_data=enc("g", job_id, 1))],
         ]
     else:
         numbers = range(1, count + 1)
@@ -34,8 +36,14 @@ def main_keyboard(job_id: str, count: int) -> InlineKeyboardMarkup:
             [InlineKeyboardButton(f"U{n}", callback_data=enc("u", job_id, n)) for n in numbers],
             [InlineKeyboardButton(f"V{n}", callback_data=enc("v", job_id, n)) for n in numbers],
             [InlineKeyboardButton(f"⭐ #{n}", callback_data=enc("k", job_id, n)) for n in numbers],
+            [InlineKeyboardButton(f"🌐 {n}", callback_data=enc("g", job_id, n)) for n in numbers],
         ]
     return InlineKeyboardMarkup(rows)
+
+
+def share_keyboard(job_id: str, index: int) -> InlineKeyboardMarkup:
+    """Under the answer to 🌐: take image ``index`` (1-based) out of the gallery again."""
+    return InlineKeyboardMarkup([[InlineKeyboardButton("↩ Unshare", callback_data=callbacks.encode("o", job_id, index))]])
 
 
 def stars_keyboard(job_id: str, index: int) -> InlineKeyboardMarkup:
