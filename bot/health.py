@@ -2,13 +2,17 @@
 seconds from its event loop; ``imagine-bot health`` says healthy while that file is fresh.
 
 A stuck event loop, a crashed process or a bot that never finished starting all leave the file
-stale (or absent), so Docker's HEALTHCHECK and systemd see it without a web server.
+stale (or absent), so Docker's HEALTHCHECK and systemd see it without a web server. With the
+web front end on, ``imagine-bot health`` asks its ``/healthz`` instead (:func:`check_http`),
+which also says whether the model is loaded and the database writable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import urllib.error
+import urllib.request
 import logging
 import os
 import time
@@ -17,7 +21,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HEARTBEAT_FILE", "HealthError", "beat", "check"]
+__all__ = ["HEARTBEAT_FILE", "HealthError", "beat", "check", "check_http", "healthz_url"]
 
 log = logging.getLogger(__name__)
 
@@ -72,3 +76,34 @@ def check(data_dir: Path, *, max_age_s: float = 60.0, now: float | None = None) 
         raise HealthError(f"the heartbeat is {age:.0f} s old (limit {max_age_s:g} s): the bot is stuck or gone")
     queued = state.get("queued_jobs")
     return f"healthy: heartbeat {age:.0f} s ago" + (f", {queued} job(s) queued" if queued is not None else "")
+
+
+def healthz_url(web: dict[str, Any]) -> str | None:
+    """``/healthz`` of the web front end a [web] table describes; None when it is not enabled."""
+    if web.get("enabled") is not True:
+        return None
+    host = str(web.get("listen", "127.0.0.1"))
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)  # "any": ask locally
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{int(web.get('port', 8080))}/healthz"
+
+
+def check_http(url: str, *, timeout: float = 10.0) -> str:
+    """A one-line "healthy" summary when ``url`` answers 200, else HealthError with the reason."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through a proxy
+    try:
+        with opener.open(url, timeout=timeout) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        try:
+            reason = json.loads(exc.read().decode("utf-8", "replace")).get("reason") or exc.reason
+        except (ValueError, AttributeError, OSError):
+            reason = exc.reason
+        raise HealthError(f"{url} answered {exc.code}: {reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        why = getattr(exc, "reason", None) or exc
+        raise HealthError(f"cannot reach {url}: {why}") from None
+    if status != 200:
+        raise HealthError(f"{url} answered {status}")
+    return f"healthy: {url} answered 200"

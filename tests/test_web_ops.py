@@ -109,6 +109,7 @@ def test_keys_cli_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["keys", "list", "telegram:1001", "--config", str(path)]) == 0
     listing = capsys.readouterr().out
     assert "laptop" in listing and "live" in listing and key not in listing and key[:9] in listing
+    assert "never used" in listing
     assert main(["keys", "revoke", "telegram:1001", "1", "--config", str(path)]) == 0
     assert main(["keys", "revoke", "telegram:1001", "1", "--config", str(path)]) == 1
     assert main(["keys", "list", "nocolon", "--config", str(path)]) == 2
@@ -183,3 +184,45 @@ async def test_run_bot_serves_the_web_and_not_the_terminal_chat(tmp_path: Path) 
         os.kill(os.getpid(), signal.SIGTERM)
         await asyncio.wait_for(bot, 60)
     assert not (tmp_path / "out").exists()  # the terminal chat did not run
+
+
+async def test_health_asks_healthz_when_web_is_enabled(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    async with service_env(tmp_path, FakePipeline()) as env:
+        front = WebFrontEnd(env.service, WebSettings(enabled=True, port=0))
+        await front.start()
+        config = tmp_path / "c.toml"
+        config.write_text(f'[storage]\ndata_dir = "{tmp_path / "none"}"\n[web]\nenabled = true\n'
+                          f'listen = "0.0.0.0"\nport = {front.port}\n')
+        health = ["health", "--config", str(config)]
+        try:  # the server answers from this loop: the command runs in a thread
+            assert await asyncio.to_thread(main, health) == 0
+            assert f"127.0.0.1:{front.port}/healthz answered 200" in capsys.readouterr().out
+            await env.db.execute("PRAGMA query_only = ON")
+            assert await asyncio.to_thread(main, health) == 1
+            assert "answered 503: the database is not writable" in capsys.readouterr().err
+            await env.db.execute("PRAGMA query_only = OFF")
+        finally:
+            await asyncio.wait_for(front.close(), 15)
+        assert await asyncio.to_thread(main, health) == 1
+        assert "unhealthy: cannot reach" in capsys.readouterr().err
+        # [web] off: the heartbeat, as before (there is none in that data_dir)
+        config.write_text(f'[storage]\ndata_dir = "{tmp_path / "none"}"\n[web]\nenabled = false\n')
+        assert await asyncio.to_thread(main, health) == 1
+        assert "no heartbeat" in capsys.readouterr().err
+
+
+async def test_last_used_at_is_set_at_most_once_a_minute(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    async with service_env(tmp_path, FakePipeline()) as env:
+        svc = env.service
+        key = await key_for(env, ADA)
+        assert (await svc.api_keys(ADA))[0].last_used_at is None
+        assert await svc.authenticate(key) is not None
+        first = (await svc.api_keys(ADA))[0].last_used_at
+        assert first is not None
+        env.clock.advance(seconds=30)
+        await svc.authenticate(key)
+        assert (await svc.api_keys(ADA))[0].last_used_at == first  # no write for every request
+        env.clock.advance(seconds=31)
+        await svc.authenticate(key)
+        later = (await svc.api_keys(ADA))[0].last_used_at
+        assert later is not None and later > first

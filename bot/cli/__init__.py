@@ -15,7 +15,7 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from generation.errors import ImagineError
 
@@ -157,23 +157,30 @@ def _download(args: argparse.Namespace, config: object) -> int:
 
 
 def _health(args: argparse.Namespace) -> int:
-    """Exit 0 while the running bot's heartbeat is fresh (cheap: no torch, no config checks)."""
+    """Exit 0 while the running bot is healthy (cheap: no torch, no config checks).
+
+    ``--url``, or [web] enabled in the config: its ``/healthz`` must answer 200. Otherwise (or
+    with ``--data-dir``) the heartbeat file must be fresh.
+    """
     import tomllib
 
-    from bot.health import HealthError, check
+    from bot.health import HealthError, check, check_http, healthz_url
 
     data_dir = Path(args.data_dir) if args.data_dir else None
     path = _config_path(args.config)
-    if data_dir is None:
-        data = {}
-        if path is not None:
-            try:
-                data = tomllib.loads(path.read_text(encoding="utf-8"))
-            except (OSError, tomllib.TOMLDecodeError) as exc:
-                raise UsageError(f"cannot read {path}: {exc}") from None
-        data_dir = Path(data.get("storage", {}).get("data_dir", "data"))
+    data: dict[str, Any] = {}
+    if path is not None and (data_dir is None or args.url is None):
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise UsageError(f"cannot read {path}: {exc}") from None
+    url = args.url or (None if data_dir is not None else healthz_url(data.get("web", {})))
     try:
-        print(check(data_dir, max_age_s=args.max_age))
+        if url is not None:
+            print(check_http(url, timeout=args.timeout))
+        else:
+            data_dir = data_dir or Path(data.get("storage", {}).get("data_dir", "data"))
+            print(check(data_dir, max_age_s=args.max_age))
     except HealthError as exc:
         print(f"imagine-bot: unhealthy: {exc}", file=sys.stderr)
         return 1
@@ -223,10 +230,13 @@ def _parser() -> argparse.ArgumentParser:
                       help="step checkpoints to fetch: 1 2 4 8 (default: model.steps)")
     down.add_argument("--to", help="the folder (default: model.path, else models/sdxl-lightning)")
     down.add_argument("--config", help=config_help)
-    health = sub.add_parser("health", help="exit 0 while the running bot is alive (for HEALTHCHECK)")
+    health = sub.add_parser("health", help="exit 0 while the running bot is alive (for HEALTHCHECK): "
+                            "GET /healthz when [web] is enabled, else the heartbeat file")
     health.add_argument("--config", help=config_help)
-    health.add_argument("--data-dir", help="storage.data_dir of the bot (default: from the config)")
+    health.add_argument("--data-dir", help="check the heartbeat in this storage.data_dir (default: from the config)")
     health.add_argument("--max-age", type=float, default=60.0, help="seconds a heartbeat stays fresh")
+    health.add_argument("--url", help="check this /healthz URL (default: from [web] listen and port when enabled)")
+    health.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for /healthz")
     sub.add_parser("styles", help="list the style presets for --style")
     from bot.cli.keys import add_parser as add_keys
 
