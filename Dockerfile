@@ -21,7 +21,8 @@ COPY pyproject.toml README.md ./
 COPY bot ./bot
 COPY generation ./generation
 COPY storage ./storage
-RUN pip install -c constraints.txt . \
+# with the web front end's packages, so [web] enabled = true works in the image
+RUN pip install -c constraints.txt '.[web]' \
     && useradd --create-home --uid 1000 imagine \
     && mkdir -p /data /models \
     && chown imagine:imagine /data /models
@@ -30,11 +31,14 @@ COPY deploy/config.docker.toml ./config.toml
 
 USER imagine
 VOLUME ["/data", "/models"]
-# Telegram webhook mode listens here ([telegram.webhook] port); long polling needs no port.
-EXPOSE 8443
+# Telegram webhook mode listens on 8443 ([telegram.webhook] port); long polling needs no port.
+# The web front end ([web] enabled, listen = "0.0.0.0" in a container) on 8080 ([web] port).
+EXPOSE 8443 8080
 # SIGTERM: the running batch finishes and is stored (compose gives it stop_grace_period).
 STOPSIGNAL SIGTERM
-# The running bot rewrites /data/heartbeat.json every 10 s; loading the model takes minutes.
+# `imagine-bot health`: with [web] enabled, GET /healthz must answer 200 (model loaded, database
+# writable); otherwise /data/heartbeat.json, rewritten every 10 s, must be fresh. Loading the
+# model takes minutes.
 HEALTHCHECK --interval=30s --timeout=15s --start-period=15m --retries=3 CMD ["imagine-bot", "health"]
 ENTRYPOINT ["imagine-bot"]
 CMD ["run"]

@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PIP_INSTALL) $(TORCH)
 	$(PIP_INSTALL) -e '.[test,bench,ray]'
-	$(PIP_INSTALL) -e '.[web]'  # web front end: FastAPI, uvicorn, jinja2, vtracer; httpx + Playwright for its tests
+	$(PIP_INSTALL) -e '.[web,web-test]'  # web front end: FastAPI, uvicorn, jinja2, vtracer; httpx + Playwright for its tests
 	touch $@
 
 run: install

@@ -57,8 +57,9 @@ def test_compose_and_dockerfile_agree_on_volumes_ports_and_stop_signal() -> None
     published = {int(str(p).rsplit(":", 1)[-1]) for p in service.get("ports", [])}
     assert published <= exposed
     from bot.frontends.telegram.settings import TelegramSettings
+    from bot.frontends.web.settings import WebSettings
 
-    assert exposed == {TelegramSettings.__dataclass_fields__["webhook_port"].default}
+    assert exposed == {TelegramSettings.__dataclass_fields__["webhook_port"].default, WebSettings.port}
     assert docker["STOPSIGNAL"] == [service["stop_signal"]] == ["SIGTERM"]
 
 
@@ -90,6 +91,7 @@ def test_dockerfile_runs_the_tested_torch_with_container_defaults(tmp_path: Path
     assert f"torch=={pins['torch']}" in torch_install and "-c constraints.txt" in torch_install
     assert "whl/cu" in " ".join(docker["ARG"]) + torch_install  # a CUDA build
     assert all("-c constraints.txt" in r for r in docker["RUN"] if "pip install" in r)
+    assert any("'.[web]'" in r for r in docker["RUN"] if "pip install" in r)  # [web] works in the image
     assert json.loads(docker["HEALTHCHECK"][0].split("CMD", 1)[1]) == ["imagine-bot", "health"]
     assert json.loads(docker["CMD"][0]) == ["run"] and "imagine-bot" in docker["ENTRYPOINT"][0]
     # the image's config: paths on the volumes, and it passes the strict checks
