@@ -46,6 +46,7 @@ from generation.errors import ImagineError, JobCancelled
 from generation.queue import ShuttingDown
 from generation.request import GenerationRequest, GenerationResult, random_seed
 from storage import images, inbox, jobs, model_versions, quotas, users
+from bot.service.refining import refine_request
 from storage.files import png_with_metadata
 from storage.db import Transaction
 from storage.inbox import InboxItem
@@ -102,8 +103,13 @@ class JobsPart(ServiceContext):
             text, caps=self.caps, defaults=accounts_rules.defaults_from(user.settings),
             user_id=who.user_id, platform=who.platform, **options,
         )
-        return await self._submit(who, user, request, target=target, dedupe=request.seed is not None,
-                                  origin=origin)
+        notes: tuple[str, ...] = ()
+        if request.refine:  # prompt power: a small LLM rewrites the prompt (bot/service/refining.py)
+            request, notes = await refine_request(self, who, request, target)
+        ticket = await self._submit(who, user, request, target=target, dedupe=request.seed is not None,
+                                    origin=origin)
+        ticket.notes = notes
+        return ticket
 
     async def reroll(self, who: Who, job_id: str, *, target: dict[str, Any] | None = None,
                      origin: Origin | None = None) -> Ticket:

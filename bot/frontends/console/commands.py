@@ -34,6 +34,7 @@ COMMANDS = """Commands:
   /unlink                     stop sharing an account with another platform
   /apikey [revoke ID]         a new key for the HTTP API (shown once), or revoke one
   /appeal [MESSAGE]           ask an admin to review your strikes, cooldown or block
+  /loras                      the LoRA adapters: names, trigger words, base model
   /help                       this text and the /imagine options
   /quit                       leave (waits for running requests)
 Admin (PLATFORM:USER is e.g. discord:1234, telegram:5678, cli:alice):
@@ -71,7 +72,12 @@ class CommandHandlers:
         if command != "/forget":
             self._confirm_forget = False
         if command == "/imagine":
-            self.follow(await self.service.imagine(self.who, rest, target={"console": True}))
+            ticket = await self.service.imagine(self.who, rest, target={"console": True})
+            for note in getattr(ticket, "notes", ()):  # e.g. the refined prompt
+                self.say(note)
+            self.follow(ticket)
+        elif command == "/loras":
+            self.say(self.service.loras_text())
         elif command == "/help":
             self.say(COMMANDS + "\n\n" + help_text(self.service.caps))
         elif command == "/history":

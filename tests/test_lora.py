@@ -1,0 +1,214 @@
+"""LoRA: folder scan and refusals, tags in requests, the shape key, switching with an LRU, and
+the effect on images (tiny random LoRAs made here with peft for the tiny UNet)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from generation.batch import Batch, BatchItem
+from generation.errors import InvalidRequest
+from generation.lora import LoraManager, adapter_name, LoraSettings, attach_loras, scan_loras
+from generation.pipeline import ModelConfig, build_tiny_pipeline, load_pipeline
+from generation.tiny import _tiny_unet
+from generation.request import GenerationRequest, ModelCaps
+from generation.scheduling import FairState, pick_batch
+
+TINY_CONTEXT = 64  # the tiny UNet's cross-attention width (both tiny text encoders, 32 + 32)
+
+
+def save_random_lora(folder: Path, name: str, seed: int, metadata: dict[str, str] | None = None,
+                     targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")) -> Path:
+    """A random-weight LoRA for the tiny UNet in diffusers format: ``folder/name.safetensors``."""
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    unet = _tiny_unet(UNet2DConditionModel)
+    torch.manual_seed(seed)
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                                target_modules=list(targets)))
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    StableDiffusionXLPipeline.save_lora_weights(folder, unet_lora_layers=layers,
+                                                weight_name=f"{name}.safetensors")
+    path = folder / f"{name}.safetensors"
+    if metadata:  # rewrite with Kohya-style metadata
+        from safetensors.torch import load_file, save_file
+
+        save_file(load_file(str(path)), str(path), metadata={"format": "pt", **metadata})
+    return path
+
+
+@pytest.fixture(scope="module")
+def lora_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("loras")
+    save_random_lora(folder, "ink", 1, {"ss_base_model_version": "sdxl_base_v1-0",
+                                        "ss_tag_frequency": json.dumps({"set": {"inkwash": 9, "sumi": 3}})})
+    save_random_lora(folder, "neon", 2, {"modelspec.trigger_phrase": "neon glow, synthwave"})
+    save_random_lora(folder, "pastel", 3)
+    # an SD 1.x LoRA: its cross-attention reads 768-wide text
+    save_file({"lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_down.weight":
+               torch.zeros(4, 768),
+               "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k.lora_up.weight":
+               torch.zeros(320, 4)}, str(folder / "sd15.safetensors"))
+    save_file({"model.weight": torch.zeros(2, 2)}, str(folder / "checkpoint.safetensors"))
+    (folder / "broken.safetensors").write_bytes(b"not a safetensors file")
+    save_random_lora(folder, "old", 4, {"ss_base_model_version": "sd_v1"})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pipeline(lora_dir: Path) -> Any:
+    """A tiny pipeline of its own (adapters change it) with the folder attached."""
+    pipeline = load_pipeline(ModelConfig(name="tiny", device="cpu"))
+    attach_loras(pipeline, LoraSettings(dir=str(lora_dir), max_loaded=2))
+    return pipeline
+
+
+def picture(pipeline: Any, loras: tuple[tuple[str, float], ...] = ()) -> np.ndarray:
+    batch = Batch("txt2img", 128, 128, 1, (BatchItem("a fox", "", 3),), loras=loras)
+    return np.asarray(pipeline.generate(batch)[0]).astype(np.int16)
+
+
+# -- the folder -------------------------------------------------------------------------------
+
+
+def test_scan_keeps_sdxl_loras_with_metadata_and_refuses_the_rest(lora_dir: Path) -> None:
+    catalog = scan_loras(lora_dir, TINY_CONTEXT)
+    assert sorted(catalog.loras) == ["ink", "neon", "pastel"]
+    assert catalog.loras["ink"].triggers == ("inkwash", "sumi")
+    assert catalog.loras["ink"].base_model == "sdxl_base_v1-0"
+    assert catalog.loras["neon"].triggers == ("neon glow", "synthwave")
+    assert len(catalog.loras["pastel"].sha256) == 12
+    assert catalog.loras["ink"].sha256 != catalog.loras["neon"].sha256
+    assert "768" in catalog.refused["sd15.safetensors"] and "SD 1.x" in catalog.refused["sd15.safetensors"]
+    assert "no LoRA weights" in catalog.refused["checkpoint.safetensors"]
+    assert "readable" in catalog.refused["broken.safetensors"]
+    listing = catalog.describe()
+    assert "inkwash" in listing and "<lora:neon:0.8>" in listing and "sd15.safetensors: refused" in listing
+
+
+def test_metadata_naming_another_base_model_is_refused(lora_dir: Path) -> None:
+    assert "made for sd_v1" in scan_loras(lora_dir, TINY_CONTEXT).refused["old.safetensors"]
+    wide = scan_loras(lora_dir, 2048)  # a model reading 2048-wide text refuses the tiny LoRAs
+    assert "64-wide" in wide.refused["ink.safetensors"] and not wide.loras
+
+
+def test_attach_tells_the_caps_the_names_and_hashes(pipeline: Any) -> None:
+    names = [name for name, _ in pipeline.caps.loras]
+    assert names == ["ink", "neon", "pastel"]
+
+
+# -- requests ---------------------------------------------------------------------------------
+
+
+def test_unknown_names_are_refused_with_the_closest(pipeline: Any) -> None:
+    request = GenerationRequest("a fox", width=256, height=256, loras=(("inc", 0.5),))
+    with pytest.raises(InvalidRequest, match="did you mean ink") as caught:
+        pipeline.caps.check(request)
+    assert caught.value.field == "lora"
+
+
+def test_check_fills_in_the_hashes(pipeline: Any) -> None:
+    request = pipeline.caps.check(GenerationRequest("a fox", width=256, height=256,
+                                                    loras=(("neon", 1.0), ("ink", 0.5))))
+    assert request.loras == (("ink", 0.5), ("neon", 1.0))  # sorted: one set, one shape
+    assert request.lora_hashes == tuple(dict(pipeline.caps.loras)[n] for n in ("ink", "neon"))
+    assert GenerationRequest.from_dict(json.loads(json.dumps(request.to_dict()))) == request
+
+
+@pytest.mark.parametrize("loras", [(("a", 2.5),), (("a", -3.0),), (("a", float("nan")),),
+                                   (("a", 1.0), ("a", 0.5)), tuple((f"l{i}", 1.0) for i in range(5))])
+def test_lora_weights_and_counts_are_bounded(loras: Any) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        GenerationRequest("a fox", loras=loras)
+    assert caught.value.field == "lora"
+
+
+def test_no_lora_bot_refuses_lora_requests() -> None:
+    with pytest.raises(InvalidRequest, match="no LoRAs installed"):
+        ModelCaps().check(GenerationRequest("a fox", loras=(("ink", 1.0),)))
+
+
+@dataclass
+class Job:
+    user: str
+    seq: int
+    shape: Any
+    priority: bool = False
+    images: int = 1
+
+
+def test_jobs_with_different_loras_or_weights_never_share_a_batch() -> None:
+    def shape(loras: Any) -> Any:
+        return GenerationRequest("x", loras=loras).shape
+
+    jobs = [Job("a", 0, shape((("ink", 0.8),))), Job("b", 1, shape((("neon", 0.8),))),
+            Job("c", 2, shape((("ink", 0.5),))), Job("d", 3, shape(())), Job("e", 4, shape((("ink", 0.8),)))]
+    batch, _ = pick_batch(jobs, FairState(), max_images=8, priority_burst=3)
+    assert [j.user for j in batch] == ["a", "e"]
+    again = Batch.from_shape(jobs[0].shape, [BatchItem("x", "", 1)])
+    assert again.loras == (("ink", 0.8),) and again.shape == jobs[0].shape and again.strength is None
+
+
+def test_img2img_shapes_keep_strength_beside_the_loras() -> None:
+    request = GenerationRequest("x", kind="img2img", init_image="/tmp/x.png", strength=0.5,
+                                loras=(("ink", 1.0),))
+    batch = Batch.from_shape(request.shape, [BatchItem("x", "", 1, "/tmp/x.png")])
+    assert batch.strength == 0.5 and batch.loras == (("ink", 1.0),)
+
+
+# -- images and switching -----------------------------------------------------------------------
+
+
+def test_a_lora_changes_the_image_and_weight_zero_does_not(pipeline: Any) -> None:
+    plain = picture(pipeline)
+    assert (picture(pipeline, (("ink", 1.0),)) != plain).any()
+    assert np.array_equal(picture(pipeline, (("ink", 0.0),)), plain)
+    assert np.array_equal(picture(pipeline), plain)  # back to no LoRA: adapters disabled
+    assert (picture(pipeline, (("ink", 1.0),)) != picture(pipeline, (("neon", 1.0),))).any()
+
+
+def test_a_qkv_only_lora_works_on_a_pipeline_with_fused_qkv(tmp_path: Path) -> None:
+    save_random_lora(tmp_path, "keys", 5, targets=("to_k",))
+    fused = load_pipeline(ModelConfig(name="tiny", device="cpu", fuse_qkv=True))
+    attach_loras(fused, LoraSettings(dir=str(tmp_path)))  # undoes the fusion: to_qkv ignores adapters
+    assert (picture(fused, (("keys", 1.0),)) != picture(fused)).any()
+
+
+def test_the_lru_evicts_the_least_recently_used(lora_dir: Path) -> None:
+    pipe = build_tiny_pipeline()
+    manager = LoraManager(pipe, scan_loras(lora_dir, TINY_CONTEXT), max_loaded=2)
+    manager.activate((("ink", 1.0),))
+    manager.activate((("neon", 1.0),))
+    manager.activate((("ink", 0.5),))  # ink is now the most recent
+    assert manager.loaded == ["neon", "ink"] and manager.loads == 2
+    manager.activate((("pastel", 1.0),))
+    assert manager.loaded == ["ink", "pastel"] and manager.evictions == 1
+    assert sorted(pipe.get_list_adapters()["unet"]) == sorted(adapter_name(n) for n in ("ink", "pastel"))
+    manager.activate((("pastel", 1.0),))  # same set again: no work
+    assert manager.switches == 4
+
+
+def test_a_batch_with_loras_on_a_bot_without_them_fails_clearly(tiny: Any) -> None:
+    batch = Batch("txt2img", 128, 128, 1, (BatchItem("a fox", "", 3),), loras=(("ink", 1.0),))
+    with pytest.raises(InvalidRequest, match="no LoRAs"):
+        tiny.generate(batch)
+
+
+def test_the_cli_lists_the_folder(lora_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bot.__main__ import main
+
+    config = tmp_path / "c.toml"
+    config.write_text(f'[lora]\ndir = "{lora_dir}"\n')
+    assert main(["loras", "--config", str(config), "--model", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "ink  [sdxl_base_v1-0]  inkwash, sumi" in out and "sd15.safetensors: refused" in out
