@@ -61,7 +61,7 @@ class AdminPart(ServiceContext):
 
     def loras_text(self) -> str:
         """The /loras listing: names, trigger words, base model (and files refused, with why)."""
-        catalog = getattr(self.queue, "lora_catalog", None)
+        catalog = self.lora_catalog
         if catalog is None:
             return "This bot has no LoRAs installed."
         return str(catalog.describe())

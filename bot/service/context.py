@@ -84,6 +84,7 @@ class ServiceContext:
             admins=self.config.admins, clock=clock)
         self.clock = clock
         self.refiner: Any = None  # generation.refine.PromptRefiner when [refine] model is set (bot.app)
+        self.lora_catalog: Any = None  # generation.lora.LoraCatalog when [lora] is set (bot.app)
         self.writes = GroupWriter(db)  # jobs of one batch share their transactions
         self._seen_model: tuple[str, str | None, object] | None = None  # model_versions written today
         self._tickets: dict[str, Ticket] = {}
