@@ -309,7 +309,7 @@ def _unfuse(pipeline: Any) -> None:
                     if hasattr(module, fused):
                         delattr(module, fused)
                 module.fused_projections = False
-        logger.warning("model.fuse_qkv is undone on the UNet: LoRAs adapt the unfused q/k/v projections")
+        logger.info("model.fuse_qkv is undone on the UNet: LoRAs adapt the unfused q/k/v projections")
 
 
 def _label(loras: Sequence[tuple[str, float]] | None) -> str:

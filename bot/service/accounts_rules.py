@@ -123,14 +123,15 @@ def effective_settings(saved: Mapping[str, Any], caps: ModelCaps) -> dict[str, A
     }
 
 
-def defaults_from(saved: Mapping[str, Any]) -> Defaults:
-    """The parser defaults for a user's saved settings."""
+def defaults_from(saved: Mapping[str, Any], *, refine: bool = True) -> Defaults:
+    """The parser's defaults from saved settings; ``refine=False`` (no refiner on this bot)
+    ignores a saved ``refine`` setting instead of failing every request."""
     return Defaults(
         aspect=saved.get("aspect", "1:1"),
         style=saved.get("style", "none"),
         count=saved.get("count", 1),
         steps=saved.get("steps"),
-        refine=bool(saved.get("refine", False)),
+        refine=refine and bool(saved.get("refine", False)),
     )
 
 

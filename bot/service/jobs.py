@@ -100,7 +100,7 @@ class JobsPart(ServiceContext):
         """
         user = await self._active_user(who)
         request = parse_imagine(
-            text, caps=self.caps, defaults=accounts_rules.defaults_from(user.settings),
+            text, caps=self.caps, defaults=accounts_rules.defaults_from(user.settings, refine=self.refiner is not None),
             user_id=who.user_id, platform=who.platform, **options,
         )
         notes: tuple[str, ...] = ()

@@ -22,7 +22,7 @@ COMMANDS = """Commands:
   /history [SEARCH]           your recent requests and their image ids
   /rate IMAGE_ID STARS        rate an image 1-5
   /quota                      images left in this quota window (hour, day or week)
-  /settings [key=value ...]   show or change defaults: aspect, style, count, steps, private
+  /settings [key=value ...]   show or change defaults: aspect, style, count, steps, private, refine
   /cancel [JOB]               cancel your latest (or the given) queued/running request
   /reroll JOB                 the same request with a new seed
   /variation JOB N            variations of image N of a request
@@ -73,7 +73,7 @@ class CommandHandlers:
             self._confirm_forget = False
         if command == "/imagine":
             ticket = await self.service.imagine(self.who, rest, target={"console": True})
-            for note in getattr(ticket, "notes", ()):  # e.g. the refined prompt
+            for note in ticket.notes:  # --refine: the refined prompt, or why the user's own was used
                 self.say(note)
             self.follow(ticket)
         elif command == "/loras":
@@ -169,7 +169,7 @@ class CommandHandlers:
     async def _settings(self, rest: str) -> None:
         changes = settings_changes(rest)
         if changes is None:
-            self.say("Usage: /settings key=value … (keys: aspect, style, count, steps, private)")
+            self.say("Usage: /settings key=value … (keys: aspect, style, count, steps, private, refine)")
             return
         current = await self.service.settings(self.who, **changes)
         self.say(("Saved. " if changes else "") + "Your settings: "
