@@ -175,6 +175,8 @@ def test_a_lora_changes_the_image_and_weight_zero_does_not(pipeline: Any) -> Non
     assert np.array_equal(picture(pipeline, (("ink", 0.0),)), plain)
     assert np.array_equal(picture(pipeline), plain)  # back to no LoRA: adapters disabled
     assert (picture(pipeline, (("ink", 1.0),)) != picture(pipeline, (("neon", 1.0),))).any()
+    both = picture(pipeline, (("ink", 1.0), ("neon", 1.0)))  # several per prompt
+    assert (both != picture(pipeline, (("ink", 1.0),))).any() and (both != picture(pipeline, (("neon", 1.0),))).any()
 
 
 def test_a_qkv_only_lora_works_on_a_pipeline_with_fused_qkv(tmp_path: Path) -> None:
@@ -182,6 +184,26 @@ def test_a_qkv_only_lora_works_on_a_pipeline_with_fused_qkv(tmp_path: Path) -> N
     fused = load_pipeline(ModelConfig(name="tiny", device="cpu", fuse_qkv=True))
     attach_loras(fused, LoraSettings(dir=str(tmp_path)))  # undoes the fusion: to_qkv ignores adapters
     assert (picture(fused, (("keys", 1.0),)) != picture(fused)).any()
+
+
+def test_a_kohya_format_lora_is_accepted_and_changes_the_image(tmp_path: Path) -> None:
+    from diffusers import UNet2DConditionModel
+    from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya
+    from peft import LoraConfig, get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    unet = _tiny_unet(UNet2DConditionModel)
+    torch.manual_seed(6)
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False, target_modules=["to_k", "to_out.0"]))
+    kohya = convert_state_dict_to_kohya({"unet." + k: v for k, v in get_peft_model_state_dict(unet).items()})
+    assert all(key.startswith("lora_unet_") for key in kohya)
+    save_file({k: v.contiguous() for k, v in kohya.items()}, str(tmp_path / "kohya.safetensors"),
+              metadata={"ss_base_model_version": "sdxl_base_v1-0", "ss_tag_frequency": '{"a": {"kohya": 2}}'})
+    catalog = scan_loras(tmp_path, TINY_CONTEXT)
+    assert list(catalog.loras) == ["kohya"] and catalog.loras["kohya"].triggers == ("kohya",)
+    pipeline = load_pipeline(ModelConfig(name="tiny", device="cpu"))
+    attach_loras(pipeline, LoraSettings(dir=str(tmp_path)))
+    assert (picture(pipeline, (("kohya", 1.0),)) != picture(pipeline)).any()
 
 
 def test_the_lru_evicts_the_least_recently_used(lora_dir: Path) -> None:

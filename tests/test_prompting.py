@@ -57,6 +57,14 @@ def test_a_request_refuses_bad_weights_in_either_prompt() -> None:
     assert caught.value.field == "negative_prompt"
 
 
+@pytest.mark.parametrize("text", ["a nu(d:1.0)e woman", "a n[u]de woman", "a (nu)de woman", "a ((nude:0.1)) woman"])
+def test_weighting_syntax_does_not_smuggle_a_word_past_the_prompt_filter(text: str) -> None:
+    from bot.safety import BlocklistChecker
+
+    assert plain_text(text) == "a nude woman"
+    assert not BlocklistChecker.default().check(text).allowed
+
+
 def test_plain_text_drops_the_syntax() -> None:
     assert plain_text("a ((red:1.2)) [fox] \\(yes\\)") == "a red fox (yes)"
 
