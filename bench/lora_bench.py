@@ -1,12 +1,15 @@
 """LoRA benchmark on the tiny model (CPU): what does switching adapters cost the queue?
 
-32 single-image requests from 8 users through GenerationQueue, twice:
-  1. no LoRA: every request shares one shape, batches fill up to ``max_batch_images``;
-  2. spread over 3 LoRAs (random, made here with peft): the shape key keeps adapter sets apart,
-     so batches are smaller and the worker switches adapters between them (set_adapters; the
-     first use of each also loads it).
-Reports images/s of both, the number of batches and switches, and the seconds spent switching.
-Writes bench/results/lora_bench.json. Not a test: ``python bench/lora_bench.py``.
+32 single-image requests from 8 users through GenerationQueue, in interleaved rounds:
+  1. bare: a pipeline with no [lora] at all (fused QKV kept, no adapter layers);
+  2. no LoRA: the same requests on the pipeline with the LoRA folder attached (QKV unfused, the
+     adapters loaded but disabled): what merely configuring LoRAs costs;
+  3. spread over 3 LoRAs (random, made here with peft): the shape key keeps adapter sets apart,
+     so batches are smaller and the worker switches adapters between them (set_adapters).
+As in the bot, each pipeline is loaded on the main thread and runs on one worker thread kept for
+the whole run. Reports images/s, batches, switches and the seconds spent switching (medians), and
+what the first use of each adapter cost (loading it). Writes bench/results/lora_bench.json.
+Not a test: ``python bench/lora_bench.py``.
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from generation.lora import LoraSettings, attach_loras  # noqa: E402
-from generation.pipeline import ModelConfig, _tiny_unet, load_pipeline  # noqa: E402
+from generation.pipeline import ModelConfig, load_pipeline  # noqa: E402
 from generation.queue import GenerationQueue  # noqa: E402
 from generation.request import GenerationRequest  # noqa: E402
+from generation.tiny import _tiny_unet  # noqa: E402
 from generation.worker import Worker  # noqa: E402
 
 NAMES = ("ink", "neon", "pastel")
@@ -52,14 +56,14 @@ def make_loras(folder: Path) -> None:
                                                     weight_name=f"{name}.safetensors")
 
 
-async def run(pipeline, n: int, size: int, steps: int, max_batch: int, with_loras: bool) -> dict[str, float]:
+async def run(worker: Worker, pipeline, n: int, size: int, steps: int, max_batch: int,
+              with_loras: bool) -> dict[str, float]:
     batches: list[int] = []
-    worker = Worker(pipeline, on_timing=lambda shape, count, seconds: batches.append(count))
-    worker.start()
+    worker.on_timing = lambda shape, count, seconds: batches.append(count)
     queue = GenerationQueue(worker, max_batch_images=max_batch, max_queued_images=n, max_queued_per_user=n)
     queue.start()
     manager = pipeline.loras
-    switches, switch_s = manager.switches, manager.switch_seconds
+    switches, switch_s = (manager.switches, manager.switch_seconds) if manager else (0, 0.0)
     requests = [
         GenerationRequest(f"a lighthouse at dawn, variant {i}", width=size, height=size, steps=steps, seed=i,
                           user_id=f"user{i % 8}", loras=((NAMES[i % 3], 0.8),) if with_loras else ())
@@ -70,9 +74,31 @@ async def run(pipeline, n: int, size: int, steps: int, max_batch: int, with_lora
     await asyncio.gather(*(job.result() for job in jobs))
     elapsed = time.perf_counter() - start
     await queue.close(drain=True)
-    await worker.close()
+    worker.on_timing = None
     return {"seconds": elapsed, "images_per_s": n / elapsed, "batches": len(batches),
-            "switches": manager.switches - switches, "switch_seconds": manager.switch_seconds - switch_s}
+            "switches": manager.switches - switches if manager else 0,
+            "switch_seconds": manager.switch_seconds - switch_s if manager else 0.0}
+
+
+async def measure(args: argparse.Namespace, folder: str) -> dict:
+    bare = load_pipeline(ModelConfig(name="tiny", device="cpu"))
+    pipeline = load_pipeline(ModelConfig(name="tiny", device="cpu"))
+    attach_loras(pipeline, LoraSettings(dir=folder, max_loaded=4))
+    torch.ones(1 << 22).add_(1)  # the main thread has an OpenMP team, as in the bot (throttled)
+    workers = {"bare": Worker(bare, name="bare"), "lora": Worker(pipeline, name="lora")}
+    for worker in workers.values():
+        worker.start()
+    a = (args.n, args.size, args.steps, args.max_batch)
+    first = await run(workers["lora"], pipeline, 6, *a[1:], True)  # first use of each: loads it
+    await run(workers["bare"], bare, 8, *a[1:], False)  # warm-up
+    rounds = []
+    for _ in range(args.rounds):
+        rounds.append({"bare": await run(workers["bare"], bare, *a, False),
+                       "no_lora": await run(workers["lora"], pipeline, *a, False),
+                       "three_loras": await run(workers["lora"], pipeline, *a, True)})
+    for worker in workers.values():
+        await worker.close()
+    return {"first_use": first, "rounds": rounds}
 
 
 def main() -> int:
@@ -83,35 +109,37 @@ def main() -> int:
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         make_loras(Path(tmp))
-        pipeline = load_pipeline(ModelConfig(name="tiny", device="cpu"))
-        attach_loras(pipeline, LoraSettings(dir=tmp, max_loaded=4))
-        asyncio.run(run(pipeline, 8, args.size, args.steps, args.max_batch, True))  # warm up, load all
-        rounds = []
-        for _ in range(args.rounds):
-            plain = asyncio.run(run(pipeline, args.n, args.size, args.steps, args.max_batch, False))
-            lora = asyncio.run(run(pipeline, args.n, args.size, args.steps, args.max_batch, True))
-            rounds.append({"no_lora": plain, "three_loras": lora})
+        measured = asyncio.run(measure(args, tmp))
+    rounds = measured["rounds"]
     # medians over interleaved rounds: the shared machine's speed drifts between runs
-    plain = {k: statistics.median(r["no_lora"][k] for r in rounds) for k in rounds[0]["no_lora"]}
-    lora = {k: statistics.median(r["three_loras"][k] for r in rounds) for k in rounds[0]["three_loras"]}
+    median = {mode: {k: statistics.median(r[mode][k] for r in rounds) for k in rounds[0][mode]}
+              for mode in rounds[0]}
+    bare, plain, lora = median["bare"], median["no_lora"], median["three_loras"]
+    first = measured["first_use"]
     report = {
         "machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+        "load_average": [load_before, os.getloadavg()[0]],
         "n": args.n, "size": args.size, "steps": args.steps, "max_batch": args.max_batch,
-        "rounds": rounds, "no_lora": plain, "three_loras": lora,
-        "slowdown": plain["images_per_s"] / lora["images_per_s"],
+        "rounds": rounds, "median": median, "first_use": first,
+        "slowdown_vs_bare": bare["images_per_s"] / lora["images_per_s"],
+        "slowdown_vs_no_lora": plain["images_per_s"] / lora["images_per_s"],
         "switch_ms_each": 1000 * lora["switch_seconds"] / max(1, lora["switches"]),
+        "first_use_ms_each": 1000 * first["switch_seconds"] / max(1, first["switches"]),
     }
     out = Path(__file__).resolve().parent / "results" / "lora_bench.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
-    print(f"no LoRA:      {plain['images_per_s']:.2f} images/s in {plain['batches']:g} batches")
-    print(f"3 LoRAs:      {lora['images_per_s']:.2f} images/s in {lora['batches']:g} batches, "
+    print(f"bare (no [lora]): {bare['images_per_s']:.2f} images/s in {bare['batches']:g} batches")
+    print(f"no LoRA:          {plain['images_per_s']:.2f} images/s in {plain['batches']:g} batches")
+    print(f"3 LoRAs:          {lora['images_per_s']:.2f} images/s in {lora['batches']:g} batches, "
           f"{lora['switches']:g} switches, {lora['switch_seconds']:.3f} s switching "
           f"({report['switch_ms_each']:.1f} ms each)")
-    print(f"slowdown x{report['slowdown']:.2f}; written to {out}")
+    print(f"first use (load + switch): {report['first_use_ms_each']:.0f} ms each")
+    print(f"slowdown x{report['slowdown_vs_bare']:.2f} vs bare, x{report['slowdown_vs_no_lora']:.2f} vs no LoRA; "
+          f"load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}; written to {out}")
     return 0
 
 
