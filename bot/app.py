@@ -25,6 +25,7 @@ from bot.safety.blocklist import load_blocklist
 from bot.safety.classifier import OnnxTextClassifier, SecondOpinion
 from bot.safety.moderation import Moderation
 from bot.service import ImagineService, ServiceSettings, Who
+from generation.clip_score import ClipScorer
 from generation.local import start_workers
 from generation.lora import LoraCatalog, catalog_for, load_with_loras
 from generation.pipeline import ModelConfig, load_pipeline
@@ -144,6 +145,8 @@ async def run_bot(
         service.lora_catalog = loras  # /loras
         if config.refine.model is not None:  # --refine: its own thread, off the GPU worker's path
             service.refiner = PromptRefiner(config.refine)
+        if config.eval.clip_model is not None:  # a CLIP score per image, after it is stored
+            service.scorer = ClipScorer(config.eval)
         maintenance = Maintenance(db, store, queue, maintenance_settings, window=config.quota.window)
         front_ends: list[Any] = []
         console: Console | None = None
@@ -187,8 +190,9 @@ async def run_bot(
                     log.exception("closing %s failed", type(front).__name__)
             await queue.close(drain=False)  # the batch on the GPU finishes
             await service.close()  # its images are stored
-            if service.refiner is not None:
-                service.refiner.close()
+            for helper in (service.refiner, service.scorer):
+                if helper is not None:
+                    helper.close()
             if console is not None:
                 await console.close()  # and delivered, before the database closes
     log.info("stopped")

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 from bot.config_schema import ConfigError, Section, build_section, find_secrets, section_keys
 from bot.maintenance import MaintenanceSettings
 from bot.safety.moderation import ModerationSettings
+from generation.clip_score import EvalSettings
 from generation.lora import LoraSettings
 from generation.pipeline import ModelConfig
 from generation.refine import RefineSettings
@@ -180,6 +181,7 @@ class Config:
     moderation: ModerationSettings = field(default_factory=ModerationSettings)
     lora: LoraSettings = field(default_factory=LoraSettings)  # <lora:NAME:W> adapters
     refine: RefineSettings = field(default_factory=RefineSettings)  # --refine's language model
+    eval: EvalSettings = field(default_factory=EvalSettings)  # CLIP score per image
     admins: frozenset[str] = frozenset()
     output_dir: Path = Path("out")
     discord: DiscordSettings | None = None  # None: no DISCORD_TOKEN, Discord not started
@@ -220,6 +222,7 @@ SECTIONS: dict[str, Section] = {
     "moderation": Section(ModerationSettings),
     "lora": Section(LoraSettings),
     "refine": Section(RefineSettings),
+    "eval": Section(EvalSettings),
 }
 
 # Where a secret that someone put in the file must come from instead.

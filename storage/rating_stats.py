@@ -2,7 +2,8 @@
 
 Read-only queries over ``ratings`` -> ``images`` -> ``jobs``; the request JSON of the job holds
 steps, style and LoRAs (``[[name, weight], ...]``), so no migration is needed. A job with several
-LoRAs counts toward each of them; a job without LoRAs counts as ``(none)``.
+LoRAs counts toward each of them; a job without LoRAs counts as ``(none)``. Beside each group,
+the mean CLIP score (``image_scores``, when [eval] clip_model is set) of the group's scored images.
 """
 
 from __future__ import annotations
@@ -30,9 +31,12 @@ class RatingGroup:
     average: float
     ratings: int
     images: int
+    clip: float | None = None  # mean CLIP score of the group's scored images
+    scored: int = 0
 
     def __str__(self) -> str:
-        return f"{self.key}: {self.average:.2f}★ ({self.ratings} rating{'s' if self.ratings != 1 else ''})"
+        text = f"{self.key}: {self.average:.2f}★ ({self.ratings} rating{'s' if self.ratings != 1 else ''})"
+        return text if self.clip is None else f"{text}, CLIP {self.clip:.1f} ({self.scored} scored)"
 
 
 async def ratings_by(db: Executor, by: str) -> list[RatingGroup]:
@@ -46,5 +50,11 @@ async def ratings_by(db: Executor, by: str) -> list[RatingGroup]:
         f"FROM ratings r JOIN images i ON i.id = r.image_id JOIN jobs j ON j.id = i.job_id {loras} "
         f"GROUP BY k ORDER BY average DESC, n DESC, k"
     )
-    return [RatingGroup(str(row["k"]), float(row["average"]), int(row["n"]), int(row["images"]))
+    clip = {str(row["k"]): (float(row["clip"]), int(row["n"])) for row in await db.fetchall(
+        f"SELECT {_KEYS[by]} AS k, avg(s.clip) AS clip, count(*) AS n "
+        f"FROM image_scores s JOIN images i ON i.id = s.image_id JOIN jobs j ON j.id = i.job_id {loras} "
+        f"GROUP BY k"
+    )}
+    return [RatingGroup(str(row["k"]), float(row["average"]), int(row["n"]), int(row["images"]),
+                        *clip.get(str(row["k"]), (None, 0)))
             for row in rows]

@@ -74,3 +74,42 @@ async def test_the_cli_prints_the_same(rated, tmp_path: Path, capsys: pytest.Cap
     out = capsys.readouterr().out
     assert out.splitlines() == ["by lora:", "  ink: 4.00★ (2 ratings)", "  (none): 3.33★ (3 ratings)",
                                 "  neon: 3.00★ (1 rating)"]
+
+
+# -- CLIP score ([eval] clip_model) -------------------------------------------------------------
+
+
+def test_the_tiny_clip_scores_images_against_their_prompt() -> None:
+    from PIL import Image
+
+    from generation.clip_score import ClipScorer, EvalSettings
+
+    scorer = ClipScorer(EvalSettings(clip_model="tiny"))
+    try:
+        red, noise = Image.new("RGB", (64, 64), (255, 0, 0)), Image.effect_noise((64, 64), 50).convert("RGB")
+        first = scorer.score_now([red, noise], "a (red:1.2) fox")
+        assert first == scorer.score_now([red, noise], "a red fox")  # the words, not the syntax
+        assert all(0.0 <= s <= 100.0 for s in first) and first != scorer.score_now([red, noise], "a blue whale")
+    finally:
+        scorer.close()
+
+
+async def test_scores_are_stored_after_delivery_and_shown_beside_ratings(tmp_path: Path) -> None:
+    from generation.clip_score import ClipScorer, EvalSettings
+    from storage.scores import clip_scores
+
+    async with service_env(tmp_path, FakePipeline(caps=CAPS)) as env:
+        env.service.scorer = ClipScorer(EvalSettings(clip_model="tiny"))
+        try:
+            await make_rated(env, ADA, "a fox <lora:ink:0.8> --n 2", 5)
+            await make_rated(env, BOB, "a whale", 2)
+            await env.service.close()  # lets the scoring finish
+            rows = await env.db.fetchall("SELECT id FROM images")
+            scores = await clip_scores(env.db, [row["id"] for row in rows])
+            assert len(scores) == 3 and all(0.0 <= s <= 100.0 for s in scores.values())
+            groups = {g.key: g for g in await ratings_by(env.db, "lora")}
+            assert groups["ink"].scored == 2 and groups["(none)"].scored == 1
+            assert groups["ink"].clip is not None and ", CLIP " in str(groups["ink"])
+            assert ", CLIP " in (await env.service.rating_stats("lora"))["lora"][0]
+        finally:
+            env.service.scorer.close()

@@ -25,6 +25,9 @@ from typing import Any
 from bot.options import parse_imagine
 from bot.service import accounts_rules
 from bot.service.context import ACTIVE, ServiceContext
+from bot.service.refining import refine_request
+from bot.service.scoring import drain as drain_scoring
+from bot.service.scoring import score_later
 from bot.service.tickets import (
     AlreadyAccepted,
     CancelOutcome,
@@ -46,7 +49,6 @@ from generation.errors import ImagineError, JobCancelled
 from generation.queue import ShuttingDown
 from generation.request import GenerationRequest, GenerationResult, random_seed
 from storage import images, inbox, jobs, model_versions, quotas, users
-from bot.service.refining import refine_request
 from storage.files import png_with_metadata
 from storage.db import Transaction
 from storage.inbox import InboxItem
@@ -88,6 +90,7 @@ class JobsPart(ServiceContext):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await drain_scoring(self, timeout or self.config.settle_timeout_s)
         await self.writes.flush()
 
     async def imagine(self, who: Who, text: str, *, target: dict[str, Any] | None = None,
@@ -344,6 +347,7 @@ class JobsPart(ServiceContext):
             return
         delivery = self._delivery(job_id, request, stored_rows, cached=False, target=ticket.target)
         ticket._settle(Finished(delivery), delivery=delivery)
+        score_later(self, [row.id for row in stored_rows], result.images, styled)  # [eval] clip_model
 
     def _put_png(self, image: Any, params: dict[str, Any]) -> tuple[str, str, int, int, int]:
         """Encode and store one image (worker thread): (path, sha256, width, height, bytes)."""
