@@ -234,3 +234,39 @@ def test_the_cli_lists_the_folder(lora_dir: Path, tmp_path: Path, capsys: pytest
     assert main(["loras", "--config", str(config), "--model", "tiny"]) == 0
     out = capsys.readouterr().out
     assert "ink  [sdxl_base_v1-0]  inkwash, sumi" in out and "sd15.safetensors: refused" in out
+
+
+async def test_every_executor_gets_the_loras_local_workers_and_ray_replicas(lora_dir: Path) -> None:
+    import functools
+    import pickle
+
+    from generation.local import start_workers
+    from generation.lora import catalog_for, load_with_loras
+    from generation.queue import GenerationQueue
+    from generation.ray_backend import ImagineReplica, RayExecutor
+
+    settings = LoraSettings(dir=str(lora_dir))
+    catalog = catalog_for(settings, "tiny")
+    assert catalog is not None and sorted(catalog.loras) == ["ink", "neon", "pastel"]
+    loader = functools.partial(load_with_loras, settings=settings, catalog=catalog)
+    workers = start_workers(ModelConfig(name="tiny", device="cpu"), ["cpu", "cpu"], loader=loader)
+    queue = GenerationQueue(workers)
+    queue.start()
+    try:
+        assert [n for n, _ in queue.caps.loras] == ["ink", "neon", "pastel"]  # the pool's merged caps
+        request = queue.caps.check(GenerationRequest("a fox", width=336, height=192, steps=1, seed=3,
+                                                     loras=(("neon", 0.7),)))
+        result = await queue.submit(request).result()
+        assert len(result.images) == 1
+    finally:
+        await queue.close()
+        for worker in workers:
+            await worker.close()
+    # a Ray replica loads through the same (picklable) loader and reports the names to the bot
+    factory = pickle.loads(pickle.dumps(functools.partial(loader, ModelConfig(name="tiny", device="cpu"))))
+    replica = ImagineReplica(factory)
+    try:
+        executor = RayExecutor(None, replica.describe(), slots=1)
+        assert executor.caps.loras == catalog.caps_entries
+    finally:
+        await replica.worker.close()
