@@ -24,7 +24,7 @@ from storage import read_png_metadata
 from tests.fake_discord import FakeDiscord, fake_discord_server
 from tests.fake_telegram import FakeTelegram, make_user
 from tests.fakes import FakePipeline
-from tests.service_support import service_env
+from tests.service_support import ROOT, service_env
 from tests.telegram_support import running as telegram_running
 from tests.test_discord import callback, result_of
 from tests.test_discord import running as discord_running
@@ -157,6 +157,13 @@ async def test_console_loras_refine_setting_and_notes(tmp_path: Path) -> None:
         text = out.getvalue()
         assert "inkwash, sumi" in text and "Refined prompt: a lamp, intricate detail" in text
         assert re.search(r"^\w+: done — a lamp, intricate detail", text, re.M)
+        image_id = int(re.search(r"\[1\] image (\d+)", text).group(1))
+        out = io.StringIO()
+        lines = [f"/rate {image_id} 4", "/admin stats"]
+        await asyncio.wait_for(run_console(env.service, who=ROOT, output_dir=tmp_path / "out", lines=lines,
+                                           out=out), TIMEOUT)
+        assert re.search(r"^  ratings by lora: ink: 4.00★ \(1 rating\)$", out.getvalue(), re.M)
+        assert re.search(r"^  ratings by style: none: 4.00★", out.getvalue(), re.M)
 
 
 # -- imagine-bot generate -------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bot.frontends.common import FORGET_WARNING, forgotten_counts, on_off, settings_changes
+from bot.frontends.common import FORGET_WARNING, forgotten_counts, on_off, settings_changes, stats_lines
 from bot.frontends.console.moderation import MODERATION_COMMANDS, ConsoleModeration
 from bot.options import help_text
 from bot.service import ImagineService, Ticket, Who
@@ -147,9 +147,8 @@ class CommandHandlers:
         user = args[1].split(":", 1) if len(args) > 1 else []
         if sub == "stats" and len(args) == 1:
             stats = await self.service.admin_stats(self.who)
-            for key, value in stats.items():
-                shown = ", ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else value
-                self.say(f"  {key}: {shown}")
+            for line in stats_lines(stats):
+                self.say(f"  {line}")
         elif sub == "quota" and len(args) == 3 and len(user) == 2 and all(user) \
                 and (args[2].isdecimal() or args[2] == "default"):
             limit = None if args[2] == "default" else int(args[2])

@@ -17,7 +17,7 @@ from telegram.constants import ChatType
 from telegram.error import Forbidden, TelegramError
 from telegram.ext import ContextTypes
 
-from bot.frontends.common import FORGET_WARNING, clip, on_off, settings_changes
+from bot.frontends.common import FORGET_WARNING, clip, on_off, settings_changes, stats_lines
 from bot.frontends.telegram import moderation
 from bot.frontends.telegram.delivery import MAX_LOCAL_UPLOAD_BYTES, MAX_UPLOAD_BYTES
 from bot.frontends.telegram.keyboards import forget_keyboard, history_keyboard
@@ -246,7 +246,7 @@ class CommandHandlers:
             return
         if sub == "stats" and len(args) == 1:
             stats = await self.service.admin_stats(admin)
-            lines = [f"{k}: {v}" for k, v in stats.items()]
+            lines = stats_lines(stats)
             await message.reply_text(clip("\n".join(lines), 4096))
             return
         if sub in ("block", "unblock") and len(args) == 2:
