@@ -192,7 +192,8 @@ class LoraManager:
         self.catalog = catalog
         self.max_loaded = max_loaded
         self._loaded: OrderedDict[tuple[int, str], None] = OrderedDict()  # (id(unet), name), LRU first
-        self._active: tuple[tuple[str, float], ...] | None = ()
+        self._ordinals: dict[int, int] = {}  # id(unet) -> 0, 1, ...: its adapters' name suffix
+        self._active: tuple[int, tuple[tuple[str, float], ...]] | None = None  # (id(unet), LoRA set)
         self.switches = 0
         self.switch_seconds = 0.0
         self.loads = 0
@@ -211,21 +212,33 @@ class LoraManager:
             self.pipe = pipe
         wanted = tuple(loras)
         unet = id(self.pipe.unet)
-        if wanted == self._active and all((unet, n) in self._loaded for n, _ in wanted):
+        if (unet, wanted) == self._active and all((unet, n) in self._loaded for n, _ in wanted):
+            return
+        if not wanted and not self._loaded:  # nothing was ever loaded: nothing to switch off
+            self._active = (unet, wanted)
             return
         started = time.perf_counter()
         for name, _ in wanted:
             self._ensure_loaded(unet, name, keep={n for n, _ in wanted})
         if wanted:
             self.pipe.enable_lora()
-            self.pipe.set_adapters([adapter_name(n) for n, _ in wanted], adapter_weights=[w for _, w in wanted])
+            names = [self._adapter(unet, n) for n, _ in wanted]
+            self.pipe.set_adapters(names, adapter_weights=[w for _, w in wanted])
         elif self._loaded:
             self.pipe.disable_lora()
         seconds = time.perf_counter() - started
         self.switches += 1
         self.switch_seconds += seconds
-        logger.info("LoRA switch %s -> %s took %.3f s", _label(self._active), _label(wanted), seconds)
-        self._active = wanted
+        logger.info("LoRA switch %s -> %s took %.3f s", _label(self._active[1] if self._active else ()),
+                    _label(wanted), seconds)
+        self._active = (unet, wanted)
+
+    def _adapter(self, unet: int, name: str) -> str:
+        """The adapter name of LoRA ``name`` on one UNet. Each step count's UNet loads its own copy,
+        and so do the shared text encoders (a file may adapt them too): one name per UNet keeps
+        the copies apart, and set_adapters on the pipeline picks the current UNet's."""
+        ordinal = self._ordinals.setdefault(unet, len(self._ordinals))
+        return adapter_name(name) + (f"_{ordinal}" if ordinal else "")
 
     def _ensure_loaded(self, unet: int, name: str, keep: set[str]) -> None:
         key = (unet, name)
@@ -240,14 +253,14 @@ class LoraManager:
             if victim is None:
                 break
             del self._loaded[victim]
-            self.pipe.delete_adapters(adapter_name(victim[1]))
+            self.pipe.delete_adapters(self._adapter(unet, victim[1]))
             self.evictions += 1
             logger.info("LoRA %s evicted (LRU, max_loaded=%d)", victim[1], self.max_loaded)
         if info.weight_name is not None:
             folder = str(Path(info.source).parent)
-            self.pipe.load_lora_weights(folder, weight_name=info.weight_name, adapter_name=adapter_name(name))
+            self.pipe.load_lora_weights(folder, weight_name=info.weight_name, adapter_name=self._adapter(unet, name))
         else:
-            self.pipe.load_lora_weights(info.source, adapter_name=adapter_name(name))
+            self.pipe.load_lora_weights(info.source, adapter_name=self._adapter(unet, name))
         self._loaded[key] = None
         self.loads += 1
 

@@ -270,3 +270,46 @@ async def test_every_executor_gets_the_loras_local_workers_and_ray_replicas(lora
         assert executor.caps.loras == catalog.caps_entries
     finally:
         await replica.worker.close()
+
+
+def test_a_lora_with_text_encoder_weights_on_two_step_count_unets(tmp_path: Path) -> None:
+    """Each step count's UNet loads its own copy (and so do the shared text encoders): the second
+    UNet's images equal a one-UNet pipeline's, and switching UNets never mixes the copies."""
+    import copy
+
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+
+    from generation.pipeline import LightningPipeline
+
+    unet = _tiny_unet(UNet2DConditionModel)
+    torch.manual_seed(7)
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False, target_modules=["to_k"]))
+    encoder = inject_adapter_in_model(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                                                 target_modules=["k_proj"]), build_tiny_pipeline().text_encoder)
+    StableDiffusionXLPipeline.save_lora_weights(
+        tmp_path, weight_name="both.safetensors",
+        unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(unet)),
+        text_encoder_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(encoder)))
+
+    def pipeline(steps: tuple[int, ...]) -> Any:
+        pipe = build_tiny_pipeline()
+        unets = {n: pipe.unet if i == 0 else copy.deepcopy(pipe.unet) for i, n in enumerate(steps)}
+        made = LightningPipeline(pipe, unets, model_id="t", name="tiny", base_resolution=256,
+                                 config=ModelConfig(name="tiny", device="cpu"))
+        attach_loras(made, LoraSettings(dir=str(tmp_path)))
+        return made
+
+    def image(made: Any, steps: int, loras: Any) -> np.ndarray:
+        batch = Batch("txt2img", 128, 128, steps, (BatchItem("a fox", "", 3),), loras=loras)
+        return np.asarray(made.generate(batch)[0]).astype(np.int16)
+
+    one, two = pipeline((2,)), pipeline((1, 2))
+    expected, plain = image(one, 2, (("both", 1.0),)), image(one, 2, ())
+    assert (expected != plain).any()
+    first = image(two, 1, (("both", 1.0),))  # loads the copy for the 1-step UNet (and the encoders)
+    assert (first != image(two, 1, ())).any()
+    assert np.array_equal(image(two, 2, (("both", 1.0),)), expected)
+    assert np.array_equal(image(two, 2, ()), plain)
+    assert np.array_equal(image(two, 1, (("both", 1.0),)), first)
