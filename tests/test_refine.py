@@ -124,6 +124,7 @@ async def test_refined_prompt_is_drawn_shown_and_both_are_kept(tmp_path: Path) -
         assert metadata["original_prompt"] == "a cat" and metadata["prompt"].startswith("a cat, detailed")
         entry = (await env.service.history(ADA)).entries[0]
         assert entry.original_prompt == "a cat" and entry.text.startswith("a cat, detailed fur")
+        assert "--refine" not in entry.text and "--refine" not in metadata["command"]  # makes this image again
 
 
 async def test_a_refined_text_that_fails_safety_is_not_used(tmp_path: Path) -> None:

@@ -217,7 +217,7 @@ def render(request: GenerationRequest, caps: ModelCaps) -> str:
         parts.append(f"--style {request.style}")
     if request.steps != caps.default_steps:
         parts.append(f"--steps {request.steps}")
-    if request.refine:
+    if request.refine and request.original_prompt is None:  # a refined prompt is not refined again
         parts.append("--refine")
     return " ".join(parts)
 
