@@ -15,7 +15,9 @@ model's UNet expects (2048 for SDXL; an SD 1.x LoRA reads 768 and is refused), a
 (``ss_base_model_version`` / ``modelspec.architecture``), when present, does not name another
 base model. Trigger words come from ``modelspec.trigger_phrase`` or the most frequent tags of
 ``ss_tag_frequency``. The hash is the first 12 hex digits of the file's SHA-256 (it goes into the
-image metadata and history).
+image metadata and history). A ``lora.hub`` repository is downloaded at the scan (the Hugging
+Face cache serves it offline) and its file checked the same way; one that cannot be fetched is
+refused with the reason, like a bad file.
 
 Switching: ``activate`` loads missing adapters with ``load_lora_weights`` (evicting the least
 recently used beyond ``max_loaded`` with ``delete_adapters``), then ``set_adapters`` with the
@@ -75,8 +77,8 @@ class LoraInfo:
     """One usable LoRA: its name in prompts, where it is, and what it says about itself."""
 
     name: str
-    source: str  # a file path, or a Hub repository id
-    sha256: str  # first 12 hex digits ("hub" for a Hub id: not downloaded yet)
+    source: str  # the file's path (a Hub repository's is in the Hugging Face cache)
+    sha256: str  # first 12 hex digits of the file's SHA-256
     triggers: tuple[str, ...] = ()
     base_model: str = "unknown"
     weight_name: str | None = None
@@ -100,7 +102,7 @@ class LoraCatalog:
         lines = []
         for name, info in sorted(self.loras.items()):
             triggers = ", ".join(info.triggers) if info.triggers else "no trigger words"
-            lines.append(f"{name}  [{info.base_model}]  {triggers}  (use <lora:{name}:0.8>)")
+            lines.append(f"{name}  [{info.base_model}]  {triggers}  (use <lora:{name}:0.8>)  sha256 {info.sha256}")
         for name, reason in sorted(self.refused.items()):
             lines.append(f"{name}: refused: {reason}")
         return "\n".join(lines)
@@ -125,14 +127,38 @@ def scan_loras(folder: str | Path | None, context_dim: int, hub: Sequence[str] =
         if name in catalog.loras:
             catalog.refused[repo] = f"the name {name!r} is already used by a file in lora.dir"
             continue
-        catalog.loras[name] = LoraInfo(name, repo, "hub", base_model="hub")
+        try:
+            catalog.loras[name] = _inspect(_hub_file(repo), context_dim, name)
+        except ValueError as err:
+            catalog.refused[repo] = str(err)
+            logger.warning("LoRA %s refused: %s", repo, err)
     return catalog
 
 
-def _inspect(path: Path, context_dim: int) -> LoraInfo:
+def _hub_file(repo: str) -> Path:
+    """The LoRA file of Hub repository ``repo``, downloaded (or from the cache when offline):
+    its one ``.safetensors`` file, or ``pytorch_lora_weights.safetensors`` among several."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(repo_id=repo, allow_patterns=["*.safetensors"]))
+    except Exception as err:  # offline, unknown repository, no access: refuse it, keep the rest
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"could not be downloaded from the Hub ({first})") from None
+    files = sorted(folder.rglob("*.safetensors"))
+    preferred = [f for f in files if f.name == "pytorch_lora_weights.safetensors"]
+    if len(files) == 1 or preferred:
+        return (preferred or files)[0]
+    if not files:
+        raise ValueError("the repository has no .safetensors file")
+    raise ValueError(f"the repository has {len(files)} .safetensors files; put the one you want in lora.dir")
+
+
+def _inspect(path: Path, context_dim: int, name: str | None = None) -> LoraInfo:
     from safetensors import SafetensorError, safe_open
 
-    if not _NAME.match(path.stem):
+    name = name or path.stem
+    if not _NAME.match(name):
         raise ValueError("the name may use only letters, digits, '.', '_' and '-' (rename the file)")
     try:
         with safe_open(str(path), "pt") as handle:
@@ -152,7 +178,7 @@ def _inspect(path: Path, context_dim: int) -> LoraInfo:
         made_for = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}.get(width, f"text width {width}")
         raise ValueError(f"made for {made_for} (its cross-attention reads {width}-wide text; "
                          f"this model's reads {context_dim})")
-    return LoraInfo(path.stem, str(path), _sha256(path)[:12], _triggers(metadata), base or "SDXL",
+    return LoraInfo(name, str(path), _sha256(path)[:12], _triggers(metadata), base or "SDXL",
                     path.name)
 
 

@@ -313,3 +313,37 @@ def test_a_lora_with_text_encoder_weights_on_two_step_count_unets(tmp_path: Path
     assert np.array_equal(image(two, 2, (("both", 1.0),)), expected)
     assert np.array_equal(image(two, 2, ()), plain)
     assert np.array_equal(image(two, 1, (("both", 1.0),)), first)
+
+
+def test_hub_loras_are_downloaded_checked_and_hashed_at_the_scan(lora_dir: Path, tmp_path: Path) -> None:
+    """lora.hub against a fake Hub on 127.0.0.1 (huggingface_hub reads HF_ENDPOINT at import:
+    a subprocess); then offline, from the cache."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    from tests.fake_hub import FakeHub, serve
+
+    ink = (lora_dir / "ink.safetensors").read_bytes()
+    repos = {"someone/ink-xl": {"pytorch_lora_weights.safetensors": ink, "README.md": b"card"},
+             "someone/old-sd15": {"lora.safetensors": (lora_dir / "sd15.safetensors").read_bytes()}}
+    config = tmp_path / "c.toml"
+    config.write_text('[lora]\nhub = ["someone/ink-xl", "someone/old-sd15", "someone/gone"]\n')
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(root), "HF_HUB_DISABLE_TELEMETRY": "1"}
+
+    def listing(**more: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "bot", "loras", "--config", str(config), "--model", "tiny"],
+                              cwd=tmp_path, env={**env, **more}, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    with serve(FakeHub(repos)) as hub:
+        online = listing(HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="0")
+    assert "ink-xl  [sdxl_base_v1-0]  inkwash, sumi  (use <lora:ink-xl:0.8>)" in online
+    assert "someone/old-sd15: refused: made for SD 1.x" in online
+    assert "someone/gone: refused: could not be downloaded from the Hub" in online
+    assert hub.fetched("someone/ink-xl") == {"pytorch_lora_weights.safetensors"}  # not the card
+    offline = listing(HF_ENDPOINT="http://127.0.0.1:9", HF_HUB_OFFLINE="1")
+    assert f"(use <lora:ink-xl:0.8>)  sha256 {hashlib.sha256(ink).hexdigest()[:12]}" in offline
