@@ -25,9 +25,12 @@ from bot.safety.blocklist import load_blocklist
 from bot.safety.classifier import OnnxTextClassifier, SecondOpinion
 from bot.safety.moderation import Moderation
 from bot.service import ImagineService, ServiceSettings, Who
+from generation.clip_score import ClipScorer
 from generation.local import start_workers
+from generation.lora import LoraCatalog, catalog_for, load_with_loras
 from generation.pipeline import ModelConfig, load_pipeline
 from generation.queue import GenerationQueue
+from generation.refine import PromptRefiner
 from storage import Database, ImageStore
 
 __all__ = ["engine", "run_bot"]
@@ -37,16 +40,18 @@ log = logging.getLogger(__name__)
 
 @asynccontextmanager
 async def engine(
-    config: Config, *, model: str | None = None, drain: bool = True
+    config: Config, *, model: str | None = None, drain: bool = True, loras: LoraCatalog | None = None
 ) -> AsyncIterator[GenerationQueue]:
     """Load the model, start the executors (worker threads or Ray replicas) and the queue; stop
     them on exit.
 
     ``drain=False`` finishes only the running batches: queued jobs stay queued in the database
-    and run after the next start.
+    and run after the next start. ``loras``: the scanned [lora] folder (scanned here when None).
     """
     model_config = replace(config.model, name=model) if model else config.model
-    executors = _start_executors(config, model_config)
+    if loras is None:
+        loras = catalog_for(config.lora, model_config.name)
+    executors = _start_executors(config, model_config, loras)
     q = config.queue
     queue = GenerationQueue(
         executors,
@@ -67,18 +72,22 @@ async def engine(
             await executor.close()
 
 
-def _start_executors(config: Config, model_config: ModelConfig) -> list[Any]:
-    """One worker thread per local device (the default: one), or one Ray Serve executor."""
+def _start_executors(config: Config, model_config: ModelConfig, loras: LoraCatalog | None) -> list[Any]:
+    """One worker thread per local device (the default: one), or one Ray Serve executor; each
+    device's pipeline gets the LoRAs of ``loras`` attached."""
+    loader: Any = load_pipeline
+    if loras is not None:
+        loader = functools.partial(load_with_loras, settings=config.lora, catalog=loras)
     if config.generation.backend == "ray":
         from generation.ray_backend import RayExecutor
 
         r = config.ray
         return [RayExecutor.connect(
-            functools.partial(load_pipeline, model_config), address=r.address, replicas=r.replicas,
+            functools.partial(loader, model_config), address=r.address, replicas=r.replicas,
             min_replicas=r.min_replicas, max_replicas=r.max_replicas, gpus_per_replica=r.gpus_per_replica,
             cpus_per_replica=r.cpus_per_replica, progress_timeout=r.progress_timeout_s,
         )]
-    return start_workers(model_config, config.generation.devices)
+    return start_workers(model_config, config.generation.devices, loader=loader)
 
 
 def prompt_checker(config: Config) -> PromptChecker:
@@ -125,7 +134,8 @@ async def run_bot(
     if maintenance_settings.backup_dir is None:
         maintenance_settings = replace(maintenance_settings, backup_dir=config.storage.data_dir / "backups")
 
-    async with engine(config, model=model, drain=False) as queue, Database.open(
+    loras = catalog_for(config.lora, model or config.model.name)
+    async with engine(config, model=model, drain=False, loras=loras) as queue, Database.open(
         config.storage.database
     ) as db:
         store = ImageStore(config.storage.images)
@@ -133,6 +143,11 @@ async def run_bot(
             db, config.moderation, prompt_checker=prompt_checker(config), admins=settings.admins
         )
         service = ImagineService(db, store, queue, settings=settings, moderation=moderation)
+        service.lora_catalog = loras  # /loras
+        if config.refine.model is not None:  # --refine: its own thread, off the GPU worker's path
+            service.refiner = PromptRefiner(config.refine)
+        if config.eval.clip_model is not None:  # a CLIP score per image, after it is stored
+            service.scorer = ClipScorer(config.eval)
         maintenance = Maintenance(db, store, queue, maintenance_settings, window=config.quota.window)
         front_ends: list[Any] = []
         console: Console | None = None
@@ -176,6 +191,9 @@ async def run_bot(
                     log.exception("closing %s failed", type(front).__name__)
             await queue.close(drain=False)  # the batch on the GPU finishes
             await service.close()  # its images are stored
+            for helper in (service.refiner, service.scorer):
+                if helper is not None:
+                    helper.close()
             if console is not None:
                 await console.close()  # and delivered, before the database closes
     log.info("stopped")

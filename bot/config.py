@@ -17,7 +17,10 @@ if TYPE_CHECKING:
 from bot.config_schema import ConfigError, Section, build_section, find_secrets, section_keys
 from bot.maintenance import MaintenanceSettings
 from bot.safety.moderation import ModerationSettings
+from generation.clip_score import EvalSettings
+from generation.lora import LoraSettings
 from generation.pipeline import ModelConfig
+from generation.refine import RefineSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -176,6 +179,9 @@ class Config:
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     maintenance: MaintenanceSettings = field(default_factory=MaintenanceSettings)
     moderation: ModerationSettings = field(default_factory=ModerationSettings)
+    lora: LoraSettings = field(default_factory=LoraSettings)  # <lora:NAME:W> adapters
+    refine: RefineSettings = field(default_factory=RefineSettings)  # --refine's language model
+    eval: EvalSettings = field(default_factory=EvalSettings)  # CLIP score per image
     admins: frozenset[str] = frozenset()
     output_dir: Path = Path("out")
     discord: DiscordSettings | None = None  # None: no DISCORD_TOKEN, Discord not started
@@ -214,6 +220,9 @@ SECTIONS: dict[str, Section] = {
     "safety": Section(SafetyConfig),
     "maintenance": Section(MaintenanceSettings),
     "moderation": Section(ModerationSettings),
+    "lora": Section(LoraSettings),
+    "refine": Section(RefineSettings),
+    "eval": Section(EvalSettings),
 }
 
 # Where a secret that someone put in the file must come from instead.

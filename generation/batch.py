@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Protocol, Union
 
 from generation.errors import GenerationFailed
-from generation.request import Shape, denoising_steps
+from generation.request import LoraSet, Shape, denoising_steps
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -58,6 +58,7 @@ class Batch:
     steps: int
     items: tuple[BatchItem, ...]
     strength: float | None = None
+    loras: LoraSet = ()  # ((name, weight), ...) sorted by name: the adapters of every item
 
     def __post_init__(self) -> None:
         img2img = self.kind == "img2img"
@@ -71,10 +72,13 @@ class Batch:
         """The batch of ``items`` for a request ``shape`` (see GenerationRequest.shape)."""
         kind, width, height, steps = shape[:4]
         strength = shape[4] if len(shape) > 4 else None  # type: ignore[misc]
-        return cls(kind, width, height, steps, tuple(items), strength)
+        loras = shape[5] if len(shape) > 5 else ()  # type: ignore[misc]
+        return cls(kind, width, height, steps, tuple(items), strength, loras)
 
     @property
     def shape(self) -> Shape:
+        if self.loras:
+            return (self.kind, self.width, self.height, self.steps, self.strength, self.loras)
         if self.strength is not None:
             return (self.kind, self.width, self.height, self.steps, self.strength)
         return (self.kind, self.width, self.height, self.steps)

@@ -39,7 +39,8 @@ from generation.model_config import (
     resolve_dtype,
 )
 from generation.request import ASPECT_RATIOS, KINDS, STEP_CHOICES, ModelCaps
-from generation.speed import apply_speed_options, attention_backend, decode_latents, encode_prompts
+from generation.prompting import encode_prompts
+from generation.speed import apply_speed_options, attention_backend, decode_latents
 from generation.tiny import TINY_BASE_RESOLUTION, TINY_MODEL_ID, build_tiny_pipeline, build_tiny_tokenizer
 
 if TYPE_CHECKING:
@@ -138,6 +139,8 @@ class LightningPipeline:
         )
         self._schedulers = {n: one_step if n == 1 else trailing for n in unets}
         self._img2img: StableDiffusionXLImg2ImgPipeline | None = None
+        # [prompt-power hook] LoRA adapters (generation.lora.attach_loras sets it); None: no LoRAs
+        self.loras: Any = None
         pipe.scheduler = trailing
         pipe.set_progress_bar_config(disable=True)
         pipe.vae.disable_slicing()  # decode_latents slices itself when model.vae_decode asks
@@ -211,39 +214,46 @@ class LightningPipeline:
         # 2. Put this step count's UNet and scheduler in place
         pipe.unet = unet
         pipe.scheduler = self._schedulers[batch.steps]
+        # [prompt-power hook] this batch's LoRA set on the UNet in place (generation.lora)
+        if batch.loras and self.loras is None:
+            raise InvalidRequest("lora", "This bot has no LoRAs configured (lora.dir).")
+        if self.loras is not None:
+            self.loras.activate(batch.loras, pipe)
 
         # 3. One CPU generator per image: a seed gives the same image alone or in any batch
         #    (img2img: it draws the VAE sample of the init image, then the noise)
         generators = [torch.Generator("cpu").manual_seed(item.seed) for item in batch.items]
 
-        # 4. Report progress after each step; stop at a step boundary when asked. Raising here
-        #    (rather than setting pipe._interrupt) also skips the VAE decode of unfinished latents.
-
-        def step_end(pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-            if on_step is not None:
-                on_step(i + 1, total)
-            if should_stop is not None and i + 1 < total and should_stop():
-                raise BatchInterrupted(f"stopped after step {i + 1} of {total}")
-            return {}
-
-        # 5. One pipeline call for the whole batch (guidance 0: one UNet pass per step), then
-        #    one VAE decode for the whole batch (sliced or tiled only when memory runs out)
-        prompts = [item.prompt for item in batch.items]
+        # 4. Weighted, chunked embeddings (generation.prompting). Items whose prompts differ in
+        #    length (77 tokens per chunk) run in separate pipeline calls, never padded together.
         with torch.inference_mode(), attention_backend(self.config.attention):
-            if self.config.dedupe_prompts:
-                embeds, pooled = encode_prompts(pipe, prompts)
-                extra.update(prompt_embeds=embeds, pooled_prompt_embeds=pooled)
-            else:
-                extra.update(prompt=prompts, negative_prompt=[item.negative_prompt for item in batch.items])
-            latents = pipe(
-                num_inference_steps=batch.steps,
-                guidance_scale=0.0,
-                generator=generators,
-                output_type="latent",
-                callback_on_step_end=step_end,
-                **extra,
-            ).images
-            return decode_latents(pipe, latents, self.config.vae_decode)
+            embedded = encode_prompts(pipe, [item.prompt for item in batch.items],
+                                      dedupe=self.config.dedupe_prompts)
+            groups: dict[int, list[int]] = {}
+            for index, (embeds, _) in enumerate(embedded):
+                groups.setdefault(embeds.shape[1], []).append(index)
+
+            # 5. One pipeline call per length (guidance 0: one UNet pass per step), reporting
+            #    progress after each step and stopping at a step boundary when asked (raising
+            #    there also skips the VAE decode of unfinished latents); then one VAE decode for
+            #    the whole batch (sliced or tiled only when memory runs out)
+            latents: list[Any] = [None] * len(batch.items)
+            whole = total * len(groups)
+            for number, indices in enumerate(groups.values()):
+                part = {k: [v[i] for i in indices] if k == "image" else v for k, v in extra.items()}
+                out = pipe(
+                    prompt_embeds=torch.cat([embedded[i][0] for i in indices]),
+                    pooled_prompt_embeds=torch.cat([embedded[i][1] for i in indices]),
+                    num_inference_steps=batch.steps,
+                    guidance_scale=0.0,
+                    generator=[generators[i] for i in indices],
+                    output_type="latent",
+                    callback_on_step_end=_progress(on_step, should_stop, number * total, whole),
+                    **part,
+                ).images
+                for row, index in enumerate(indices):
+                    latents[index] = out[row:row + 1]
+            return decode_latents(pipe, torch.cat(latents), self.config.vae_decode)
 
     def warm_up(self) -> None:
         """Run each configured shape once so torch.compile builds its graphs before users wait.
@@ -269,6 +279,21 @@ class LightningPipeline:
             logger.info("compiled %d/%d: %dx%d, batch %d, %d steps (%.1f s)",
                         done, len(shapes), width, height, n, steps, time.perf_counter() - t0)
         logger.info("warm-up done: %d shapes in %.1f s", len(shapes), time.perf_counter() - started)
+
+
+def _progress(
+    on_step: StepCallback | None, should_stop: Callable[[], bool] | None, done: int, whole: int
+) -> Callable[..., dict[str, Any]]:
+    """A diffusers step-end callback for a call that starts ``done`` steps into ``whole``."""
+
+    def step_end(pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        if on_step is not None:
+            on_step(done + i + 1, whole)
+        if should_stop is not None and done + i + 1 < whole and should_stop():
+            raise BatchInterrupted(f"stopped after step {done + i + 1} of {whole}")
+        return {}
+
+    return step_end
 
 
 _EAGER = ModelConfig(

@@ -123,10 +123,12 @@ class ExecutorPool:
 
     @property
     def caps(self) -> ModelCaps:
-        """What any executor accepts: the model's resolution, every step count loaded anywhere."""
+        """What any executor accepts: the model's resolution, every step count loaded anywhere,
+        the LoRAs every executor has (one scanned folder: normally all of them)."""
         first = self.executors[0].caps
         steps = sorted({s for e in self.executors for s in e.caps.steps})
-        return ModelCaps(name=first.name, base_resolution=first.base_resolution, steps=tuple(steps))
+        loras = tuple(lora for lora in first.loras if all(lora in e.caps.loras for e in self.executors))
+        return ModelCaps(name=first.name, base_resolution=first.base_resolution, steps=tuple(steps), loras=loras)
 
     @property
     def model_id(self) -> str:

@@ -80,7 +80,8 @@ class ImagineReplica:
     def describe(self) -> dict[str, Any]:
         caps = self.caps
         return {"model_id": self.model_id, "name": caps.name, "base_resolution": caps.base_resolution,
-                "steps": tuple(caps.steps), "replica": self.replica_id, "pid": os.getpid()}
+                "steps": tuple(caps.steps), "loras": tuple(caps.loras), "replica": self.replica_id,
+                "pid": os.getpid()}
 
     async def run(self, batch: Batch, time_limit: float | None, inits: dict[str, bytes]) -> AsyncIterator[tuple]:
         """Stream ("replica", id), then ("step", i, n) per step, then ("done", encoded outcomes)."""
@@ -187,7 +188,8 @@ class RayExecutor:
         self.slots = slots
         self.name = "ray"
         self.model_id: str = info["model_id"]
-        self.caps = ModelCaps(name=info["name"], base_resolution=info["base_resolution"], steps=tuple(info["steps"]))
+        self.caps = ModelCaps(name=info["name"], base_resolution=info["base_resolution"], steps=tuple(info["steps"]),
+                              loras=tuple((str(n), str(h)) for n, h in info.get("loras", ())))
         self.progress_timeout = progress_timeout
         self.start_timeout = start_timeout  # waiting for a free replica (autoscaling may load one)
         self.replicas_seen: dict[str, int] = {}  # replica id -> batches started there

@@ -8,6 +8,7 @@ nothing is ever clamped silently.
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import secrets
@@ -17,11 +18,15 @@ from typing import Any, Union
 
 from generation.errors import InvalidRequest
 from generation.styles import STYLES, apply_style
+from generation.weighting import parse_weighted
 
 __all__ = [
     "ASPECT_RATIOS",
     "GenerationRequest",
     "GenerationResult",
+    "LORA_WEIGHT_BOUNDS",
+    "LoraSet",
+    "MAX_LORAS",
     "ModelCaps",
     "MAX_COUNT",
     "MAX_PROMPT_CHARS",
@@ -33,8 +38,19 @@ __all__ = [
     "random_seed",
 ]
 
-Shape = Union[tuple[str, int, int, int], tuple[str, int, int, int, float]]
-"""(kind, width, height, steps), plus strength for img2img: what one pipeline call shares."""
+LoraSet = tuple[tuple[str, float], ...]
+"""LoRA adapters of a request: ((name, weight), ...) sorted by name."""
+
+Shape = Union[
+    tuple[str, int, int, int],
+    tuple[str, int, int, int, float],
+    tuple[str, int, int, int, Union[float, None], LoraSet],
+]
+"""(kind, width, height, steps), plus strength for img2img, plus (strength or None, LoRA set)
+when the request uses LoRAs: what one pipeline call shares."""
+
+MAX_LORAS = 4
+LORA_WEIGHT_BOUNDS = (-2.0, 2.0)
 
 MAX_PROMPT_CHARS = 1000
 MAX_COUNT = 4
@@ -112,6 +128,12 @@ class GenerationRequest:
     init_image: str | None = None
     strength: float = DEFAULT_STRENGTH
     variation_of: str | None = None  # "JOB#N": img2img of image N (from 1) of request JOB
+    # prompt power (issue 14): LoRA adapters and their file hashes (filled by ModelCaps.check),
+    # whether the prompt was refined, and the user's own prompt when it was
+    loras: LoraSet = ()
+    lora_hashes: tuple[str, ...] = ()
+    refine: bool = False
+    original_prompt: str | None = None
 
     def __post_init__(self) -> None:
         prompt = self.prompt.strip() if isinstance(self.prompt, str) else self.prompt
@@ -133,6 +155,9 @@ class GenerationRequest:
                 f"the limit is {MAX_PROMPT_CHARS}.",
             )
         object.__setattr__(self, "negative_prompt", negative)
+        parse_weighted(prompt, "prompt")  # a weight out of bounds is refused here
+        parse_weighted(negative, "negative_prompt")
+        self._check_loras()
         _check_int("count", self.count, 1, MAX_COUNT, "Image count")
         if self.seed is not None:
             _check_int("seed", self.seed, 0, MAX_SEED, "Seed")
@@ -159,6 +184,34 @@ class GenerationRequest:
             )
         object.__setattr__(self, "strength", float(strength))
         self._check_init_image()
+
+    def _check_loras(self) -> None:
+        loras = self.loras
+        if not isinstance(loras, (list, tuple)):
+            raise InvalidRequest("lora", f"loras must be (name, weight) pairs, not {loras!r}.")
+        pairs: list[tuple[str, float]] = []
+        low, high = LORA_WEIGHT_BOUNDS
+        for entry in loras:
+            if not isinstance(entry, (list, tuple)) or len(entry) != 2 or not isinstance(entry[0], str):
+                raise InvalidRequest("lora", f"A LoRA must be a (name, weight) pair, not {entry!r}.")
+            name, weight = entry[0].strip(), entry[1]
+            if (isinstance(weight, bool) or not isinstance(weight, (int, float))
+                    or not math.isfinite(weight) or not low <= weight <= high):
+                raise InvalidRequest(
+                    "lora", f"The weight of LoRA {name!r} must be a number from {low:g} to {high:g}, "
+                            f"not {weight!r}.")
+            if not name:
+                raise InvalidRequest("lora", "A LoRA needs a name, e.g. <lora:name:0.8>.")
+            pairs.append((name, float(weight)))
+        names = [name for name, _ in pairs]
+        if len(set(names)) != len(names):
+            raise InvalidRequest("lora", "Each LoRA may be given once; combine the weights into one tag.")
+        if len(pairs) > MAX_LORAS:
+            raise InvalidRequest("lora", f"At most {MAX_LORAS} LoRAs per prompt, not {len(pairs)}.")
+        object.__setattr__(self, "loras", tuple(sorted(pairs)))
+        object.__setattr__(self, "lora_hashes", tuple(self.lora_hashes or ()))
+        if not isinstance(self.refine, bool):
+            raise InvalidRequest("refine", f"refine must be true or false, not {self.refine!r}.")
 
     def _check_init_image(self) -> None:
         init = self.init_image
@@ -200,6 +253,9 @@ class GenerationRequest:
     @property
     def shape(self) -> Shape:
         """Jobs of the same shape can share one pipeline call (img2img: of the same strength too)."""
+        if self.loras:  # the queue never mixes LoRA sets (or weights) in one batch
+            strength = self.strength if self.kind == "img2img" else None
+            return (self.kind, self.width, self.height, self.steps, strength, self.loras)
         if self.kind == "img2img":
             return (self.kind, self.width, self.height, self.steps, self.strength)
         return (self.kind, self.width, self.height, self.steps)
@@ -231,6 +287,7 @@ class ModelCaps:
     name: str = "sdxl-lightning"
     base_resolution: int = 1024
     steps: tuple[int, ...] = (4,)
+    loras: tuple[tuple[str, str], ...] = ()  # (name, file sha256) of each usable LoRA
 
     @property
     def default_steps(self) -> int:
@@ -257,6 +314,7 @@ class ModelCaps:
                 f"This bot's model has {_join(self.steps)}-step checkpoints loaded; "
                 f"{request.steps} steps is not available.",
             )
+        request = self._check_loras(request)
         if (request.width, request.height) not in self.sizes().values():
             allowed = ", ".join(f"{ar} ({w}x{h})" for ar, (w, h) in self.sizes().items())
             raise InvalidRequest(
@@ -265,6 +323,23 @@ class ModelCaps:
                 f"{allowed}.",
             )
         return request
+
+
+    def _check_loras(self, request: GenerationRequest) -> GenerationRequest:
+        """Refuse unknown LoRA names (naming the closest ones); fill in the file hashes."""
+        if not request.loras:
+            return request
+        known = dict(self.loras)
+        for name, _ in request.loras:
+            if name in known:
+                continue
+            if not known:
+                raise InvalidRequest("lora", f"Unknown LoRA {name!r}: this bot has no LoRAs installed.")
+            close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.4)
+            hint = f"did you mean {_join(close)}?" if close else f"available: {_join(sorted(known)[:10])}."
+            raise InvalidRequest("lora", f"Unknown LoRA {name!r}; {hint} (/loras lists them)")
+        hashes = tuple(known[name] for name, _ in request.loras)
+        return request if hashes == request.lora_hashes else replace(request, lora_hashes=hashes)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ __all__ = ["TINY_BASE_RESOLUTION", "TINY_MODEL_ID", "build_tiny_pipeline", "buil
 
 TINY_MODEL_ID = "tiny-random-sdxl"
 TINY_BASE_RESOLUTION = 256
+TINY_CONTEXT_DIM = 64  # the tiny UNet's cross-attention width (both tiny text encoders, 32 + 32)
 
 
 def _byte_chars() -> list[str]:
@@ -120,6 +121,6 @@ def _tiny_unet(unet_class: type[UNet2DConditionModel]) -> UNet2DConditionModel:
         addition_time_embed_dim=8,
         transformer_layers_per_block=(1, 1),
         projection_class_embeddings_input_dim=6 * 8 + 32,  # 6 time ids x 8 + pooled text (32)
-        cross_attention_dim=64,  # hidden sizes of both text encoders, concatenated
+        cross_attention_dim=TINY_CONTEXT_DIM,  # hidden sizes of both text encoders, concatenated
         norm_num_groups=8,
     )

@@ -29,13 +29,16 @@ SAMPLER = "Euler"  # SDXL-Lightning: EulerDiscreteScheduler, trailing timesteps,
 _OWN_FIELDS = (
     "command", "prompt", "negative_prompt", "style", "lora", "seed", "steps", "width", "height",
     "model", "model_hash", "kind", "strength", "variation_of", "job_id", "index", "first_seed",
-    "sampler", "cfg_scale",
+    "sampler", "cfg_scale", "original_prompt",
 )
 
 
 def image_params(params: dict[str, Any]) -> dict[str, Any]:
     """The fields of ``params`` that travel with an image (no paths, no user ids), with defaults."""
     own = {key: params[key] for key in _OWN_FIELDS if params.get(key) not in (None, "")}
+    loras = _loras(params)
+    if loras:
+        own["loras"] = loras
     own.setdefault("sampler", SAMPLER)
     own.setdefault("cfg_scale", 0)
     if own.get("kind") != "img2img":
@@ -45,6 +48,17 @@ def image_params(params: dict[str, Any]) -> dict[str, Any]:
     return own
 
 
+def _loras(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """A request's ``loras`` ([name, weight] pairs) and ``lora_hashes`` as name/weight/hash records."""
+    pairs = params.get("loras") or ()
+    if pairs and isinstance(pairs[0], dict):  # already records
+        return list(pairs)
+    hashes = list(params.get("lora_hashes") or ())
+    hashes += [None] * (len(pairs) - len(hashes))
+    return [{"name": str(name), "weight": float(weight), "hash": digest}
+            for (name, weight), digest in zip(pairs, hashes)]
+
+
 def _value(value: Any) -> str:
     text = str(value)
     return json.dumps(text, ensure_ascii=False) if any(c in text for c in ',:"\n') else text
@@ -52,7 +66,9 @@ def _value(value: Any) -> str:
 
 def a1111_parameters(params: dict[str, Any]) -> str:
     """A1111's "parameters" text: prompt, ``Negative prompt: …``, then ``Key: value, …``."""
-    lines = [str(params.get("styled_prompt") or params.get("prompt", ""))]
+    loras = _loras(params)
+    tags = "".join(f" <lora:{lora['name']}:{lora['weight']:g}>" for lora in loras)
+    lines = [str(params.get("styled_prompt") or params.get("prompt", "")) + tags]
     negative = params.get("styled_negative_prompt") or params.get("negative_prompt")
     if negative:
         lines.append(f"Negative prompt: {negative}")
@@ -67,6 +83,7 @@ def a1111_parameters(params: dict[str, Any]) -> str:
         ("Denoising strength", params.get("strength") if params.get("kind") == "img2img" else None),
         ("Variation of", _variation_text(params.get("variation_of"))),
         ("Lora", params.get("lora")),
+        ("Lora hashes", ", ".join(f"{lora['name']}: {lora['hash']}" for lora in loras) or None),
         ("Style", params.get("style") if params.get("style") not in (None, "none") else None),
     ]
     lines.append(", ".join(f"{key}: {_value(value)}" for key, value in fields if value not in (None, "")))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -26,6 +28,59 @@ from generation.request import (
     has_visible_text,
 )
 from generation.styles import STYLES
+
+
+# -- prompt power: LoRA tags, weighting, --refine ------------------------------------------------
+
+
+def test_lora_tags_weighting_and_flags_mix() -> None:
+    request = parse("a (red:1.3) fox <lora:ink:0.8> in [snow] --ar 16:9 <lora:neon-2> --seed 5 --no (blur:1.2)",
+                    caps=LORA_CAPS)
+    assert request.prompt == "a (red:1.3) fox in [snow]"
+    assert request.loras == (("ink", 0.8), ("neon-2", 1.0))
+    assert request.lora_hashes == ("0123456789ab", "ba9876543210")
+    assert (request.width, request.height, request.seed) == (1344, 768, 5)
+    assert request.negative_prompt == "(blur:1.2)"
+
+
+def test_weighting_never_swallows_a_flag() -> None:
+    request = parse("(a fox --ar 16:9 --seed 3 sitting:1.2)")
+    assert request.prompt == "(a fox sitting:1.2)" and request.seed == 3 and request.width == 1344
+
+
+@pytest.mark.parametrize(("text", "field", "needle"), [
+    ("a fox <lora:inc:0.5>", "lora", "did you mean ink"),
+    ("a fox <lora:ink:2.5>", "lora", "from -2 to 2"),
+    ("a fox <lora:ink:x>", "lora", "must be a number"),
+    ("a fox <lora:ink> <lora:ink:0.2>", "lora", "once"),
+    ("a fox --no <lora:ink>", "lora", "not after --no"),
+    ("a (fox:3)", "prompt", "out of bounds"),
+    ("a fox --no (blur:7)", "negative_prompt", "out of bounds"),
+    ("a fox --refine=yes", "refine", "no value"),
+])
+def test_prompt_power_mistakes_name_the_field(text: str, field: str, needle: str) -> None:
+    err = fails(text, caps=LORA_CAPS)
+    assert err.field == field and needle in str(err)
+
+
+def test_typed_lora_and_refine_options() -> None:
+    request = parse("a fox", caps=LORA_CAPS, lora="ink:0.5, neon-2", refine=True)
+    assert request.loras == (("ink", 0.5), ("neon-2", 1.0)) and request.refine
+    assert fails("a fox --refine", caps=LORA_CAPS, refine=True).field == "refine"
+
+
+def test_refine_flag_and_saved_default() -> None:
+    assert parse("a fox --refine").refine
+    assert not parse("a fox").refine
+    assert parse("a fox", defaults=Defaults(refine=True)).refine
+    assert not parse("a fox", defaults=Defaults(refine=True), refine=False).refine
+
+
+def test_render_writes_tags_and_refine() -> None:
+    request = parse("a fox <lora:ink:0.8> --refine", caps=LORA_CAPS)
+    text = render(request, LORA_CAPS)
+    assert "<lora:ink:0.8>" in text and text.endswith("--refine")
+    assert parse_imagine(text, caps=LORA_CAPS) == request
 
 CAPS = ModelCaps(steps=(1, 2, 4, 8))
 CAPS_4 = ModelCaps()  # the usual deployment: only the 4-step checkpoint
@@ -438,8 +493,10 @@ def test_public_api() -> None:
 
 # -- properties ---------------------------------------------------------------------------------
 
+LORA_CAPS = ModelCaps(steps=(1, 2, 4, 8), loras=(("ink", "0123456789ab"), ("neon-2", "ba9876543210")))
 _CAPS_CHOICES = st.sampled_from(
-    [CAPS, CAPS_4, ModelCaps(base_resolution=512, steps=(2, 4)), ModelCaps(base_resolution=256, steps=(1,))]
+    [CAPS, CAPS_4, ModelCaps(base_resolution=512, steps=(2, 4)), ModelCaps(base_resolution=256, steps=(1,)),
+     LORA_CAPS]
 )
 _PIECES = st.sampled_from(
     [
@@ -447,6 +504,8 @@ _PIECES = st.sampled_from(
         "—", "--", "-", "=", "16:9", "1:1", "21:9", "5:4", "0", "7", "4", "-1", "4294967296",
         "anime", "none", "photo", '"', "'", "“", "”", "‘", "’", "cat's", '"a b"', "'c d'",
         "🦊", "雪", "שלום", ",", "\n", "\t", " ", "\u3000", "\u200b", "\x00",
+        "--refine", "--refine=1", "<lora:ink:0.8>", "<lora:neon-2>", "<lora:ink:9>", "<lora:>", "<lora:x:y>",
+        "(red:1.3)", "(", ")", "[", "]", "(a:5)", "\\(", ":1.2)", "[blur]",
     ]
 )
 _JUNKY = st.lists(st.one_of(_PIECES, st.text(max_size=6)), max_size=14).map(" ".join)
@@ -500,7 +559,13 @@ def _requests(draw: st.DrawFn) -> tuple[GenerationRequest, ModelCaps]:
         style=draw(st.sampled_from(list(STYLES))),
         user_id=draw(st.sampled_from(["local", "discord:1", "telegram:2"])),
         platform=draw(st.sampled_from(["cli", "discord", "telegram"])),
+        refine=draw(st.booleans()),
     )
+    if caps is LORA_CAPS:
+        loras = draw(st.lists(st.tuples(st.sampled_from(["ink", "neon-2"]),
+                                        st.sampled_from([0.0, 0.5, 1.0, -1.25, 2.0])),
+                              max_size=2, unique_by=lambda pair: pair[0]))
+        request = caps.check(replace(request, loras=tuple(loras)))
     return request, caps
 
 

@@ -98,7 +98,8 @@ async def test_saved_defaults_and_settings_validation(env) -> None:
         await service.settings(ADA, private="maybe")
 
     saved = await service.settings(ADA, aspect="16:9", count="2", private="yes", style="photo", steps="1")
-    assert saved == {"aspect": "16:9", "style": "photo", "count": 2, "steps": 1, "private": True}
+    assert saved == {"aspect": "16:9", "style": "photo", "count": 2, "steps": 1, "private": True,
+                     "refine": False}
     assert await service.settings(ADA) == saved
     ticket = await service.imagine(ADA, "a lighthouse")
     assert (ticket.request.width, ticket.request.height) == service.caps.size_for("16:9")

@@ -1,4 +1,4 @@
-"""Command line: ``imagine-bot run | generate | download | health | keys | styles``.
+"""Command line: ``imagine-bot run | generate | download | health | keys | styles | loras | stats``.
 
 Every mistake an operator can make (a bad flag or config value, a missing folder, an unwritable
 data dir, no network) ends in one ``imagine-bot: …`` line on stderr and exit status 2; ``-v``
@@ -79,6 +79,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from bot.cli.keys import keys_command
 
         return asyncio.run(keys_command(config, args))
+    if args.command in ("loras", "stats"):
+        from bot.cli.reports import loras_command, stats_command
+
+        if args.command == "loras":
+            print(loras_command(config, args.model))
+        else:
+            print(asyncio.run(stats_command(config, args.by)))
+        return 0
     _check_hub(config, args.model)
     if args.command == "run":
         from bot.app import run_bot
@@ -241,4 +249,7 @@ def _parser() -> argparse.ArgumentParser:
     from bot.cli.keys import add_parser as add_keys
 
     add_keys(sub, config_help)
+    from bot.cli.reports import add_parsers as add_reports
+
+    add_reports(sub, config_help)
     return parser

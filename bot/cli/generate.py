@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from bot.config import Config
 from bot.options import parse_imagine, render
-from generation.request import GenerationResult
+from generation.errors import InvalidRequest
+from generation.request import GenerationRequest, GenerationResult
 from storage.files import png_with_metadata
 
-__all__ = ["generate", "targets_for", "write_images"]
+__all__ = ["generate", "refine_for_cli", "targets_for", "write_images"]
 
 
 async def generate(
@@ -25,6 +27,8 @@ async def generate(
     async with engine(config, model=model) as queue:
         caps = queue.caps
         request = parse_imagine(text, caps=caps).with_seed()
+        if request.refine:
+            request = await refine_for_cli(config, request)
         job = queue.submit(request)
         bar = tqdm(total=request.steps, unit="step", disable=quiet, file=sys.stderr, leave=False)
         try:
@@ -43,6 +47,29 @@ async def generate(
         result = await job.result()
         model_hash = getattr(getattr(queue, "executor", None), "checkpoint_hash", None)
     return write_images(result, output, config.output_dir, render(request, caps), model_hash=model_hash)
+
+
+async def refine_for_cli(config: Config, request: GenerationRequest) -> GenerationRequest:
+    """``request`` with its prompt refined by ``[refine] model``; the original (and a line on
+    stderr saying why) when refinement fails, times out, or the configured prompt check refuses it."""
+    from bot.app import prompt_checker
+    from generation.refine import PromptRefiner
+
+    if config.refine.model is None:
+        raise InvalidRequest("refine", "Prompt refinement is not set up (refine.model in the config).")
+    refiner = PromptRefiner(config.refine)
+    try:
+        outcome = await refiner.refine(request.prompt)
+    finally:
+        refiner.close()
+    if not outcome.refined:
+        print(f"imagine-bot: {outcome.note}", file=sys.stderr)
+        return request
+    if not prompt_checker(config).check(outcome.text, request.negative_prompt).allowed:
+        print("imagine-bot: the refined prompt did not pass the safety check; using yours", file=sys.stderr)
+        return request
+    print(f"refined prompt: {outcome.text}", file=sys.stderr)
+    return replace(request, prompt=outcome.text, original_prompt=request.prompt)
 
 
 def targets_for(result: GenerationResult, output: str | None, default_dir: Path) -> list[Path]:

@@ -54,6 +54,7 @@ __all__ = [
     "render_grid",
     "render_single",
     "settings_changes",
+    "stats_lines",
     "thumbnail",
 ]
 
@@ -78,6 +79,20 @@ def apology(ref: str) -> str:
 def on_off(value: Any) -> Any:
     """A setting's value as shown to the user: booleans as on/off."""
     return "on" if value is True else "off" if value is False else value
+
+
+def stats_lines(stats: dict[str, Any]) -> list[str]:
+    """``/admin stats`` as text lines: ``key: value``, a table as ``k=v, …``, and the ratings
+    by model, steps, style and LoRA one line each."""
+    lines: list[str] = []
+    for key, value in stats.items():
+        if key == "ratings" and isinstance(value, dict):
+            lines.extend(f"ratings by {by}: " + ("; ".join(groups) or "none yet") for by, groups in value.items())
+        elif isinstance(value, dict):
+            lines.append(f"{key}: " + ", ".join(f"{k}={v}" for k, v in value.items()))
+        else:
+            lines.append(f"{key}: {value}")
+    return lines
 
 
 def settings_changes(text: str) -> dict[str, str] | None:

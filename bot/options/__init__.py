@@ -17,6 +17,12 @@ Grammar (Midjourney style)::
     --n N (alias --count)       number of images, 1 .. 4
     --style NAME                a preset from generation.styles
     --steps N                   one of the step counts the loaded model has
+    --refine                    (no value) a small language model rewrites the prompt first
+    <lora:NAME:W>               in the prompt text: a LoRA adapter at weight W (default 1)
+
+Prompt text may use A1111 weighting: ``(word:1.3)``, ``(word)``, ``[word]``, ``\\(`` escapes
+(:mod:`generation.weighting`); it is part of the words, so it never swallows a flag: words are
+split and flags taken out first, and ``(a --ar 16:9)`` is the text ``(a`` then ``--ar 16:9)``.
 
 Quoting: a quote opens a group only at the start of a word (not after a letter or digit) and
 the group ends at the first matching quote that is not followed by a letter or digit. Inside a
@@ -44,6 +50,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from bot.options.tags import extract_loras, has_lora_tag, lora_tag, parse_lora_option
 from bot.options.words import Word, lex, prefix_len, quote
 from generation.errors import InvalidRequest
 from generation.request import MAX_COUNT, MAX_SEED, GenerationRequest, ModelCaps, has_visible_text
@@ -72,6 +79,7 @@ class Defaults:
     style: str = "none"
     count: int = 1
     steps: int | None = None  # None: the model's default step count
+    refine: bool = False  # the per-user "refine" setting
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,7 @@ _FLAGS = (
     _Flag(("no",), "negative_prompt", "negative", "the negative prompt", "TEXT"),
     _Flag(("style",), "style", "style", "the style", "NAME"),
     _Flag(("steps",), "steps", "steps", "the step count", "N"),
+    _Flag(("refine",), "refine", "refine", "prompt refinement", ""),
 )
 _BY_NAME = {name: flag for flag in _FLAGS for name in flag.names}
 _BY_OPTION = {flag.option: flag for flag in _FLAGS}
@@ -130,13 +139,20 @@ def parse_imagine(
     count: int | str | None = None,
     style: str | None = None,
     steps: int | str | None = None,
+    lora: str | None = None,
+    refine: bool | None = None,
 ) -> GenerationRequest:
     """Parse ``text`` (plus typed slash-command options) into a request ``caps`` can run."""
     if not isinstance(text, str):
         raise InvalidRequest("prompt", "The prompt is empty: describe the image you want.")
     prompt_words, settings, negative_words = _read_flags(lex(text), caps)
+    prompt_words, loras = extract_loras(prompt_words)
+    if lora is not None:
+        loras += parse_lora_option(lora)
+    if any(has_lora_tag(word) for word in negative_words):
+        raise InvalidRequest("lora", "LoRA tags go in the prompt, not after --no.")
     typed = {"aspect": aspect, "seed": seed, "negative": negative, "count": count,
-             "style": style, "steps": steps}
+             "style": style, "steps": steps, "refine": refine}
     for option, value in typed.items():
         if value is None:
             continue
@@ -181,13 +197,16 @@ def parse_imagine(
         style=_text_value(settings, "style", "none", "a style name").strip().lower(),
         user_id=user_id,
         platform=platform,
+        loras=tuple(loras),
+        refine=_refine_value(settings, defaults),
     )
     return caps.check(request)
 
 
 def render(request: GenerationRequest, caps: ModelCaps) -> str:
     """Canonical text for ``request``; ``parse_imagine`` (no defaults) reads it back unchanged."""
-    parts = [quote(request.prompt), f"--ar {aspect_of(request, caps)}"]
+    parts = [quote(request.prompt), *(lora_tag(n, w) for n, w in request.loras),
+             f"--ar {aspect_of(request, caps)}"]
     if request.count > 1:
         parts.append(f"--n {request.count}")
     if request.seed is not None:
@@ -198,6 +217,8 @@ def render(request: GenerationRequest, caps: ModelCaps) -> str:
         parts.append(f"--style {request.style}")
     if request.steps != caps.default_steps:
         parts.append(f"--steps {request.steps}")
+    if request.refine and request.original_prompt is None:  # a refined prompt is not refined again
+        parts.append("--refine")
     return " ".join(parts)
 
 
@@ -226,6 +247,9 @@ def help_text(caps: ModelCaps) -> str:
         "  --no TEXT     what to leave out; runs until the next option",
         f"  --style NAME  {', '.join(STYLES)}",
         f"  --steps N     {steps} (default {caps.default_steps})",
+        "  --refine      let a small language model write a detailed prompt from yours",
+        "  <lora:NAME:0.8>  in the prompt: a LoRA adapter (/loras lists them)",
+        "  (word:1.3) (word) [word]  weight words up or down; \\( for a literal bracket",
         'Options may come anywhere; "--opt=value" and an em dash (—ar) work too.',
         'Quote text to keep an option in the prompt: "a sign saying --ar".',
         "Example: /imagine a red fox in snow --ar 16:9 --seed 7 --no blur, watermark",
@@ -276,6 +300,11 @@ def _read_flags(
                 f"give each option once. {_valid_flags()}",
             )
         inline = inline_first + "".join(s for s, _ in word.segments[1:]) if eq else None
+        if flag.field == "refine":  # a switch: takes no value
+            if eq:
+                raise InvalidRequest("refine", f"{used} takes no value; write just {used}.")
+            settings[flag.field] = _Setting(True, used, used)
+            continue
         if flag.field == "negative_prompt":
             parts = [inline] if inline else []
             while i < len(words) and not words[i].is_flag:
@@ -307,6 +336,7 @@ def _missing(flag: _Flag, used: str, caps: ModelCaps) -> InvalidRequest:
         "negative_prompt": "what to leave out, e.g. --no blur, text",
         "style": f"a style name: {', '.join(STYLES)}",
         "steps": f"a step count: {', '.join(str(s) for s in sorted(caps.steps))}",
+        "refine": "nothing",
     }[flag.field]
     return InvalidRequest(flag.field, f"{used} needs {what}.")
 
@@ -346,6 +376,15 @@ def _int_value(
     if not low <= value <= high:
         raise InvalidRequest(field, f"{setting.subject} must be {allowed}, not {value}.")
     return value
+
+
+def _refine_value(settings: dict[str, _Setting], defaults: Defaults) -> bool:
+    setting = settings.get("refine")
+    if setting is None:
+        return bool(defaults.refine)
+    if not isinstance(setting.value, bool):
+        raise InvalidRequest("refine", f"{setting.subject} must be true or false, not {setting.value!r}.")
+    return setting.value
 
 
 def _steps_value(settings: dict[str, _Setting], caps: ModelCaps) -> int:

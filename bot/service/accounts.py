@@ -17,6 +17,7 @@ from bot.service import accounts_rules
 from bot.service.accounts_rules import QuotaStatus
 from bot.service.context import ACTIVE, ServiceContext
 from bot.service.tickets import ForgetOutcome, NotFound, Who
+from generation.errors import InvalidRequest
 from storage import jobs, privacy, quotas, users
 
 __all__ = ["AccountsPart"]
@@ -36,6 +37,8 @@ class AccountsPart(ServiceContext):
         """Validate and save ``changes`` (None resets a key); every setting's value after."""
         user = await self._user(who)
         clean = accounts_rules.validate_settings(changes, self.caps)
+        if clean.get("refine") and self.refiner is None:
+            raise InvalidRequest("refine", "Prompt refinement is not set up on this bot (refine.model).")
         saved = user.settings
         if clean:
             saved = await users.update_settings(self.db, user.id, clean)

@@ -8,6 +8,7 @@ and how it looks. Settings are stored in ``users.settings`` as plain JSON values
     count    1 .. MAX_COUNT                                 default for --n
     steps    one of the loaded step counts                  default for --steps
     private  true/false: deliver results in a direct message
+    refine   true/false: --refine on every request (a small LLM details the prompt)
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ __all__ = [
     "write_export_zip",
 ]
 
-SETTING_KEYS = ("aspect", "style", "count", "steps", "private")
+SETTING_KEYS = ("aspect", "style", "count", "steps", "private", "refine")
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
 _RESET = ("default", "reset", "none", "")
@@ -89,7 +90,7 @@ def _validate_one(key: str, value: Any, caps: ModelCaps) -> Any:
                 key, f"{key} must be one of {', '.join(map(str, allowed))}, not {value!r}."
             )
         return number
-    # private
+    # private, refine
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -97,7 +98,7 @@ def _validate_one(key: str, value: Any, caps: ModelCaps) -> Any:
         return True
     if text in _FALSE:
         return False
-    raise InvalidRequest("private", f"private must be on or off (true/false, yes/no), not {value!r}.")
+    raise InvalidRequest(key, f"{key} must be on or off (true/false, yes/no), not {value!r}.")
 
 
 def _as_int(value: Any) -> int | None:
@@ -118,16 +119,19 @@ def effective_settings(saved: Mapping[str, Any], caps: ModelCaps) -> dict[str, A
         "count": saved.get("count", 1),
         "steps": saved.get("steps", caps.default_steps),
         "private": bool(saved.get("private", False)),
+        "refine": bool(saved.get("refine", False)),
     }
 
 
-def defaults_from(saved: Mapping[str, Any]) -> Defaults:
-    """The parser defaults for a user's saved settings."""
+def defaults_from(saved: Mapping[str, Any], *, refine: bool = True) -> Defaults:
+    """The parser's defaults from saved settings; ``refine=False`` (no refiner on this bot)
+    ignores a saved ``refine`` setting instead of failing every request."""
     return Defaults(
         aspect=saved.get("aspect", "1:1"),
         style=saved.get("style", "none"),
         count=saved.get("count", 1),
         steps=saved.get("steps"),
+        refine=refine and bool(saved.get("refine", False)),
     )
 
 

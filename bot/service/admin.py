@@ -10,6 +10,7 @@ from bot.service.context import ServiceContext
 from bot.service.tickets import Who
 from generation.errors import InvalidRequest
 from storage import jobs, quotas, users
+from storage.rating_stats import DIMENSIONS, ratings_by
 
 __all__ = ["AdminPart"]
 
@@ -55,4 +56,20 @@ class AdminPart(ServiceContext):
             "accepting": snapshot.accepting,
         }
         stats["model"] = self.model_id
+        stats["ratings"] = await self.rating_stats()
         return stats
+
+    def loras_text(self) -> str:
+        """The /loras listing: names, trigger words, base model (and files refused, with why)."""
+        catalog = self.lora_catalog
+        if catalog is None:
+            return "This bot has no LoRAs installed."
+        return str(catalog.describe())
+
+    async def rating_stats(self, by: str | None = None) -> dict[str, list[str]]:
+        """Average rating and count by model version, step count, style and LoRA ("key: 4.20★
+        (3 ratings)", best first); ``by`` limits it to one of them."""
+        wanted = DIMENSIONS if by is None else (by,)
+        if by is not None and by not in DIMENSIONS:
+            raise InvalidRequest("by", f"Ratings can be grouped by {', '.join(DIMENSIONS)}, not {by!r}.")
+        return {name: [str(group) for group in await ratings_by(self.db, name)] for name in wanted}

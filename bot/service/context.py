@@ -84,6 +84,10 @@ class ServiceContext:
             db, prompt_checker=self.prompt_checker, image_classifier=VerdictClassifier(self.image_checker),
             admins=self.config.admins, clock=clock)
         self.clock = clock
+        self.refiner: Any = None  # generation.refine.PromptRefiner when [refine] model is set (bot.app)
+        self.lora_catalog: Any = None  # generation.lora.LoraCatalog when [lora] is set (bot.app)
+        self.scorer: Any = None  # generation.clip_score.ClipScorer when [eval] clip_model is set (bot.app)
+        self.scoring: set[asyncio.Task[None]] = set()  # CLIP scoring in flight (bot.service.scoring)
         self.writes = GroupWriter(db)  # jobs of one batch share their transactions
         self._seen_model: tuple[str, str | None, object] | None = None  # model_versions written today
         self._tickets: dict[str, Ticket] = {}

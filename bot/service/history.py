@@ -40,7 +40,8 @@ class HistoryPart(ServiceContext):
                 mean, count = await ratings.average(self.db, image.id)
                 shown.append(HistoryImage(self._stored(image), mine.stars if mine else None, mean, count))
             entries.append(HistoryEntry(job.id, self._text(job.request), job.created_at, job.status,
-                                        tuple(shown), job.error, dict(job.target)))
+                                        tuple(shown), job.error, dict(job.target),
+                                        job.request.get("original_prompt")))
         return HistoryView(tuple(entries), page, per_page, found.total)
 
     async def rate(self, who: Who, image_id: int, stars: int | str, source: str = "button") -> Rating:

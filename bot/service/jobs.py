@@ -25,6 +25,9 @@ from typing import Any
 from bot.options import parse_imagine
 from bot.service import accounts_rules
 from bot.service.context import ACTIVE, ServiceContext
+from bot.service.refining import refine_request
+from bot.service.scoring import drain as drain_scoring
+from bot.service.scoring import score_later
 from bot.service.tickets import (
     AlreadyAccepted,
     CancelOutcome,
@@ -87,6 +90,7 @@ class JobsPart(ServiceContext):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await drain_scoring(self, timeout or self.config.settle_timeout_s)
         await self.writes.flush()
 
     async def imagine(self, who: Who, text: str, *, target: dict[str, Any] | None = None,
@@ -99,11 +103,16 @@ class JobsPart(ServiceContext):
         """
         user = await self._active_user(who)
         request = parse_imagine(
-            text, caps=self.caps, defaults=accounts_rules.defaults_from(user.settings),
+            text, caps=self.caps, defaults=accounts_rules.defaults_from(user.settings, refine=self.refiner is not None),
             user_id=who.user_id, platform=who.platform, **options,
         )
-        return await self._submit(who, user, request, target=target, dedupe=request.seed is not None,
-                                  origin=origin)
+        notes: tuple[str, ...] = ()
+        if request.refine:  # prompt power: a small LLM rewrites the prompt (bot/service/refining.py)
+            request, notes = await refine_request(self, who, request, target)
+        ticket = await self._submit(who, user, request, target=target, dedupe=request.seed is not None,
+                                    origin=origin)
+        ticket.notes = notes
+        return ticket
 
     async def reroll(self, who: Who, job_id: str, *, target: dict[str, Any] | None = None,
                      origin: Origin | None = None) -> Ticket:
@@ -338,6 +347,7 @@ class JobsPart(ServiceContext):
             return
         delivery = self._delivery(job_id, request, stored_rows, cached=False, target=ticket.target)
         ticket._settle(Finished(delivery), delivery=delivery)
+        score_later(self, [row.id for row in stored_rows], result.images, styled)  # [eval] clip_model
 
     def _put_png(self, image: Any, params: dict[str, Any]) -> tuple[str, str, int, int, int]:
         """Encode and store one image (worker thread): (path, sha256, width, height, bytes)."""

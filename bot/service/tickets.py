@@ -161,6 +161,7 @@ class Ticket:
         self.target = dict(target or {})
         self.position = position
         self.eta = eta
+        self.notes: tuple[str, ...] = ()  # what to tell the user besides progress (e.g. the refined prompt)
         self._last: Update = Queued(position, eta)
         self._inboxes: list[asyncio.Queue[Update]] = []
         self._settled = asyncio.Event()
@@ -248,6 +249,7 @@ class HistoryEntry:
     images: tuple[HistoryImage, ...]
     error: str | None = None
     target: dict[str, Any] = field(default_factory=dict)  # delivery refs (e.g. a message link)
+    original_prompt: str | None = None  # what the user typed, when --refine rewrote it
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from bot.frontends.common import (
     on_off,
     settings_changes,
     share_image,
+    stats_lines,
 )
 from bot.frontends.console.moderation import MODERATION_COMMANDS, ConsoleModeration
 from bot.options import help_text
@@ -34,7 +35,7 @@ COMMANDS = """Commands:
   /history [SEARCH]           your recent requests and their image ids
   /rate IMAGE_ID STARS        rate an image 1-5
   /quota                      images left in this quota window (hour, day or week)
-  /settings [key=value ...]   show or change defaults: aspect, style, count, steps, private
+  /settings [key=value ...]   show or change defaults: aspect, style, count, steps, private, refine
   /cancel [JOB]               cancel your latest (or the given) queued/running request
   /reroll JOB                 the same request with a new seed
   /variation JOB N            variations of image N of a request
@@ -46,6 +47,7 @@ COMMANDS = """Commands:
   /unlink                     stop sharing an account with another platform
   /apikey [list | revoke ID]  a new key for the HTTP API (shown once), your keys, or revoke one
   /appeal [MESSAGE]           ask an admin to review your strikes, cooldown or block
+  /loras                      the LoRA adapters: names, trigger words, base model
   /help                       this text and the /imagine options
   /quit                       leave (waits for running requests)
 Admin (PLATFORM:USER is e.g. discord:1234, telegram:5678, cli:alice):
@@ -83,7 +85,12 @@ class CommandHandlers:
         if command != "/forget":
             self._confirm_forget = False
         if command == "/imagine":
-            self.follow(await self.service.imagine(self.who, rest, target={"console": True}))
+            ticket = await self.service.imagine(self.who, rest, target={"console": True})
+            for note in ticket.notes:  # --refine: the refined prompt, or why the user's own was used
+                self.say(note)
+            self.follow(ticket)
+        elif command == "/loras":
+            self.say(self.service.loras_text())
         elif command == "/help":
             self.say(COMMANDS + "\n\n" + help_text(self.service.caps))
         elif command == "/history":
@@ -153,9 +160,8 @@ class CommandHandlers:
         user = args[1].split(":", 1) if len(args) > 1 else []
         if sub == "stats" and len(args) == 1:
             stats = await self.service.admin_stats(self.who)
-            for key, value in stats.items():
-                shown = ", ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else value
-                self.say(f"  {key}: {shown}")
+            for line in stats_lines(stats):
+                self.say(f"  {line}")
         elif sub == "quota" and len(args) == 3 and len(user) == 2 and all(user) \
                 and (args[2].isdecimal() or args[2] == "default"):
             limit = None if args[2] == "default" else int(args[2])
@@ -175,7 +181,7 @@ class CommandHandlers:
     async def _settings(self, rest: str) -> None:
         changes = settings_changes(rest)
         if changes is None:
-            self.say("Usage: /settings key=value … (keys: aspect, style, count, steps, private)")
+            self.say("Usage: /settings key=value … (keys: aspect, style, count, steps, private, refine)")
             return
         current = await self.service.settings(self.who, **changes)
         self.say(("Saved. " if changes else "") + "Your settings: "

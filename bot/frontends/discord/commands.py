@@ -268,23 +268,45 @@ async def _style_autocomplete(interaction: discord.Interaction, current: str) ->
     return [app_commands.Choice(name=clip(f"{s.name} — {s.description}", 100), value=s.name) for s in found][:25]
 
 
+def lora_choices(names: list[str], current: str) -> list[app_commands.Choice[str]]:
+    """Completions of the typed ``lora`` option: the last name of a comma-separated list
+    (``ink:0.8, ne`` offers ``ink:0.8, neon``)."""
+    done, _, last = current.rpartition(",")
+    head = f"{done.strip()}, " if done.strip() else ""
+    chosen = {part.strip().split(":")[0].lower() for part in done.split(",")}
+    word = last.strip().split(":")[0].lower()
+    left = [name for name in names if name.lower() not in chosen and word in name.lower()]
+    found = [head + name for name in sorted(left, key=lambda n: not n.lower().startswith(word))]
+    return [app_commands.Choice(name=value, value=value) for value in found if len(value) <= 100][:25]
+
+
 def build_commands(front: CommandHandlers) -> list[app_commands.Command[Any, Any, Any] | app_commands.Group]:
     """The slash commands, bound to ``front``."""
     aspects = [app_commands.Choice(name=f"{ar} ({w}x{h})", value=ar) for ar, (w, h) in front.service.caps.sizes().items()]
 
+    async def _lora_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return lora_choices([name for name, _ in front.service.caps.loras], current)
+
     @app_commands.command(name="imagine", description="Make images from a prompt (flags like --ar 16:9 work too)")
     @app_commands.describe(prompt="What to draw; may include --ar W:H --seed N --no TEXT --n N --style NAME",
                            aspect="Aspect ratio", count="Number of images (1-4)", seed="Seed for repeatable images",
-                           negative="What to avoid (negative prompt)", style="A style preset")
+                           negative="What to avoid (negative prompt)", style="A style preset",
+                           lora="LoRA adapters: name or name:0.8, comma-separated (/loras lists them)",
+                           refine="Let a small language model write a detailed prompt from yours")
     @app_commands.choices(aspect=aspects)
-    @app_commands.autocomplete(style=_style_autocomplete)
+    @app_commands.autocomplete(style=_style_autocomplete, lora=_lora_autocomplete)
     async def imagine(interaction: discord.Interaction, prompt: str,
                       aspect: app_commands.Choice[str] | None = None,
                       count: app_commands.Range[int, 1, MAX_COUNT] | None = None,
                       seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
-                      negative: str | None = None, style: str | None = None) -> None:
+                      negative: str | None = None, style: str | None = None,
+                      lora: str | None = None, refine: bool | None = None) -> None:
         await front.imagine(interaction, prompt, aspect=aspect.value if aspect else None, count=count,
-                            seed=seed, negative=negative, style=style)
+                            seed=seed, negative=negative, style=style, lora=lora, refine=refine)
+
+    @app_commands.command(name="loras", description="The LoRA adapters: names, trigger words, base model")
+    async def loras(interaction: discord.Interaction) -> None:
+        await interaction.response.send_message(clip(front.service.loras_text(), 1900), ephemeral=True)
 
     @app_commands.command(name="history", description="Your requests, sent to you by DM")
     @app_commands.describe(search="Only requests whose prompt contains this")
@@ -297,14 +319,14 @@ def build_commands(front: CommandHandlers) -> list[app_commands.Command[Any, Any
 
     @app_commands.command(name="settings", description="Show or change your defaults")
     @app_commands.describe(aspect="Default aspect ratio", style="Default style", count="Default number of images",
-                           private="Send results to your DMs")
+                           private="Send results to your DMs", refine="Refine every prompt (--refine)")
     @app_commands.choices(aspect=aspects)
     @app_commands.autocomplete(style=_style_autocomplete)
     async def settings(interaction: discord.Interaction, aspect: app_commands.Choice[str] | None = None,
                        style: str | None = None, count: app_commands.Range[int, 1, MAX_COUNT] | None = None,
-                       private: bool | None = None) -> None:
+                       private: bool | None = None, refine: bool | None = None) -> None:
         await front.settings_command(interaction, aspect=aspect.value if aspect else None, style=style,
-                                     count=count, private=private)
+                                     count=count, private=private, refine=refine)
 
     @app_commands.command(name="cancel", description="Cancel your latest (or the given) queued request")
     @app_commands.describe(job="A request id (default: your latest)")
@@ -339,4 +361,4 @@ def build_commands(front: CommandHandlers) -> list[app_commands.Command[Any, Any
         await front.admin(interaction, "unblock", user)
 
     moderation = front.moderation.commands(admin)  # /appeal; /admin appeals|lift|reject|strikes|policy|modlog
-    return [imagine, history, quota, settings, cancel, forget, export, admin, *moderation]
+    return [imagine, loras, history, quota, settings, cancel, forget, export, admin, *moderation]

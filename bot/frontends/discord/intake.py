@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord.ext import commands
 
-from bot.frontends.common import apology, new_reference
+from bot.frontends.common import apology, clip, new_reference
 from bot.frontends.discord.delivery import Reply
 from bot.frontends.discord.messages import DM_LIMIT, PLATFORM
 from bot.frontends.discord.moderation import appeal_view, wants_appeal_button
@@ -170,6 +170,11 @@ class Intake:
             await self._refuse(reply, stored, live, apology(ref), None)
         else:
             self.follow(ticket, reply)
+            if ticket.notes and live is not None:  # the refined prompt, or why the user's own was used
+                try:
+                    await live.followup.send(clip("\n".join(ticket.notes), 1900), ephemeral=True)
+                except discord.HTTPException as err:
+                    logger.warning("discord: could not send the notes of job %s: %s", ticket.job_id, err)
             return
         await self.service.handled(PLATFORM, key)
 

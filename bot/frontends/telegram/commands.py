@@ -1,4 +1,4 @@
-"""The Telegram commands: /imagine, /history, /quota, /settings, /cancel, /forget, /export, /admin.
+"""The Telegram commands: /imagine, /history, /quota, /settings, /loras, /cancel, /forget, /export, /admin.
 
 /history and /export are private: from a group they go to the user's private chat. /appeal and
 the moderation subcommands of /admin are in :mod:`bot.frontends.telegram.moderation`.
@@ -7,16 +7,17 @@ the moderation subcommands of /admin are in :mod:`bot.frontends.telegram.moderat
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from telegram import BotCommand, Update, User
 from telegram.constants import ChatType
-from telegram.error import Forbidden
+from telegram.error import Forbidden, TelegramError
 from telegram.ext import ContextTypes
 
-from bot.frontends.common import FORGET_WARNING, clip, on_off, settings_changes
+from bot.frontends.common import FORGET_WARNING, clip, on_off, settings_changes, stats_lines
 from bot.frontends.telegram import moderation
 from bot.frontends.telegram.accounts import ACCOUNT_COMMANDS, ACCOUNT_HELP
 from bot.frontends.telegram.delivery import MAX_LOCAL_UPLOAD_BYTES, MAX_UPLOAD_BYTES
@@ -29,11 +30,14 @@ from generation.errors import ImagineError
 
 __all__ = ["COMMANDS", "COMMAND_HELP", "EXAMPLES", "USAGE", "CommandHandlers"]
 
+logger = logging.getLogger(__name__)
+
 COMMANDS = (
     BotCommand("imagine", "Make images: /imagine a red fox --ar 16:9"),
     BotCommand("history", "Your recent requests (search: /history fox)"),
     BotCommand("quota", "Images left in this period"),
     BotCommand("settings", "Show or change your defaults"),
+    BotCommand("loras", "The LoRA adapters: names, trigger words"),
     BotCommand("cancel", "Cancel your running request"),
     BotCommand("export", "A zip of your data and images"),
     BotCommand("forget", "Delete everything stored about you"),
@@ -48,7 +52,8 @@ COMMAND_HELP = """Commands:
 /imagine PROMPT [options] — make images
 /history [search] — your requests (in our private chat)
 /quota — images left
-/settings [key=value …] — defaults: aspect, style, count, steps, private
+/settings [key=value …] — defaults: aspect, style, count, steps, private, refine
+/loras — LoRA adapters for <lora:NAME:0.8> in a prompt
 /cancel — cancel your latest running request
 /export — a zip of your data · /forget — delete it all
 /appeal [message] — ask an admin to review your strikes, cooldown or block
@@ -86,8 +91,23 @@ class CommandHandlers:
             await message.reply_text(f"{USAGE}\n\n{EXAMPLES}", do_quote=True)
             return
         origin = (PLATFORM, str(update.update_id))  # a replay after a crash finds this job again
-        await self._submit(who_of(user), user, message.chat_id, message.chat.type, message.message_id,
-                           lambda who, target: self.service.imagine(who, text, target=target, origin=origin))
+
+        async def accept(who: Who, target: dict[str, Any]) -> Ticket:
+            ticket = await self.service.imagine(who, text, target=target, origin=origin)
+            if ticket.notes:  # --refine: the refined prompt, or why the user's own was used
+                try:
+                    await message.reply_text(clip("\n".join(ticket.notes), 4000), do_quote=True)
+                except TelegramError as err:
+                    logger.warning("telegram: could not send the notes of job %s: %s", ticket.job_id, err)
+            return ticket
+
+        await self._submit(who_of(user), user, message.chat_id, message.chat.type, message.message_id, accept)
+
+    async def _loras(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/loras: the LoRA adapters, their trigger words and base model."""
+        message = update.effective_message
+        assert message is not None
+        await message.reply_text(clip(self.service.loras_text(), 4000))
 
     # -- other commands ------------------------------------------------------------------------
 
@@ -157,7 +177,7 @@ class CommandHandlers:
             changes = None
         if changes is None:
             await message.reply_text("Usage: /settings key=value … (keys: aspect, style, count, "
-                                     "steps, private), e.g. /settings aspect=16:9 count=2")
+                                     "steps, private, refine), e.g. /settings aspect=16:9 count=2")
             return
         current = await self.service.settings(who_of(user), **changes)
         shown = ", ".join(f"{k}={on_off(v)}" for k, v in current.items())
@@ -229,7 +249,7 @@ class CommandHandlers:
             return
         if sub == "stats" and len(args) == 1:
             stats = await self.service.admin_stats(admin)
-            lines = [f"{k}: {v}" for k, v in stats.items()]
+            lines = stats_lines(stats)
             await message.reply_text(clip("\n".join(lines), 4096))
             return
         if sub in ("block", "unblock") and len(args) == 2:

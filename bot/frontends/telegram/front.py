@@ -90,7 +90,7 @@ class TelegramFrontEnd(CommandHandlers, AccountHandlers, ButtonHandlers, Deliver
         only_new = filters.UpdateType.MESSAGE  # an edited /imagine is not a new request
         commands: dict[str, Handler] = {
             "start": self._start, "help": self._help, "imagine": self._imagine,
-            "history": self._history, "quota": self._quota, "settings": self._settings,
+            "history": self._history, "quota": self._quota, "settings": self._settings, "loras": self._loras,
             "cancel": self._cancel, "forget": self._forget, "export": self._export,
             "admin": self._admin, "appeal": self._appeal,
             "share": self._share, "unshare": self._share, "link": self._link, "unlink": self._unlink,

@@ -1,0 +1,44 @@
+"""``imagine-bot loras`` and ``imagine-bot stats``: what is installed and how it rates."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.config import Config
+
+__all__ = ["add_parsers", "loras_command", "stats_command"]
+
+
+def add_parsers(sub: argparse._SubParsersAction, config_help: str) -> None:  # type: ignore[type-arg]
+    loras = sub.add_parser("loras", help="list the LoRAs of lora.dir: names, trigger words, base model")
+    loras.add_argument("--config", help=config_help)
+    loras.add_argument("--model", help="'tiny' checks the files against the tiny model")
+    stats = sub.add_parser("stats", help="average rating and count by model, steps, style or LoRA")
+    stats.add_argument("--config", help=config_help)
+    stats.add_argument("--by", choices=["model", "steps", "style", "lora"], help="one grouping only")
+
+
+def loras_command(config: Config, model: str | None = None) -> str:
+    """The LoRA listing (names, trigger words, base model, refused files with the reason)."""
+    from generation.lora import catalog_for
+
+    catalog = catalog_for(config.lora, model or config.model.name)
+    if catalog is None:
+        return "No LoRAs are configured: set lora.dir in the config."
+    return catalog.describe()
+
+
+async def stats_command(config: Config, by: str | None) -> str:
+    """Average rating and count by model version, steps, style and LoRA, from the database."""
+    from storage import Database
+    from storage.rating_stats import DIMENSIONS, ratings_by
+
+    lines: list[str] = []
+    async with Database.open(config.storage.database) as db:
+        for name in (by,) if by else DIMENSIONS:
+            groups = await ratings_by(db, name)
+            lines.append(f"by {name}:")
+            lines.extend(f"  {group}" for group in groups) if groups else lines.append("  (no ratings yet)")
+    return "\n".join(lines)
