@@ -177,3 +177,31 @@ async def test_same_rules_as_chat_quota_safety_and_rate_limit(tmp_path: Path) ->
         codes = [(await web.client.get("/v1/quota", headers=h)).status_code for _ in range(6)]
         assert codes[-1] == 429 and codes.count(429) >= 1
         assert "Retry-After" in (await web.client.get("/v1/quota", headers=h)).headers
+
+
+async def test_typed_lora_and_refine_options(tmp_path: Path) -> None:
+    from tests.test_refine import ScriptedRefiner
+
+    async with web_env(tmp_path) as web:
+        h = auth(await key_for(web.env, ADA))
+        # no LoRA folder on this bot: the typed option is refused by name, like any bad option
+        r = await web.client.post("/v1/images", json={"prompt": "a fox", "lora": "pixel-art:0.8"}, headers=h)
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "lora"], r.text
+        # refine without a model configured: told which key to set
+        r = await web.client.post("/v1/images", json={"prompt": "a fox", "refine": True}, headers=h)
+        assert r.status_code == 422 and "refine.model" in r.json()["detail"][0]["msg"]
+        # with a refiner: the refined prompt is drawn and named in the answer's notes
+        web.env.service.refiner = ScriptedRefiner("a fox, golden hour, detailed fur")
+        try:
+            r = await web.client.post("/v1/images", json={"prompt": "a fox", "refine": True, "seed": 3}, headers=h)
+            assert r.status_code == 202, r.text
+            assert r.json()["notes"] == ["Refined prompt: a fox, golden hour, detailed fur"]
+            done = await _wait_done(web.client, r.json()["job_id"], h)
+            assert done["status"] == "done" and done["prompt"].startswith("a fox, golden hour")
+            plain = await web.client.post("/v1/images", json={"prompt": "a hare"}, headers=h)
+            assert plain.status_code == 202 and plain.json()["notes"] == []
+        finally:
+            web.env.service.refiner.close()
+        # both in the prompt and typed: which one to keep is said
+        r = await web.client.post("/v1/images", json={"prompt": "a fox --refine", "refine": False}, headers=h)
+        assert r.status_code == 422 and "set twice" in r.json()["detail"][0]["msg"]

@@ -39,6 +39,8 @@ class ImageRequest(BaseModel):
     count: int | None = Field(None, ge=1, le=4)
     style: str | None = None
     steps: int | None = Field(None, ge=1, le=50)
+    lora: str | None = Field(None, max_length=400, examples=["pixel-art:0.8, ink"])
+    refine: bool | None = Field(None, description="let a small language model write a detailed prompt")
 
 
 class Rating(BaseModel):
@@ -52,6 +54,7 @@ class Accepted(BaseModel):
     position: int
     eta_s: float
     status_url: str
+    notes: list[str] = Field(default_factory=list, description="e.g. the refined prompt, or why it was not used")
 
 
 def _service(request: Request) -> ImagineService:
@@ -80,7 +83,7 @@ async def create_images(body: ImageRequest, request: Request, response: Response
     request.app.state.front.follow(ticket)
     response.headers["Location"] = f"/v1/jobs/{ticket.job_id}"
     return Accepted(job_id=ticket.job_id, position=ticket.position, eta_s=round(ticket.eta, 2),
-                    status_url=f"/v1/jobs/{ticket.job_id}")
+                    status_url=f"/v1/jobs/{ticket.job_id}", notes=list(ticket.notes))
 
 
 @router.get("/jobs/{job_id}")
