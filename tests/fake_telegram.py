@@ -134,6 +134,11 @@ NOT_MODIFIED = (
     "exactly the same as a message content and reply markup of the current message"
 )
 BLOCKED = "Forbidden: bot was blocked by the user"
+# ReactionTypeEmoji.emoji: the emoji a bot may set (Bot API 9; e.g. ✅ is not among them)
+REACTION_EMOJI = frozenset(
+    "👍 👎 ❤ 🔥 🥰 👏 😁 🤔 🤯 😱 🤬 😢 🎉 🤩 🤮 💩 🙏 👌 🕊 🤡 🥱 🥴 😍 🐳 ❤‍🔥 🌚 🌭 💯 🤣 ⚡ 🍌 🏆 💔 🤨 😐 🍓 🍾 💋 "
+    "🖕 😈 😴 😭 🤓 👻 👨‍💻 👀 🎃 🙈 😇 😨 🤝 ✍ 🤗 🫡 🎅 🎄 ☃ 💅 🤪 🗿 🆒 💘 🙉 🦄 😘 💊 🙊 😎 👾 🤷‍♂ 🤷 🤷‍♀ 😡".split()
+)
 DEFAULT_EXCLUDED_UPDATES = frozenset({"chat_member", "message_reaction", "message_reaction_count"})
 
 # Form values PTB sends as raw strings (everything else is JSON-encoded); never json-decode these.
@@ -1177,6 +1182,9 @@ class FakeTelegram:
 
     def _m_setMessageReaction(self, call: Call) -> bool:
         message = self._stored_message(call.params, "Bad Request: message to react not found (fake)")
+        for reaction in call.params.get("reaction") or []:
+            if reaction.get("type") == "emoji" and reaction.get("emoji") not in REACTION_EMOJI:
+                raise _bad("Bad Request: REACTION_INVALID")
         self.bot_reactions[(message["chat"]["id"], message["message_id"])] = call.params.get("reaction") or []
         return True
 

@@ -70,7 +70,8 @@ class CommandHandlers:
         def bot(self) -> Any: ...
 
         async def _submit(self, who: Who, user: User, chat_id: int, chat_type: str, reply_to: int | None,
-                          accept: Callable[[Who, dict[str, Any]], Awaitable[Ticket]]) -> bool: ...
+                          accept: Callable[[Who, dict[str, Any]], Awaitable[Ticket]], *,
+                          ack: bool = False) -> bool: ...
 
         def _start_link(self, payload: str = "") -> str: ...
 
@@ -84,7 +85,8 @@ class CommandHandlers:
             return
         origin = (PLATFORM, str(update.update_id))  # a replay after a crash finds this job again
         await self._submit(who_of(user), user, message.chat_id, message.chat.type, message.message_id,
-                           lambda who, target: self.service.imagine(who, text, target=target, origin=origin))
+                           lambda who, target: self.service.imagine(who, text, target=target, origin=origin),
+                           ack=True)
 
     # -- other commands ------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from bot.frontends.telegram.inbox import InboxProcessor, StoringQueue, replay
 from bot.frontends.telegram.keyboards import appeal_keyboard
 from bot.frontends.telegram.messages import PLATFORM, reply_parameters
 from bot.frontends.telegram.moderation import APPEALABLE
+from bot.frontends.telegram.pacing import FloodLimits
 from bot.frontends.telegram.retry import RetryingLimiter
 from bot.frontends.telegram.settings import TelegramSettings
 from bot.frontends.telegram.status import StatusMessage
@@ -73,7 +74,9 @@ class TelegramFrontEnd(CommandHandlers, ButtonHandlers, Delivering):
             ApplicationBuilder()
             .token(s.token)
             .rate_limiter(RetryingLimiter(max_retries=s.max_retries, attempts=s.send_retries,
-                                          backoff=s.send_retry_backoff))
+                                          backoff=s.send_retry_backoff, limits=FloodLimits(
+                                              s.overall_per_second, s.group_per_minute, s.private_interval,
+                                              s.group_status_share)))
             .update_queue(StoringQueue(self.service))  # stored before PTB can confirm it
             .concurrent_updates(InboxProcessor(self.service))
             .media_write_timeout(s.upload_timeout)
@@ -202,6 +205,10 @@ class TelegramFrontEnd(CommandHandlers, ButtonHandlers, Delivering):
             self.application = None
             self._closing = False
             await app.shutdown()
+
+    @property
+    def ack_reaction(self) -> str:
+        return self.settings.ack_reaction
 
     @property
     def bot(self) -> Any:
