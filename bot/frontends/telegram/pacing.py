@@ -23,6 +23,11 @@ a busy group saw 29 messages within one minute. :class:`FloodPacer` counts inste
   newest text and tries again then (so positions are updated less often when it is busy, and
   what is shown is never stale). In a group, status edits may use only ``status_share`` of the
   minute's budget, minus what is waiting: the rest is kept for placeholders and results.
+* **Room for results in a group.** New messages (placeholders) are at most ``send_share`` of a
+  group's minute (a window of their own, besides the group's 20): in a burst of 15 requests
+  the first 10 placeholders go, their results follow within the same minute, and the other 5
+  wait for the window to slide (the 👀 reaction has acknowledged them already). Without it 15
+  placeholders take 15 of the 20 places and 10 of the results wait a minute.
 * A 429 pauses that chat (or everything, for a call without a chat) for ``retry_after``, then
   the call is tried again, at most ``max_retries`` times.
 
@@ -79,6 +84,7 @@ class FloodLimits:
     group_per_minute: int = 20
     private_interval: float = 1.0  # seconds per message in one private chat
     status_share: float = 0.5  # share of a group's minute that status edits may use
+    send_share: float = 0.5  # share of a group's minute that new messages may use (the rest: results)
 
 
 def lane(bot: Any, which: Lane) -> dict[str, Any]:
@@ -150,6 +156,7 @@ class FloodPacer(BaseRateLimiter[int]):
         self.clock = clock
         self._overall = _Window(self.limits.overall_per_second, 1.0)
         self._chats: dict[int | str, _Window] = {}
+        self._sends: dict[int | str, _Window] = {}  # groups: new messages only (send_share)
         self._paused: dict[int | str | None, float] = {}  # chat (None: all) -> until
         self._waiting: list[_Waiting] = []
         self._seq = itertools.count()
@@ -237,6 +244,16 @@ class FloodPacer(BaseRateLimiter[int]):
             self._chats[chat] = window
         return window
 
+    def _send_window(self, chat: int | str) -> _Window:
+        window = self._sends.get(chat)
+        if window is None:
+            if len(self._sends) > 4096:
+                now = self.clock()
+                self._sends = {k: w for k, w in self._sends.items() if w.used(now)}
+            limit = max(int(self.limits.group_per_minute * self.limits.send_share), 1)
+            window = self._sends[chat] = _Window(limit, MINUTE)
+        return window
+
     def _wait(self, w: _Waiting, now: float, ahead: int = 0) -> float | None:
         waits: list[float | None] = [max(self._paused.get(None, 0.0) - now, 0.0)]
         if self.limits.overall_per_second:
@@ -250,6 +267,8 @@ class FloodPacer(BaseRateLimiter[int]):
                     limit = max(int(window.limit * self.limits.status_share) - ahead, 0)
                     if limit == 0:
                         return window.period / 4
+                elif w.lane == Lane.SEND and w.group:
+                    waits.append(self._send_window(w.chat).wait(now, w.cost))
                 waits.append(window.wait(now, w.cost, limit))
         if any(x is None for x in waits):
             return None
@@ -260,6 +279,8 @@ class FloodPacer(BaseRateLimiter[int]):
         window = self._window(w.chat, w.group) if w.chat is not None and w.cost else None
         if window is not None:
             stamps += window.take(w.cost)
+            if w.lane == Lane.SEND and w.group:
+                stamps += self._send_window(w.chat).take(w.cost)
         return stamps
 
     def _pump(self) -> None:
