@@ -135,6 +135,10 @@ def _tg_report(fake: Any, sent_at: dict[tuple[int, int], float], start: float, a
         "first_reply_p50_s": pct(list(first.values()), 50), "first_reply_p99_s": pct(list(first.values()), 99),
         "first_reply_max_s": round(max(first.values()), 3) if first else None,
         "result_p50_s": pct(list(answered.values()), 50), "result_p99_s": pct(list(answered.values()), 99),
+        "result_private_p50_s": pct([v for k, v in answered.items() if k[0] > 0], 50),
+        "result_private_p99_s": pct([v for k, v in answered.items() if k[0] > 0], 99),
+        "result_group_p50_s": pct([v for k, v in answered.items() if k[0] < 0], 50),
+        "result_group_p99_s": pct([v for k, v in answered.items() if k[0] < 0], 99),
         "groups": per_group,
         "busiest_group_minute": max((g["busiest_minute"] for g in per_group.values()), default=0),
         "busiest_private_second": private_peak,
@@ -223,6 +227,11 @@ def _dc_report(fake: Any, inters: list[tuple[dict[str, Any], float, bool]], star
         "progress_edits": edits, "min_gap_between_edits_of_one_interaction_s": round(min_gap, 3) if min_gap else None,
         "channel_messages": len(channel_posts),
         "peak_requests_per_second": peak_in_window(stamps, 1.0)[0],
+        # interaction callbacks and webhook edits are exempt from Discord's global 50/s
+        "peak_global_bucket_per_second": peak_in_window(
+            [(r.received_at, 1) for r in fake.requests if r.received_at >= start
+             and not r.path.startswith(("/interactions", "/webhooks"))],
+            1.0)[0],
         "refused_429": sum(1 for r in fake.requests if r.status == 429),
         "goals": {
             "all_answered": len(answered) == len(inters),
@@ -247,6 +256,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         axes[0].plot(values, [(i + 1) / len(values) for i in range(len(values))], label=label)
     axes[0].axvline(2.0, color="grey", linestyle=":", label="goal: p99 ≤ 2 s")
     axes[0].set_xscale("symlog", linthresh=1.0)
+    axes[0].set_xlim(left=0)
     axes[0].set_xlabel("seconds after the user sent /imagine")
     axes[0].set_ylabel("share of requests")
     axes[0].legend()
