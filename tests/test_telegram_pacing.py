@@ -143,3 +143,32 @@ async def test_busy_group_one_message_per_request_and_a_reaction(tmp_path: Path,
         assert not fake.flood_refusals
         assert peak_in_window(group_stamps(fake), MINUTE)[0] <= 20
         assert r.front is not None
+
+
+async def test_a_refused_request_loses_its_reaction_and_is_told_why(tmp_path: Path, tiny) -> None:
+    async with FakeTelegram() as fake, running(tmp_path, tiny, fake):
+        update = fake.message_update("/imagine porn number 1")
+        fake.push(update)
+        reply = await fake.wait_for_call("sendMessage", timeout=30)
+        assert "blocked" in reply.params["text"].lower()
+        key = (update["message"]["chat"]["id"], update["message"]["message_id"])
+        await wait_until(lambda: len(fake.calls("setMessageReaction", ok=True)) >= 2, 10)
+        first, last = fake.calls("setMessageReaction", ok=True)[:2]
+        assert first.params["reaction"] == [{"type": "emoji", "emoji": "👀"}] and not last.params.get("reaction")
+        assert not fake.bot_reactions.get(key) and not fake.calls("sendPhoto")
+
+
+async def test_the_acknowledgement_is_stored_with_the_job_and_can_be_turned_off(tmp_path: Path, tiny) -> None:
+    from storage import jobs
+
+    async with FakeTelegram() as fake, running(tmp_path, tiny, fake) as r:
+        update = fake.message_update("/imagine a lighthouse --steps 1")
+        fake.push(update)
+        placeholder = await fake.wait_for_call("sendPhoto", timeout=30)
+        job = placeholder.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"].removeprefix("x:")
+        row = await jobs.get(r.env.db, job)
+        assert row is not None and row.target["ack"] == [update["message"]["chat"]["id"], update["message"]["message_id"]]
+    async with FakeTelegram() as fake, running(tmp_path / "off", tiny, fake, ack_reaction=""):
+        fake.push(fake.message_update("/imagine a lighthouse --steps 1"))
+        await fake.wait_for_call("editMessageMedia", timeout=GEN)
+        assert not fake.calls("setMessageReaction")

@@ -262,6 +262,6 @@ class Delivering:
                 raise
         assert spot is not None
         await self.service.remember_message(delivery.job_id, PLATFORM, spot[0], spot[1], index=None)
+        await self._react(target.get("ack"), None)  # before: a crash in between repeats both, harmlessly
         await self.service.mark_delivered(delivery.job_id)
-        await self._react(target.get("ack"), None)
         return edited
