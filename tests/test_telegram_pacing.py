@@ -172,3 +172,16 @@ async def test_the_acknowledgement_is_stored_with_the_job_and_can_be_turned_off(
         fake.push(fake.message_update("/imagine a lighthouse --steps 1"))
         await fake.wait_for_call("editMessageMedia", timeout=GEN)
         assert not fake.calls("setMessageReaction")
+
+
+async def test_a_429_pauses_that_chat_only_and_the_call_is_tried_again(fake: FakeTelegram) -> None:
+    pacer = FloodPacer(FloodLimits(private_interval=0.0), max_retries=1)
+    fake.rate_limit("sendMessage", retry_after=1, when=lambda c: c.params.get("chat_id") == 111)
+    async with ExtBot(fake.token, base_url=fake.base_url, rate_limiter=pacer) as bot:
+        slow = asyncio.ensure_future(bot.send_message(111, "first try refused"))
+        await fake.wait_for_call("sendMessage", lambda c: c.status == 429)
+        other = await asyncio.wait_for(bot.send_message(222, "another chat goes on"), 0.9)
+        sent = await asyncio.wait_for(slow, 5)
+    ok = fake.calls("sendMessage", ok=True)
+    assert [c.params["chat_id"] for c in ok] == [222, 111] and other.chat_id == 222 and sent.chat_id == 111
+    assert ok[1].time - fake.calls("sendMessage", ok=False)[0].time >= 1.0

@@ -190,7 +190,7 @@ class FloodPacer(BaseRateLimiter[int]):
             try:
                 return await callback(*args, **kwargs)
             except RetryAfter as err:
-                wait = err.retry_after if isinstance(err.retry_after, (int, float)) else err.retry_after.total_seconds()
+                wait = _seconds(getattr(err, "_retry_after", None))
                 logger.warning("telegram: 429 on %s in chat %s; pausing it %.1f s", endpoint, chat, wait)
                 self._paused[chat] = max(self._paused.get(chat, 0.0), self.clock() + float(wait) + 0.1)
                 if attempt == self.max_retries or lane == Lane.STATUS:
@@ -292,20 +292,28 @@ class FloodPacer(BaseRateLimiter[int]):
         blocked: set[int | str | None] = set()
         next_at: float | None = None
         for w in sorted(self._waiting):
-            if w.future.done() or w.chat in blocked:
+            if w.future.done() or (w.cost and w.chat in blocked):
                 continue
             wait = self._wait(w, now)
             if wait == 0.0:
                 self._waiting.remove(w)
                 w.future.set_result(self._take(w))
                 continue
-            blocked.add(w.chat)  # later calls of the chat keep their order behind it
+            if w.cost:  # later messages of the chat keep their order behind it (a reaction need not)
+                blocked.add(w.chat)
             if wait is not None:
                 next_at = now + wait if next_at is None else min(next_at, now + wait)
         heapq.heapify(self._waiting)
         if next_at is not None:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(max(next_at - self.clock(), 0.0) + 0.001, self._pump)
+
+
+def _seconds(value: Any) -> float:
+    """RetryAfter's wait (a timedelta in PTB 22, read without its deprecation warning)."""
+    if hasattr(value, "total_seconds"):
+        return float(value.total_seconds())
+    return float(value) if isinstance(value, (int, float)) else 1.0
 
 
 def _chat_of(data: dict[str, Any]) -> int | str | None:
