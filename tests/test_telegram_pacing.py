@@ -185,3 +185,16 @@ async def test_a_429_pauses_that_chat_only_and_the_call_is_tried_again(fake: Fak
     ok = fake.calls("sendMessage", ok=True)
     assert [c.params["chat_id"] for c in ok] == [222, 111] and other.chat_id == 222 and sent.chat_id == 111
     assert ok[1].time - fake.calls("sendMessage", ok=False)[0].time >= 1.0
+
+
+async def test_an_instant_result_still_takes_the_reaction_back(tmp_path: Path, tiny) -> None:
+    """A repeat with a seed is answered from the stored images at once: the 👀 is set, then removed."""
+    async with FakeTelegram() as fake, running(tmp_path, tiny, fake):
+        for n in range(2):
+            mark = fake.mark()
+            fake.push(fake.message_update("/imagine a quiet harbour --seed 5 --steps 1"))
+            await fake.wait_for_call("editMessageMedia", timeout=GEN, since=mark)
+        await wait_until(lambda: len(fake.calls("setMessageReaction", ok=True)) >= 4, 10)
+        assert not any(fake.bot_reactions.values())
+        assert [bool(c.params.get("reaction")) for c in fake.calls("setMessageReaction", ok=True)] == [
+            True, False, True, False]

@@ -92,7 +92,9 @@ class Delivering:
         @property
         def bot(self) -> Any: ...
 
-        def _spawn(self, coro: Awaitable[Any], name: str) -> None: ...
+        def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]: ...
+
+        _acking: dict[tuple[int, int], asyncio.Task[Any]]
 
         def _interval(self, target: dict[str, Any]) -> float: ...
 
@@ -113,7 +115,9 @@ class Delivering:
         """
         acked = [chat_id, reply_to] if ack and reply_to is not None and self.ack_reaction else None
         if acked is not None:
-            self._spawn(self._react(acked, self.ack_reaction), f"tg-ack-{chat_id}-{reply_to}")
+            key = (chat_id, int(reply_to or 0))
+            self._acking[key] = self._spawn(self._react(acked, self.ack_reaction), f"tg-ack-{chat_id}-{reply_to}")
+            self._acking[key].add_done_callback(lambda task: self._acking.pop(key, None))
         try:
             return await self._place(who, user, chat_id, chat_type, reply_to, accept, acked)
         except Exception:
@@ -125,6 +129,9 @@ class Delivering:
         """Set (or with None: remove) the bot's reaction on a message; best effort."""
         if not message:
             return
+        pending = self._acking.get((int(message[0]), int(message[1])))
+        if emoji is None and pending is not None and pending is not asyncio.current_task():
+            await asyncio.wait([pending])  # the 👀 first: two calls in flight may arrive in any order
         try:
             await self.bot.set_message_reaction(int(message[0]), int(message[1]), emoji,
                                                 **lane(self.bot, Lane.ACK if emoji else Lane.CLEANUP))

@@ -64,6 +64,7 @@ class TelegramFrontEnd(CommandHandlers, ButtonHandlers, Delivering):
         self._closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._webhook_secret: str | None = None
+        self._acking: dict[tuple[int, int], asyncio.Task[Any]] = {}  # 👀 on its way, per message
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -238,11 +239,12 @@ class TelegramFrontEnd(CommandHandlers, ButtonHandlers, Delivering):
             logger.exception("telegram: no placeholder for job %s", ticket.job_id)
             self._spawn(self._watch(ticket, None), f"tg-job-{ticket.job_id}")
 
-    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+    def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         task.set_name(name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # -- plumbing ------------------------------------------------------------------------------
 
