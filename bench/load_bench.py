@@ -59,10 +59,44 @@ def plan(users: int, groups: int, seconds: float, seed: int) -> list[tuple[float
     return sorted(people)
 
 
-async def load_model() -> Any:
+class Timed:
+    """The tiny pipeline, recording when each batch ran (so slow results can be told from pacing)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.batches: list[tuple[float, float, int]] = []  # (start, end, images), time.monotonic()
+        self.made: dict[int, float] = {}  # user number (from the prompt) -> when its batch ended
+
+    @property
+    def caps(self) -> Any:
+        return self.inner.caps
+
+    @property
+    def model_id(self) -> str:
+        return self.inner.model_id
+
+    def generate(self, batch: Any, on_step: Any = None, should_stop: Any = None) -> Any:
+        began = time.monotonic()
+        try:
+            return self.inner.generate(batch, on_step, should_stop)
+        finally:
+            ended = time.monotonic()
+            self.batches.append((began, ended, len(batch.items)))
+            for item in batch.items:
+                found = re.search(r"number (\d+)", item.prompt)
+                if found:
+                    self.made[int(found.group(1))] = ended
+
+    def report(self, start: float) -> dict[str, Any]:
+        return {"batches": len(self.batches), "images": sum(n for *_, n in self.batches),
+                "busy_s": round(sum(e - b for b, e, _ in self.batches), 1),
+                "last_batch_end_s": round(max((e for _, e, _ in self.batches), default=start) - start, 1)}
+
+
+async def load_model() -> Timed:
     from generation.pipeline import ModelConfig, load_pipeline
 
-    return await asyncio.to_thread(load_pipeline, ModelConfig(name="tiny", device="cpu"))
+    return Timed(await asyncio.to_thread(load_pipeline, ModelConfig(name="tiny", device="cpu")))
 
 
 async def bench_telegram(args: argparse.Namespace, root: Path) -> dict[str, Any]:
@@ -72,6 +106,7 @@ async def bench_telegram(args: argparse.Namespace, root: Path) -> dict[str, Any]
     tiny = await load_model()
     schedule = plan(args.users, args.groups, args.seconds, args.seed)
     sent_at: dict[tuple[int, int], float] = {}
+    number: dict[tuple[int, int], int] = {}
     async with FakeTelegram(flood=FloodRules()) as fake:
         settings = dict(overall_per_second=30, group_per_minute=20, private_interval=1.0,
                         status_edit_interval_private=1.5, status_edit_interval_group=3.0, max_retries=2)
@@ -85,6 +120,7 @@ async def bench_telegram(args: argparse.Namespace, root: Path) -> dict[str, Any]
                 update = fake.message_update(f"/imagine a lighthouse number {n} --steps {args.steps}", user, chat)
                 message = update["message"]
                 sent_at[(message["chat"]["id"], message["message_id"])] = time.monotonic()
+                number[(message["chat"]["id"], message["message_id"])] = n
                 fake.push(update)
             deadline = start + args.timeout
             while time.monotonic() < deadline:
@@ -92,7 +128,18 @@ async def bench_telegram(args: argparse.Namespace, root: Path) -> dict[str, Any]
                     break
                 await asyncio.sleep(0.25)
             await asyncio.sleep(1.0)  # let the reactions be taken back
-        return _tg_report(fake, sent_at, start, args)
+        report = _tg_report(fake, sent_at, start, args)
+        lag = {k: _tg_results(fake)[p] - tiny.made[number[k]] for k, p in report.pop("placeholders").items()
+               if p in _tg_results(fake) and number[k] in tiny.made}
+        return {**report, "generation": tiny.report(start), **_lag(lag, lambda k: k[0] < 0)}
+
+
+def _lag(lag: dict[Any, float], grouped: Any) -> dict[str, Any]:
+    """From the end of a request's batch to its result on the platform: the pacing's share."""
+    private = [v for k, v in lag.items() if not grouped(k)]
+    groups = [v for k, v in lag.items() if grouped(k)]
+    return {"made_to_shown_private_p50_s": pct(private, 50), "made_to_shown_private_p99_s": pct(private, 99),
+            "made_to_shown_group_p50_s": pct(groups, 50), "made_to_shown_group_p99_s": pct(groups, 99)}
 
 
 def _tg_results(fake: Any) -> dict[tuple[int, int], float]:
@@ -158,6 +205,7 @@ def _tg_report(fake: Any, sent_at: dict[tuple[int, int], float], start: float, a
         "first_reply_s": sorted(round(v, 3) for v in first.values()),
         "result_s": sorted(round(v, 3) for v in answered.values()),
         "timeline": timeline,
+        "placeholders": placeholder_of,
     }
 
 
@@ -169,6 +217,7 @@ async def bench_discord(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     tiny = await load_model()
     schedule = plan(args.users, args.groups, args.seconds, args.seed)
     inters: list[tuple[dict[str, Any], float, bool]] = []
+    numbers: dict[str, int] = {}
     async with fake_discord_server() as fake:
         queue = {"max_queued_images": 4 * args.users, "max_queued_per_user": 8}
         async with service_env(root, tiny, queue_options=queue) as env:
@@ -184,6 +233,7 @@ async def bench_discord(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                     channel = None if group is not None else fake.dm_channel_for(800_000 + n)
                     payload = fake.slash("imagine", {"prompt": f"a lighthouse number {n} --steps {args.steps}"},
                                          user, channel)
+                    numbers[payload["token"]] = n
                     inters.append((await fake.send_interaction(payload), loop.time(), group is not None))
                 deadline = start + args.timeout
                 while loop.time() < deadline:
@@ -192,7 +242,12 @@ async def bench_discord(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                     await asyncio.sleep(0.25)
             finally:
                 await asyncio.wait_for(front.close(), 30)
-        return _dc_report(fake, inters, start)
+        lag = {}
+        for inter, _, grouped in inters:
+            done = [r for r in fake.requests_to("PATCH", _original(fake, inter)) if r.files and r.status == 200]
+            if done and numbers[inter["token"]] in tiny.made:
+                lag[(inter["token"], grouped)] = done[0].received_at - tiny.made[numbers[inter["token"]]]
+        return {**_dc_report(fake, inters, start), "generation": tiny.report(start), **_lag(lag, lambda k: k[1])}
 
 
 def _original(fake: Any, inter: dict[str, Any]) -> str:

@@ -19,7 +19,8 @@ a busy group saw 29 messages within one minute. :class:`FloodPacer` counts inste
   reaction), results, new messages (placeholders, replies), then status edits, then clean-up.
   A result never waits behind a status edit.
 * **Status edits are never queued.** A status edit (lane ``STATUS``) that cannot go at once
-  raises :class:`Busy` with the seconds until there may be room; the status message keeps its
+  (or while any other call waits, or when ``status_share`` of this second's overall budget is
+  used) raises :class:`Busy` with the seconds until there may be room; the status message keeps its
   newest text and tries again then (so positions are updated less often when it is busy, and
   what is shown is never stale). In a group, status edits may use only ``status_share`` of the
   minute's budget, minus what is waiting: the rest is kept for placeholders and results.
@@ -208,7 +209,11 @@ class FloodPacer(BaseRateLimiter[int]):
         waiting = _Waiting(int(lane), next(self._seq), chat, group, cost,
                            asyncio.get_running_loop().create_future())
         if lane == Lane.STATUS:
-            wait = self._wait(waiting, self.clock(), ahead=self._ahead(chat))
+            now = self.clock()
+            if self._waiting or (self.limits.overall_per_second and
+                                 self._overall.used(now) >= self.limits.overall_per_second * self.limits.status_share):
+                raise Busy(0.5)  # everything else first; and half of each second is kept for it
+            wait = self._wait(waiting, now, ahead=self._ahead(chat))
             if wait != 0.0:
                 raise Busy(wait if wait is not None else max(self.limits.private_interval, 0.5))
             return self._take(waiting)
