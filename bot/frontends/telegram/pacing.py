@@ -19,8 +19,8 @@ a busy group saw 29 messages within one minute. :class:`FloodPacer` counts inste
   reaction), results, new messages (placeholders, replies), then status edits, then clean-up.
   A result never waits behind a status edit.
 * **Status edits are never queued.** A status edit (lane ``STATUS``) that cannot go at once
-  (or while any other call waits, or when ``status_share`` of this second's overall budget is
-  used) raises :class:`Busy` with the seconds until there may be room; the status message keeps its
+  (or while another call waits only for the overall budget, or when ``status_share`` of this
+  second's overall budget is used) raises :class:`Busy` with the seconds until there may be room; the status message keeps its
   newest text and tries again then (so positions are updated less often when it is busy, and
   what is shown is never stale). In a group, status edits may use only ``status_share`` of the
   minute's budget, minus what is waiting: the rest is kept for placeholders and results.
@@ -210,9 +210,10 @@ class FloodPacer(BaseRateLimiter[int]):
                            asyncio.get_running_loop().create_future())
         if lane == Lane.STATUS:
             now = self.clock()
-            if self._waiting or (self.limits.overall_per_second and
-                                 self._overall.used(now) >= self.limits.overall_per_second * self.limits.status_share):
-                raise Busy(0.5)  # everything else first; and half of each second is kept for it
+            if self.limits.overall_per_second and (
+                    self._overall.used(now) >= self.limits.overall_per_second * self.limits.status_share
+                    or self._starved(now)):
+                raise Busy(0.5)  # half of each second is kept for the other lanes, and they go first
             wait = self._wait(waiting, now, ahead=self._ahead(chat))
             if wait != 0.0:
                 raise Busy(wait if wait is not None else max(self.limits.private_interval, 0.5))
@@ -229,6 +230,14 @@ class FloodPacer(BaseRateLimiter[int]):
                 self._waiting.remove(waiting)
                 heapq.heapify(self._waiting)
             raise
+
+    def _starved(self, now: float) -> bool:
+        """Whether a waiting call could go but for the overall budget (a status edit must not take it)."""
+        saved, self._overall = self._overall, _Window(self.limits.overall_per_second, 1.0)
+        try:
+            return any(self._wait(w, now) == 0.0 for w in self._waiting)
+        finally:
+            self._overall = saved
 
     def _ahead(self, chat: int | str | None) -> int:
         return sum(w.cost for w in self._waiting if w.chat == chat)
