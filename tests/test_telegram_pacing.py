@@ -198,3 +198,19 @@ async def test_an_instant_result_still_takes_the_reaction_back(tmp_path: Path, t
         assert not any(fake.bot_reactions.values())
         assert [bool(c.params.get("reaction")) for c in fake.calls("setMessageReaction", ok=True)] == [
             True, False, True, False]
+
+
+async def test_a_status_edit_never_takes_the_place_of_a_waiting_result(fake: FakeTelegram) -> None:
+    pacer = FloodPacer(FloodLimits(overall_per_second=4, group_per_minute=0, private_interval=0.0), max_retries=0)
+    async with ExtBot(fake.token, base_url=fake.base_url, rate_limiter=pacer) as bot:
+        first = await bot.send_message(4242, "placeholder")
+        await asyncio.sleep(1.1)
+        await bot.edit_message_text("status 1", 4242, first.message_id, rate_limit_args=Lane.STATUS)  # room: it goes
+        await asyncio.gather(*(bot.send_message(5000 + n, "fill") for n in range(3)))  # the second is spent
+        result = asyncio.ensure_future(bot.edit_message_text("result", 4242, first.message_id,
+                                                             rate_limit_args=Lane.RESULT))
+        await asyncio.sleep(0.05)
+        with pytest.raises(Busy):
+            await bot.edit_message_text("status 2", 4242, first.message_id, rate_limit_args=Lane.STATUS)
+        await asyncio.wait_for(result, 5)
+    assert [c.params["text"] for c in fake.calls("editMessageText", ok=True)] == ["status 1", "result"]
