@@ -5,7 +5,7 @@ the fake Bot API (tests/fake_telegram.py) with Telegram's documented flood limit
 (``FloodRules``: 20 messages per group in any sliding minute, 1 per second per private chat, 30
 calls per second overall; a call over a limit is answered 429). ``--platform discord``: the real
 discord.py client against the fake Discord (tests/fake_discord.py), which answers a deferral later
-than 3 s with 10062 "Unknown interaction". Both run the real service and queue on the tiny
+than 3 s with 10062 "Unknown interaction" and a request over the global 50/s with a 429. Both run the real service and queue on the tiny
 random-weight model (CPU), everything on 127.0.0.1.
 
 ``--users N --groups G``: 15 users in each of G groups (Discord: the guild's text channel), the
@@ -218,7 +218,7 @@ async def bench_discord(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     schedule = plan(args.users, args.groups, args.seconds, args.seed)
     inters: list[tuple[dict[str, Any], float, bool]] = []
     numbers: dict[str, int] = {}
-    async with fake_discord_server() as fake:
+    async with fake_discord_server(global_per_second=50) as fake:
         queue = {"max_queued_images": 4 * args.users, "max_queued_per_user": 8}
         async with service_env(root, tiny, queue_options=queue) as env:
             front = DiscordFrontEnd(env.service, DiscordSettings("fake-token", guild_ready_timeout=0.05,

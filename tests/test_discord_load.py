@@ -72,3 +72,19 @@ async def test_thirty_users_at_once_all_deferred_in_time_one_message_each(
 
 def _original(fake: FakeDiscord, inter: dict[str, Any]) -> str:
     return rf"/webhooks/{fake.app_id}/{re.escape(inter['token'])}/messages/@original"
+
+
+async def test_fake_discord_enforces_the_global_limit_but_not_on_interactions() -> None:
+    import aiohttp
+
+    from tests.fake_discord import fake_discord_server
+
+    async with fake_discord_server(global_per_second=3) as fake, aiohttp.ClientSession() as http:
+        url = f"{fake.api_base}/channels/{fake.text_channel_id}/messages"
+        statuses = []
+        for n in range(5):
+            async with http.post(url, json={"content": f"m{n}"}, headers={"Authorization": "Bot x"}) as response:
+                statuses.append(response.status)
+                if response.status == 429:
+                    assert response.headers["X-RateLimit-Global"] == "true" and "Via" in response.headers
+        assert statuses == [200, 200, 200, 429, 429]
