@@ -60,6 +60,9 @@ Failures on demand: ``fail_next`` (any status/code), ``rate_limit_next`` (429 + 
 ``close_dms`` (403 / 50007 on sends to that user's DM channel), ``expire_interaction`` (404 / 10015
 on the token's webhook routes, 10062 on its callback). Interactions answered later than
 ``initial_response_timeout`` (3 s) get 10062 "Unknown interaction", as on Discord.
+``FakeDiscord(global_per_second=50)`` enforces Discord's documented global limit in every
+sliding second (interaction callbacks and interaction-token webhooks are exempt, as on
+Discord): a request over it gets a global 429 (``X-RateLimit-Global``, ``Via``), recorded.
 """
 
 from __future__ import annotations
@@ -237,8 +240,12 @@ class FakeDiscord:
         application_flags: int = 0,
         with_default_guild: bool = True,
         nonce_window: float = 5 * 60.0,
+        global_per_second: int = 0,
     ) -> None:
         self._last_snowflake = 0
+        # Discord's documented global limit (50 requests/s per bot; interaction callbacks and
+        # interaction-token webhooks are exempt): 0 is off; over it, a global 429 (recorded)
+        self.global_per_second = global_per_second
         self._counter = itertools.count()
         self.app_id: int = app_id or self.snowflake()
         self.heartbeat_interval_ms = heartbeat_interval_ms
@@ -941,6 +948,8 @@ class FakeDiscord:
         request[_REC] = rec
         response: web.StreamResponse
         rule = next((f for f in self.failures if f.take(rec)), None)
+        if rule is None and self._over_global_limit(rec):
+            rule = self._global_429(rec)
         if rule is not None:
             response = _json_response(rule.body, status=rule.status, headers=rule.headers)
             rec.response = rule.body
@@ -959,6 +968,24 @@ class FakeDiscord:
             self.before_answer(rec)
         await self._notify()
         return response
+
+    @staticmethod
+    def _exempt(rec: RecordedRequest) -> bool:
+        return rec.path.startswith(("/interactions/", "/webhooks/"))
+
+    def _over_global_limit(self, rec: RecordedRequest) -> bool:
+        if not self.global_per_second or self._exempt(rec):
+            return False
+        since = rec.received_at - 1.0
+        recent = sum(1 for r in self.requests if r is not rec and r.received_at > since
+                     and r.status != 429 and not self._exempt(r))
+        return recent >= self.global_per_second
+
+    def _global_429(self, rec: RecordedRequest) -> FailureRule:
+        retry_after = 1.0
+        headers = {"Retry-After": "1", "X-RateLimit-Global": "true", "X-RateLimit-Scope": "global", "Via": "1.1 google"}
+        body = {"message": "You are being rate limited.", "code": 0, "retry_after": retry_after, "global": True}
+        return FailureRule(rec.method, re.escape(rec.path), 429, body, headers, 0)
 
     async def _record(self, request: web.Request) -> RecordedRequest:
         rec = RecordedRequest(

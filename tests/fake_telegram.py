@@ -92,8 +92,19 @@ Things about PTB 22.8 that this fake made visible (see tests/test_fake_telegram.
 * The webhook server (tornado) answers 403 for a missing or wrong secret token and for any
   Content-Type other than exactly ``application/json``.
 
+* Flood limits (opt-in, ``FakeTelegram(flood=FloodRules())``): Telegram's documented limits,
+  enforced in every sliding window: at most 20 messages per minute in a group (chat id < 0),
+  1 per second in a private chat, 30 calls per second overall (getUpdates excepted). A message
+  is a call that creates or edits one (``send*`` but ``sendChatAction``, ``edit*``,
+  ``copyMessage``, ``forwardMessage``; an album counts each item): the docs do not say whether
+  edits count, so the fake counts them (the strict reading). Reactions and chat actions count
+  only overall. Over a limit: 429 "Too Many Requests: retry after N" with
+  ``parameters.retry_after``, recorded in ``fake.flood_refusals``; accepted calls are in
+  ``fake.flood_log`` as (time, chat id, messages, method) for measuring, e.g. with
+  ``peak_in_window``.
+
 Not modelled: parse modes other than stripping tags for ``parse_mode="HTML"`` (no entities are
-returned), flood limits (use the failure injection), message threads, inline mode, payments.
+returned), message threads, inline mode, payments.
 """
 
 from __future__ import annotations
@@ -124,6 +135,9 @@ __all__ = [
     "UploadedFile",
     "make_chat",
     "make_user",
+    "FloodRules",
+    "message_cost",
+    "peak_in_window",
 ]
 
 JSON = dict[str, Any]
@@ -134,6 +148,11 @@ NOT_MODIFIED = (
     "exactly the same as a message content and reply markup of the current message"
 )
 BLOCKED = "Forbidden: bot was blocked by the user"
+# ReactionTypeEmoji.emoji: the emoji a bot may set (Bot API 9; e.g. ✅ is not among them)
+REACTION_EMOJI = frozenset(
+    "👍 👎 ❤ 🔥 🥰 👏 😁 🤔 🤯 😱 🤬 😢 🎉 🤩 🤮 💩 🙏 👌 🕊 🤡 🥱 🥴 😍 🐳 ❤‍🔥 🌚 🌭 💯 🤣 ⚡ 🍌 🏆 💔 🤨 😐 🍓 🍾 💋 "
+    "🖕 😈 😴 😭 🤓 👻 👨‍💻 👀 🎃 🙈 😇 😨 🤝 ✍ 🤗 🫡 🎅 🎄 ☃ 💅 🤪 🗿 🆒 💘 🙉 🦄 😘 💊 🙊 😎 👾 🤷‍♂ 🤷 🤷‍♀ 😡".split()
+)
 DEFAULT_EXCLUDED_UPDATES = frozenset({"chat_member", "message_reaction", "message_reaction_count"})
 
 # Form values PTB sends as raw strings (everything else is JSON-encoded); never json-decode these.
@@ -239,6 +258,41 @@ class _StoredFile:
     height: int = 0
 
 
+@dataclass(frozen=True)
+class FloodRules:
+    """Telegram's documented flood limits (Bots FAQ); 0 turns one off."""
+
+    group_per_minute: int = 20
+    private_per_second: int = 1
+    overall_per_second: int = 30
+    minute: float = 60.0  # the group window's length (tests shrink it to run a "minute" quickly)
+
+
+def message_cost(method: str, params: Mapping[str, Any]) -> int:
+    """Messages a call creates or edits, by the fake's (strict) reading."""
+    name = method.lower()
+    if name == "sendmediagroup":
+        media = params.get("media")
+        return len(media) if isinstance(media, list) else 1
+    if name == "sendchataction":
+        return 0
+    return 1 if name.startswith(("send", "edit")) or name in ("copymessage", "forwardmessage") else 0
+
+
+def peak_in_window(stamps: Iterable[tuple[float, int]], period: float) -> tuple[int, float]:
+    """The most (cost-weighted) stamps in any window of ``period`` seconds, and where it starts."""
+    points = sorted(stamps)
+    best, start, total, j = 0, 0.0, 0, 0
+    for i, (t, cost) in enumerate(points):
+        total += cost
+        while points[j][0] <= t - period:
+            total -= points[j][1]
+            j += 1
+        if total > best:
+            best, start = total, points[j][0]
+    return best, start
+
+
 class ApiError(Exception):
     """Raised inside a method to answer ``{"ok": false, ...}`` with ``status``."""
 
@@ -328,8 +382,12 @@ class FakeTelegram:
         bot_first_name: str = "Imagine Test Bot",
         max_long_poll: float = 10.0,
         port: int = 0,
+        flood: FloodRules | None = None,
     ) -> None:
         self.token = token
+        self.flood = flood
+        self.flood_log: list[tuple[float, int | None, int, str]] = []  # accepted: (time, chat, cost, method)
+        self.flood_refusals: list[Call] = []
         self.bot_id = int(token.split(":", 1)[0]) if token.split(":", 1)[0].isdigit() else 123456
         self.bot_user: JSON = {
             "id": self.bot_id,
@@ -680,6 +738,7 @@ class FakeTelegram:
                 if failure.times is not None:
                     failure.times -= 1
                 raise ApiError(failure.status, failure.description, failure.retry_after)
+            self._check_flood(call)
             result = handler(call)
             if asyncio.iscoroutine(result):
                 result = await result
@@ -694,6 +753,34 @@ class FakeTelegram:
         if self.on_applied is not None:
             self.on_applied(call)
         return web.json_response({"ok": True, "result": result})
+
+    def _check_flood(self, call: Call) -> None:
+        """429 when this call would put a window over a documented limit; else log it."""
+        if call.method == "getUpdates":
+            return
+        now = time.monotonic()
+        chat_id = call.params.get("chat_id")
+        chat = int(chat_id) if isinstance(chat_id, int) or (isinstance(chat_id, str)
+                                                           and chat_id.lstrip("-").isdigit()) else None
+        cost = message_cost(call.method, call.params) if chat is not None else 0
+        rules = self.flood
+        if rules is not None:
+            checks: list[tuple[int, float, int, Callable[[tuple[float, int | None, int, str]], int]]] = [
+                (rules.overall_per_second, 1.0, 1, lambda e: 1)]
+            if cost and chat is not None:
+                limit, period = ((rules.group_per_minute, rules.minute) if chat < 0 else (rules.private_per_second, 1.0))
+                checks.append((limit, period, cost, lambda e: e[2] if e[1] == chat else 0))
+            for limit, period, need, weight in checks:
+                if not limit:
+                    continue
+                inside = [(e[0], weight(e)) for e in self.flood_log if e[0] > now - period]
+                used = sum(w for _, w in inside)
+                if used + need > limit:
+                    weighted = [t for t, w in inside if w]
+                    wait = max(1, int((min(weighted) + period - now) + 0.999)) if weighted else 1
+                    self.flood_refusals.append(call)
+                    raise ApiError(429, f"Too Many Requests: retry after {wait}", wait)
+        self.flood_log.append((now, chat, cost, call.method))
 
     def _record(self, call: Call) -> None:
         call.index = len(self.log)
@@ -1177,6 +1264,9 @@ class FakeTelegram:
 
     def _m_setMessageReaction(self, call: Call) -> bool:
         message = self._stored_message(call.params, "Bad Request: message to react not found (fake)")
+        for reaction in call.params.get("reaction") or []:
+            if reaction.get("type") == "emoji" and reaction.get("emoji") not in REACTION_EMOJI:
+                raise _bad("Bad Request: REACTION_INVALID")
         self.bot_reactions[(message["chat"]["id"], message["message_id"])] = call.params.get("reaction") or []
         return True
 

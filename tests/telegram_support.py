@@ -21,6 +21,8 @@ def settings_for(fake: FakeTelegram, **overrides: Any) -> TelegramSettings:
     values: dict[str, Any] = dict(
         token=fake.token, base_url=fake.base_url, base_file_url=fake.base_file_url, poll_timeout=1,
         status_edit_interval_private=0.0, status_edit_interval_group=0.0, max_retries=1,
+        # flood limits off: functional tests go at full speed; test_telegram_pacing turns them on
+        overall_per_second=0, group_per_minute=0, private_interval=0.0,
     )
     values.update(overrides)
     return TelegramSettings(**values)

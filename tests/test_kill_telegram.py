@@ -11,6 +11,7 @@ re-delivery after a restart.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -159,6 +160,9 @@ def check(bot: Bot, requests: dict[int, tuple[str, int]], refused: dict[int, str
         elif copies > 1:
             OUTCOME.doubled += 1
         assert copies == 1, f"job {job_id} ({prompt}) is shown {copies} times"
+        (target,), = bot.rows("SELECT target FROM jobs WHERE id = ?", job_id)
+        ack = json.loads(target).get("ack")  # the 👀 on the request, taken back before "delivered"
+        assert ack is None or not fake.bot_reactions.get((ack[0], ack[1])), (job_id, ack)
     assert not shown, f"{len(shown)} messages show images of no request"  # e.g. a stray second send
     assert not fake.calls("sendMediaGroup")
     for update_id, words in refused.items():

@@ -10,6 +10,7 @@ imports another. What lives here is what more than one front end had its own cop
     FORGET_WARNING forgotten_counts(outcome)   the /forget confirmation and its summary
     meter(filled, total)          ▰▰▱▱ progress bar
     Pacer                         at most one progress edit per interval
+    Coalescer                     progress edits of one message: newest only, paced, out of the result's way
     render_grid render_single thumbnail   images under an upload limit (a 2-column grid), thumbnails
     image_ref shared_text link_code_text linked_text key_created_text keys_text
                                   the gallery, account linking and API keys, in every chat the same
@@ -17,12 +18,15 @@ imports another. What lives here is what more than one front end had its own cop
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
+import logging
 import math
 import shlex
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +38,7 @@ from storage.files import fit_under
 
 __all__ = [
     "FORGET_WARNING",
+    "Coalescer",
     "Pacer",
     "apology",
     "clip",
@@ -210,6 +215,73 @@ class Pacer:
             return False
         self._last = now
         return True
+
+
+class Coalescer:
+    """Progress edits of one message, coalesced: at most one per ``interval``, only the newest text.
+
+    ``show(text)`` never waits for the platform: the text is kept and an edit task sends it
+    (the first at once, then one per interval). Updates that arrive meanwhile replace the waiting
+    text. ``settle()`` before the result: drops the waiting text and waits for an edit already on
+    its way, so the result always goes after it and is never overwritten by progress.
+    """
+
+    def __init__(self, send: Callable[[str], Awaitable[Any]], interval: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._send = send
+        self.interval = interval
+        self._clock = clock
+        self._last = -math.inf
+        self._pending: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._sending = False
+        self.edits = 0
+        self.coalesced = 0  # texts replaced before they were sent
+
+    def show(self, text: str) -> None:
+        if self._pending is not None:
+            self.coalesced += 1
+        self._pending = text
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while self._pending is not None:
+            wait = self._last + self.interval - self._clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
+            text, self._pending = self._pending, None
+            self._last = self._clock()
+            self._sending = True
+            try:
+                await self._send(text)
+                self.edits += 1
+            except Exception:  # progress is best effort
+                logging.getLogger(__name__).warning("progress edit failed", exc_info=True)
+            finally:
+                self._sending = False
+
+    def close(self) -> None:
+        """Stop at once (the job is no longer followed)."""
+        self._pending = None
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def settle(self) -> None:
+        """Drop the waiting text; let an edit on its way finish."""
+        self._pending = None
+        task, self._task = self._task, None
+        if task is None or task.done():
+            return
+        if self._sending:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
+        else:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
 
 # -- images ------------------------------------------------------------------------------------

@@ -1,7 +1,10 @@
 """Following a Discord job and delivering its result: progress edits, then the images.
 
 The deferred interaction response is edited (progress at most once per
-``progress_edit_interval``, then the result). When the interaction token has expired (15
+``progress_edit_interval``, coalesced per interaction: only the newest text waits, and the
+update loop never waits for an edit; then the result, which goes first: a waiting progress
+text is dropped when the result is ready). Under load discord.py's own rate-limit handling
+(per-route buckets from Discord's headers, ``retry_after`` on a 429) paces the edits. When the interaction token has expired (15
 minutes) or is gone, the result goes to the channel as a normal message (a DM when the request
 came from a DM). With the ``private`` setting the result goes to the user's DMs; closed DMs
 (403, code 50007) are remembered and the result comes as an ephemeral follow-up instead.
@@ -46,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord.ext import commands
 
-from bot.frontends.common import Pacer, clip, meter, new_reference, render_grid
+from bot.frontends.common import Coalescer, clip, meter, new_reference, render_grid
 from bot.frontends.discord.messages import DM_LIMIT, DMS_CLOSED, MENTIONS, PLATFORM, RATE_HINT, file_of
 from bot.frontends.discord.settings import DiscordSettings
 from bot.frontends.discord.views import result_view
@@ -106,18 +109,21 @@ class Delivering:
         self._spawn(self._follow(ticket, reply), ticket.job_id)
 
     async def _follow(self, ticket: Ticket, reply: Reply) -> None:
-        pacer = Pacer(self.settings.progress_edit_interval)
+        progress = Coalescer(lambda text: self._progress(reply, text), self.settings.progress_edit_interval)
         label = "your private request" if reply.private else f"**{clip(ticket.request.prompt, 200)}**"
         try:
             async for update in ticket.updates():
                 if isinstance(update, Finished):
+                    await progress.settle()
                     await self._deliver(update.delivery, reply)
                 elif isinstance(update, (Failed, Cancelled)):
+                    await progress.settle()
                     await self._post(reply, f"❌ {label}: {update.message}", mention=True,
                                      nonce=f"failed:{ticket.job_id}")
-                elif pacer.ready():
-                    await self._progress(reply, progress_text(label, update))
+                else:
+                    progress.show(progress_text(label, update))
         except asyncio.CancelledError:
+            progress.close()
             raise
         except Exception:
             ref = new_reference()

@@ -1,7 +1,8 @@
 """Telegram front end (python-telegram-bot 22): commands, a paced status message, inline buttons.
 
-* ``/imagine`` → a placeholder photo whose caption is the status (queue place, ETA, progress;
-  paced, with a ❌ Cancel button) → the result replaces it (``editMessageMedia``): one photo, or
+* ``/imagine`` → a 👀 reaction on the user's message at once (costs no message), then a
+  placeholder photo whose caption is the status (queue place, ETA, progress; paced, with a
+  ❌ Cancel button) → the result replaces it (``editMessageMedia``): one photo, or
   a grid of the images, with an inline keyboard. Re-delivery after a crash edits it again.
 * Every update is stored in the service's inbox before PTB can confirm it to Telegram, and
   what was stored but not handled is handled after a restart (``inbox.py``).
@@ -18,6 +19,7 @@ Modules::
     buttons.py     what inline buttons and reactions do
     delivery.py    following a job: the placeholder, its progress, the result edited into it
     inbox.py       updates stored before they are confirmed; replay after a crash
+    pacing.py      Telegram's flood limits kept in every sliding window, calls in priority lanes
     retry.py       sends retried with backoff on 5xx/network errors (and 429s waited out)
     keyboards.py   the inline keyboards;  callbacks.py  their data (pure)
     messages.py    who a user is and the texts of the messages (pure)

@@ -78,7 +78,8 @@ class CommandHandlers:
         def bot(self) -> Any: ...
 
         async def _submit(self, who: Who, user: User, chat_id: int, chat_type: str, reply_to: int | None,
-                          accept: Callable[[Who, dict[str, Any]], Awaitable[Ticket]]) -> bool: ...
+                          accept: Callable[[Who, dict[str, Any]], Awaitable[Ticket]], *,
+                          ack: bool = False) -> bool: ...
 
         def _start_link(self, payload: str = "") -> str: ...
 
@@ -101,7 +102,8 @@ class CommandHandlers:
                     logger.warning("telegram: could not send the notes of job %s: %s", ticket.job_id, err)
             return ticket
 
-        await self._submit(who_of(user), user, message.chat_id, message.chat.type, message.message_id, accept)
+        await self._submit(who_of(user), user, message.chat_id, message.chat.type, message.message_id, accept,
+                           ack=True)
 
     async def _loras(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/loras: the LoRA adapters, their trigger words and base model."""

@@ -16,6 +16,11 @@ a crash there makes a second copy. An edit repeated makes none. So:
    a new one (a placeholder carries no images, so that is a stale status, not a second copy).
    Jobs from before placeholders (a text status message) get a placeholder at delivery too.
 
+The acknowledgement costs no message: the user's ``/imagine`` gets a 👀 reaction at once
+(``setMessageReaction``, in the pacer's first lane), recorded in the target (``ack``) and
+removed when the job is delivered, fails or is cancelled (also after a restart). Every call
+names its lane (:mod:`.pacing`): placeholders ``SEND``, results ``RESULT``, progress ``STATUS``.
+
 :class:`Delivering` is a part of :class:`~bot.frontends.telegram.front.TelegramFrontEnd`.
 """
 
@@ -36,6 +41,7 @@ from telegram.error import BadRequest, TelegramError
 from bot.frontends.common import clip, new_reference, render_grid
 from bot.frontends.telegram.keyboards import cancel_keyboard, main_keyboard
 from bot.frontends.telegram.messages import PLATFORM, caption_of, reply_parameters, status_text
+from bot.frontends.telegram.pacing import Lane, lane
 from bot.frontends.telegram.status import StatusMessage
 from bot.service import (AlreadyAccepted, Cancelled, Delivery, Failed, Finished, ImagineService, Queued, Running,
                          StoredImage, Ticket, Who)
@@ -86,7 +92,9 @@ class Delivering:
         @property
         def bot(self) -> Any: ...
 
-        def _spawn(self, coro: Awaitable[Any], name: str) -> None: ...
+        def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]: ...
+
+        _acking: dict[tuple[int, int], asyncio.Task[Any]]
 
         def _interval(self, target: dict[str, Any]) -> float: ...
 
@@ -94,12 +102,44 @@ class Delivering:
 
         def _start_link(self, payload: str = "") -> str: ...
 
+        @property
+        def ack_reaction(self) -> str: ...
+
     async def _submit(self, who: Who, user: User, chat_id: int, chat_type: str, reply_to: int | None,
-                      accept: Callable[[Who, dict[str, Any]], Awaitable[Ticket]]) -> bool:
+                      accept: Callable[[Who, dict[str, Any]], Awaitable[Ticket]], *, ack: bool = False) -> bool:
         """Place (group, or the private chat when the user's settings say so), accept, follow.
 
-        False when the request already made a job before a restart (recovery follows it).
+        ``ack``: ``reply_to`` is the user's own message; it gets the acknowledgement reaction at
+        once (taken back if the request is refused). False when the request already made a job
+        before a restart (recovery follows it).
         """
+        acked = [chat_id, reply_to] if ack and reply_to is not None and self.ack_reaction else None
+        if acked is not None:
+            key = (chat_id, int(reply_to or 0))
+            self._acking[key] = self._spawn(self._react(acked, self.ack_reaction), f"tg-ack-{chat_id}-{reply_to}")
+            self._acking[key].add_done_callback(lambda task: self._acking.pop(key, None))
+        try:
+            return await self._place(who, user, chat_id, chat_type, reply_to, accept, acked)
+        except Exception:
+            if acked is not None:
+                self._spawn(self._react(acked, None), f"tg-unack-{chat_id}-{reply_to}")
+            raise
+
+    async def _react(self, message: list[int] | None, emoji: str | None) -> None:
+        """Set (or with None: remove) the bot's reaction on a message; best effort."""
+        if not message:
+            return
+        pending = self._acking.get((int(message[0]), int(message[1])))
+        if emoji is None and pending is not None and pending is not asyncio.current_task():
+            await asyncio.wait([pending])  # the 👀 first: two calls in flight may arrive in any order
+        try:
+            await self.bot.set_message_reaction(int(message[0]), int(message[1]), emoji,
+                                                **lane(self.bot, Lane.ACK if emoji else Lane.CLEANUP))
+        except TelegramError as err:  # reactions off in this chat, message deleted, …
+            logger.info("telegram: reaction on %s not changed: %s", message, err)
+
+    async def _place(self, who: Who, user: User, chat_id: int, chat_type: str, reply_to: int | None,
+                     accept: Callable[[Who, dict[str, Any]], Awaitable[Ticket]], acked: list[int] | None) -> bool:
         private = chat_type != ChatType.PRIVATE and (await self.service.settings(who)).get("private")
         origin, origin_reply = chat_id, reply_to
         if private:
@@ -111,6 +151,8 @@ class Delivering:
             chat_id, chat_type, reply_to = dm, ChatType.PRIVATE, None
         target = {"platform": PLATFORM, "chat_id": chat_id, "reply_to": reply_to, "user_id": user.id,
                   "name": who.display_name, "status_chat": chat_id, "status_chat_type": chat_type}
+        if acked is not None:
+            target["ack"] = acked
         try:
             ticket = await accept(who, target)
         except AlreadyAccepted as err:
@@ -143,7 +185,8 @@ class Delivering:
         chat_id = int(target.get("status_chat") or target["chat_id"])
         sent = await self.bot.send_photo(chat_id, placeholder_png(), caption=clip(caption, 1024),
                                          reply_markup=markup, filename="placeholder.png",
-                                         reply_parameters=reply_parameters(target.get("reply_to")))
+                                         reply_parameters=reply_parameters(target.get("reply_to")),
+                                         **lane(self.bot, Lane.SEND))
         await self.service.record_refs(job_id, {"status_id": sent.message_id, "status_chat": chat_id,
                                                 "placeholder": True})
         await self.service.remember_message(job_id, PLATFORM, chat_id, sent.message_id, index=None)
@@ -170,6 +213,7 @@ class Delivering:
                         await status.show(text, final=True)
                     else:
                         await self.bot.send_message(ticket.target["chat_id"], text)
+                    await self._react(ticket.target.get("ack"), None)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -210,7 +254,8 @@ class Delivering:
             if spot is None:
                 spot = await self._placeholder(delivery.job_id, target, f"📦 Sending…\n{clip(delivery.text, 300)}")
             try:
-                result = await self.bot.edit_message_media(media, spot[0], spot[1], reply_markup=keyboard)
+                result = await self.bot.edit_message_media(media, spot[0], spot[1], reply_markup=keyboard,
+                                                           **lane(self.bot, Lane.RESULT))
                 edited = result if isinstance(result, Message) else None
                 break
             except BadRequest as err:
@@ -224,5 +269,6 @@ class Delivering:
                 raise
         assert spot is not None
         await self.service.remember_message(delivery.job_id, PLATFORM, spot[0], spot[1], index=None)
+        await self._react(target.get("ack"), None)  # before: a crash in between repeats both, harmlessly
         await self.service.mark_delivered(delivery.job_id)
         return edited

@@ -38,6 +38,7 @@ from bot.frontends.telegram.inbox import InboxProcessor, StoringQueue, replay
 from bot.frontends.telegram.keyboards import appeal_keyboard
 from bot.frontends.telegram.messages import PLATFORM, reply_parameters
 from bot.frontends.telegram.moderation import APPEALABLE
+from bot.frontends.telegram.pacing import FloodLimits
 from bot.frontends.telegram.retry import RetryingLimiter
 from bot.frontends.telegram.settings import TelegramSettings
 from bot.frontends.telegram.status import StatusMessage
@@ -65,6 +66,7 @@ class TelegramFrontEnd(CommandHandlers, AccountHandlers, ButtonHandlers, Deliver
         self._closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._webhook_secret: str | None = None
+        self._acking: dict[tuple[int, int], asyncio.Task[Any]] = {}  # 👀 on its way, per message
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -75,7 +77,9 @@ class TelegramFrontEnd(CommandHandlers, AccountHandlers, ButtonHandlers, Deliver
             ApplicationBuilder()
             .token(s.token)
             .rate_limiter(RetryingLimiter(max_retries=s.max_retries, attempts=s.send_retries,
-                                          backoff=s.send_retry_backoff))
+                                          backoff=s.send_retry_backoff, limits=FloodLimits(
+                                              s.overall_per_second, s.group_per_minute, s.private_interval,
+                                              s.group_status_share)))
             .update_queue(StoringQueue(self.service))  # stored before PTB can confirm it
             .concurrent_updates(InboxProcessor(self.service))
             .media_write_timeout(s.upload_timeout)
@@ -208,6 +212,10 @@ class TelegramFrontEnd(CommandHandlers, AccountHandlers, ButtonHandlers, Deliver
             await app.shutdown()
 
     @property
+    def ack_reaction(self) -> str:
+        return self.settings.ack_reaction
+
+    @property
     def bot(self) -> Any:
         assert self.application is not None, "TelegramFrontEnd is not started"
         return self.application.bot
@@ -235,11 +243,12 @@ class TelegramFrontEnd(CommandHandlers, AccountHandlers, ButtonHandlers, Deliver
             logger.exception("telegram: no placeholder for job %s", ticket.job_id)
             self._spawn(self._watch(ticket, None), f"tg-job-{ticket.job_id}")
 
-    def _spawn(self, coro: Awaitable[Any], name: str) -> None:
+    def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         task.set_name(name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # -- plumbing ------------------------------------------------------------------------------
 

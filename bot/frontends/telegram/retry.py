@@ -1,7 +1,7 @@
 """Bot API calls that fail on the way are retried in process, with a bounded exponential backoff.
 
-:class:`RetryingLimiter` is PTB's :class:`~telegram.ext.AIORateLimiter` (it paces requests and
-waits out a 429's ``retry_after``) plus one more rule:
+:class:`RetryingLimiter` is :class:`~.pacing.FloodPacer` (it keeps Telegram's flood limits in
+every sliding window and waits out a 429's ``retry_after``) plus one more rule:
 
 * a 5xx answer or a connection error (PTB: :class:`~telegram.error.NetworkError`) is tried
   again after ``backoff``, ``2·backoff``, ``4·backoff`` … seconds (capped at ``max_delay``),
@@ -24,7 +24,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from telegram.error import BadRequest, NetworkError, TimedOut
-from telegram.ext import AIORateLimiter
+
+from bot.frontends.telegram.pacing import FloodLimits, FloodPacer
 
 __all__ = ["RetryingLimiter", "is_repeatable"]
 
@@ -38,12 +39,12 @@ def is_repeatable(endpoint: str) -> bool:
     return endpoint.startswith(_REPEATABLE)
 
 
-class RetryingLimiter(AIORateLimiter):
-    """AIORateLimiter that also retries transient failures (see the module docstring)."""
+class RetryingLimiter(FloodPacer):
+    """FloodPacer that also retries transient failures (see the module docstring)."""
 
     def __init__(self, *, max_retries: int = 2, attempts: int = 4, backoff: float = 0.5,
-                 max_delay: float = 30.0) -> None:
-        super().__init__(max_retries=max_retries)
+                 max_delay: float = 30.0, limits: FloodLimits | None = None) -> None:
+        super().__init__(limits, max_retries=max_retries)
         self.attempts = attempts
         self.backoff = backoff
         self.max_delay = max_delay

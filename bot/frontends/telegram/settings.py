@@ -29,6 +29,11 @@ class TelegramSettings:
     drop_pending_updates: bool = False
     status_edit_interval_private: float = 1.5  # seconds between status edits in a private chat
     status_edit_interval_group: float = 3.0  # …in a group (20 messages/min per group)
+    overall_per_second: int = 30  # flood limits kept in every sliding window (pacing.py); 0: off
+    group_per_minute: int = 20  # messages (sends and edits) per group per minute
+    private_interval: float = 1.0  # seconds per message in a private chat
+    group_status_share: float = 0.5  # share of a group's minute that status edits may use
+    ack_reaction: str = "👀"  # set on an /imagine message at once, removed on delivery; "": none
     max_retries: int = 2  # AIORateLimiter retries after a 429 (it waits retry_after)
     send_retries: int = 4  # retries of a call that failed with a 5xx or a network error
     send_retry_backoff: float = 0.5  # seconds before the first of them; doubles each time
@@ -46,6 +51,10 @@ class TelegramSettings:
             raise ValueError(f"`max_retries` must be 0 or more, not {self.max_retries}")
         if self.send_retries < 0 or self.send_retry_backoff < 0:
             raise ValueError("`send_retries` and `send_retry_backoff` must be 0 or more")
+        if self.overall_per_second < 0 or self.group_per_minute < 0 or self.private_interval < 0:
+            raise ValueError("`overall_per_second`, `group_per_minute` and `private_interval` must be 0 or more")
+        if not 0 < self.group_status_share <= 1:
+            raise ValueError(f"`group_status_share` must be above 0 and at most 1, not {self.group_status_share}")
         if not 1 <= self.history_per_page <= 10:
             raise ValueError(f"`history_per_page` must be from 1 to 10, not {self.history_per_page}")
 

@@ -8,6 +8,11 @@ come at least ``interval`` seconds apart. An update that arrives sooner is kept 
 the interval is over (only the newest waits); an edit that would not change the message is
 skipped; "message is not modified" and other edit failures are logged, never raised: progress
 is best effort, the result is what counts.
+
+Edits go in the pacer's ``STATUS`` lane (:mod:`.pacing`): when the chat's budget is spent (a busy
+group), the pacer answers :class:`~.pacing.Busy` at once instead of queueing a text that would be
+stale when it went; the newest text waits here and is tried again when there may be room. A
+final text (failed, cancelled) goes in the ``RESULT`` lane and is never dropped.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ import time
 
 from telegram import Bot, InlineKeyboardMarkup
 from telegram.error import BadRequest, TelegramError
+
+from bot.frontends.telegram.pacing import Busy, Lane
+from bot.frontends.telegram.pacing import lane as lane_args
 
 __all__ = ["StatusMessage"]
 
@@ -36,6 +44,7 @@ class StatusMessage:
         self.message_id = message_id
         self.interval = interval
         self.edits = 0
+        self.busy = 0  # edits the pacer put off (the chat's budget was spent)
         self._shown: tuple[str, InlineKeyboardMarkup | None] = (text, markup)
         self._pending: tuple[str, InlineKeyboardMarkup | None] | None = None
         self._last = time.monotonic()
@@ -48,7 +57,7 @@ class StatusMessage:
         if final:
             self._cancel_flush()
             self._pending = None
-            await self._edit(text, markup)
+            await self._edit(text, markup, Lane.RESULT)
             return
         wait = self._last + self.interval - time.monotonic()
         if wait <= 0 and self._flush is None:
@@ -89,18 +98,27 @@ class StatusMessage:
         if pending is not None:
             await self._edit(*pending)
 
-    async def _edit(self, text: str, markup: InlineKeyboardMarkup | None) -> None:
+    async def _edit(self, text: str, markup: InlineKeyboardMarkup | None, lane: Lane = Lane.STATUS) -> None:
         async with self._lock:
             if (text, markup) == self._shown:
                 return
             self._last = time.monotonic()
+            paced = lane_args(self.bot, lane)
             try:
                 if self.caption:
                     await self.bot.edit_message_caption(self.chat_id, self.message_id, caption=text,
-                                                        reply_markup=markup)
+                                                        reply_markup=markup, **paced)
                 else:
-                    await self.bot.edit_message_text(text, self.chat_id, self.message_id, reply_markup=markup)
+                    await self.bot.edit_message_text(text, self.chat_id, self.message_id, reply_markup=markup,
+                                                     **paced)
                 self.edits += 1
+            except Busy as busy:  # the chat's budget is spent: keep the newest text, try later
+                self.busy += 1
+                if self._pending is None:
+                    self._pending = (text, markup)
+                if self._flush is None:
+                    self._flush = asyncio.create_task(self._later(busy.wait), name=f"status-{self.message_id}")
+                return
             except BadRequest as err:
                 if "not modified" not in str(err).lower():
                     logger.info("status edit %s/%s failed: %s", self.chat_id, self.message_id, err)
