@@ -39,6 +39,26 @@ async def test_coalescer_sends_the_newest_text_once_per_interval() -> None:
     assert sent == ["step 0", "step 9"]
 
 
+async def test_coalescer_counts_the_interval_from_when_an_edit_was_answered() -> None:
+    loop = asyncio.get_running_loop()
+    spans: list[tuple[float, float]] = []
+
+    async def slow_send(text: str) -> None:  # a platform that takes a while to answer each edit
+        started = loop.time()
+        await asyncio.sleep(0.15)
+        spans.append((started, loop.time()))
+
+    progress = Coalescer(slow_send, 0.2, clock=loop.time)
+    for n in range(3):
+        progress.show(f"step {n}")
+        await asyncio.sleep(0.05)
+    while progress.edits < 2:
+        await asyncio.sleep(0.02)
+    (_, first_answered), (second_started, _) = spans[0], spans[1]
+    assert second_started - first_answered >= 0.2 - 1e-3  # not 0.2 after the first *started*
+    await progress.settle()
+
+
 async def test_thirty_users_at_once_all_deferred_in_time_one_message_each(
         fake: FakeDiscord, tmp_path: Path, tiny: Any) -> None:  # noqa: F811
     async with service_env(tmp_path, tiny) as env:

@@ -220,6 +220,8 @@ class Pacer:
 class Coalescer:
     """Progress edits of one message, coalesced: at most one per ``interval``, only the newest text.
 
+    The interval runs from the end of one edit to the start of the next.
+
     ``show(text)`` never waits for the platform: the text is kept and an edit task sends it
     (the first at once, then one per interval). Updates that arrive meanwhile replace the waiting
     text. ``settle()`` before the result: drops the waiting text and waits for an edit already on
@@ -252,7 +254,6 @@ class Coalescer:
                 await asyncio.sleep(wait)
                 continue
             text, self._pending = self._pending, None
-            self._last = self._clock()
             self._sending = True
             try:
                 await self._send(text)
@@ -261,6 +262,9 @@ class Coalescer:
                 logging.getLogger(__name__).warning("progress edit failed", exc_info=True)
             finally:
                 self._sending = False
+                # the interval counts from when the platform answered, so however long one edit
+                # spent on the way, the platform never sees two closer than ``interval``
+                self._last = self._clock()
 
     def close(self) -> None:
         """Stop at once (the job is no longer followed)."""
