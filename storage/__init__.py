@@ -19,7 +19,7 @@ from __future__ import annotations
 from storage import images, inbox, jobs, messages, model_versions, privacy, quotas, ratings, users
 from storage.clock import from_text, to_text, utcnow
 from storage.db import Database, Executor, MigrationError, Transaction
-from storage.files import fit_under, png_with_metadata, read_png_metadata
+from storage.files import fit_under, png_with_metadata, read_metadata, read_png_metadata
 from storage.images import ImageStore
 from storage.privacy import export, forget
 from storage.records import HistoryPage, Image, Job, ModelVersion, Rating, Recovery, User
@@ -50,6 +50,7 @@ __all__ = [
     "privacy",
     "quotas",
     "ratings",
+    "read_metadata",
     "read_png_metadata",
     "to_text",
     "users",

@@ -1,4 +1,9 @@
-"""Image encodings: PNG with the generation parameters inside, and re-encoding under a size limit."""
+"""Image encodings: PNG with the generation parameters inside, and re-encoding under a size limit.
+
+A re-encoded JPEG or WebP keeps the parameters in EXIF, where A1111 and Civitai look for them:
+the A1111 text in ``UserComment`` (UTF-16, "UNICODE" prefix, as piexif writes it) and our JSON
+in ``ImageDescription`` (ASCII-escaped). :func:`read_metadata` reads either container.
+"""
 
 from __future__ import annotations
 
@@ -13,9 +18,12 @@ __all__ = [
     "METADATA_KEY",
     "OWN_KEY",
     "a1111_parameters",
+    "exif_metadata",
+    "exif_parameters",
     "fit_under",
     "image_params",
     "png_with_metadata",
+    "read_metadata",
     "read_png_metadata",
 ]
 
@@ -24,6 +32,8 @@ log = logging.getLogger(__name__)
 METADATA_KEY = "parameters"  # A1111's text format: what A1111, ComfyUI and Civitai read
 OWN_KEY = "imagine"  # our JSON: the same settings plus the canonical /imagine command
 _QUALITIES = (90, 82, 74, 66, 58, 50, 42)
+_EXIF_IFD, _USER_COMMENT, _IMAGE_DESCRIPTION = 0x8769, 0x9286, 0x010E
+_UNICODE = b"UNICODE\x00"
 SAMPLER = "Euler"  # SDXL-Lightning: EulerDiscreteScheduler, trailing timesteps, no CFG
 # What our JSON may hold; anything else a caller passes (a server path, a user id) is dropped.
 _OWN_FIELDS = (
@@ -111,16 +121,18 @@ def png_with_metadata(image: Image.Image, params: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def read_png_metadata(data: bytes) -> dict[str, Any]:
-    """Our JSON written by :func:`png_with_metadata` ({} when absent).
+def read_metadata(data: bytes) -> dict[str, Any]:
+    """Our JSON from a PNG written by :func:`png_with_metadata`, or from the EXIF of a JPEG/WebP
+    re-encoded by :func:`fit_under` ({} when absent).
 
     Images written before the ``imagine`` key held JSON under ``parameters``; that is read too.
     """
     with Image.open(io.BytesIO(data)) as image:
-        texts = dict(getattr(image, "text", {}))
-    for key in (OWN_KEY, METADATA_KEY):
-        text = texts.get(key)
-        if not text:
+        texts = dict(getattr(image, "text", {}) or {})
+        description = image.getexif().get(_IMAGE_DESCRIPTION)
+    candidates = [texts.get(OWN_KEY), texts.get(METADATA_KEY), description]
+    for text in candidates:
+        if not text or not isinstance(text, str):
             continue
         try:
             value = json.loads(text)
@@ -129,6 +141,35 @@ def read_png_metadata(data: bytes) -> dict[str, Any]:
         if isinstance(value, dict):
             return value
     return {}
+
+
+read_png_metadata = read_metadata  # the older name
+
+
+def exif_metadata(image: Image.Image) -> bytes | None:
+    """EXIF bytes carrying a PNG's parameters into a JPEG/WebP (None when it has none)."""
+    texts = dict(getattr(image, "text", {}) or {})
+    a1111, own = texts.get(METADATA_KEY), texts.get(OWN_KEY)
+    if not a1111 and not own:
+        return None
+    exif = Image.Exif()
+    if own:
+        try:  # ASCII-escaped: EXIF text is ASCII
+            exif[_IMAGE_DESCRIPTION] = json.dumps(json.loads(own), ensure_ascii=True, sort_keys=True)
+        except json.JSONDecodeError:
+            pass
+    if a1111:
+        exif.get_ifd(_EXIF_IFD)[_USER_COMMENT] = _UNICODE + a1111.encode("utf-16-be")
+    return exif.tobytes()
+
+
+def exif_parameters(data: bytes) -> str | None:
+    """The A1111 text in a JPEG/WebP's EXIF UserComment, as A1111 reads it back."""
+    with Image.open(io.BytesIO(data)) as image:
+        comment = image.getexif().get_ifd(_EXIF_IFD).get(_USER_COMMENT)
+    if isinstance(comment, bytes) and comment.startswith(_UNICODE):
+        return comment[len(_UNICODE):].decode("utf-16-be")
+    return None
 
 
 def fit_under(
@@ -144,6 +185,7 @@ def fit_under(
     if len(data) <= max_bytes:
         return data, "png"
     with Image.open(io.BytesIO(data)) as opened:
+        exif = exif_metadata(opened)
         image = _flatten(opened)
     width, height = image.size
     scale = 1.0
@@ -152,11 +194,11 @@ def fit_under(
         candidate = image if size == image.size else image.resize(size, Image.Resampling.LANCZOS)
         smallest = None
         for fmt in formats:
-            lowest = _encode(candidate, fmt, _QUALITIES[-1])
+            lowest = _encode(candidate, fmt, _QUALITIES[-1], exif)
             smallest = len(lowest) if smallest is None else min(smallest, len(lowest))
             if len(lowest) > max_bytes:
                 continue
-            encoded, quality = _best_quality(candidate, fmt, max_bytes, lowest)
+            encoded, quality = _best_quality(candidate, fmt, max_bytes, lowest, exif)
             log.debug(
                 "fit %d bytes into %d: %s q=%d at %dx%d",
                 len(data), max_bytes, fmt, quality, *size,
@@ -170,14 +212,14 @@ def fit_under(
 
 
 def _best_quality(
-    image: Image.Image, fmt: str, max_bytes: int, lowest: bytes
+    image: Image.Image, fmt: str, max_bytes: int, lowest: bytes, exif: bytes | None = None
 ) -> tuple[bytes, int]:
     """The highest quality in _QUALITIES that fits (binary search; the lowest is known to fit)."""
     best, best_quality = lowest, _QUALITIES[-1]
     low, high = 0, len(_QUALITIES) - 2  # indexes into _QUALITIES, high quality first
     while low <= high:
         middle = (low + high) // 2
-        encoded = _encode(image, fmt, _QUALITIES[middle])
+        encoded = _encode(image, fmt, _QUALITIES[middle], exif)
         if len(encoded) <= max_bytes:
             best, best_quality = encoded, _QUALITIES[middle]
             high = middle - 1
@@ -196,9 +238,11 @@ def _flatten(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _encode(image: Image.Image, fmt: str, quality: int) -> bytes:
+def _encode(image: Image.Image, fmt: str, quality: int, exif: bytes | None = None) -> bytes:
     buffer = io.BytesIO()
     options: dict[str, Any] = {"quality": quality}
+    if exif:
+        options["exif"] = exif
     if fmt == "webp":
         options["method"] = 4
     elif fmt == "jpeg":

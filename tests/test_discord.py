@@ -15,7 +15,7 @@ from PIL import Image
 
 from bot.frontends.discord import DiscordFrontEnd, DiscordSettings
 from bot.service import Who
-from storage import images, jobs, messages, ratings, users
+from storage import images, jobs, messages, ratings, read_metadata, users
 from tests.fake_discord import FakeDiscord, RecordedRequest, fake_discord_server
 from tests.service_support import Env, service_env
 
@@ -280,6 +280,9 @@ async def test_files_over_the_upload_limit_are_reencoded(fake: FakeDiscord, tmp_
         job_id = upload.filename.split(".")[0]
         (stored,) = await images.images_for_job(env.db, job_id)
         assert stored.bytes > limit  # really over: it was re-encoded
+        # ... and still carries how it was made (EXIF), like the stored PNG
+        assert read_metadata(upload.data) == read_metadata(env.store.path_for(stored.path).read_bytes())
+        assert read_metadata(upload.data)["prompt"] == "a noisy sky"
 
 
 async def test_buttons_and_reactions_work_after_a_restart(fake: FakeDiscord, tmp_path: Path, tiny: Any) -> None:

@@ -13,7 +13,10 @@ from PIL import Image
 
 from bot.__main__ import main
 from bot.service import Who
-from storage.files import png_with_metadata, read_png_metadata
+import numpy as np
+import pytest
+
+from storage.files import exif_parameters, fit_under, png_with_metadata, read_metadata, read_png_metadata
 from tests.service_support import service_env
 
 TIMEOUT = 120.0
@@ -66,6 +69,28 @@ def test_a1111_text_round_trip_with_quoting_style_and_lora() -> None:
     assert own["command"] == params["command"] and own["prompt"] == "a red fox, in snow"
     assert "init_image" not in own and "user_id" not in own
     assert "/srv/secret" not in json.dumps(_chunks(data)) and "1234" not in json.dumps(_chunks(data))
+
+
+@pytest.mark.parametrize("fmt", ["webp", "jpeg"])
+def test_a_reencoded_image_keeps_its_parameters_in_exif(fmt: str) -> None:
+    params = {"prompt": "a 猫 on a mat, \"quoted\" 🐱", "negative_prompt": "blur", "seed": 7, "steps": 4,
+              "width": 256, "height": 256, "model": "local:m", "command": "a 猫 on a mat --seed 7"}
+    noise = np.random.default_rng(1).integers(0, 255, (256, 256, 3), dtype=np.uint8)
+    data = png_with_metadata(Image.fromarray(noise), params)
+    small, ext = fit_under(data, len(data) // 3, formats=(fmt,))
+    assert ext == ("jpg" if fmt == "jpeg" else fmt) and len(small) <= len(data) // 3
+    assert read_metadata(small) == read_metadata(data)  # our JSON, unicode intact
+    text = exif_parameters(small)
+    assert text == _chunks(data)["parameters"]  # A1111's text, as A1111 reads a JPEG/WebP
+    assert parse_a1111(text)["Seed"] == "7"
+
+
+def test_an_image_without_parameters_gets_no_exif() -> None:
+    noise = np.random.default_rng(2).integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="PNG")
+    small, _ = fit_under(buffer.getvalue(), len(buffer.getvalue()) // 3)
+    assert read_metadata(small) == {} and exif_parameters(small) is None
 
 
 def test_generate_writes_the_same_a1111_text(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from bot.frontends.web import WebSettings
-from storage import jobs
+from storage import jobs, read_metadata
 from tests.fakes import FakePipeline
 from tests.service_support import ADA, BOB
 from tests.web_support import auth, key_for, web_env
@@ -63,6 +63,7 @@ async def test_make_watch_fetch_rate_with_a_key(tmp_path: Path) -> None:
         assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
         jpeg = await web.client.get(f"/v1/images/{ref}?format=jpeg", headers=h)
         assert jpeg.headers["content-type"] == "image/jpeg" and jpeg.content[:2] == b"\xff\xd8"
+        assert read_metadata(jpeg.content) == read_metadata(png.content) != {}  # settings travel along
         webp = await web.client.get(f"/v1/images/{ref}?format=webp", headers=h)
         assert webp.headers["content-type"] == "image/webp" and webp.content[8:12] == b"WEBP"
         svg = await web.client.get(f"/v1/images/{ref}?format=svg", headers=h)

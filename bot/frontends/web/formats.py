@@ -7,6 +7,8 @@ from pathlib import Path
 
 from PIL import Image
 
+from storage.files import exif_metadata
+
 __all__ = ["FORMATS", "MEDIA_TYPES", "convert", "thumbnail"]
 
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp", "svg": "image/svg+xml"}
@@ -20,10 +22,13 @@ def convert(path: Path, fmt: str) -> bytes:
         return path.read_bytes()
     with Image.open(path) as image:
         rgb = image.convert("RGB")
+        exif = exif_metadata(image)  # the generation parameters travel with a JPEG/WebP too
     if fmt == "svg":
         return _svg(rgb)
     buffer = io.BytesIO()
-    options = {"quality": 90} if fmt in ("jpeg", "webp") else {}
+    options: dict[str, object] = {"quality": 90} if fmt in ("jpeg", "webp") else {}
+    if exif and fmt in ("jpeg", "webp"):
+        options["exif"] = exif
     rgb.save(buffer, format=fmt.upper(), **options)
     return buffer.getvalue()
 
