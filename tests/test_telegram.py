@@ -192,7 +192,7 @@ async def test_rate_limited_reply_waits_retry_after(tmp_path: Path, tiny, fake: 
         first, second = await fake.wait_for_calls("sendMessage", 2)
         assert (first.status, second.status) == (429, 200)
         assert second.time - first.time >= 1.0
-        assert "left" in second.params["text"]
+        assert "left this day (daily quota). Resets " in second.params["text"]
 
 
 def free_port() -> int:

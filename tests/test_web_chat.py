@@ -164,7 +164,7 @@ async def test_a_telegram_code_entered_on_discord_joins_the_accounts(tmp_path: P
             assert (await env.service.quota(who)).used == 3
             assert {e.job_id for e in (await env.service.history(who)).entries} == {tg_job, dc_job}
         data = await dc_answer(dc, dc.slash("quota"))
-        assert "used 3 of 5" in data["content"]
+        assert data["content"].startswith("Used 3 of 5 images; 2 left this day (daily quota). Resets <t:")
         # the same code again (another Discord user), a wrong one, an expired one: refused, said why
         data = await dc_answer(dc, dc.slash("link", {"code": code}, dc.make_user("eve")))
         assert "unknown, used or expired" in data["content"]

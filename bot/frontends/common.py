@@ -37,6 +37,7 @@ from generation.errors import ImagineError
 from storage.files import fit_under
 
 __all__ = [
+    "quota_text",
     "FORGET_WARNING",
     "Coalescer",
     "Pacer",
@@ -98,6 +99,17 @@ def stats_lines(stats: dict[str, Any]) -> list[str]:
         else:
             lines.append(f"{key}: {value}")
     return lines
+
+
+_PERIODS = {"hourly": "hour", "daily": "day", "weekly": "week"}
+
+
+def quota_text(used: int, limit: int, remaining: int, window: str, resets: str) -> str:
+    """/quota on every platform: used, left, which window, when it resets (``resets`` as the
+    platform shows a time: Discord's relative timestamp, a UTC date elsewhere)."""
+    period = _PERIODS.get(window, window)
+    return (f"Used {used} of {limit} images; {remaining} left this {period} ({window} quota). "
+            f"Resets {resets}.")
 
 
 def settings_changes(text: str) -> dict[str, str] | None:

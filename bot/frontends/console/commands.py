@@ -18,6 +18,7 @@ from bot.frontends.common import (
     link_code_text,
     linked_text,
     on_off,
+    quota_text,
     settings_changes,
     share_image,
     stats_lines,
@@ -27,8 +28,6 @@ from bot.options import help_text
 from bot.service import ImagineService, Ticket, Who
 
 __all__ = ["COMMANDS", "CommandHandlers"]
-
-_PERIODS = {"hourly": "hour", "daily": "day", "weekly": "week"}
 
 COMMANDS = """Commands:
   /imagine PROMPT [options]   make images (a line without a slash does the same)
@@ -103,9 +102,8 @@ class CommandHandlers:
             self.say(f"Rated image {rating.image_id}: {'★' * rating.stars}")
         elif command == "/quota":
             used, limit, remaining, resets_at = await self.service.quota(self.who)
-            window = self.service.config.quota_window
-            self.say(f"Used {used} of {limit} images; {remaining} left this {_PERIODS.get(window, window)} "
-                     f"({window} quota). Resets {resets_at:%Y-%m-%d %H:%M} UTC.")
+            self.say(quota_text(used, limit, remaining, self.service.config.quota_window,
+                                f"{resets_at:%Y-%m-%d %H:%M} UTC"))
         elif command == "/admin":
             await self._admin(args)
         elif command == "/settings":

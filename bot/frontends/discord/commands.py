@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord import app_commands
 
-from bot.frontends.common import FORGET_WARNING, clip, forgotten_counts, on_off, render_single
+from bot.frontends.common import FORGET_WARNING, clip, forgotten_counts, on_off, quota_text, render_single
 from bot.frontends.discord.messages import DM_LIMIT, DMS_CLOSED, DMS_CLOSED_TEXT, PLATFORM, RATE_HINT, file_of, who_of
 from bot.frontends.discord.moderation import DiscordModeration
 from bot.frontends.discord.views import forget_view, history_page, upscale_view
@@ -171,9 +171,9 @@ class CommandHandlers:
         """/quota."""
         async def show() -> None:
             used, limit, remaining, resets_at = await self.service.quota(who_of(interaction.user))
-            await interaction.response.send_message(
-                f"You have used {used} of {limit} images; {remaining} left. "
-                f"Resets {discord.utils.format_dt(resets_at, 'R')}.", ephemeral=True)
+            await interaction.response.send_message(quota_text(
+                used, limit, remaining, self.service.config.quota_window,
+                discord.utils.format_dt(resets_at, "R")), ephemeral=True)
 
         await self.guard(interaction, show)
 

@@ -17,7 +17,7 @@ from telegram.constants import ChatType
 from telegram.error import Forbidden, TelegramError
 from telegram.ext import ContextTypes
 
-from bot.frontends.common import FORGET_WARNING, clip, on_off, settings_changes, stats_lines
+from bot.frontends.common import FORGET_WARNING, clip, on_off, quota_text, settings_changes, stats_lines
 from bot.frontends.telegram import moderation
 from bot.frontends.telegram.accounts import ACCOUNT_COMMANDS, ACCOUNT_HELP
 from bot.frontends.telegram.delivery import MAX_LOCAL_UPLOAD_BYTES, MAX_UPLOAD_BYTES
@@ -166,8 +166,8 @@ class CommandHandlers:
         message, user = update.effective_message, update.effective_user
         assert message is not None and user is not None
         used, limit, remaining, resets_at = await self.service.quota(who_of(user))
-        await message.reply_text(f"You used {used} of {limit} images; {remaining} left. "
-                                 f"Resets {resets_at:%Y-%m-%d %H:%M} UTC.")
+        await message.reply_text(quota_text(used, limit, remaining, self.service.config.quota_window,
+                                            f"{resets_at:%Y-%m-%d %H:%M} UTC"))
 
     async def _settings(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/settings [key=value …]: show or change your defaults."""
