@@ -350,7 +350,7 @@ async def test_quota_settings_and_a_dm_imagine(fake: FakeDiscord, tmp_path: Path
         assert fake.dm_messages(fake.user["id"]) == [message]
         quota = await fake.send_interaction(fake.slash("quota"))
         reply = await fake.wait_for_request("POST", callback(quota), 5)
-        assert "used 2 of 50" in reply.json["data"]["content"]
+        assert reply.json["data"]["content"].startswith("Used 2 of 50 images; 48 left this day (daily quota). Resets <t:")
 
 
 async def test_private_results_go_by_dm_or_ephemerally_when_dms_are_closed(fake: FakeDiscord, tmp_path: Path, tiny: Any) -> None:
