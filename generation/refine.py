@@ -191,7 +191,7 @@ def build_tiny_causal_lm(seed: int = 0) -> tuple[Any, Any]:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from generation.pipeline import build_tiny_tokenizer
+    from generation.tiny import build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()
     tokenizer.model_max_length = 2048
