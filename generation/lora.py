@@ -71,6 +71,11 @@ class LoraSettings:
             raise ValueError(f"lora.max_loaded must be a whole number of at least 1, not {self.max_loaded!r}")
         object.__setattr__(self, "hub", tuple(self.hub))
 
+    @property
+    def configured(self) -> bool:
+        """Whether there is anything to scan (a folder or Hub ids)."""
+        return self.dir is not None or bool(self.hub)
+
 
 @dataclass(frozen=True)
 class LoraInfo:
@@ -298,7 +303,7 @@ def adapter_name(name: str) -> str:
 
 def catalog_for(settings: LoraSettings, model: str) -> LoraCatalog | None:
     """The scanned ``[lora]`` folder for model ``model`` ("tiny" or an SDXL); None when unset."""
-    if settings.dir is None and not settings.hub:
+    if not settings.configured:
         return None
     from generation.tiny import TINY_CONTEXT_DIM
 
@@ -311,7 +316,7 @@ def attach_loras(pipeline: Any, settings: LoraSettings, catalog: LoraCatalog | N
     """Give ``pipeline`` (a LightningPipeline) a LoraManager over ``catalog`` (scanned here when
     not given); its caps learn the usable names. None (nothing changed) when none are configured."""
     if catalog is None:
-        if settings.dir is None and not settings.hub:
+        if not settings.configured:
             return None
         catalog = scan_loras(settings.dir, int(pipeline.pipe.unet.config.cross_attention_dim), settings.hub)
     _unfuse(pipeline)

@@ -125,13 +125,14 @@ def encode_prompts(pipe: Any, prompts: Sequence[str], *, dedupe: bool = True) ->
     """
     keys = list(dict.fromkeys(prompts)) if dedupe else list(range(len(prompts)))
     texts = {key: prompts[key] if isinstance(key, int) else key for key in keys}
-    fragments = {key: _clean(parse_weighted(texts[key])) for key in keys}
-    plain = [key for key in keys if is_plain(fragments[key]) and _fits(pipe, _unescaped(texts[key]))]
+    parsed = {key: parse_weighted(texts[key]) for key in keys}  # each text parsed once
+    words = {key: "".join(f.text for f in parsed[key]) for key in keys}  # escapes removed
+    plain = [key for key in keys if is_plain(_clean(parsed[key])) and _fits(pipe, words[key])]
     done: dict[Any, Embedding] = {}
     if plain:
         from generation.speed import encode_prompts as encode_plain
 
-        embeds, pooled = encode_plain(pipe, [_unescaped(texts[key]) for key in plain])
+        embeds, pooled = encode_plain(pipe, [words[key] for key in plain])
         done.update({key: (embeds[i:i + 1], pooled[i:i + 1]) for i, key in enumerate(plain)})
     rest = [key for key in keys if key not in done]
     if rest:
@@ -153,11 +154,6 @@ def _fits(pipe: Any, text: str) -> bool:
         len(tokenizer(text, truncation=False).input_ids) <= tokenizer.model_max_length
         for tokenizer in (pipe.tokenizer, pipe.tokenizer_2) if tokenizer is not None
     )
-
-
-def _unescaped(text: str) -> str:
-    """The words of a plain prompt as the text encoders should see them (escapes removed)."""
-    return "".join(f.text for f in parse_weighted(text))
 
 
 def _clean(fragments: tuple[Fragment, ...]) -> tuple[Fragment, ...]:

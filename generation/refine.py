@@ -98,19 +98,22 @@ class PromptRefiner:
             text = clean_refined(raw)
         except asyncio.TimeoutError:
             logger.warning("prompt refinement timed out after %.1f s", self.settings.timeout_s)
-            return Refined(prompt, False, f"Refinement took longer than {self.settings.timeout_s:g} s; "
-                                          f"your own prompt was used.")
+            return self._late(prompt)
         except Exception as err:  # a broken model must not break /imagine
             logger.warning("prompt refinement failed: %s", err, exc_info=True)
             return Refined(prompt, False, "Refinement failed; your own prompt was used.")
         if time.monotonic() > deadline:
-            return Refined(prompt, False, f"Refinement took longer than {self.settings.timeout_s:g} s; "
-                                          f"your own prompt was used.")
+            return self._late(prompt)
         if self.settings.cache_size:
             self._cache[prompt] = text
             while len(self._cache) > self.settings.cache_size:
                 self._cache.popitem(last=False)
         return Refined(text, True)
+
+    def _late(self, prompt: str) -> Refined:
+        """The user's own prompt, with the note that the time limit ran out."""
+        return Refined(prompt, False, f"Refinement took longer than {self.settings.timeout_s:g} s; "
+                                      f"your own prompt was used.")
 
     def warm(self) -> None:
         """Load the model now (blocking) instead of on the first request."""
@@ -191,7 +194,7 @@ def build_tiny_causal_lm(seed: int = 0) -> tuple[Any, Any]:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from generation.pipeline import build_tiny_tokenizer
+    from generation.tiny import build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()
     tokenizer.model_max_length = 2048

@@ -158,6 +158,8 @@ class GenerationRequest:
         parse_weighted(prompt, "prompt")  # a weight out of bounds is refused here
         parse_weighted(negative, "negative_prompt")
         self._check_loras()
+        if not isinstance(self.refine, bool):
+            raise InvalidRequest("refine", f"refine must be true or false, not {self.refine!r}.")
         _check_int("count", self.count, 1, MAX_COUNT, "Image count")
         if self.seed is not None:
             _check_int("seed", self.seed, 0, MAX_SEED, "Seed")
@@ -210,8 +212,6 @@ class GenerationRequest:
             raise InvalidRequest("lora", f"At most {MAX_LORAS} LoRAs per prompt, not {len(pairs)}.")
         object.__setattr__(self, "loras", tuple(sorted(pairs)))
         object.__setattr__(self, "lora_hashes", tuple(self.lora_hashes or ()))
-        if not isinstance(self.refine, bool):
-            raise InvalidRequest("refine", f"refine must be true or false, not {self.refine!r}.")
 
     def _check_init_image(self) -> None:
         init = self.init_image
@@ -323,7 +323,6 @@ class ModelCaps:
                 f"{allowed}.",
             )
         return request
-
 
     def _check_loras(self, request: GenerationRequest) -> GenerationRequest:
         """Refuse unknown LoRA names (naming the closest ones); fill in the file hashes."""

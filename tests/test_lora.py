@@ -16,11 +16,9 @@ from generation.batch import Batch, BatchItem
 from generation.errors import InvalidRequest
 from generation.lora import LoraManager, adapter_name, LoraSettings, attach_loras, scan_loras
 from generation.pipeline import ModelConfig, build_tiny_pipeline, load_pipeline
-from generation.tiny import _tiny_unet
+from generation.tiny import TINY_CONTEXT_DIM, _tiny_unet
 from generation.request import GenerationRequest, ModelCaps
 from generation.scheduling import FairState, pick_batch
-
-TINY_CONTEXT = 64  # the tiny UNet's cross-attention width (both tiny text encoders, 32 + 32)
 
 
 def save_random_lora(folder: Path, name: str, seed: int, metadata: dict[str, str] | None = None,
@@ -82,7 +80,7 @@ def picture(pipeline: Any, loras: tuple[tuple[str, float], ...] = ()) -> np.ndar
 
 
 def test_scan_keeps_sdxl_loras_with_metadata_and_refuses_the_rest(lora_dir: Path) -> None:
-    catalog = scan_loras(lora_dir, TINY_CONTEXT)
+    catalog = scan_loras(lora_dir, TINY_CONTEXT_DIM)
     assert sorted(catalog.loras) == ["ink", "neon", "pastel"]
     assert catalog.loras["ink"].triggers == ("inkwash", "sumi")
     assert catalog.loras["ink"].base_model == "sdxl_base_v1-0"
@@ -97,7 +95,7 @@ def test_scan_keeps_sdxl_loras_with_metadata_and_refuses_the_rest(lora_dir: Path
 
 
 def test_metadata_naming_another_base_model_is_refused(lora_dir: Path) -> None:
-    assert "made for sd_v1" in scan_loras(lora_dir, TINY_CONTEXT).refused["old.safetensors"]
+    assert "made for sd_v1" in scan_loras(lora_dir, TINY_CONTEXT_DIM).refused["old.safetensors"]
     wide = scan_loras(lora_dir, 2048)  # a model reading 2048-wide text refuses the tiny LoRAs
     assert "64-wide" in wide.refused["ink.safetensors"] and not wide.loras
 
@@ -199,7 +197,7 @@ def test_a_kohya_format_lora_is_accepted_and_changes_the_image(tmp_path: Path) -
     assert all(key.startswith("lora_unet_") for key in kohya)
     save_file({k: v.contiguous() for k, v in kohya.items()}, str(tmp_path / "kohya.safetensors"),
               metadata={"ss_base_model_version": "sdxl_base_v1-0", "ss_tag_frequency": '{"a": {"kohya": 2}}'})
-    catalog = scan_loras(tmp_path, TINY_CONTEXT)
+    catalog = scan_loras(tmp_path, TINY_CONTEXT_DIM)
     assert list(catalog.loras) == ["kohya"] and catalog.loras["kohya"].triggers == ("kohya",)
     pipeline = load_pipeline(ModelConfig(name="tiny", device="cpu"))
     attach_loras(pipeline, LoraSettings(dir=str(tmp_path)))
@@ -208,7 +206,7 @@ def test_a_kohya_format_lora_is_accepted_and_changes_the_image(tmp_path: Path) -
 
 def test_the_lru_evicts_the_least_recently_used(lora_dir: Path) -> None:
     pipe = build_tiny_pipeline()
-    manager = LoraManager(pipe, scan_loras(lora_dir, TINY_CONTEXT), max_loaded=2)
+    manager = LoraManager(pipe, scan_loras(lora_dir, TINY_CONTEXT_DIM), max_loaded=2)
     manager.activate((("ink", 1.0),))
     manager.activate((("neon", 1.0),))
     manager.activate((("ink", 0.5),))  # ink is now the most recent

@@ -165,5 +165,8 @@ def test_a_long_prompt_never_changes_its_batch_neighbours_images(tiny: Any) -> N
         assert diff.max() <= 3  # batched kernels round differently (as in tests/test_pipeline.py)
 
 
-def test_negative_weighting_is_accepted(tiny: Any) -> None:
-    assert image(tiny, "a fox", "(blur:1.4), [text]").shape == (128, 128, 3)
+def test_negative_weighting_is_accepted_and_changes_nothing_at_guidance_0(tiny: Any) -> None:
+    """--no takes the same syntax; SDXL-Lightning never encodes it (guidance 0), so the image is
+    the one without it (a shape check alone could not fail: Batch never parses the negative)."""
+    assert GenerationRequest("a fox", negative_prompt="(blur:1.4), [text]").negative_prompt == "(blur:1.4), [text]"
+    assert np.array_equal(image(tiny, "a fox", "(blur:1.4), [text]"), image(tiny, "a fox"))

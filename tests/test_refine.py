@@ -166,3 +166,25 @@ async def test_refine_without_a_model_is_refused(tmp_path: Path) -> None:
         with pytest.raises(InvalidRequest, match="refine.model") as caught:
             await env.service.imagine(ADA, "a cat --refine")
         assert caught.value.field == "refine"
+
+
+# -- imagine-bot generate --refine --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("answer", "drawn", "said"), [
+    ("a cat, detailed fur, soft light", "a cat, detailed fur, soft light", "Refined prompt: a cat, detailed fur"),
+    ("a cat with a forbiddenword", "a cat", "imagine-bot: The refined prompt did not pass the safety check"),
+])
+async def test_the_cli_refines_with_the_configured_prompt_check(
+        answer: str, drawn: str, said: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from bot.cli.generate import refine_for_cli
+    from bot.config import Config, SafetyConfig
+    from generation.request import GenerationRequest
+
+    monkeypatch.setattr("generation.refine.PromptRefiner", lambda settings: ScriptedRefiner(answer))
+    config = Config(refine=RefineSettings(model="scripted"), safety=SafetyConfig(words=("forbiddenword",)))
+    request = await refine_for_cli(config, GenerationRequest("a cat"))
+    assert request.prompt == drawn
+    assert request.original_prompt == ("a cat" if drawn != "a cat" else None)
+    assert capsys.readouterr().err.startswith(said)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 from bot.config import Config
@@ -53,23 +52,18 @@ async def refine_for_cli(config: Config, request: GenerationRequest) -> Generati
     """``request`` with its prompt refined by ``[refine] model``; the original (and a line on
     stderr saying why) when refinement fails, times out, or the configured prompt check refuses it."""
     from bot.app import prompt_checker
+    from bot.service.refining import refine_checked
     from generation.refine import PromptRefiner
 
     if config.refine.model is None:
         raise InvalidRequest("refine", "Prompt refinement is not set up (refine.model in the config).")
     refiner = PromptRefiner(config.refine)
     try:
-        outcome = await refiner.refine(request.prompt)
+        refined, note = await refine_checked(refiner, prompt_checker(config), request)
     finally:
         refiner.close()
-    if not outcome.refined:
-        print(f"imagine-bot: {outcome.note}", file=sys.stderr)
-        return request
-    if not prompt_checker(config).check(outcome.text, request.negative_prompt).allowed:
-        print("imagine-bot: the refined prompt did not pass the safety check; using yours", file=sys.stderr)
-        return request
-    print(f"refined prompt: {outcome.text}", file=sys.stderr)
-    return replace(request, prompt=outcome.text, original_prompt=request.prompt)
+    print(note if refined is not request else f"imagine-bot: {note}", file=sys.stderr)
+    return refined
 
 
 def targets_for(result: GenerationResult, output: str | None, default_dir: Path) -> list[Path]:

@@ -16,7 +16,7 @@ from typing import Any
 from generation.errors import InvalidRequest
 from generation.request import GenerationRequest
 
-__all__ = ["REFUSED_NOTE", "refine_request"]
+__all__ = ["REFUSED_NOTE", "refine_checked", "refine_request"]
 
 REFUSED_NOTE = "The refined prompt did not pass the safety check; your own prompt was used."
 
@@ -28,14 +28,21 @@ async def refine_request(ctx: Any, who: Any, request: GenerationRequest,
     if refiner is None:
         raise InvalidRequest("refine", "Prompt refinement is not set up on this bot (refine.model).")
     await ctx.moderation.check_prompt(who, request.prompt, request.negative_prompt, target)
+    request, note = await refine_checked(refiner, ctx.moderation.prompt_checker, request)
+    return request, (note,)
+
+
+async def refine_checked(refiner: Any, checker: Any,
+                         request: GenerationRequest) -> tuple[GenerationRequest, str]:
+    """``request`` with the prompt ``refiner`` writes when ``checker`` allows it (the request
+    unchanged otherwise), and the note saying which (the service and ``imagine-bot generate``)."""
     outcome = await refiner.refine(request.prompt)
     if not outcome.refined:
-        return request, (outcome.note or "Refinement failed; your own prompt was used.",)
-    verdict = ctx.moderation.prompt_checker.check(outcome.text, request.negative_prompt)
-    if not verdict.allowed:
-        return request, (REFUSED_NOTE,)
+        return request, outcome.note or "Refinement failed; your own prompt was used."
+    if not checker.check(outcome.text, request.negative_prompt).allowed:
+        return request, REFUSED_NOTE
     try:
         refined = replace(request, prompt=outcome.text, original_prompt=request.prompt)
     except InvalidRequest:
-        return request, ("Refinement gave an unusable prompt; your own prompt was used.",)
-    return refined, (f"Refined prompt: {outcome.text}",)
+        return request, "Refinement gave an unusable prompt; your own prompt was used."
+    return refined, f"Refined prompt: {outcome.text}"
