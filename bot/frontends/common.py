@@ -9,7 +9,6 @@ imports another. What lives here is what more than one front end had its own cop
     settings_changes(text)        "key=value …" → dict, None when a word has no "="
     FORGET_WARNING forgotten_counts(outcome)   the /forget confirmation and its summary
     meter(filled, total)          ▰▰▱▱ progress bar
-    Pacer                         at most one progress edit per interval
     Coalescer                     progress edits of one message: newest only, paced, out of the result's way
     render_grid render_single thumbnail   images under an upload limit (a 2-column grid), thumbnails
     image_ref shared_text link_code_text linked_text key_created_text keys_text
@@ -40,7 +39,6 @@ __all__ = [
     "quota_text",
     "FORGET_WARNING",
     "Coalescer",
-    "Pacer",
     "apology",
     "clip",
     "forgotten_counts",
@@ -210,23 +208,6 @@ def keys_text(keys: Sequence[Any]) -> str:
 def meter(filled: int, total: int) -> str:
     """A progress bar of ``total`` cells, ``filled`` of them full."""
     return "▰" * filled + "▱" * max(0, total - filled)
-
-
-class Pacer:
-    """Lets through at most one event per ``interval`` seconds (the first one at once)."""
-
-    def __init__(self, interval: float, clock: Any = time.monotonic) -> None:
-        self.interval = interval
-        self._clock = clock
-        self._last = -math.inf
-
-    def ready(self) -> bool:
-        """True (and the interval starts again) when the last event is ``interval`` ago or more."""
-        now = self._clock()
-        if now - self._last < self.interval:
-            return False
-        self._last = now
-        return True
 
 
 class Coalescer:
