@@ -11,7 +11,7 @@ imports another. What lives here is what more than one front end had its own cop
     meter(filled, total)          ▰▰▱▱ progress bar
     Coalescer                     progress edits of one message: newest only, paced, out of the result's way
     render_grid render_single thumbnail   images under an upload limit (a 2-column grid), thumbnails
-    image_ref shared_text link_code_text linked_text key_created_text keys_text
+    image_ref shared_text link_code_text linked_text key_created_text keys_text api_key_text
                                   the gallery, account linking and API keys, in every chat the same
 """
 
@@ -39,6 +39,7 @@ __all__ = [
     "quota_text",
     "FORGET_WARNING",
     "Coalescer",
+    "api_key_text",
     "apology",
     "clip",
     "forgotten_counts",
@@ -203,6 +204,19 @@ def keys_text(keys: Sequence[Any]) -> str:
         label = f" — {key.label}" if key.label else ""
         lines.append(f"{key.id}: {key.prefix}… {state}, created {when(key.created_at)}, {used}{label}")
     return "\n".join(lines)
+
+
+async def api_key_text(service: Any, who: Who, action: str, key_id: int | None = None) -> str:
+    """/apikey on every platform, once the front end has parsed it: ``new`` makes a key (shown
+    once), ``list`` lists them, ``revoke`` ends key ``key_id``; the answer to show."""
+    if action == "list":
+        return keys_text(await service.api_keys(who))
+    if action == "revoke":
+        assert key_id is not None, "revoke needs the key id"
+        await service.revoke_api_key(who, key_id)
+        return f"Revoked API key {key_id}."
+    key, row = await service.create_api_key(who)
+    return key_created_text(row.id, key)
 
 
 def meter(filled: int, total: int) -> str:
