@@ -1,7 +1,7 @@
 """Slows every denoising step of the real pipeline: shared by the bot scripts the kill tests start.
 
 ``slow_down(seconds)`` patches ``LightningPipeline.generate`` so each step sleeps first, so a test
-can kill the process mid-batch (tests/slow_bot.py, tests/discord_bot.py).
+can kill the process mid-batch (tests/slow_bot.py, tests/kill_bot.py, tests/discord_bot.py).
 """
 
 from __future__ import annotations
