@@ -36,8 +36,10 @@ from generation.errors import ImagineError
 from storage.files import fit_under
 
 __all__ = [
-    "quota_text",
+    "APIKEY_PRIVATE",
     "FORGET_WARNING",
+    "NOT_YOURS",
+    "UNLINKED",
     "Coalescer",
     "api_key_text",
     "apology",
@@ -48,17 +50,15 @@ __all__ = [
     "keys_text",
     "link_code_text",
     "linked_text",
-    "share_image",
-    "shared_text",
     "meter",
     "new_reference",
-    "APIKEY_PRIVATE",
-    "NOT_YOURS",
-    "UNLINKED",
     "on_off",
+    "quota_text",
     "render_grid",
     "render_single",
     "settings_changes",
+    "share_image",
+    "shared_text",
     "stats_lines",
     "thumbnail",
 ]
