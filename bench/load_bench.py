@@ -122,8 +122,9 @@ async def bench_telegram(args: argparse.Namespace, root: Path) -> dict[str, Any]
                 await asyncio.sleep(0.25)
             await asyncio.sleep(1.0)  # let the reactions be taken back
         report = _tg_report(fake, sent_at, start, args)
-        lag = {k: _tg_results(fake)[p] - tiny.made[number[k]] for k, p in report.pop("placeholders").items()
-               if p in _tg_results(fake) and number[k] in tiny.made}
+        results = _tg_results(fake)
+        lag = {k: results[p] - tiny.made[number[k]] for k, p in report.pop("placeholders").items()
+               if p in results and number[k] in tiny.made}
         return {**report, "generation": tiny.report(start), **_lag(lag, lambda k: k[0] < 0)}
 
 
