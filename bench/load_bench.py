@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from tests.fake_telegram import FloodRules, peak_in_window  # noqa: E402
+from tests.service_support import CountingPipeline, service_env  # noqa: E402
 
 GROUP_SIZE = 15
 
@@ -59,26 +60,18 @@ def plan(users: int, groups: int, seconds: float, seed: int) -> list[tuple[float
     return sorted(people)
 
 
-class Timed:
+class Timed(CountingPipeline):
     """The tiny pipeline, recording when each batch ran (so slow results can be told from pacing)."""
 
     def __init__(self, inner: Any) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.batches: list[tuple[float, float, int]] = []  # (start, end, images), time.monotonic()
         self.made: dict[int, float] = {}  # user number (from the prompt) -> when its batch ended
-
-    @property
-    def caps(self) -> Any:
-        return self.inner.caps
-
-    @property
-    def model_id(self) -> str:
-        return self.inner.model_id
 
     def generate(self, batch: Any, on_step: Any = None, should_stop: Any = None) -> Any:
         began = time.monotonic()
         try:
-            return self.inner.generate(batch, on_step, should_stop)
+            return super().generate(batch, on_step, should_stop)
         finally:
             ended = time.monotonic()
             self.batches.append((began, ended, len(batch.items)))
@@ -129,8 +122,9 @@ async def bench_telegram(args: argparse.Namespace, root: Path) -> dict[str, Any]
                 await asyncio.sleep(0.25)
             await asyncio.sleep(1.0)  # let the reactions be taken back
         report = _tg_report(fake, sent_at, start, args)
-        lag = {k: _tg_results(fake)[p] - tiny.made[number[k]] for k, p in report.pop("placeholders").items()
-               if p in _tg_results(fake) and number[k] in tiny.made}
+        results = _tg_results(fake)
+        lag = {k: results[p] - tiny.made[number[k]] for k, p in report.pop("placeholders").items()
+               if p in results and number[k] in tiny.made}
         return {**report, "generation": tiny.report(start), **_lag(lag, lambda k: k[0] < 0)}
 
 
@@ -212,7 +206,6 @@ def _tg_report(fake: Any, sent_at: dict[tuple[int, int], float], start: float, a
 async def bench_discord(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     from bot.frontends.discord import DiscordFrontEnd, DiscordSettings
     from tests.fake_discord import fake_discord_server
-    from tests.service_support import service_env
 
     tiny = await load_model()
     schedule = plan(args.users, args.groups, args.seconds, args.seed)

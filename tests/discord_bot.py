@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,20 +28,7 @@ import bot.safety.moderation  # noqa: E402
 import storage.jobs  # noqa: E402
 from bot.safety.images import AllowAllImages  # noqa: E402
 from bot.__main__ import main  # noqa: E402
-from generation.pipeline import LightningPipeline  # noqa: E402
-
-delay = float(sys.argv[1])
-_generate = LightningPipeline.generate
-
-
-def slow_generate(self, batch, on_step=None, should_stop=None):  # type: ignore[no-untyped-def]
-    def step(i: int, n: int) -> None:
-        time.sleep(delay)
-        if on_step is not None:
-            on_step(i, n)
-
-    return _generate(self, batch, step, should_stop)
-
+from tests.slow_steps import slow_down  # noqa: E402
 
 point, _, nth = os.environ.get("IMAGINE_KILL_AT", "").partition(":")
 _left = int(nth or 1)
@@ -77,6 +63,6 @@ async def create(*args: Any, **kwargs: Any) -> Any:
 
 discord.InteractionResponse.defer = defer  # type: ignore[method-assign]
 storage.jobs.create = create  # type: ignore[assignment]
-LightningPipeline.generate = slow_generate  # type: ignore[method-assign]
+slow_down(float(sys.argv[1]))
 bot.safety.moderation.NudityClassifier = lambda settings: AllowAllImages()  # type: ignore[assignment,misc]
 sys.exit(main(sys.argv[2:]))

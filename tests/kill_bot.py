@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,23 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.__main__ import main  # noqa: E402
 from bot.safety import AllowAllImages, moderation  # noqa: E402
-from generation.pipeline import LightningPipeline  # noqa: E402
 from storage import jobs  # noqa: E402
+from tests.slow_steps import slow_down  # noqa: E402
 
-delay = float(sys.argv[1])
-_generate = LightningPipeline.generate
 _create = jobs.create
 _kill_at = int(os.environ.get("KILL_BEFORE_JOB_COMMIT") or 0)
 _created = 0
-
-
-def slow_generate(self, batch, on_step=None, should_stop=None):  # type: ignore[no-untyped-def]
-    def step(i: int, n: int) -> None:
-        time.sleep(delay)
-        if on_step is not None:
-            on_step(i, n)
-
-    return _generate(self, batch, step, should_stop)
 
 
 async def create_then_maybe_die(*args: Any, **kwargs: Any) -> Any:
@@ -50,7 +38,7 @@ async def create_then_maybe_die(*args: Any, **kwargs: Any) -> Any:
     return row
 
 
-LightningPipeline.generate = slow_generate  # type: ignore[method-assign]
+slow_down(float(sys.argv[1]))
 # the image checker's model takes longer to load than the whole test: no image is explicit here
 moderation.NudityClassifier = lambda *args, **kwargs: AllowAllImages()  # type: ignore[assignment,misc]
 jobs.create = create_then_maybe_die  # type: ignore[assignment]

@@ -162,7 +162,7 @@ def check(bot: Bot, requests: dict[int, tuple[str, int]], refused: dict[int, str
         assert copies == 1, f"job {job_id} ({prompt}) is shown {copies} times"
         (target,), = bot.rows("SELECT target FROM jobs WHERE id = ?", job_id)
         ack = json.loads(target).get("ack")  # the 👀 on the request, taken back before "delivered"
-        assert ack is None or not fake.bot_reactions.get((ack[0], ack[1])), (job_id, ack)
+        assert ack is not None and not fake.bot_reactions.get((ack[0], ack[1])), (job_id, ack)
     assert not shown, f"{len(shown)} messages show images of no request"  # e.g. a stray second send
     assert not fake.calls("sendMediaGroup")
     for update_id, words in refused.items():

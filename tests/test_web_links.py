@@ -147,6 +147,11 @@ async def test_console_link_share_and_apikey(tmp_path: Path) -> None:
         assert "Usage: /share JOB N" in text
         key = re.search(r"^(ib_\S+)$", text, re.M).group(1)
         assert (await env.service.authenticate(key))[0].key == CAROL.key
+        key_id = re.search(r"API key (\d+), shown only now", text).group(1)
+        listed = await run(["/apikey list", f"/apikey revoke {key_id}", "/apikey list"])
+        assert f"{key_id}: {key[:6]}" in listed and " live, " in listed
+        assert f"Revoked API key {key_id}." in listed and f"{key_id}: " in listed.split("Revoked")[1]
+        assert " revoked " in listed.split("Revoked")[1]
         assert "holds the account" in text  # Carol issued the code, so her row is the account
         assert "unknown, used or expired" in text
         text = await run([f"/unshare {job} 1"])

@@ -4,7 +4,7 @@
 
     bot/frontends/
       common.py     what they share: clip, error references and the apology, settings parsing,
-                    /forget texts, progress meter, Pacer, Coalescer, grid/single/thumbnail image rendering
+                    /forget texts, progress meter, Coalescer, grid/single/thumbnail image rendering
       discord/      discord.py 2.7 slash commands, buttons, reaction ratings
       telegram/     python-telegram-bot 22 commands, inline keyboards, a paced status message
       console/      the terminal chat (the front end when no chat token is configured)

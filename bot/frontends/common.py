@@ -9,10 +9,9 @@ imports another. What lives here is what more than one front end had its own cop
     settings_changes(text)        "key=value …" → dict, None when a word has no "="
     FORGET_WARNING forgotten_counts(outcome)   the /forget confirmation and its summary
     meter(filled, total)          ▰▰▱▱ progress bar
-    Pacer                         at most one progress edit per interval
     Coalescer                     progress edits of one message: newest only, paced, out of the result's way
     render_grid render_single thumbnail   images under an upload limit (a 2-column grid), thumbnails
-    image_ref shared_text link_code_text linked_text key_created_text keys_text
+    image_ref shared_text link_code_text linked_text key_created_text keys_text api_key_text
                                   the gallery, account linking and API keys, in every chat the same
 """
 
@@ -37,10 +36,12 @@ from generation.errors import ImagineError
 from storage.files import fit_under
 
 __all__ = [
-    "quota_text",
+    "APIKEY_PRIVATE",
     "FORGET_WARNING",
+    "NOT_YOURS",
+    "UNLINKED",
     "Coalescer",
-    "Pacer",
+    "api_key_text",
     "apology",
     "clip",
     "forgotten_counts",
@@ -49,17 +50,15 @@ __all__ = [
     "keys_text",
     "link_code_text",
     "linked_text",
-    "share_image",
-    "shared_text",
     "meter",
     "new_reference",
-    "APIKEY_PRIVATE",
-    "NOT_YOURS",
-    "UNLINKED",
     "on_off",
+    "quota_text",
     "render_grid",
     "render_single",
     "settings_changes",
+    "share_image",
+    "shared_text",
     "stats_lines",
     "thumbnail",
 ]
@@ -207,26 +206,22 @@ def keys_text(keys: Sequence[Any]) -> str:
     return "\n".join(lines)
 
 
+async def api_key_text(service: Any, who: Who, action: str, key_id: int | None = None) -> str:
+    """/apikey on every platform, once the front end has parsed it: ``new`` makes a key (shown
+    once), ``list`` lists them, ``revoke`` ends key ``key_id``; the answer to show."""
+    if action == "list":
+        return keys_text(await service.api_keys(who))
+    if action == "revoke":
+        assert key_id is not None, "revoke needs the key id"
+        await service.revoke_api_key(who, key_id)
+        return f"Revoked API key {key_id}."
+    key, row = await service.create_api_key(who)
+    return key_created_text(row.id, key)
+
+
 def meter(filled: int, total: int) -> str:
     """A progress bar of ``total`` cells, ``filled`` of them full."""
     return "▰" * filled + "▱" * max(0, total - filled)
-
-
-class Pacer:
-    """Lets through at most one event per ``interval`` seconds (the first one at once)."""
-
-    def __init__(self, interval: float, clock: Any = time.monotonic) -> None:
-        self.interval = interval
-        self._clock = clock
-        self._last = -math.inf
-
-    def ready(self) -> bool:
-        """True (and the interval starts again) when the last event is ``interval`` ago or more."""
-        now = self._clock()
-        if now - self._last < self.interval:
-            return False
-        self._last = now
-        return True
 
 
 class Coalescer:

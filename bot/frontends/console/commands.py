@@ -11,10 +11,9 @@ from typing import TYPE_CHECKING
 from bot.frontends.common import (
     FORGET_WARNING,
     UNLINKED,
+    api_key_text,
     forgotten_counts,
     image_ref,
-    key_created_text,
-    keys_text,
     link_code_text,
     linked_text,
     on_off,
@@ -201,12 +200,10 @@ class CommandHandlers:
         elif command == "/unlink":
             self.say(UNLINKED[await self.service.unlink(self.who)])
         elif args[:1] == ["revoke"] and len(args) == 2 and args[1].isdecimal():
-            await self.service.revoke_api_key(self.who, int(args[1]))
-            self.say(f"Revoked API key {args[1]}.")
+            self.say(await api_key_text(self.service, self.who, "revoke", int(args[1])))
         elif args[:1] == ["list"]:
-            self.say(keys_text(await self.service.api_keys(self.who)))
+            self.say(await api_key_text(self.service, self.who, "list"))
         elif args:
             self.say("Usage: /apikey (a new key) | /apikey list | /apikey revoke ID")
         else:
-            key, row = await self.service.create_api_key(self.who)
-            self.say(key_created_text(row.id, key))
+            self.say(await api_key_text(self.service, self.who, "new"))

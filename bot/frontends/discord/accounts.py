@@ -23,8 +23,7 @@ from discord import app_commands
 from bot.frontends.common import (
     APIKEY_PRIVATE,
     UNLINKED,
-    key_created_text,
-    keys_text,
+    api_key_text,
     link_code_text,
     linked_text,
     share_image,
@@ -85,17 +84,9 @@ class AccountHandlers:
             if interaction.guild_id is not None:
                 await interaction.response.send_message(APIKEY_PRIVATE, ephemeral=True)
                 return
-            who = who_of(interaction.user)
-            if action == "list":
-                text = keys_text(await self.service.api_keys(who))
-            elif action == "revoke":
-                if key_id is None:
-                    raise ImagineError("Which key? /apikey action:revoke key:ID (the id from /apikey list).")
-                await self.service.revoke_api_key(who, key_id)
-                text = f"Revoked API key {key_id}."
-            else:
-                key, row = await self.service.create_api_key(who)
-                text = key_created_text(row.id, key)
+            if action == "revoke" and key_id is None:
+                raise ImagineError("Which key? /apikey action:revoke key:ID (the id from /apikey list).")
+            text = await api_key_text(self.service, who_of(interaction.user), action, key_id)
             await interaction.response.send_message(text, ephemeral=True)
 
         await self.guard(interaction, run)

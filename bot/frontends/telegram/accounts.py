@@ -23,9 +23,8 @@ from telegram.ext import ContextTypes
 from bot.frontends.common import (
     APIKEY_PRIVATE,
     UNLINKED,
+    api_key_text,
     image_ref,
-    key_created_text,
-    keys_text,
     link_code_text,
     linked_text,
     share_image,
@@ -126,14 +125,12 @@ class AccountHandlers:
             await message.reply_text(APIKEY_PRIVATE)
             return
         who, args = who_of(user), command_text(message.text).split()
-        if args[:1] == ["list"] and len(args) == 1:
-            text = keys_text(await self.service.api_keys(who))
+        if args == ["list"]:
+            text = await api_key_text(self.service, who, "list")
         elif args[:1] == ["revoke"] and len(args) == 2 and args[1].isdecimal():
-            await self.service.revoke_api_key(who, int(args[1]))
-            text = f"Revoked API key {args[1]}."
+            text = await api_key_text(self.service, who, "revoke", int(args[1]))
         elif args:
             text = "Usage: /apikey (a new key) · /apikey list · /apikey revoke ID"
         else:
-            key, row = await self.service.create_api_key(who)
-            text = key_created_text(row.id, key)
+            text = await api_key_text(self.service, who, "new")
         await message.reply_text(text)

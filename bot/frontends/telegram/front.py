@@ -78,8 +78,10 @@ class TelegramFrontEnd(CommandHandlers, AccountHandlers, ButtonHandlers, Deliver
             .token(s.token)
             .rate_limiter(RetryingLimiter(max_retries=s.max_retries, attempts=s.send_retries,
                                           backoff=s.send_retry_backoff, limits=FloodLimits(
-                                              s.overall_per_second, s.group_per_minute, s.private_interval,
-                                              s.group_status_share)))
+                                              overall_per_second=s.overall_per_second,
+                                              group_per_minute=s.group_per_minute,
+                                              private_interval=s.private_interval,
+                                              status_share=s.group_status_share)))
             .update_queue(StoringQueue(self.service))  # stored before PTB can confirm it
             .concurrent_updates(InboxProcessor(self.service))
             .media_write_timeout(s.upload_timeout)

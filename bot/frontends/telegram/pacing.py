@@ -124,10 +124,9 @@ class _Window:
         used = self.used(now)
         if used + cost <= limit:
             return 0.0
-        if cost > limit:  # an album larger than the whole budget: wait for an empty window
-            ends = sorted(s[0] for s in self.stamps)
-            return None if ends and ends[-1] == _IN_FLIGHT else (ends[-1] + self.period - now if ends else 0.0)
         ends = sorted(s[0] for s in self.stamps)
+        if cost > limit:  # an album larger than the whole budget: wait for an empty window
+            return None if ends and ends[-1] == _IN_FLIGHT else (ends[-1] + self.period - now if ends else 0.0)
         oldest = ends[used + cost - limit - 1]
         return None if oldest == _IN_FLIGHT else max(oldest + self.period - now, 0.0)
 
@@ -252,18 +251,14 @@ class FloodPacer(BaseRateLimiter[int]):
                 window = _Window(1, limits.private_interval)
             else:
                 return None
-            if len(self._chats) > 4096:  # forget idle chats
-                now = self.clock()
-                self._chats = {k: w for k, w in self._chats.items() if w.used(now)}
+            self._chats = _forget_idle(self._chats, self.clock())
             self._chats[chat] = window
         return window
 
     def _send_window(self, chat: int | str) -> _Window:
         window = self._sends.get(chat)
         if window is None:
-            if len(self._sends) > 4096:
-                now = self.clock()
-                self._sends = {k: w for k, w in self._sends.items() if w.used(now)}
+            self._sends = _forget_idle(self._sends, self.clock())
             limit = max(int(self.limits.group_per_minute * self.limits.send_share), 1)
             window = self._sends[chat] = _Window(limit, MINUTE)
         return window
@@ -321,6 +316,11 @@ class FloodPacer(BaseRateLimiter[int]):
         if next_at is not None:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(max(next_at - self.clock(), 0.0) + 0.001, self._pump)
+
+
+def _forget_idle(windows: dict[int | str, _Window], now: float) -> dict[int | str, _Window]:
+    """``windows`` without the idle chats once there are more than 4096 of them."""
+    return {k: w for k, w in windows.items() if w.used(now)} if len(windows) > 4096 else windows
 
 
 def _seconds(value: Any) -> float:

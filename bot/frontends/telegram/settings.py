@@ -34,7 +34,7 @@ class TelegramSettings:
     private_interval: float = 1.0  # seconds per message in a private chat
     group_status_share: float = 0.5  # share of a group's minute that status edits may use
     ack_reaction: str = "👀"  # set on an /imagine message at once, removed on delivery; "": none
-    max_retries: int = 2  # AIORateLimiter retries after a 429 (it waits retry_after)
+    max_retries: int = 2  # retries after a 429 (the pacer waits retry_after; pacing.py)
     send_retries: int = 4  # retries of a call that failed with a 5xx or a network error
     send_retry_backoff: float = 0.5  # seconds before the first of them; doubles each time
     history_per_page: int = 5

@@ -1,0 +1,28 @@
+"""Slows every denoising step of the real pipeline: shared by the bot scripts the kill tests start.
+
+``slow_down(seconds)`` patches ``LightningPipeline.generate`` so each step sleeps first, so a test
+can kill the process mid-batch (tests/slow_bot.py, tests/kill_bot.py, tests/discord_bot.py).
+"""
+
+from __future__ import annotations
+
+import time
+
+from generation.pipeline import LightningPipeline
+
+__all__ = ["slow_down"]
+
+
+def slow_down(delay: float) -> None:
+    """Every denoising step of every later generate() call sleeps ``delay`` seconds first."""
+    _generate = LightningPipeline.generate
+
+    def slow_generate(self, batch, on_step=None, should_stop=None):  # type: ignore[no-untyped-def]
+        def step(i: int, n: int) -> None:
+            time.sleep(delay)
+            if on_step is not None:
+                on_step(i, n)
+
+        return _generate(self, batch, step, should_stop)
+
+    LightningPipeline.generate = slow_generate  # type: ignore[method-assign]
