@@ -108,3 +108,36 @@ async def test_fake_discord_enforces_the_global_limit_but_not_on_interactions() 
                 if response.status == 429:
                     assert response.headers["X-RateLimit-Global"] == "true" and "Via" in response.headers
         assert statuses == [200, 200, 200, 429, 429]
+
+
+async def test_no_progress_edit_lands_after_the_apology_when_following_fails() -> None:
+    from types import SimpleNamespace
+
+    from bot.frontends.discord.delivery import Delivering
+    from bot.service import Queued, Running
+
+    said: list[str] = []
+
+    class Ticket:
+        job_id = "j1"
+        request = SimpleNamespace(prompt="a comet")
+
+        async def updates(self):  # type: ignore[no-untyped-def]
+            yield Queued(position=1, eta=2.0)
+            await asyncio.sleep(0.05)  # the first edit goes at once
+            yield Running(step=1, steps=4)  # waits: the interval has not passed
+            raise RuntimeError("the ticket broke")
+
+    class Front(Delivering):
+        settings = SimpleNamespace(progress_edit_interval=0.3)
+
+        async def _progress(self, reply, text):  # type: ignore[no-untyped-def]
+            said.append(text)
+
+        async def _post(self, reply, text, **kwargs):  # type: ignore[no-untyped-def]
+            said.append(text)
+
+    await Front()._follow(Ticket(), SimpleNamespace(private=False))  # type: ignore[arg-type]
+    await asyncio.sleep(0.5)  # past the interval: a waiting edit would have gone by now
+    assert said[0].startswith("⏳") and said[-1].startswith("Sorry, your images could not be sent")
+    assert not any(text.startswith("🎨") for text in said)

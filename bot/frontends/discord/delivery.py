@@ -129,6 +129,7 @@ class Delivering:
             ref = new_reference()
             logger.exception("discord: following job %s failed (reference %s)", ticket.job_id, ref)
             with contextlib.suppress(Exception):
+                await progress.settle()  # no progress edit may land after the apology
                 await self._post(reply, f"Sorry, your images could not be sent (reference {ref}).")
 
     async def _progress(self, reply: Reply, text: str) -> None:
