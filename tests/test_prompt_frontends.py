@@ -187,7 +187,7 @@ def test_generate_takes_lora_tags_weights_and_refine(tmp_path: Path, capsys: pyt
     metadata = read_png_metadata(out.read_bytes())
     assert metadata["loras"] == [{"name": "ink", "weight": 0.6, "hash": metadata["loras"][0]["hash"]}]
     assert len(metadata["loras"][0]["hash"]) == 12
-    if "refined prompt:" in err:  # the tiny random LM's nonsense, when it cleans to some text
+    if "Refined prompt:" in err:  # the tiny random LM's nonsense, when it cleans to some text
         assert metadata["original_prompt"] == "a (red:1.3) fox"
     else:
         assert "your own prompt was used" in err and metadata["prompt"] == "a (red:1.3) fox"
