@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 import secrets
 import unicodedata
 from dataclasses import dataclass, field, replace
@@ -22,6 +23,7 @@ from generation.core.weighting import parse_weighted
 
 __all__ = [
     "ASPECT_RATIOS",
+    "DEFAULT_STRENGTH",
     "GenerationRequest",
     "GenerationResult",
     "LORA_WEIGHT_BOUNDS",
@@ -35,7 +37,10 @@ __all__ = [
     "Shape",
     "denoising_steps",
     "has_visible_text",
+    "nearest_bucket",
+    "parse_ratio",
     "random_seed",
+    "sdxl_buckets",
 ]
 
 LoraSet = tuple[tuple[str, float], ...]
@@ -70,6 +75,47 @@ ASPECT_RATIOS: dict[str, tuple[int, int]] = {
     "2:3": (832, 1216),
     "21:9": (1536, 640),
 }
+MAX_ASPECT = 4  # whole-number ratios up to 4:1 either way
+_RATIO = re.compile(r"^\s*(\d{1,5})\s*:\s*(\d{1,5})\s*$")
+
+
+def sdxl_buckets(base: int = 1024) -> tuple[tuple[int, int], ...]:
+    """SDXL's resolution buckets at ``base``: for each width a multiple of 64 from 512 to 2048 (at
+    1024), the tallest multiple of 64 that keeps the area within 1024², and the transposes; from
+    4:1 to 1:4. They include every size of :data:`ASPECT_RATIOS`. Other bases scale them."""
+    found: set[tuple[int, int]] = set()
+    for width in range(512, 2049, 64):
+        height = min(2048, (1024 * 1024 // width) // 64 * 64)
+        if height >= 512:
+            found.update({(width, height), (height, width)})
+    found.update(ASPECT_RATIOS.values())
+    scale = base / 1024
+    return tuple(sorted({(_snap(w * scale), _snap(h * scale)) for w, h in found}))
+
+
+def parse_ratio(text: object) -> tuple[int, int]:
+    """``"W:H"`` (whole numbers, at most 4:1 either way) as (W, H); InvalidRequest naming the fix."""
+    match = _RATIO.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise InvalidRequest(
+            "aspect", f"An aspect ratio is two whole numbers as width:height, like 16:9 or 4:5, not {text!r}."
+        )
+    width, height = int(match.group(1)), int(match.group(2))
+    if width == 0 or height == 0:
+        raise InvalidRequest("aspect", f"Aspect ratio {width}:{height} has a zero side; use e.g. 1:1 or 4:5.")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise InvalidRequest(
+            "aspect", f"Aspect ratio {width}:{height} is beyond {MAX_ASPECT}:1; use at most "
+                      f"{MAX_ASPECT}:1 (wide) or 1:{MAX_ASPECT} (tall)."
+        )
+    return width, height
+
+
+def nearest_bucket(width: float, height: float, base: int = 1024) -> tuple[int, int]:
+    """The bucket of :func:`sdxl_buckets` whose ratio is closest to width:height (larger area on a tie)."""
+    wanted = math.log(width / height)
+    return min(sdxl_buckets(base), key=lambda size: (round(abs(math.log(size[0] / size[1]) - wanted), 9),
+                                                     -size[0] * size[1]))
 
 
 def random_seed() -> int:
@@ -298,13 +344,17 @@ class ModelCaps:
         scale = self.base_resolution / 1024
         return {ar: (_snap(w * scale), _snap(h * scale)) for ar, (w, h) in ASPECT_RATIOS.items()}
 
+    def buckets(self) -> tuple[tuple[int, int], ...]:
+        """Every size this model makes: the SDXL buckets at its base resolution (4:1 to 1:4)."""
+        return tuple(sorted(set(sdxl_buckets(self.base_resolution)) | set(self.sizes().values())))
+
     def size_for(self, aspect: str) -> tuple[int, int]:
+        """The size of a named ratio ("16:9"), or of the bucket nearest any W:H up to 4:1 ("4:5")."""
         sizes = self.sizes()
-        if aspect not in sizes:
-            raise InvalidRequest(
-                "aspect", f"Unknown aspect ratio {aspect!r}; choose one of {_join(sizes)}."
-            )
-        return sizes[aspect]
+        if isinstance(aspect, str) and aspect.strip() in sizes:
+            return sizes[aspect.strip()]
+        width, height = parse_ratio(aspect)
+        return nearest_bucket(width, height, self.base_resolution)
 
     def check(self, request: GenerationRequest) -> GenerationRequest:
         """Raise InvalidRequest unless this model can run ``request``; return it otherwise."""
@@ -315,12 +365,12 @@ class ModelCaps:
                 f"{request.steps} steps is not available.",
             )
         request = self._check_loras(request)
-        if (request.width, request.height) not in self.sizes().values():
+        if (request.width, request.height) not in self.buckets():
             allowed = ", ".join(f"{ar} ({w}x{h})" for ar, (w, h) in self.sizes().items())
             raise InvalidRequest(
                 "size",
                 f"{request.width}x{request.height} is not a supported size; use an aspect ratio: "
-                f"{allowed}.",
+                f"{allowed}, or any W:H up to {MAX_ASPECT}:1.",
             )
         return request
 
