@@ -199,10 +199,12 @@ async def get_image(db: Executor, image_id: int) -> Image | None:
 
 
 async def referenced_paths(db: Executor) -> set[str]:
-    """Every file path some image row points to."""
-    return {row[0] for row in await db.fetchall("SELECT DISTINCT path FROM images")}
+    """Every file path some image row (or a job's input image) points to."""
+    return {row[0] for row in await db.fetchall("SELECT path FROM images UNION SELECT path FROM job_inputs")}
 
 
 async def is_referenced(db: Executor, path: str) -> bool:
-    """Whether any image row points to ``path``."""
-    return bool(await db.fetchval("SELECT EXISTS (SELECT 1 FROM images WHERE path = ?)", (path,)))
+    """Whether any image row (or a job's input image) points to ``path``."""
+    return bool(await db.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM images WHERE path = ?) OR EXISTS (SELECT 1 FROM job_inputs WHERE path = ?)",
+        (path, path)))

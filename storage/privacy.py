@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 async def forget(db: Database, user_id: int, *, keep_quota_from: str | None = None) -> list[str]:
     """Delete what the user made and said; keep what protects others. Returns orphaned paths.
 
-    Deleted: jobs (prompts, history), their images and every rating of them, the user's own
+    Deleted: jobs (prompts, history), their images, the images they started from (uploads) and every rating of them, the user's own
     ratings, saved settings and display name, and quota rows of windows before
     ``keep_quota_from`` (all of them when it is None).
     Kept, keyed by the platform identity: the user row itself with its block, the quota used
@@ -30,9 +30,10 @@ async def forget(db: Database, user_id: int, *, keep_quota_from: str | None = No
     """
     async with db.transaction() as tx:
         rows = await tx.fetchall(
-            "SELECT DISTINCT images.path FROM images JOIN jobs ON jobs.id = images.job_id"
+            "SELECT images.path FROM images JOIN jobs ON jobs.id = images.job_id WHERE jobs.user_id = ?"
+            " UNION SELECT job_inputs.path FROM job_inputs JOIN jobs ON jobs.id = job_inputs.job_id"
             " WHERE jobs.user_id = ?",
-            (user_id,),
+            (user_id, user_id),
         )
         paths = [row["path"] for row in rows]
         await tx.execute("DELETE FROM ratings WHERE user_id = ?", (user_id,))
@@ -49,7 +50,8 @@ async def forget(db: Database, user_id: int, *, keep_quota_from: str | None = No
         orphans = [
             path
             for path in paths
-            if not await tx.fetchval("SELECT EXISTS (SELECT 1 FROM images WHERE path = ?)", (path,))
+            if not await tx.fetchval("SELECT EXISTS (SELECT 1 FROM images WHERE path = ?)"
+                                     " OR EXISTS (SELECT 1 FROM job_inputs WHERE path = ?)", (path, path))
         ]
     log.info("forgot user %s (%s); %d file(s) unreferenced", user_id, bool(scrubbed), len(orphans))
     return sorted(orphans)

@@ -70,6 +70,8 @@ from generation.core.styles import STYLES
 __all__ = [
     "Defaults",
     "OptionsError",
+    "PENDING_UPLOAD",
+    "STRENGTH_BOUNDS",
     "aspect_of",
     "help_text",
     "parse_imagine",
@@ -78,6 +80,7 @@ __all__ = [
 ]
 
 OptionsError = InvalidRequest
+PENDING_UPLOAD = "/pending-upload"  # init_image of a parsed upload request until the image is stored
 
 _MAX_INT_DIGITS = 30  # longer digit strings are out of range anyway; int() would be slow/refuse
 
@@ -155,15 +158,16 @@ def parse_imagine(
     lora: str | None = None,
     refine: bool | None = None,
     strength: float | str | None = None,
-    image: str | None = None,
     image_size: tuple[int, int] | None = None,
     default_strength: float = DEFAULT_STRENGTH,
 ) -> GenerationRequest:
     """Parse ``text`` (plus typed slash-command options) into a request ``caps`` can run.
 
-    ``image`` (the absolute path of a checked upload of ``image_size``) makes an img2img request
-    that starts from it, at the bucket nearest its ratio unless an aspect ratio is given.
+    ``image_size`` (the size of an image the user sent) makes an img2img request at the bucket
+    nearest the image's ratio unless an aspect ratio is given; its ``init_image`` is
+    :data:`PENDING_UPLOAD` until the service stores the fitted image and puts its path there.
     """
+    image = PENDING_UPLOAD if image_size is not None else None
     if not isinstance(text, str):
         raise InvalidRequest("prompt", "The prompt is empty: describe the image you want.")
     prompt_words, settings, negative_words = _read_flags(lex(text), caps)

@@ -44,6 +44,7 @@ class ServiceSettings:
     default_model: str = "sdxl-lightning"
     checkpoint_hash: str | None = None  # recorded with each job when the executor has none
     variation_strength: float = 0.6
+    image_strength: float = 0.6  # how much of a user's own image changes when they give no strength
     admin_priority: bool = True  # admins' jobs use the queue's priority lane
     settle_timeout_s: float = 30.0  # how long cancel/forget wait for a job to settle
     public_url: str = ""  # the web front end's address ([web] public_url), for links in chat replies
@@ -178,6 +179,8 @@ class ServiceContext:
     def _described(self, request: GenerationRequest) -> str:
         """What a done line and history show: the /imagine text, or what a variation varies."""
         variation = self._variation_of(request)
+        if variation is None and request.kind == "img2img":
+            return f"{self._command(request)} (from your image)"
         if variation is None:
             return self._command(request)
         return (f"variation of image {variation['image']} of {variation['job']} "

@@ -10,6 +10,9 @@ The life of one accepted request::
     front end  sends the images → mark_delivered() (False: already delivered, skip)
     restart    recover(): queued/running rows run again (priority, not charged again);
                done-but-undelivered rows come back as Deliveries to send
+
+Size: the life of a job (accept, follow, store, recover) reads in one place; an uploaded image's
+checks live in :mod:`bot.service.uploads`.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from bot.service.context import ACTIVE, ServiceContext
 from bot.service.refining import refine_request
 from bot.service.scoring import drain as drain_scoring
 from bot.service.scoring import score_later
+from bot.service.uploads import StoredUpload, checked_upload, store_upload
 from bot.service.tickets import (
     AlreadyAccepted,
     CancelOutcome,
@@ -48,7 +52,7 @@ from generation.scheduling import queue as gq
 from generation.core.errors import ImagineError, JobCancelled
 from generation.scheduling.queue import ShuttingDown
 from generation.core.request import GenerationRequest, GenerationResult, random_seed
-from storage import images, inbox, jobs, model_versions, quotas, users
+from storage import images, inbox, inputs, jobs, model_versions, quotas, users
 from storage.files import png_with_metadata
 from storage.db import Transaction
 from storage.inbox import InboxItem
@@ -94,23 +98,29 @@ class JobsPart(ServiceContext):
         await self.writes.flush()
 
     async def imagine(self, who: Who, text: str, *, target: dict[str, Any] | None = None,
-                      origin: Origin | None = None, **options: Any) -> Ticket:
+                      origin: Origin | None = None, image: bytes | None = None, **options: Any) -> Ticket:
         """Accept ``/imagine text`` (plus typed options): charged, stored, queued; or raise.
 
         ``origin`` (platform, inbox key) ties the job to the stored platform request: the job
         row and "handled" commit together, and a second call for the same origin raises
         :class:`AlreadyAccepted` instead of making (and charging) a second job.
+        ``image`` (the bytes of a file the user sent) makes it start from that image
+        (:mod:`bot.service.uploads`: checked, fitted and stored before anything is charged).
         """
         user = await self._active_user(who)
+        upload = await checked_upload(image) if image is not None else None
         request = parse_imagine(
             text, caps=self.caps, defaults=accounts_rules.defaults_from(user.settings, refine=self.refiner is not None),
-            user_id=who.user_id, platform=who.platform, **options,
+            user_id=who.user_id, platform=who.platform, image_size=upload.size if upload else None,
+            default_strength=self.config.image_strength, **options,
         )
         notes: tuple[str, ...] = ()
         if request.refine:  # prompt power: a small LLM rewrites the prompt (bot/service/refining.py)
             request, notes = await refine_request(self, who, request, target)
-        ticket = await self._submit(who, user, request, target=target, dedupe=request.seed is not None,
-                                    origin=origin)
+        request, stored = await store_upload(self, who, upload, request, target) if upload else (request, None)
+        ticket = await self._submit(who, user, request, target=target,
+                                    dedupe=request.seed is not None and upload is None, origin=origin,
+                                    upload=stored)
         ticket.notes = notes
         return ticket
 
@@ -151,7 +161,8 @@ class JobsPart(ServiceContext):
                                   origin=origin)
 
     async def _submit(self, who: Who, user: User, request: GenerationRequest, *,
-                      target: dict[str, Any] | None, dedupe: bool, origin: Origin | None = None) -> Ticket:
+                      target: dict[str, Any] | None, dedupe: bool, origin: Origin | None = None,
+                      upload: StoredUpload | None = None) -> Ticket:
         """Check, charge, store and enqueue ``request``."""
         origin_key = _origin_key(origin)
         if origin_key is not None:
@@ -174,7 +185,8 @@ class JobsPart(ServiceContext):
         window = quotas.window_start(now, self.config.quota_window)
         priority = self.config.admin_priority and self.is_admin(who)
         try:
-            job = await self._charge_and_store(user, request, key, target, now, window, priority, origin)
+            job = await self._charge_and_store(user, request, key, target, now, window, priority, origin,
+                                               upload)
         except sqlite3.IntegrityError:
             found = await jobs.find_by_origin(self.db, origin_key) if origin_key else None
             if found is None:
@@ -192,8 +204,9 @@ class JobsPart(ServiceContext):
 
     async def _charge_and_store(self, user: User, request: GenerationRequest, key: str,
                                 target: dict[str, Any] | None, now: datetime, window: str,
-                                priority: bool, origin: Origin | None) -> JobRow:
-        """One transaction: consume quota, insert the job row, close its inbox request."""
+                                priority: bool, origin: Origin | None,
+                                upload: StoredUpload | None = None) -> JobRow:
+        """One transaction: consume quota, insert the job row (and its input image), close its inbox request."""
         async with self.db.transaction() as tx:
             if await quotas.consume_with_override(tx, user.id, request.count, self.config.daily_quota,
                                                   window) is None:
@@ -206,6 +219,9 @@ class JobsPart(ServiceContext):
                 target=target, key=key, checkpoint_hash=self.checkpoint_hash,
                 job_id=uuid.uuid4().hex[:12], now=now, origin=_origin_key(origin),
             )
+            if upload is not None:
+                await inputs.add(tx, job.id, upload.path, upload.sha256, upload.width, upload.height,
+                                 upload.bytes, now=now)
             if origin is not None:
                 await inbox.mark_handled(tx, origin[0], origin[1], now)
         return job
