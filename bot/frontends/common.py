@@ -22,6 +22,7 @@ import contextlib
 import io
 import logging
 import math
+import re
 import shlex
 import time
 import uuid
@@ -32,12 +33,14 @@ from typing import Any
 from PIL import Image
 
 from bot.service import FORGET_KEEPS, NotAllowed, NotFound, StoredImage, Who
-from generation.core.errors import ImagineError
+from generation.core.errors import ImagineError, InvalidRequest
+from generation.tools.inputs import MAX_UPLOAD_BYTES
 from storage.files import fit_under
 
 __all__ = [
     "APIKEY_PRIVATE",
     "FORGET_WARNING",
+    "MAX_UPLOAD_BYTES",
     "NOT_YOURS",
     "UNLINKED",
     "Coalescer",
@@ -54,6 +57,9 @@ __all__ = [
     "new_reference",
     "on_off",
     "quota_text",
+    "read_image_file",
+    "split_image_flag",
+    "upload_too_large",
     "render_grid",
     "render_single",
     "settings_changes",
@@ -65,6 +71,42 @@ __all__ = [
 
 FORGET_WARNING = ("This deletes your history, ratings, settings and images for good. "
                   "Blocks, strikes, cooldowns, this window's used quota and personal limits stay.")
+
+
+def upload_too_large(size: int | None) -> str | None:
+    """The refusal for a file the platform says is over the upload limit (before downloading it)."""
+    if size is not None and size > MAX_UPLOAD_BYTES:
+        return (f"Your image is {size:,} bytes, over the {MAX_UPLOAD_BYTES / 1e6:g} MB limit; "
+                "send a smaller or more compressed one.")
+    return None
+
+
+_IMAGE_FLAG = re.compile(r"""(?:^|\s)--image(?:=|\s+)("[^"]*"|'[^']*'|\S+)""", re.IGNORECASE)
+
+
+def split_image_flag(text: str) -> tuple[str, str | None]:
+    """``--image PATH`` taken out of a terminal line: (the rest, PATH or None). PATH may be quoted."""
+    match = _IMAGE_FLAG.search(text)
+    if match is None:
+        if re.search(r"(?:^|\s)--image\s*$", text, re.IGNORECASE):
+            raise InvalidRequest("image", "--image needs the path of a picture, e.g. --image photo.jpg")
+        return text, None
+    path = match.group(1)
+    if path[:1] in "\"'" and path[-1:] == path[:1] and len(path) > 1:
+        path = path[1:-1]
+    return (text[:match.start()] + " " + text[match.end():]).strip(), path
+
+
+def read_image_file(path: str) -> bytes:
+    """The bytes of a local picture for ``--image`` (InvalidRequest saying what is wrong)."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise InvalidRequest("image", f"There is no file {path!r}; give the path of a PNG, JPEG or WebP picture.")
+    size = file.stat().st_size
+    too_large = upload_too_large(size)
+    if too_large:
+        raise InvalidRequest("image", too_large)
+    return file.read_bytes()
 
 
 def clip(text: str, limit: int) -> str:
