@@ -25,6 +25,7 @@ from telegram.ext import (
     CallbackQueryHandler,
     CommandHandler,
     ContextTypes,
+    MessageHandler,
     MessageReactionHandler,
     filters,
 )
@@ -104,6 +105,9 @@ class TelegramFrontEnd(CommandHandlers, AccountHandlers, ButtonHandlers, Deliver
         }
         for name, handler in commands.items():
             app.add_handler(CommandHandler(name, self._guard(handler), filters=only_new))
+        # a photo (or a file) whose caption is /imagine …: CommandHandler reads text only
+        captioned = filters.CaptionRegex(r"^/imagine(?:@\w+)?(?:\s|$)") & (filters.PHOTO | filters.Document.ALL)
+        app.add_handler(MessageHandler(captioned & only_new, self._guard(self._imagine)))
         app.add_handler(CallbackQueryHandler(self._guard(self._button)))
         app.add_handler(MessageReactionHandler(
             self._reaction, message_reaction_types=MessageReactionHandler.MESSAGE_REACTION_UPDATED))
