@@ -6,6 +6,7 @@ moderation commands are :mod:`bot.frontends.console.moderation`.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from bot.frontends.common import (
@@ -18,8 +19,10 @@ from bot.frontends.common import (
     linked_text,
     on_off,
     quota_text,
+    read_image_file,
     settings_changes,
     share_image,
+    split_image_flag,
     stats_lines,
 )
 from bot.frontends.console.moderation import MODERATION_COMMANDS, ConsoleModeration
@@ -29,7 +32,8 @@ from bot.service import ImagineService, Ticket, Who
 __all__ = ["COMMANDS", "CommandHandlers"]
 
 COMMANDS = """Commands:
-  /imagine PROMPT [options]   make images (a line without a slash does the same)
+  /imagine PROMPT [options]   make images (a line without a slash does the same);
+                              --image PATH starts from a picture, --strength 0.4 how much changes
   /history [SEARCH]           your recent requests and their image ids
   /rate IMAGE_ID STARS        rate an image 1-5
   /quota                      images left in this quota window (hour, day or week)
@@ -83,7 +87,9 @@ class CommandHandlers:
         if command != "/forget":
             self._confirm_forget = False
         if command == "/imagine":
-            ticket = await self.service.imagine(self.who, rest, target={"console": True})
+            rest, path = split_image_flag(rest)  # --image PATH: start from a local picture
+            image = await asyncio.to_thread(read_image_file, path) if path else None
+            ticket = await self.service.imagine(self.who, rest, target={"console": True}, image=image)
             for note in ticket.notes:  # --refine: the refined prompt, or why the user's own was used
                 self.say(note)
             self.follow(ticket)
