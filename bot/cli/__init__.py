@@ -99,7 +99,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     from bot.cli.generate import generate
 
     writable(_output_folder(args.output, config.output_dir), "the output folder")
-    for path in asyncio.run(generate(config, args.prompt, args.output, args.model, quiet=args.quiet)):
+    for path in asyncio.run(generate(config, args.prompt, args.output, args.model, quiet=args.quiet,
+                                     image=args.image, strength=args.strength)):
         print(path)
     return 0
 
@@ -230,6 +231,9 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--model", help="'tiny' (offline, random weights) or 'sdxl-lightning'")
     gen.add_argument("--config", help=config_help)
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    gen.add_argument("--image", metavar="PATH", help="start from this picture (img2img; PNG, JPEG or WebP)")
+    gen.add_argument("--strength", type=float, metavar="S",
+                     help="with --image: how much of it changes, 0.1 to 1 (default 0.6)")
     run = sub.add_parser("run", help="run the bot (the terminal chat when no chat token is set)")
     run.add_argument("--config", help=config_help)
     run.add_argument("--model", help="override model.name, e.g. 'tiny' for an offline demo")

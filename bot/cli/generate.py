@@ -3,49 +3,74 @@
 from __future__ import annotations
 
 import sys
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from bot.config import Config
 from bot.options import parse_imagine, render
 from generation.core.errors import InvalidRequest
 from generation.core.request import GenerationRequest, GenerationResult
+from generation.tools.inputs import MAX_UPLOAD_BYTES, Upload, check_upload, fit_image
 from storage.files import png_with_metadata
 
 __all__ = ["generate", "refine_for_cli", "targets_for", "write_images"]
 
 
 async def generate(
-    config: Config, text: str, output: str | None, model: str | None, *, quiet: bool = False
+    config: Config, text: str, output: str | None, model: str | None, *, quiet: bool = False,
+    image: str | None = None, strength: float | None = None,
 ) -> list[Path]:
-    """Parse ``text``, run it through the queue with a progress bar, write PNGs; return paths."""
+    """Parse ``text``, run it through the queue with a progress bar, write PNGs; return paths.
+
+    ``image`` (a local picture) makes it start from that picture, checked and fitted as an upload
+    to the bot is (:mod:`generation.tools.inputs`); ``strength`` is how much of it changes.
+    """
     from tqdm import tqdm
 
     from bot.app import engine
     from generation.scheduling.queue import Cancelled, Done, Failed, Queued, Started, Step
 
+    upload = _read_upload(image) if image is not None else None
     async with engine(config, model=model) as queue:
-        caps = queue.caps
-        request = parse_imagine(text, caps=caps).with_seed()
-        if request.refine:
-            request = await refine_for_cli(config, request)
-        job = queue.submit(request)
-        bar = tqdm(total=request.steps, unit="step", disable=quiet, file=sys.stderr, leave=False)
-        try:
-            async for event in job.events():
-                if isinstance(event, Queued):
-                    bar.set_description(f"queued #{event.position}")
-                elif isinstance(event, Started):
-                    bar.set_description(f"{request.count} image(s)")
-                elif isinstance(event, Step):
-                    bar.n = event.step
-                    bar.refresh()
-                elif isinstance(event, (Done, Failed, Cancelled)):
-                    break
-        finally:
-            bar.close()
-        result = await job.result()
-        model_hash = getattr(getattr(queue, "executor", None), "checkpoint_hash", None)
+        with tempfile.TemporaryDirectory() as scratch:  # the fitted picture, while it runs
+            caps = queue.caps
+            request = parse_imagine(text, caps=caps, strength=strength,
+                                    image_size=upload.size if upload else None).with_seed()
+            if upload is not None:  # the fitted picture, where the pipeline reads it
+                fitted = Path(scratch, "image.png").resolve()
+                fit_image(upload.image, (request.width, request.height)).save(fitted)
+                request = replace(request, init_image=str(fitted))
+            if request.refine:
+                request = await refine_for_cli(config, request)
+            job = queue.submit(request)
+            bar = tqdm(total=request.steps, unit="step", disable=quiet, file=sys.stderr, leave=False)
+            try:
+                async for event in job.events():
+                    if isinstance(event, Queued):
+                        bar.set_description(f"queued #{event.position}")
+                    elif isinstance(event, Started):
+                        bar.set_description(f"{request.count} image(s)")
+                    elif isinstance(event, Step):
+                        bar.n = event.step
+                        bar.refresh()
+                    elif isinstance(event, (Done, Failed, Cancelled)):
+                        break
+            finally:
+                bar.close()
+            result = await job.result()
+            model_hash = getattr(getattr(queue, "executor", None), "checkpoint_hash", None)
     return write_images(result, output, config.output_dir, render(request, caps), model_hash=model_hash)
+
+
+def _read_upload(path: str) -> Upload:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise InvalidRequest("image", f"There is no file {path!r}; give the path of a PNG, JPEG or WebP picture.")
+    if file.stat().st_size > MAX_UPLOAD_BYTES:
+        raise InvalidRequest("image", f"{path} is over the {MAX_UPLOAD_BYTES / 1e6:g} MB limit for a picture to "
+                                      "start from; use a smaller one.")
+    return check_upload(file.read_bytes())
 
 
 async def refine_for_cli(config: Config, request: GenerationRequest) -> GenerationRequest:
