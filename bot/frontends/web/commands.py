@@ -8,18 +8,22 @@ committed (the service's ``imagine`` returns then): acknowledge only what is sto
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bot.frontends.common import upload_too_large
 from bot.frontends.web.access import Caller, caller
 from bot.frontends.web.formats import MEDIA_TYPES, convert
 from bot.frontends.web.views import image_json, job_json, update_event
 from bot.service import AlreadyAccepted, ImagineService, Ticket
-from generation.core.errors import ImagineError
+from generation.core.errors import ImagineError, InvalidRequest
 
 __all__ = ["ImageRequest", "router"]
 
@@ -41,6 +45,10 @@ class ImageRequest(BaseModel):
     steps: int | None = Field(None, ge=1, le=50)
     lora: str | None = Field(None, max_length=400, examples=["pixel-art:0.8, ink"])
     refine: bool | None = Field(None, description="let a small language model write a detailed prompt")
+    image: str | None = Field(None, max_length=28_000_000,
+                              description="a picture to start from, base64 (PNG, JPEG or WebP, up to 20 MB); "
+                                          "or send multipart/form-data with the file in the `image` part")
+    strength: float | None = Field(None, description="with an image: how much of it changes, 0.1 to 1")
 
 
 class Rating(BaseModel):
@@ -61,18 +69,55 @@ def _service(request: Request) -> ImagineService:
     return request.app.state.service
 
 
-@router.post("/images", status_code=202, response_model=Accepted)
-async def create_images(body: ImageRequest, request: Request, response: Response, auth: Auth,
+async def _image_request(request: Request) -> tuple[ImageRequest, bytes | None]:
+    """The body as JSON (``image`` in base64) or multipart/form-data (the file in the ``image`` part)."""
+    try:
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            form = await request.form(max_files=1)
+            part = form.get("image")
+            fields = {k: v for k, v in form.items() if k != "image" and isinstance(v, str)}
+            body = ImageRequest.model_validate(fields)
+            if isinstance(part, str) or part is None:
+                return body, _base64(part) if part else None
+            too_large = upload_too_large(part.size)
+            if too_large:
+                raise InvalidRequest("image", too_large)
+            return body, await part.read()
+        body = ImageRequest.model_validate_json(await request.body())
+    except ValidationError as err:
+        raise RequestValidationError(err.errors()) from None
+    return body, _base64(body.image) if body.image else None
+
+
+def _base64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text.split(",", 1)[1] if text.startswith("data:") else text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest("image", "The `image` field must be the picture's bytes in base64 (a data: URL "
+                                      "works too); or send multipart/form-data with the file.") from None
+
+
+_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": ImageRequest.model_json_schema()},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["prompt"], "properties": {
+        **{k: v for k, v in ImageRequest.model_json_schema()["properties"].items() if k != "image"},
+        "image": {"type": "string", "format": "binary"}}}}}}}
+
+
+@router.post("/images", status_code=202, response_model=Accepted, openapi_extra=_BODY)
+async def create_images(request: Request, response: Response, auth: Auth,
                         idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> Accepted:
     """Queue images; 202 once the job is stored (quota charged), with its place in line."""
     service = _service(request)
-    options = body.model_dump(exclude={"prompt"}, exclude_none=True)
+    body, image = await _image_request(request)
+    options = body.model_dump(exclude={"prompt", "image"}, exclude_none=True)
     origin = None
     if idempotency_key:
         origin = ("web", f"{auth.key_id}:{idempotency_key}")
-        await service.receive(*origin, {"prompt": body.prompt, **options})
+        await service.receive(*origin, {"prompt": body.prompt, **options, "image": image is not None})
     try:
-        ticket = await service.imagine(auth.who, body.prompt, target={"web": True}, origin=origin, **options)
+        ticket = await service.imagine(auth.who, body.prompt, target={"web": True}, origin=origin, image=image,
+                                       **options)
     except AlreadyAccepted as again:
         response.headers["Location"] = f"/v1/jobs/{again.job_id}"
         return Accepted(job_id=again.job_id, position=0, eta_s=0.0, status_url=f"/v1/jobs/{again.job_id}")
