@@ -51,9 +51,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from bot.options.tags import extract_loras, has_lora_tag, lora_tag, parse_lora_option
+from bot.options.values import STRENGTH_BOUNDS
+from bot.options.values import Setting as _Setting
+from bot.options.values import int_value as _int_value
+from bot.options.values import refine_value as _refine_value
+from bot.options.values import steps_value as _steps_value
+from bot.options.values import strength_value as _strength_value
+from bot.options.values import text_value as _text_value
 from bot.options.words import Word, lex, prefix_len, quote
 from generation.core.errors import InvalidRequest
 from generation.core.request import (
@@ -82,7 +88,6 @@ __all__ = [
 OptionsError = InvalidRequest
 PENDING_UPLOAD = "/pending-upload"  # init_image of a parsed upload request until the image is stored
 
-_MAX_INT_DIGITS = 30  # longer digit strings are out of range anyway; int() would be slow/refuse
 
 
 @dataclass(frozen=True)
@@ -126,17 +131,8 @@ _FLAGS = (
     _Flag(("refine",), "refine", "refine", "prompt refinement", ""),
     _Flag(("strength",), "strength", "strength", "the strength", "S"),
 )
-STRENGTH_BOUNDS = (0.1, 1.0)  # what a user may ask for when starting from an image
 _BY_NAME = {name: flag for flag in _FLAGS for name in flag.names}
 _BY_OPTION = {flag.option: flag for flag in _FLAGS}
-
-
-class _Setting(NamedTuple):
-    """A value for one field and where it came from (for messages)."""
-
-    value: object
-    source: str  # "--ar", "the `aspect` option", "your saved defaults"
-    subject: str  # the same, to start a sentence: "--ar", "The `aspect` option", ...
 
 
 # -- public API ---------------------------------------------------------------------------------
@@ -394,82 +390,6 @@ def _missing(flag: _Flag, used: str, caps: ModelCaps) -> InvalidRequest:
         "strength": "a number from 0.1 to 1, e.g. --strength 0.4",
     }[flag.field]
     return InvalidRequest(flag.field, f"{used} needs {what}.")
-
-
-# -- values -------------------------------------------------------------------------------------
-
-
-def _text_value(settings: dict[str, _Setting], field: str, default: str, what: str) -> str:
-    setting = settings.get(field)
-    if setting is None:
-        return default
-    if not isinstance(setting.value, str):
-        raise InvalidRequest(field, f"{setting.subject} must be {what}, not {setting.value!r}.")
-    return setting.value.strip() if field == "aspect" else setting.value
-
-
-def _as_int(setting: _Setting, field: str, allowed: str) -> int:
-    """``setting.value`` as an int (ints and decimal strings), else an error naming ``allowed``."""
-    value = setting.value
-    if isinstance(value, str):
-        digits = value.strip()
-        if digits.isdecimal() and len(digits) <= _MAX_INT_DIGITS:
-            return int(digits)
-    elif isinstance(value, int) and not isinstance(value, bool):
-        return value
-    raise InvalidRequest(field, f"{setting.subject} must be {allowed}, not {value!r}.")
-
-
-def _int_value(
-    settings: dict[str, _Setting], field: str, default: int | None, low: int, high: int
-) -> int | None:
-    setting = settings.get(field)
-    if setting is None:
-        return default
-    allowed = f"a whole number from {low} to {high}"
-    value = _as_int(setting, field, allowed)
-    if not low <= value <= high:
-        raise InvalidRequest(field, f"{setting.subject} must be {allowed}, not {value}.")
-    return value
-
-
-def _refine_value(settings: dict[str, _Setting], defaults: Defaults) -> bool:
-    setting = settings.get("refine")
-    if setting is None:
-        return bool(defaults.refine)
-    if not isinstance(setting.value, bool):
-        raise InvalidRequest("refine", f"{setting.subject} must be true or false, not {setting.value!r}.")
-    return setting.value
-
-
-def _strength_value(settings: dict[str, _Setting], default: float) -> float:
-    setting = settings.get("strength")
-    if setting is None:
-        return default
-    low, high = STRENGTH_BOUNDS
-    allowed = f"a number from {low:g} to {high:g} (how much of your image changes)"
-    value = setting.value
-    if isinstance(value, str) and len(value.strip()) <= _MAX_INT_DIGITS:
-        try:
-            value = float(value.strip())
-        except ValueError:
-            pass
-    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-            or not low <= value <= high):
-        raise InvalidRequest("strength", f"{setting.subject} must be {allowed}, not {setting.value!r}.")
-    return float(value)
-
-
-def _steps_value(settings: dict[str, _Setting], caps: ModelCaps) -> int:
-    setting = settings.get("steps")
-    if setting is None:
-        return caps.default_steps
-    loaded = sorted(caps.steps)
-    allowed = f"one of {', '.join(str(s) for s in loaded)} (the step counts loaded on this bot)"
-    value = _as_int(setting, "steps", allowed)
-    if value not in loaded:
-        raise InvalidRequest("steps", f"{setting.subject} must be {allowed}, not {value}.")
-    return value
 
 
 # -- rendering ----------------------------------------------------------------------------------
