@@ -61,11 +61,11 @@ class Batch:
     loras: LoraSet = ()  # ((name, weight), ...) sorted by name: the adapters of every item
 
     def __post_init__(self) -> None:
-        img2img = self.kind == "img2img"
+        img2img = self.kind in ("img2img", "upscale")  # both start from an image at a strength
         if img2img != (self.strength is not None):
-            raise ValueError(f"`strength` is required for img2img batches only, not {self.kind}")
+            raise ValueError(f"`strength` is required for img2img and upscale batches only, not {self.kind}")
         if any((item.init_image is not None) != img2img for item in self.items):
-            raise ValueError(f"`init_image` is required for img2img batch items only, not {self.kind}")
+            raise ValueError(f"`init_image` is required for img2img and upscale batch items only, not {self.kind}")
 
     @classmethod
     def from_shape(cls, shape: Shape, items: Sequence[BatchItem]) -> Batch:

@@ -35,6 +35,7 @@ __all__ = [
     "MAX_SEED",
     "STEP_CHOICES",
     "Shape",
+    "UPSCALE_MODES",
     "denoising_steps",
     "has_visible_text",
     "nearest_bucket",
@@ -61,8 +62,11 @@ MAX_PROMPT_CHARS = 1000
 MAX_COUNT = 4
 MAX_SEED = 2**32 - 1
 STEP_CHOICES = (1, 2, 4, 8)
-KINDS = ("txt2img", "img2img")
+KINDS = ("txt2img", "img2img", "upscale")
+FROM_IMAGE = ("img2img", "upscale")  # kinds that start from an init_image at a strength
+MAX_UPSCALED = 4096  # an upscale is twice a bucket: up to 4096 px on its long side
 DEFAULT_STRENGTH = 0.6
+UPSCALE_MODES = ("subtle", "creative")
 
 # SDXL buckets at a 1024 base resolution (DESIGN.md); other bases scale them.
 ASPECT_RATIOS: dict[str, tuple[int, int]] = {
@@ -174,6 +178,8 @@ class GenerationRequest:
     init_image: str | None = None
     strength: float = DEFAULT_STRENGTH
     variation_of: str | None = None  # "JOB#N": img2img of image N (from 1) of request JOB
+    source: str | None = None  # "JOB#N": the image an upscale (and later zoom, pan) starts from
+    mode: str | None = None  # an upscale's mode: "subtle" or "creative"
     # prompt power (issue 14): LoRA adapters and their file hashes (filled by ModelCaps.check),
     # whether the prompt was refined, and the user's own prompt when it was
     loras: LoraSet = ()
@@ -215,7 +221,7 @@ class GenerationRequest:
             )
         for name in ("width", "height"):
             value = getattr(self, name)
-            _check_int(name, value, 64, 2048, name.capitalize())
+            _check_int(name, value, 64, MAX_UPSCALED if self.kind == "upscale" else 2048, name.capitalize())
             if value % 16:
                 raise InvalidRequest(name, f"{name.capitalize()} must be a multiple of 16, not {value}.")
         if not isinstance(self.style, str) or self.style not in STYLES:
@@ -268,14 +274,18 @@ class GenerationRequest:
                                               or "#" not in self.variation_of):
             raise InvalidRequest("variation_of", f"variation_of must be 'JOB#N' on an img2img request, "
                                                  f"not {self.variation_of!r}.")
-        if self.kind != "img2img":
+        if self.kind == "upscale" and (not isinstance(self.source, str) or "#" not in self.source
+                                       or self.mode not in UPSCALE_MODES or self.count != 1):
+            raise InvalidRequest("source", f"An upscale names one image ('JOB#N'), a mode ({_join(UPSCALE_MODES)}) "
+                                           f"and makes one image, not {self.source!r}, {self.mode!r}, {self.count}.")
+        if self.kind not in FROM_IMAGE:
             if init is not None:
                 raise InvalidRequest(
                     "init_image", f"An init_image is only used by img2img requests, not {self.kind}."
                 )
             return
         if init is None:
-            raise InvalidRequest("init_image", "An img2img request needs an init_image to start from.")
+            raise InvalidRequest("init_image", f"An {self.kind} request needs an init_image to start from.")
         if not isinstance(init, str) or not os.path.isabs(init):
             raise InvalidRequest(
                 "init_image", f"init_image must be the absolute path of an image file, not {init!r}."
@@ -300,9 +310,9 @@ class GenerationRequest:
     def shape(self) -> Shape:
         """Jobs of the same shape can share one pipeline call (img2img: of the same strength too)."""
         if self.loras:  # the queue never mixes LoRA sets (or weights) in one batch
-            strength = self.strength if self.kind == "img2img" else None
+            strength = self.strength if self.kind in FROM_IMAGE else None
             return (self.kind, self.width, self.height, self.steps, strength, self.loras)
-        if self.kind == "img2img":
+        if self.kind in FROM_IMAGE:
             return (self.kind, self.width, self.height, self.steps, self.strength)
         return (self.kind, self.width, self.height, self.steps)
 
@@ -365,7 +375,10 @@ class ModelCaps:
                 f"{request.steps} steps is not available.",
             )
         request = self._check_loras(request)
-        if (request.width, request.height) not in self.buckets():
+        size = (request.width, request.height)
+        if request.kind == "upscale":  # twice a size this model makes
+            size = (request.width // 2, request.height // 2) if not request.width % 2 and not request.height % 2 else size
+        if size not in self.buckets():
             allowed = ", ".join(f"{ar} ({w}x{h})" for ar, (w, h) in self.sizes().items())
             raise InvalidRequest(
                 "size",

@@ -42,6 +42,7 @@ from generation.core.request import ASPECT_RATIOS, KINDS, STEP_CHOICES, ModelCap
 from generation.model.prompting import encode_prompts
 from generation.model.speed import apply_speed_options, attention_backend, decode_latents
 from generation.model.tiny import TINY_BASE_RESOLUTION, TINY_MODEL_ID, build_tiny_pipeline, build_tiny_tokenizer
+from generation.tools.upscale import LanczosUpscaler, refine_tiled, tile_count
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
@@ -70,10 +71,9 @@ SDXL_BASE_RESOLUTION = 1024
 # -- img2img sources -------------------------------------------------------------------------
 
 
-def load_init_images(batch: Batch) -> list[Image]:
-    """Each item's init image as RGB at the batch's size; raises ItemsRejected for unusable ones.
-
-    An image of another aspect ratio is centre-cropped to the batch's before resizing.
+def load_init_images(batch: Batch, size: tuple[int, int] | None = None) -> list[Image]:
+    """Each item's init image as RGB at ``size`` (default: the batch's); raises ItemsRejected for
+    unusable ones. An image of another aspect ratio is centre-cropped to the size's before resizing.
     """
     from PIL import Image as PILImage
     from PIL import ImageOps
@@ -100,8 +100,8 @@ def load_init_images(batch: Batch) -> list[Image]:
                 "The image to make a variation of could not be read; make a new image and try again."
             )
             continue
-        size = (batch.width, batch.height)
-        images.append(rgb if rgb.size == size else ImageOps.fit(rgb, size, PILImage.Resampling.LANCZOS))
+        wanted = size or (batch.width, batch.height)
+        images.append(rgb if rgb.size == wanted else ImageOps.fit(rgb, wanted, PILImage.Resampling.LANCZOS))
     if errors:
         raise ItemsRejected(errors)
     return images
@@ -141,6 +141,9 @@ class LightningPipeline:
         self._img2img: StableDiffusionXLImg2ImgPipeline | None = None
         # [prompt-power hook] LoRA adapters (generation.model.lora.attach_loras sets it); None: no LoRAs
         self.loras: Any = None
+        # the first half of an upscale ([upscale] model, set by bot.app); Lanczos when none is configured
+        self.upscaler: Any = LanczosUpscaler()
+        self.upscale_tile: int | None = None  # the refining pass's tile (default: the model's base size)
         pipe.scheduler = trailing
         pipe.set_progress_bar_config(disable=True)
         pipe.vae.disable_slicing()  # decode_latents slices itself when model.vae_decode asks
@@ -203,6 +206,8 @@ class LightningPipeline:
             raise InvalidRequest(
                 "strength", f"Strength {batch.strength:g} is too low for {batch.steps} steps: no step would run."
             )
+        if batch.kind == "upscale":
+            return self._upscale(batch, unet, on_step, should_stop)
         extra: dict[str, Any]
         if batch.kind == "img2img":
             pipe: Any = self.img2img
@@ -254,6 +259,43 @@ class LightningPipeline:
                 for row, index in enumerate(indices):
                     latents[index] = out[row:row + 1]
             return decode_latents(pipe, torch.cat(latents), self.config.vae_decode)
+
+    def _upscale(self, batch: Batch, unet: UNet2DConditionModel, on_step: StepCallback | None,
+                 should_stop: Callable[[], bool] | None) -> list[Image]:
+        """Each item's image enlarged 2x (``self.upscaler``), then refined by img2img tile by tile
+        (tiles of the model's own size, blended; :mod:`generation.tools.upscale`)."""
+        sources = load_init_images(batch, (batch.width // 2, batch.height // 2))
+        pipe: Any = self.img2img
+        pipe.unet = unet
+        pipe.scheduler = self._schedulers[batch.steps]
+        if batch.loras and self.loras is None:
+            raise InvalidRequest("lora", "This bot has no LoRAs configured (lora.dir).")
+        if self.loras is not None:
+            self.loras.activate(batch.loras, pipe)
+        tile = self.upscale_tile or self.caps.base_resolution
+        overlap = tile // 8
+        steps = batch.denoising_steps
+        per_item = tile_count(batch.width, batch.height, tile, overlap)
+        whole = steps * per_item * len(batch.items)
+        results = []
+        with torch.inference_mode(), attention_backend(self.config.attention):
+            embedded = encode_prompts(pipe, [item.prompt for item in batch.items], dedupe=self.config.dedupe_prompts)
+            for number, (item, source) in enumerate(zip(batch.items, sources)):
+                embeds, pooled = embedded[number]
+
+                def run(part: Image, index: int, number: int = number, item: BatchItem = item,
+                        embeds: Any = embeds, pooled: Any = pooled) -> Image:
+                    done = (number * per_item + index) * steps
+                    latents = pipe(
+                        prompt_embeds=embeds, pooled_prompt_embeds=pooled, image=[part], strength=batch.strength,
+                        num_inference_steps=batch.steps, guidance_scale=0.0,
+                        generator=[torch.Generator("cpu").manual_seed((item.seed + index) % 2**32)],
+                        output_type="latent", callback_on_step_end=_progress(on_step, should_stop, done, whole),
+                    ).images
+                    return decode_latents(pipe, latents, "tiled")[0]  # bounded memory at any size
+
+                results.append(refine_tiled(run, self.upscaler.enlarge(source), tile, overlap))
+        return results
 
     def warm_up(self) -> None:
         """Run each configured shape once so torch.compile builds its graphs before users wait.
