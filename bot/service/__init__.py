@@ -4,6 +4,8 @@ The service is split by responsibility; :class:`ImagineService` is the facade th
 
     context.py         ServiceContext: resources, settings, shared lookups (every part builds on it)
     jobs.py            imagine, reroll, variation, following jobs, delivery bookkeeping, cancel, recover
+    uploads.py         an image a user sends: checked, safety-checked, fitted, stored before any charge
+    toolbox.py         actions on an image that make a new job: upscale (subtle, creative)
     history.py         history pages, ratings, messages that show a job
     accounts.py        quota status, settings, DM state, forget, export
     accounts_rules.py  pure rules: valid settings, defaults, the export zip
@@ -43,6 +45,7 @@ from bot.service.jobs import JobsPart, Origin
 from bot.service.keys import ApiKey, KeysPart
 from bot.service.links import LINK_VALID, LinksPart
 from bot.service.metrics import MetricsPart, ServiceMetrics, frontend_of
+from bot.service.toolbox import ToolboxPart
 from bot.service.tickets import (
     AlreadyAccepted,
     CancelOutcome,
@@ -104,8 +107,8 @@ __all__ = [
 ]
 
 
-class ImagineService(MetricsPart, JobsPart, HistoryPart, AccountsPart, AdminPart, KeysPart, GalleryPart,
-                     LinksPart):
+class ImagineService(MetricsPart, JobsPart, ToolboxPart, HistoryPart, AccountsPart, AdminPart, KeysPart,
+                     GalleryPart, LinksPart):
     """Quota, safety, jobs, queue and storage behind one API for every front end.
 
     Each part is a class over the same :class:`~bot.service.context.ServiceContext` state; the

@@ -45,6 +45,9 @@ class ServiceSettings:
     checkpoint_hash: str | None = None  # recorded with each job when the executor has none
     variation_strength: float = 0.6
     image_strength: float = 0.6  # how much of a user's own image changes when they give no strength
+    upscale_cost: int = 1  # quota an upscale costs ([quota] upscale_cost)
+    upscale_subtle: float = 0.3  # strength of the tiled pass after enlarging: Upscale (Subtle)
+    upscale_creative: float = 0.55  # … and Upscale (Creative)
     admin_priority: bool = True  # admins' jobs use the queue's priority lane
     settle_timeout_s: float = 30.0  # how long cancel/forget wait for a job to settle
     public_url: str = ""  # the web front end's address ([web] public_url), for links in chat replies
@@ -178,6 +181,10 @@ class ServiceContext:
 
     def _described(self, request: GenerationRequest) -> str:
         """What a done line and history show: the /imagine text, or what a variation varies."""
+        if request.kind == "upscale" and request.source:
+            job, _, number = request.source.partition("#")
+            return (f"⬆️ upscale ({request.mode}) of image {number} of {job} ({self._command(request)}); "
+                    f"{request.width}x{request.height}")
         variation = self._variation_of(request)
         if variation is None and request.kind == "img2img":
             return f"{self._command(request)} (from your image)"

@@ -162,7 +162,7 @@ class JobsPart(ServiceContext):
 
     async def _submit(self, who: Who, user: User, request: GenerationRequest, *,
                       target: dict[str, Any] | None, dedupe: bool, origin: Origin | None = None,
-                      upload: StoredUpload | None = None) -> Ticket:
+                      upload: StoredUpload | None = None, cost: int | None = None) -> Ticket:
         """Check, charge, store and enqueue ``request``."""
         origin_key = _origin_key(origin)
         if origin_key is not None:
@@ -186,7 +186,7 @@ class JobsPart(ServiceContext):
         priority = self.config.admin_priority and self.is_admin(who)
         try:
             job = await self._charge_and_store(user, request, key, target, now, window, priority, origin,
-                                               upload)
+                                               upload, cost)
         except sqlite3.IntegrityError:
             found = await jobs.find_by_origin(self.db, origin_key) if origin_key else None
             if found is None:
@@ -205,17 +205,18 @@ class JobsPart(ServiceContext):
     async def _charge_and_store(self, user: User, request: GenerationRequest, key: str,
                                 target: dict[str, Any] | None, now: datetime, window: str,
                                 priority: bool, origin: Origin | None,
-                                upload: StoredUpload | None = None) -> JobRow:
+                                upload: StoredUpload | None = None, cost: int | None = None) -> JobRow:
         """One transaction: consume quota, insert the job row (and its input image), close its inbox request."""
         async with self.db.transaction() as tx:
-            if await quotas.consume_with_override(tx, user.id, request.count, self.config.daily_quota,
+            cost = request.count if cost is None else cost  # an upscale costs quota.upscale_cost
+            if await quotas.consume_with_override(tx, user.id, cost, self.config.daily_quota,
                                                   window) is None:
                 limit = await quotas.effective_limit(tx, user.id, self.config.daily_quota)
                 used = await quotas.used(tx, user.id, window)
-                raise QuotaExceeded(self._quota_message(request.count, used, limit, now))
+                raise QuotaExceeded(self._quota_message(cost, used, limit, now))
             job = await jobs.create(
                 tx, user_id=user.id, request=request.to_dict(), model_id=self.model_id,
-                charged=request.count, quota_window=window, priority=int(priority),
+                charged=cost, quota_window=window, priority=int(priority),
                 target=target, key=key, checkpoint_hash=self.checkpoint_hash,
                 job_id=uuid.uuid4().hex[:12], now=now, origin=_origin_key(origin),
             )
