@@ -123,10 +123,10 @@ async def _delivered(env: Env, job_id: str) -> Any:
 
 async def test_bad_flag_gets_an_ephemeral_error_naming_it(fake: FakeDiscord, tmp_path: Path, tiny: Any) -> None:
     async with running(fake, tmp_path, tiny) as (env, front):
-        inter = await fake.send_interaction(fake.slash("imagine", {"prompt": "a fox --ar 2:7"}))
+        inter = await fake.send_interaction(fake.slash("imagine", {"prompt": "a fox --ar 2:9"}))
         reply = await fake.wait_for_request("POST", callback(inter), 5)
         assert reply.json["type"] == 4 and reply.json["data"]["flags"] == 64
-        assert "2:7" in reply.json["data"]["content"] and "aspect" in reply.json["data"]["content"].lower()
+        assert "2:9" in reply.json["data"]["content"] and "aspect" in reply.json["data"]["content"].lower()
         both = await fake.send_interaction(fake.slash("imagine", {"prompt": "a fox --seed 1", "seed": 2}))
         reply = await fake.wait_for_request("POST", callback(both), 5)
         assert reply.json["data"]["flags"] == 64 and "keep one" in reply.json["data"]["content"]

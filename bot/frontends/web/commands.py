@@ -84,8 +84,8 @@ async def _image_request(request: Request) -> tuple[ImageRequest, bytes | None]:
                 raise InvalidRequest("image", too_large)
             return body, await part.read()
         body = ImageRequest.model_validate_json(await request.body())
-    except ValidationError as err:
-        raise RequestValidationError(err.errors()) from None
+    except ValidationError as err:  # FastAPI's own 422, its locations under "body"
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in err.errors()]) from None
     return body, _base64(body.image) if body.image else None
 
 
