@@ -124,3 +124,28 @@ async def _ephemeral_text(fake: FakeDiscord, inter: dict[str, Any]) -> str:
     text = await eventually(told, TIMEOUT)
     assert text, "the user was told nothing"
     return text
+
+
+async def test_upscale_buttons_under_one_image_make_a_2x_job_for_the_clicker(fake: FakeDiscord, tmp_path: Path,
+                                                                             tiny: Any) -> None:
+    async with running(fake, tmp_path, tiny, upscale_cost=2) as (env, front):
+        inter = await fake.send_interaction(fake.slash("imagine", {"prompt": "a harbour --n 2 --steps 1 --seed 3"}))
+        _, grid = await result_of(fake, inter)
+        job_id = grid["components"][0]["components"][0]["custom_id"].split(":")[2]
+        u1 = await fake.send_interaction(fake.button(f"imagine:up:{job_id}:0", grid))
+        _, single = await result_of(fake, u1)
+        labels = [c["label"] for c in single["components"][0]["components"]]
+        assert labels == ["⬆️ Upscale (Subtle)", "⬆️ Upscale (Creative)"]
+        bob = fake.make_user("bob")
+        click = await fake.send_interaction(fake.button(f"imagine:tool:ups:{job_id}:0", single, bob))
+        assert (await fake.wait_for_request("POST", callback(click), 5)).json == {"type": 5}
+        edit, upscaled = await result_of(fake, click, 180)
+        (sent,) = edit.files
+        with Image.open(io.BytesIO(sent.data)) as image:  # the full-quality PNG, twice the size
+            assert image.format == "PNG" and image.size == (512, 512)
+        assert "upscale (subtle) of image 1 of " + job_id in upscaled["content"]
+        new_id = upscaled["components"][0]["components"][0]["custom_id"].split(":")[2]
+        row = await eventually(lambda: _job(env, new_id))
+        assert row.request["kind"] == "upscale" and row.charged == 2
+        from bot.service import Who
+        assert (await env.service.quota(Who("discord", bob["id"]))).used == 2  # the clicker pays

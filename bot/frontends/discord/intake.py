@@ -207,6 +207,9 @@ async def _submit(service: ImagineService, key: str, stored: dict[str, Any], tar
         return await service.reroll(who, stored["job_id"], target=target, origin=origin)
     if kind == "variation":
         return await service.variation(who, stored["job_id"], int(stored["index"]), target=target, origin=origin)
+    if kind == "upscale":
+        return await service.upscale(who, stored["job_id"], int(stored["index"]), stored.get("mode", "subtle"),
+                                     target=target, origin=origin)
     raise ValueError(f"unknown stored Discord request kind {kind!r}")
 
 

@@ -12,6 +12,7 @@ callbacks only hand the click to the front end (``interaction.client.front``).
     imagine:forget:<yes|no>:<uid> the /forget confirmation
     imagine:share:<job>:<i>       🌐 put image i in the public web gallery (its owner; :mod:`.accounts`)
     imagine:unshare:<job>:<i>     take it out again (its owner or an admin)
+    imagine:tool:<action>:<job>:<i>  the toolbox under one image: ups/upc ⬆️ Upscale (Subtle/Creative)
     imagine:appeal                Appeal on a blocked/cooldown refusal (``bot.frontends.discord.moderation``)
 """
 
@@ -32,6 +33,7 @@ __all__ = [
     "HistoryButton",
     "RerollButton",
     "ShareButton",
+    "ToolButton",
     "UpscaleButton",
     "VariationButton",
     "DYNAMIC_ITEMS",
@@ -53,6 +55,7 @@ class _Front(Protocol):
     async def on_history_page(self, interaction: discord.Interaction, page: int, search: str) -> None: ...
     async def on_forget(self, interaction: discord.Interaction, confirm: bool, user_id: int) -> None: ...
     async def on_share(self, interaction: discord.Interaction, job_id: str, index: int, share: bool) -> None: ...
+    async def on_tool(self, interaction: discord.Interaction, action: str, job_id: str, index: int) -> None: ...
 
 
 def _front(interaction: discord.Interaction) -> _Front:
@@ -114,6 +117,28 @@ class VariationButton(discord.ui.DynamicItem[discord.ui.Button], template=r"imag
     async def callback(self, interaction: discord.Interaction) -> None:
         """Make variations of the image."""
         await _front(interaction).on_variation(interaction, self.job_id, self.index)
+
+
+TOOLS = {"ups": "⬆️ Upscale (Subtle)", "upc": "⬆️ Upscale (Creative)"}  # action -> label
+
+
+class ToolButton(discord.ui.DynamicItem[discord.ui.Button],
+                 template=r"imagine:tool:(?P<action>[a-z]+):(?P<job>\w+):(?P<index>\d)"):
+    """A toolbox action on image i of a job (a new job owned by the clicker)."""
+
+    def __init__(self, action: str, job_id: str, index: int, row: int = 0) -> None:
+        super().__init__(discord.ui.Button(label=TOOLS.get(action, action), style=discord.ButtonStyle.secondary,
+                                           custom_id=f"imagine:tool:{action}:{job_id}:{index}", row=row))
+        self.action, self.job_id, self.index = action, job_id, index
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> ToolButton:
+        return cls(match["action"], match["job"], int(match["index"]), item.row or 0)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        """Run the action on the image."""
+        await _front(interaction).on_tool(interaction, self.action, self.job_id, self.index)
 
 
 class DeleteButton(discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:del:(?P<job>\w+)"):
@@ -196,7 +221,7 @@ class ShareButton(discord.ui.DynamicItem[discord.ui.Button],
 
 
 DYNAMIC_ITEMS = (RerollButton, UpscaleButton, VariationButton, DeleteButton, HistoryButton, ForgetButton,
-                 ShareButton)
+                 ShareButton, ToolButton)
 
 
 def _view(*items: discord.ui.Item[Any]) -> discord.ui.View:
@@ -209,6 +234,8 @@ def _view(*items: discord.ui.Item[Any]) -> discord.ui.View:
 def result_view(delivery: Delivery) -> discord.ui.View:
     """A grid's buttons: U1…U4 + 🔄, then V1…V4 + 🗑, then 🌐 1…🌐 4; one image: 🔄 V1 🗑 🌐."""
     job, count = delivery.job_id, len(delivery.images)
+    if delivery.request.kind == "upscale":  # the upscaled file: share or delete it
+        return _view(DeleteButton(job, 0), ShareButton(job, 0, 0))
     if count <= 1:
         return _view(RerollButton(job, 0), VariationButton(job, 0, 0, "V1"), DeleteButton(job, 0),
                      ShareButton(job, 0, 0))
@@ -220,8 +247,10 @@ def result_view(delivery: Delivery) -> discord.ui.View:
 
 
 def upscale_view(job_id: str, index: int) -> discord.ui.View:
-    """Buttons under one full-size image: vary it, delete the message, or share it."""
-    return _view(VariationButton(job_id, index, 0, "🔀 Vary"), DeleteButton(job_id, 0), ShareButton(job_id, index, 0))
+    """Buttons under one full-size image, as Midjourney lays them out: the upscales, then vary it,
+    delete the message, or share it."""
+    return _view(*(ToolButton(action, job_id, index, 0) for action in TOOLS),
+                 VariationButton(job_id, index, 1, "🔀 Vary"), DeleteButton(job_id, 1), ShareButton(job_id, index, 1))
 
 
 def share_view(job_id: str, index: int) -> discord.ui.View:
