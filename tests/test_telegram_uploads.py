@@ -97,3 +97,28 @@ async def test_strength_without_a_photo_is_told(tmp_path: Path, tiny, fake: Fake
         told = await fake.wait_for_call("sendMessage", timeout=GEN, since=mark)
         assert "needs an image" in told.params["text"]
         assert (await r.env.service.quota(ALICE_WHO)).used == 0
+
+
+async def test_upscale_buttons_under_a_full_size_image(tmp_path: Path, tiny, fake: FakeTelegram) -> None:
+    async with running(tmp_path, tiny, fake) as r:
+        mark = fake.mark()
+        fake.push(fake.message_update("/imagine a harbour --n 2 --steps 1 --seed 9"))
+        result = await fake.wait_for_call("editMessageMedia", timeout=GEN, since=mark)
+        job = callback_data(result)[0].removeprefix("r:")
+        mark = fake.mark()
+        fake.push(fake.callback_query_update(f"u:{job}:2", result.result))
+        document = await fake.wait_for_call("sendDocument", since=mark)
+        assert callback_data(document) == [f"t:{job}:2:s", f"t:{job}:2:c"]
+        bob = make_user(2002, "Bob", "bob")
+        mark = fake.mark()
+        fake.push(fake.callback_query_update(f"t:{job}:2:c", document.result, bob))
+        upscaled = await fake.wait_for_call("editMessageMedia", timeout=4 * GEN, since=mark)
+        media = upscaled.params["media"]
+        assert media["type"] == "document" and "upscale (creative) of image 2" in media["caption"]
+        with Image.open(io.BytesIO(upscaled.file(media["media"]).data)) as image:
+            assert image.format == "PNG" and image.size == (512, 512)
+        new_job = next(d for d in callback_data(upscaled) if d.startswith("g:")).split(":")[1]
+        await wait_until(lambda: _equals(job_status(r.env, new_job), "delivered"), GEN)
+        row = await jobs.get(r.env.db, new_job)
+        assert row.request["kind"] == "upscale" and row.request["source"] == f"{job}#2"
+        assert (await r.env.service.quota(Who("telegram", "2002"))).used == 1  # the clicker pays

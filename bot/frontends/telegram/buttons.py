@@ -19,7 +19,7 @@ from telegram.ext import ContextTypes
 from bot.frontends.common import clip, forgotten_counts
 from bot.frontends.telegram import callbacks
 from bot.frontends.telegram.delivery import MAX_LOCAL_UPLOAD_BYTES, MAX_UPLOAD_BYTES
-from bot.frontends.telegram.keyboards import history_keyboard, main_keyboard, stars_keyboard
+from bot.frontends.telegram.keyboards import history_keyboard, main_keyboard, stars_keyboard, tools_keyboard
 from bot.frontends.telegram.messages import PLATFORM, history_text, reply_parameters, stars_text, who_of
 from bot.frontends.telegram.moderation import appeal_text
 from bot.frontends.telegram.settings import TelegramSettings
@@ -64,7 +64,7 @@ class ButtonHandlers:
             return
         kind, fields = action.kind, action.fields
         origin = (PLATFORM, str(update.update_id))  # a replay after a crash finds its job again
-        if kind in "ruvksxgo" and not fields[0]:
+        if kind in "ruvksxgot" and not fields[0]:
             await query.answer("This button no longer works.")
             return
         if kind in "go":  # 🌐 share / ↩ unshare (accounts.py)
@@ -90,7 +90,18 @@ class ButtonHandlers:
             await query.answer()
             await self.bot.send_document(message.chat_id, data, filename=f"{fields[0]}-{image.index + 1}.png",
                                          caption=f"Image {image.index + 1} of job {fields[0]}, seed {image.seed}",
-                                         reply_parameters=reply_parameters(message.message_id))
+                                         reply_parameters=reply_parameters(message.message_id),
+                                         reply_markup=tools_keyboard(fields[0], image.index + 1))
+        elif kind == "t":
+            index = self._index(fields)
+            mode = {"s": "subtle", "c": "creative"}.get(fields[2] if len(fields) > 2 else "", "")
+            if not mode:
+                await query.answer("This button no longer works.")
+                return
+            await self._submit(who, user, message.chat_id, message.chat.type, message.message_id,
+                               lambda w, target: self.service.upscale(w, fields[0], index - 1, mode, target=target,
+                                                                      origin=origin))
+            await query.answer(f"⬆️ Upscaling image {index} ({mode})…")
         elif kind == "k":
             index = self._index(fields, allow_zero=True)
             delivery = await self.service.job_delivery(fields[0])

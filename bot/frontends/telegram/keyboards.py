@@ -41,6 +41,22 @@ def main_keyboard(job_id: str, count: int) -> InlineKeyboardMarkup:
     return InlineKeyboardMarkup(rows)
 
 
+def tools_keyboard(job_id: str, index: int) -> InlineKeyboardMarkup:
+    """Under one full-quality image (U1…U4): the upscales, as Midjourney lays them out."""
+    enc = callbacks.encode
+    return InlineKeyboardMarkup([[InlineKeyboardButton("⬆️ Upscale (Subtle)", callback_data=enc("t", job_id, index, "s")),
+                                  InlineKeyboardButton("⬆️ Upscale (Creative)", callback_data=enc("t", job_id, index, "c"))]])
+
+
+def upscaled_keyboard(job_id: str) -> InlineKeyboardMarkup:
+    """Under an upscaled file: rate it, share it."""
+    enc = callbacks.encode
+    return InlineKeyboardMarkup([
+        [InlineKeyboardButton(f"{s}⭐", callback_data=enc("s", job_id, 1, s)) for s in range(1, 6)],
+        [InlineKeyboardButton("🌐 Share", callback_data=enc("g", job_id, 1))],
+    ])
+
+
 def share_keyboard(job_id: str, index: int) -> InlineKeyboardMarkup:
     """Under the answer to 🌐: take image ``index`` (1-based) out of the gallery again."""
     return InlineKeyboardMarkup([[InlineKeyboardButton("↩ Unshare", callback_data=callbacks.encode("o", job_id, index))]])
