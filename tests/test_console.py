@@ -234,3 +234,15 @@ async def test_imagine_with_image_starts_from_a_local_picture(tmp_path: Path, ti
         assert Image.open(tmp_path / "out" / f"{job_id}-1.png").size == (304, 208)
         assert "There is no file" in text and "Animated images" in text and "--image needs the path" in text
         assert (await env.service.quota(ME)).used == 1
+
+
+async def test_upscale_command(tmp_path: Path, tiny) -> None:
+    async with service_env(tmp_path, tiny) as env:
+        text = await _run(env, ["a harbour --steps 1 --seed 2"], tmp_path / "out")
+        (job_id,) = re.findall(r"^(\w+): done", text, re.M)
+        text = await _run(env, [f"/upscale {job_id} 1 creative", f"/upscale {job_id}", f"/upscale {job_id} 1 wild"],
+                          tmp_path / "out")
+        (upscaled,) = re.findall(r"^(\w+): done — .*upscale \(creative\)", text, re.M)
+        from PIL import Image
+        assert Image.open(tmp_path / "out" / f"{upscaled}-1.png").size == (512, 512)
+        assert "Usage: /upscale JOB N" in text and "subtle or creative" in text

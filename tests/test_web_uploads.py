@@ -78,3 +78,23 @@ async def test_not_base64_is_told(tmp_path: Path) -> None:
         r = await web.client.post("/v1/images", json={"prompt": "a harbour", "nope": 1}, headers=h)
         assert r.status_code == 422
         assert (await web.env.service.quota(ADA)).used == 0
+
+
+async def test_upscale_route_makes_a_2x_job(tmp_path: Path, tiny) -> None:
+    async with web_env(tmp_path, tiny, upscale_cost=2) as web:
+        h = auth(await key_for(web.env, ADA))
+        made = (await web.client.post("/v1/images", json={"prompt": "a harbour --steps 1", "seed": 3},
+                                      headers=h)).json()
+        ref = (await _done(web.client, made["job_id"], h))["images"][0]["id"]
+        r = await web.client.post(f"/v1/images/{ref}/upscale", json={"mode": "creative"}, headers=h)
+        assert r.status_code == 202, r.text
+        done = await _done(web.client, r.json()["job_id"], h)
+        assert done["status"] == "done"
+        pixels = await _pixels(web.client, done["images"][0]["id"], h)
+        assert pixels.shape == (512, 512, 3)
+        row = await jobs.get(web.env.db, r.json()["job_id"])
+        assert row.request["mode"] == "creative" and row.charged == 2
+        assert (await web.client.post(f"/v1/images/{ref}/upscale", json={"mode": "wild"}, headers=h)).status_code == 422
+        assert (await web.client.post("/v1/images/nope/upscale", headers=h)).status_code == 422
+        assert (await web.client.post(f"{'/v1/images/'}{made['job_id']}-4/upscale", headers=h)).status_code == 404
+        assert (await web.env.service.quota(ADA)).used == 3

@@ -41,6 +41,7 @@ COMMANDS = """Commands:
   /cancel [JOB]               cancel your latest (or the given) queued/running request
   /reroll JOB                 the same request with a new seed
   /variation JOB N            variations of image N of a request
+  /upscale JOB N [subtle|creative]   image N at twice the size (costs quota.upscale_cost)
   /forget                     delete everything stored about you (asks to confirm)
   /export                     a zip of your data and images
   /share JOB N | /unshare JOB N   put image N of a request in the public web gallery, or take it out
@@ -126,6 +127,13 @@ class CommandHandlers:
                 self.say("Usage: /variation JOB N (N is the image number, from 1)")
                 return
             ticket = await self.service.variation(self.who, args[0], int(args[1]) - 1, target={"console": True})
+            self.follow(ticket)
+        elif command == "/upscale":
+            mode = args[2].lower() if len(args) == 3 else "subtle"
+            if len(args) not in (2, 3) or not args[1].isdecimal() or int(args[1]) < 1:
+                self.say("Usage: /upscale JOB N [subtle|creative] (N is the image number, from 1)")
+                return
+            ticket = await self.service.upscale(self.who, args[0], int(args[1]) - 1, mode, target={"console": True})
             self.follow(ticket)
         elif command == "/forget":
             if args[:1] == ["confirm"] and self._confirm_forget:

@@ -188,6 +188,28 @@ async def get_image(ref: str, request: Request, auth: Auth,
     return Response(data, media_type=MEDIA_TYPES[format], headers={"Cache-Control": "private, max-age=86400"})
 
 
+class UpscaleRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["subtle", "creative"] = Field("subtle", description="how much the tiled pass may change")
+
+
+@router.post("/images/{ref}/upscale", status_code=202, response_model=Accepted)
+async def upscale_image(ref: str, request: Request, response: Response, auth: Auth,
+                        body: UpscaleRequest | None = None) -> Accepted:
+    """Upscale 2x (a new job of yours, charged quota.upscale_cost); 202 once it is stored."""
+    job_id, _, number = ref.rpartition("-")
+    if not job_id or not number.isdecimal() or int(number) < 1:
+        raise InvalidRequest("ref", f"An image reference is JOB-N (e.g. 3f2a9c1b7d4e-1), not {ref!r}.")
+    service = _service(request)
+    ticket = await service.upscale(auth.who, job_id, int(number) - 1, (body or UpscaleRequest()).mode,
+                                   target={"web": True})
+    request.app.state.front.follow(ticket)
+    response.headers["Location"] = f"/v1/jobs/{ticket.job_id}"
+    return Accepted(job_id=ticket.job_id, position=ticket.position, eta_s=round(ticket.eta, 2),
+                    status_url=f"/v1/jobs/{ticket.job_id}")
+
+
 @router.post("/images/{ref}/rating")
 async def rate_image(ref: str, body: Rating, request: Request, auth: Auth) -> dict[str, Any]:
     """Your 1–5 star rating of an image (yours, or a shared one)."""
