@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 PIP_INSTALL := $(PY) -m pip install -q -c constraints.txt
 CONFIG ?= $(if $(wildcard config.toml),config.toml,config.example.toml)
 
-.PHONY: install run demo download test bench bench-gpu docs clean
+.PHONY: install run demo download test bench bench-gpu clean
 
 install: $(VENV)/.installed
 
@@ -40,6 +40,7 @@ bench-gpu: install
 
 # The documentation site from docs/ into site/ (mkdocs.yml). Strict: a warning, such as a link to a
 # missing page or anchor, fails the build. Its hook generates the config and HTTP API references.
+.PHONY: docs
 docs: $(VENV)/.docs-installed
 	NO_MKDOCS_2_WARNING=1 HF_HUB_OFFLINE=1 $(PY) -m mkdocs build --strict
 
