@@ -351,7 +351,9 @@ def on_files(files: Any, config: Any) -> Any:
 
 
 if __name__ == "__main__":  # python docs/gen_pages.py OUT_DIR: write the generated files there
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "site-generated"
+    if len(sys.argv) != 2:
+        sys.exit("usage: python docs/gen_pages.py OUT_DIR  (writes the generated pages there, to read them)")
+    out = Path(sys.argv[1])
     for rel, content in generated_files().items():
         target = out / rel
         target.parent.mkdir(parents=True, exist_ok=True)
