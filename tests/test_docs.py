@@ -197,3 +197,37 @@ def test_mkdocs_is_strict_and_lets_unlisted_pages_through() -> None:
     for page in nav_pages(config["nav"]):
         assert (DOCS / page).exists() or page in {"reference/config.md", "reference/http-api.md",
                                                    "reference/modules.md", "bench-runs.md"}, page
+
+
+# --- what the pages name exists -----------------------------------------------------------------
+
+def _doc_texts() -> dict[str, str]:
+    texts = {p.relative_to(ROOT).as_posix(): p.read_text(encoding="utf-8") for p in DOCS.rglob("*.md")}
+    texts["README.md"] = (ROOT / "README.md").read_text(encoding="utf-8")
+    texts["docs/config-notes.toml"] = (DOCS / "config-notes.toml").read_text(encoding="utf-8")
+    return texts
+
+
+def test_files_commands_and_make_targets_the_docs_name_exist() -> None:
+    import os
+    import subprocess
+    import sys
+
+    usage = subprocess.run([sys.executable, "-m", "bot", "--help"], cwd=ROOT, capture_output=True, text=True,
+                           env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120, check=True).stdout
+    subcommands = set(re.search(r"\{([a-z,]+)\}", usage).group(1).split(","))
+    assert {"run", "generate", "download"} <= subcommands
+    missing = []
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    targets = set(re.findall(r"^([a-z][\w-]*):", makefile, flags=re.M))
+    for name, text in _doc_texts().items():
+        for path in re.findall(r"`((?:bot|generation|storage|bench|deploy|tests|docs)/[^`\s]*)`", text):
+            if not any(c in path for c in "*<{…") and not (ROOT / path.rstrip("/")).exists():
+                missing.append(f"{name}: {path}")
+        for target in re.findall(r"(?:`|^)make ([a-z][\w-]*)", text, flags=re.M):
+            if target not in targets:
+                missing.append(f"{name}: make {target}")
+        for command in re.findall(r"imagine-bot ([a-z]+)\b", text):
+            if command not in subcommands:
+                missing.append(f"{name}: imagine-bot {command}")
+    assert missing == []
