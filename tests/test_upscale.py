@@ -143,3 +143,23 @@ def test_tiny_pipeline_upscales_exactly_2x_without_seams(tmp_path: Path, tiny) -
     seam = np.mean([np.abs(ours[:, x] - ours[:, x - 1]).mean() for x in borders])
     typical = np.abs(np.diff(one, axis=1)).mean()
     assert seam <= 1.5 * typical + 2, (seam, typical)
+
+
+def test_config_names_the_upscaler_the_workers_load(tmp_path: Path) -> None:
+    import functools
+
+    from bot.config import load_config
+    from generation.model.pipeline import ModelConfig, load_pipeline
+    from generation.tools.upscale import with_upscaler
+
+    network = tiny_srvgg(tmp_path, 2, ".safetensors")
+    (tmp_path / "c.toml").write_text(f'[upscale]\nmodel = "{network}"\nsubtle = 0.25\n[quota]\nupscale_cost = 3\n')
+    config = load_config(tmp_path / "c.toml")
+    assert config.upscale.model_path(tmp_path) == network and config.quota.upscale_cost == 3
+    assert config.upscale.subtle == 0.25
+    loader = functools.partial(with_upscaler, loader=load_pipeline, path=str(config.upscale.model_path(tmp_path)))
+    pipeline = loader(ModelConfig(name="tiny", device="cpu"))
+    assert isinstance(pipeline.upscaler, NetworkUpscaler) and pipeline.upscaler.scale == 2
+    (tmp_path / "bad.toml").write_text("[upscale]\ncreative = 3\n")
+    with pytest.raises(Exception, match="upscale.creative"):
+        load_config(tmp_path / "bad.toml")

@@ -18,7 +18,7 @@ import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ __all__ = [
     "refine_tiled",
     "tile_boxes",
     "tile_count",
+    "with_upscaler",
 ]
 
 logger = logging.getLogger(__name__)
@@ -171,6 +172,13 @@ def _read_state_dict(file: Path) -> dict[str, torch.Tensor]:
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
     return state
+
+
+def with_upscaler(model: Any, *, loader: Callable[[Any], Any], path: str | None) -> Any:
+    """``loader(model)`` with the upscaler of ``path`` on its ``upscaler`` (module-level: picklable for Ray)."""
+    pipeline = loader(model)
+    pipeline.upscaler = load_upscaler(path, device=getattr(pipeline, "device", "cpu"))
+    return pipeline
 
 
 # -- tiles ---------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from bot.frontends.web.views import image_json, job_json, update_event
 from bot.service import AlreadyAccepted, ImagineService, Ticket
 from generation.core.errors import ImagineError, InvalidRequest
 
-__all__ = ["ImageRequest", "router"]
+__all__ = ["ImageRequest", "router", "with_body_schemas"]
 
 router = APIRouter(prefix="/v1", tags=["images"])
 Auth = Annotated[Caller, Depends(caller)]
@@ -98,10 +98,24 @@ def _base64(text: str) -> bytes:
 
 
 _BODY = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": ImageRequest.model_json_schema()},
+    "application/json": {"schema": {"$ref": "#/components/schemas/ImageRequest"}},
     "multipart/form-data": {"schema": {"type": "object", "required": ["prompt"], "properties": {
         **{k: v for k, v in ImageRequest.model_json_schema()["properties"].items() if k != "image"},
         "image": {"type": "string", "format": "binary"}}}}}}}
+
+
+def with_body_schemas(app: Any) -> None:
+    """Put ImageRequest in the OpenAPI components (FastAPI leaves it out: the route reads its body itself)."""
+    plain = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = plain()
+            schema.setdefault("components", {}).setdefault("schemas", {})["ImageRequest"] = (
+                ImageRequest.model_json_schema())
+        return app.openapi_schema  # type: ignore[no-any-return]
+
+    app.openapi = openapi
 
 
 @router.post("/images", status_code=202, response_model=Accepted, openapi_extra=_BODY)

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from bot.frontends.web.access import RateLimiter, error_response
-from bot.frontends.web.commands import router
+from bot.frontends.web.commands import router, with_body_schemas
 from bot.frontends.web.moderation import moderation_router
 from bot.frontends.web.ops import ops_router
 from bot.frontends.web.settings import WebSettings
@@ -42,6 +42,7 @@ def create_app(service: ImagineService, settings: WebSettings, front: WebFrontEn
     app.state.limiter = RateLimiter(settings.rate_limit)
     app.state.front = front or WebFrontEnd(service, settings, app=app)
     app.include_router(router)
+    with_body_schemas(app)  # POST /v1/images reads JSON or multipart itself
     app.include_router(moderation_router)
     app.include_router(ops_router)
     if settings.gallery:
