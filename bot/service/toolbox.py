@@ -18,8 +18,9 @@ from generation.core.request import UPSCALE_MODES, GenerationRequest
 from storage import images
 
 if TYPE_CHECKING:
-    from bot.service.jobs import Origin
     from storage.records import User
+
+Origin = tuple[str, str]  # (platform, inbox key), as in jobs.py (parts never import each other)
 
 __all__ = ["ToolboxPart"]
 
