@@ -35,6 +35,8 @@ __all__ = [
     "MAX_SEED",
     "STEP_CHOICES",
     "Shape",
+    "ACTIONS",
+    "FROM_IMAGE",
     "UPSCALE_MODES",
     "denoising_steps",
     "has_visible_text",
@@ -62,8 +64,9 @@ MAX_PROMPT_CHARS = 1000
 MAX_COUNT = 4
 MAX_SEED = 2**32 - 1
 STEP_CHOICES = (1, 2, 4, 8)
-KINDS = ("txt2img", "img2img", "upscale")
-FROM_IMAGE = ("img2img", "upscale")  # kinds that start from an init_image at a strength
+KINDS = ("txt2img", "img2img", "upscale", "zoom", "pan")
+FROM_IMAGE = ("img2img", "upscale", "zoom", "pan")  # kinds that start from an init_image at a strength
+ACTIONS = {"upscale": ("subtle", "creative"), "zoom": ("1.5", "2"), "pan": ("left", "right", "up", "down")}
 MAX_UPSCALED = 4096  # an upscale is twice a bucket: up to 4096 px on its long side
 DEFAULT_STRENGTH = 0.6
 UPSCALE_MODES = ("subtle", "creative")
@@ -274,10 +277,11 @@ class GenerationRequest:
                                               or "#" not in self.variation_of):
             raise InvalidRequest("variation_of", f"variation_of must be 'JOB#N' on an img2img request, "
                                                  f"not {self.variation_of!r}.")
-        if self.kind == "upscale" and (not isinstance(self.source, str) or "#" not in self.source
-                                       or self.mode not in UPSCALE_MODES or self.count != 1):
-            raise InvalidRequest("source", f"An upscale names one image ('JOB#N'), a mode ({_join(UPSCALE_MODES)}) "
-                                           f"and makes one image, not {self.source!r}, {self.mode!r}, {self.count}.")
+        if self.kind in ACTIONS and (not isinstance(self.source, str) or "#" not in self.source
+                                     or self.mode not in ACTIONS[self.kind] or self.count != 1):
+            raise InvalidRequest("source", f"A {self.kind} names one image ('JOB#N'), a mode "
+                                           f"({_join(ACTIONS[self.kind])}) and makes one image, not "
+                                           f"{self.source!r}, {self.mode!r}, {self.count}.")
         if self.kind not in FROM_IMAGE:
             if init is not None:
                 raise InvalidRequest(
