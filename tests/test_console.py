@@ -19,9 +19,9 @@ ME = Who("console", "me", "me")
 TIMEOUT = 60.0
 
 
-async def _run(env, lines: list[str], out_dir: Path) -> str:
+async def _run(env, lines: list[str], out_dir: Path, timeout: float = TIMEOUT) -> str:
     out = io.StringIO()
-    await asyncio.wait_for(run_console(env.service, who=ME, output_dir=out_dir, lines=lines, out=out), TIMEOUT)
+    await asyncio.wait_for(run_console(env.service, who=ME, output_dir=out_dir, lines=lines, out=out), timeout)
     return out.getvalue()
 
 
@@ -236,13 +236,19 @@ async def test_imagine_with_image_starts_from_a_local_picture(tmp_path: Path, ti
         assert (await env.service.quota(ME)).used == 1
 
 
-async def test_upscale_command(tmp_path: Path, tiny) -> None:
+@pytest.mark.slow
+async def test_upscale_zoom_pan_commands(tmp_path: Path, tiny) -> None:
     async with service_env(tmp_path, tiny) as env:
         text = await _run(env, ["a harbour --steps 1 --seed 2"], tmp_path / "out")
         (job_id,) = re.findall(r"^(\w+): done", text, re.M)
         text = await _run(env, [f"/upscale {job_id} 1 creative", f"/upscale {job_id}", f"/upscale {job_id} 1 wild"],
-                          tmp_path / "out")
+                          tmp_path / "out", 600)
         (upscaled,) = re.findall(r"^(\w+): done — .*upscale \(creative\)", text, re.M)
         from PIL import Image
         assert Image.open(tmp_path / "out" / f"{upscaled}-1.png").size == (512, 512)
         assert "Usage: /upscale JOB N" in text and "subtle or creative" in text
+        text = await _run(env, [f"/zoom {job_id} 1 2 a harbour from afar", f"/pan {job_id} 1 right", "/pan x"],
+                          tmp_path / "out", 600)
+        assert re.search(r"^\w+: done — .*zoom out 2x of image 1", text, re.M)
+        assert re.search(r"^\w+: done — .*pan right of image 1", text, re.M)
+        assert "Usage: /pan JOB N left|right|up|down" in text

@@ -126,6 +126,7 @@ async def _ephemeral_text(fake: FakeDiscord, inter: dict[str, Any]) -> str:
     return text
 
 
+@pytest.mark.slow
 async def test_upscale_buttons_under_one_image_make_a_2x_job_for_the_clicker(fake: FakeDiscord, tmp_path: Path,
                                                                              tiny: Any) -> None:
     async with running(fake, tmp_path, tiny, upscale_cost=2) as (env, front):

@@ -99,6 +99,7 @@ async def test_strength_without_a_photo_is_told(tmp_path: Path, tiny, fake: Fake
         assert (await r.env.service.quota(ALICE_WHO)).used == 0
 
 
+@pytest.mark.slow
 async def test_upscale_buttons_under_a_full_size_image(tmp_path: Path, tiny, fake: FakeTelegram) -> None:
     async with running(tmp_path, tiny, fake) as r:
         mark = fake.mark()
@@ -108,10 +109,10 @@ async def test_upscale_buttons_under_a_full_size_image(tmp_path: Path, tiny, fak
         mark = fake.mark()
         fake.push(fake.callback_query_update(f"u:{job}:2", result.result))
         document = await fake.wait_for_call("sendDocument", since=mark)
-        assert callback_data(document) == [f"t:{job}:2:s", f"t:{job}:2:c"]
+        assert callback_data(document) == [f"t:{job}:2:{code}" for code in ("ups", "upc", "z15", "z2", "pl", "pr", "pu", "pd")]
         bob = make_user(2002, "Bob", "bob")
         mark = fake.mark()
-        fake.push(fake.callback_query_update(f"t:{job}:2:c", document.result, bob))
+        fake.push(fake.callback_query_update(f"t:{job}:2:upc", document.result, bob))
         upscaled = await fake.wait_for_call("editMessageMedia", timeout=4 * GEN, since=mark)
         media = upscaled.params["media"]
         assert media["type"] == "document" and "upscale (creative) of image 2" in media["caption"]

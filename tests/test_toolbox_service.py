@@ -83,6 +83,7 @@ class Gate:
         return self.inner.generate(batch, on_step, should_stop)
 
 
+@pytest.mark.slow
 async def test_crash_during_an_upscale_is_delivered_once_after_restart(tmp_path: Path, tiny) -> None:
     gate = Gate(tiny)
     async with service_env(tmp_path, gate, settle_timeout_s=0.05) as env:
@@ -112,3 +113,31 @@ async def _status(root: Path, job_id: str) -> str:
     from storage import Database
     async with await Database.open(root / "bot.db") as db:
         return (await jobs.get(db, job_id)).status
+
+
+@pytest.mark.slow
+async def test_zoom_and_pan_are_jobs_that_keep_the_original(tmp_path: Path, tiny) -> None:
+    import numpy as np
+
+    from generation.tools.outpaint import outpaint_canvas
+
+    async with service_env(tmp_path, tiny, daily_quota=5) as env:
+        job_id, made = await _made(env)
+        source = Image.open(made.images[0].path).convert("RGB")
+        zoom = await env.service.outpaint(BOB, job_id, 0, "zoom", "2", prompt="a harbour at night, wide view")
+        pan = await env.service.outpaint(BOB, job_id, 0, "pan", "left")
+        for ticket, size in ((zoom, (256, 256)), (pan, (304, 208))):
+            delivery = await asyncio.wait_for(ticket.delivery(), TIMEOUT)
+            (image,) = delivery.images
+            assert (image.width, image.height) == size
+            request = delivery.request
+            canvas, _, keep = outpaint_canvas(source, request.kind, request.mode, size)
+            kept = np.asarray(keep) == 255
+            got = np.asarray(Image.open(image.path).convert("RGB"), dtype=float)[kept]
+            assert np.abs(got - np.asarray(canvas, dtype=float)[kept]).max() <= 3
+        assert zoom.request.prompt == "a harbour at night, wide view" and pan.request.prompt == "a harbour"
+        assert "zoom out 2x of image 1" in (await env.service.job_delivery(zoom.job_id)).text
+        assert (await env.service.quota(BOB)).used == 2
+        with pytest.raises(InvalidRequest, match="pan left"):
+            await env.service.outpaint(BOB, job_id, 0, "pan", "sideways")
+        assert (await env.service.quota(BOB)).used == 2

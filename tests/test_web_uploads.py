@@ -80,6 +80,7 @@ async def test_not_base64_is_told(tmp_path: Path) -> None:
         assert (await web.env.service.quota(ADA)).used == 0
 
 
+@pytest.mark.slow
 async def test_upscale_route_makes_a_2x_job(tmp_path: Path, tiny) -> None:
     async with web_env(tmp_path, tiny, upscale_cost=2) as web:
         h = auth(await key_for(web.env, ADA))
@@ -98,3 +99,21 @@ async def test_upscale_route_makes_a_2x_job(tmp_path: Path, tiny) -> None:
         assert (await web.client.post("/v1/images/nope/upscale", headers=h)).status_code == 422
         assert (await web.client.post(f"{'/v1/images/'}{made['job_id']}-4/upscale", headers=h)).status_code == 404
         assert (await web.env.service.quota(ADA)).used == 3
+
+
+@pytest.mark.slow
+async def test_zoom_and_pan_routes(tmp_path: Path, tiny) -> None:
+    async with web_env(tmp_path, tiny) as web:
+        h = auth(await key_for(web.env, ADA))
+        made = (await web.client.post("/v1/images", json={"prompt": "a harbour --steps 1", "seed": 3},
+                                      headers=h)).json()
+        ref = (await _done(web.client, made["job_id"], h))["images"][0]["id"]
+        zoom = await web.client.post(f"/v1/images/{ref}/zoom", json={"factor": "1.5"}, headers=h)
+        pan = await web.client.post(f"/v1/images/{ref}/pan", json={"direction": "up", "prompt": "a tall harbour"},
+                                    headers=h)
+        assert zoom.status_code == 202 and pan.status_code == 202, (zoom.text, pan.text)
+        for accepted, shape in ((zoom, (256, 256, 3)), (pan, (304, 208, 3))):
+            done = await _done(web.client, accepted.json()["job_id"], h)
+            assert done["status"] == "done"
+            assert (await _pixels(web.client, done["images"][0]["id"], h)).shape == shape  # pan up: taller
+        assert (await web.client.post(f"/v1/images/{ref}/pan", json={"direction": "back"}, headers=h)).status_code == 422

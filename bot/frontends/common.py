@@ -59,6 +59,8 @@ __all__ = [
     "quota_text",
     "read_image_file",
     "split_image_flag",
+    "TOOLS",
+    "tool_action",
     "upload_too_large",
     "render_grid",
     "render_single",
@@ -71,6 +73,30 @@ __all__ = [
 
 FORGET_WARNING = ("This deletes your history, ratings, settings and images for good. "
                   "Blocks, strikes, cooldowns, this window's used quota and personal limits stay.")
+
+
+# The toolbox under one image: a short code (in button data) -> (label, service kind, mode).
+TOOLS: dict[str, tuple[str, str, str]] = {
+    "ups": ("⬆️ Upscale (Subtle)", "upscale", "subtle"),
+    "upc": ("⬆️ Upscale (Creative)", "upscale", "creative"),
+    "z15": ("🔍 Zoom Out 1.5x", "zoom", "1.5"),
+    "z2": ("🔍 Zoom Out 2x", "zoom", "2"),
+    "pl": ("⬅️", "pan", "left"),
+    "pr": ("➡️", "pan", "right"),
+    "pu": ("⬆️", "pan", "up"),
+    "pd": ("⬇️", "pan", "down"),
+}
+
+
+async def tool_action(service: Any, who: Who, job_id: str, index: int, code: str, *,
+                      target: dict[str, Any] | None = None, origin: Any = None) -> Any:
+    """Run toolbox button ``code`` on image ``index`` of a job (a new Ticket); ImagineError if unknown."""
+    if code not in TOOLS:
+        raise ImagineError("That button is from another version of this bot; use the ones under a new image.")
+    _, kind, mode = TOOLS[code]
+    if kind == "upscale":
+        return await service.upscale(who, job_id, index, mode, target=target, origin=origin)
+    return await service.outpaint(who, job_id, index, kind, mode, target=target, origin=origin)
 
 
 def upload_too_large(size: int | None) -> str | None:

@@ -181,10 +181,11 @@ class ServiceContext:
 
     def _described(self, request: GenerationRequest) -> str:
         """What a done line and history show: the /imagine text, or what a variation varies."""
-        if request.kind == "upscale" and request.source:
+        if request.kind in ("upscale", "zoom", "pan") and request.source:
             job, _, number = request.source.partition("#")
-            return (f"⬆️ upscale ({request.mode}) of image {number} of {job} ({self._command(request)}); "
-                    f"{request.width}x{request.height}")
+            what = {"upscale": f"⬆️ upscale ({request.mode})", "zoom": f"🔍 zoom out {request.mode}x",
+                    "pan": f"↔️ pan {request.mode}"}[request.kind]
+            return f"{what} of image {number} of {job} ({self._command(request)}); {request.width}x{request.height}"
         variation = self._variation_of(request)
         if variation is None and request.kind == "img2img":
             return f"{self._command(request)} (from your image)"

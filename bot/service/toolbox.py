@@ -1,4 +1,4 @@
-"""The image toolbox: actions on an image that make a new job (upscale; zoom and pan to come).
+"""The image toolbox: actions on an image that make a new job (upscale, zoom out, pan).
 
 Each action loads the job it names through :meth:`ServiceContext._job` (where ownership and
 share checks live), makes a request of its own kind, and goes through the same
@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from bot.service.context import ServiceContext
 from bot.service.tickets import NotFound, Ticket, Who
 from generation.core.errors import InvalidRequest
-from generation.core.request import UPSCALE_MODES, GenerationRequest
+from generation.core.request import ACTIONS, UPSCALE_MODES, GenerationRequest, nearest_bucket
+from generation.tools.outpaint import canvas_ratio
 from storage import images
 
 if TYPE_CHECKING:
@@ -26,7 +27,7 @@ __all__ = ["ToolboxPart"]
 
 
 class ToolboxPart(ServiceContext):
-    """Upscale (subtle or creative) an image of a job."""
+    """Upscale (subtle or creative), zoom out (1.5x, 2x) or pan (left, right, up, down) an image of a job."""
 
     if TYPE_CHECKING:  # JobsPart's, through ImagineService
         async def _submit(self, who: Who, user: User, request: GenerationRequest, *, target: dict[str, Any] | None,
@@ -56,3 +57,27 @@ class ToolboxPart(ServiceContext):
         )
         return await self._submit(who, user, self.caps.check(request), target=target, dedupe=False, origin=origin,
                                   cost=self.config.upscale_cost)
+
+    async def outpaint(self, who: Who, job_id: str, index: int, kind: str, mode: str, *, prompt: str | None = None,
+                       target: dict[str, Any] | None = None, origin: Origin | None = None) -> Ticket:
+        """Zoom out (``kind="zoom"``, mode "1.5"/"2") or pan (mode "left"/"right"/"up"/"down") image
+        ``index`` of job ``job_id``: a new job of ``who``, one image, the new border inpainted.
+        ``prompt`` replaces the prompt (Midjourney's custom zoom)."""
+        if kind not in ("zoom", "pan") or mode not in ACTIONS[kind]:
+            allowed = "zoom 1.5 or 2, or pan left, right, up or down"
+            raise InvalidRequest("mode", f"Choose {allowed}, not {kind} {mode!r}.")
+        user = await self._active_user(who)
+        source = await self._job(job_id)
+        found = [i for i in await images.images_for_job(self.db, job_id) if i.idx == index]
+        if not found or not self.store.exists(found[0].path):
+            raise NotFound(f"Request {job_id} has no image {index + 1} to {kind}.")
+        image = found[0]
+        base = GenerationRequest.from_dict(source.request)
+        width, height = nearest_bucket(*canvas_ratio(kind, mode, image.width, image.height), self.caps.base_resolution)
+        request = replace(
+            base, kind=kind, init_image=str(self.store.path_for(image.path).resolve()), strength=1.0,
+            count=1, seed=image.seed, width=width, height=height, variation_of=None, source=f"{job_id}#{index + 1}",
+            mode=mode, refine=False, user_id=who.user_id, platform=who.platform, original_prompt=None,
+            **({"prompt": prompt} if prompt and prompt.strip() else {}),
+        )
+        return await self._submit(who, user, self.caps.check(request), target=target, dedupe=False, origin=origin)

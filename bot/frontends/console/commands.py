@@ -42,6 +42,8 @@ COMMANDS = """Commands:
   /reroll JOB                 the same request with a new seed
   /variation JOB N            variations of image N of a request
   /upscale JOB N [subtle|creative]   image N at twice the size (costs quota.upscale_cost)
+  /zoom JOB N 1.5|2 [PROMPT]  zoom out of image N (a new prompt is allowed)
+  /pan JOB N left|right|up|down [PROMPT]   extend image N to that side
   /forget                     delete everything stored about you (asks to confirm)
   /export                     a zip of your data and images
   /share JOB N | /unshare JOB N   put image N of a request in the public web gallery, or take it out
@@ -134,6 +136,14 @@ class CommandHandlers:
                 self.say("Usage: /upscale JOB N [subtle|creative] (N is the image number, from 1)")
                 return
             ticket = await self.service.upscale(self.who, args[0], int(args[1]) - 1, mode, target={"console": True})
+            self.follow(ticket)
+        elif command in ("/zoom", "/pan"):
+            kind = command[1:]
+            if len(args) < 3 or not args[1].isdecimal() or int(args[1]) < 1:
+                self.say(f"Usage: {command} JOB N {'1.5|2' if kind == 'zoom' else 'left|right|up|down'} [new prompt]")
+                return
+            ticket = await self.service.outpaint(self.who, args[0], int(args[1]) - 1, kind, args[2].lower(),
+                                                 prompt=" ".join(args[3:]) or None, target={"console": True})
             self.follow(ticket)
         elif command == "/forget":
             if args[:1] == ["confirm"] and self._confirm_forget:

@@ -88,12 +88,8 @@ class CommandHandlers:
         await self.accept(interaction, "variation", job_id=job_id, index=index)
 
     async def on_tool(self, interaction: discord.Interaction, action: str, job_id: str, index: int) -> None:
-        """⬆️ Upscale (Subtle/Creative) under one image: a new message follows the new job."""
-        mode = {"ups": "subtle", "upc": "creative"}.get(action)
-        if mode is None:
-            await interaction.response.send_message("That button is from a newer version of this bot.", ephemeral=True)
-            return
-        await self.accept(interaction, "upscale", job_id=job_id, index=index, mode=mode)
+        """Upscale, zoom out or pan under one image: a new message follows the new job."""
+        await self.accept(interaction, "tool", job_id=job_id, index=index, action=action)
 
     # -- buttons -------------------------------------------------------------------------------
 

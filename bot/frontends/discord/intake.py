@@ -33,7 +33,7 @@ import aiohttp
 import discord
 from discord.ext import commands
 
-from bot.frontends.common import apology, clip, new_reference, upload_too_large
+from bot.frontends.common import apology, clip, new_reference, tool_action, upload_too_large
 from bot.frontends.discord.delivery import Reply
 from bot.frontends.discord.messages import DM_LIMIT, PLATFORM
 from bot.frontends.discord.moderation import appeal_view, wants_appeal_button
@@ -207,9 +207,9 @@ async def _submit(service: ImagineService, key: str, stored: dict[str, Any], tar
         return await service.reroll(who, stored["job_id"], target=target, origin=origin)
     if kind == "variation":
         return await service.variation(who, stored["job_id"], int(stored["index"]), target=target, origin=origin)
-    if kind == "upscale":
-        return await service.upscale(who, stored["job_id"], int(stored["index"]), stored.get("mode", "subtle"),
-                                     target=target, origin=origin)
+    if kind == "tool":  # upscale, zoom out, pan (bot.frontends.common.TOOLS)
+        return await tool_action(service, who, stored["job_id"], int(stored["index"]), stored["action"],
+                                 target=target, origin=origin)
     raise ValueError(f"unknown stored Discord request kind {kind!r}")
 
 

@@ -16,7 +16,7 @@ from telegram import InlineKeyboardMarkup, Message, Update, User
 from telegram.error import BadRequest
 from telegram.ext import ContextTypes
 
-from bot.frontends.common import clip, forgotten_counts
+from bot.frontends.common import TOOLS, clip, forgotten_counts, tool_action
 from bot.frontends.telegram import callbacks
 from bot.frontends.telegram.delivery import MAX_LOCAL_UPLOAD_BYTES, MAX_UPLOAD_BYTES
 from bot.frontends.telegram.keyboards import history_keyboard, main_keyboard, stars_keyboard, tools_keyboard
@@ -92,16 +92,16 @@ class ButtonHandlers:
                                          caption=f"Image {image.index + 1} of job {fields[0]}, seed {image.seed}",
                                          reply_parameters=reply_parameters(message.message_id),
                                          reply_markup=tools_keyboard(fields[0], image.index + 1))
-        elif kind == "t":
+        elif kind == "t":  # upscale, zoom out, pan (bot.frontends.common.TOOLS)
             index = self._index(fields)
-            mode = {"s": "subtle", "c": "creative"}.get(fields[2] if len(fields) > 2 else "", "")
-            if not mode:
+            code = fields[2] if len(fields) > 2 else ""
+            if code not in TOOLS:
                 await query.answer("This button no longer works.")
                 return
             await self._submit(who, user, message.chat_id, message.chat.type, message.message_id,
-                               lambda w, target: self.service.upscale(w, fields[0], index - 1, mode, target=target,
-                                                                      origin=origin))
-            await query.answer(f"⬆️ Upscaling image {index} ({mode})…")
+                               lambda w, target: tool_action(self.service, w, fields[0], index - 1, code,
+                                                             target=target, origin=origin))
+            await query.answer(f"{TOOLS[code][0]} image {index}…")
         elif kind == "k":
             index = self._index(fields, allow_zero=True)
             delivery = await self.service.job_delivery(fields[0])

@@ -14,7 +14,7 @@ after a restart. Format: a one-letter action, then fields separated by ``:``::
     a:<user_id>             file a moderation appeal (under a cooldown/block refusal; only that user)
     g:<job>:<n>             🌐 put image n in the public web gallery (its owner)
     o:<job>:<n>             take image n out of the gallery again (its owner or an admin)
-    t:<job>:<n>:<tool>      the toolbox on image n: s ⬆️ Upscale (Subtle), c ⬆️ Upscale (Creative)
+    t:<job>:<n>:<tool>      the toolbox on image n: ups/upc ⬆️ Upscale, z15/z2 Zoom Out, pl/pr/pu/pd pan
 
 Job ids are 12 hex digits, so the longest job button (``s:…:4:5``) is 18 bytes.
 """

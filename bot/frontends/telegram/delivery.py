@@ -247,7 +247,7 @@ class Delivering:
             spot = (int(target.get("status_chat") or target["chat_id"]), int(target["status_id"]))
         data, name, as_photo = await asyncio.to_thread(result_media, delivery)
         caption = caption_of(delivery, target.get("name"))
-        keyboard = (upscaled_keyboard(delivery.job_id) if delivery.request.kind == "upscale"
+        keyboard = (upscaled_keyboard(delivery.job_id) if delivery.request.kind in ("upscale", "zoom", "pan")
                     else main_keyboard(delivery.job_id, len(delivery.images)))
         spoiler = any(i.spoiler for i in delivery.images) or None
         media = (InputMediaPhoto(data, caption=caption, filename=name, has_spoiler=spoiler) if as_photo

@@ -212,16 +212,58 @@ class UpscaleRequest(BaseModel):
 async def upscale_image(ref: str, request: Request, response: Response, auth: Auth,
                         body: UpscaleRequest | None = None) -> Accepted:
     """Upscale 2x (a new job of yours, charged quota.upscale_cost); 202 once it is stored."""
-    job_id, _, number = ref.rpartition("-")
-    if not job_id or not number.isdecimal() or int(number) < 1:
-        raise InvalidRequest("ref", f"An image reference is JOB-N (e.g. 3f2a9c1b7d4e-1), not {ref!r}.")
-    service = _service(request)
-    ticket = await service.upscale(auth.who, job_id, int(number) - 1, (body or UpscaleRequest()).mode,
-                                   target={"web": True})
+    job_id, index = _ref(ref)
+    ticket = await _service(request).upscale(auth.who, job_id, index, (body or UpscaleRequest()).mode,
+                                             target={"web": True})
     request.app.state.front.follow(ticket)
     response.headers["Location"] = f"/v1/jobs/{ticket.job_id}"
     return Accepted(job_id=ticket.job_id, position=ticket.position, eta_s=round(ticket.eta, 2),
                     status_url=f"/v1/jobs/{ticket.job_id}")
+
+
+class ZoomRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    factor: Literal["1.5", "2"] = Field("2", description="how far to zoom out")
+    prompt: str | None = Field(None, max_length=4000, description="a new prompt (default: the image's own)")
+
+
+class PanRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    direction: Literal["left", "right", "up", "down"]
+    prompt: str | None = Field(None, max_length=4000, description="a new prompt (default: the image's own)")
+
+
+@router.post("/images/{ref}/zoom", status_code=202, response_model=Accepted)
+async def zoom_image(ref: str, body: ZoomRequest, request: Request, response: Response, auth: Auth) -> Accepted:
+    """Zoom out 1.5x or 2x (a new job of yours): the new border is painted, the image kept."""
+    return await _outpaint(request, response, auth, ref, "zoom", body.factor, body.prompt)
+
+
+@router.post("/images/{ref}/pan", status_code=202, response_model=Accepted)
+async def pan_image(ref: str, body: PanRequest, request: Request, response: Response, auth: Auth) -> Accepted:
+    """Pan left, right, up or down (a new job of yours): the canvas grows to that side."""
+    return await _outpaint(request, response, auth, ref, "pan", body.direction, body.prompt)
+
+
+async def _outpaint(request: Request, response: Response, auth: Caller, ref: str, kind: str, mode: str,
+                    prompt: str | None) -> Accepted:
+    job_id, index = _ref(ref)
+    ticket = await _service(request).outpaint(auth.who, job_id, index, kind, mode, prompt=prompt,
+                                              target={"web": True})
+    request.app.state.front.follow(ticket)
+    response.headers["Location"] = f"/v1/jobs/{ticket.job_id}"
+    return Accepted(job_id=ticket.job_id, position=ticket.position, eta_s=round(ticket.eta, 2),
+                    status_url=f"/v1/jobs/{ticket.job_id}")
+
+
+def _ref(ref: str) -> tuple[str, int]:
+    """(job id, 0-based index) of an image reference JOB-N."""
+    job_id, _, number = ref.rpartition("-")
+    if not job_id or not number.isdecimal() or int(number) < 1:
+        raise InvalidRequest("ref", f"An image reference is JOB-N (e.g. 3f2a9c1b7d4e-1), not {ref!r}.")
+    return job_id, int(number) - 1
 
 
 @router.post("/images/{ref}/rating")
