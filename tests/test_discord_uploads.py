@@ -145,8 +145,29 @@ async def test_upscale_buttons_under_one_image_make_a_2x_job_for_the_clicker(fak
         with Image.open(io.BytesIO(sent.data)) as image:  # the full-quality PNG, twice the size
             assert image.format == "PNG" and image.size == (512, 512)
         assert "upscale (subtle) of image 1 of " + job_id in upscaled["content"]
-        new_id = upscaled["components"][0]["components"][0]["custom_id"].split(":")[2]
+        new_id = zoomed_id([c["custom_id"] for row in upscaled["components"] for c in row["components"]])
         row = await eventually(lambda: _job(env, new_id))
         assert row.request["kind"] == "upscale" and row.charged == 2
         from bot.service import Who
         assert (await env.service.quota(Who("discord", bob["id"]))).used == 2  # the clicker pays
+
+
+@pytest.mark.slow
+async def test_zoom_button_makes_a_zoom_job(fake: FakeDiscord, tmp_path: Path, tiny: Any) -> None:
+    async with running(fake, tmp_path, tiny) as (env, front):
+        inter = await fake.send_interaction(fake.slash("imagine", {"prompt": "a harbour --steps 1 --seed 3"}))
+        _, made = await result_of(fake, inter, 180)
+        job_id = made["components"][0]["components"][0]["custom_id"].split(":")[2]
+        u1 = await fake.send_interaction(fake.button(f"imagine:up:{job_id}:0", made))
+        _, single = await result_of(fake, u1, 180)
+        click = await fake.send_interaction(fake.button(f"imagine:tool:z2:{job_id}:0", single))
+        edit, zoomed = await result_of(fake, click, 180)
+        with Image.open(io.BytesIO(edit.files[0].data)) as image:
+            assert image.size == (256, 256)
+        assert "zoom out 2x of image 1 of " + job_id in zoomed["content"]
+        ids = [c["custom_id"] for row in zoomed["components"] for c in row["components"]]
+        assert f"imagine:tool:pl:{zoomed_id(ids)}:0" in ids  # pan further from the zoomed image
+
+
+def zoomed_id(ids: list[str]) -> str:
+    return next(i for i in ids if i.startswith("imagine:del:")).split(":")[2]

@@ -121,7 +121,7 @@ class VariationButton(discord.ui.DynamicItem[discord.ui.Button], template=r"imag
 
 
 class ToolButton(discord.ui.DynamicItem[discord.ui.Button],
-                 template=r"imagine:tool:(?P<action>[a-z]+):(?P<job>\w+):(?P<index>\d)"):
+                 template=r"imagine:tool:(?P<action>[a-z0-9]+):(?P<job>\w+):(?P<index>\d)"):
     """A toolbox action on image i of a job (a new job owned by the clicker)."""
 
     def __init__(self, action: str, job_id: str, index: int, row: int = 0) -> None:
