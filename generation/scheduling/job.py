@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Union
@@ -108,7 +107,8 @@ class Job:
         self.seq = seq
         self.user = f"{request.platform}:{request.user_id}"
         self.status = "queued"
-        self.submitted_at = time.monotonic()
+        self._clock = queue.clock  # submitted/started/finished times on the queue's clock
+        self.submitted_at = self._clock()
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self._position = 0
@@ -209,14 +209,14 @@ class Job:
 
     def _start(self, event: Started) -> None:
         self.status = "running"
-        self.started_at = time.monotonic()
+        self.started_at = self._clock()
         self._started = event
         self._emit(event)
 
     def _finish(self, status: str, event: JobEvent, *, result: GenerationResult | None = None,
                 error: ImagineError | None = None) -> None:
         self.status = status
-        self.finished_at = time.monotonic()
+        self.finished_at = self._clock()
         self._result, self._error, self._final = result, error, event
         self._finished.set()
         self._emit(event)

@@ -28,6 +28,11 @@ moving average in :class:`TimeEstimator`; unseen shapes start at a guess proport
 width x height x steps, scaled by what was learned elsewhere). A queued job's ETA is the
 running batch's expected remaining time plus the simulated batches up to and including its own.
 
+Pluggable (:class:`BatchPolicy`): the queue asks a policy object two questions, which batch
+next (``pick``) and whether to hold an idle executor a moment for a fuller one (``hold``).
+:data:`FAIR` is this module's policy and the queue's default; ``bench/queue_bench.py`` plugs
+FIFO and fixed-window baselines into the same queue to compare them on the same traces.
+
 Property tests of the policy live in ``tests/test_scheduling.py``.
 """
 
@@ -40,7 +45,8 @@ from typing import Callable, Protocol, TypeVar
 
 from generation.core.request import Shape, denoising_steps
 
-__all__ = ["Candidate", "FairState", "LaneView", "TimeEstimator", "assign", "pick_batch", "plan"]
+__all__ = ["FAIR", "BatchPolicy", "Candidate", "FairPolicy", "FairState", "LaneView", "TimeEstimator", "assign",
+           "pick_batch", "plan"]
 
 
 class Candidate(Protocol):
@@ -56,6 +62,8 @@ class Candidate(Protocol):
     def shape(self) -> Shape: ...
     @property
     def images(self) -> int: ...
+    @property
+    def submitted_at(self) -> float: ...  # on the queue's clock
 
 
 C = TypeVar("C", bound=Candidate)
@@ -118,14 +126,48 @@ def pick_batch(
     return picked, FairState(tick, last_served, streak)
 
 
+class BatchPolicy(Protocol):
+    """What the queue asks about its queued jobs; :data:`FAIR` is the default."""
+
+    name: str
+
+    def pick(
+        self, queued: Sequence[C], state: FairState, *, max_images: int, priority_burst: int
+    ) -> tuple[list[C], FairState]:
+        """The next batch (non-empty when anything is queued) and the state after it."""
+        ...
+
+    def hold(self, batch: Sequence[C], queued: Sequence[C], *, now: float, max_images: int) -> float:
+        """Seconds to keep an idle executor waiting before running ``batch`` (0: run it now)."""
+        ...
+
+
+class FairPolicy:
+    """:func:`pick_batch`, run as soon as an executor is idle."""
+
+    name = "fair"
+
+    def pick(
+        self, queued: Sequence[C], state: FairState, *, max_images: int, priority_burst: int
+    ) -> tuple[list[C], FairState]:
+        return pick_batch(queued, state, max_images=max_images, priority_burst=priority_burst)
+
+    def hold(self, batch: Sequence[C], queued: Sequence[C], *, now: float, max_images: int) -> float:
+        return 0.0
+
+
+FAIR = FairPolicy()
+
+
 def plan(
-    queued: Sequence[C], state: FairState, *, max_images: int, priority_burst: int
+    queued: Sequence[C], state: FairState, *, max_images: int, priority_burst: int,
+    policy: BatchPolicy = FAIR,
 ) -> list[list[C]]:
     """Every batch the scheduler would run, in order, if nothing else arrived."""
     remaining = list(queued)
     batches: list[list[C]] = []
     while remaining:
-        batch, state = pick_batch(remaining, state, max_images=max_images, priority_burst=priority_burst)
+        batch, state = policy.pick(remaining, state, max_images=max_images, priority_burst=priority_burst)
         chosen = {id(job) for job in batch}
         remaining = [job for job in remaining if id(job) not in chosen]
         batches.append(batch)

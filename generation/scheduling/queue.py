@@ -10,8 +10,10 @@ Size: a little over 450 lines, on purpose: one class holds the runtime's whole s
 (submit, dispatch, settle, retry, cancel, shutdown), which reads best in one place; the policy,
 jobs and events, slots and outcome handling already live in their own modules.
 
-Several executors: an idle slot gets the next batch ``pick_batch`` chooses among the queued jobs
-it can run, so fairness is one policy whatever the number of GPUs. Positions are the pick order;
+Several executors: an idle slot gets the next batch the policy (``policy``, by default the fair
+``pick_batch`` of :data:`~generation.scheduling.policy.FAIR`) chooses among the queued jobs it can
+run, so fairness is one policy whatever the number of GPUs. A policy may ask to hold an idle
+slot a moment for a fuller batch; the scheduler then looks again when that time is up. Positions are the pick order;
 ETAs place the planned batches on the slots as they free up (:func:`~generation.scheduling.policy.assign`).
 
 Cancelling: a queued job leaves at once; a running job is reported cancelled at once, and its
@@ -57,7 +59,7 @@ from generation.scheduling.job import (Cancelled, Done, EventCallback, Failed, J
 from generation.scheduling.outcomes import INTERNAL_ERROR, settle
 from generation.scheduling.pool import ExecutorPool, RetryBatch, RunningBatch, Slot
 from generation.core.request import GenerationRequest, ModelCaps, Shape
-from generation.scheduling.policy import FairState, TimeEstimator, pick_batch, plan
+from generation.scheduling.policy import FAIR, BatchPolicy, FairState, TimeEstimator, pick_batch, plan
 
 __all__ = ["Cancelled", "Done", "EventCallback", "Failed", "FairState", "GenerationQueue", "Job", "JobEvent",
            "Queued", "QueueSnapshot", "RunningBatch", "ShuttingDown", "Started", "Step", "TimeEstimator",
@@ -105,6 +107,7 @@ class GenerationQueue:
         scale_max_queued: bool = False,
         max_executor_failures: int = 3,
         clock: Callable[[], float] = time.monotonic,
+        policy: BatchPolicy = FAIR,
     ) -> None:
         for name, value in (("max_batch_images", max_batch_images), ("max_queued_images", max_queued_images),
                             ("max_queued_per_user", max_queued_per_user), ("priority_burst", priority_burst)):
@@ -122,6 +125,7 @@ class GenerationQueue:
         self.batch_time_limit = batch_time_limit
         self.estimator = estimator or TimeEstimator()
         self.clock = clock
+        self.policy = policy
         self.batches_run = 0
         self.retries = 0
         self._queued: dict[str, Job] = {}
@@ -136,6 +140,7 @@ class GenerationQueue:
         self._accepting = True
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
+        self._hold: asyncio.TimerHandle | None = None  # wakes the scheduler when a hold ends
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -295,8 +300,8 @@ class GenerationQueue:
     def _refresh(self) -> None:
         """Recompute places in line and ETAs; tell jobs whose place changed."""
         retries = [[j for j in r.jobs if not j.finished] for r in self._retry]
-        batches = plan(list(self._queued.values()), self._fair,
-                       max_images=self.max_batch_images, priority_burst=self.priority_burst)
+        batches = plan(list(self._queued.values()), self._fair, max_images=self.max_batch_images,
+                       priority_burst=self.priority_burst, policy=self.policy)
         self.pool.place(retries + batches, self.estimator)
         order = [job for batch in batches for job in batch]
         for place, job in enumerate(order, 1):
@@ -374,12 +379,23 @@ class GenerationQueue:
             runnable = [j for j in self._queued.values() if slot.can_run(j.shape)]
             if not runnable:
                 continue
-            jobs, self._fair = pick_batch(runnable, self._fair, max_images=self.max_batch_images,
+            jobs, fair = self.policy.pick(runnable, self._fair, max_images=self.max_batch_images,
                                           priority_burst=self.priority_burst)
+            wait = self.policy.hold(jobs, runnable, now=self.clock(), max_images=self.max_batch_images)
+            if wait > 0 and self._accepting:
+                self._wake_in(wait)  # the policy expects a fuller batch: ask again then
+                break
+            self._fair = fair
             self._forget_old_users()
             for job in jobs:
                 self._queued.pop(job.id, None)
             self._begin(slot, jobs, attempt=1)
+
+    def _wake_in(self, seconds: float) -> None:
+        if self._hold is not None:
+            self._hold.cancel()
+        assert self._loop is not None
+        self._hold = self._loop.call_later(seconds, self._wakeup.set)
 
     def _fail_unrunnable(self) -> None:
         """End the jobs no executor left in rotation can run (e.g. its only 8-step GPU left)."""
