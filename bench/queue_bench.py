@@ -50,7 +50,7 @@ from virtual_time import run_virtual  # noqa: E402
 from bot.service import ImagineService, ServiceSettings, Who  # noqa: E402
 from generation.core.batch import Batch  # noqa: E402
 from generation.core.request import ModelCaps  # noqa: E402
-from generation.scheduling.policy import FAIR, BatchPolicy  # noqa: E402
+from generation.scheduling.policy import FAIR, BatchPolicy, FairPolicy  # noqa: E402
 from generation.scheduling.queue import GenerationQueue  # noqa: E402
 from storage import Database, ImageStore  # noqa: E402
 
@@ -203,7 +203,8 @@ def bench(args: argparse.Namespace, model: CostModel) -> dict[str, Any]:
         tuning[delay] = run_one(tuning_trace, FixedWindow(delay), 1, model)["p99_s"]
         print(f"tuning fixed window D={delay * 1000:.0f} ms: p99 {tuning[delay]:.1f} s", flush=True)
     best_delay = min(tuning, key=lambda d: tuning[d])
-    policies: list[BatchPolicy] = [FAIR, FifoOne(), FifoGreedy(), FixedWindow(best_delay)]
+    policies: list[BatchPolicy] = [FAIR, FairPolicy(None, name="fair-unbounded"), FifoOne(), FifoGreedy(),
+                                   FixedWindow(best_delay)]
 
     runs = []
     for executors in args.executors:
@@ -218,6 +219,17 @@ def bench(args: argparse.Namespace, model: CostModel) -> dict[str, Any]:
                 print(f"N={executors} load {load:.0%} {policy.name:>22}: p50 {result['p50_s']:6.1f} s  "
                       f"p99 {result['p99_s']:7.1f} s  {result['throughput_images_per_s']:.2f} img/s  "
                       f"Jain {result['jain_stretch']:.2f}  ({time.perf_counter() - started:.1f} s real)", flush=True)
+    sweep = []  # the fair policy's patience (DEFAULT_PATIENCE), over seeds of its own
+    for seed in args.sweep_seeds:
+        trace = poisson(rate_for_load(0.8, model, max_batch=MAX_BATCH), args.requests, seed)
+        for patience in [None, *args.sweep_patience]:
+            result = run_one(trace, FairPolicy(patience), 1, model)
+            sweep.append({"seed": seed, "patience": patience, "load": 0.8, "executors": 1,
+                          **{k: result[k] for k in ("p50_s", "p99_s", "light_p99_s", "heavy_p99_s",
+                                                    "throughput_images_per_s")},
+                          "light_behind_heavy_p99_s": result["light_behind_heavy"]["p99_s"]})
+            print(f"patience {patience} seed {seed}: p99 {result['p99_s']:.1f} s, light p99 "
+                  f"{result['light_p99_s']:.1f} s", flush=True)
     rate = rate_for_load(0.5, model, max_batch=MAX_BATCH)
     burst_trace = with_burst(poisson(rate, args.requests, args.seed), args.seed + 1)
     for policy in policies:
@@ -227,7 +239,7 @@ def bench(args: argparse.Namespace, model: CostModel) -> dict[str, Any]:
         print(f"burst of 15 at 50% {policy.name:>22}: burst p50 {result['burst']['p50_s']:.1f} s, "
               f"max {result['burst']['max_s']:.1f} s", flush=True)
     return {"tuning_p99_s": {str(d): v for d, v in tuning.items()}, "fixed_window_delay_s": best_delay,
-            "policies": [p.name for p in policies], "runs": runs,
+            "policies": [p.name for p in policies], "runs": runs, "patience_sweep": sweep,
             "light_idle_p99_s": percentile(light_idle, 0.99)}
 
 
@@ -267,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--executors", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--delays", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.4, 0.8, 1.6],
                         help="fixed-window delays D to tune over, seconds")
+    parser.add_argument("--sweep-patience", type=int, nargs="*", default=[8, 12, 16],
+                        help="the fair policy's patience values to compare (with unbounded) at 80 %% load")
+    parser.add_argument("--sweep-seeds", type=int, nargs="*", default=[1, 2, 3])
     parser.add_argument("--gpu-bench", type=Path, default=None, help="calibrate from bench/gpu_bench.py's JSON")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)

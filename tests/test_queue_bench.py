@@ -165,11 +165,12 @@ def test_fixed_window_holds_until_the_oldest_waited_its_delay_unless_the_batch_i
 def test_the_bench_runs_every_policy_and_writes_goals_and_a_plot(tmp_path: Path) -> None:
     import queue_bench
 
-    assert queue_bench.main(["--requests", "12", "--loads", "0.8", "--executors", "1", "4",
+    assert queue_bench.main(["--requests", "12", "--loads", "0.8", "--executors", "1", "4", "--sweep-patience", "2",
+                             "--sweep-seeds", "1",
                              "--delays", "0.1", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "queue_bench.json").read_text())
     assert (tmp_path / "queue_bench.png").stat().st_size > 0
-    assert result["policies"] == ["fair", "fifo-one", "fifo-greedy", "fixed-window-100ms"]
+    assert result["policies"] == ["fair", "fair-unbounded", "fifo-one", "fifo-greedy", "fixed-window-100ms"]
     poisson_runs = [r for r in result["runs"] if r["trace"] == "poisson"]
     assert {(r["policy"], r["executors"]) for r in poisson_runs} == {
         (p, n) for p in result["policies"] for n in (1, 4)}
@@ -184,3 +185,4 @@ def test_the_bench_runs_every_policy_and_writes_goals_and_a_plot(tmp_path: Path)
     for goal in result["goals"].values():
         assert set(goal) == {"value", "target", "sense", "met"}
         assert goal["met"] == (goal["value"] <= goal["target"] if goal["sense"] == "<=" else goal["value"] >= goal["target"])
+    assert [(r["seed"], r["patience"]) for r in result["patience_sweep"]] == [(1, None), (1, 2)]
