@@ -241,16 +241,17 @@ def bench(args: argparse.Namespace, model: CostModel) -> dict[str, Any]:
 def patience_sweep(args: argparse.Namespace, model: CostModel) -> list[dict[str, Any]]:
     """The fair policy with each ``--sweep-patience`` (and unbounded) on traces of other seeds."""
     sweep = []
-    for seed in args.sweep_seeds:
-        trace = poisson(rate_for_load(0.8, model, max_batch=MAX_BATCH), args.requests, seed)
-        for patience in [None, *args.sweep_patience]:
-            result = run_one(trace, FairPolicy(patience), 1, model)
-            sweep.append({"seed": seed, "patience": patience, "load": 0.8, "executors": 1,
-                          **{k: result[k] for k in ("p50_s", "p99_s", "light_p99_s", "heavy_p99_s",
-                                                    "throughput_images_per_s")},
-                          "light_behind_heavy_p99_s": result["light_behind_heavy"]["p99_s"]})
-            print(f"patience {patience} seed {seed}: p99 {result['p99_s']:.1f} s, light p99 "
-                  f"{result['light_p99_s']:.1f} s", flush=True)
+    for load in args.loads:
+        for seed in args.sweep_seeds:
+            trace = poisson(rate_for_load(load, model, max_batch=MAX_BATCH), args.requests, seed)
+            for patience in [None, *args.sweep_patience]:
+                result = run_one(trace, FairPolicy(patience), 1, model)
+                sweep.append({"seed": seed, "patience": patience, "load": load, "executors": 1,
+                              **{k: result[k] for k in ("p50_s", "p99_s", "light_p99_s", "heavy_p99_s",
+                                                        "throughput_images_per_s")},
+                              "light_behind_heavy_p99_s": result["light_behind_heavy"]["p99_s"]})
+                print(f"load {load:.0%} seed {seed} patience {patience}: p99 {result['p99_s']:.1f} s, "
+                      f"light p99 {result['light_p99_s']:.1f} s", flush=True)
     return sweep
 
 
@@ -292,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="fixed-window delays D to tune over, seconds")
     parser.add_argument("--sweep-patience", type=int, nargs="*", default=None,
                         help="instead of the comparison: the fair policy with these patience values (and "
-                             "unbounded) at 80 %% load, one GPU; writes queue_bench_patience.json")
+                             "unbounded) at --loads, one GPU; writes queue_bench_patience.json")
     parser.add_argument("--sweep-seeds", type=int, nargs="*", default=[1, 2, 3])
     parser.add_argument("--gpu-bench", type=Path, default=None, help="calibrate from bench/gpu_bench.py's JSON")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")

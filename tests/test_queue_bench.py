@@ -185,7 +185,7 @@ def test_the_bench_runs_every_policy_and_writes_goals_and_a_plot(tmp_path: Path)
         assert set(goal) == {"value", "target", "sense", "met"}
         assert goal["met"] == (goal["value"] <= goal["target"] if goal["sense"] == "<=" else goal["value"] >= goal["target"])
     # the patience sweep is a mode of its own, with a file of its own
-    assert queue_bench.main(["--requests", "12", "--sweep-patience", "2", "--sweep-seeds", "1",
+    assert queue_bench.main(["--requests", "12", "--loads", "0.8", "--sweep-patience", "2", "--sweep-seeds", "1",
                              "--out", str(tmp_path)]) == 0
     sweep = json.loads((tmp_path / "queue_bench_patience.json").read_text())
     assert [(r["seed"], r["patience"]) for r in sweep["runs"]] == [(1, None), (1, 2)]

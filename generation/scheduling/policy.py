@@ -10,9 +10,11 @@ arrivals or cancellations):
 2. Head. In the leading lane, the user served least recently (never served counts as longest
    ago; ties go to the user with the oldest job) leads; the batch takes that user's oldest job
    and that job's shape (kind, width, height, steps; img2img adds strength).
-   Patience (optional, ``patience=P``): when the lane's oldest job has been passed over by the
-   last P batches, it leads instead (oldest first), so a heavy user's odd-shaped job cannot wait
-   behind an endless stream of newcomers (``bench/queue_bench.py`` measured that tail).
+   Patience (``patience=P``; None turns it off): when the lane's oldest job has been passed
+   over by more picks than there are users waiting in its lane plus P, it leads instead. Round
+   robin would have given every waiting user a turn by then, so this only bounds the wait of a
+   job that the newcomers-first rule keeps passing (a heavy user's odd-shaped job behind an
+   endless stream of newcomers: ``bench/queue_bench.py`` measured that tail).
 3. Fill. Jobs of the same shape join, round-robin between users: one job per user per pass,
    users in least-recently-served order, each user's jobs first-in first-out. A job is never
    split; a user whose next job does not fit the remaining ``max_batch_images`` is done for
@@ -48,8 +50,8 @@ from typing import Callable, Protocol, TypeVar
 
 from generation.core.request import Shape, denoising_steps
 
-__all__ = ["DEFAULT_PATIENCE", "FAIR", "BatchPolicy", "Candidate", "FairPolicy", "FairState", "LaneView", "TimeEstimator", "assign",
-           "pick_batch", "plan"]
+__all__ = ["DEFAULT_PATIENCE", "FAIR", "BatchPolicy", "Candidate", "FairPolicy", "FairState", "LaneView",
+           "TimeEstimator", "assign", "pick_batch", "plan"]
 
 
 class Candidate(Protocol):
@@ -82,6 +84,9 @@ class FairState:
     newest: tuple[int, ...] = ()  # the newest queued seq at each of the last picks (for patience)
 
 
+_KEPT = 256  # picks remembered for patience: with more users waiting, a job waits at most this many
+
+
 def pick_batch(
     queued: Sequence[C], state: FairState, *, max_images: int, priority_burst: int, patience: int | None = None
 ) -> tuple[list[C], FairState]:
@@ -97,8 +102,10 @@ def pick_batch(
         return state.last_served.get(user, -1)
 
     head = min(lead, key=lambda j: (served(j.user), j.seq))
-    if patience is not None and len(state.newest) >= patience and lead[0].seq <= state.newest[-patience]:
-        head = lead[0]  # queued through the last `patience` picks and never taken: it goes now
+    if patience is not None:
+        threshold = min(patience + len({j.user for j in lead}), _KEPT)
+        if len(state.newest) >= threshold and lead[0].seq <= state.newest[-threshold]:
+            head = lead[0]  # queued through the last `threshold` picks and never taken: it goes now
     picked: list[C] = [head]
     taken: dict[str, int] = {head.user: 1}
     budget = max_images - head.images
@@ -129,7 +136,7 @@ def pick_batch(
     for job in picked:
         last_served[job.user] = tick
     streak = state.priority_streak + 1 if led_by_priority else 0
-    newest = (*state.newest, max(j.seq for j in queued))[-patience:] if patience else ()
+    newest = (*state.newest, max(j.seq for j in queued))[-_KEPT:] if patience is not None else ()
     return picked, FairState(tick, last_served, streak, newest)
 
 
@@ -149,10 +156,11 @@ class BatchPolicy(Protocol):
         ...
 
 
-DEFAULT_PATIENCE = 12
-"""Picks the oldest job may be passed over before it leads. ``bench/queue_bench.py`` at 80 % load
-(3 seeds, one GPU): without it heavy users' p99 is 30-41 s against light users' 5-7 s; 12 cuts
-the overall p99 by ~40 % for ~10 % on light users' p99 (8 cut it more but doubled light p99)."""
+DEFAULT_PATIENCE = 4
+"""Slack of the patience rule (picks beyond one per waiting user). Chosen with
+``python bench/queue_bench.py --requests 400 --loads 0.8 0.95 --sweep-patience 2 4 8 12`` (three
+seeds of their own, one GPU; ``bench/results/queue_bench_patience.json``, figures in
+``docs/queue-bench.md``): without it heavy users' p99 is several times light users'."""
 
 
 class FairPolicy:
