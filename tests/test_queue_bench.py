@@ -135,7 +135,8 @@ def test_virtual_time_jumps_over_sleeps_but_stands_still_while_a_thread_works() 
 
 class Cand:
     def __init__(self, user: str, seq: int, shape: tuple = (1,), images: int = 1, at: float = 0.0) -> None:
-        self.user, self.seq, self.shape, self.images, self.priority, self.submitted_at = user, seq, shape, images, False, at
+        self.user, self.seq, self.shape, self.images = user, seq, shape, images
+        self.priority, self.submitted_at = False, at
 
 
 def test_fifo_baselines_pick_the_oldest_and_greedy_adds_same_shape_that_fits() -> None:
@@ -183,10 +184,28 @@ def test_the_bench_runs_every_policy_and_writes_goals_and_a_plot(tmp_path: Path)
                                     "light_behind_heavy_p99_s_at_80", "p99_4_gpus_vs_1_at_80"}
     for goal in result["goals"].values():
         assert set(goal) == {"value", "target", "sense", "met"}
-        assert goal["met"] == (goal["value"] <= goal["target"] if goal["sense"] == "<=" else goal["value"] >= goal["target"])
+        within = goal["value"] <= goal["target"] if goal["sense"] == "<=" else goal["value"] >= goal["target"]
+        assert goal["met"] == within
     # the patience sweep is a mode of its own, with a file of its own
     assert queue_bench.main(["--requests", "12", "--loads", "0.8", "--sweep-patience", "2", "--sweep-seeds", "1",
                              "--out", str(tmp_path)]) == 0
     sweep = json.loads((tmp_path / "queue_bench_patience.json").read_text())
     assert [(r["seed"], r["patience"]) for r in sweep["runs"]] == [(1, None), (1, 2)]
     assert all(r["p50_s"] <= r["p99_s"] for r in sweep["runs"])
+
+
+@pytest.mark.slow
+def test_the_service_bench_interleaves_rounds_and_reports_medians_with_their_spread(tmp_path: Path) -> None:
+    import service_bench
+
+    assert service_bench.main(["--jobs", "6", "--users", "3", "--rounds", "3", "--concurrency", "2", "32",
+                               "--profile", str(tmp_path / "profile.txt"), "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "service_bench.json").read_text())
+    assert [r["concurrency"] for r in result["runs"]] == [2, 32]
+    for run in result["runs"]:
+        rates = sorted(r["jobs_per_s"] for r in run["rounds"])
+        assert len(rates) == 3 and all(r["delivered_rows"] == 7 for r in run["rounds"])  # 6 + the warm-up
+        assert (run["min_jobs_per_s"], run["jobs_per_s"], run["max_jobs_per_s"]) == (rates[0], rates[1], rates[2])
+    goal = result["goals"]["jobs_per_s_at_32"]
+    assert goal["value"] == result["runs"][1]["jobs_per_s"] and goal["met"] == (goal["value"] >= 300)
+    assert "function calls" in (tmp_path / "profile.txt").read_text()

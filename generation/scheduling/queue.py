@@ -13,8 +13,9 @@ jobs and events, slots and outcome handling already live in their own modules.
 Several executors: an idle slot gets the next batch the policy (``policy``, by default the fair
 ``pick_batch`` of :data:`~generation.scheduling.policy.FAIR`) chooses among the queued jobs it can
 run, so fairness is one policy whatever the number of GPUs. A policy may ask to hold an idle
-slot a moment for a fuller batch; the scheduler then looks again when that time is up. Positions are the pick order;
-ETAs place the planned batches on the slots as they free up (:func:`~generation.scheduling.policy.assign`).
+slot a moment for a fuller batch; the scheduler then looks again when that time is up.
+Positions are the pick order; ETAs place the planned batches on the slots as they free up
+(:func:`~generation.scheduling.policy.assign`).
 
 Cancelling: a queued job leaves at once; a running job is reported cancelled at once, and its
 batch is interrupted at the next step (by cancelling the executor's ``run()``) only when every
