@@ -187,8 +187,24 @@ class ExecutorPool:
                 else:  # ETA = what the lane's running batch has left + this offset
                     job.plan(slots[lane], ends - lanes[lane].free_in)
 
-    def succeeded(self, slot: Slot) -> None:
-        slot.failures = 0
+    def count(self, running: RunningBatch, verdict: str, shared: TimeEstimator) -> RetryBatch | None:
+        """Count how ``running`` ended (a verdict of :func:`~generation.scheduling.outcomes.settle`):
+        an "ok" batch teaches the timings and resets its slot's failures; a "lost" one counts a
+        failure and, on its first attempt, comes back as the batch of its unfinished jobs to run
+        once more."""
+        slot, batch = running.slot, running.batch
+        if verdict == "ok":
+            slot.failures = 0
+            for estimator in (shared, slot.estimator):
+                estimator.observe(batch.shape, len(batch.items), running.elapsed)
+        if verdict != "lost":
+            return None
+        self.failed(slot)
+        unfinished = [j for j in running.jobs if not j.finished]
+        if running.attempt > 1 or not unfinished:
+            return None
+        logger.warning("%s lost a batch of %d images; running it once more", slot.name, len(batch.items))
+        return RetryBatch(unfinished, batch, slot.index)
 
     def failed(self, slot: Slot) -> None:
         """Count a failed batch; take the slot out of rotation when it keeps failing."""

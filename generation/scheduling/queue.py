@@ -6,10 +6,6 @@ running :class:`~generation.scheduling.job.Job` objects, runs the picked batches
 (:mod:`generation.scheduling.pool`: one slot per GPU, local thread or Ray Serve lane), and turns the
 executors' progress and outcomes (:mod:`generation.scheduling.outcomes`) into job events.
 
-Size: a little over 450 lines, on purpose: one class holds the runtime's whole state machine
-(submit, dispatch, settle, retry, cancel, shutdown), which reads best in one place; the policy,
-jobs and events, slots and outcome handling already live in their own modules.
-
 Several executors: an idle slot gets the next batch ``pick_batch`` chooses among the queued jobs
 it can run, so fairness is one policy whatever the number of GPUs. Positions are the pick order;
 ETAs place the planned batches on the slots as they free up (:func:`~generation.scheduling.policy.assign`).
@@ -409,23 +405,16 @@ class GenerationQueue:
             await asyncio.wait({running.task})
             self.batches_run += 1
             verdict = settle(running, model_id=slot.executor.model_id, fail=self._fail, done=self._done)
-            if verdict == "lost":
-                self.pool.failed(slot)
-                unfinished = [j for j in jobs if not j.finished]
-                if running.attempt == 1 and unfinished:
-                    self.retries += 1
-                    logger.warning("%s lost a batch of %d images; running it once more",
-                                   slot.name, len(running.batch.items))
-                    self._retry.append(RetryBatch(unfinished, running.batch, slot.index))
-                else:
-                    for job in unfinished:
+            retry = self.pool.count(running, verdict, self.estimator)
+            if retry is not None:
+                self.retries += 1
+                self._retry.append(retry)
+            elif verdict == "lost":
+                for job in jobs:
+                    if not job.finished:
                         self._fail(job, GenerationFailed(
                             "The image server failed twice while making your images; please try "
                             "again later. Your quota was refunded."))
-            elif verdict == "ok":
-                self.pool.succeeded(slot)
-                self.estimator.observe(running.batch.shape, len(running.batch.items), running.elapsed)
-                slot.estimator.observe(running.batch.shape, len(running.batch.items), running.elapsed)
         except asyncio.CancelledError:
             running.task.cancel()
             raise
