@@ -50,7 +50,6 @@ from generation.scheduling.job import Job as QueueJob
 from storage import images, inbox, jobs, model_versions, quotas, users
 from storage.files import png_with_metadata
 from storage.db import Transaction
-from storage.inbox import InboxItem
 from storage.records import Image, User
 from storage.records import Job as JobRow
 
@@ -413,20 +412,6 @@ class JobsPart(ServiceContext):
         logger.info("job %s cancelled by %s", row.id, who.key)
         return CancelOutcome(row.id, self._text(row.request), after.status,
                              after.charged if after.refunded else 0)
-
-    # -- the inbox: acknowledge only what is stored ------------------------------------------------
-
-    async def receive(self, platform: str, key: str | int, payload: dict[str, Any]) -> bool:
-        """Store a platform request before acknowledging it; False if it was stored before."""
-        return await inbox.receive(self.db, platform, key, payload, self.clock())
-
-    async def handled(self, platform: str, key: str | int) -> bool:
-        """Close a stored request whose outcome was not a job (a refusal sent, a button done)."""
-        return await inbox.mark_handled(self.db, platform, key, self.clock())
-
-    async def unhandled(self, platform: str) -> list[InboxItem]:
-        """Requests stored but not handled before a crash, oldest first, to process again."""
-        return await inbox.unhandled(self.db, platform)
 
 
 def _origin_key(origin: Origin | None) -> str | None:
