@@ -447,4 +447,10 @@ def check(root: Path) -> list[str]:
     found.extend(sql_rules(modules))
     found.extend(reach_in_rules(modules))
     found.extend(size_rules(modules))
-    return found
+    return sorted(found, key=_by_place)
+
+
+def _by_place(line: str) -> tuple[str, int, str]:
+    """Order report lines by module, then line number."""
+    match = re.match(r"([\w.]+):(\d+) ", line)
+    return (match.group(1), int(match.group(2)), line) if match else (line.split(" ")[0], 0, line)
