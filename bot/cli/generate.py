@@ -29,7 +29,7 @@ async def generate(
     from tqdm import tqdm
 
     from bot.app import engine
-    from generation.scheduling.queue import Cancelled, Done, Failed, Queued, Started, Step
+    from generation.scheduling.events import Cancelled, Done, Failed, Queued, Started, Step
 
     upload = _read_upload(image) if image is not None else None
     async with engine(config, model=model) as queue:
