@@ -155,7 +155,7 @@ async def test_upscale_buttons_under_one_image_make_a_2x_job_for_the_clicker(fak
 @pytest.mark.slow
 async def test_zoom_button_makes_a_zoom_job(fake: FakeDiscord, tmp_path: Path, tiny: Any) -> None:
     async with running(fake, tmp_path, tiny) as (env, front):
-        inter = await fake.send_interaction(fake.slash("imagine", {"prompt": "a harbour --steps 1 --seed 3"}))
+        inter = await fake.send_interaction(fake.slash("imagine", {"prompt": "a harbour --n 2 --steps 1 --seed 3"}))
         _, made = await result_of(fake, inter, 180)
         job_id = made["components"][0]["components"][0]["custom_id"].split(":")[2]
         u1 = await fake.send_interaction(fake.button(f"imagine:up:{job_id}:0", made))
