@@ -131,16 +131,19 @@ async def test_quota_exhausted_message_and_nothing_written(tmp_path: Path, tiny)
         assert (await env.service.quota(ADA)).remaining == 2
 
 
-async def test_queue_full_refunds_and_marks_failed(tmp_path: Path, tiny) -> None:
+async def test_queue_full_refunds_and_leaves_no_job(tmp_path: Path, tiny) -> None:
+    """A request the queue refuses at once is a refusal: refunded, no job row, its platform
+    request open again (told, then closed, like any refusal; a crash before that runs it again)."""
     async with service_env(tmp_path, tiny, start_queue=False,
                            queue_options={"max_queued_per_user": 1}) as env:
         kept = await env.service.imagine(ADA, "a fox --steps 1")
-        with pytest.raises(QueueFull):
-            await env.service.imagine(ADA, "a second fox --steps 1")
+        await env.service.receive("telegram", 77, {"text": "/imagine a second fox"})
+        with pytest.raises(QueueFull, match="already have 1 images queued"):
+            await env.service.imagine(ADA, "a second fox --steps 1", origin=("telegram", "77"))
         rows = (await jobs.history(env.db, (await users.get_by_platform(env.db, "telegram", "1001")).id)).jobs
-        refused = [r for r in rows if r.id != kept.job_id][0]
-        assert refused.status == "failed" and refused.refunded and "already have 1 images queued" in refused.error
+        assert [r.id for r in rows] == [kept.job_id]
         assert await _used(env, ADA) == 1
+        assert [item.key for item in await env.service.unhandled("telegram")] == ["77"]
 
 
 # -- failures, cancel, safety ----------------------------------------------------------------

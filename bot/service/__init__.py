@@ -63,6 +63,7 @@ from bot.service.tickets import (
     Running,
     StoredImage,
     Ticket,
+    Untold,
     Update,
     Who,
 )
@@ -99,6 +100,7 @@ __all__ = [
     "ServiceSettings",
     "StoredImage",
     "Ticket",
+    "Untold",
     "Update",
     "Who",
 ]

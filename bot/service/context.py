@@ -207,13 +207,9 @@ class ServiceContext:
         return image_id
 
     async def _settle_row(self, job_id: str, status: str, error: str = "") -> int:
-        """Mark the row failed/cancelled and refund it (once); the images refunded."""
-        now = self.clock()
-        if status == "failed":
-            await jobs.mark_failed(self.db, job_id, error, now)
-        else:
-            await jobs.mark_cancelled(self.db, job_id, now)
-        return await quotas.refund(self.db, job_id)
+        """Mark the row failed/cancelled and refund it (once), in one transaction; the images refunded."""
+        _, refunded = await jobs.settle(self.db, job_id, status, error, self.clock())
+        return refunded
 
     async def _quota_status(self, user_id: int) -> QuotaStatus:
         now = self.clock()

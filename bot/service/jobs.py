@@ -42,6 +42,7 @@ from bot.service.tickets import (
     Recovered,
     Running,
     Ticket,
+    Untold,
     Who,
 )
 from generation import queue as gq
@@ -184,8 +185,11 @@ class JobsPart(ServiceContext):
         # 4. Only now into the queue; a refusal gives the quota back
         try:
             qjob = self.queue.submit(request, priority=priority, job_id=job.id)
-        except ImagineError as err:
-            await self._settle_row(job.id, "failed", str(err))
+        except ImagineError:
+            # refused at once (queue full, shutting down): no job after all. Refund, drop the row
+            # and reopen the platform request together; the refusal is told and closed like any
+            # other, and a crash before that runs the request again instead of losing it.
+            await jobs.withdraw(self.db, job.id, origin)
             raise
         logger.info("job %s accepted for %s (%d image(s))", job.id, who.key, request.count)
         return self._follow(job.id, request, qjob, job.target)
@@ -360,6 +364,10 @@ class JobsPart(ServiceContext):
         now = self.clock()
         return await self.writes.run(lambda tx: jobs.mark_delivered(tx, job_id, now))
 
+    async def mark_told(self, job_id: str) -> bool:
+        """Record that a failed/cancelled job's message was shown; False if it was already."""
+        return await jobs.mark_told(self.db, job_id)
+
     async def record_refs(self, job_id: str, refs: dict[str, Any]) -> dict[str, Any]:
         """Merge a front end's refs (e.g. sent message ids) into the job's target; the new target."""
         return await jobs.update_target(self.db, job_id, refs)
@@ -369,7 +377,9 @@ class JobsPart(ServiceContext):
         return await self._delivery_of(await self._job(job_id))
 
     async def recover(self) -> Recovered:
-        """Re-enqueue unfinished jobs (priority, not charged again); return undelivered results."""
+        """Re-enqueue unfinished jobs (priority, not charged again); return undelivered results
+        and failures never told. Failed jobs still charged (an older version's crash) are refunded."""
+        await jobs.repair_unrefunded(self.db)
         found = await jobs.recoverable(self.db)
         tickets: list[Ticket] = []
         for row in found.to_run:
@@ -393,8 +403,12 @@ class JobsPart(ServiceContext):
                 await self._settle_row(row.id, "failed", "This request can no longer be delivered.")
                 continue
             deliveries.append(self._delivery(row.id, request, rows, cached=False, target=row.target))
-        logger.info("recovered %d job(s) to run and %d to deliver", len(tickets), len(deliveries))
-        return Recovered(tuple(tickets), tuple(deliveries))
+        untold = tuple(Untold(row.id, row.error or "Your request was cancelled.", row.status == "cancelled",
+                              self._text(row.request), dict(row.target))
+                       for row in await jobs.untold(self.db))
+        logger.info("recovered %d job(s) to run, %d to deliver and %d failure(s) to tell",
+                    len(tickets), len(deliveries), len(untold))
+        return Recovered(tuple(tickets), tuple(deliveries), untold)
 
     async def cancel(self, who: Who, job_id: str | None = None) -> CancelOutcome:
         """Cancel one of the caller's queued/running jobs (latest when no id) and refund it."""
@@ -422,7 +436,9 @@ class JobsPart(ServiceContext):
         else:
             raise NotAllowed(f"Request {row.id} has just finished; it can no longer be cancelled.")
         after = await jobs.get(self.db, row.id)
-        assert after is not None
+        if after is None:  # forgotten meanwhile (a concurrent /forget deleted it)
+            raise NotFound(f"Request {row.id} is gone: it was deleted while being cancelled.")
+        await jobs.mark_told(self.db, row.id)  # the answer to /cancel is the message
         logger.info("job %s cancelled by %s", row.id, who.key)
         return CancelOutcome(row.id, self._text(row.request), after.status,
                              after.charged if after.refunded else 0)

@@ -35,6 +35,7 @@ __all__ = [
     "Running",
     "StoredImage",
     "Ticket",
+    "Untold",
     "Update",
     "Who",
 ]
@@ -307,8 +308,25 @@ class ForgetOutcome:
 
 
 @dataclass(frozen=True)
+class Untold:
+    """A failed or cancelled job whose message was never shown (a crash came first).
+
+    A front end shows ``message`` where the job's result would have gone (its ``target``), takes
+    back its acknowledgement, then calls ``service.mark_told(job_id)``: told exactly once.
+    """
+
+    job_id: str
+    message: str
+    cancelled: bool
+    text: str  # the request, as the user would recognise it
+    target: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Recovered:
-    """After a restart: jobs running again (follow their tickets) and deliveries still owed."""
+    """After a restart: jobs running again (follow their tickets), deliveries still owed, and
+    failures never told."""
 
     tickets: tuple[Ticket, ...]
     deliveries: tuple[Delivery, ...]
+    untold: tuple[Untold, ...] = ()

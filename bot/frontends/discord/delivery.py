@@ -53,7 +53,8 @@ from bot.frontends.common import Coalescer, clip, meter, new_reference, render_g
 from bot.frontends.discord.messages import DM_LIMIT, DMS_CLOSED, MENTIONS, PLATFORM, RATE_HINT, file_of
 from bot.frontends.discord.settings import DiscordSettings
 from bot.frontends.discord.views import result_view
-from bot.service import Cancelled, Delivery, Failed, Finished, ImagineService, Queued, Running, Ticket, Who
+from bot.service import (Cancelled, Delivery, Failed, Finished, ImagineService, Queued, Running, Ticket, Untold,
+                         Who)
 
 __all__ = ["Delivering", "RESENT_NOTE", "Reply", "progress_text"]
 
@@ -120,6 +121,7 @@ class Delivering:
                     await progress.settle()
                     await self._post(reply, f"❌ {label}: {update.message}", mention=True,
                                      nonce=f"failed:{ticket.job_id}")
+                    await self.service.mark_told(ticket.job_id)  # a crash before this tells it again
                 else:
                     progress.show(progress_text(label, update))
         except asyncio.CancelledError:
@@ -142,6 +144,23 @@ class Delivering:
             reply.live = False
         except discord.HTTPException as err:
             logger.warning("discord: progress edit failed: %s", err)
+
+    async def tell_untold(self, untold: Untold, reply: Reply) -> None:
+        """After a restart: tell a failure that was never told, then mark it told.
+
+        The same words and nonce as the live path (:meth:`_follow`): while the token works the
+        response is edited, after that Discord answers a repeated nonce with the first message.
+        """
+        label = "your private request" if reply.private else f"**{clip(untold.text, 200)}**"
+        icon = "🚫" if untold.cancelled else "❌"
+        await self._post(reply, f"{icon} {label}: {untold.message}", mention=True, nonce=f"failed:{untold.job_id}")
+        await self.service.mark_told(untold.job_id)
+
+    async def _tell_guarded(self, untold: Untold, reply: Reply) -> None:
+        try:
+            await self.tell_untold(untold, reply)
+        except Exception:
+            logger.exception("discord: telling job %s's failure failed; it stays owed", untold.job_id)
 
     # -- delivering ----------------------------------------------------------------------------
 

@@ -223,7 +223,10 @@ class TelegramFrontEnd(CommandHandlers, AccountHandlers, ButtonHandlers, Deliver
         return self.application.bot
 
     def resume(self, recovered: Recovered) -> None:
-        """Send results owed from before a restart and follow re-run jobs (Telegram targets)."""
+        """Send results and failures owed from before a restart and follow re-run jobs (Telegram targets)."""
+        for untold in recovered.untold:
+            if untold.target.get("platform") == PLATFORM:
+                self._spawn(self._tell_logged(untold), f"tg-tell-{untold.job_id}")
         for delivery in recovered.deliveries:
             if delivery.target.get("platform") == PLATFORM:
                 self._spawn(self._deliver_logged(delivery), f"tg-redeliver-{delivery.job_id}")

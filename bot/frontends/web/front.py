@@ -24,7 +24,7 @@ from bot.frontends.web.moderation import moderation_router
 from bot.frontends.web.ops import ops_router
 from bot.frontends.web.settings import WebSettings
 from bot.frontends.web.views import HERE, gallery_router
-from bot.service import Finished, ImagineService, Recovered, Ticket
+from bot.service import Cancelled, Failed, Finished, ImagineService, Recovered, Ticket
 from generation.errors import ImagineError
 
 __all__ = ["WebFrontEnd", "create_app"]
@@ -90,6 +90,9 @@ class WebFrontEnd:
             # 202 and retries with the same key, which is then processed as new
             await self.service.handled("web", item.key)
         if recovered is not None:
+            for untold in recovered.untold:  # the job's status says it: readable is told
+                if untold.target.get("web"):
+                    await self.service.mark_told(untold.job_id)
             for delivery in recovered.deliveries:
                 if delivery.target.get("web"):
                     await self.service.mark_delivered(delivery.job_id)
@@ -123,6 +126,8 @@ class WebFrontEnd:
             async for update in ticket.updates():
                 if isinstance(update, Finished):
                     await self.service.mark_delivered(update.delivery.job_id)
+                elif isinstance(update, (Failed, Cancelled)):  # readable at /v1/jobs/{id}: told
+                    await self.service.mark_told(ticket.job_id)
         except Exception:
             logger.exception("web job %s: marking delivered failed", ticket.job_id)
             self.service.delivery_failed("web", "bookkeeping")
