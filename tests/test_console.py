@@ -86,7 +86,7 @@ async def test_help_cancel_reroll_forget_export(tmp_path: Path) -> None:
                                 "/forget", "/forget confirm"], out_dir)
         assert re.search(r"^\w+: done — a fox --ar 1:1 --seed \d+$", text, re.M)
         assert "Usage: /reroll JOB" in text
-        assert "There is no request nope." in text
+        assert "There is no request nope that you can use." in text
         export = Path(re.search(r"Your data: (\S+)", text).group(1))
         assert "Type /forget confirm" in text and "Forgotten:" in text
         assert "Kept, because they protect others" in text

@@ -21,6 +21,7 @@ from bot.service import (
     QuotaExceeded,
     Queued,
     Running,
+    Via,
     Who,
 )
 from generation.errors import GenerationFailed, InvalidRequest, JobCancelled, QueueFull
@@ -270,7 +271,10 @@ async def test_explicit_seed_dedupe_uses_no_gpu_or_quota(env) -> None:
 async def test_reroll_new_seed_charged_to_clicker(env) -> None:
     service = env.service
     first = await asyncio.wait_for((await service.imagine(ADA, "a fox --seed 5 --steps 1")).delivery(), TIMEOUT)
-    ticket = await service.reroll(BOB, first.job_id, target={"chat": 9})
+    with pytest.raises(NotFound):  # a typed id of another's result grants nothing
+        await service.reroll(BOB, first.job_id, target={"chat": 9})
+    await service.remember_message(first.job_id, BOB.platform, 9, 77)  # the result, posted in chat 9
+    ticket = await service.reroll(BOB, first.job_id, target={"chat": 9}, via=Via(9, 77))
     assert ticket.request.seed != 5 and ticket.request.prompt == "a fox"
     assert ticket.request.user_id == BOB.user_id and ticket.target == {"chat": 9}
     delivery = await asyncio.wait_for(ticket.delivery(), TIMEOUT)
@@ -288,9 +292,10 @@ _HAS_IMG2IMG = "init_image" in GenerationRequest.__dataclass_fields__
 async def test_variation_is_img2img_of_the_chosen_image(env) -> None:
     service = env.service
     first = await asyncio.wait_for((await service.imagine(ADA, "a fox --n 2 --steps 1")).delivery(), TIMEOUT)
+    await service.remember_message(first.job_id, BOB.platform, None, 78)  # the grid, posted where Bob sees it
     with pytest.raises(NotFound):
-        await service.variation(BOB, first.job_id, 5)
-    ticket = await service.variation(BOB, first.job_id, 1)
+        await service.variation(BOB, first.job_id, 5, via=Via(None, 78))
+    ticket = await service.variation(BOB, first.job_id, 1, via=Via(None, 78))
     assert ticket.request.kind == "img2img"
     assert ticket.request.init_image == str(first.images[1].path)
     assert ticket.request.strength == pytest.approx(0.6)
@@ -323,7 +328,10 @@ async def test_history_paging_search_and_ratings(env) -> None:
 
     image_id = made[1].images[0].image_id
     await service.rate(ADA, image_id, 4)
-    await service.rate(BOB, image_id, "2", source="reaction")
+    with pytest.raises(NotFound):  # Ada's private image, by its (guessable) number
+        await service.rate(BOB, image_id, "2", source="reaction")
+    await service.remember_message(made[1].job_id, BOB.platform, None, 501)  # shown where Bob sees it
+    await service.rate(BOB, image_id, "2", source="reaction", via=Via(None, 501))
     entry = [e for e in (await service.history(ADA)).entries if e.job_id == made[1].job_id][0]
     shown = entry.images[0]
     assert shown.my_stars == 4 and shown.ratings == 2 and shown.average == pytest.approx(3.0)

@@ -31,7 +31,7 @@ from typing import Any
 
 from PIL import Image
 
-from bot.service import FORGET_KEEPS, NotAllowed, NotFound, StoredImage, Who
+from bot.service import FORGET_KEEPS, NotAllowed, NotFound, StoredImage, Via, Who
 from generation.errors import ImagineError
 from storage.files import fit_under
 
@@ -154,11 +154,12 @@ def shared_text(public_url: str, ref: str, share_id: str) -> str:
     return f"🌐 Shared {ref} in the gallery: {public_url}/i/{share_id}"
 
 
-async def share_image(service: Any, who: Who, ref: str, share: bool) -> str:
+async def share_image(service: Any, who: Who, ref: str, share: bool, via: Via | None = None) -> str:
     """Share (or unshare) image ``ref`` for ``who``: the answer to show, or an ImagineError saying why not.
 
     The service answers "no such image" for someone else's image (the web must not tell which
-    exist); in a chat the image is in plain sight, so say who may do it instead.
+    exist); in a chat the image is in plain sight (a button ``via`` a message showing it), so say
+    who may do it instead.
     """
     try:
         if share:
@@ -167,7 +168,7 @@ async def share_image(service: Any, who: Who, ref: str, share: bool) -> str:
     except NotFound:
         job, _, number = ref.rpartition("-")
         try:
-            shown = (await service.job_delivery(job)).images
+            shown = (await service.job_delivery(who, job, via=via)).images
         except ImagineError:
             shown = ()
         if any(i.index == int(number) - 1 for i in shown):

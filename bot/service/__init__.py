@@ -29,6 +29,13 @@ Errors shown to users as they are (all :class:`~generation.errors.ImagineError`)
     ├── QuotaExceeded          no images left in this window; says how many and when it resets
     ├── NotAllowed             blocked user, non-admin calling an admin command, too late to cancel
     └── NotFound               no such job or image (or not yours)
+
+Authority (:meth:`~bot.service.context.ServiceContext._acting_on`): an action that names a job or
+image is allowed to its owner, an admin, anyone through a public share id (view, rate, "use
+this prompt"), and anyone clicking a button on a message the platform shows them that is one
+of the job's recorded messages (:class:`Via`): members of a channel may vary, upscale or reroll
+a result posted there, charged to themselves. A typed or forged id of a private result grants
+nothing (:class:`NotFound`, with what to do instead).
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ from bot.service.tickets import (
     Ticket,
     Untold,
     Update,
+    Via,
     Who,
 )
 
@@ -102,6 +110,7 @@ __all__ = [
     "Ticket",
     "Untold",
     "Update",
+    "Via",
     "Who",
 ]
 

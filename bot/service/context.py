@@ -19,11 +19,11 @@ from typing import Any
 from bot.options import render
 from bot.safety import AllowAllImages, BlocklistChecker, ImageChecker, Moderation, PromptChecker, VerdictClassifier
 from bot.service.accounts_rules import QuotaStatus
-from bot.service.tickets import Delivery, NotAllowed, NotFound, StoredImage, Ticket, Who
+from bot.service.tickets import Delivery, NotAllowed, NotFound, StoredImage, Ticket, Via, Who
 from generation.errors import ImagineError, InvalidRequest
 from generation.queue import GenerationQueue
 from generation.request import GenerationRequest, ModelCaps
-from storage import Database, ImageStore, images, jobs, links, quotas, users
+from storage import Database, ImageStore, images, jobs, links, messages, quotas, shares, users
 from storage.clock import utcnow
 from storage.group import GroupWriter
 from storage.records import Image, Job, User
@@ -147,6 +147,39 @@ class ServiceContext:
         if row is None:
             raise NotFound(f"There is no request {job_id}.")
         return row
+
+    async def _acting_on(self, who: Who, job_id: str, *, via: Via | None = None,
+                         index: int | None = None) -> Job:
+        """Job ``job_id`` if ``who`` may act on it (image ``index`` of it), else NotFound.
+
+        Allowed: its owner (any identity of a linked account), an admin, or a click ``via`` a
+        message the platform showed ``who`` that is one of the job's recorded messages (and shows
+        image ``index``, when it shows one image). Nothing else: not a typed id, not a forged
+        button. Another's job looks like one that does not exist.
+        """
+        row = await jobs.get(self.db, job_id) if isinstance(job_id, str) and job_id else None
+        if row is not None and (self.is_admin(who) or await self._owner_of(who, row.user_id)):
+            return row
+        if row is not None and via is not None:
+            shown = await messages.find(self.db, who.platform, via.chat_id, via.message_id)
+            if shown is not None and shown[0] == row.id and (shown[1] is None or index is None or shown[1] == index):
+                return row
+        raise NotFound(f"There is no request {job_id} that you can use. Use the buttons under a result "
+                       "you can see, or the ids of your own requests (/history).")
+
+    async def _owner_of(self, who: Who, user_id: int) -> bool:
+        user = await users.get_by_platform(self.db, who.platform, who.user_id)  # linked: the account
+        return user is not None and user.id == user_id
+
+    async def _may_see_image(self, who: Who, image: Image, *, via: Via | None = None) -> bool:
+        """Whether ``who`` may view or rate ``image``: shared publicly, or as :meth:`_acting_on`."""
+        if await shares.for_image(self.db, image.id) is not None:
+            return True
+        try:
+            await self._acting_on(who, image.job_id, via=via, index=image.idx)
+        except NotFound:
+            return False
+        return True
 
     def _request_from(self, data: dict[str, Any]) -> GenerationRequest:
         """A stored request dict as a request this model can run (InvalidRequest if not)."""

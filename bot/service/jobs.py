@@ -43,6 +43,7 @@ from bot.service.tickets import (
     Running,
     Ticket,
     Untold,
+    Via,
     Who,
 )
 from generation import queue as gq
@@ -116,10 +117,13 @@ class JobsPart(ServiceContext):
         return ticket
 
     async def reroll(self, who: Who, job_id: str, *, target: dict[str, Any] | None = None,
-                     origin: Origin | None = None) -> Ticket:
-        """The same request as job ``job_id`` with a new seed, charged to ``who``."""
+                     origin: Origin | None = None, via: Via | None = None) -> Ticket:
+        """The same request as job ``job_id`` with a new seed, charged to ``who``.
+
+        ``who`` owns the job, is an admin, or clicked ``via`` one of its recorded messages.
+        """
         user = await self._active_user(who)
-        source = await self._job(job_id)
+        source = await self._acting_on(who, job_id, via=via)
         base = self._request_from(source.request)
         seed = random_seed()
         while seed == base.seed:
@@ -128,10 +132,12 @@ class JobsPart(ServiceContext):
         return await self._submit(who, user, request, target=target, dedupe=False, origin=origin)
 
     async def variation(self, who: Who, job_id: str, index: int, *,
-                        target: dict[str, Any] | None = None, origin: Origin | None = None) -> Ticket:
-        """Variations of image ``index`` (0-based) of job ``job_id`` (img2img), charged to ``who``."""
+                        target: dict[str, Any] | None = None, origin: Origin | None = None,
+                        via: Via | None = None) -> Ticket:
+        """Variations of image ``index`` (0-based) of job ``job_id`` (img2img), charged to ``who``
+        (its owner, an admin, or someone who clicked ``via`` a message showing it)."""
         user = await self._active_user(who)
-        source = await self._job(job_id)
+        source = await self._acting_on(who, job_id, via=via, index=index)
         found = [i for i in await images.images_for_job(self.db, job_id) if i.idx == index]
         if not found:
             raise NotFound(f"Request {job_id} has no image {index + 1}.")
@@ -372,9 +378,11 @@ class JobsPart(ServiceContext):
         """Merge a front end's refs (e.g. sent message ids) into the job's target; the new target."""
         return await jobs.update_target(self.db, job_id, refs)
 
-    async def job_delivery(self, job_id: str) -> Delivery:
-        """A job's stored images, canonical text and target (NotFound when there is no such job)."""
-        return await self._delivery_of(await self._job(job_id))
+    async def job_delivery(self, who: Who, job_id: str, *, via: Via | None = None,
+                           index: int | None = None) -> Delivery:
+        """A job's stored images, canonical text and target, for ``who`` (its owner, an admin, or a
+        click ``via`` one of its messages; NotFound otherwise, as when there is no such job)."""
+        return await self._delivery_of(await self._acting_on(who, job_id, via=via, index=index))
 
     async def recover(self) -> Recovered:
         """Re-enqueue unfinished jobs (priority, not charged again); return undelivered results

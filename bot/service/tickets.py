@@ -37,6 +37,7 @@ __all__ = [
     "Ticket",
     "Untold",
     "Update",
+    "Via",
     "Who",
 ]
 
@@ -71,6 +72,20 @@ class Who:
     def key(self) -> str:
         """``platform:user_id``, the form used in ``ServiceSettings.admins``."""
         return f"{self.platform}:{self.user_id}"
+
+
+@dataclass(frozen=True)
+class Via:
+    """The platform message a button click came from, as the platform reported it.
+
+    Authority for a click on someone else's result: the service grants it only when this
+    message is one of the job's recorded messages (``storage.messages``), so a forged button id
+    or a job id typed from a private result grants nothing. ``chat_id`` is None where message
+    ids are unique on their own (Discord).
+    """
+
+    chat_id: str | int | None
+    message_id: str | int
 
 
 # -- what front ends get back ------------------------------------------------------------------

@@ -28,7 +28,7 @@ from bot.frontends.common import (
     linked_text,
     share_image,
 )
-from bot.frontends.discord.messages import who_of
+from bot.frontends.discord.messages import via_of, who_of
 from bot.frontends.discord.views import share_view
 from bot.service import ImagineService
 from generation.errors import ImagineError
@@ -50,7 +50,8 @@ class AccountHandlers:
     async def on_share(self, interaction: discord.Interaction, job_id: str, index: int, share: bool) -> None:
         """🌐 / Unshare (buttons) and /share, /unshare: answer with the public link, or why not."""
         async def run() -> None:
-            text = await share_image(self.service, who_of(interaction.user), f"{job_id}-{index + 1}", share)
+            text = await share_image(self.service, who_of(interaction.user), f"{job_id}-{index + 1}", share,
+                                     via_of(interaction))
             if share:
                 await interaction.response.send_message(text, ephemeral=True, view=share_view(job_id, index))
             elif interaction.type == discord.InteractionType.component:  # Unshare under a share answer

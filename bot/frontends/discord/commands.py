@@ -24,7 +24,8 @@ import discord
 from discord import app_commands
 
 from bot.frontends.common import FORGET_WARNING, clip, forgotten_counts, on_off, quota_text, render_single
-from bot.frontends.discord.messages import DM_LIMIT, DMS_CLOSED, DMS_CLOSED_TEXT, PLATFORM, RATE_HINT, file_of, who_of
+from bot.frontends.discord.messages import (DM_LIMIT, DMS_CLOSED, DMS_CLOSED_TEXT, PLATFORM, RATE_HINT, file_of, via_of,
+                                            who_of)
 from bot.frontends.discord.moderation import DiscordModeration
 from bot.frontends.discord.views import forget_view, history_page, upscale_view
 from bot.options import parse_imagine
@@ -61,7 +62,7 @@ class CommandHandlers:
         await self.accept(interaction, "imagine", prompt=prompt, options=typed)
 
     async def on_reroll(self, interaction: discord.Interaction, job_id: str) -> None:
-        """🔄: a new message follows the rerolled job."""
+        """🔄: a new message follows the rerolled job (the service checks the clicked message)."""
         await self.accept(interaction, "reroll", job_id=job_id)
 
     async def on_variation(self, interaction: discord.Interaction, job_id: str, index: int) -> None:
@@ -75,7 +76,8 @@ class CommandHandlers:
         await interaction.response.defer(thinking=True)
 
         async def post() -> None:
-            delivery = await self.service.job_delivery(job_id)
+            delivery = await self.service.job_delivery(who_of(interaction.user), job_id, via=via_of(interaction),
+                                                       index=index)
             image = next((i for i in delivery.images if i.index == index), None)
             if image is None:
                 raise ImagineError(f"That request has no image {index + 1}.")

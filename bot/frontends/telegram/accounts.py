@@ -31,7 +31,7 @@ from bot.frontends.common import (
 )
 from bot.frontends.telegram.keyboards import share_keyboard
 from bot.frontends.telegram.messages import command_text, reply_parameters, who_of
-from bot.service import ImagineService, Who
+from bot.service import ImagineService, Via, Who
 
 __all__ = ["ACCOUNT_COMMANDS", "AccountHandlers"]
 
@@ -82,7 +82,7 @@ class AccountHandlers:
             await query.answer("This button no longer works.")
             return
         job, number = fields[0], int(fields[1])
-        text = await share_image(self.service, who, f"{job}-{number}", share)
+        text = await share_image(self.service, who, f"{job}-{number}", share, Via(message.chat_id, message.message_id))
         if share:
             await query.answer("🌐 Shared")
             await self.bot.send_message(message.chat_id, text, reply_markup=share_keyboard(job, number),
