@@ -7,12 +7,11 @@ read-only field; a small script only adds a "copy" button's clipboard action.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
 
@@ -74,12 +73,15 @@ async def shared_page(share_id: str, request: Request) -> HTMLResponse:
 
 @gallery_router.get("/i/{share_id}/image.png")
 async def shared_file(share_id: str, request: Request) -> FileResponse:
-    item = await _service(request).shared_image(share_id)
-    return FileResponse(item.path, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
+    """The public copy: the pixels and what the page shows, nothing else (made once, cached)."""
+    path = await _service(request).shared_file(share_id)
+    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
 
 
 @gallery_router.get("/i/{share_id}/thumb.jpg")
-async def shared_thumb(share_id: str, request: Request) -> Response:
-    item = await _service(request).shared_image(share_id)
-    data = await asyncio.to_thread(thumbnail, item.path)
-    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=3600"})
+async def shared_thumb(share_id: str, request: Request) -> FileResponse:
+    """A thumbnail, made once and cached on disk (removed with the image)."""
+    service = _service(request)
+    item = await service.shared_image(share_id)
+    path = await service.derived(item.path, "thumb384.jpg", thumbnail)
+    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=3600"})
