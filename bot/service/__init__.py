@@ -3,7 +3,8 @@
 The service is split by responsibility; :class:`ImagineService` is the facade that front ends use::
 
     context.py         ServiceContext: resources, settings, shared lookups (every part builds on it)
-    jobs.py            imagine, reroll, variation, following jobs, delivery bookkeeping, cancel, recover
+    jobs.py            imagine, reroll, variation, following jobs, cancel, recover
+    outcomes.py        delivery bookkeeping (delivered, told) and the inbox of platform requests
     history.py         history pages, ratings, messages that show a job
     accounts.py        quota status, settings, DM state, forget, export
     accounts_rules.py  pure rules: valid settings, defaults, the export zip
@@ -50,6 +51,7 @@ from bot.service.jobs import JobsPart, Origin
 from bot.service.keys import ApiKey, KeysPart
 from bot.service.links import LINK_VALID, LinksPart
 from bot.service.metrics import MetricsPart, ServiceMetrics, frontend_of
+from bot.service.outcomes import OutcomesPart
 from bot.service.tickets import (
     AlreadyAccepted,
     CancelOutcome,
@@ -115,8 +117,8 @@ __all__ = [
 ]
 
 
-class ImagineService(MetricsPart, JobsPart, HistoryPart, AccountsPart, AdminPart, KeysPart, GalleryPart,
-                     LinksPart):
+class ImagineService(MetricsPart, JobsPart, OutcomesPart, HistoryPart, AccountsPart, AdminPart, KeysPart,
+                     GalleryPart, LinksPart):
     """Quota, safety, jobs, queue and storage behind one API for every front end.
 
     Each part is a class over the same :class:`~bot.service.context.ServiceContext` state; the

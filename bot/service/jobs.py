@@ -7,9 +7,11 @@ The life of one accepted request::
     consumer   Started → mark_running; Done → image check → PNGs into the store → image rows
                + mark_done (one transaction) → Finished(delivery)
                Failed / blocked image → mark_failed + refund;  Cancelled → mark_cancelled + refund
-    front end  sends the images → mark_delivered() (False: already delivered, skip)
+    front end  sends the images → mark_delivered() (False: already delivered, skip); shows a
+               failure → mark_told() (both in bot/service/outcomes.py)
     restart    recover(): queued/running rows run again (priority, not charged again);
-               done-but-undelivered rows come back as Deliveries to send
+               done-but-undelivered rows come back as Deliveries to send, failures never
+               told as Untold; failed rows still charged (an older version) are refunded
 """
 
 from __future__ import annotations
@@ -53,7 +55,6 @@ from generation.request import GenerationRequest, GenerationResult, random_seed
 from storage import images, inbox, jobs, model_versions, quotas, users
 from storage.files import png_with_metadata
 from storage.db import Transaction
-from storage.inbox import InboxItem
 from storage.records import Image, User
 from storage.records import Job as JobRow
 
@@ -365,19 +366,6 @@ class JobsPart(ServiceContext):
         path, sha = self.store.put(data, "png")
         return path, sha, image.width, image.height, len(data)
 
-    async def mark_delivered(self, job_id: str) -> bool:
-        """Record that a front end sent the images; False if it was already delivered."""
-        now = self.clock()
-        return await self.writes.run(lambda tx: jobs.mark_delivered(tx, job_id, now))
-
-    async def mark_told(self, job_id: str) -> bool:
-        """Record that a failed/cancelled job's message was shown; False if it was already."""
-        return await jobs.mark_told(self.db, job_id)
-
-    async def record_refs(self, job_id: str, refs: dict[str, Any]) -> dict[str, Any]:
-        """Merge a front end's refs (e.g. sent message ids) into the job's target; the new target."""
-        return await jobs.update_target(self.db, job_id, refs)
-
     async def job_delivery(self, who: Who, job_id: str, *, via: Via | None = None,
                            index: int | None = None) -> Delivery:
         """A job's stored images, canonical text and target, for ``who`` (its owner, an admin, or a
@@ -450,21 +438,6 @@ class JobsPart(ServiceContext):
         logger.info("job %s cancelled by %s", row.id, who.key)
         return CancelOutcome(row.id, self._text(row.request), after.status,
                              after.charged if after.refunded else 0)
-
-    # -- the inbox: acknowledge only what is stored ------------------------------------------------
-
-    async def receive(self, platform: str, key: str | int, payload: dict[str, Any]) -> bool:
-        """Store a platform request before acknowledging it; False if it was stored before."""
-        return await inbox.receive(self.db, platform, key, payload, self.clock())
-
-    async def handled(self, platform: str, key: str | int) -> bool:
-        """Close a stored request whose outcome was not a job (a refusal sent, a button done)."""
-        return await inbox.mark_handled(self.db, platform, key, self.clock())
-
-    async def unhandled(self, platform: str) -> list[InboxItem]:
-        """Requests stored but not handled before a crash, oldest first, to process again."""
-        return await inbox.unhandled(self.db, platform)
-
 
 def _origin_key(origin: Origin | None) -> str | None:
     return None if origin is None else f"{origin[0]}:{origin[1]}"
