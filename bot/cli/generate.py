@@ -7,8 +7,8 @@ from pathlib import Path
 
 from bot.config import Config
 from bot.options import parse_imagine, render
-from generation.errors import InvalidRequest
-from generation.request import GenerationRequest, GenerationResult
+from generation.core.errors import InvalidRequest
+from generation.core.request import GenerationRequest, GenerationResult
 from storage.files import png_with_metadata
 
 __all__ = ["generate", "refine_for_cli", "targets_for", "write_images"]
@@ -21,7 +21,7 @@ async def generate(
     from tqdm import tqdm
 
     from bot.app import engine
-    from generation.queue import Cancelled, Done, Failed, Queued, Started, Step
+    from generation.scheduling.queue import Cancelled, Done, Failed, Queued, Started, Step
 
     async with engine(config, model=model) as queue:
         caps = queue.caps
@@ -53,7 +53,7 @@ async def refine_for_cli(config: Config, request: GenerationRequest) -> Generati
     stderr saying why) when refinement fails, times out, or the configured prompt check refuses it."""
     from bot.app import prompt_checker
     from bot.service.refining import refine_checked
-    from generation.refine import PromptRefiner
+    from generation.prompts.refine import PromptRefiner
 
     if config.refine.model is None:
         raise InvalidRequest("refine", "Prompt refinement is not set up (refine.model in the config).")

@@ -20,8 +20,8 @@ from PIL import Image as PILImage
 
 from bot.service.context import ServiceContext
 from bot.service.tickets import NotAllowed, NotFound, StoredImage, Who
-from generation.errors import ImagineError
-from generation.request import GenerationRequest
+from generation.core.errors import ImagineError
+from generation.core.request import GenerationRequest
 from storage import images, jobs, shares, users
 from storage.files import public_png
 from storage.records import Image

@@ -19,7 +19,7 @@ from bot.frontends.web.access import Caller, caller
 from bot.frontends.web.formats import MEDIA_TYPES, convert
 from bot.frontends.web.views import image_json, job_json, update_event
 from bot.service import AlreadyAccepted, ImagineService, Ticket
-from generation.errors import ImagineError
+from generation.core.errors import ImagineError
 
 __all__ = ["ImageRequest", "router"]
 

@@ -25,7 +25,7 @@ from bot.frontends.web.ops import ops_router
 from bot.frontends.web.settings import WebSettings
 from bot.frontends.web.views import HERE, gallery_router
 from bot.service import Cancelled, Failed, Finished, ImagineService, Recovered, Ticket
-from generation.errors import ImagineError
+from generation.core.errors import ImagineError
 
 __all__ = ["WebFrontEnd", "create_app"]
 
