@@ -150,13 +150,23 @@ async def get(db: Executor, job_id: str) -> Job | None:
     return Job.from_row(row) if row else None
 
 
-async def find_by_request_key(db: Executor, key: str) -> Job | None:
-    """The newest finished job (done/delivered, with images) made from an identical request."""
+async def find_by_request_key(db: Executor, key: str, user_id: int | None = None) -> Job | None:
+    """The newest finished job (done/delivered, with images) made from an identical request.
+
+    With ``user_id``: only that account's own jobs, or jobs whose every image is publicly shared
+    (another account's private result is never served, nor its existence told).
+    """
+    mine = ""
+    params: tuple[Any, ...] = (key,)
+    if user_id is not None:
+        mine = (" AND (user_id = ? OR NOT EXISTS (SELECT 1 FROM images i WHERE i.job_id = jobs.id"
+                " AND NOT EXISTS (SELECT 1 FROM shares s WHERE s.image_id = i.id)))")
+        params = (key, user_id)
     row = await db.fetchone(
         "SELECT * FROM jobs WHERE request_key = ? AND status IN ('done', 'delivered')"
-        " AND EXISTS (SELECT 1 FROM images WHERE images.job_id = jobs.id)"
+        " AND EXISTS (SELECT 1 FROM images WHERE images.job_id = jobs.id)" + mine +
         " ORDER BY finished_at DESC, rowid DESC LIMIT 1",
-        (key,),
+        params,
     )
     return Job.from_row(row) if row else None
 

@@ -146,9 +146,11 @@ def _example_keys() -> set[str]:
 
 
 def _readme_keys() -> set[str]:
+    """Keys in the README's configuration table, and in the tables of the docs/ pages."""
     text = (ROOT / "README.md").read_text()
     part = text[text.index("## Configuration"):]
     part = part[: part.index("\n## ", 1)]
+    part += "".join("\n" + page.read_text() for page in sorted((ROOT / "docs").glob("*.md")))
     keys = set()
     for line in part.splitlines():
         if line.startswith("| `"):

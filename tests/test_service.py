@@ -246,17 +246,27 @@ async def test_blocked_user_is_refused(env) -> None:
 
 
 async def test_explicit_seed_dedupe_uses_no_gpu_or_quota(env) -> None:
+    """The result cache is per account unless the image is publicly shared (issue #22)."""
     service = env.service
     first = await asyncio.wait_for((await service.imagine(ADA, "a fox --seed 7 --steps 1")).delivery(), TIMEOUT)
     assert env.pipeline.calls == 1
-    ticket = await service.imagine(BOB, "a fox --seed 7 --steps 1 --ar 1:1")
+    own = await service.imagine(ADA, "a fox --seed 7 --steps 1")  # the same account: served from the store
+    assert own.cached and env.pipeline.calls == 1
+    # another account: Ada's private result is neither given away nor told to exist
+    other = await service.imagine(BOB, "a fox --seed 7 --steps 1 --ar 1:1")
+    assert not other.cached
+    await asyncio.wait_for(other.delivery(), TIMEOUT)
+    assert env.pipeline.calls == 2 and await _used(env, BOB) == 1
+    await service.share(ADA, f"{first.job_id}-1")  # public now: anyone may get it free
+    carol = Who("telegram", "3003", "carol")
+    ticket = await service.imagine(carol, "a fox --seed 7 --steps 1 --ar 1:1")
     assert ticket.done and ticket.cached
     again = await ticket.delivery()
     assert again.cached and again.job_id != first.job_id
     assert [i.sha256 for i in again.images] == [i.sha256 for i in first.images]
     assert [i.path for i in again.images] == [i.path for i in first.images]
-    assert env.pipeline.calls == 1
-    assert await _used(env, BOB) == 0
+    assert env.pipeline.calls == 2
+    assert await _used(env, carol) == 0
     assert [type(u) async for u in ticket.updates()] == [Finished]
     row = await jobs.get(env.db, again.job_id)
     assert row.status == "done" and row.charged == 0
@@ -265,7 +275,7 @@ async def test_explicit_seed_dedupe_uses_no_gpu_or_quota(env) -> None:
     fresh = await service.imagine(BOB, "a fox --steps 1")
     assert not fresh.cached
     await asyncio.wait_for(fresh.delivery(), TIMEOUT)
-    assert env.pipeline.calls == 2
+    assert env.pipeline.calls == 3
 
 
 async def test_reroll_new_seed_charged_to_clicker(env) -> None:
@@ -352,6 +362,7 @@ async def test_forget_deletes_rows_and_unshared_files(env) -> None:
     service = env.service
     mine = await asyncio.wait_for((await service.imagine(ADA, "only mine --steps 1")).delivery(), TIMEOUT)
     shared = await asyncio.wait_for((await service.imagine(ADA, "shared --seed 1 --steps 1")).delivery(), TIMEOUT)
+    await service.share(ADA, f"{shared.job_id}-1")  # public: Bob's identical request reuses its file
     bobs = await asyncio.wait_for((await service.imagine(BOB, "shared --seed 1 --steps 1")).delivery(), TIMEOUT)
     assert bobs.cached
     export = await service.export(ADA)

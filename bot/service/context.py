@@ -10,7 +10,7 @@ other, so they cannot import each other in a circle.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -47,12 +47,15 @@ class ServiceSettings:
     admin_priority: bool = True  # admins' jobs use the queue's priority lane
     settle_timeout_s: float = 30.0  # how long cancel/forget wait for a job to settle
     public_url: str = ""  # the web front end's address ([web] public_url), for links in chat replies
+    max_keys_per_user: int = 5  # live API keys per account ([web] max_keys_per_user)
 
     def __post_init__(self) -> None:
         if self.quota_window not in quotas.WINDOWS:
             raise ValueError(f"`quota_window` must be one of {', '.join(quotas.WINDOWS)}, not {self.quota_window!r}")
         if self.daily_quota < 0:
             raise ValueError(f"`daily_quota` must be 0 or more, not {self.daily_quota}")
+        if self.max_keys_per_user < 1:
+            raise ValueError(f"`max_keys_per_user` must be 1 or more, not {self.max_keys_per_user}")
         object.__setattr__(self, "admins", frozenset(self.admins))
         object.__setattr__(self, "data_dir", Path(self.data_dir))
 
@@ -90,6 +93,9 @@ class ServiceContext:
         self.scoring: set[asyncio.Task[None]] = set()  # CLIP scoring in flight (bot.service.scoring)
         self.writes = GroupWriter(db)  # jobs of one batch share their transactions
         self._seen_model: tuple[str, str | None, object] | None = None  # model_versions written today
+        # /forget ends the account's sessions on every front end that keeps any: each hook gets
+        # the account's user id and returns how many it ended (API keys are revoked in storage)
+        self.session_enders: list[Callable[[int], Awaitable[int]]] = []
         self._tickets: dict[str, Ticket] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 

@@ -224,8 +224,12 @@ class JobsPart(ServiceContext):
     async def _serve_cached(self, user: User, request: GenerationRequest, key: str,
                             target: dict[str, Any] | None, now: datetime,
                             origin: Origin | None = None) -> Ticket | None:
-        """A done Ticket from stored images of an identical request, or None."""
-        found = await jobs.find_by_request_key(self.db, key)
+        """A done Ticket from stored images of an identical request, or None.
+
+        Per account: the caller's own earlier result, or one whose images are all publicly shared;
+        never another account's private result (that would give it away, and tell that it exists).
+        """
+        found = await jobs.find_by_request_key(self.db, key, user.id)
         if found is None:
             return None
         source = await images.images_for_job(self.db, found.id)

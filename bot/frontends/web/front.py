@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from bot.frontends.web.access import RateLimiter, error_response
+from bot.frontends.web.access import AuthThrottle, RateLimiter, error_response
 from bot.frontends.web.commands import router
 from bot.frontends.web.moderation import moderation_router
 from bot.frontends.web.ops import ops_router
@@ -40,6 +40,8 @@ def create_app(service: ImagineService, settings: WebSettings, front: WebFrontEn
     app.state.service = service
     app.state.settings = settings
     app.state.limiter = RateLimiter(settings.rate_limit)
+    app.state.auth_throttle = AuthThrottle(settings.auth_failures_free)
+    app.state.gallery_limiter = RateLimiter(settings.gallery_rate_limit)  # per client address
     app.state.front = front or WebFrontEnd(service, settings, app=app)
     app.include_router(router)
     app.include_router(moderation_router)

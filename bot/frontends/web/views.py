@@ -8,13 +8,15 @@ read-only field; a small script only adds a "copy" button's clipboard action.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from bot.frontends.web.access import client_address
 from bot.frontends.web.formats import thumbnail
 from bot.service import ImagineService, JobView, SharedImage, StoredImage, image_ref
 
@@ -22,7 +24,15 @@ __all__ = ["gallery_router", "image_json", "job_json", "update_event"]
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
-gallery_router = APIRouter(tags=["gallery"], include_in_schema=False)
+async def _per_address(request: Request) -> None:
+    """The public gallery's limit per client address (``gallery_rate_limit`` a minute): 429 past it."""
+    wait = request.app.state.gallery_limiter.take(client_address(request))
+    if wait > 0:
+        raise HTTPException(429, "Too many gallery requests from your address; slow down.",
+                            headers={"Retry-After": str(math.ceil(wait))})
+
+
+gallery_router = APIRouter(tags=["gallery"], include_in_schema=False, dependencies=[Depends(_per_address)])
 PER_PAGE = 24
 
 
