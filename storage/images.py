@@ -207,7 +207,8 @@ async def add_image(
         " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
         (job_id, idx, seed, path, sha256, width, height, bytes, safety, to_text(now)),
     )
-    assert row is not None
+    if row is None:
+        raise LookupError("the written row was not returned")
     return Image.from_row(row)
 
 

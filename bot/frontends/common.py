@@ -32,7 +32,7 @@ from typing import Any
 from PIL import Image
 
 from bot.service import FORGET_KEEPS, NotAllowed, NotFound, StoredImage, Via, Who
-from generation.core.errors import ImagineError
+from generation.core.errors import ImagineError, InvalidRequest
 from storage.files import fit_under
 
 __all__ = [
@@ -213,7 +213,8 @@ async def api_key_text(service: Any, who: Who, action: str, key_id: int | None =
     if action == "list":
         return keys_text(await service.api_keys(who))
     if action == "revoke":
-        assert key_id is not None, "revoke needs the key id"
+        if key_id is None:
+            raise InvalidRequest("key_id", "Say which key to revoke: /apikey revoke ID (the ids are in /apikey list).")
         await service.revoke_api_key(who, key_id)
         return f"Revoked API key {key_id}."
     key, row = await service.create_api_key(who)

@@ -105,6 +105,10 @@ class JobsPart(ServiceContext):
         :class:`AlreadyAccepted` instead of making (and charging) a second job.
         """
         user = await self._active_user(who)
+        if origin is not None:  # a replayed platform request: nothing to do again, refinement included
+            existing = await jobs.find_by_origin(self.db, _origin_key(origin) or "")
+            if existing is not None:
+                raise AlreadyAccepted(existing.id)
         request = parse_imagine(
             text, caps=self.caps, defaults=accounts_rules.defaults_from(user.settings, refine=self.refiner is not None),
             user_id=who.user_id, platform=who.platform, **options,

@@ -221,7 +221,8 @@ class Ticket:
         await self._settled.wait()
         if self._error is not None:
             raise self._error
-        assert self._delivery is not None
+        if self._delivery is None:  # pragma: no cover - _settle gives one or the other
+            raise ImagineError("This request ended without a result.")
         return self._delivery
 
     def _push(self, update: Update) -> None:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Union
 
-from generation.core.errors import ImagineError, JobCancelled
+from generation.core.errors import GenerationFailed, ImagineError, JobCancelled
 from generation.core.request import GenerationRequest, GenerationResult, Shape
 
 if TYPE_CHECKING:
@@ -153,7 +153,8 @@ class Job:
         await self._finished.wait()
         if self._error is not None:
             raise copy.copy(self._error)
-        assert self._result is not None
+        if self._result is None:  # pragma: no cover - finished means a result or an error
+            raise GenerationFailed("The request ended without a result.")
         return self._result
 
     def cancel(self) -> bool:

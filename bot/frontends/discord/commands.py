@@ -244,15 +244,18 @@ class CommandHandlers:
                 stats = await self.service.admin_stats(me)
                 text = "```json\n" + clip(json.dumps(stats, indent=1, default=str), 1900) + "\n```"
             elif action == "quota":
-                assert user is not None
+                if user is None:
+                    return
                 status = await self.service.admin_set_quota(me, PLATFORM, user.id, limit)
                 text = f"{user.mention} now has {status.limit} images per window ({status.used} used)."
             elif action == "block":
-                assert user is not None
+                if user is None:
+                    return
                 await self.service.admin_block(me, PLATFORM, user.id)
                 text = f"{user.mention} is blocked."
             else:
-                assert user is not None
+                if user is None:
+                    return
                 await self.service.admin_unblock(me, PLATFORM, user.id)
                 text = f"{user.mention} is unblocked."
             await interaction.response.send_message(text, ephemeral=True,

@@ -135,9 +135,8 @@ class Delivering:
                 await self._post(reply, f"Sorry, your images could not be sent (reference {ref}).")
 
     async def _progress(self, reply: Reply, text: str) -> None:
-        if not reply.can_edit():
+        if reply.interaction is None or not reply.can_edit():
             return
-        assert reply.interaction is not None
         try:
             await reply.interaction.edit_original_response(content=text)
         except discord.NotFound:
@@ -190,8 +189,7 @@ class Delivering:
                                      nonce)
             if message is not None:
                 await self._post(reply, "📬 Your images are in your DMs.", only_edit=True)
-            elif reply.can_edit():
-                assert reply.interaction is not None
+            elif reply.interaction is not None and reply.can_edit():
                 await self._post(reply, "I couldn't DM you (your DMs are closed), so here they are, "
                                         "visible only to you.", only_edit=True)
                 data, ext = await asyncio.to_thread(render_grid, delivery.images, reply.upload_limit)
@@ -250,8 +248,7 @@ class Delivering:
         it with ``enforce_nonce``, and Discord answers a repeat from the same bot within a few
         minutes with the message it already created.
         """
-        if reply.can_edit():
-            assert reply.interaction is not None
+        if reply.interaction is not None and reply.can_edit():
             kwargs: dict[str, Any] = {"content": content, "view": view}
             if file is not None:
                 kwargs["attachments"] = [file_of(*file)]

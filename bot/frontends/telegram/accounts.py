@@ -63,7 +63,8 @@ class AccountHandlers:
     async def _share(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/share JOB N and /unshare JOB N."""
         message, user = update.effective_message, update.effective_user
-        assert message is not None and user is not None
+        if message is None or user is None:
+            return  # not a user's message (e.g. a channel post): nothing to answer
         share = (message.text or "").lstrip("/").lower().startswith("share")
         name = "share" if share else "unshare"
         ref = image_ref(command_text(message.text).split())
@@ -98,7 +99,8 @@ class AccountHandlers:
     async def _link(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/link [CODE]: a code (sent privately), or join the account of a code from another platform."""
         message, user = update.effective_message, update.effective_user
-        assert message is not None and user is not None
+        if message is None or user is None:
+            return  # not a user's message (e.g. a channel post): nothing to answer
         code = command_text(message.text).strip()
         who = who_of(user)
         if code:
@@ -114,13 +116,15 @@ class AccountHandlers:
     async def _unlink(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/unlink."""
         message, user = update.effective_message, update.effective_user
-        assert message is not None and user is not None
+        if message is None or user is None:
+            return  # not a user's message (e.g. a channel post): nothing to answer
         await message.reply_text(UNLINKED[await self.service.unlink(who_of(user))])
 
     async def _apikey(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/apikey [list | revoke ID]: only in the private chat."""
         message, user = update.effective_message, update.effective_user
-        assert message is not None and user is not None
+        if message is None or user is None:
+            return  # not a user's message (e.g. a channel post): nothing to answer
         if message.chat.type != ChatType.PRIVATE:
             await message.reply_text(APIKEY_PRIVATE)
             return

@@ -54,7 +54,8 @@ class ButtonHandlers:
     async def _button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Inline buttons: reroll, U, V, ratings, cancel, history pages, forget, appeal, share."""
         query = update.callback_query
-        assert query is not None
+        if query is None:
+            return
         action = callbacks.parse(query.data)
         user = query.from_user
         who = who_of(user)
