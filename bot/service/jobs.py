@@ -105,10 +105,7 @@ class JobsPart(ServiceContext):
         :class:`AlreadyAccepted` instead of making (and charging) a second job.
         """
         user = await self._active_user(who)
-        if origin is not None:  # a replayed platform request: nothing to do again, refinement included
-            existing = await jobs.find_by_origin(self.db, _origin_key(origin) or "")
-            if existing is not None:
-                raise AlreadyAccepted(existing.id)
+        await self._not_accepted_yet(origin)  # a replayed request: nothing runs again, refinement included
         request = parse_imagine(
             text, caps=self.caps, defaults=accounts_rules.defaults_from(user.settings, refine=self.refiner is not None),
             user_id=who.user_id, platform=who.platform, **options,
@@ -166,10 +163,7 @@ class JobsPart(ServiceContext):
                       target: dict[str, Any] | None, dedupe: bool, origin: Origin | None = None) -> Ticket:
         """Check, charge, store and enqueue ``request``."""
         origin_key = _origin_key(origin)
-        if origin_key is not None:
-            existing = await jobs.find_by_origin(self.db, origin_key)
-            if existing is not None:
-                raise AlreadyAccepted(existing.id)
+        await self._not_accepted_yet(origin)
         # 1. Prompt safety: nothing is charged or written for a refused prompt
         await self.moderation.check_prompt(who, request.prompt, request.negative_prompt, target)
         request = request.with_seed()
@@ -204,6 +198,11 @@ class JobsPart(ServiceContext):
             raise
         logger.info("job %s accepted for %s (%d image(s))", job.id, who.key, request.count)
         return self._follow(job.id, request, qjob, job.target)
+
+    async def _not_accepted_yet(self, origin: Origin | None) -> None:
+        existing = await jobs.find_by_origin(self.db, _origin_key(origin) or "") if origin else None
+        if existing is not None:
+            raise AlreadyAccepted(existing.id)
 
     async def _charge_and_store(self, user: User, request: GenerationRequest, key: str,
                                 target: dict[str, Any] | None, now: datetime, window: str,
