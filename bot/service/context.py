@@ -148,12 +148,6 @@ class ServiceContext:
                 await self.moderation.admit(Who(platform, user_id))
         return user
 
-    async def _job(self, job_id: str) -> Job:
-        row = await jobs.get(self.db, job_id)
-        if row is None:
-            raise NotFound(f"There is no request {job_id}.")
-        return row
-
     async def _acting_on(self, who: Who, job_id: str, *, via: Via | None = None,
                          index: int | None = None) -> Job:
         """Job ``job_id`` if ``who`` may act on it (image ``index`` of it), else NotFound.
