@@ -4,7 +4,8 @@ The service is split by responsibility; :class:`ImagineService` is the facade th
 
     context.py         ServiceContext: resources, settings, shared lookups (every part builds on it)
     jobs.py            imagine, reroll, variation, following jobs, cancel, recover
-    outcomes.py        delivery bookkeeping (delivered, told) and the inbox of platform requests
+    outcomes.py        delivery bookkeeping: delivered, told (a failure shown once)
+    inbox.py           platform requests stored before they are acknowledged, found again after a crash
     history.py         history pages, ratings, messages that show a job
     accounts.py        quota status, settings, DM state, forget, export
     accounts_rules.py  pure rules: valid settings, defaults, the export zip
@@ -47,6 +48,7 @@ from bot.service.admin import AdminPart
 from bot.service.context import ServiceSettings
 from bot.service.gallery import GalleryPage, GalleryPart, JobView, SharedImage, image_ref
 from bot.service.history import HistoryPart
+from bot.service.inbox import InboxPart
 from bot.service.jobs import JobsPart, Origin
 from bot.service.keys import ApiKey, KeysPart
 from bot.service.links import LINK_VALID, LinksPart
@@ -117,7 +119,7 @@ __all__ = [
 ]
 
 
-class ImagineService(MetricsPart, JobsPart, OutcomesPart, HistoryPart, AccountsPart, AdminPart, KeysPart,
+class ImagineService(MetricsPart, JobsPart, OutcomesPart, InboxPart, HistoryPart, AccountsPart, AdminPart, KeysPart,
                      GalleryPart, LinksPart):
     """Quota, safety, jobs, queue and storage behind one API for every front end.
 

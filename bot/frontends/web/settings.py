@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Any
 
 __all__ = ["WebSettings"]
 
@@ -53,15 +51,3 @@ class WebSettings:
             return ipaddress.ip_address(self.listen).is_loopback
         except ValueError:
             return False
-
-    @classmethod
-    def from_mapping(cls, table: Mapping[str, Any], metrics_token: str | None = None) -> WebSettings:
-        """From the [web] table; unknown keys and wrong types raise ValueError naming the key."""
-        known = {f for f in cls.__dataclass_fields__ if f != "metrics_token"}
-        for key, value in table.items():
-            if key not in known:
-                raise ValueError(f"unknown key web.{key}; known keys: {', '.join(sorted(known))}")
-            default = getattr(cls, key)
-            if isinstance(default, bool) != isinstance(value, bool) or not isinstance(value, type(default)):
-                raise ValueError(f"web.{key} must be a {type(default).__name__}, not {value!r}")
-        return cls(**table, metrics_token=metrics_token)
