@@ -233,6 +233,31 @@ def test_cli_logs_each_line_once_and_silences_known_deprecations(capsys: pytest.
     assert [str(w.message) for w in caught] == ["our own"]
 
 
+async def test_a_server_start_logs_no_scheduler_chatter(capsys: pytest.CaptureFixture[str]) -> None:
+    """`run` logs INFO for a server; APScheduler's per-job INFO lines are not part of it."""
+    import logging
+
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    from bot.cli import _setup_logging
+
+    _setup_logging(verbose=False)
+    logging.getLogger().setLevel(logging.INFO)  # what `run` does with a chat token or [web]
+    try:
+        scheduler = AsyncIOScheduler()
+        scheduler.add_job(lambda: None, "interval", minutes=5)
+        scheduler.start()
+        scheduler.shutdown(wait=False)
+        logging.getLogger("bot.app").info("WebFrontEnd started")
+        logging.getLogger("apscheduler.scheduler").warning("a real scheduler problem")
+    finally:
+        logging.basicConfig(force=True)  # leave logging as pytest expects it
+        logging.getLogger("apscheduler").setLevel(logging.NOTSET)
+    err = capsys.readouterr().err
+    assert "WebFrontEnd started" in err and "a real scheduler problem" in err
+    assert "Adding job" not in err and "Scheduler started" not in err and "Added job" not in err
+
+
 def test_health_follows_the_heartbeat(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import time
 

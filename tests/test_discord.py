@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -408,6 +409,21 @@ async def test_progress_edits_are_throttled(fake: FakeDiscord, tmp_path: Path, t
             assert edits and all(b.received_at - a.received_at >= 0.29 for a, b in zip(edits, edits[1:]))
         finally:
             await asyncio.wait_for(front.close(), 15)
+
+
+async def test_no_voice_warnings_at_start(
+    tmp_path: Path, tiny: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The bot never joins voice: discord.py's PyNaCl/davey warnings are not shown at start."""
+    import discord
+
+    monkeypatch.setattr(discord.VoiceClient, "warn_nacl", True)  # as in a fresh process without PyNaCl
+    monkeypatch.setattr(discord.VoiceClient, "warn_dave", True, raising=False)
+    caplog.set_level(logging.WARNING, logger="discord")
+    async with service_env(tmp_path, tiny) as env:
+        front = DiscordFrontEnd(env.service, DiscordSettings("fake-token"))
+        await front.bot.close()
+    assert not [r for r in caplog.records if "voice" in r.getMessage()], caplog.text
 
 
 async def test_config_urls_and_dev_guild_sync(tmp_path: Path, tiny: Any) -> None:

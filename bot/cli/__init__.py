@@ -211,6 +211,8 @@ def _setup_logging(verbose: bool) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    # APScheduler says INFO for each job it adds and for starting: eight lines at every start
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     # huggingface_hub adds a handler AND propagates to the root: every line twice. Keep the root's.
     import huggingface_hub.utils.logging  # noqa: F401  (creates its handler now, so it can go)
 
