@@ -82,22 +82,33 @@ async def test_help_cancel_reroll_forget_export(tmp_path: Path) -> None:
         text = await _run(env, ["a fox --seed 4"], out_dir)
         job_id = re.search(r"^(\w+): done", text, re.M).group(1)
 
-        text = await _run(env, [f"/reroll {job_id}", "/reroll", "/variation nope 1", "/export",
-                                "/forget", "/forget confirm"], out_dir)
+        (out_dir / "mine.png").write_bytes(b"not the bot's")  # a file of the user's own stays
+        text = await _run(env, [f"/reroll {job_id}", "/reroll", "/variation nope 1", "/export"], out_dir)
         assert re.search(r"^\w+: done — a fox --ar 1:1 --seed \d+$", text, re.M)
         assert "Usage: /reroll JOB" in text
         assert "There is no request nope." in text
         export = Path(re.search(r"Your data: (\S+)", text).group(1))
-        assert "Type /forget confirm" in text and "Forgotten:" in text
-        assert "Kept, because they protect others" in text
+        copies = sorted(p.name for p in out_dir.iterdir() if p.name != "mine.png")
+        assert len(copies) == 2 and f"{job_id}-1.png" in copies  # the fox and its reroll
+
+        # another command came between: the confirmation expired, and says so (and asks again)
+        text = await _run(env, ["/forget", "/quota", "/forget confirm"], out_dir)
+        expired = "That confirmation expired: /forget confirm must be the very next command after /forget."
+        assert expired in text and text.rstrip().endswith("Type /forget confirm to go ahead.")
+        assert "Forgotten" not in text and (await env.service.history(ME)).total == 3  # nothing deleted
+        text = await _run(env, ["/forget", "/forget confirm"], out_dir)
+        assert "Forgotten:" in text and "expired" not in text
+        assert "2 copied image(s) removed from the output folder" in text
+        assert "Kept, because they protect others" in text and ".." not in text
+        assert [p.name for p in out_dir.iterdir()] == ["mine.png"]
         assert not export.exists()
         assert (await env.service.history(ME)).total == 0
         used = (await env.service.quota(ME)).used
         assert used == 2  # the fox and its reroll: /forget never gives quota back
 
-        # /forget confirm without asking first only asks
+        # /forget confirm without asking first only asks (nothing expired)
         text = await _run(env, ["/forget confirm"], out_dir)
-        assert "Type /forget confirm" in text and "Forgotten" not in text
+        assert "Type /forget confirm" in text and "Forgotten" not in text and "expired" not in text
 
 
 async def test_unexpected_errors_get_a_reference(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -137,6 +148,17 @@ def test_each_result_lists_the_typed_commands_that_stand_in_for_buttons() -> Non
     line = actions_line(Delivery("abc123", GenerationRequest(prompt="a fox"), "a fox", (image,), False, {}))
     assert line.strip().startswith("next:")
     assert "/reroll abc123" in line and "/variation abc123 2" in line and "/rate 42 5" in line
+
+
+async def test_a_variation_names_the_command_for_another(tmp_path: Path) -> None:
+    """The terminal has no V buttons: the hint under a variation is the typed command."""
+    async with service_env(tmp_path, FakePipeline()) as env:
+        text = await _run(env, ["a fox --seed 4 --n 2"], tmp_path / "out")
+        job = re.search(r"^(\w+): done", text, re.M).group(1)
+        text = await _run(env, [f"/variation {job} 2"], tmp_path / "out")
+        assert re.search(rf"^\w+: done — variation of image 2 of {job} \(a fox[^)]*\)$", text, re.M), text
+        assert f"/variation {job} 2 (another of the original)" in text
+        assert "V2" not in text and "on its images" not in text
 
 
 class _Terminal(io.StringIO):

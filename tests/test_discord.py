@@ -158,6 +158,7 @@ async def test_upscale_reroll_variation_and_owner_only_delete(fake: FakeDiscord,
         _, varied = await result_of(fake, vary)
         var_job = await jobs.get(env.db, custom_ids(varied)[0][0].split(":")[2])
         assert var_job.request["kind"] == "img2img"
+        assert f"variation of image 1 of {job_id}" in varied["content"] and "more: V1 on its images" in varied["content"]
         assert var_job.request["init_image"] == str(env.store.path_for(stored[0].path).resolve())
 
         bob = fake.make_user("bob")

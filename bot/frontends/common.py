@@ -38,6 +38,7 @@ from storage.files import fit_under
 __all__ = [
     "APIKEY_PRIVATE",
     "FORGET_WARNING",
+    "GALLERY_OFF",
     "NOT_YOURS",
     "UNLINKED",
     "Coalescer",
@@ -61,6 +62,7 @@ __all__ = [
     "shared_text",
     "stats_lines",
     "thumbnail",
+    "variation_hint",
 ]
 
 FORGET_WARNING = ("This deletes your history, ratings, settings and images for good. "
@@ -125,10 +127,19 @@ def settings_changes(text: str) -> dict[str, str] | None:
     return changes
 
 
-def forgotten_counts(outcome: Any) -> str:
-    """The tail of the /forget summary: what was cancelled and removed, and what is kept."""
+def variation_hint(delivery: Any) -> str:
+    """For a chat with buttons: how to make another variation of the same image ("" if not one)."""
+    origin, _, image = (delivery.request.variation_of or "").partition("#")
+    return f" · more: V{image} on its images" if origin and image.isdecimal() else ""
+
+
+def forgotten_counts(outcome: Any, copies: int | None = None) -> str:
+    """The tail of the /forget summary (a whole sentence, ending in its period): what was
+    cancelled and removed, and what is kept. ``copies``: images a front end had written to a
+    folder of its own (the terminal chat's output folder) and removed too."""
+    written = "" if copies is None else f", {copies} copied image(s) removed from the output folder"
     return (f"({outcome.jobs_cancelled} running request(s) cancelled, "
-            f"{outcome.files_deleted} file(s) removed). {FORGET_KEEPS}")
+            f"{outcome.files_deleted} stored file(s) removed{written}). {FORGET_KEEPS}")
 
 
 # -- the gallery, account linking, API keys -----------------------------------------------------
@@ -149,8 +160,14 @@ def image_ref(args: Sequence[str]) -> str | None:
     return ref
 
 
+GALLERY_OFF = ("this bot's web gallery is not running, so nobody can see it yet (whoever runs the bot "
+               "turns it on with [web] enabled = true, and public_url for links that work from elsewhere)")
+
+
 def shared_text(public_url: str, ref: str, share_id: str) -> str:
-    """The answer to a share: where the image is now public."""
+    """The answer to a share: where the image is now public ("" public_url: no gallery runs)."""
+    if not public_url:
+        return f"🌐 Shared {ref}, but {GALLERY_OFF}."
     return f"🌐 Shared {ref} in the gallery: {public_url}/i/{share_id}"
 
 

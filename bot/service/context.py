@@ -46,7 +46,7 @@ class ServiceSettings:
     variation_strength: float = 0.6
     admin_priority: bool = True  # admins' jobs use the queue's priority lane
     settle_timeout_s: float = 30.0  # how long cancel/forget wait for a job to settle
-    public_url: str = ""  # the web front end's address ([web] public_url), for links in chat replies
+    public_url: str = ""  # where the web gallery answers, for links in chat replies; "": no gallery runs
 
     def __post_init__(self) -> None:
         if self.quota_window not in quotas.WINDOWS:
@@ -180,9 +180,8 @@ class ServiceContext:
         variation = self._variation_of(request)
         if variation is None:
             return self._command(request)
-        return (f"variation of image {variation['image']} of {variation['job']} "
-                f"({self._command(request)}); more: V{variation['image']} on its images, "
-                f"or {variation['command']}")
+        # how to ask for another is the front end's to say: buttons on a chat, a command on the console
+        return f"variation of image {variation['image']} of {variation['job']} ({self._command(request)})"
 
     def _stored(self, row: Image) -> StoredImage:
         return StoredImage(row.id, row.idx, row.seed, self.store.path_for(row.path).resolve(),

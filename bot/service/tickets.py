@@ -304,6 +304,7 @@ class ForgetOutcome:
 
     jobs_cancelled: int
     files_deleted: int
+    job_ids: tuple[str, ...] = ()  # the jobs deleted: a front end removes what it wrote of them
 
 
 @dataclass(frozen=True)

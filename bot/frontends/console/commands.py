@@ -6,6 +6,8 @@ moderation commands are :mod:`bot.frontends.console.moderation`.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from bot.frontends.common import (
@@ -37,7 +39,8 @@ COMMANDS = """Commands:
   /cancel [JOB]               cancel your latest (or the given) queued/running request
   /reroll JOB                 the same request with a new seed
   /variation JOB N            variations of image N of a request
-  /forget                     delete everything stored about you (asks to confirm)
+  /forget                     delete everything stored about you, and its images in the output
+                              folder (asks to confirm: /forget confirm as the next command)
   /export                     a zip of your data and images
   /share JOB N | /unshare JOB N   put image N of a request in the public web gallery, or take it out
   /link [CODE]                without a code: a one-time code to enter on another platform;
@@ -67,11 +70,14 @@ class CommandHandlers:
     who: Who
     moderation: ConsoleModeration
     _confirm_forget: bool
+    _forget_expired: bool  # a /forget was asked, then another command came first
 
     if TYPE_CHECKING:  # provided by the console
         def say(self, text: str) -> None: ...
 
         def follow(self, ticket: Ticket) -> None: ...
+
+        def remove_copies(self, job_ids: Sequence[str]) -> int: ...
 
     async def _dispatch(self, line: str) -> None:
         if not line.startswith("/"):
@@ -80,8 +86,8 @@ class CommandHandlers:
         command = command.lower()
         rest = rest.strip()
         args = rest.split()
-        if command != "/forget":
-            self._confirm_forget = False
+        if command != "/forget" and self._confirm_forget:
+            self._confirm_forget, self._forget_expired = False, True
         if command == "/imagine":
             ticket = await self.service.imagine(self.who, rest, target={"console": True})
             for note in ticket.notes:  # --refine: the refined prompt, or why the user's own was used
@@ -125,10 +131,13 @@ class CommandHandlers:
             if args[:1] == ["confirm"] and self._confirm_forget:
                 outcome = await self.service.forget(self.who)
                 self._confirm_forget = False
-                self.say(f"Forgotten: everything about you is deleted {forgotten_counts(outcome)}.")
+                copies = await asyncio.to_thread(self.remove_copies, outcome.job_ids)
+                self.say(f"Forgotten: everything about you is deleted {forgotten_counts(outcome, copies)}")
             else:
-                self._confirm_forget = True
-                self.say(f"{FORGET_WARNING} Type /forget confirm to go ahead.")
+                expired = args[:1] == ["confirm"] and self._forget_expired
+                self._confirm_forget, self._forget_expired = True, False
+                self.say(("That confirmation expired: /forget confirm must be the very next command after "
+                          "/forget. " if expired else "") + f"{FORGET_WARNING} Type /forget confirm to go ahead.")
         elif command == "/export":
             path = await self.service.export(self.who)
             self.say(f"Your data: {path}")

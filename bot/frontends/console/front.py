@@ -17,11 +17,13 @@ replaces the same files instead of adding copies.
 from __future__ import annotations
 
 import asyncio
+import glob
 import logging
+import re
 import shutil
 import sys
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -82,6 +84,7 @@ class Console(CommandHandlers):
         self.tty = bool(getattr(out, "isatty", lambda: False)())
         self._tasks: set[asyncio.Task[None]] = set()
         self._confirm_forget = False
+        self._forget_expired = False
         self._prompting = False  # waiting for a line: output redraws the prompt
         self.moderation = ConsoleModeration(self)  # /appeal, /appeals, /lift, … (admins)
 
@@ -203,6 +206,16 @@ class Console(CommandHandlers):
             shutil.copyfile(image.path, dest)
             paths.append(dest.resolve())
         return paths
+
+    def remove_copies(self, job_ids: Sequence[str]) -> int:
+        """Delete the images :meth:`deliver` wrote for ``job_ids`` (after /forget); how many."""
+        removed = 0
+        for job_id in job_ids:
+            for path in self.output_dir.glob(f"{glob.escape(job_id)}-*"):
+                if re.fullmatch(rf"{re.escape(job_id)}-\d+\.\w+", path.name) and path.is_file():
+                    path.unlink()
+                    removed += 1
+        return removed
 
     async def resume(self, recovered: Recovered) -> None:
         """Deliver results owed from before a restart and follow re-run jobs (console targets)."""

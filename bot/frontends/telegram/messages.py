@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from telegram import ReplyParameters, User
 
-from bot.frontends.common import clip, meter
+from bot.frontends.common import clip, meter, variation_hint
 from bot.service import Delivery, HistoryView, Queued, Running, Who
 
 __all__ = [
@@ -55,7 +55,7 @@ def status_text(update: Queued | Running, prompt: str) -> str:
 
 def caption_of(delivery: Delivery, name: str | None) -> str:
     by = f"\n— {name}" if name else ""
-    return clip(f"{delivery.text}{by} · job {delivery.job_id}", 1024)
+    return clip(f"{delivery.text}{by} · job {delivery.job_id}{variation_hint(delivery)}", 1024)
 
 
 def history_text(view: HistoryView, search: str | None) -> str:

@@ -154,7 +154,7 @@ async def rate_image(ref: str, body: Rating, request: Request, auth: Auth) -> di
 async def share_image(ref: str, request: Request, auth: Auth) -> dict[str, Any]:
     """Put one of your images in the public gallery."""
     share_id = await _service(request).share(auth.who, ref)
-    base = request.app.state.settings.public_url
+    base = request.app.state.settings.public_url or str(request.base_url).rstrip("/")
     return {"image": ref, "share_id": share_id, "url": f"{base}/i/{share_id}"}
 
 
