@@ -8,6 +8,8 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 from bot.frontends.web import WebSettings
 from storage import jobs, read_metadata
 from tests.fakes import FakePipeline
@@ -165,6 +167,38 @@ async def test_idempotency_key_makes_one_job(tmp_path: Path) -> None:
         assert first.status_code == second.status_code == 202
         assert first.json()["job_id"] == second.json()["job_id"]
         assert (await web.env.service.quota(ADA)).used == 1
+
+
+async def test_a_retry_with_a_known_idempotency_key_is_answered_before_any_limit(tmp_path: Path) -> None:
+    """The chats' request spacing (3 s) does not apply to API keys; the per-key rate limit does,
+    and a repeat with a known Idempotency-Key gets its job even when that limit is spent."""
+    from bot.safety import AllowAllImages, BlocklistChecker, Moderation, ModerationSettings, Restricted
+    from tests.service_support import ROOT as ADMIN
+
+    async with web_env(tmp_path, settings=WebSettings(enabled=True, rate_limit=2)) as web:
+        web.env.service.moderation = Moderation(  # the shipped default spacing, as `make run` has it
+            web.env.db, ModerationSettings(request_interval_s=3.0), prompt_checker=BlocklistChecker.default(),
+            image_classifier=AllowAllImages(), admins={ADMIN.key}, clock=web.env.clock)
+        h = auth(await key_for(web.env, ADA))
+        first = await web.client.post("/v1/images", json={"prompt": "a fox"}, headers={**h, "Idempotency-Key": "a"})
+        again = await web.client.post("/v1/images", json={"prompt": "a fox"}, headers={**h, "Idempotency-Key": "a"})
+        other = await web.client.post("/v1/images", json={"prompt": "an owl"}, headers={**h, "Idempotency-Key": "b"})
+        assert [r.status_code for r in (first, again, other)] == [202, 202, 202], [first.text, again.text, other.text]
+        assert again.json()["job_id"] == first.json()["job_id"] != other.json()["job_id"]
+        assert (await web.env.service.quota(ADA)).used == 2  # the repeat cost nothing
+        # the key's 2 requests a minute are spent (the repeat took none): a new request is refused…
+        spent = await web.client.post("/v1/images", json={"prompt": "a hare"}, headers={**h, "Idempotency-Key": "c"})
+        assert spent.status_code == 429 and "Retry-After" in spent.headers and "this key" in spent.json()["detail"]
+        # …while repeats of both known keys are still answered with their jobs
+        for key, made in (("a", first), ("b", other)):
+            r = await web.client.post("/v1/images", json={"prompt": "x"}, headers={**h, "Idempotency-Key": key})
+            assert r.status_code == 202 and r.json()["job_id"] == made.json()["job_id"]
+            assert r.headers["Location"] == f"/v1/jobs/{made.json()['job_id']}"
+        assert (await web.env.service.quota(ADA)).used == 2
+        # the chat's spacing still holds in the chat, for the same user
+        await web.env.service.imagine(ADA, "a chat fox")
+        with pytest.raises(Restricted, match="wait 3 s"):
+            await web.env.service.imagine(ADA, "another chat fox")
 
 
 async def test_same_rules_as_chat_quota_safety_and_rate_limit(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.frontends.web.access import Caller, caller
+from bot.frontends.web.access import Caller, caller, key_holder, rate_limit
 from bot.frontends.web.formats import MEDIA_TYPES, convert
 from bot.frontends.web.views import image_json, job_json, update_event
 from bot.service import AlreadyAccepted, ImagineService, Ticket
@@ -62,20 +62,30 @@ def _service(request: Request) -> ImagineService:
 
 
 @router.post("/images", status_code=202, response_model=Accepted)
-async def create_images(body: ImageRequest, request: Request, response: Response, auth: Auth,
+async def create_images(body: ImageRequest, request: Request, response: Response,
+                        auth: Annotated[Caller, Depends(key_holder)],
                         idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> Accepted:
-    """Queue images; 202 once the job is stored (quota charged), with its place in line."""
+    """Queue images; 202 once the job is stored (quota charged), with its place in line.
+
+    A repeat with a known ``Idempotency-Key`` gets its job before any limit is counted. API
+    keys have the per-key rate limit ([web] rate_limit), not the chats' request spacing.
+    """
     service = _service(request)
     options = body.model_dump(exclude={"prompt"}, exclude_none=True)
     origin = None
     if idempotency_key:
         origin = ("web", f"{auth.key_id}:{idempotency_key}")
+        known = await service.accepted(*origin)
+        if known is not None:
+            return _accepted_before(service, known, response)
+    rate_limit(request, auth)
+    if origin is not None:
         await service.receive(*origin, {"prompt": body.prompt, **options})
     try:
-        ticket = await service.imagine(auth.who, body.prompt, target={"web": True}, origin=origin, **options)
-    except AlreadyAccepted as again:
-        response.headers["Location"] = f"/v1/jobs/{again.job_id}"
-        return Accepted(job_id=again.job_id, position=0, eta_s=0.0, status_url=f"/v1/jobs/{again.job_id}")
+        ticket = await service.imagine(auth.who, body.prompt, target={"web": True}, origin=origin, spaced=False,
+                                       **options)
+    except AlreadyAccepted as again:  # a repeat that arrived while the first was being accepted
+        return _accepted_before(service, again.job_id, response)
     except ImagineError:
         if origin is not None:
             await service.handled(*origin)  # a refusal is an answer: do not process it again
@@ -84,6 +94,14 @@ async def create_images(body: ImageRequest, request: Request, response: Response
     response.headers["Location"] = f"/v1/jobs/{ticket.job_id}"
     return Accepted(job_id=ticket.job_id, position=ticket.position, eta_s=round(ticket.eta, 2),
                     status_url=f"/v1/jobs/{ticket.job_id}", notes=list(ticket.notes))
+
+
+def _accepted_before(service: ImagineService, job_id: str, response: Response) -> Accepted:
+    """The answer to a repeated request: its job, where it is now in line."""
+    ticket = service.ticket(job_id)
+    response.headers["Location"] = f"/v1/jobs/{job_id}"
+    return Accepted(job_id=job_id, position=ticket.position if ticket else 0,
+                    eta_s=round(ticket.eta, 2) if ticket else 0.0, status_url=f"/v1/jobs/{job_id}")
 
 
 @router.get("/jobs/{job_id}")
