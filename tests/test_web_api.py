@@ -142,9 +142,14 @@ async def test_sse_progress_in_order_and_cancel(tmp_path: Path) -> None:
         steps = [data["step"] for _, name, data in events if name == "running"]
         assert steps == sorted(steps) and steps[-1] == 4
         assert events[-1][2]["images"][0]["id"] == f"{job_id}-1"
-        # after the job: one status event from storage
+        # after the job: its recorded history, replayed as the same sequence (marked so, with times)
         again = _events((await web.client.get(f"/v1/jobs/{job_id}/events", headers=h)).text)
-        assert [(name, data["status"]) for _, name, data in again] == [("status", "done")]
+        assert [(n, name) for n, name, _ in again] == [(1, "queued"), (2, "running"), (3, "done")]
+        assert all(data["replayed"] is True and data["at"] for _, _, data in again)
+        assert again[1][2]["step"] == again[1][2]["steps"] == 4
+        assert again[2][2]["images"] == events[-1][2]["images"]
+        stored = await jobs.get(web.env.db, job_id)
+        assert [data["at"] for _, _, data in again] == [stored.created_at, stored.started_at, stored.finished_at]
 
         fake.pause()
         running = (await web.client.post("/v1/images", json={"prompt": "a stuck fox"}, headers=h)).json()["job_id"]
@@ -154,6 +159,8 @@ async def test_sse_progress_in_order_and_cancel(tmp_path: Path) -> None:
         assert r.status_code == 200 and r.json() == {"job_id": waiting["job_id"], "status": "cancelled", "refunded": 1}
         assert (await web.client.get(f"/v1/jobs/{waiting['job_id']}", headers=h)).json()["status"] == "cancelled"
         assert (await web.client.delete(f"/v1/jobs/{waiting['job_id']}", headers=h)).status_code == 403
+        cancelled = _events((await web.client.get(f"/v1/jobs/{waiting['job_id']}/events", headers=h)).text)
+        assert [name for _, name, _ in cancelled] == ["queued", "cancelled"]  # it never ran
         fake.resume()
         await _wait_done(web.client, running, h)
         assert (await web.client.get("/v1/quota", headers=h)).json()["used"] == 3

@@ -41,6 +41,8 @@ class JobView:
     position: int = 0
     eta: float = 0.0
     error: str | None = None
+    started_at: str | None = None  # when it went onto the GPU (None: it never did)
+    finished_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ class GalleryPart(ServiceContext):
         found = await images.images_for_job(self.db, row.id)
         return JobView(row.id, row.status, self._text(row.request), dict(row.request), row.created_at,
                        tuple(self._stored(i) for i in found), ticket.position if ticket else 0,
-                       ticket.eta if ticket else 0.0, row.error)
+                       ticket.eta if ticket else 0.0, row.error, row.started_at, row.finished_at)
 
     async def image_by_ref(self, who: Who | None, ref: str) -> tuple[StoredImage, str | None]:
         """(image, share id or None) of a reference the caller owns, or of a shared image."""

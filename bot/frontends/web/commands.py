@@ -18,8 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from bot.frontends.web.access import Caller, caller, key_holder, rate_limit
 from bot.frontends.web.formats import MEDIA_TYPES, convert
 from bot.frontends.web.views import image_json, job_json, update_event
-from bot.service import AlreadyAccepted, ImagineService, Ticket
+from bot.service import AlreadyAccepted, Cancelled, ImagineService, JobView, Ticket
 from generation.errors import ImagineError
+from generation.request import denoising_steps
 
 __all__ = ["ImageRequest", "router"]
 
@@ -119,8 +120,12 @@ async def job_events(job_id: str, request: Request, auth: Auth) -> StreamingResp
     ticket: Ticket | None = service.ticket(job_id)
 
     async def stream() -> AsyncIterator[str]:
-        if ticket is None:  # not running in this process: its stored state is final (or waits)
-            yield update_event(1, "status", job_json(view))
+        if ticket is None or ticket.done:
+            # finished: its recorded history, as the live stream sent it (marked "replayed");
+            # waiting in storage for a restart: its one stored status
+            replayed = _replayed(view) if view.status in FINAL else [("status", job_json(view))]
+            for number, (name, data) in enumerate(replayed, start=1):
+                yield update_event(number, name, data)
             return
         number = 0
         async for update in ticket.updates():
@@ -129,6 +134,30 @@ async def job_events(job_id: str, request: Request, auth: Auth) -> StreamingResp
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+FINAL = ("done", "delivered", "failed", "cancelled")
+
+
+def _replayed(view: JobView) -> list[tuple[str, dict[str, Any]]]:
+    """A finished job's events from what was recorded: queued, running (if it ran), then how it
+    ended; each with ``at`` (when, UTC) and ``replayed: true``."""
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("queued", {"position": 0, "eta_s": 0.0, "at": view.created_at, "replayed": True})]
+    done = view.status in ("done", "delivered")
+    if view.started_at:
+        img2img = view.request.get("kind") == "img2img"  # txt2img ignores its strength
+        steps = denoising_steps(int(view.request.get("steps", 0)), view.request.get("strength") if img2img else None)
+        events.append(("running", {"step": steps if done else 0, "steps": steps, "at": view.started_at,
+                                   "replayed": True}))
+    end = {"at": view.finished_at, "replayed": True}
+    if done:
+        events.append(("done", {"images": [image_json(view.job_id, i) for i in view.images], **end}))
+    elif view.status == "failed":
+        events.append(("failed", {"message": view.error or "The request failed.", **end}))
+    else:
+        events.append(("cancelled", {"message": Cancelled().message, **end}))
+    return events
 
 
 def _event(update: Any) -> tuple[str, dict[str, Any]]:
