@@ -228,6 +228,11 @@ class GenerationQueue:
         return self.pool.caps
 
     @property
+    def eta_measured(self) -> bool:
+        """Whether ETAs rest on a timed batch yet (see :attr:`TimeEstimator.measured`)."""
+        return self.estimator.measured
+
+    @property
     def model_id(self) -> str:
         return self.pool.model_id
 

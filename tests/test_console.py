@@ -161,6 +161,48 @@ async def test_a_variation_names_the_command_for_another(tmp_path: Path) -> None
         assert "V2" not in text and "on its images" not in text
 
 
+async def test_the_first_eta_says_estimating_until_a_batch_was_timed(tmp_path: Path) -> None:
+    """No number before this bot has timed a batch (the cold guess can be far off); then seconds."""
+    fake = FakePipeline()
+    async with service_env(tmp_path, fake) as env:
+        fake.pause()
+        lines: asyncio.Queue[str] = asyncio.Queue()
+        out = io.StringIO()
+
+        async def typed():  # type: ignore[no-untyped-def]
+            while (line := await lines.get()) != "/quit":
+                yield line
+
+        console = asyncio.create_task(run_console(env.service, who=ME, output_dir=tmp_path / "out",
+                                                  lines=typed(), out=out))
+        for line in ("a first fox", "a second fox"):
+            lines.put_nowait(line)
+        await _until(lambda: out.getvalue().count("queued, position") == 2)
+        first = out.getvalue()
+        assert len(re.findall(r"^\w+: queued, position 1 \(estimating the time\)$", first, re.M)) == 2, first
+        assert " s)" not in first  # the cold guess (pixels x steps) is not shown as if it were known
+        fake.resume()
+        await _until(lambda: out.getvalue().count(": done") == 2)
+        fake.pause()
+        for line in ("a third fox", "a fourth fox"):
+            lines.put_nowait(line)
+        await _until(lambda: out.getvalue().count("queued, position") == 4)
+        later = out.getvalue()[len(first):]
+        assert len(re.findall(r"^\w+: queued, position 1 \(about \d+ s\)$", later, re.M)) == 2, later
+        assert "estimating" not in later
+        fake.resume()
+        lines.put_nowait("/quit")
+        await asyncio.wait_for(console, TIMEOUT)
+
+
+async def _until(condition) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(600):  # bounded: 30 s
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("timed out")
+
+
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True

@@ -126,7 +126,9 @@ async def test_sse_progress_in_order_and_cancel(tmp_path: Path) -> None:
     async with web_env(tmp_path, fake) as web:
         h = auth(await key_for(web.env, ADA))
         fake.pause()  # the first job holds the GPU, so the watched one starts in line
-        first = (await web.client.post("/v1/images", json={"prompt": "a first fox"}, headers=h)).json()["job_id"]
+        accepted = (await web.client.post("/v1/images", json={"prompt": "a first fox"}, headers=h)).json()
+        first = accepted["job_id"]
+        assert accepted["eta_measured"] is False  # nothing timed on this bot yet: eta_s is a guess
         job_id = (await web.client.post("/v1/images", json={"prompt": "a slow fox", "steps": 4},
                                         headers=h)).json()["job_id"]
         watching = asyncio.create_task(web.client.get(f"/v1/jobs/{job_id}/events", headers=h))
@@ -154,7 +156,7 @@ async def test_sse_progress_in_order_and_cancel(tmp_path: Path) -> None:
         fake.pause()
         running = (await web.client.post("/v1/images", json={"prompt": "a stuck fox"}, headers=h)).json()["job_id"]
         waiting = (await web.client.post("/v1/images", json={"prompt": "a waiting fox"}, headers=h)).json()
-        assert waiting["position"] >= 1
+        assert waiting["position"] >= 1 and waiting["eta_measured"] is True
         r = await web.client.delete(f"/v1/jobs/{waiting['job_id']}", headers=h)
         assert r.status_code == 200 and r.json() == {"job_id": waiting["job_id"], "status": "cancelled", "refunded": 1}
         assert (await web.client.get(f"/v1/jobs/{waiting['job_id']}", headers=h)).json()["status"] == "cancelled"

@@ -37,6 +37,7 @@ from storage.files import fit_under
 
 __all__ = [
     "APIKEY_PRIVATE",
+    "ESTIMATING",
     "FORGET_WARNING",
     "GALLERY_OFF",
     "NOT_YOURS",
@@ -45,6 +46,7 @@ __all__ = [
     "api_key_text",
     "apology",
     "clip",
+    "eta_phrase",
     "forgotten_counts",
     "image_ref",
     "key_created_text",
@@ -67,6 +69,16 @@ __all__ = [
 
 FORGET_WARNING = ("This deletes your history, ratings, settings and images for good. "
                   "Blocks, strikes, cooldowns, this window's used quota and personal limits stay.")
+
+
+ESTIMATING = "estimating the time"  # before this bot has timed a batch, a guess can be far off
+
+
+def eta_phrase(seconds: float, measured: bool = True) -> str:
+    """ "about 24 s" / "about 3 min" once this bot has timed a batch; before that, no number."""
+    if not measured:
+        return ESTIMATING
+    return f"about {max(1, round(seconds))} s" if seconds < 90 else f"about {round(seconds / 60)} min"
 
 
 def clip(text: str, limit: int) -> str:

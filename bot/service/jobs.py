@@ -241,7 +241,8 @@ class JobsPart(ServiceContext):
 
     def _follow(self, job_id: str, request: GenerationRequest, qjob: gq.Job,
                 target: dict[str, Any]) -> Ticket:
-        ticket = Ticket(job_id, request, target=target, position=qjob.position, eta=qjob.eta)
+        ticket = Ticket(job_id, request, target=target, position=qjob.position, eta=qjob.eta,
+                        eta_measured=self.queue.eta_measured)
         self._tickets[job_id] = ticket
         self._tasks[job_id] = asyncio.create_task(self._consume(ticket, qjob), name=f"job-{job_id}")
         return ticket
@@ -252,7 +253,7 @@ class JobsPart(ServiceContext):
         try:
             async for event in qjob.events():
                 if isinstance(event, gq.Queued):
-                    ticket._push(Queued(event.position, event.eta))
+                    ticket._push(Queued(event.position, event.eta, self.queue.eta_measured))
                 elif isinstance(event, gq.Started):
                     now = self.clock()
                     await self.writes.run(lambda tx, now=now: jobs.mark_running(tx, job_id, now))

@@ -27,7 +27,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from bot.frontends.common import apology, new_reference
+from bot.frontends.common import apology, eta_phrase, new_reference
 from bot.frontends.console.commands import COMMANDS, CommandHandlers
 from bot.frontends.console.keyboards import actions_line
 from bot.frontends.console.moderation import ConsoleModeration
@@ -159,7 +159,8 @@ class Console(CommandHandlers):
         if ticket.cached:
             self.say(f"{ticket.job_id}: already made; sending the stored images.")
         else:
-            self.say(f"{ticket.job_id}: queued, position {ticket.position} (~{ticket.eta:.0f} s)")
+            self.say(f"{ticket.job_id}: queued, position {ticket.position} "
+                     f"({eta_phrase(ticket.eta, ticket.eta_measured)})")
         task = asyncio.create_task(self._watch(ticket), name=f"console-{ticket.job_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -171,7 +172,8 @@ class Console(CommandHandlers):
             async for update in ticket.updates():
                 if isinstance(update, Queued) and update.position != last_position:
                     last_position = update.position
-                    self.status(f"{ticket.job_id}: queued, position {update.position} (~{update.eta:.0f} s)")
+                    self.status(f"{ticket.job_id}: queued, position {update.position} "
+                                f"({eta_phrase(update.eta, update.measured)})")
                 elif isinstance(update, Running):
                     if self.tty:
                         self.status(f"{ticket.job_id}: step {update.step}/{update.steps}")

@@ -54,6 +54,7 @@ class Accepted(BaseModel):
     job_id: str
     position: int
     eta_s: float
+    eta_measured: bool = Field(True, description="false: no batch was timed on this bot yet, so eta_s is a rough guess")
     status_url: str
     notes: list[str] = Field(default_factory=list, description="e.g. the refined prompt, or why it was not used")
 
@@ -94,7 +95,8 @@ async def create_images(body: ImageRequest, request: Request, response: Response
     request.app.state.front.follow(ticket)
     response.headers["Location"] = f"/v1/jobs/{ticket.job_id}"
     return Accepted(job_id=ticket.job_id, position=ticket.position, eta_s=round(ticket.eta, 2),
-                    status_url=f"/v1/jobs/{ticket.job_id}", notes=list(ticket.notes))
+                    eta_measured=ticket.eta_measured, status_url=f"/v1/jobs/{ticket.job_id}",
+                    notes=list(ticket.notes))
 
 
 def _accepted_before(service: ImagineService, job_id: str, response: Response) -> Accepted:
@@ -163,7 +165,7 @@ def _replayed(view: JobView) -> list[tuple[str, dict[str, Any]]]:
 def _event(update: Any) -> tuple[str, dict[str, Any]]:
     name = type(update).__name__.lower()
     if name == "queued":
-        return name, {"position": update.position, "eta_s": round(update.eta, 2)}
+        return name, {"position": update.position, "eta_s": round(update.eta, 2), "eta_measured": update.measured}
     if name == "running":
         return name, {"step": update.step, "steps": update.steps}
     if name == "finished":
