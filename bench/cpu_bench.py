@@ -37,11 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from generation.batch import Batch, BatchItem  # noqa: E402
-from generation.pipeline import ModelConfig, load_pipeline  # noqa: E402
-from generation.queue import GenerationQueue  # noqa: E402
-from generation.request import GenerationRequest  # noqa: E402
-from generation.worker import Worker  # noqa: E402
+from generation.core.batch import Batch, BatchItem  # noqa: E402
+from generation.model.pipeline import ModelConfig, load_pipeline  # noqa: E402
+from generation.scheduling.queue import GenerationQueue  # noqa: E402
+from generation.core.request import GenerationRequest  # noqa: E402
+from generation.scheduling.worker import Worker  # noqa: E402
 
 
 def batch_of(n: int, size: int, steps: int, seed0: int = 0) -> Batch:

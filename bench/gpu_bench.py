@@ -43,9 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from generation.batch import Batch, BatchItem  # noqa: E402
-from generation.model_config import ModelConfig  # noqa: E402
-from generation.pipeline import LightningPipeline  # noqa: E402
+from generation.core.batch import Batch, BatchItem  # noqa: E402
+from generation.model.model_config import ModelConfig  # noqa: E402
+from generation.model.pipeline import LightningPipeline  # noqa: E402
 
 logger = logging.getLogger("gpu_bench")
 
@@ -137,7 +137,7 @@ def build_sdxl(device: torch.device | str, dtype: torch.dtype) -> Any:
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from generation.tiny import build_tiny_tokenizer
+    from generation.model.tiny import build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()  # byte-level: token ids fit the real 49408-entry vocabulary
     texts = [
@@ -232,9 +232,9 @@ def time_mode(run: Callable[[], Any], n: int, repeats: int, device: torch.device
 
 async def service_run(ours: LightningPipeline, n: int, size: int, repeats: int, device: torch.device) -> dict[str, Any]:
     """``n`` one-image requests from ``n`` users through Worker + GenerationQueue, batches of n."""
-    from generation.queue import GenerationQueue
-    from generation.request import GenerationRequest
-    from generation.worker import Worker
+    from generation.scheduling.queue import GenerationQueue
+    from generation.core.request import GenerationRequest
+    from generation.scheduling.worker import Worker
 
     async with Worker(ours) as worker:
         sizes: list[int] = []
@@ -279,7 +279,7 @@ def run(args: argparse.Namespace, device: torch.device, size: int, batches: list
     """Build the models, time every mode at every batch size, and check ours against eager."""
     from diffusers import EulerDiscreteScheduler
 
-    from generation.tiny import build_tiny_pipeline
+    from generation.model.tiny import build_tiny_pipeline
 
     tiny = device.type != "cuda"
     if tiny:

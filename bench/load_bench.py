@@ -87,7 +87,7 @@ class Timed(CountingPipeline):
 
 
 async def load_model() -> Timed:
-    from generation.pipeline import ModelConfig, load_pipeline
+    from generation.model.pipeline import ModelConfig, load_pipeline
 
     return Timed(await asyncio.to_thread(load_pipeline, ModelConfig(name="tiny", device="cpu")))
 

@@ -30,12 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from generation.lora import LoraSettings, attach_loras  # noqa: E402
-from generation.pipeline import ModelConfig, load_pipeline  # noqa: E402
-from generation.queue import GenerationQueue  # noqa: E402
-from generation.request import GenerationRequest  # noqa: E402
-from generation.tiny import _tiny_unet  # noqa: E402
-from generation.worker import Worker  # noqa: E402
+from generation.model.lora import LoraSettings, attach_loras  # noqa: E402
+from generation.model.pipeline import ModelConfig, load_pipeline  # noqa: E402
+from generation.scheduling.queue import GenerationQueue  # noqa: E402
+from generation.core.request import GenerationRequest  # noqa: E402
+from generation.model.tiny import _tiny_unet  # noqa: E402
+from generation.scheduling.worker import Worker  # noqa: E402
 
 NAMES = ("ink", "neon", "pastel")
 

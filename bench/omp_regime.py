@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from generation.batch import Batch, BatchItem  # noqa: E402
+from generation.core.batch import Batch, BatchItem  # noqa: E402
 
 
 class Thread:
@@ -61,7 +61,7 @@ def main() -> int:
     a = Thread()
 
     def load() -> Any:
-        from generation.pipeline import ModelConfig, load_pipeline
+        from generation.model.pipeline import ModelConfig, load_pipeline
 
         return load_pipeline(ModelConfig(name="tiny", device="cpu"))
 

@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from PIL import Image  # noqa: E402
 
 from bot.service import ImagineService, ServiceSettings, Who  # noqa: E402
-from generation.batch import Batch  # noqa: E402
-from generation.queue import GenerationQueue  # noqa: E402
-from generation.request import ModelCaps  # noqa: E402
+from generation.core.batch import Batch  # noqa: E402
+from generation.scheduling.queue import GenerationQueue  # noqa: E402
+from generation.core.request import ModelCaps  # noqa: E402
 from storage import Database, ImageStore  # noqa: E402
 
 REQUESTS, USERS = 64, 16
@@ -96,7 +96,7 @@ async def feed(executors: list[Any], data: Path, arrival: str) -> dict[str, Any]
 
 
 async def run_local(n: int, ms: float, data: Path) -> list[dict[str, Any]]:
-    from generation.worker import Worker
+    from generation.scheduling.worker import Worker
 
     workers = [Worker(SleepPipeline(ms), name=f"sim-{i}") for i in range(n)]
     for worker in workers:
@@ -109,7 +109,7 @@ async def run_local(n: int, ms: float, data: Path) -> list[dict[str, Any]]:
 
 
 async def run_ray(n: int, ms: float, data: Path) -> list[dict[str, Any]]:
-    from generation.ray_backend import RayExecutor
+    from generation.scheduling.ray_backend import RayExecutor
 
     executor = RayExecutor.connect(  # blocks the loop while the replicas start: nothing else runs yet
         lambda: SleepPipeline(ms), replicas=n, gpus_per_replica=0, cpus_per_replica=0,

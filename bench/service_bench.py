@@ -23,10 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from PIL import Image  # noqa: E402
 
 from bot.service import ImagineService, ServiceSettings, Who  # noqa: E402
-from generation.batch import Batch  # noqa: E402
-from generation.queue import GenerationQueue  # noqa: E402
-from generation.request import ModelCaps  # noqa: E402
-from generation.worker import Worker  # noqa: E402
+from generation.core.batch import Batch  # noqa: E402
+from generation.scheduling.queue import GenerationQueue  # noqa: E402
+from generation.core.request import ModelCaps  # noqa: E402
+from generation.scheduling.worker import Worker  # noqa: E402
 from storage import Database, ImageStore  # noqa: E402
 
 

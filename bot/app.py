@@ -25,12 +25,12 @@ from bot.safety.blocklist import load_blocklist
 from bot.safety.classifier import OnnxTextClassifier, SecondOpinion
 from bot.safety.moderation import Moderation
 from bot.service import ImagineService, ServiceSettings, Who
-from generation.clip_score import ClipScorer
-from generation.local import start_workers
-from generation.lora import LoraCatalog, catalog_for, load_with_loras
-from generation.pipeline import ModelConfig, load_pipeline
-from generation.queue import GenerationQueue
-from generation.refine import PromptRefiner
+from generation.quality.clip_score import ClipScorer
+from generation.scheduling.local import start_workers
+from generation.model.lora import LoraCatalog, catalog_for, load_with_loras
+from generation.model.pipeline import ModelConfig, load_pipeline
+from generation.scheduling.queue import GenerationQueue
+from generation.prompts.refine import PromptRefiner
 from storage import Database, ImageStore
 
 __all__ = ["engine", "gallery_url", "run_bot"]
@@ -79,7 +79,7 @@ def _start_executors(config: Config, model_config: ModelConfig, loras: LoraCatal
     if loras is not None:
         loader = functools.partial(load_with_loras, settings=config.lora, catalog=loras)
     if config.generation.backend == "ray":
-        from generation.ray_backend import RayExecutor
+        from generation.scheduling.ray_backend import RayExecutor
 
         r = config.ray
         return [RayExecutor.connect(

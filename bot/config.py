@@ -17,10 +17,10 @@ if TYPE_CHECKING:
 from bot.config_schema import ConfigError, Section, build_section, find_secrets, section_keys
 from bot.maintenance import MaintenanceSettings
 from bot.safety.moderation import ModerationSettings
-from generation.clip_score import EvalSettings
-from generation.lora import LoraSettings
-from generation.pipeline import ModelConfig
-from generation.refine import RefineSettings
+from generation.quality.clip_score import EvalSettings
+from generation.model.lora import LoraSettings
+from generation.model.pipeline import ModelConfig
+from generation.prompts.refine import RefineSettings
 
 if sys.version_info >= (3, 11):
     import tomllib

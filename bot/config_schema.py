@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
-from generation.errors import ImagineError
+from generation.core.errors import ImagineError
 
 __all__ = ["ConfigError", "Section", "build_section", "describe", "find_secrets", "section_keys"]
 

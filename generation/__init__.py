@@ -1,1 +1,2 @@
-"""Everything that touches torch and diffusers: request types, pipeline, queue, worker."""
+"""The engine: everything that touches torch and diffusers, in sub-packages that import downwards
+only: ``core`` (vocabulary) <- ``model`` <- ``prompts``, ``quality``, ``scheduling``."""

@@ -32,6 +32,6 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def tiny() -> Any:
     """The tiny random-weight SDXL pipeline, built once for the whole run (tests must not mutate it)."""
-    from generation.pipeline import ModelConfig, load_pipeline
+    from generation.model.pipeline import ModelConfig, load_pipeline
 
     return load_pipeline(ModelConfig(name="tiny", device="cpu"))

@@ -11,9 +11,9 @@ from typing import Callable
 import torch
 from PIL import Image
 
-from generation.batch import Batch, BatchInterrupted, BatchItem, StepCallback
-from generation.pipeline import load_init_images
-from generation.request import ModelCaps
+from generation.core.batch import Batch, BatchInterrupted, BatchItem, StepCallback
+from generation.model.pipeline import load_init_images
+from generation.core.request import ModelCaps
 
 __all__ = ["FakeCall", "FakePipeline", "fake_color", "fake_image"]
 

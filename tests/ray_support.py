@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from generation.batch import Batch, StepCallback
+from generation.core.batch import Batch, StepCallback
 
 __all__ = ["KillOnce"]
 
@@ -18,7 +18,7 @@ class KillOnce:
     def __init__(self, marker: str, step_seconds: float = 0.0) -> None:
         import torch
 
-        from generation.pipeline import ModelConfig, load_pipeline
+        from generation.model.pipeline import ModelConfig, load_pipeline
 
         torch.set_num_threads(1)
         self.inner = load_pipeline(ModelConfig(name="tiny", device="cpu"))

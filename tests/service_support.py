@@ -12,9 +12,9 @@ from typing import Any, Callable
 
 from bot.safety import AllowAllImages, BlocklistChecker, ImageChecker, PromptChecker
 from bot.service import ImagineService, ServiceSettings, Who
-from generation.batch import Batch, ImagePipeline, StepCallback
-from generation.queue import GenerationQueue
-from generation.worker import Worker
+from generation.core.batch import Batch, ImagePipeline, StepCallback
+from generation.scheduling.queue import GenerationQueue
+from generation.scheduling.worker import Worker
 from storage import Database, ImageStore
 
 __all__ = ["ADA", "BOB", "ROOT", "Clock", "CountingPipeline", "Env", "T0", "service_env"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from generation.pipeline import LightningPipeline
+from generation.model.pipeline import LightningPipeline
 
 __all__ = ["slow_down"]
 

@@ -153,8 +153,8 @@ def test_no_module_grows_past_the_limit_without_saying_why() -> None:
 
 @pytest.mark.parametrize(("module", "target", "why"), [
     ("storage.jobs", "bot.service", "layer 0 may not import layer 2"),
-    ("generation.queue", "bot.options", "layer 0 may not import layer 1"),
-    ("generation.worker", "discord", "only front ends talk to a platform"),
+    ("generation.scheduling.queue", "bot.options", "layer 0 may not import layer 1"),
+    ("generation.scheduling.worker", "discord", "only front ends talk to a platform"),
     ("bot.service.jobs", "bot.frontends.discord.front", "layer 2 may not import layer 3"),
     ("bot.service.jobs", "torch", "never touch torch"),
     ("bot.frontends.telegram.front", "bot.frontends.discord.views", "never imports another front end"),
@@ -171,7 +171,7 @@ def test_the_checker_catches_each_kind_of_break(module: str, target: str, why: s
     ("bot.frontends.discord.front", "bot.service"),
     ("bot.frontends.discord.front", "bot.frontends.common"),
     ("bot.frontends.telegram.commands", "bot.frontends.telegram.keyboards"),
-    ("bot.service.jobs", "generation.queue"),
+    ("bot.service.jobs", "generation.scheduling.queue"),
     ("bot.service.jobs", "storage.jobs"),
     ("bot.app", "bot.frontends.discord"),
     ("bot.safety.moderation", "storage.moderation"),

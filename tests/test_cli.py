@@ -57,7 +57,7 @@ def empty_hf_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """HF_HOME is an empty folder: no weights in the Hugging Face cache."""
     import huggingface_hub.constants
 
-    from generation import loader
+    from generation.model import loader
 
     home = tmp_path / "hf-home"
     monkeypatch.setenv("HF_HOME", str(home))
@@ -97,8 +97,8 @@ def test_real_model_without_hf_hub_offline_never_blames_it(
 
     import huggingface_hub.constants
 
-    from generation.errors import ModelUnavailable
-    from generation.pipeline import ModelConfig, load_pipeline
+    from generation.core.errors import ModelUnavailable
+    from generation.model.pipeline import ModelConfig, load_pipeline
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

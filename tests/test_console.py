@@ -142,7 +142,7 @@ def test_each_result_lists_the_typed_commands_that_stand_in_for_buttons() -> Non
 
     from bot.frontends.console.keyboards import actions_line
     from bot.service import Delivery, StoredImage
-    from generation.request import GenerationRequest
+    from generation.core.request import GenerationRequest
 
     image = StoredImage(42, 1, 7, _Path("x.png"), 64, 64, "sha", "ok")
     line = actions_line(Delivery("abc123", GenerationRequest(prompt="a fox"), "a fox", (image,), False, {}))

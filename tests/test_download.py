@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from generation.download import plan, unreachable
-from generation.pipeline import ModelConfig, build_tiny_pipeline, lightning_unet_filename, load_pipeline
+from generation.model.download import plan, unreachable
+from generation.model.pipeline import ModelConfig, build_tiny_pipeline, lightning_unet_filename, load_pipeline
 from tests.fake_hub import FakeHub, serve
 
 ROOT = Path(__file__).resolve().parents[1]

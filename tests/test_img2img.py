@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generation.batch import Batch, BatchInterrupted, BatchItem, ItemsRejected
-from generation.errors import GenerationFailed, InvalidRequest
-from generation.pipeline import LightningPipeline
-from generation.queue import GenerationQueue, Job, TimeEstimator
-from generation.request import GenerationRequest, ModelCaps, denoising_steps
-from generation.worker import Worker
+from generation.core.batch import Batch, BatchInterrupted, BatchItem, ItemsRejected
+from generation.core.errors import GenerationFailed, InvalidRequest
+from generation.model.pipeline import LightningPipeline
+from generation.scheduling.queue import GenerationQueue, Job, TimeEstimator
+from generation.core.request import GenerationRequest, ModelCaps, denoising_steps
+from generation.scheduling.worker import Worker
 from tests.fakes import FakePipeline, fake_color
 
 TIMEOUT = 5.0

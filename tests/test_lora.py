@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from generation.batch import Batch, BatchItem
-from generation.errors import InvalidRequest
-from generation.lora import LoraManager, adapter_name, LoraSettings, attach_loras, scan_loras
-from generation.pipeline import ModelConfig, build_tiny_pipeline, load_pipeline
-from generation.tiny import TINY_CONTEXT_DIM, _tiny_unet
-from generation.request import GenerationRequest, ModelCaps
-from generation.scheduling import FairState, pick_batch
+from generation.core.batch import Batch, BatchItem
+from generation.core.errors import InvalidRequest
+from generation.model.lora import LoraManager, adapter_name, LoraSettings, attach_loras, scan_loras
+from generation.model.pipeline import ModelConfig, build_tiny_pipeline, load_pipeline
+from generation.model.tiny import TINY_CONTEXT_DIM, _tiny_unet
+from generation.core.request import GenerationRequest, ModelCaps
+from generation.scheduling.policy import FairState, pick_batch
 
 
 def save_random_lora(folder: Path, name: str, seed: int, metadata: dict[str, str] | None = None,
@@ -238,10 +238,10 @@ async def test_every_executor_gets_the_loras_local_workers_and_ray_replicas(lora
     import functools
     import pickle
 
-    from generation.local import start_workers
-    from generation.lora import catalog_for, load_with_loras
-    from generation.queue import GenerationQueue
-    from generation.ray_backend import ImagineReplica, RayExecutor
+    from generation.scheduling.local import start_workers
+    from generation.model.lora import catalog_for, load_with_loras
+    from generation.scheduling.queue import GenerationQueue
+    from generation.scheduling.ray_backend import ImagineReplica, RayExecutor
 
     settings = LoraSettings(dir=str(lora_dir))
     catalog = catalog_for(settings, "tiny")
@@ -279,7 +279,7 @@ def test_a_lora_with_text_encoder_weights_on_two_step_count_unets(tmp_path: Path
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 
-    from generation.pipeline import LightningPipeline
+    from generation.model.pipeline import LightningPipeline
 
     unet = _tiny_unet(UNet2DConditionModel)
     torch.manual_seed(7)

@@ -28,7 +28,7 @@ from bot.safety import (
     scope_of,
 )
 from bot.service import Failed, Finished
-from generation.errors import ImagineError
+from generation.core.errors import ImagineError
 from storage import images, jobs, moderation as mod_store
 from tests.fakes import FakePipeline
 from tests.service_support import ADA, BOB, ROOT, Env, service_env
@@ -310,7 +310,7 @@ async def test_prompt_categories_allowed_per_scope(tmp_path: Path) -> None:
 
 
 async def test_real_nudenet_detector_runs_on_generated_images(tmp_path: Path) -> None:
-    from generation.pipeline import ModelConfig, load_pipeline
+    from generation.model.pipeline import ModelConfig, load_pipeline
 
     classifier = NudityClassifier()
     seen: list[list[Detection]] = []

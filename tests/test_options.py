@@ -18,8 +18,8 @@ from bot.options import (
     render,
     styles_text,
 )
-from generation.errors import InvalidRequest
-from generation.request import (
+from generation.core.errors import InvalidRequest
+from generation.core.request import (
     ASPECT_RATIOS,
     MAX_PROMPT_CHARS,
     MAX_SEED,
@@ -27,7 +27,7 @@ from generation.request import (
     ModelCaps,
     has_visible_text,
 )
-from generation.styles import STYLES
+from generation.core.styles import STYLES
 
 
 # -- prompt power: LoRA tags, weighting, --refine ------------------------------------------------

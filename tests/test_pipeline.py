@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from generation.batch import Batch, BatchInterrupted, BatchItem
-from generation.errors import InvalidRequest, ModelUnavailable
-from generation.pipeline import (
+from generation.core.batch import Batch, BatchInterrupted, BatchItem
+from generation.core.errors import InvalidRequest, ModelUnavailable
+from generation.model.pipeline import (
     LightningPipeline,
     ModelConfig,
     build_tiny_pipeline,

@@ -12,10 +12,10 @@ import pytest
 
 from bot.app import engine
 from bot.config import ConfigError, GenerationConfig, RayConfig, load_config
-from generation.local import resolve_devices, start_workers
-from generation.pipeline import ModelConfig
-from generation.queue import GenerationQueue
-from generation.request import GenerationRequest
+from generation.scheduling.local import resolve_devices, start_workers
+from generation.model.pipeline import ModelConfig
+from generation.scheduling.queue import GenerationQueue
+from generation.core.request import GenerationRequest
 from tests.fakes import FakePipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +100,7 @@ async def test_the_loaded_line_names_the_device_actually_used(
     tiny: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """model.device = "auto" (the default): the log says where it went, not "auto"."""
-    caplog.set_level(logging.INFO, logger="generation.local")
+    caplog.set_level(logging.INFO, logger="generation.scheduling.local")
     for loader in (lambda model: tiny, lambda model: FakePipeline()):  # with and without a .device
         workers = start_workers(ModelConfig(name="tiny", device="auto"), [], loader=loader)
         await workers[0].close()
@@ -127,7 +127,7 @@ async def test_engine_runs_the_tiny_model_on_two_local_devices(tmp_path: Path) -
 
 async def test_an_unreachable_ray_cluster_stops_the_engine_with_one_line(tmp_path: Path) -> None:
     pytest.importorskip("ray")
-    from generation.ray_backend import BackendUnavailable
+    from generation.scheduling.ray_backend import BackendUnavailable
 
     config = load_config(write(tmp_path, '[generation]\nbackend = "ray"\n[ray]\naddress = "127.0.0.1:1"\n'))
     with pytest.raises(BackendUnavailable) as info:

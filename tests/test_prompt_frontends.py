@@ -17,9 +17,9 @@ import pytest
 from bot.frontends.console import run_console
 from bot.frontends.discord.commands import lora_choices
 from bot.service import Who
-from generation.lora import LoraCatalog, LoraInfo
-from generation.refine import PromptRefiner, RefineSettings
-from generation.request import ModelCaps
+from generation.model.lora import LoraCatalog, LoraInfo
+from generation.prompts.refine import PromptRefiner, RefineSettings
+from generation.core.request import ModelCaps
 from storage import read_png_metadata
 from tests.fake_discord import FakeDiscord, fake_discord_server
 from tests.fake_telegram import FakeTelegram, make_user

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from generation.batch import Batch, BatchItem
-from generation.errors import InvalidRequest
-from generation.prompting import PromptEncoder, encode_prompts
-from generation.request import GenerationRequest
-from generation.speed import encode_prompts as speed_encode
-from generation.weighting import Fragment, parse_weighted, plain_text
+from generation.core.batch import Batch, BatchItem
+from generation.core.errors import InvalidRequest
+from generation.model.prompting import PromptEncoder, encode_prompts
+from generation.core.request import GenerationRequest
+from generation.model.speed import encode_prompts as speed_encode
+from generation.core.weighting import Fragment, parse_weighted, plain_text
 
 
 def image(tiny: Any, prompt: str, negative: str = "", seed: int = 5) -> np.ndarray:

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from generation.batch import Batch
-from generation.errors import GenerationFailed, InvalidRequest, JobCancelled, QueueFull
-from generation.queue import (
+from generation.core.batch import Batch
+from generation.core.errors import GenerationFailed, InvalidRequest, JobCancelled, QueueFull
+from generation.scheduling.queue import (
     Cancelled,
     Done,
     Failed,
@@ -23,8 +23,8 @@ from generation.queue import (
     Started,
     TimeEstimator,
 )
-from generation.request import GenerationRequest, ModelCaps
-from generation.worker import Worker
+from generation.core.request import GenerationRequest, ModelCaps
+from generation.scheduling.worker import Worker
 from tests.fakes import FakePipeline, fake_color
 
 TIMEOUT = 5.0

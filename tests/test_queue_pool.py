@@ -14,12 +14,12 @@ from collections import Counter
 
 import pytest
 
-from generation.batch import Batch
-from generation.errors import GenerationFailed
-from generation.job import Done, Failed, Started
-from generation.queue import GenerationQueue, Job
-from generation.request import GenerationRequest, ModelCaps
-from generation.worker import Worker
+from generation.core.batch import Batch
+from generation.core.errors import GenerationFailed
+from generation.scheduling.job import Done, Failed, Started
+from generation.scheduling.queue import GenerationQueue, Job
+from generation.core.request import GenerationRequest, ModelCaps
+from generation.scheduling.worker import Worker
 from tests.fakes import FakePipeline
 
 TIMEOUT = 5.0

@@ -18,10 +18,10 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'imagine-bot[ray]'")
 
-from generation.errors import JobCancelled  # noqa: E402
-from generation.queue import GenerationQueue  # noqa: E402
-from generation.ray_backend import BackendUnavailable, RayExecutor, _decode, _encode  # noqa: E402
-from generation.request import GenerationRequest  # noqa: E402
+from generation.core.errors import JobCancelled  # noqa: E402
+from generation.scheduling.queue import GenerationQueue  # noqa: E402
+from generation.scheduling.ray_backend import BackendUnavailable, RayExecutor, _decode, _encode  # noqa: E402
+from generation.core.request import GenerationRequest  # noqa: E402
 from tests.ray_support import KillOnce  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -137,7 +137,7 @@ async def test_cancelling_a_job_interrupts_its_remote_batch(cluster) -> None:
 def test_images_cross_the_wire_as_png_bytes() -> None:
     from PIL import Image
 
-    from generation.errors import GenerationFailed
+    from generation.core.errors import GenerationFailed
 
     image = Image.new("RGB", (8, 8), (1, 2, 3))
     kind, data = _encode(image)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from generation.batch import Batch, BatchItem
-from generation.errors import GenerationFailed
-from generation.ray_backend import ImagineReplica, _decode
+from generation.core.batch import Batch, BatchItem
+from generation.core.errors import GenerationFailed
+from generation.scheduling.ray_backend import ImagineReplica, _decode
 from tests.fakes import FakePipeline, fake_color
 
 TIMEOUT = 10.0

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from bot.safety import BlockedPrompt, BlocklistChecker
-from generation.errors import InvalidRequest
-from generation.refine import PromptRefiner, Refined, RefineSettings, build_tiny_causal_lm, clean_refined
+from generation.core.errors import InvalidRequest
+from generation.prompts.refine import PromptRefiner, Refined, RefineSettings, build_tiny_causal_lm, clean_refined
 from storage import images, jobs, read_png_metadata
 from tests.fakes import FakePipeline
 from tests.service_support import ADA, service_env
@@ -180,9 +180,9 @@ async def test_the_cli_refines_with_the_configured_prompt_check(
         capsys: pytest.CaptureFixture[str]) -> None:
     from bot.cli.generate import refine_for_cli
     from bot.config import Config, SafetyConfig
-    from generation.request import GenerationRequest
+    from generation.core.request import GenerationRequest
 
-    monkeypatch.setattr("generation.refine.PromptRefiner", lambda settings: ScriptedRefiner(answer))
+    monkeypatch.setattr("generation.prompts.refine.PromptRefiner", lambda settings: ScriptedRefiner(answer))
     config = Config(refine=RefineSettings(model="scripted"), safety=SafetyConfig(words=("forbiddenword",)))
     request = await refine_for_cli(config, GenerationRequest("a cat"))
     assert request.prompt == drawn

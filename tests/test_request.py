@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from generation.errors import ImagineError, InvalidRequest
-from generation.request import (
+from generation.core.errors import ImagineError, InvalidRequest
+from generation.core.request import (
     has_visible_text,
     ASPECT_RATIOS,
     MAX_COUNT,
@@ -20,7 +20,7 @@ from generation.request import (
     ModelCaps,
     random_seed,
 )
-from generation.styles import STYLES, apply_style
+from generation.core.styles import STYLES, apply_style
 
 # The SDXL table from DESIGN.md, written out independently of request.py.
 DESIGN_SIZES = {

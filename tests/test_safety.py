@@ -17,7 +17,7 @@ from bot.safety import (
     skeleton,
     views,
 )
-from generation.errors import ImagineError
+from generation.core.errors import ImagineError
 
 EXPLICIT = "explicit sexual content"
 GORE = "graphic gore"

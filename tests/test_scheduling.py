@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from generation.scheduling import FairState, TimeEstimator, pick_batch, plan
+from generation.scheduling.policy import FairState, TimeEstimator, pick_batch, plan
 
 
 @dataclass(eq=False)

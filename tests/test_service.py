@@ -23,8 +23,8 @@ from bot.service import (
     Running,
     Who,
 )
-from generation.errors import GenerationFailed, InvalidRequest, JobCancelled, QueueFull
-from generation.request import GenerationRequest
+from generation.core.errors import GenerationFailed, InvalidRequest, JobCancelled, QueueFull
+from generation.core.request import GenerationRequest
 from storage import images, jobs, quotas, read_png_metadata, users
 from tests.fakes import FakePipeline
 from tests.service_support import ADA, BOB, ROOT, service_env

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from bot.config import ConfigError, load_config
-from generation.batch import Batch, BatchItem
-from generation.errors import ModelUnavailable
-from generation.pipeline import LightningPipeline, ModelConfig, build_tiny_pipeline, load_pipeline
-from generation.request import STEP_CHOICES
-from generation.speed import decode_latents, encode_prompts
+from generation.core.batch import Batch, BatchItem
+from generation.core.errors import ModelUnavailable
+from generation.model.pipeline import LightningPipeline, ModelConfig, build_tiny_pipeline, load_pipeline
+from generation.core.request import STEP_CHOICES
+from generation.model.speed import decode_latents, encode_prompts
 
 # Three images, two of them with the same prompt (dedupe_prompts), different seeds.
 ITEMS = (
@@ -225,7 +225,7 @@ def test_warm_up_does_nothing_in_eager_mode(tiny: LightningPipeline, monkeypatch
 
 
 async def test_worker_warms_up_on_its_own_thread_before_the_first_batch() -> None:
-    from generation.worker import Worker
+    from generation.scheduling.worker import Worker
     from tests.fakes import FakePipeline
 
     order: list[str] = []

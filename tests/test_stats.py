@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.__main__ import main
-from generation.request import ModelCaps
+from generation.core.request import ModelCaps
 from storage import images
 from storage.rating_stats import ratings_by
 from tests.fakes import FakePipeline
@@ -82,7 +82,7 @@ async def test_the_cli_prints_the_same(rated, tmp_path: Path, capsys: pytest.Cap
 def test_the_tiny_clip_scores_images_against_their_prompt() -> None:
     from PIL import Image
 
-    from generation.clip_score import ClipScorer, EvalSettings
+    from generation.quality.clip_score import ClipScorer, EvalSettings
 
     scorer = ClipScorer(EvalSettings(clip_model="tiny"))
     try:
@@ -95,7 +95,7 @@ def test_the_tiny_clip_scores_images_against_their_prompt() -> None:
 
 
 async def test_scores_are_stored_after_delivery_and_shown_beside_ratings(tmp_path: Path) -> None:
-    from generation.clip_score import ClipScorer, EvalSettings
+    from generation.quality.clip_score import ClipScorer, EvalSettings
     from storage.scores import clip_scores
 
     async with service_env(tmp_path, FakePipeline(caps=CAPS)) as env:

@@ -16,7 +16,7 @@ import pytest
 from bot.app import run_bot
 from bot.config import load_config
 from bot.frontends.telegram import TelegramFrontEnd, front
-from generation.errors import ImagineError
+from generation.core.errors import ImagineError
 from tests.fake_discord import FakeDiscord
 from tests.fake_telegram import FakeTelegram, make_user
 from tests.fakes import FakePipeline

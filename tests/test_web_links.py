@@ -9,7 +9,7 @@ import pytest
 
 from bot.safety import Restricted
 from bot.service import NotAllowed, QuotaExceeded, Who
-from generation.errors import InvalidRequest
+from generation.core.errors import InvalidRequest
 from storage import moderation
 from tests.fakes import FakePipeline
 from tests.service_support import ADA, BOB, ROOT, service_env

@@ -8,9 +8,9 @@ import threading
 import pytest
 from PIL import Image
 
-from generation.batch import Batch, BatchItem
-from generation.errors import GenerationFailed
-from generation.worker import Worker, WorkerClosed
+from generation.core.batch import Batch, BatchItem
+from generation.core.errors import GenerationFailed
+from generation.scheduling.worker import Worker, WorkerClosed
 from tests.fakes import FakePipeline, fake_color
 
 TIMEOUT = 5.0

@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any, NoReturn
 
-from generation.errors import ImagineError
+from generation.core.errors import ImagineError
 
 __all__ = ["main"]
 
@@ -143,18 +143,18 @@ def _check_hub(config: object, model: str | None) -> None:
         return
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         return
-    from generation.download import unreachable
+    from generation.model.download import unreachable
 
     reason = unreachable()
     if reason:  # cached weights still load; otherwise the loader says at once what is missing
-        from generation.loader import go_offline
+        from generation.model.loader import go_offline
 
         log.debug("the Hugging Face Hub is unreachable (%s): cached weights only", reason)
         go_offline(reason)
 
 
 def _download(args: argparse.Namespace, config: object) -> int:
-    from generation.download import config_lines, download
+    from generation.model.download import config_lines, download
 
     model = getattr(config, "model")
     steps = tuple(args.steps) if args.steps else tuple(model.steps)

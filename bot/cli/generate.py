@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from bot.config import Config
 from bot.options import parse_imagine, render
-from generation.errors import InvalidRequest
-from generation.request import GenerationRequest, GenerationResult, ModelCaps
+from generation.core.errors import InvalidRequest
+from generation.core.request import GenerationRequest, GenerationResult, ModelCaps
 from storage.files import png_with_metadata
 
 if TYPE_CHECKING:
-    from generation.lora import LoraCatalog
+    from generation.model.lora import LoraCatalog
 
 __all__ = ["Planned", "generate", "plan", "refine_for_cli", "targets_for", "write_images"]
 
@@ -32,8 +32,8 @@ class Planned(NamedTuple):
 def plan(config: Config, text: str, model: str | None) -> Planned:
     """Parse ``text`` and check it against what the model will accept (InvalidRequest if not):
     a typo must not cost a (minutes-long) model load."""
-    from generation.lora import catalog_for
-    from generation.pipeline import expected_caps
+    from generation.model.lora import catalog_for
+    from generation.model.pipeline import expected_caps
 
     model_config = replace(config.model, name=model) if model else config.model
     loras = catalog_for(config.lora, model_config.name)
@@ -48,7 +48,7 @@ async def generate(
     from tqdm import tqdm
 
     from bot.app import engine
-    from generation.queue import Cancelled, Done, Failed, Queued, Started, Step
+    from generation.scheduling.queue import Cancelled, Done, Failed, Queued, Started, Step
 
     request, caps = planned.request, planned.caps
     async with engine(config, model=planned.model, loras=planned.loras) as queue:
@@ -82,7 +82,7 @@ async def refine_for_cli(config: Config, request: GenerationRequest) -> Generati
     stderr saying why) when refinement fails, times out, or the configured prompt check refuses it."""
     from bot.app import prompt_checker
     from bot.service.refining import refine_checked
-    from generation.refine import PromptRefiner
+    from generation.prompts.refine import PromptRefiner
 
     if config.refine.model is None:
         raise InvalidRequest("refine", "Prompt refinement is not set up (refine.model in the config).")

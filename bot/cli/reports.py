@@ -22,7 +22,7 @@ def add_parsers(sub: argparse._SubParsersAction, config_help: str) -> None:  # t
 
 def loras_command(config: Config, model: str | None = None) -> str:
     """The LoRA listing (names, trigger words, base model, refused files with the reason)."""
-    from generation.lora import catalog_for
+    from generation.model.lora import catalog_for
 
     catalog = catalog_for(config.lora, model or config.model.name)
     if catalog is None:

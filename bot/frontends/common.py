@@ -32,7 +32,7 @@ from typing import Any
 from PIL import Image
 
 from bot.service import FORGET_KEEPS, NotAllowed, NotFound, StoredImage, Who
-from generation.errors import ImagineError
+from generation.core.errors import ImagineError
 from storage.files import fit_under
 
 __all__ = [

@@ -15,13 +15,13 @@ Grammar (Midjourney style)::
     --seed N                    0 .. 2**32-1; image i of the job uses seed + i
     --no TEXT                   negative prompt
     --n N (alias --count)       number of images, 1 .. 4
-    --style NAME                a preset from generation.styles
+    --style NAME                a preset from generation.core.styles
     --steps N                   one of the step counts the loaded model has
     --refine                    (no value) a small language model rewrites the prompt first
     <lora:NAME:W>               in the prompt text: a LoRA adapter at weight W (default 1)
 
 Prompt text may use A1111 weighting: ``(word:1.3)``, ``(word)``, ``[word]``, ``\\(`` escapes
-(:mod:`generation.weighting`); it is part of the words, so it never swallows a flag: words are
+(:mod:`generation.core.weighting`); it is part of the words, so it never swallows a flag: words are
 split and flags taken out first, and ``(a --ar 16:9)`` is the text ``(a`` then ``--ar 16:9)``.
 
 Quoting: a quote opens a group only at the start of a word (not after a letter or digit) and
@@ -36,7 +36,7 @@ A group that is opened and never closed is an error (field ``prompt``) rather th
 literally, so a forgotten quote never turns flags into prompt text silently.
 
 Prefix characters followed by something other than an ASCII letter are text (``-- ``, ``--5``,
-``—Привет``). Every mistake raises :class:`~generation.errors.InvalidRequest` (exported here
+``—Привет``). Every mistake raises :class:`~generation.core.errors.InvalidRequest` (exported here
 as ``OptionsError``) whose ``field`` names what to fix and whose message is shown to the user:
 ``flags`` (unknown option), ``prompt`` (empty, too long, unbalanced quote), or the request field
 an option sets (``aspect``, ``seed``, ``negative_prompt``, ``count``, ``style``, ``steps``) for a
@@ -52,9 +52,9 @@ from typing import NamedTuple
 
 from bot.options.tags import extract_loras, has_lora_tag, lora_tag, parse_lora_option
 from bot.options.words import Word, lex, prefix_len, quote
-from generation.errors import InvalidRequest
-from generation.request import MAX_COUNT, MAX_SEED, GenerationRequest, ModelCaps, has_visible_text
-from generation.styles import STYLES
+from generation.core.errors import InvalidRequest
+from generation.core.request import MAX_COUNT, MAX_SEED, GenerationRequest, ModelCaps, has_visible_text
+from generation.core.styles import STYLES
 
 __all__ = [
     "Defaults",

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 
-from generation.errors import InvalidRequest
+from generation.core.errors import InvalidRequest
 
 __all__ = ["extract_loras", "has_lora_tag", "lora_tag", "parse_lora_option"]
 

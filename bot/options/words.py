@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from generation.errors import InvalidRequest
+from generation.core.errors import InvalidRequest
 
 __all__ = ["PREFIXES", "QUOTES", "Word", "lex", "prefix_len", "quote"]
 

@@ -12,7 +12,7 @@
     moderation.py   Moderation: admit / check_prompt / check_images in a scope, strikes, appeals, policies
     settings.py     ModerationSettings, ScopePolicy ([moderation] config)
 
-Errors shown to users as they are (all :class:`~generation.errors.ImagineError`)::
+Errors shown to users as they are (all :class:`~generation.core.errors.ImagineError`)::
 
     BlockedPrompt       the prompt matched a category; names it, never the text
     Restricted          blocked by strikes, on a cooldown, or too soon after the last request

@@ -27,7 +27,7 @@ from bot.safety import words
 from bot.safety.allowlist import DEFAULT_ALLOWLIST_PATH, Allowlist, load_allowlist
 from bot.safety.lexicon import LOW, parse_entry
 from bot.safety.matcher import Match, Matcher, NearRule
-from generation.errors import ImagineError
+from generation.core.errors import ImagineError
 
 __all__ = [
     "DEFAULT_BLOCKLIST",

@@ -34,7 +34,7 @@ from bot.safety.images import EXPLICIT, AllowAllImages, ImageClassifier, NudityC
 from bot.safety.lexicon import LOW
 from bot.safety.normalize import skeleton
 from bot.safety.settings import EXPLICIT_ACTIONS, LOW_CONFIDENCE_ACTIONS, ModerationSettings, ScopePolicy
-from generation.errors import ImagineError
+from generation.core.errors import ImagineError
 from storage import moderation as store
 from storage import users
 from storage.clock import from_text, utcnow

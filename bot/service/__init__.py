@@ -20,10 +20,10 @@ Front ends (console, Discord, Telegram) parse nothing and store nothing: they ca
 with a :class:`Who` and an opaque delivery ``target`` and show what comes back (the types in
 :mod:`bot.service.tickets`, re-exported here).
 
-Errors shown to users as they are (all :class:`~generation.errors.ImagineError`)::
+Errors shown to users as they are (all :class:`~generation.core.errors.ImagineError`)::
 
     ImagineError
-    ├── InvalidRequest, QueueFull, JobCancelled, GenerationFailed   (generation.errors)
+    ├── InvalidRequest, QueueFull, JobCancelled, GenerationFailed   (generation.core.errors)
     ├── BlockedPrompt          (bot.safety) the prompt check refused; names the category
     ├── Restricted             (bot.safety) blocked after strikes, on a cooldown, or too soon again
     ├── QuotaExceeded          no images left in this window; says how many and when it resets

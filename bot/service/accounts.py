@@ -17,7 +17,7 @@ from bot.service import accounts_rules
 from bot.service.accounts_rules import QuotaStatus
 from bot.service.context import ACTIVE, ServiceContext
 from bot.service.tickets import ForgetOutcome, NotFound, Who
-from generation.errors import InvalidRequest
+from generation.core.errors import InvalidRequest
 from storage import jobs, privacy, quotas, users
 
 __all__ = ["AccountsPart"]

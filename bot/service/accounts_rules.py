@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from bot.options import Defaults
-from generation.errors import InvalidRequest
-from generation.request import MAX_COUNT, ModelCaps
-from generation.styles import STYLES
+from generation.core.errors import InvalidRequest
+from generation.core.request import MAX_COUNT, ModelCaps
+from generation.core.styles import STYLES
 
 __all__ = [
     "SETTING_KEYS",

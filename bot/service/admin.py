@@ -8,7 +8,7 @@ from typing import Any
 from bot.service.accounts_rules import QuotaStatus
 from bot.service.context import ServiceContext
 from bot.service.tickets import Who
-from generation.errors import InvalidRequest
+from generation.core.errors import InvalidRequest
 from storage import jobs, quotas, users
 from storage.rating_stats import DIMENSIONS, ratings_by
 

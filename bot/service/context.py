@@ -21,9 +21,9 @@ from bot.options import render
 from bot.safety import AllowAllImages, BlocklistChecker, ImageChecker, Moderation, PromptChecker, VerdictClassifier
 from bot.service.accounts_rules import QuotaStatus
 from bot.service.tickets import AlreadyAccepted, Delivery, NotAllowed, NotFound, StoredImage, Ticket, Who
-from generation.errors import ImagineError, InvalidRequest
-from generation.queue import GenerationQueue
-from generation.request import GenerationRequest, ModelCaps
+from generation.core.errors import ImagineError, InvalidRequest
+from generation.scheduling.queue import GenerationQueue
+from generation.core.request import GenerationRequest, ModelCaps
 from storage import Database, ImageStore, images, inbox, jobs, links, quotas, users
 from storage.clock import utcnow
 from storage.group import GroupWriter
@@ -87,9 +87,9 @@ class ServiceContext:
             db, prompt_checker=self.prompt_checker, image_classifier=VerdictClassifier(self.image_checker),
             admins=self.config.admins, clock=clock)
         self.clock = clock
-        self.refiner: Any = None  # generation.refine.PromptRefiner when [refine] model is set (bot.app)
-        self.lora_catalog: Any = None  # generation.lora.LoraCatalog when [lora] is set (bot.app)
-        self.scorer: Any = None  # generation.clip_score.ClipScorer when [eval] clip_model is set (bot.app)
+        self.refiner: Any = None  # generation.prompts.refine.PromptRefiner when [refine] model is set (bot.app)
+        self.lora_catalog: Any = None  # generation.model.lora.LoraCatalog when [lora] is set (bot.app)
+        self.scorer: Any = None  # generation.quality.clip_score.ClipScorer when [eval] clip_model is set (bot.app)
         self.scoring: set[asyncio.Task[None]] = set()  # CLIP scoring in flight (bot.service.scoring)
         self.writes = GroupWriter(db)  # jobs of one batch share their transactions
         self._seen_model: tuple[str, str | None, object] | None = None  # model_versions written today

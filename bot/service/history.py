@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from bot.service.context import ServiceContext
 from bot.service.tickets import Delivery, HistoryEntry, HistoryImage, HistoryView, NotFound, Who
-from generation.errors import InvalidRequest
+from generation.core.errors import InvalidRequest
 from storage import images, jobs, messages, ratings, users
 from storage.records import RATING_SOURCES, Image, Rating
 

@@ -44,10 +44,10 @@ from bot.service.tickets import (
     Ticket,
     Who,
 )
-from generation import queue as gq
-from generation.errors import ImagineError, JobCancelled
-from generation.queue import ShuttingDown
-from generation.request import GenerationRequest, GenerationResult, random_seed
+from generation.scheduling import queue as gq
+from generation.core.errors import ImagineError, JobCancelled
+from generation.scheduling.queue import ShuttingDown
+from generation.core.request import GenerationRequest, GenerationResult, random_seed
 from storage import images, inbox, jobs, model_versions, quotas, users
 from storage.files import png_with_metadata
 from storage.db import Transaction

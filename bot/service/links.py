@@ -14,7 +14,7 @@ from datetime import timedelta
 
 from bot.service.context import ServiceContext
 from bot.service.tickets import NotAllowed, Who
-from generation.errors import InvalidRequest
+from generation.core.errors import InvalidRequest
 from storage import links, users
 
 __all__ = ["LINK_VALID", "LinksPart"]

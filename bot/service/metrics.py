@@ -28,8 +28,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from bot.service.context import ServiceContext
 from bot.service.tickets import Ticket, Who
-from generation import queue as gq
-from generation.errors import ImagineError
+from generation.scheduling import queue as gq
+from generation.core.errors import ImagineError
 from storage import links
 
 __all__ = ["MetricsPart", "ServiceMetrics", "frontend_of"]

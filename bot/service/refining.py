@@ -1,7 +1,7 @@
 """Prompt refinement in the service: off the GPU path, safety on both texts, both kept.
 
 ``refine_request`` runs before the job is charged and stored: the user's own prompt is checked
-first (a refused prompt never reaches the model), then the refiner (generation.refine, its own
+first (a refused prompt never reaches the model), then the refiner (generation.prompts.refine, its own
 thread, time limit, cache) rewrites it, then the refined text goes through the same prompt
 checker. When refinement fails, times out, or its text is refused, the user's own prompt is used
 and the note says so. The request keeps both: ``prompt`` (what the model drew) and
@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from generation.errors import InvalidRequest
-from generation.request import GenerationRequest
+from generation.core.errors import InvalidRequest
+from generation.core.request import GenerationRequest
 
 __all__ = ["REFUSED_NOTE", "refine_checked", "refine_request"]
 

@@ -1,6 +1,6 @@
 """CLIP scores in the service: after a job's images are stored, off the delivery path.
 
-``score_later`` starts a task that has the scorer (generation.clip_score, its own thread) score
+``score_later`` starts a task that has the scorer (generation.quality.clip_score, its own thread) score
 the images against the prompt the model drew and stores the scores (storage.scores). A failure
 is logged and costs nothing else: a score is a measurement, never a condition for delivery.
 ``drain`` lets running tasks finish (bounded) before the database closes.

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Union
 
-from generation.errors import ImagineError
-from generation.request import GenerationRequest
+from generation.core.errors import ImagineError
+from generation.core.request import GenerationRequest
 
 __all__ = [
     "AlreadyAccepted",

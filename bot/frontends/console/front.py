@@ -32,7 +32,7 @@ from bot.frontends.console.commands import COMMANDS, CommandHandlers
 from bot.frontends.console.keyboards import actions_line
 from bot.frontends.console.moderation import ConsoleModeration
 from bot.service import Cancelled, Delivery, Failed, Finished, ImagineService, Queued, Recovered, Running, Ticket, Who
-from generation.errors import ImagineError
+from generation.core.errors import ImagineError
 
 __all__ = ["COMMANDS", "Console", "run_console", "stdin_lines"]
 

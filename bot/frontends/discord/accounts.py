@@ -31,8 +31,8 @@ from bot.frontends.common import (
 from bot.frontends.discord.messages import who_of
 from bot.frontends.discord.views import share_view
 from bot.service import ImagineService
-from generation.errors import ImagineError
-from generation.request import MAX_COUNT
+from generation.core.errors import ImagineError
+from generation.core.request import MAX_COUNT
 
 __all__ = ["AccountHandlers", "build_account_commands"]
 

@@ -29,9 +29,9 @@ from bot.frontends.discord.moderation import DiscordModeration
 from bot.frontends.discord.views import forget_view, history_page, upscale_view
 from bot.options import parse_imagine
 from bot.service import ImagineService, Who
-from generation.errors import ImagineError, InvalidRequest
-from generation.request import MAX_COUNT, MAX_SEED
-from generation.styles import STYLES
+from generation.core.errors import ImagineError, InvalidRequest
+from generation.core.request import MAX_COUNT, MAX_SEED
+from generation.core.styles import STYLES
 
 __all__ = ["CommandHandlers", "build_commands"]
 

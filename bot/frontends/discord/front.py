@@ -39,7 +39,7 @@ from bot.frontends.discord.moderation import MODERATION_ITEMS, DiscordModeration
 from bot.frontends.discord.settings import DiscordSettings
 from bot.frontends.discord.views import DYNAMIC_ITEMS
 from bot.service import ImagineService, Recovered, Who
-from generation.errors import ImagineError
+from generation.core.errors import ImagineError
 
 __all__ = ["DiscordFrontEnd", "DiscordLoginFailed", "RATING_EMOJIS"]
 

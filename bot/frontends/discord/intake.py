@@ -36,7 +36,7 @@ from bot.frontends.discord.delivery import Reply
 from bot.frontends.discord.messages import DM_LIMIT, PLATFORM
 from bot.frontends.discord.moderation import appeal_view, wants_appeal_button
 from bot.service import AlreadyAccepted, ImagineService, Ticket, Who
-from generation.errors import ImagineError
+from generation.core.errors import ImagineError
 
 __all__ = ["Intake", "MAX_ATTEMPTS", "interaction_fields", "interaction_from", "stored_request"]
 

@@ -33,7 +33,7 @@ from bot.frontends.discord.messages import PLATFORM, who_of
 from bot.safety.blocklist import BlockedPrompt
 from bot.safety.moderation import Restricted, scope_of
 from bot.service import ImagineService
-from generation.errors import ImagineError
+from generation.core.errors import ImagineError
 
 __all__ = ["AppealButton", "DiscordModeration", "MODERATION_ITEMS", "ModeratedFront", "appeal_view",
            "wants_appeal_button"]

@@ -24,7 +24,7 @@ from bot.frontends.telegram.messages import PLATFORM, history_text, reply_parame
 from bot.frontends.telegram.moderation import appeal_text
 from bot.frontends.telegram.settings import TelegramSettings
 from bot.service import Delivery, ImagineService, StoredImage, Ticket, Who
-from generation.errors import ImagineError
+from generation.core.errors import ImagineError
 
 __all__ = ["ButtonHandlers"]
 

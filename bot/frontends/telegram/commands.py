@@ -26,7 +26,7 @@ from bot.frontends.telegram.messages import PLATFORM, command_text, history_text
 from bot.frontends.telegram.settings import TelegramSettings
 from bot.options import help_text
 from bot.service import ImagineService, Ticket, Who
-from generation.errors import ImagineError
+from generation.core.errors import ImagineError
 
 __all__ = ["COMMANDS", "COMMAND_HELP", "EXAMPLES", "USAGE", "CommandHandlers"]
 

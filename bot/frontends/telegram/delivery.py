@@ -45,7 +45,7 @@ from bot.frontends.telegram.pacing import Lane, lane
 from bot.frontends.telegram.status import StatusMessage
 from bot.service import (AlreadyAccepted, Cancelled, Delivery, Failed, Finished, ImagineService, Queued, Running,
                          StoredImage, Ticket, Who)
-from generation.errors import ImagineError
+from generation.core.errors import ImagineError
 
 __all__ = ["MAX_PHOTO_BYTES", "MAX_PHOTO_SIDES", "Delivering", "fits_as_photo", "placeholder_png", "result_media"]
 

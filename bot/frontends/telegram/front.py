@@ -44,7 +44,7 @@ from bot.frontends.telegram.settings import TelegramSettings
 from bot.frontends.telegram.status import StatusMessage
 from bot.safety.moderation import Restricted
 from bot.service import ImagineService, Recovered
-from generation.errors import ImagineError
+from generation.core.errors import ImagineError
 
 __all__ = ["COMMANDS", "TelegramFrontEnd"]
 

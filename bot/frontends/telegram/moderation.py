@@ -28,7 +28,7 @@ from telegram.error import TelegramError
 from bot.safety.moderation import Moderation, ScopePolicy, Standing, scope_of
 from bot.frontends.common import clip
 from bot.service import ImagineService, Who
-from generation.errors import ImagineError
+from generation.core.errors import ImagineError
 
 __all__ = [
     "ADMIN_SUBCOMMANDS",

@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 
 from bot.frontends.common import apology, new_reference
 from bot.service import ImagineService, NotAllowed, NotFound, QuotaExceeded, Who
-from generation.errors import ImagineError, InvalidRequest, QueueFull
+from generation.core.errors import ImagineError, InvalidRequest, QueueFull
 
 __all__ = ["Caller", "RateLimiter", "caller", "error_response", "key_holder", "rate_limit"]
 

@@ -19,8 +19,8 @@ from bot.frontends.web.access import Caller, caller, key_holder, rate_limit
 from bot.frontends.web.formats import MEDIA_TYPES, convert
 from bot.frontends.web.views import image_json, job_json, update_event
 from bot.service import AlreadyAccepted, Cancelled, ImagineService, JobView, Ticket
-from generation.errors import ImagineError
-from generation.request import denoising_steps
+from generation.core.errors import ImagineError
+from generation.core.request import denoising_steps
 
 __all__ = ["ImageRequest", "router"]
 

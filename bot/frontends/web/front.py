@@ -28,7 +28,7 @@ from bot.frontends.web.ops import ops_router
 from bot.frontends.web.settings import WebSettings
 from bot.frontends.web.views import HERE, error_page, gallery_router, is_page
 from bot.service import Finished, ImagineService, Recovered, Ticket
-from generation.errors import ImagineError
+from generation.core.errors import ImagineError
 
 __all__ = ["WebFrontEnd", "create_app"]
 

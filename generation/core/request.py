@@ -2,7 +2,7 @@
 
 ``GenerationRequest`` validates what holds for every model in ``__post_init__``;
 ``ModelCaps.check`` adds what depends on the loaded model (its sizes and step checkpoints).
-Both raise :class:`~generation.errors.InvalidRequest` naming the field and the allowed values;
+Both raise :class:`~generation.core.errors.InvalidRequest` naming the field and the allowed values;
 nothing is ever clamped silently.
 """
 
@@ -16,9 +16,9 @@ import unicodedata
 from dataclasses import dataclass, field, replace
 from typing import Any, Union
 
-from generation.errors import InvalidRequest
-from generation.styles import STYLES, apply_style
-from generation.weighting import parse_weighted
+from generation.core.errors import InvalidRequest
+from generation.core.styles import STYLES, apply_style
+from generation.core.weighting import parse_weighted
 
 __all__ = [
     "ASPECT_RATIOS",

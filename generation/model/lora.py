@@ -39,10 +39,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from generation.errors import InvalidRequest
+from generation.core.errors import InvalidRequest
 
 if TYPE_CHECKING:
-    from generation.model_config import ModelConfig
+    from generation.model.model_config import ModelConfig
 
 __all__ = [
     "adapter_name", "LoraCatalog", "LoraInfo", "LoraManager", "LoraSettings", "attach_loras", "catalog_for", "load_with_loras",
@@ -305,7 +305,7 @@ def catalog_for(settings: LoraSettings, model: str) -> LoraCatalog | None:
     """The scanned ``[lora]`` folder for model ``model`` ("tiny" or an SDXL); None when unset."""
     if not settings.configured:
         return None
-    from generation.tiny import TINY_CONTEXT_DIM
+    from generation.model.tiny import TINY_CONTEXT_DIM
 
     catalog = scan_loras(settings.dir, TINY_CONTEXT_DIM if model == "tiny" else SDXL_CONTEXT_DIM, settings.hub)
     logger.info("LoRAs: %d usable, %d refused", len(catalog.loras), len(catalog.refused))
@@ -329,7 +329,7 @@ def attach_loras(pipeline: Any, settings: LoraSettings, catalog: LoraCatalog | N
 def load_with_loras(model: ModelConfig, *, settings: LoraSettings, catalog: LoraCatalog | None) -> Any:
     """``load_pipeline(model)`` with the LoRAs attached: the loader of every executor (module-level,
     so Ray can pickle it; a replica reads the files at the same paths)."""
-    from generation.pipeline import load_pipeline
+    from generation.model.pipeline import load_pipeline
 
     pipeline = load_pipeline(model)
     attach_loras(pipeline, settings, catalog)

@@ -1,6 +1,6 @@
 """The executors behind the queue: one slot per batch that can run at the same time.
 
-A slot is one place a batch runs: a local :class:`~generation.worker.Worker` on one device, or
+A slot is one place a batch runs: a local :class:`~generation.scheduling.worker.Worker` on one device, or
 one lane into a Ray Serve deployment (an executor with ``slots = N`` gets N slots, all sharing
 it; Serve's router spreads the N concurrent calls over its replicas). The queue keeps the one
 fair policy; the pool only answers "who is free, who can run this shape, how fast is it".
@@ -8,7 +8,7 @@ fair policy; the pool only answers "who is free, who can run this shape, how fas
 Retry and rotation rules (applied by the queue, counted here):
 
 - An executor whose ``run()`` raises something that is not an
-  :class:`~generation.errors.ImagineError` (a crashed thread, a dead or silent replica) has
+  :class:`~generation.core.errors.ImagineError` (a crashed thread, a dead or silent replica) has
   failed the *batch*, not its jobs: the batch runs again once, on another slot when one can
   run it. A second failure fails its jobs.
 - A slot that fails ``max_failures`` batches in a row leaves the rotation (logged), unless it is
@@ -25,12 +25,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from generation.batch import Batch, BatchExecutor, ItemOutcome
-from generation.request import ModelCaps, Shape
-from generation.scheduling import LaneView, TimeEstimator, assign
+from generation.core.batch import Batch, BatchExecutor, ItemOutcome
+from generation.core.request import ModelCaps, Shape
+from generation.scheduling.policy import LaneView, TimeEstimator, assign
 
 if TYPE_CHECKING:
-    from generation.job import Job
+    from generation.scheduling.job import Job
 
 __all__ = ["ExecutorPool", "RetryBatch", "RunningBatch", "Slot"]
 

@@ -15,7 +15,7 @@ Why compel, and what is done here instead of compel's defaults:
   encoder and the 77-token chunking (``truncate_long_prompts=False``: every chunk gets its own
   BOS/EOS, so nothing is cut). It is called at the fragment level
   (``get_embeddings_for_weighted_prompt_fragments``) with the fragments parsed by
-  :mod:`generation.weighting`: compel's own prompt language (``word+``, ``(x)1.3``, ``.and()``)
+  :mod:`generation.core.weighting`: compel's own prompt language (``word+``, ``(x)1.3``, ``.and()``)
   never sees user text, so "C++" or "a-b" stays literal.
 - compel computes the pooled embedding from the raw text, unweighted. SDXL conditions on that
   pooled vector too (with the time ids), so a weight should move it. We interpolate in pooled
@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from generation.weighting import Fragment, is_plain, parse_weighted
+from generation.core.weighting import Fragment, is_plain, parse_weighted
 
 if TYPE_CHECKING:
     from compel import Compel
@@ -130,7 +130,7 @@ def encode_prompts(pipe: Any, prompts: Sequence[str], *, dedupe: bool = True) ->
     plain = [key for key in keys if is_plain(_clean(parsed[key])) and _fits(pipe, words[key])]
     done: dict[Any, Embedding] = {}
     if plain:
-        from generation.speed import encode_prompts as encode_plain
+        from generation.model.speed import encode_prompts as encode_plain
 
         embeds, pooled = encode_plain(pipe, [words[key] for key in plain])
         done.update({key: (embeds[i:i + 1], pooled[i:i + 1]) for i, key in enumerate(plain)})

@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, TypeVar
 
-from generation.request import Shape, denoising_steps
+from generation.core.request import Shape, denoising_steps
 
 __all__ = ["Candidate", "FairState", "LaneView", "TimeEstimator", "assign", "pick_batch", "plan"]
 

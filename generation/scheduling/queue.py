@@ -1,10 +1,10 @@
 """Fair batching scheduler on the asyncio side: jobs in, one batch per executor at a time.
 
 The policy (who goes next, which jobs share a batch, the ETA estimate) is the pure code in
-:mod:`generation.scheduling`; this module is the runtime around it: it keeps the queued and
-running :class:`~generation.job.Job` objects, runs the picked batches on a pool of executors
-(:mod:`generation.pool`: one slot per GPU, local thread or Ray Serve lane), and turns the
-executors' progress and outcomes (:mod:`generation.outcomes`) into job events.
+:mod:`generation.scheduling.policy`; this module is the runtime around it: it keeps the queued and
+running :class:`~generation.scheduling.job.Job` objects, runs the picked batches on a pool of executors
+(:mod:`generation.scheduling.pool`: one slot per GPU, local thread or Ray Serve lane), and turns the
+executors' progress and outcomes (:mod:`generation.scheduling.outcomes`) into job events.
 
 Size: a little over 450 lines, on purpose: one class holds the runtime's whole state machine
 (submit, dispatch, settle, retry, cancel, shutdown), which reads best in one place; the policy,
@@ -12,14 +12,14 @@ jobs and events, slots and outcome handling already live in their own modules.
 
 Several executors: an idle slot gets the next batch ``pick_batch`` chooses among the queued jobs
 it can run, so fairness is one policy whatever the number of GPUs. Positions are the pick order;
-ETAs place the planned batches on the slots as they free up (:func:`~generation.scheduling.assign`).
+ETAs place the planned batches on the slots as they free up (:func:`~generation.scheduling.policy.assign`).
 
 Cancelling: a queued job leaves at once; a running job is reported cancelled at once, and its
 batch is interrupted at the next step (by cancelling the executor's ``run()``) only when every
 job in that batch has been cancelled; otherwise the batch finishes and its images are dropped.
 Other slots' batches are never touched.
 
-Retries (rules in :mod:`generation.pool`): a lost batch runs once more, before new work; its
+Retries (rules in :mod:`generation.scheduling.pool`): a lost batch runs once more, before new work; its
 jobs stay ``running`` and get a second ``Started``; only one final event is ever sent.
 
 Back-pressure: ``submit`` raises QueueFull when the queued (not yet running) images would pass
@@ -27,7 +27,7 @@ Back-pressure: ``submit`` raises QueueFull when the queued (not yet running) ima
 ``max_queued_per_user`` for that user. Priority jobs skip both caps: they are admins' or jobs
 re-enqueued after a restart, which were accepted once already.
 
-Executor contract beyond :class:`~generation.batch.BatchExecutor`: cancelling ``run()`` stops
+Executor contract beyond :class:`~generation.core.batch.BatchExecutor`: cancelling ``run()`` stops
 the batch at the next step boundary (``Worker`` does); the queue times batches itself. All
 methods run on the event loop thread; progress from an executor's thread is moved onto it.
 
@@ -50,14 +50,14 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from generation.batch import Batch, BatchExecutor, BatchItem
-from generation.errors import GenerationFailed, ImagineError, InvalidRequest, JobCancelled, QueueFull
-from generation.job import (Cancelled, Done, EventCallback, Failed, Job, JobEvent, Queued, ShuttingDown,
+from generation.core.batch import Batch, BatchExecutor, BatchItem
+from generation.core.errors import GenerationFailed, ImagineError, InvalidRequest, JobCancelled, QueueFull
+from generation.scheduling.job import (Cancelled, Done, EventCallback, Failed, Job, JobEvent, Queued, ShuttingDown,
                             Started, Step)
-from generation.outcomes import INTERNAL_ERROR, settle
-from generation.pool import ExecutorPool, RetryBatch, RunningBatch, Slot
-from generation.request import GenerationRequest, ModelCaps, Shape
-from generation.scheduling import FairState, TimeEstimator, pick_batch, plan
+from generation.scheduling.outcomes import INTERNAL_ERROR, settle
+from generation.scheduling.pool import ExecutorPool, RetryBatch, RunningBatch, Slot
+from generation.core.request import GenerationRequest, ModelCaps, Shape
+from generation.scheduling.policy import FairState, TimeEstimator, pick_batch, plan
 
 __all__ = ["Cancelled", "Done", "EventCallback", "Failed", "FairState", "GenerationQueue", "Job", "JobEvent",
            "Queued", "QueueSnapshot", "RunningBatch", "ShuttingDown", "Started", "Step", "TimeEstimator",

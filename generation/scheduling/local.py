@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from generation.batch import Batch, ImagePipeline, StepCallback
-from generation.pipeline import DEVICES, ModelConfig, load_pipeline, resolve_device
-from generation.worker import Worker
+from generation.core.batch import Batch, ImagePipeline, StepCallback
+from generation.model.pipeline import DEVICES, ModelConfig, load_pipeline, resolve_device
+from generation.scheduling.worker import Worker
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from generation.request import ModelCaps
+    from generation.core.request import ModelCaps
 
 __all__ = ["OnDevice", "resolve_devices", "start_workers"]
 

@@ -2,7 +2,7 @@
 
 Events, in order: ``Queued`` (each time the place in line changes), ``Started``, ``Step`` per
 denoising step, then exactly one final event: ``Done``, ``Failed`` or ``Cancelled``.
-The :class:`~generation.queue.GenerationQueue` drives the transitions; a :class:`Job` only
+The :class:`~generation.scheduling.queue.GenerationQueue` drives the transitions; a :class:`Job` only
 records them and fans them out to subscribers on the event loop.
 """
 
@@ -16,12 +16,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Union
 
-from generation.errors import ImagineError, JobCancelled
-from generation.request import GenerationRequest, GenerationResult, Shape
+from generation.core.errors import ImagineError, JobCancelled
+from generation.core.request import GenerationRequest, GenerationResult, Shape
 
 if TYPE_CHECKING:
-    from generation.pool import RunningBatch, Slot
-    from generation.queue import GenerationQueue
+    from generation.scheduling.pool import RunningBatch, Slot
+    from generation.scheduling.queue import GenerationQueue
 
 __all__ = ["Cancelled", "Done", "EventCallback", "Failed", "Job", "JobEvent", "Queued", "ShuttingDown",
            "Started", "Step"]

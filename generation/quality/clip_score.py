@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from generation.weighting import plain_text
+from generation.core.weighting import plain_text
 
 __all__ = ["ClipScorer", "EvalSettings", "build_tiny_clip"]
 
@@ -111,7 +111,7 @@ def build_tiny_clip(seed: int = 0) -> tuple[Any, tuple[Any, Any]]:
     import torch
     from transformers import CLIPConfig, CLIPModel
 
-    from generation.tiny import build_tiny_tokenizer
+    from generation.model.tiny import build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()
     text = {"vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2,

@@ -28,9 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from generation.errors import InvalidRequest
-from generation.request import MAX_PROMPT_CHARS, has_visible_text
-from generation.weighting import parse_weighted
+from generation.core.errors import InvalidRequest
+from generation.core.request import MAX_PROMPT_CHARS, has_visible_text
+from generation.core.weighting import parse_weighted
 
 __all__ = ["PromptRefiner", "RefineSettings", "Refined", "build_tiny_causal_lm", "clean_refined"]
 
@@ -194,7 +194,7 @@ def build_tiny_causal_lm(seed: int = 0) -> tuple[Any, Any]:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from generation.tiny import build_tiny_tokenizer
+    from generation.model.tiny import build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()
     tokenizer.model_max_length = 2048

@@ -2,7 +2,7 @@
 
 Each step count has its own UNet checkpoint (``sdxl_lightning_{n}step_unet.safetensors``); both
 loaders return the base pipeline and a map ``steps -> UNet``. Every failure becomes
-:class:`~generation.errors.ModelUnavailable` with a message that says what to do.
+:class:`~generation.core.errors.ModelUnavailable` with a message that says what to do.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from generation.errors import ModelUnavailable
+from generation.core.errors import ModelUnavailable
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
 
-    from generation.model_config import ModelConfig
+    from generation.model.model_config import ModelConfig
 
 __all__ = ["HOW_TO_GET", "WAYS_ON", "go_offline", "lightning_unet_filename", "load_hub", "load_local", "reason"]
 
@@ -58,7 +58,7 @@ def _offline_when_unreachable() -> None:
 
     if constants.is_offline_mode():
         return
-    from generation.download import unreachable
+    from generation.model.download import unreachable
 
     why = unreachable()
     if why:

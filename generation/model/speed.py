@@ -25,7 +25,7 @@ import torch
 if TYPE_CHECKING:
     from diffusers import UNet2DConditionModel
 
-    from generation.model_config import ModelConfig
+    from generation.model.model_config import ModelConfig
 
 __all__ = [
     "apply_speed_options",

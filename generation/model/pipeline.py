@@ -1,19 +1,19 @@
 """The image pipeline the worker runs: SDXL-Lightning (Hub or local files) or the tiny model.
 
-    load_pipeline(ModelConfig)  ->  LightningPipeline     (implements generation.batch.ImagePipeline)
-        name="tiny"                  generation.tiny: real SDXL classes, small random weights
-        name="sdxl-lightning", path  generation.loader: a local diffusers directory (+ Lightning UNets)
-        name="sdxl-lightning"        generation.loader: the Hugging Face Hub
+    load_pipeline(ModelConfig)  ->  LightningPipeline     (implements generation.core.batch.ImagePipeline)
+        name="tiny"                  generation.model.tiny: real SDXL classes, small random weights
+        name="sdxl-lightning", path  generation.model.loader: a local diffusers directory (+ Lightning UNets)
+        name="sdxl-lightning"        generation.model.loader: the Hugging Face Hub
 
 Each SDXL-Lightning step count has its own UNet checkpoint; :class:`LightningPipeline` keeps a
 map ``steps -> UNet`` and swaps ``pipe.unet`` (and the scheduler: 1 step predicts the sample)
 per batch. img2img batches (variations of an earlier image) run through a
 ``StableDiffusionXLImg2ImgPipeline`` built from the same components: no second copy of the
 weights, the same UNet swap and scheduler. The speed options of ``[model]`` (compile, fused QKV,
-channels_last, batched VAE decode, ...) live in :mod:`generation.speed`; the config and its
-checks in :mod:`generation.model_config`.
+channels_last, batched VAE decode, ...) live in :mod:`generation.model.speed`; the config and its
+checks in :mod:`generation.model.model_config`.
 
-The names of those modules stay importable from here (``from generation.pipeline import
+The names of those modules stay importable from here (``from generation.model.pipeline import
 ModelConfig, build_tiny_pipeline, ...``).
 """
 
@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from generation.batch import Batch, BatchInterrupted, BatchItem, ItemsRejected, StepCallback
-from generation.errors import GenerationFailed, InvalidRequest
-from generation.loader import lightning_unet_filename, load_hub, load_local
-from generation.model_config import (
+from generation.core.batch import Batch, BatchInterrupted, BatchItem, ItemsRejected, StepCallback
+from generation.core.errors import GenerationFailed, InvalidRequest
+from generation.model.loader import lightning_unet_filename, load_hub, load_local
+from generation.model.model_config import (
     DEVICES,
     DTYPES,
     ModelConfig,
@@ -38,10 +38,10 @@ from generation.model_config import (
     resolve_device,
     resolve_dtype,
 )
-from generation.request import ASPECT_RATIOS, KINDS, STEP_CHOICES, ModelCaps
-from generation.prompting import encode_prompts
-from generation.speed import apply_speed_options, attention_backend, decode_latents
-from generation.tiny import TINY_BASE_RESOLUTION, TINY_MODEL_ID, build_tiny_pipeline, build_tiny_tokenizer
+from generation.core.request import ASPECT_RATIOS, KINDS, STEP_CHOICES, ModelCaps
+from generation.model.prompting import encode_prompts
+from generation.model.speed import apply_speed_options, attention_backend, decode_latents
+from generation.model.tiny import TINY_BASE_RESOLUTION, TINY_MODEL_ID, build_tiny_pipeline, build_tiny_tokenizer
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
@@ -140,7 +140,7 @@ class LightningPipeline:
         )
         self._schedulers = {n: one_step if n == 1 else trailing for n in unets}
         self._img2img: StableDiffusionXLImg2ImgPipeline | None = None
-        # [prompt-power hook] LoRA adapters (generation.lora.attach_loras sets it); None: no LoRAs
+        # [prompt-power hook] LoRA adapters (generation.model.lora.attach_loras sets it); None: no LoRAs
         self.loras: Any = None
         pipe.scheduler = trailing
         pipe.set_progress_bar_config(disable=True)
@@ -215,7 +215,7 @@ class LightningPipeline:
         # 2. Put this step count's UNet and scheduler in place
         pipe.unet = unet
         pipe.scheduler = self._schedulers[batch.steps]
-        # [prompt-power hook] this batch's LoRA set on the UNet in place (generation.lora)
+        # [prompt-power hook] this batch's LoRA set on the UNet in place (generation.model.lora)
         if batch.loras and self.loras is None:
             raise InvalidRequest("lora", "This bot has no LoRAs configured (lora.dir).")
         if self.loras is not None:
@@ -225,7 +225,7 @@ class LightningPipeline:
         #    (img2img: it draws the VAE sample of the init image, then the noise)
         generators = [torch.Generator("cpu").manual_seed(item.seed) for item in batch.items]
 
-        # 4. Weighted, chunked embeddings (generation.prompting). Items whose prompts differ in
+        # 4. Weighted, chunked embeddings (generation.model.prompting). Items whose prompts differ in
         #    length (77 tokens per chunk) run in separate pipeline calls, never padded together.
         with torch.inference_mode(), attention_backend(self.config.attention):
             embedded = encode_prompts(pipe, [item.prompt for item in batch.items],

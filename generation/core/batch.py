@@ -1,9 +1,9 @@
 """The seam between the queue and whatever runs the GPU: a batch in, images (or errors) out.
 
 The queue builds a :class:`Batch` of same-shape images from one or more jobs and hands it to a
-:class:`BatchExecutor`: a :class:`generation.worker.Worker` (one thread owning one pipeline on
-one device) or a :class:`generation.ray_backend.RayExecutor` (replicas of a Ray Serve
-deployment). The queue runs one batch per executor slot at a time (:mod:`generation.pool`);
+:class:`BatchExecutor`: a :class:`generation.scheduling.worker.Worker` (one thread owning one pipeline on
+one device) or a :class:`generation.scheduling.ray_backend.RayExecutor` (replicas of a Ray Serve
+deployment). The queue runs one batch per executor slot at a time (:mod:`generation.scheduling.pool`);
 an executor may say it takes ``slots`` batches at once and give itself a ``name`` for logs.
 """
 
@@ -13,13 +13,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Protocol, Union
 
-from generation.errors import GenerationFailed
-from generation.request import LoraSet, Shape, denoising_steps
+from generation.core.errors import GenerationFailed
+from generation.core.request import LoraSet, Shape, denoising_steps
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from generation.request import ModelCaps
+    from generation.core.request import ModelCaps
 
 __all__ = [
     "Batch",

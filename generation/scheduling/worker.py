@@ -10,11 +10,11 @@ What happens to one batch on the thread:
 1. ``pipeline.generate(batch, on_step, should_stop)``; ``should_stop`` is true once the caller
    cancelled :meth:`Worker.run` (the queue's "interrupt this batch") or once ``time_limit``
    seconds have passed since the batch started, so the pipeline stops at a step boundary.
-2. Items the pipeline rejects up front (:class:`~generation.batch.ItemsRejected`, e.g. an
+2. Items the pipeline rejects up front (:class:`~generation.core.batch.ItemsRejected`, e.g. an
    img2img source image that was deleted) fail with its message; the rest run without them.
 3. Out of memory (``torch.OutOfMemoryError``): free the CUDA cache, split the batch in halves
    and retry each half, recursively down to one image; an image that still does not fit
-   becomes :class:`~generation.errors.GenerationFailed` with a message for the user.
+   becomes :class:`~generation.core.errors.GenerationFailed` with a message for the user.
 4. Any other pipeline error is logged with its traceback; the items of that (sub-)batch become
    ``GenerationFailed`` with a short message that leaks no internals.
 
@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from generation.batch import (
+from generation.core.batch import (
     Batch,
     BatchInterrupted,
     ImagePipeline,
@@ -47,10 +47,10 @@ from generation.batch import (
     Shape,
     StepCallback,
 )
-from generation.errors import GenerationFailed
+from generation.core.errors import GenerationFailed
 
 if TYPE_CHECKING:
-    from generation.request import ModelCaps
+    from generation.core.request import ModelCaps
 
 __all__ = ["TimingCallback", "Worker", "WorkerClosed"]
 

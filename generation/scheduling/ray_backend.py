@@ -7,7 +7,7 @@ Fairness, quotas and durability stay in the bot process; a replica only runs who
                                      <── stream: ("replica", id), ("step", i, n)..., ("done", outcomes)
 
 - Each replica loads the pipeline once (``factory()``) and runs batches on its own
-  :class:`~generation.worker.Worker` thread, so cancel, time limits and out-of-memory splitting
+  :class:`~generation.scheduling.worker.Worker` thread, so cancel, time limits and out-of-memory splitting
   behave exactly as on a local GPU. ``max_ongoing_requests = 1``: one batch per replica; the
   queue keeps one batch in flight per replica (``slots``), so Serve's router spreads them out.
 - Progress streams back after every step. Images come back as PNG bytes, errors as their
@@ -39,9 +39,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from generation.batch import Batch, ImagePipeline, ItemOutcome, StepCallback
-from generation.errors import GenerationFailed, ImagineError
-from generation.request import ModelCaps
+from generation.core.batch import Batch, ImagePipeline, ItemOutcome, StepCallback
+from generation.core.errors import GenerationFailed, ImagineError
+from generation.core.request import ModelCaps
 
 __all__ = ["BackendUnavailable", "ImagineReplica", "RayExecutor", "ReplicaLost"]
 
@@ -67,7 +67,7 @@ class ImagineReplica:
     """One Serve replica: one pipeline, one worker thread, one batch at a time."""
 
     def __init__(self, factory: Callable[[], ImagePipeline]) -> None:
-        from generation.worker import Worker
+        from generation.scheduling.worker import Worker
 
         pipeline = factory()
         self.caps, self.model_id = pipeline.caps, pipeline.model_id

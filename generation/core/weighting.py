@@ -25,7 +25,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from generation.errors import InvalidRequest
+from generation.core.errors import InvalidRequest
 
 __all__ = ["MAX_WEIGHT", "MIN_WEIGHT", "Fragment", "is_plain", "parse_weighted", "plain_text"]
 

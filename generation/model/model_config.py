@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
-from generation.errors import ModelUnavailable
-from generation.request import ASPECT_RATIOS, STEP_CHOICES
+from generation.core.errors import ModelUnavailable
+from generation.core.request import ASPECT_RATIOS, STEP_CHOICES
 
 __all__ = [
     "ATTENTION",

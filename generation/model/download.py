@@ -6,7 +6,7 @@
     <to>/vae/                             the fp16-fix VAE (model.vae_repo), or the base's fp16 VAE
     <to>/sdxl_lightning_{N}step_unet.safetensors                      one per step count
 
-That is the layout ``model.path`` expects (generation/loader.py ``_load_local``). Files come
+That is the layout ``model.path`` expects (generation/model/loader.py ``_load_local``). Files come
 through huggingface_hub: progress bars, resumed partial files, ``HF_ENDPOINT`` mirrors and
 ``HF_TOKEN`` all work. Before anything starts, the endpoint is looked up and connected to, so a
 machine without network fails in seconds with the real reason instead of retrying for half a
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from generation.errors import ImagineError
-from generation.pipeline import lightning_unet_filename
+from generation.core.errors import ImagineError
+from generation.model.pipeline import lightning_unet_filename
 
 __all__ = ["DownloadError", "Fetch", "config_lines", "download", "hub_endpoint", "plan", "unreachable"]
 

@@ -1,7 +1,7 @@
 """What one finished executor call means for its jobs: images, per-job failures, or a lost batch.
 
 Kept apart from the queue's scheduling so each reads on its own. :func:`settle` looks at the
-executor task of one :class:`~generation.pool.RunningBatch` and
+executor task of one :class:`~generation.scheduling.pool.RunningBatch` and
 
 - ``"ok"``: every job not cancelled meanwhile gets its images (``Done``);
 - ``"failed"``: some items ended with an error (e.g. out of memory at one image); those jobs
@@ -19,13 +19,13 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from generation.errors import GenerationFailed, ImagineError
-from generation.job import Done
-from generation.request import GenerationResult
+from generation.core.errors import GenerationFailed, ImagineError
+from generation.scheduling.job import Done
+from generation.core.request import GenerationResult
 
 if TYPE_CHECKING:
-    from generation.job import Job
-    from generation.pool import RunningBatch
+    from generation.scheduling.job import Job
+    from generation.scheduling.pool import RunningBatch
 
 __all__ = ["INTERNAL_ERROR", "settle"]
 
