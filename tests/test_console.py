@@ -48,7 +48,9 @@ async def test_imagine_lines_write_files_and_mark_delivered(tmp_path: Path, tiny
         assert str(out_dir / f"{fox}-1.png") in text
 
         image_id = int(re.search(r"\[1\] image (\d+)", text).group(1))
+        assert f"[1] image {image_id} = {fox}-1, seed" in text  # both of its names
         text = await _run(env, [
+            f"/rate {fox}-2 3",                         # the API's name works in the chat too
             f"/rate {image_id} 5",
             "/rate 1",
             "/history fox",
@@ -58,13 +60,16 @@ async def test_imagine_lines_write_files_and_mark_delivered(tmp_path: Path, tiny
             "/settings",
             "/frobnicate",
         ], out_dir)
-        assert f"Rated image {image_id}: ★★★★★" in text
-        assert "Usage: /rate IMAGE_ID STARS" in text
+        assert f"Rated image {image_id}: ★★★★★" in text and f"Rated image {image_id + 1}: ★★★" in text
+        assert "Usage: /rate IMAGE STARS (1-5); IMAGE is its number (/history) or JOB-N" in text
         assert f"{fox}" in text and "your rating 5★" in text and "a blue whale" not in text
+        assert f"image {image_id} = {fox}-1 (seed" in text and f"image {image_id + 1} = {fox}-2 (seed" in text
         assert "Used 3 of 50 images; 47 left this day (daily quota)." in text
         assert "Saved. Your settings: aspect=16:9, style=none, count=2" in text
         assert "aspect must be one of" in text
         assert "Unknown command /frobnicate" in text
+        assert "Unknown command /frobnicate" in text
+
 
 
 async def test_help_cancel_reroll_forget_export(tmp_path: Path) -> None:

@@ -79,9 +79,20 @@ async def test_make_watch_fetch_rate_with_a_key(tmp_path: Path) -> None:
         bad = await web.client.post(f"/v1/images/{ref}/rating", json={"stars": 9}, headers=h)
         assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "stars"]
 
+        # the chat's number for the same image works on every image route too
+        number = done["images"][1]["image_id"]
+        assert isinstance(number, int) and number != done["images"][0]["image_id"]
+        by_number = await web.client.get(f"/v1/images/{number}", headers=h)
+        assert by_number.status_code == 200 and by_number.content == (
+            await web.client.get(f"/v1/images/{job_id}-2", headers=h)).content
+        r = await web.client.post(f"/v1/images/{number}/rating", json={"stars": 2}, headers=h)
+        assert r.status_code == 200 and r.json()["stars"] == 2
+        bob = auth(await key_for(web.env, BOB))
+        assert (await web.client.get(f"/v1/images/{number}", headers=bob)).status_code == 404  # not shared
+
         history = (await web.client.get("/v1/history", headers=h)).json()
         assert history["total"] == 1 and history["jobs"][0]["job_id"] == job_id
-        assert history["jobs"][0]["images"][0]["my_stars"] == 4
+        assert [i["my_stars"] for i in history["jobs"][0]["images"]] == [4, 2]
         quota = (await web.client.get("/v1/quota", headers=h)).json()
         assert quota["used"] == 2 and quota["limit"] == 50 and quota["remaining"] == 48
 

@@ -40,11 +40,13 @@ __all__ = [
     "ESTIMATING",
     "FORGET_WARNING",
     "GALLERY_OFF",
+    "JOB_ID_LENGTH",
     "NOT_YOURS",
     "UNLINKED",
     "Coalescer",
     "api_key_text",
     "apology",
+    "canonical_ref",
     "clip",
     "eta_phrase",
     "forgotten_counts",
@@ -71,6 +73,7 @@ FORGET_WARNING = ("This deletes your history, ratings, settings and images for g
                   "Blocks, strikes, cooldowns, this window's used quota and personal limits stay.")
 
 
+JOB_ID_LENGTH = 12  # a request id: 12 hex digits; an image's number is shorter
 ESTIMATING = "estimating the time"  # before this bot has timed a batch, a guess can be far off
 
 
@@ -164,12 +167,21 @@ UNLINKED = {True: "Unlinked: this identity has its own account again.", False: "
 
 
 def image_ref(args: Sequence[str]) -> str | None:
-    """"JOB N" or "JOB-N" as an image reference "JOB-N" (N from 1); None when it is neither."""
+    """"JOB N" or "JOB-N" as an image reference "JOB-N" (N from 1), or an image's number as
+    /history shows it ("12"); None when it is none of them."""
+    if len(args) == 1 and args[0].isdecimal() and int(args[0]) >= 1 and len(args[0]) < JOB_ID_LENGTH:
+        return args[0]
     ref = "-".join(args)
     job, sep, number = ref.rpartition("-")
     if len(args) not in (1, 2) or not sep or not job or not number.isdecimal() or int(number) < 1:
         return None
     return ref
+
+
+async def canonical_ref(service: Any, who: Who, ref: str) -> str:
+    """"JOB-N" for an image named either way (its number is looked up: the caller's own images,
+    shared ones, or any for an admin; NotFound otherwise)."""
+    return await service.ref_of(who, ref) if ref.isdecimal() else ref
 
 
 GALLERY_OFF = ("this bot's web gallery is not running, so nobody can see it yet (whoever runs the bot "
@@ -190,13 +202,14 @@ async def share_image(service: Any, who: Who, ref: str, share: bool) -> str:
     exist); in a chat the image is in plain sight, so say who may do it instead.
     """
     try:
+        ref = await canonical_ref(service, who, ref)
         if share:
             return shared_text(service.config.public_url, ref, await service.share(who, ref))
         done = await service.unshare(who, ref)
     except NotFound:
         job, _, number = ref.rpartition("-")
         try:
-            shown = (await service.job_delivery(job)).images
+            shown = (await service.job_delivery(job)).images if job else ()
         except ImagineError:
             shown = ()
         if any(i.index == int(number) - 1 for i in shown):

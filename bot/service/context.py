@@ -209,6 +209,23 @@ class ServiceContext:
             raise InvalidRequest("image_id", f"An image id is a number, not {image_id!r}.")
         return image_id
 
+    async def _find_image(self, ref: int | str) -> Image:
+        """An image by either of its names: the chat's number (``12``, as /history shows it) or
+        the API's ``<job>-<n>`` (n from 1). NotFound when there is none; InvalidRequest when
+        ``ref`` is neither form."""
+        text = str(ref).strip() if isinstance(ref, (int, str)) and not isinstance(ref, bool) else ""
+        job_id, sep, number = text.rpartition("-")
+        if text.isdecimal():
+            row = await images.get_image(self.db, int(text))
+        elif sep and job_id and number.isdecimal() and int(number) >= 1:
+            row = next((i for i in await images.images_for_job(self.db, job_id) if i.idx == int(number) - 1), None)
+        else:
+            raise InvalidRequest("image_id", f"An image is named by its number (as in /history, e.g. 12) or "
+                                             f"as JOB-N (as in the API, e.g. 99e2fee61583-1), not {ref!r}.")
+        if row is None:
+            raise NotFound(f"There is no image {text}.")
+        return row
+
     async def _settle_row(self, job_id: str, status: str, error: str = "") -> int:
         """Mark the row failed/cancelled and refund it (once); the images refunded."""
         now = self.clock()

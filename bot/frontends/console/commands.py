@@ -33,7 +33,7 @@ __all__ = ["COMMANDS", "CommandHandlers"]
 COMMANDS = """Commands:
   /imagine PROMPT [options]   make images (a line without a slash does the same)
   /history [SEARCH]           your recent requests and their image ids
-  /rate IMAGE_ID STARS        rate an image 1-5
+  /rate IMAGE STARS           rate an image 1-5 (IMAGE: its number, or JOB-N as the API names it)
   /quota                      images left in this quota window (hour, day or week)
   /settings [key=value ...]   show or change defaults: aspect, style, count, steps, private, refine
   /cancel [JOB]               cancel your latest (or the given) queued/running request
@@ -43,6 +43,7 @@ COMMANDS = """Commands:
                               folder (asks to confirm: /forget confirm as the next command)
   /export                     a zip of your data and images
   /share JOB N | /unshare JOB N   put image N of a request in the public web gallery, or take it out
+                              (or name the image: JOB-N, or its number from /history)
   /link [CODE]                without a code: a one-time code to enter on another platform;
                               with one: join that platform's account (shared quota and history)
   /unlink                     stop sharing an account with another platform
@@ -101,7 +102,7 @@ class CommandHandlers:
             await self._history(rest)
         elif command == "/rate":
             if len(args) != 2:
-                self.say("Usage: /rate IMAGE_ID STARS (1-5)")
+                self.say("Usage: /rate IMAGE STARS (1-5); IMAGE is its number (/history) or JOB-N")
                 return
             rating = await self.service.rate(self.who, args[0], args[1], source="command")
             self.say(f"Rated image {rating.image_id}: {'★' * rating.stars}")
@@ -158,7 +159,8 @@ class CommandHandlers:
             self.say(f"  {entry.job_id}  {entry.created_at[:16].replace('T', ' ')}  {entry.status:<9}  {entry.text}")
             for shown in entry.images:
                 stars = f" your rating {shown.my_stars}★" if shown.my_stars else ""
-                self.say(f"      image {shown.image.image_id} (#{shown.image.index + 1}, seed {shown.image.seed}){stars}")
+                self.say(f"      image {shown.image.image_id} = {entry.job_id}-{shown.image.index + 1} "
+                         f"(seed {shown.image.seed}){stars}")
 
     async def _admin(self, args: list[str]) -> None:
         """/admin stats | quota USER LIMIT|default | block USER | unblock USER (the service checks who)."""
@@ -198,7 +200,8 @@ class CommandHandlers:
         if command in ("/share", "/unshare"):
             ref = image_ref(args)
             if ref is None:
-                self.say(f"Usage: {command} JOB N (N is the image number, from 1)")
+                self.say(f"Usage: {command} JOB N (N is the image number, from 1), or {command} JOB-N, "
+                         f"or {command} IMAGE (its number from /history)")
             else:
                 self.say(await share_image(self.service, self.who, ref, command == "/share"))
         elif command == "/link":

@@ -195,7 +195,8 @@ class Console(CommandHandlers):
         note = " (already made earlier: no quota used)" if delivery.cached else ""
         self.say(f"{delivery.job_id}: done{note} — {delivery.text}")
         for image, path in zip(delivery.images, paths):
-            self.say(f"  [{image.index + 1}] image {image.image_id} seed {image.seed}: {path}")
+            self.say(f"  [{image.index + 1}] image {image.image_id} = {delivery.job_id}-{image.index + 1}, "
+                     f"seed {image.seed}: {path}")
         self.say(actions_line(delivery))
         await self.service.mark_delivered(delivery.job_id)
         return paths

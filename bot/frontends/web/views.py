@@ -29,8 +29,8 @@ PER_PAGE = 24
 
 def image_json(job_id: str, image: StoredImage) -> dict[str, Any]:
     ref = image_ref(job_id, image.index)
-    return {"id": ref, "url": f"/v1/images/{ref}", "seed": image.seed, "width": image.width,
-            "height": image.height}
+    return {"id": ref, "image_id": image.image_id, "url": f"/v1/images/{ref}", "seed": image.seed,
+            "width": image.width, "height": image.height}  # the chats name it by image_id
 
 
 def job_json(view: JobView) -> dict[str, Any]:
