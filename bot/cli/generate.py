@@ -48,7 +48,7 @@ async def generate(
     from tqdm import tqdm
 
     from bot.app import engine
-    from generation.scheduling.queue import Cancelled, Done, Failed, Queued, Started, Step
+    from generation.scheduling.events import Cancelled, Done, Failed, Queued, Started, Step
 
     request, caps = planned.request, planned.caps
     async with engine(config, model=planned.model, loras=planned.loras) as queue:
