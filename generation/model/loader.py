@@ -58,7 +58,7 @@ def _offline_when_unreachable() -> None:
 
     if constants.is_offline_mode():
         return
-    from generation.model.download import unreachable
+    from generation.model.hub import unreachable
 
     why = unreachable()
     if why:
