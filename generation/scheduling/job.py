@@ -157,10 +157,11 @@ class Job:
         self._lane, self._after_lane = lane, after
 
     def place(self, position: int, measured: bool = True) -> None:
-        """A new place in line: subscribers hear ``Queued`` when it (or whether the ETA rests on a
-        timed batch, ``measured``) changed."""
-        if position != self._position or measured != self._measured:
-            self._position, self._measured = position, measured
+        """A new place in line: subscribers hear ``Queued`` when it changed (with ``measured``:
+        whether the ETA rests on a timed batch by then)."""
+        self._measured = measured
+        if position != self._position:
+            self._position = position
             self._emit(Queued(position, self.eta, measured))
 
     def start(self, running: Countdown, event: Started) -> None:
