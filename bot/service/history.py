@@ -44,8 +44,8 @@ class HistoryPart(ServiceContext):
                                         job.request.get("original_prompt")))
         return HistoryView(tuple(entries), page, per_page, found.total)
 
-    async def rate(self, who: Who, image_id: int, stars: int | str, source: str = "button") -> Rating:
-        """Set the caller's 1-5 star rating of an image."""
+    async def rate(self, who: Who, image_id: int | str, stars: int | str, source: str = "button") -> Rating:
+        """Set the caller's 1-5 star rating of an image (its number, or ``<job>-<n>``)."""
         if source not in RATING_SOURCES:
             raise ValueError(f"`source` must be one of {', '.join(RATING_SOURCES)}, not {source!r}")
         value = stars
@@ -54,9 +54,7 @@ class HistoryPart(ServiceContext):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 5:
             raise InvalidRequest("stars", f"A rating is a whole number of stars from 1 to 5, not {stars!r}.")
         user = await self._user(who)
-        image = await images.get_image(self.db, self._image_id(image_id))
-        if image is None:
-            raise NotFound(f"There is no image {image_id}.")
+        image = await self._find_image(image_id)
         return await ratings.upsert(self.db, image.id, user.id, value, source, now=self.clock())
 
     async def unrate(self, who: Who, image_id: int, source: str | None = None) -> bool:

@@ -19,7 +19,7 @@ from bot.frontends.common import apology, new_reference
 from bot.service import ImagineService, NotAllowed, NotFound, QuotaExceeded, Who
 from generation.core.errors import ImagineError, InvalidRequest, QueueFull
 
-__all__ = ["Caller", "RateLimiter", "caller", "error_response"]
+__all__ = ["Caller", "RateLimiter", "caller", "error_response", "key_holder", "rate_limit"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,14 @@ class RateLimiter:
 
 async def caller(request: Request) -> Caller:
     """FastAPI dependency: the caller of an API route (401 / 429 otherwise)."""
+    found = await key_holder(request)
+    rate_limit(request, found)
+    return found
+
+
+async def key_holder(request: Request) -> Caller:
+    """FastAPI dependency: the caller, not yet rate limited (401 without a valid key); a route
+    that answers repeats (an Idempotency-Key) calls :func:`rate_limit` after that answer."""
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
     service: ImagineService = request.app.state.service
     found = await service.authenticate(key.strip()) if scheme.lower() == "bearer" and key else None
@@ -64,11 +72,15 @@ async def caller(request: Request) -> Caller:
         raise HTTPException(401, "A valid API key is needed: Authorization: Bearer ib_…",
                             headers={"WWW-Authenticate": "Bearer"})
     who, key_id = found
-    wait = request.app.state.limiter.take(key_id)
+    return Caller(who, key_id)
+
+
+def rate_limit(request: Request, found: Caller) -> None:
+    """Spend one of the key's requests; 429 with Retry-After when it has none left."""
+    wait = request.app.state.limiter.take(found.key_id)
     if wait > 0:
         raise HTTPException(429, "Too many requests with this key; slow down.",
                             headers={"Retry-After": str(math.ceil(wait))})
-    return Caller(who, key_id)
 
 
 def error_response(err: Exception) -> JSONResponse:
