@@ -35,6 +35,7 @@ __all__ = [
     "find_by_request_key",
     "get",
     "history",
+    "ids_of",
     "mark_cancelled",
     "mark_delivered",
     "mark_done",
@@ -343,6 +344,12 @@ async def active_count(db: Executor, user_id: int) -> int:
             (user_id,),
         )
     )
+
+
+async def ids_of(db: Executor, user_id: int) -> list[str]:
+    """The ids of all of the user's jobs, oldest first."""
+    rows = await db.fetchall("SELECT id FROM jobs WHERE user_id = ? ORDER BY created_at, rowid", (user_id,))
+    return [row["id"] for row in rows]
 
 
 async def history(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -157,6 +158,7 @@ async def test_upscale_reroll_variation_and_owner_only_delete(fake: FakeDiscord,
         _, varied = await result_of(fake, vary)
         var_job = await jobs.get(env.db, custom_ids(varied)[0][0].split(":")[2])
         assert var_job.request["kind"] == "img2img"
+        assert f"variation of image 1 of {job_id}" in varied["content"] and "more: V1 on its images" in varied["content"]
         assert var_job.request["init_image"] == str(env.store.path_for(stored[0].path).resolve())
 
         bob = fake.make_user("bob")
@@ -408,6 +410,21 @@ async def test_progress_edits_are_throttled(fake: FakeDiscord, tmp_path: Path, t
             assert edits and all(b.received_at - a.received_at >= 0.29 for a, b in zip(edits, edits[1:]))
         finally:
             await asyncio.wait_for(front.close(), 15)
+
+
+async def test_no_voice_warnings_at_start(
+    tmp_path: Path, tiny: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The bot never joins voice: discord.py's PyNaCl/davey warnings are not shown at start."""
+    import discord
+
+    monkeypatch.setattr(discord.VoiceClient, "warn_nacl", True)  # as in a fresh process without PyNaCl
+    monkeypatch.setattr(discord.VoiceClient, "warn_dave", True, raising=False)
+    caplog.set_level(logging.WARNING, logger="discord")
+    async with service_env(tmp_path, tiny) as env:
+        front = DiscordFrontEnd(env.service, DiscordSettings("fake-token"))
+        await front.bot.close()
+    assert not [r for r in caplog.records if "voice" in r.getMessage()], caplog.text
 
 
 async def test_config_urls_and_dev_guild_sync(tmp_path: Path, tiny: Any) -> None:

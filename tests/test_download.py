@@ -137,10 +137,12 @@ def test_plan_uses_the_base_vae_only_without_a_vae_repo() -> None:
 def test_run_without_network_says_why_at_once(tmp_path: Path) -> None:
     """No --model tiny, no cache, the Hub unreachable: one line naming the reason, no retries."""
     endpoint = f"http://127.0.0.1:{_closed_port()}"
-    (tmp_path / "config.toml").write_text(f'[model]\ncache_dir = "{tmp_path / "empty-cache"}"\n')
     proc = _run(["generate", "a fox", "-q"], tmp_path, HF_ENDPOINT=endpoint, PYTHONPATH=str(ROOT))
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("imagine-bot: "), proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("imagine-bot: The SDXL-Lightning weights are not on this machine"), proc.stderr
+    assert str(tmp_path / "hf-home") in lines[0]  # the cache it looked in (HF_HOME)
+    assert "`imagine-bot download`" in lines[0] and "`make demo`" in lines[0]
     assert f"The Hub is unreachable: cannot connect to 127.0.0.1:{endpoint.rsplit(':', 1)[1]}" in lines[0]
+    assert "HF_HUB_OFFLINE" not in proc.stderr  # the user never set it
     assert "Retry" not in proc.stderr

@@ -117,6 +117,9 @@ async def test_private_grid_placeholder_buttons_and_reactions(tmp_path: Path, ti
         assert reroll_row.request["seed"] != first_row.request["seed"]
         assert reroll_row.request["prompt"] == "a red fox"
         assert variation_row.request["kind"] == "img2img"
+        done = await fake.wait_for_call("editMessageMedia", lambda c: f"job {varied}" in str(c.params),
+                                        since=mark, timeout=GEN)
+        assert f"· job {varied} · more: V1 on its images" in str(done.params)  # its buttons
 
 
 async def _is_none(value) -> bool:

@@ -26,7 +26,6 @@ log = logging.getLogger("imagine-bot")
 DEFAULT_CONFIG = Path("config.toml")
 MODEL_CHOICES = ("sdxl-lightning", "tiny")
 # Third-party deprecation noise that an operator can do nothing about (tests still see it).
-_hub_unreachable: str | None = None  # why the Hub could not be reached, for the error line
 _QUIET_MODULES = r"(discord|diffusers|transformers|huggingface_hub|torch|apscheduler|nudenet|onnxruntime)(\..*)?$"
 
 
@@ -47,8 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         return _dispatch(args)
     except ImagineError as exc:
         log.debug("details", exc_info=True)
-        why = f" (The Hub is unreachable: {_hub_unreachable}.)" if _hub_unreachable else ""
-        print(f"imagine-bot: {exc}{why}", file=sys.stderr)
+        print(f"imagine-bot: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a folder or file the operator named: say which, no traceback
         log.debug("details", exc_info=True)
@@ -87,6 +85,11 @@ def _dispatch(args: argparse.Namespace) -> int:
         else:
             print(asyncio.run(stats_command(config, args.by)))
         return 0
+    planned = None
+    if args.command == "generate":  # the prompt first: a typo must not wait for the network or the model
+        from bot.cli.generate import plan
+
+        planned = plan(config, args.prompt, args.model)
     _check_hub(config, args.model)
     if args.command == "run":
         from bot.app import run_bot
@@ -99,7 +102,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     from bot.cli.generate import generate
 
     writable(_output_folder(args.output, config.output_dir), "the output folder")
-    for path in asyncio.run(generate(config, args.prompt, args.output, args.model, quiet=args.quiet)):
+    assert planned is not None
+    for path in asyncio.run(generate(config, planned, args.output, quiet=args.quiet)):
         print(path)
     return 0
 
@@ -143,13 +147,10 @@ def _check_hub(config: object, model: str | None) -> None:
 
     reason = unreachable()
     if reason:  # cached weights still load; otherwise the loader says at once what is missing
-        global _hub_unreachable
-        _hub_unreachable = reason
-        log.debug("the Hugging Face Hub is unreachable (%s): cached weights only", reason)
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        import huggingface_hub.constants
+        from generation.model.loader import go_offline
 
-        huggingface_hub.constants.HF_HUB_OFFLINE = True  # read at import, which has happened
+        log.debug("the Hugging Face Hub is unreachable (%s): cached weights only", reason)
+        go_offline(reason)
 
 
 def _download(args: argparse.Namespace, config: object) -> int:
@@ -210,6 +211,8 @@ def _setup_logging(verbose: bool) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    # APScheduler says INFO for each job it adds and for starting: eight lines at every start
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     # huggingface_hub adds a handler AND propagates to the root: every line twice. Keep the root's.
     import huggingface_hub.utils.logging  # noqa: F401  (creates its handler now, so it can go)
 

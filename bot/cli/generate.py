@@ -3,29 +3,58 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 from bot.config import Config
 from bot.options import parse_imagine, render
 from generation.core.errors import InvalidRequest
-from generation.core.request import GenerationRequest, GenerationResult
+from generation.core.request import GenerationRequest, GenerationResult, ModelCaps
 from storage.files import png_with_metadata
 
-__all__ = ["generate", "refine_for_cli", "targets_for", "write_images"]
+if TYPE_CHECKING:
+    from generation.model.lora import LoraCatalog
+
+__all__ = ["Planned", "generate", "plan", "refine_for_cli", "targets_for", "write_images"]
+
+
+class Planned(NamedTuple):
+    """A prompt parsed and checked against the model it names, before that model loads."""
+
+    text: str
+    model: str | None
+    request: GenerationRequest
+    caps: ModelCaps
+    loras: LoraCatalog | None
+
+
+def plan(config: Config, text: str, model: str | None) -> Planned:
+    """Parse ``text`` and check it against what the model will accept (InvalidRequest if not):
+    a typo must not cost a (minutes-long) model load."""
+    from generation.model.lora import catalog_for
+    from generation.model.pipeline import expected_caps
+
+    model_config = replace(config.model, name=model) if model else config.model
+    loras = catalog_for(config.lora, model_config.name)
+    caps = expected_caps(model_config, loras.caps_entries if loras is not None else ())
+    return Planned(text, model, parse_imagine(text, caps=caps).with_seed(), caps, loras)
 
 
 async def generate(
-    config: Config, text: str, output: str | None, model: str | None, *, quiet: bool = False
+    config: Config, planned: Planned, output: str | None, *, quiet: bool = False
 ) -> list[Path]:
-    """Parse ``text``, run it through the queue with a progress bar, write PNGs; return paths."""
+    """Run a planned request through the queue with a progress bar, write PNGs; return paths."""
     from tqdm import tqdm
 
     from bot.app import engine
     from generation.scheduling.events import Cancelled, Done, Failed, Queued, Started, Step
 
-    async with engine(config, model=model) as queue:
-        caps = queue.caps
-        request = parse_imagine(text, caps=caps).with_seed()
+    request, caps = planned.request, planned.caps
+    async with engine(config, model=planned.model, loras=planned.loras) as queue:
+        if queue.caps != caps:  # a model.path folder may serve other step counts than configured
+            caps = queue.caps
+            request = parse_imagine(planned.text, caps=caps).with_seed(request.seed)
         if request.refine:
             request = await refine_for_cli(config, request)
         job = queue.submit(request)

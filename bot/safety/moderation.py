@@ -147,8 +147,12 @@ class Moderation:
 
     # -- the three service hooks -----------------------------------------------------------------
 
-    async def admit(self, who: _Who) -> None:
-        """Refuse a blocked, cooling-down or too-quick user (Restricted) before any work is done."""
+    async def admit(self, who: _Who, *, spaced: bool = True) -> None:
+        """Refuse a blocked, cooling-down or too-quick user (Restricted) before any work is done.
+
+        ``spaced=False``: no request spacing (an API key, which has its own per-key rate limit);
+        blocks and cooldowns hold all the same.
+        """
         if self.is_admin(who):
             return
         key, now = who.key, self.clock()
@@ -163,7 +167,7 @@ class Moderation:
             raise Restricted(f"You are on a cooldown after repeated blocked requests until {until:%H:%M} UTC "
                              f"(in {_minutes(wait)}). Use /appeal if this is a mistake.", "cooldown", wait)
         gap = self.settings.request_interval_s
-        if gap > 0:
+        if gap > 0 and spaced:
             last = await store.claim_request(self.db, key, now, now - timedelta(seconds=gap))
             if last is not None:
                 wait = max(0.0, gap - (now - from_text(last)).total_seconds())

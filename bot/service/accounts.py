@@ -72,13 +72,14 @@ class AccountsPart(ServiceContext):
         if waiting:
             await asyncio.wait(waiting, timeout=self.config.settle_timeout_s)
         window = quotas.window_start(self.clock(), self.config.quota_window)
+        job_ids = await jobs.ids_of(self.db, user.id)
         orphans = await privacy.forget(self.db, user.id, keep_quota_from=window)  # API keys revoked too
         for end_sessions in self.session_enders:  # web sessions, when a front end keeps any
             await end_sessions(user.id)
         removed = await asyncio.to_thread(self.store.delete, orphans)
         removed += await asyncio.to_thread(_remove_tree, self._export_dir(who))
         logger.info("forgot %s: %d job(s) cancelled, %d file(s) deleted", who.key, len(active.jobs), removed)
-        return ForgetOutcome(len(active.jobs), removed)
+        return ForgetOutcome(len(active.jobs), removed, tuple(job_ids))
 
     async def export(self, who: Who) -> Path:
         """A zip of everything stored about the caller: export.json and their images."""

@@ -2,7 +2,8 @@
 
 :class:`ServiceContext` holds the database, image store, queue, moderation and clock, the jobs
 this process follows, and the helpers that more than one part uses (user and job lookups, the
-admin check, quota status, turning stored rows into the types front ends see). The parts
+admin check, quota status, turning stored rows into the types front ends see, the inbox of
+stored platform requests: acknowledge only what is stored, answer a repeat with its job). The parts
 (:mod:`.jobs`, :mod:`.history`, :mod:`.accounts`, :mod:`.admin`) build on it and never on each
 other, so they cannot import each other in a circle.
 """
@@ -19,18 +20,20 @@ from typing import Any
 from bot.options import render
 from bot.safety import AllowAllImages, BlocklistChecker, ImageChecker, Moderation, PromptChecker, VerdictClassifier
 from bot.service.accounts_rules import QuotaStatus
-from bot.service.tickets import Delivery, NotAllowed, NotFound, StoredImage, Ticket, Via, Who
+from bot.service.tickets import AlreadyAccepted, Delivery, NotAllowed, NotFound, StoredImage, Ticket, Via, Who
 from generation.core.errors import ImagineError, InvalidRequest
 from generation.scheduling.queue import GenerationQueue
 from generation.core.request import GenerationRequest, ModelCaps
-from storage import Database, ImageStore, images, jobs, links, messages, quotas, shares, users
+from storage import Database, ImageStore, images, inbox, jobs, links, messages, quotas, shares, users
 from storage.clock import utcnow
 from storage.group import GroupWriter
+from storage.inbox import InboxItem
 from storage.records import Image, Job, User
 
-__all__ = ["ACTIVE", "ServiceContext", "ServiceSettings"]
+__all__ = ["ACTIVE", "Origin", "ServiceContext", "ServiceSettings"]
 
 ACTIVE = ("queued", "running")
+Origin = tuple[str, str]  # (platform, inbox key) of the stored request a job comes from
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ class ServiceSettings:
     variation_strength: float = 0.6
     admin_priority: bool = True  # admins' jobs use the queue's priority lane
     settle_timeout_s: float = 30.0  # how long cancel/forget wait for a job to settle
-    public_url: str = ""  # the web front end's address ([web] public_url), for links in chat replies
+    public_url: str = ""  # where the web gallery answers, for links in chat replies; "": no gallery runs
     max_keys_per_user: int = 5  # live API keys per account ([web] max_keys_per_user)
 
     def __post_init__(self) -> None:
@@ -135,17 +138,18 @@ class ServiceContext:
         own = await users.get_or_create(self.db, who.platform, who.user_id, who.display_name)
         return user if user is not None else own
 
-    async def _active_user(self, who: Who) -> User:
+    async def _active_user(self, who: Who, *, spaced: bool = True) -> User:
+        """The caller's account, unless blocked, cooling down or (``spaced``) asking too soon."""
         user = await self._user(who)
         if user.blocked:
             raise NotAllowed("You are blocked from making images on this bot.")
-        await self.moderation.admit(who)  # strike block, cooldown, request spacing (Restricted)
+        await self.moderation.admit(who, spaced=spaced)  # strike block, cooldown, request spacing (Restricted)
         # one account on several platforms: the stricter moderation state holds
         for platform, user_id, blocked in await links.identities(self.db, user.id):
             if blocked:
                 raise NotAllowed("You are blocked from making images on this bot.")
             if (platform, user_id) != (who.platform, who.user_id):
-                await self.moderation.admit(Who(platform, user_id))
+                await self.moderation.admit(Who(platform, user_id), spaced=spaced)
         return user
 
     async def _acting_on(self, who: Who, job_id: str, *, via: Via | None = None,
@@ -213,9 +217,8 @@ class ServiceContext:
         variation = self._variation_of(request)
         if variation is None:
             return self._command(request)
-        return (f"variation of image {variation['image']} of {variation['job']} "
-                f"({self._command(request)}); more: V{variation['image']} on its images, "
-                f"or {variation['command']}")
+        # how to ask for another is the front end's to say: buttons on a chat, a command on the console
+        return f"variation of image {variation['image']} of {variation['job']} ({self._command(request)})"
 
     def _stored(self, row: Image) -> StoredImage:
         return StoredImage(row.id, row.idx, row.seed, self.store.path_for(row.path).resolve(),
@@ -239,6 +242,23 @@ class ServiceContext:
             raise InvalidRequest("image_id", f"An image id is a number, not {image_id!r}.")
         return image_id
 
+    async def _find_image(self, ref: int | str) -> Image:
+        """An image by either of its names: the chat's number (``12``, as /history shows it) or
+        the API's ``<job>-<n>`` (n from 1). NotFound when there is none; InvalidRequest when
+        ``ref`` is neither form."""
+        text = str(ref).strip() if isinstance(ref, (int, str)) and not isinstance(ref, bool) else ""
+        job_id, sep, number = text.rpartition("-")
+        if text.isdecimal():
+            row = await images.get_image(self.db, int(text))
+        elif sep and job_id and number.isdecimal() and int(number) >= 1:
+            row = next((i for i in await images.images_for_job(self.db, job_id) if i.idx == int(number) - 1), None)
+        else:
+            raise InvalidRequest("image_id", f"An image is named by its number (as in /history, e.g. 12) or "
+                                             f"as JOB-N (as in the API, e.g. 99e2fee61583-1), not {ref!r}.")
+        if row is None:
+            raise NotFound(f"There is no image {text}.")
+        return row
+
     async def _settle_row(self, job_id: str, status: str, error: str = "") -> int:
         """Mark the row failed/cancelled and refund it (once), in one transaction; the images refunded."""
         _, refunded = await jobs.settle(self.db, job_id, status, error, self.clock())
@@ -261,6 +281,30 @@ class ServiceContext:
         return (f"You have {left} left of your {limit} {period}; this request needs {asked}. "
                 f"Your quota resets at {reset:%Y-%m-%d %H:%M} UTC (in {wait}).")
 
+
+    # -- the inbox: acknowledge only what is stored ------------------------------------------------
+
+    async def receive(self, platform: str, key: str | int, payload: dict[str, Any]) -> bool:
+        """Store a platform request before acknowledging it; False if it was stored before."""
+        return await inbox.receive(self.db, platform, key, payload, self.clock())
+
+    async def handled(self, platform: str, key: str | int) -> bool:
+        """Close a stored request whose outcome was not a job (a refusal sent, a button done)."""
+        return await inbox.mark_handled(self.db, platform, key, self.clock())
+
+    async def unhandled(self, platform: str) -> list[InboxItem]:
+        """Requests stored but not handled before a crash, oldest first, to process again."""
+        return await inbox.unhandled(self.db, platform)
+
+    async def accepted(self, platform: str, key: str | int) -> str | None:
+        """The job accepted for the stored platform request (``origin``), if one was."""
+        found = await jobs.find_by_origin(self.db, f"{platform}:{key}")
+        return found.id if found is not None else None
+
+    async def _raise_if_accepted(self, origin: Origin | None) -> None:
+        """A repeated request is answered with its job before any limit or check."""
+        if origin is not None and (job_id := await self.accepted(*origin)) is not None:
+            raise AlreadyAccepted(job_id)
 
 def _duration(seconds: float) -> str:
     minutes = max(1, int(seconds + 59) // 60)

@@ -2,7 +2,8 @@
 
 Images are named by ``<job id>-<n>`` (n from 1) outside the chat platforms: job ids are random,
 so references cannot be guessed, and a reference to someone else's image that is not shared
-is :class:`NotFound`, like one that does not exist. Nothing is public unless shared; its owner
+is :class:`NotFound`, like one that does not exist. The chats' name, the image's number, is
+taken too, under the same rules (:meth:`GalleryPart.ref_of` turns it into the reference). Nothing is public unless shared; its owner
 or an admin can unshare it.
 """
 
@@ -20,7 +21,7 @@ from PIL import Image as PILImage
 
 from bot.service.context import ServiceContext
 from bot.service.tickets import NotAllowed, NotFound, StoredImage, Who
-from generation.core.errors import ImagineError
+from generation.core.errors import ImagineError, InvalidRequest
 from generation.core.request import GenerationRequest
 from storage import images, jobs, shares, users
 from storage.files import public_png
@@ -51,6 +52,8 @@ class JobView:
     position: int = 0
     eta: float = 0.0
     error: str | None = None
+    started_at: str | None = None  # when it went onto the GPU (None: it never did)
+    finished_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ class GalleryPart(ServiceContext):
         found = await images.images_for_job(self.db, row.id)
         return JobView(row.id, row.status, self._text(row.request), dict(row.request), row.created_at,
                        tuple(self._stored(i) for i in found), ticket.position if ticket else 0,
-                       ticket.eta if ticket else 0.0, row.error)
+                       ticket.eta if ticket else 0.0, row.error, row.started_at, row.finished_at)
 
     async def image_by_ref(self, who: Who | None, ref: str) -> tuple[StoredImage, str | None]:
         """(image, share id or None) of a reference the caller owns, or of a shared image."""
@@ -103,6 +106,15 @@ class GalleryPart(ServiceContext):
         if share_id is None and not await self._is_owner(who, owner):
             raise NotFound(f"There is no image {ref}.")
         return self._stored(image), share_id
+
+    async def ref_of(self, who: Who, ref: str) -> str:
+        """``<job>-<n>`` of an image named either way, when the caller owns it, it is shared, or
+        the caller is an admin (NotFound otherwise: numbers must not reveal others' references)."""
+        image, owner = await self._image(ref)
+        if not (self.is_admin(who) or await self._is_owner(who, owner)
+                or await shares.for_image(self.db, image.id) is not None):
+            raise NotFound(f"There is no image {ref}.")
+        return image_ref(image.job_id, image.idx)
 
     async def rate_ref(self, who: Who, ref: str, stars: int | str) -> int:
         """Rate an image by reference (yours, or a shared one); its image id."""
@@ -172,14 +184,15 @@ class GalleryPart(ServiceContext):
         return row
 
     async def _image(self, ref: str) -> tuple[Image, int]:
-        job_id, sep, number = ref.rpartition("-")
-        if not sep or not number.isdecimal() or not job_id:
+        """The image named ``ref`` (``<job>-<n>`` or the chat's number) and its owner's user id."""
+        try:
+            image = await self._find_image(ref)
+        except InvalidRequest:
+            raise NotFound(f"There is no image {ref}.") from None
+        row = await jobs.get(self.db, image.job_id)
+        if row is None:
             raise NotFound(f"There is no image {ref}.")
-        row = await jobs.get(self.db, job_id)
-        found = [i for i in await images.images_for_job(self.db, job_id) if i.idx == int(number) - 1]
-        if row is None or not found:
-            raise NotFound(f"There is no image {ref}.")
-        return found[0], row.user_id
+        return image, row.user_id
 
     async def _is_owner(self, who: Who | None, owner_id: int) -> bool:
         if who is None:

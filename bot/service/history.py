@@ -44,10 +44,11 @@ class HistoryPart(ServiceContext):
                                         job.request.get("original_prompt")))
         return HistoryView(tuple(entries), page, per_page, found.total)
 
-    async def rate(self, who: Who, image_id: int, stars: int | str, source: str = "button", *,
+    async def rate(self, who: Who, image_id: int | str, stars: int | str, source: str = "button", *,
                    via: Via | None = None) -> Rating:
-        """Set the caller's 1-5 star rating of an image: their own, a shared one, or one shown on
-        the message they clicked (``via``); another's private image is NotFound."""
+        """Set the caller's 1-5 star rating of an image (its number, or ``<job>-<n>``): their own,
+        a shared one, or one shown on the message they clicked (``via``); another's private
+        image is NotFound."""
         if source not in RATING_SOURCES:
             raise ValueError(f"`source` must be one of {', '.join(RATING_SOURCES)}, not {source!r}")
         value = stars
@@ -55,7 +56,10 @@ class HistoryPart(ServiceContext):
             value = int(value.strip())
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 5:
             raise InvalidRequest("stars", f"A rating is a whole number of stars from 1 to 5, not {stars!r}.")
-        image = await images.get_image(self.db, self._image_id(image_id))
+        try:
+            image = await self._find_image(image_id)
+        except NotFound:
+            image = None
         if image is None or not await self._may_see_image(who, image, via=via):
             raise NotFound(f"There is no image {image_id} that you can rate: rate your own images, "
                            "shared ones, or with the buttons under a result you can see.")

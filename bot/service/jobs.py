@@ -26,7 +26,7 @@ from typing import Any
 
 from bot.options import parse_imagine
 from bot.service import accounts_rules
-from bot.service.context import ACTIVE, ServiceContext
+from bot.service.context import ACTIVE, Origin, ServiceContext
 from bot.service.refining import refine_request
 from bot.service.scoring import drain as drain_scoring
 from bot.service.scoring import score_later
@@ -58,8 +58,6 @@ from storage.records import Image, User
 from storage.records import Job as JobRow
 
 __all__ = ["JobsPart", "Origin"]
-
-Origin = tuple[str, str]  # (platform, inbox key) of the stored request a job comes from
 
 logger = logging.getLogger(__name__)
 
@@ -96,15 +94,16 @@ class JobsPart(ServiceContext):
         await self.writes.flush()
 
     async def imagine(self, who: Who, text: str, *, target: dict[str, Any] | None = None,
-                      origin: Origin | None = None, **options: Any) -> Ticket:
+                      origin: Origin | None = None, spaced: bool = True, **options: Any) -> Ticket:
         """Accept ``/imagine text`` (plus typed options): charged, stored, queued; or raise.
 
         ``origin`` (platform, inbox key) ties the job to the stored platform request: the job
         row and "handled" commit together, and a second call for the same origin raises
-        :class:`AlreadyAccepted` instead of making (and charging) a second job.
+        :class:`AlreadyAccepted` (before any limit) instead of making (and charging) a second job.
+        ``spaced=False``: the chats' request spacing does not apply (API keys: their own rate limit).
         """
-        user = await self._active_user(who)
-        await self._not_accepted_yet(origin)  # a replayed request: nothing runs again, refinement included
+        await self._raise_if_accepted(origin)  # a replayed request: nothing runs again, refinement included
+        user = await self._active_user(who, spaced=spaced)
         request = parse_imagine(
             text, caps=self.caps, defaults=accounts_rules.defaults_from(user.settings, refine=self.refiner is not None),
             user_id=who.user_id, platform=who.platform, **options,
@@ -123,6 +122,7 @@ class JobsPart(ServiceContext):
 
         ``who`` owns the job, is an admin, or clicked ``via`` one of its recorded messages.
         """
+        await self._raise_if_accepted(origin)
         user = await self._active_user(who)
         source = await self._acting_on(who, job_id, via=via)
         base = self._request_from(source.request)
@@ -137,6 +137,7 @@ class JobsPart(ServiceContext):
                         via: Via | None = None) -> Ticket:
         """Variations of image ``index`` (0-based) of job ``job_id`` (img2img), charged to ``who``
         (its owner, an admin, or someone who clicked ``via`` a message showing it)."""
+        await self._raise_if_accepted(origin)
         user = await self._active_user(who)
         source = await self._acting_on(who, job_id, via=via, index=index)
         found = [i for i in await images.images_for_job(self.db, job_id) if i.idx == index]
@@ -158,8 +159,7 @@ class JobsPart(ServiceContext):
     async def _submit(self, who: Who, user: User, request: GenerationRequest, *,
                       target: dict[str, Any] | None, dedupe: bool, origin: Origin | None = None) -> Ticket:
         """Check, charge, store and enqueue ``request``."""
-        origin_key = _origin_key(origin)
-        await self._not_accepted_yet(origin)
+        origin_key = _origin_key(origin)  # a known one was answered before this (_raise_if_accepted)
         # 1. Prompt safety: nothing is charged or written for a refused prompt
         await self.moderation.check_prompt(who, request.prompt, request.negative_prompt, target)
         request = request.with_seed()
@@ -258,7 +258,8 @@ class JobsPart(ServiceContext):
 
     def _follow(self, job_id: str, request: GenerationRequest, qjob: QueueJob,
                 target: dict[str, Any]) -> Ticket:
-        ticket = Ticket(job_id, request, target=target, position=qjob.position, eta=qjob.eta)
+        ticket = Ticket(job_id, request, target=target, position=qjob.position, eta=qjob.eta,
+                        eta_measured=self.queue.eta_measured)
         self._tickets[job_id] = ticket
         self._tasks[job_id] = asyncio.create_task(self._consume(ticket, qjob), name=f"job-{job_id}")
         return ticket

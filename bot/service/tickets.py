@@ -146,14 +146,15 @@ class Ticket:
     """An accepted job as a front end follows it: place in line, progress, delivery."""
 
     def __init__(self, job_id: str, request: GenerationRequest, *, target: dict[str, Any] | None = None,
-                 position: int = 0, eta: float = 0.0) -> None:
+                 position: int = 0, eta: float = 0.0, eta_measured: bool = True) -> None:
         self.job_id = job_id
         self.request = request
         self.target = dict(target or {})
         self.position = position
         self.eta = eta
+        self.eta_measured = eta_measured  # False: ``eta`` is a guess (no batch timed yet)
         self.notes: tuple[str, ...] = ()  # what to tell the user besides progress (e.g. the refined prompt)
-        self._last: Update = Queued(position, eta)
+        self._last: Update = Queued(position, eta, eta_measured)
         self._inboxes: list[asyncio.Queue[Update]] = []
         self._settled = asyncio.Event()
         self._delivery: Delivery | None = None
@@ -207,7 +208,7 @@ class Ticket:
         if self._last.final:
             return
         if isinstance(update, Queued):
-            self.position, self.eta = update.position, update.eta
+            self.position, self.eta, self.eta_measured = update.position, update.eta, update.measured
         self._send(update)
 
     def settle(self, update: Finished | Failed | Cancelled) -> None:
@@ -305,6 +306,7 @@ class ForgetOutcome:
 
     jobs_cancelled: int
     files_deleted: int
+    job_ids: tuple[str, ...] = ()  # the jobs deleted: a front end removes what it wrote of them
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,7 @@ class CommandHandlers:
             outcome = await self.service.forget(who_of(interaction.user))
             await interaction.edit_original_response(
                 content=("Forgotten: your history, ratings, settings and images are deleted "
-                         f"{forgotten_counts(outcome)}."), view=None)
+                         f"{forgotten_counts(outcome)}"), view=None)
 
         await self.guard(interaction, answer)
 

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord.ext import commands
 
-from bot.frontends.common import Coalescer, clip, meter, new_reference, render_grid
+from bot.frontends.common import Coalescer, clip, eta_phrase, meter, new_reference, render_grid, variation_hint
 from bot.frontends.discord.messages import DM_LIMIT, DMS_CLOSED, MENTIONS, PLATFORM, RATE_HINT, file_of
 from bot.frontends.discord.settings import DiscordSettings
 from bot.frontends.discord.views import result_view
@@ -89,7 +89,7 @@ class Reply:
 def progress_text(label: str, update: Queued | Running) -> str:
     """The deferred response while a job waits or runs."""
     if isinstance(update, Queued):
-        eta = f", about {update.eta:.0f} s" if update.eta > 0 else ""
+        eta = f", {eta_phrase(update.eta, update.measured)}" if update.eta > 0 or not update.measured else ""
         return f"⏳ {label} — queued, position {update.position}{eta}"
     filled = round(10 * update.step / update.steps) if update.steps else 0
     return f"🎨 {label} — generating {meter(filled, 10)} {update.step}/{update.steps}"
@@ -173,7 +173,7 @@ class Delivering:
         """Send the result (interaction edit, channel message or DM), record it, mark delivered."""
         spoiler = any(image.spoiler for image in delivery.images)
         note = " (made earlier: no quota used)" if delivery.cached else ""
-        content = f"**{clip(delivery.text, 1500)}** — <@{reply.user_id}>{note}\n{RATE_HINT}"
+        content = f"**{clip(delivery.text, 1500)}** — <@{reply.user_id}>{note}{variation_hint(delivery)}\n{RATE_HINT}"
         view = result_view(delivery)
         nonce = f"imagine:{delivery.job_id}"  # Discord returns the first message for a repeated nonce
         message: discord.Message | None = None

@@ -58,6 +58,10 @@ class _Bot(commands.Bot):
         intents.guilds = True
         intents.guild_reactions = True
         intents.dm_reactions = True
+        # The bot never joins voice: discord.py's "PyNaCl/davey is not installed" warnings are noise.
+        for flag in ("warn_nacl", "warn_dave"):
+            if hasattr(discord.VoiceClient, flag):
+                setattr(discord.VoiceClient, flag, False)
         super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None,
                          guild_ready_timeout=settings.guild_ready_timeout,
                          allowed_contexts=app_commands.AppCommandContext(guild=True, dm_channel=True,

@@ -24,6 +24,7 @@ from bot.frontends.common import (
     APIKEY_PRIVATE,
     UNLINKED,
     api_key_text,
+    canonical_ref,
     image_ref,
     link_code_text,
     linked_text,
@@ -70,9 +71,11 @@ class AccountHandlers:
         ref = image_ref(command_text(message.text).split())
         if ref is None:
             await message.reply_text(f"Usage: /{name} JOB N (N is the image number, from 1; "
-                                     "JOB is the request id in the result's caption or /history).")
+                                     "JOB is the request id in the result's caption or /history), "
+                                     f"or /{name} JOB-N as the API names it.")
             return
         text = await share_image(self.service, who_of(user), ref, share)
+        ref = await canonical_ref(self.service, who_of(user), ref)  # an image's number: its JOB-N
         job, _, number = ref.rpartition("-")
         await message.reply_text(text, reply_markup=share_keyboard(job, int(number)) if share else None)
 

@@ -134,7 +134,7 @@ class ButtonHandlers:
                 await query.answer("Forgotten.")
                 await message.edit_text(
                     "🗑 Forgotten: your history, ratings, settings and images are deleted "
-                    f"{forgotten_counts(outcome)}.")
+                    f"{forgotten_counts(outcome)}")
             else:
                 await query.answer()
                 await message.edit_text("Nothing was deleted.")

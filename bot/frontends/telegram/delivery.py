@@ -167,8 +167,9 @@ class Delivering:
     async def _follow(self, ticket: Ticket, target: dict[str, Any]) -> None:
         """Send the placeholder, record it, watch the ticket in the background."""
         last = ticket.last
-        first = status_text(last if isinstance(last, (Queued, Running)) else Queued(ticket.position, ticket.eta),
-                            ticket.request.prompt)
+        shown = last if isinstance(last, (Queued, Running)) else Queued(ticket.position, ticket.eta,
+                                                                         ticket.eta_measured)
+        first = status_text(shown, ticket.request.prompt)
         markup = None if ticket.cached else cancel_keyboard(ticket.job_id)
         status = None
         try:

@@ -22,7 +22,8 @@ from bot.safety import BlockedPrompt, Restricted
 from bot.service import ImagineService, NotAllowed, NotFound, QuotaExceeded, Who
 from generation.core.errors import ImagineError, InvalidRequest, QueueFull
 
-__all__ = ["AuthThrottle", "Caller", "RateLimiter", "caller", "client_address", "error_response"]
+__all__ = ["AuthThrottle", "Caller", "RateLimiter", "caller", "client_address", "error_response", "key_holder",
+           "rate_limit"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +94,14 @@ def client_address(request: Request) -> str:
 
 async def caller(request: Request) -> Caller:
     """FastAPI dependency: the caller of an API route (401 / 429 otherwise)."""
+    found = await key_holder(request)
+    rate_limit(request, found)
+    return found
+
+
+async def key_holder(request: Request) -> Caller:
+    """FastAPI dependency: the caller, not yet rate limited (401 without a valid key); a route
+    that answers repeats (an Idempotency-Key) calls :func:`rate_limit` after that answer."""
     address = client_address(request)
     throttle: AuthThrottle = request.app.state.auth_throttle
     wait = throttle.wait(address)
@@ -110,11 +119,15 @@ async def caller(request: Request) -> Caller:
                             headers={"WWW-Authenticate": "Bearer"})
     throttle.succeeded(address)
     who, key_id = found
-    wait = request.app.state.limiter.take(key_id)
+    return Caller(who, key_id)
+
+
+def rate_limit(request: Request, found: Caller) -> None:
+    """Spend one of the key's requests; 429 with Retry-After when it has none left."""
+    wait = request.app.state.limiter.take(found.key_id)
     if wait > 0:
         raise HTTPException(429, "Too many requests with this key; slow down.",
                             headers={"Retry-After": str(math.ceil(wait))})
-    return Caller(who, key_id)
 
 
 def error_response(err: Exception) -> JSONResponse:

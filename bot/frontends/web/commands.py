@@ -15,11 +15,12 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.frontends.web.access import Caller, caller
+from bot.frontends.web.access import Caller, caller, key_holder, rate_limit
 from bot.frontends.web.formats import MEDIA_TYPES, convert
 from bot.frontends.web.views import image_json, job_json, update_event
-from bot.service import AlreadyAccepted, Cancelled, Finished, ImagineService, Queued, Running, Ticket, Update
+from bot.service import AlreadyAccepted, Cancelled, Finished, ImagineService, JobView, Queued, Running, Ticket, Update
 from generation.core.errors import ImagineError
+from generation.core.request import denoising_steps
 
 __all__ = ["ImageRequest", "router"]
 
@@ -53,6 +54,7 @@ class Accepted(BaseModel):
     job_id: str
     position: int
     eta_s: float
+    eta_measured: bool = Field(True, description="false: no batch was timed on this bot yet, so eta_s is a rough guess")
     status_url: str
     notes: list[str] = Field(default_factory=list, description="e.g. the refined prompt, or why it was not used")
 
@@ -62,20 +64,30 @@ def _service(request: Request) -> ImagineService:
 
 
 @router.post("/images", status_code=202, response_model=Accepted)
-async def create_images(body: ImageRequest, request: Request, response: Response, auth: Auth,
+async def create_images(body: ImageRequest, request: Request, response: Response,
+                        auth: Annotated[Caller, Depends(key_holder)],
                         idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> Accepted:
-    """Queue images; 202 once the job is stored (quota charged), with its place in line."""
+    """Queue images; 202 once the job is stored (quota charged), with its place in line.
+
+    A repeat with a known ``Idempotency-Key`` gets its job before any limit is counted. API
+    keys have the per-key rate limit ([web] rate_limit), not the chats' request spacing.
+    """
     service = _service(request)
     options = body.model_dump(exclude={"prompt"}, exclude_none=True)
     origin = None
     if idempotency_key:
         origin = ("web", f"{auth.key_id}:{idempotency_key}")
+        known = await service.accepted(*origin)
+        if known is not None:
+            return _accepted_before(service, known, response)
+    rate_limit(request, auth)
+    if origin is not None:
         await service.receive(*origin, {"prompt": body.prompt, **options})
     try:
-        ticket = await service.imagine(auth.who, body.prompt, target={"web": True}, origin=origin, **options)
-    except AlreadyAccepted as again:
-        response.headers["Location"] = f"/v1/jobs/{again.job_id}"
-        return Accepted(job_id=again.job_id, position=0, eta_s=0.0, status_url=f"/v1/jobs/{again.job_id}")
+        ticket = await service.imagine(auth.who, body.prompt, target={"web": True}, origin=origin, spaced=False,
+                                       **options)
+    except AlreadyAccepted as again:  # a repeat that arrived while the first was being accepted
+        return _accepted_before(service, again.job_id, response)
     except ImagineError:
         if origin is not None:
             await service.handled(*origin)  # a refusal is an answer: do not process it again
@@ -83,7 +95,16 @@ async def create_images(body: ImageRequest, request: Request, response: Response
     request.app.state.front.follow(ticket)
     response.headers["Location"] = f"/v1/jobs/{ticket.job_id}"
     return Accepted(job_id=ticket.job_id, position=ticket.position, eta_s=round(ticket.eta, 2),
-                    status_url=f"/v1/jobs/{ticket.job_id}", notes=list(ticket.notes))
+                    eta_measured=ticket.eta_measured, status_url=f"/v1/jobs/{ticket.job_id}",
+                    notes=list(ticket.notes))
+
+
+def _accepted_before(service: ImagineService, job_id: str, response: Response) -> Accepted:
+    """The answer to a repeated request: its job, where it is now in line."""
+    ticket = service.ticket(job_id)
+    response.headers["Location"] = f"/v1/jobs/{job_id}"
+    return Accepted(job_id=job_id, position=ticket.position if ticket else 0,
+                    eta_s=round(ticket.eta, 2) if ticket else 0.0, status_url=f"/v1/jobs/{job_id}")
 
 
 @router.get("/jobs/{job_id}")
@@ -101,8 +122,12 @@ async def job_events(job_id: str, request: Request, auth: Auth) -> StreamingResp
     ticket: Ticket | None = service.ticket(job_id)
 
     async def stream() -> AsyncIterator[str]:
-        if ticket is None:  # not running in this process: its stored state is final (or waits)
-            yield update_event(1, "status", job_json(view))
+        if ticket is None or ticket.done:
+            # finished: its recorded history, as the live stream sent it (marked "replayed");
+            # waiting in storage for a restart: its one stored status
+            replayed = _replayed(view) if view.status in FINAL else [("status", job_json(view))]
+            for number, (name, data) in enumerate(replayed, start=1):
+                yield update_event(number, name, data)
             return
         number = 0
         async for update in ticket.updates():
@@ -113,9 +138,34 @@ async def job_events(job_id: str, request: Request, auth: Auth) -> StreamingResp
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
+FINAL = ("done", "delivered", "failed", "cancelled")
+
+
+def _replayed(view: JobView) -> list[tuple[str, dict[str, Any]]]:
+    """A finished job's events from what was recorded: queued, running (if it ran), then how it
+    ended; each with ``at`` (when, UTC) and ``replayed: true``."""
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("queued", {"position": 0, "eta_s": 0.0, "at": view.created_at, "replayed": True})]
+    done = view.status in ("done", "delivered")
+    if view.started_at:
+        img2img = view.request.get("kind") == "img2img"  # txt2img ignores its strength
+        steps = denoising_steps(int(view.request.get("steps", 0)), view.request.get("strength") if img2img else None)
+        events.append(("running", {"step": steps if done else 0, "steps": steps, "at": view.started_at,
+                                   "replayed": True}))
+    end = {"at": view.finished_at, "replayed": True}
+    if done:
+        events.append(("done", {"images": [image_json(view.job_id, i) for i in view.images], **end}))
+    elif view.status == "failed":
+        events.append(("failed", {"message": view.error or "The request failed.", **end}))
+    else:
+        events.append(("cancelled", {"message": Cancelled().message, **end}))
+    return events
+
+
 def _event(update: Update) -> tuple[str, dict[str, Any]]:
     if isinstance(update, Queued):
-        return "queued", {"position": update.position, "eta_s": round(update.eta, 2)}
+        return "queued", {"position": update.position, "eta_s": round(update.eta, 2),
+                          "eta_measured": update.measured}
     if isinstance(update, Running):
         return "running", {"step": update.step, "steps": update.steps}
     if isinstance(update, Finished):
@@ -158,7 +208,7 @@ async def rate_image(ref: str, body: Rating, request: Request, auth: Auth) -> di
 async def share_image(ref: str, request: Request, auth: Auth) -> dict[str, Any]:
     """Put one of your images in the public gallery."""
     share_id = await _service(request).share(auth.who, ref)
-    base = request.app.state.settings.public_url
+    base = request.app.state.settings.public_url or str(request.base_url).rstrip("/")
     return {"image": ref, "share_id": share_id, "url": f"{base}/i/{share_id}"}
 
 

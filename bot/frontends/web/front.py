@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Iterator
 
 import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bot.frontends.web.access import AuthThrottle, RateLimiter, error_response
 from bot.frontends.web.commands import router
 from bot.frontends.web.moderation import moderation_router
 from bot.frontends.web.ops import ops_router
 from bot.frontends.web.settings import WebSettings
-from bot.frontends.web.views import HERE, gallery_router
+from bot.frontends.web.views import HERE, error_page, gallery_router, is_page
 from bot.service import Cancelled, Failed, Finished, ImagineService, Recovered, Ticket
 from generation.core.errors import ImagineError
 
@@ -50,13 +53,33 @@ def create_app(service: ImagineService, settings: WebSettings, front: WebFrontEn
         app.include_router(gallery_router)
         app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
+    def answer(request: Request, response: Response) -> Response:
+        """The JSON error for the API, the same error as an HTML page for the gallery's pages."""
+        if not (settings.gallery and is_page(request)):
+            return response
+        detail = json.loads(bytes(response.body)).get("detail", "")
+        if isinstance(detail, list):  # a bad query value, as FastAPI lists them
+            detail = "Check the address: " + "; ".join(
+                f"{'.'.join(str(p) for p in d.get('loc', [])[1:]) or 'it'}: {d.get('msg', 'not valid')}"
+                for d in detail) + "."
+        keep = {k: v for k, v in response.headers.items() if k.lower() in ("retry-after", "www-authenticate")}
+        return error_page(request, response.status_code, str(detail), keep)
+
     @app.exception_handler(ImagineError)
-    async def _user_error(request: Request, err: ImagineError) -> JSONResponse:
-        return error_response(err)
+    async def _user_error(request: Request, err: ImagineError) -> Response:
+        return answer(request, error_response(err))
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_input(request: Request, err: RequestValidationError) -> Response:
+        return answer(request, await request_validation_exception_handler(request, err))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, err: StarletteHTTPException) -> Response:
+        return answer(request, await http_exception_handler(request, err))
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, err: Exception) -> JSONResponse:
-        return error_response(err)  # logged with a reference; the caller gets only the reference
+    async def _unexpected(request: Request, err: Exception) -> Response:
+        return answer(request, error_response(err))  # logged with a reference; the caller gets only that
 
     return app
 

@@ -20,7 +20,7 @@ from bot.frontends.web.access import client_address
 from bot.frontends.web.formats import thumbnail
 from bot.service import ImagineService, JobView, SharedImage, StoredImage, image_ref
 
-__all__ = ["gallery_router", "image_json", "job_json", "update_event"]
+__all__ = ["error_page", "gallery_router", "image_json", "is_page", "job_json", "update_event"]
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -38,8 +38,8 @@ PER_PAGE = 24
 
 def image_json(job_id: str, image: StoredImage) -> dict[str, Any]:
     ref = image_ref(job_id, image.index)
-    return {"id": ref, "url": f"/v1/images/{ref}", "seed": image.seed, "width": image.width,
-            "height": image.height}
+    return {"id": ref, "image_id": image.image_id, "url": f"/v1/images/{ref}", "seed": image.seed,
+            "width": image.width, "height": image.height}  # the chats name it by image_id
 
 
 def job_json(view: JobView) -> dict[str, Any]:
@@ -52,6 +52,26 @@ def job_json(view: JobView) -> dict[str, Any]:
 def update_event(number: int, name: str, data: dict[str, Any]) -> str:
     """One Server-Sent Events frame."""
     return f"id: {number}\nevent: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+_TITLES = {400: "That did not work", 403: "Not allowed", 404: "Not found", 422: "That address is not right",
+           429: "Too many requests", 500: "Something went wrong", 503: "Not available right now"}
+
+
+def is_page(request: Request) -> bool:
+    """A request for a gallery page (or a browser's, outside the API): errors answer as HTML."""
+    path = request.url.path
+    if path == "/" or path.startswith("/i/"):
+        return True
+    api = path.startswith(("/v1/", "/healthz", "/metrics", "/docs", "/openapi", "/static/"))
+    return not api and "text/html" in request.headers.get("accept", "")
+
+
+def error_page(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> HTMLResponse:
+    """An error as an HTML page of the gallery, with its HTTP status."""
+    title = _TITLES.get(status, "That did not work" if status < 500 else "Something went wrong")
+    return templates.TemplateResponse(request, "error.html", {"title": title, "message": message},
+                                      status_code=status, headers=headers)
 
 
 def _alt(item: SharedImage) -> str:
