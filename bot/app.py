@@ -141,6 +141,7 @@ async def run_bot(
         data_dir=config.storage.data_dir,
         default_model=model or config.model.name,
         public_url=gallery_url(config),
+        max_keys_per_user=config.web.max_keys_per_user if config.web is not None else 5,
     )
     maintenance_settings = config.maintenance
     if maintenance_settings.backup_dir is None:

@@ -23,7 +23,8 @@ async def record_seen(
         " RETURNING *",
         (model_id, checkpoint_hash, moment, moment),
     )
-    assert row is not None
+    if row is None:
+        raise LookupError("the written row was not returned")
     return ModelVersion.from_row(row)
 
 

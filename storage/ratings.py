@@ -34,7 +34,8 @@ async def upsert(
         " RETURNING *",
         (image_id, user_id, stars, source, comment, to_text(now)),
     )
-    assert row is not None
+    if row is None:
+        raise LookupError("the written row was not returned")
     return Rating.from_row(row)
 
 
@@ -72,5 +73,6 @@ async def average(db: Executor, image_id: int) -> tuple[float | None, int]:
     row = await db.fetchone(
         "SELECT avg(stars) AS mean, count(*) AS n FROM ratings WHERE image_id = ?", (image_id,)
     )
-    assert row is not None
+    if row is None:
+        raise LookupError("the written row was not returned")
     return row["mean"], row["n"]

@@ -91,7 +91,7 @@ async def test_help_cancel_reroll_forget_export(tmp_path: Path) -> None:
         text = await _run(env, [f"/reroll {job_id}", "/reroll", "/variation nope 1", "/export"], out_dir)
         assert re.search(r"^\w+: done — a fox --ar 1:1 --seed \d+$", text, re.M)
         assert "Usage: /reroll JOB" in text
-        assert "There is no request nope." in text
+        assert "There is no request nope that you can use." in text
         export = Path(re.search(r"Your data: (\S+)", text).group(1))
         copies = sorted(p.name for p in out_dir.iterdir() if p.name != "mine.png")
         assert len(copies) == 2 and f"{job_id}-1.png" in copies  # the fox and its reroll

@@ -133,13 +133,13 @@ async def test_share_buttons_on_both_platforms(tmp_path: Path, tiny: Any) -> Non
         data = await dc_answer(dc, dc.slash("share", {"job": dc_job, "image": 1}))
         assert f"{PUBLIC}/i/" in data["content"]
         data = await dc_answer(dc, dc.slash("unshare", {"job": dc_job}, stranger))
-        assert "or an admin" in data["content"]
+        assert "or an admin" in data["content"]  # shared: in plain sight, so say who may
         data = await dc_answer(dc, dc.slash("share", {"job": "nosuchjob", "image": 1}))
         assert data["content"] == "There is no image nosuchjob-1."
         # the image by its other names: JOB-N as the API writes it, or its number as /history shows it
         data = await dc_answer(dc, dc.slash("unshare", {"job": f"{dc_job}-1"}))
         assert data["content"] == f"{dc_job}-1 is no longer in the gallery."
-        number = (await env.service.job_delivery(dc_job)).images[0].image_id
+        number = (await env.service.job_delivery(Who("discord", str(dc.user["id"])), dc_job)).images[0].image_id
         data = await dc_answer(dc, dc.slash("share", {"job": str(number)}))
         assert data["content"].startswith(f"🌐 Shared {dc_job}-1 in the gallery: {PUBLIC}/i/")
         assert [c["custom_id"] for c in data["components"][0]["components"]] == [f"imagine:unshare:{dc_job}:0"]

@@ -29,7 +29,7 @@ async def test_a_telegram_code_entered_on_discord_merges_quota_history_and_keys(
         bob_job = await _make(env, BOB, "bob's owl")
         await svc.settings(ADA, aspect="16:9")
         bob_key, _ = await svc.create_api_key(BOB)
-        delivery = await svc.job_delivery(bob_job)
+        delivery = await svc.job_delivery(BOB, bob_job)
         await svc.rate(BOB, delivery.images[0].image_id, 5)
 
         code = await svc.link_code(ADA)  # on Telegram

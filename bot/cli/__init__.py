@@ -102,7 +102,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     from bot.cli.generate import generate
 
     writable(_output_folder(args.output, config.output_dir), "the output folder")
-    assert planned is not None
+    if planned is None:  # pragma: no cover - only "generate" gets here, and it planned above
+        raise RuntimeError(f"nothing planned for the command {args.command!r}")
     for path in asyncio.run(generate(config, planned, args.output, quiet=args.quiet)):
         print(path)
     return 0

@@ -31,8 +31,8 @@ from typing import Any
 
 from PIL import Image
 
-from bot.service import FORGET_KEEPS, NotAllowed, NotFound, StoredImage, Who
-from generation.core.errors import ImagineError
+from bot.service import FORGET_KEEPS, NotAllowed, NotFound, StoredImage, Via, Who
+from generation.core.errors import ImagineError, InvalidRequest
 from storage.files import fit_under
 
 __all__ = [
@@ -195,11 +195,12 @@ def shared_text(public_url: str, ref: str, share_id: str) -> str:
     return f"🌐 Shared {ref} in the gallery: {public_url}/i/{share_id}"
 
 
-async def share_image(service: Any, who: Who, ref: str, share: bool) -> str:
+async def share_image(service: Any, who: Who, ref: str, share: bool, via: Via | None = None) -> str:
     """Share (or unshare) image ``ref`` for ``who``: the answer to show, or an ImagineError saying why not.
 
     The service answers "no such image" for someone else's image (the web must not tell which
-    exist); in a chat the image is in plain sight, so say who may do it instead.
+    exist); in a chat the image is in plain sight (a button ``via`` a message showing it), so say
+    who may do it instead.
     """
     try:
         ref = await canonical_ref(service, who, ref)
@@ -209,10 +210,17 @@ async def share_image(service: Any, who: Who, ref: str, share: bool) -> str:
     except NotFound:
         job, _, number = ref.rpartition("-")
         try:
-            shown = (await service.job_delivery(job)).images if job else ()
+            shown = (await service.job_delivery(who, job, via=via)).images if job else ()
         except ImagineError:
             shown = ()
-        if any(i.index == int(number) - 1 for i in shown):
+        visible = any(i.index == int(number) - 1 for i in shown)
+        if not visible and job:  # a publicly shared image is in plain sight too
+            try:
+                await service.ref_of(who, ref)
+                visible = True
+            except ImagineError:
+                pass
+        if visible:
             raise NotAllowed(NOT_YOURS[share]) from None
         raise
     return f"{ref} is no longer in the gallery." if done else f"{ref} was not in the gallery."
@@ -254,7 +262,8 @@ async def api_key_text(service: Any, who: Who, action: str, key_id: int | None =
     if action == "list":
         return keys_text(await service.api_keys(who))
     if action == "revoke":
-        assert key_id is not None, "revoke needs the key id"
+        if key_id is None:
+            raise InvalidRequest("key_id", "Say which key to revoke: /apikey revoke ID (the ids are in /apikey list).")
         await service.revoke_api_key(who, key_id)
         return f"Revoked API key {key_id}."
     key, row = await service.create_api_key(who)

@@ -3,7 +3,8 @@
 The service is split by responsibility; :class:`ImagineService` is the facade that front ends use::
 
     context.py         ServiceContext: resources, settings, shared lookups (every part builds on it)
-    jobs.py            imagine, reroll, variation, following jobs, delivery bookkeeping, cancel, recover
+    jobs.py            imagine, reroll, variation, following jobs, cancel, recover
+    outcomes.py        delivery bookkeeping: delivered, told (a failure shown once)
     inbox.py           platform requests stored before they are acknowledged, found again after a crash
     history.py         history pages, ratings, messages that show a job
     accounts.py        quota status, settings, DM state, forget, export
@@ -30,6 +31,13 @@ Errors shown to users as they are (all :class:`~generation.core.errors.ImagineEr
     ├── QuotaExceeded          no images left in this window; says how many and when it resets
     ├── NotAllowed             blocked user, non-admin calling an admin command, too late to cancel
     └── NotFound               no such job or image (or not yours)
+
+Authority (:meth:`~bot.service.context.ServiceContext._acting_on`): an action that names a job or
+image is allowed to its owner, an admin, anyone through a public share id (view, rate, "use
+this prompt"), and anyone clicking a button on a message the platform shows them that is one
+of the job's recorded messages (:class:`Via`): members of a channel may vary, upscale or reroll
+a result posted there, charged to themselves. A typed or forged id of a private result grants
+nothing (:class:`NotFound`, with what to do instead).
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ from bot.service.jobs import JobsPart, Origin
 from bot.service.keys import ApiKey, KeysPart
 from bot.service.links import LINK_VALID, LinksPart
 from bot.service.metrics import MetricsPart, ServiceMetrics, frontend_of
+from bot.service.outcomes import OutcomesPart
 from bot.service.tickets import (
     AlreadyAccepted,
     CancelOutcome,
@@ -65,7 +74,9 @@ from bot.service.tickets import (
     Running,
     StoredImage,
     Ticket,
+    Untold,
     Update,
+    Via,
     Who,
 )
 
@@ -101,12 +112,14 @@ __all__ = [
     "ServiceSettings",
     "StoredImage",
     "Ticket",
+    "Untold",
     "Update",
+    "Via",
     "Who",
 ]
 
 
-class ImagineService(MetricsPart, JobsPart, InboxPart, HistoryPart, AccountsPart, AdminPart, KeysPart,
+class ImagineService(MetricsPart, JobsPart, OutcomesPart, InboxPart, HistoryPart, AccountsPart, AdminPart, KeysPart,
                      GalleryPart, LinksPart):
     """Quota, safety, jobs, queue and storage behind one API for every front end.
 

@@ -11,7 +11,7 @@ other, so they cannot import each other in a circle.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,11 +20,11 @@ from typing import Any
 from bot.options import render
 from bot.safety import AllowAllImages, BlocklistChecker, ImageChecker, Moderation, PromptChecker, VerdictClassifier
 from bot.service.accounts_rules import QuotaStatus
-from bot.service.tickets import AlreadyAccepted, Delivery, NotAllowed, NotFound, StoredImage, Ticket, Who
+from bot.service.tickets import AlreadyAccepted, Delivery, NotAllowed, NotFound, StoredImage, Ticket, Via, Who
 from generation.core.errors import ImagineError, InvalidRequest
 from generation.scheduling.queue import GenerationQueue
 from generation.core.request import GenerationRequest, ModelCaps
-from storage import Database, ImageStore, images, inbox, jobs, links, quotas, users
+from storage import Database, ImageStore, images, inbox, jobs, links, messages, quotas, shares, users
 from storage.clock import utcnow
 from storage.group import GroupWriter
 from storage.inbox import InboxItem
@@ -50,12 +50,15 @@ class ServiceSettings:
     admin_priority: bool = True  # admins' jobs use the queue's priority lane
     settle_timeout_s: float = 30.0  # how long cancel/forget wait for a job to settle
     public_url: str = ""  # where the web gallery answers, for links in chat replies; "": no gallery runs
+    max_keys_per_user: int = 5  # live API keys per account ([web] max_keys_per_user)
 
     def __post_init__(self) -> None:
         if self.quota_window not in quotas.WINDOWS:
             raise ValueError(f"`quota_window` must be one of {', '.join(quotas.WINDOWS)}, not {self.quota_window!r}")
         if self.daily_quota < 0:
             raise ValueError(f"`daily_quota` must be 0 or more, not {self.daily_quota}")
+        if self.max_keys_per_user < 1:
+            raise ValueError(f"`max_keys_per_user` must be 1 or more, not {self.max_keys_per_user}")
         object.__setattr__(self, "admins", frozenset(self.admins))
         object.__setattr__(self, "data_dir", Path(self.data_dir))
 
@@ -93,6 +96,9 @@ class ServiceContext:
         self.scoring: set[asyncio.Task[None]] = set()  # CLIP scoring in flight (bot.service.scoring)
         self.writes = GroupWriter(db)  # jobs of one batch share their transactions
         self._seen_model: tuple[str, str | None, object] | None = None  # model_versions written today
+        # /forget ends the account's sessions on every front end that keeps any: each hook gets
+        # the account's user id and returns how many it ended (API keys are revoked in storage)
+        self.session_enders: list[Callable[[int], Awaitable[int]]] = []
         self._tickets: dict[str, Ticket] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -146,11 +152,38 @@ class ServiceContext:
                 await self.moderation.admit(Who(platform, user_id), spaced=spaced)
         return user
 
-    async def _job(self, job_id: str) -> Job:
-        row = await jobs.get(self.db, job_id)
-        if row is None:
-            raise NotFound(f"There is no request {job_id}.")
-        return row
+    async def _acting_on(self, who: Who, job_id: str, *, via: Via | None = None,
+                         index: int | None = None) -> Job:
+        """Job ``job_id`` if ``who`` may act on it (image ``index`` of it), else NotFound.
+
+        Allowed: its owner (any identity of a linked account), an admin, or a click ``via`` a
+        message the platform showed ``who`` that is one of the job's recorded messages (and shows
+        image ``index``, when it shows one image). Nothing else: not a typed id, not a forged
+        button. Another's job looks like one that does not exist.
+        """
+        row = await jobs.get(self.db, job_id) if isinstance(job_id, str) and job_id else None
+        if row is not None and (self.is_admin(who) or await self._owner_of(who, row.user_id)):
+            return row
+        if row is not None and via is not None:
+            shown = await messages.find(self.db, who.platform, via.chat_id, via.message_id)
+            if shown is not None and shown[0] == row.id and (shown[1] is None or index is None or shown[1] == index):
+                return row
+        raise NotFound(f"There is no request {job_id} that you can use. Use the buttons under a result "
+                       "you can see, or the ids of your own requests (/history).")
+
+    async def _owner_of(self, who: Who, user_id: int) -> bool:
+        user = await users.get_by_platform(self.db, who.platform, who.user_id)  # linked: the account
+        return user is not None and user.id == user_id
+
+    async def _may_see_image(self, who: Who, image: Image, *, via: Via | None = None) -> bool:
+        """Whether ``who`` may view or rate ``image``: shared publicly, or as :meth:`_acting_on`."""
+        if await shares.for_image(self.db, image.id) is not None:
+            return True
+        try:
+            await self._acting_on(who, image.job_id, via=via, index=image.idx)
+        except NotFound:
+            return False
+        return True
 
     def _request_from(self, data: dict[str, Any]) -> GenerationRequest:
         """A stored request dict as a request this model can run (InvalidRequest if not)."""
@@ -227,13 +260,9 @@ class ServiceContext:
         return row
 
     async def _settle_row(self, job_id: str, status: str, error: str = "") -> int:
-        """Mark the row failed/cancelled and refund it (once); the images refunded."""
-        now = self.clock()
-        if status == "failed":
-            await jobs.mark_failed(self.db, job_id, error, now)
-        else:
-            await jobs.mark_cancelled(self.db, job_id, now)
-        return await quotas.refund(self.db, job_id)
+        """Mark the row failed/cancelled and refund it (once), in one transaction; the images refunded."""
+        _, refunded = await jobs.settle(self.db, job_id, status, error, self.clock())
+        return refunded
 
     async def _quota_status(self, user_id: int) -> QuotaStatus:
         now = self.clock()

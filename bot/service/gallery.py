@@ -9,20 +9,29 @@ or an admin can unshare it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from PIL import Image as PILImage
 
 from bot.service.context import ServiceContext
 from bot.service.tickets import NotAllowed, NotFound, StoredImage, Who
-from generation.core.errors import InvalidRequest
+from generation.core.errors import ImagineError, InvalidRequest
+from generation.core.request import GenerationRequest
 from storage import images, jobs, shares, users
+from storage.files import public_png
 from storage.records import Image
 
 __all__ = ["GalleryPage", "GalleryPart", "JobView", "SharedImage", "image_ref"]
 
 logger = logging.getLogger(__name__)
+
+_PUBLIC_REQUEST = ("prompt", "negative_prompt", "style", "steps", "lora", "loras", "lora_hashes", "model")
 
 
 def image_ref(job_id: str, index: int) -> str:
@@ -147,6 +156,24 @@ class GalleryPart(ServiceContext):
             raise NotFound("This image is not shared.")
         return self._shared(row)
 
+    async def shared_file(self, share_id: str) -> Path:
+        """The public copy of a shared image: its pixels and the A1111 parameters of what its page
+        shows, nothing else (no job or user id, no original prompt, no path). Made once, cached."""
+        item = await self.shared_image(share_id)
+        params = {**item.request, "model": item.model_id}
+
+        def make(source: Path) -> bytes:
+            with PILImage.open(source) as image:
+                image.load()
+                return public_png(image, params)
+
+        return await self.derived(item.path, "public.png", make)
+
+    async def derived(self, path: Path, variant: str, make: Callable[[Path], bytes]) -> Path:
+        """A file made from stored image ``path`` (a thumbnail, another format): made once, kept on
+        disk until the image is deleted (``ImageStore.derive``)."""
+        return await asyncio.to_thread(self.store.derive, Path(path), variant, make)
+
     # -- helpers -----------------------------------------------------------------------------------
 
     async def _own_job(self, who: Who, job_id: str) -> Any:
@@ -174,7 +201,17 @@ class GalleryPart(ServiceContext):
         return user is not None and user.id == owner_id
 
     def _shared(self, row: shares.Shared) -> SharedImage:
-        request = json.loads(row.request)
+        stored = json.loads(row.request)
+        # what a public page may show: the request as drawn, without who asked, what they typed
+        # before refinement, where a variation came from, or server paths
+        request = {key: stored[key] for key in _PUBLIC_REQUEST if key in stored}
+        request.update(seed=row.seed, count=1, width=row.width, height=row.height)
         return SharedImage(row.id, image_ref(row.job_id, row.idx), self.store.path_for(row.path).resolve(),
-                           row.width, row.height, row.seed, self._text({**request, "seed": row.seed, "count": 1}),
+                           row.width, row.height, row.seed, self._public_command(request),
                            request, row.model_id, row.average, row.ratings, row.created_at, row.owner)
+
+    def _public_command(self, request: dict[str, Any]) -> str:
+        try:
+            return self._command(GenerationRequest.from_dict(request))
+        except ImagineError:
+            return str(request.get("prompt", ""))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 
 from bot.service.context import ServiceContext
-from bot.service.tickets import HistoryEntry, HistoryImage, HistoryView, NotFound, Who
+from bot.service.tickets import HistoryEntry, HistoryImage, HistoryView, NotFound, Via, Who
 from generation.core.errors import InvalidRequest
 from storage import images, jobs, messages, ratings, users
 from storage.records import RATING_SOURCES, Image, Rating
@@ -44,8 +44,11 @@ class HistoryPart(ServiceContext):
                                         job.request.get("original_prompt")))
         return HistoryView(tuple(entries), page, per_page, found.total)
 
-    async def rate(self, who: Who, image_id: int | str, stars: int | str, source: str = "button") -> Rating:
-        """Set the caller's 1-5 star rating of an image (its number, or ``<job>-<n>``)."""
+    async def rate(self, who: Who, image_id: int | str, stars: int | str, source: str = "button", *,
+                   via: Via | None = None) -> Rating:
+        """Set the caller's 1-5 star rating of an image (its number, or ``<job>-<n>``): their own,
+        a shared one, or one shown on the message they clicked (``via``); another's private
+        image is NotFound."""
         if source not in RATING_SOURCES:
             raise ValueError(f"`source` must be one of {', '.join(RATING_SOURCES)}, not {source!r}")
         value = stars
@@ -53,9 +56,18 @@ class HistoryPart(ServiceContext):
             value = int(value.strip())
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 5:
             raise InvalidRequest("stars", f"A rating is a whole number of stars from 1 to 5, not {stars!r}.")
+        try:
+            image = await self._find_image(image_id)
+        except NotFound:
+            image = None
+        if image is None or not await self._may_see_image(who, image, via=via):
+            raise NotFound(f"There is no image {image_id} that you can rate: rate your own images, "
+                           "shared ones, or with the buttons under a result you can see.")
+        return await self._rate_image(who, image, value, source)
+
+    async def _rate_image(self, who: Who, image: Image, stars: int, source: str) -> Rating:
         user = await self._user(who)
-        image = await self._find_image(image_id)
-        return await ratings.upsert(self.db, image.id, user.id, value, source, now=self.clock())
+        return await ratings.upsert(self.db, image.id, user.id, stars, source, now=self.clock())
 
     async def unrate(self, who: Who, image_id: int, source: str | None = None) -> bool:
         """Remove the caller's rating (only one from ``source``, when given); whether one was."""
@@ -82,8 +94,13 @@ class HistoryPart(ServiceContext):
         rating; removing the reaction that set your current rating clears it (see
         :meth:`unrate_message`); other reactions change nothing. Messages that show no job: [].
         """
+        if isinstance(stars, bool) or not isinstance(stars, int) or not 1 <= stars <= 5:
+            raise InvalidRequest("stars", f"A rating is a whole number of stars from 1 to 5, not {stars!r}.")
+        if source not in RATING_SOURCES:
+            raise ValueError(f"`source` must be one of {', '.join(RATING_SOURCES)}, not {source!r}")
+        # the message is one the platform showed them: what it shows, they may rate
         images_shown = await self._message_images(who.platform, chat_id, message_id)
-        return [await self.rate(who, image.id, stars, source) for image in images_shown]
+        return [await self._rate_image(who, image, stars, source) for image in images_shown]
 
     async def unrate_message(self, who: Who, chat_id: str | int | None, message_id: str | int,
                              stars: int | None = None, source: str = "reaction") -> int:

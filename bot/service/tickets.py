@@ -41,7 +41,9 @@ __all__ = [
     "Running",
     "StoredImage",
     "Ticket",
+    "Untold",
     "Update",
+    "Via",
     "Who",
 ]
 
@@ -76,6 +78,20 @@ class Who:
     def key(self) -> str:
         """``platform:user_id``, the form used in ``ServiceSettings.admins``."""
         return f"{self.platform}:{self.user_id}"
+
+
+@dataclass(frozen=True)
+class Via:
+    """The platform message a button click came from, as the platform reported it.
+
+    Authority for a click on someone else's result: the service grants it only when this
+    message is one of the job's recorded messages (``storage.messages``), so a forged button id
+    or a job id typed from a private result grants nothing. ``chat_id`` is None where message
+    ids are unique on their own (Discord).
+    """
+
+    chat_id: str | int | None
+    message_id: str | int
 
 
 # -- what front ends get back ------------------------------------------------------------------
@@ -181,7 +197,8 @@ class Ticket:
         await self._settled.wait()
         if self._error is not None:
             raise self._error
-        assert self._delivery is not None
+        if self._delivery is None:  # pragma: no cover - _settle gives one or the other
+            raise ImagineError("This request ended without a result.")
         return self._delivery
 
     # -- the service moves the ticket on ----------------------------------------------------------
@@ -293,8 +310,25 @@ class ForgetOutcome:
 
 
 @dataclass(frozen=True)
+class Untold:
+    """A failed or cancelled job whose message was never shown (a crash came first).
+
+    A front end shows ``message`` where the job's result would have gone (its ``target``), takes
+    back its acknowledgement, then calls ``service.mark_told(job_id)``: told exactly once.
+    """
+
+    job_id: str
+    message: str
+    cancelled: bool
+    text: str  # the request, as the user would recognise it
+    target: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Recovered:
-    """After a restart: jobs running again (follow their tickets) and deliveries still owed."""
+    """After a restart: jobs running again (follow their tickets), deliveries still owed, and
+    failures never told."""
 
     tickets: tuple[Ticket, ...]
     deliveries: tuple[Delivery, ...]
+    untold: tuple[Untold, ...] = ()

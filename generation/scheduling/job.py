@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
-from generation.core.errors import ImagineError
+from generation.core.errors import GenerationFailed, ImagineError
 from generation.core.request import GenerationRequest, GenerationResult, Shape
 from generation.scheduling.events import (Cancelled, Done, EventCallback, Failed, JobEvent, Queued, ShuttingDown,
                                           Started, Step)
@@ -112,7 +112,8 @@ class Job:
         await self._finished.wait()
         if self._error is not None:
             raise copy.copy(self._error)
-        assert self._result is not None
+        if self._result is None:  # pragma: no cover - finished means a result or an error
+            raise GenerationFailed("The request ended without a result.")
         return self._result
 
     def cancel(self) -> bool:

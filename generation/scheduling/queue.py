@@ -417,7 +417,8 @@ class GenerationQueue:
     async def _settle(self, running: RunningBatch) -> None:
         """Wait for one batch and turn its outcome into job events, a retry, or failures."""
         slot, jobs = running.slot, running.jobs
-        assert running.task is not None
+        if running.task is None:
+            raise RuntimeError("a batch is settled only after it was started")
         try:
             await asyncio.wait({running.task})
             self.batches_run += 1

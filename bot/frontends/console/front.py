@@ -184,6 +184,7 @@ class Console(CommandHandlers):
                     await self.deliver(update.delivery)
                 elif isinstance(update, (Failed, Cancelled)):
                     self.say(f"{ticket.job_id}: {update.message}")
+                    await self.service.mark_told(ticket.job_id)
         except Exception:
             ref = new_reference()
             logger.exception("console delivery of %s failed (reference %s)", ticket.job_id, ref)
@@ -221,7 +222,11 @@ class Console(CommandHandlers):
         return removed
 
     async def resume(self, recovered: Recovered) -> None:
-        """Deliver results owed from before a restart and follow re-run jobs (console targets)."""
+        """Deliver results and failures owed from before a restart; follow re-run jobs (console targets)."""
+        for untold in recovered.untold:
+            if untold.target.get("console"):
+                self.say(f"{untold.job_id}: {untold.message} ({untold.text})")
+                await self.service.mark_told(untold.job_id)
         for delivery in recovered.deliveries:
             if delivery.target.get("console"):
                 await self.deliver(delivery)

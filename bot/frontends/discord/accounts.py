@@ -30,7 +30,7 @@ from bot.frontends.common import (
     linked_text,
     share_image,
 )
-from bot.frontends.discord.messages import who_of
+from bot.frontends.discord.messages import via_of, who_of
 from bot.frontends.discord.views import share_view
 from bot.service import ImagineService
 from generation.core.errors import ImagineError
@@ -59,7 +59,7 @@ class AccountHandlers:
             nonlocal job_id, index
             who = who_of(interaction.user)
             ref = f"{job_id}-{index + 1}" if named is None else await canonical_ref(self.service, who, named)
-            text = await share_image(self.service, who, ref, share)
+            text = await share_image(self.service, who, ref, share, via_of(interaction))
             job_id, _, number = ref.rpartition("-")
             index = int(number) - 1
             if share:

@@ -210,11 +210,15 @@ class DiscordFrontEnd(CommandHandlers, AccountHandlers, Intake, Delivering):
             discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway.rstrip("/") + "/")
 
     def resume(self, recovered: Recovered) -> None:
-        """Deliver results owed from before a restart and follow re-run jobs (Discord targets).
+        """Deliver results and failures owed from before a restart; follow re-run jobs (Discord targets).
 
         While a job's interaction token lives, its response is edited (as it would have been);
         after that the result goes to the channel with the job's nonce (see :mod:`.delivery`).
         """
+        for untold in recovered.untold:  # failures a crash kept from being told
+            if untold.target.get("platform") == PLATFORM:
+                self._spawn(self._tell_guarded(untold, self._recovered_reply(untold.target, owed=True)),
+                            f"tell-{untold.job_id}")
         for delivery in recovered.deliveries:
             if delivery.target.get("platform") == PLATFORM:
                 reply = self._recovered_reply(delivery.target, owed=True)

@@ -23,7 +23,7 @@ from bot.frontends.telegram.keyboards import history_keyboard, main_keyboard, st
 from bot.frontends.telegram.messages import PLATFORM, history_text, reply_parameters, stars_text, who_of
 from bot.frontends.telegram.moderation import appeal_text
 from bot.frontends.telegram.settings import TelegramSettings
-from bot.service import Delivery, ImagineService, StoredImage, Ticket, Who
+from bot.service import Delivery, ImagineService, StoredImage, Ticket, Via, Who
 from generation.core.errors import ImagineError
 
 __all__ = ["ButtonHandlers"]
@@ -54,7 +54,8 @@ class ButtonHandlers:
     async def _button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Inline buttons: reroll, U, V, ratings, cancel, history pages, forget, appeal, share."""
         query = update.callback_query
-        assert query is not None
+        if query is None:
+            return
         action = callbacks.parse(query.data)
         user = query.from_user
         who = who_of(user)
@@ -64,6 +65,7 @@ class ButtonHandlers:
             return
         kind, fields = action.kind, action.fields
         origin = (PLATFORM, str(update.update_id))  # a replay after a crash finds its job again
+        via = Via(message.chat_id, message.message_id)  # the service checks a click on another's job against it
         if kind in "ruvksxgo" and not fields[0]:
             await query.answer("This button no longer works.")
             return
@@ -72,16 +74,16 @@ class ButtonHandlers:
         elif kind == "r":
             await self._submit(who, user, message.chat_id, message.chat.type, message.message_id,
                                lambda w, target: self.service.reroll(w, fields[0], target=target,
-                                                                     origin=origin))
+                                                                     origin=origin, via=via))
             await query.answer("🔄 Rerolling…")
         elif kind == "v":
             index = self._index(fields)
             await self._submit(who, user, message.chat_id, message.chat.type, message.message_id,
                                lambda w, target: self.service.variation(w, fields[0], index - 1, target=target,
-                                                                        origin=origin))
+                                                                        origin=origin, via=via))
             await query.answer(f"🎨 Variations of image {index}…")
         elif kind == "u":
-            image = await self._image(fields[0], self._index(fields))
+            image = await self._image(who, via, fields[0], self._index(fields))
             data = await asyncio.to_thread(image.path.read_bytes)
             limit = MAX_LOCAL_UPLOAD_BYTES if self.settings.local_mode else MAX_UPLOAD_BYTES
             if len(data) > limit:
@@ -93,7 +95,7 @@ class ButtonHandlers:
                                          reply_parameters=reply_parameters(message.message_id))
         elif kind == "k":
             index = self._index(fields, allow_zero=True)
-            delivery = await self.service.job_delivery(fields[0])
+            delivery = await self.service.job_delivery(who, fields[0], via=via)
             if index > len(delivery.images):
                 raise ImagineError(f"Request {fields[0]} has no image {index}.")
             markup = (stars_keyboard(fields[0], index) if index
@@ -102,9 +104,10 @@ class ButtonHandlers:
             await self._set_markup(message, markup)
         elif kind == "s":
             index = self._index(fields)
-            delivery = await self.service.job_delivery(fields[0])
+            delivery = await self.service.job_delivery(who, fields[0], via=via, index=index - 1)
             image = self._image_in(delivery, index)
-            rating = await self.service.rate(who, image.image_id, fields[2] if len(fields) > 2 else "", "button")
+            rating = await self.service.rate(who, image.image_id, fields[2] if len(fields) > 2 else "", "button",
+                                             via=via)
             await query.answer(f"Rated image {index}: {stars_text(rating.stars)}")
             if len(delivery.images) > 1:  # back from the star row to the main row
                 await self._set_markup(message, main_keyboard(fields[0], len(delivery.images)))
@@ -156,8 +159,8 @@ class ButtonHandlers:
             raise ImagineError("This button no longer works.")
         return value
 
-    async def _image(self, job_id: str, index: int) -> StoredImage:
-        return self._image_in(await self.service.job_delivery(job_id), index)
+    async def _image(self, who: Who, via: Via, job_id: str, index: int) -> StoredImage:
+        return self._image_in(await self.service.job_delivery(who, job_id, via=via, index=index - 1), index)
 
     @staticmethod
     def _image_in(delivery: Delivery, index: int) -> StoredImage:

@@ -187,8 +187,13 @@ async def cancel_job(job_id: str, request: Request, auth: Auth) -> dict[str, Any
 async def get_image(ref: str, request: Request, auth: Auth,
                     format: Literal["png", "jpeg", "webp", "svg"] = "png") -> Response:  # noqa: A002
     """One image (yours, or a shared one) as png, jpeg, webp or svg (vectorized)."""
-    stored, _ = await _service(request).image_by_ref(auth.who, ref)
-    data = await asyncio.to_thread(convert, stored.path, format)
+    service = _service(request)
+    stored, _ = await service.image_by_ref(auth.who, ref)
+    if format == "png":
+        data = await asyncio.to_thread(stored.path.read_bytes)
+    else:  # converted once and cached on disk (vectorizing takes seconds), removed with the image
+        path = await service.derived(stored.path, f"as.{format}", lambda source: convert(source, format))
+        data = await asyncio.to_thread(path.read_bytes)
     return Response(data, media_type=MEDIA_TYPES[format], headers={"Cache-Control": "private, max-age=86400"})
 
 

@@ -21,13 +21,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from bot.frontends.web.access import RateLimiter, error_response
+from bot.frontends.web.access import AuthThrottle, RateLimiter, error_response
 from bot.frontends.web.commands import router
 from bot.frontends.web.moderation import moderation_router
 from bot.frontends.web.ops import ops_router
 from bot.frontends.web.settings import WebSettings
 from bot.frontends.web.views import HERE, error_page, gallery_router, is_page
-from bot.service import Finished, ImagineService, Recovered, Ticket
+from bot.service import Cancelled, Failed, Finished, ImagineService, Recovered, Ticket
 from generation.core.errors import ImagineError
 
 __all__ = ["WebFrontEnd", "create_app"]
@@ -43,6 +43,8 @@ def create_app(service: ImagineService, settings: WebSettings, front: WebFrontEn
     app.state.service = service
     app.state.settings = settings
     app.state.limiter = RateLimiter(settings.rate_limit)
+    app.state.auth_throttle = AuthThrottle(settings.auth_failures_free)
+    app.state.gallery_limiter = RateLimiter(settings.gallery_rate_limit)  # per client address
     app.state.front = front or WebFrontEnd(service, settings, app=app)
     app.include_router(router)
     app.include_router(moderation_router)
@@ -113,6 +115,9 @@ class WebFrontEnd:
             # 202 and retries with the same key, which is then processed as new
             await self.service.handled("web", item.key)
         if recovered is not None:
+            for untold in recovered.untold:  # the job's status says it: readable is told
+                if untold.target.get("web"):
+                    await self.service.mark_told(untold.job_id)
             for delivery in recovered.deliveries:
                 if delivery.target.get("web"):
                     await self.service.mark_delivered(delivery.job_id)
@@ -146,6 +151,8 @@ class WebFrontEnd:
             async for update in ticket.updates():
                 if isinstance(update, Finished):
                     await self.service.mark_delivered(update.delivery.job_id)
+                elif isinstance(update, (Failed, Cancelled)):  # readable at /v1/jobs/{id}: told
+                    await self.service.mark_told(ticket.job_id)
         except Exception:
             logger.exception("web job %s: marking delivered failed", ticket.job_id)
             self.service.delivery_failed("web", "bookkeeping")

@@ -7,15 +7,16 @@ read-only field; a small script only adds a "copy" button's clipboard action.
 
 from __future__ import annotations
 
-import asyncio
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from bot.frontends.web.access import client_address
 from bot.frontends.web.formats import thumbnail
 from bot.service import ImagineService, JobView, SharedImage, StoredImage, image_ref
 
@@ -23,7 +24,15 @@ __all__ = ["error_page", "gallery_router", "image_json", "is_page", "job_json", 
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
-gallery_router = APIRouter(tags=["gallery"], include_in_schema=False)
+async def _per_address(request: Request) -> None:
+    """The public gallery's limit per client address (``gallery_rate_limit`` a minute): 429 past it."""
+    wait = request.app.state.gallery_limiter.take(client_address(request))
+    if wait > 0:
+        raise HTTPException(429, "Too many gallery requests from your address; slow down.",
+                            headers={"Retry-After": str(math.ceil(wait))})
+
+
+gallery_router = APIRouter(tags=["gallery"], include_in_schema=False, dependencies=[Depends(_per_address)])
 PER_PAGE = 24
 
 
@@ -94,12 +103,15 @@ async def shared_page(share_id: str, request: Request) -> HTMLResponse:
 
 @gallery_router.get("/i/{share_id}/image.png")
 async def shared_file(share_id: str, request: Request) -> FileResponse:
-    item = await _service(request).shared_image(share_id)
-    return FileResponse(item.path, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
+    """The public copy: the pixels and what the page shows, nothing else (made once, cached)."""
+    path = await _service(request).shared_file(share_id)
+    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
 
 
 @gallery_router.get("/i/{share_id}/thumb.jpg")
-async def shared_thumb(share_id: str, request: Request) -> Response:
-    item = await _service(request).shared_image(share_id)
-    data = await asyncio.to_thread(thumbnail, item.path)
-    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=3600"})
+async def shared_thumb(share_id: str, request: Request) -> FileResponse:
+    """A thumbnail, made once and cached on disk (removed with the image)."""
+    service = _service(request)
+    item = await service.shared_image(share_id)
+    path = await service.derived(item.path, "thumb384.jpg", thumbnail)
+    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=3600"})
