@@ -85,7 +85,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "loras":
             print(loras_command(config, args.model))
         else:
-            print(asyncio.run(stats_command(config, args.by)))
+            print(asyncio.run(stats_command(config, args.by, max(0, args.comments))))
         return 0
     _check_hub(config, args.model)
     if args.command == "run":

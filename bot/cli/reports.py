@@ -18,6 +18,8 @@ def add_parsers(sub: argparse._SubParsersAction, config_help: str) -> None:  # t
     stats = sub.add_parser("stats", help="average rating and count by model, steps, style or LoRA")
     stats.add_argument("--config", help=config_help)
     stats.add_argument("--by", choices=["model", "steps", "style", "lora"], help="one grouping only")
+    stats.add_argument("--comments", type=int, default=10, metavar="N",
+                       help="show the newest N comments beside the ratings (0: none; default 10)")
 
 
 def loras_command(config: Config, model: str | None = None) -> str:
@@ -30,10 +32,11 @@ def loras_command(config: Config, model: str | None = None) -> str:
     return catalog.describe()
 
 
-async def stats_command(config: Config, by: str | None) -> str:
-    """Average rating and count by model version, steps, style and LoRA, from the database."""
+async def stats_command(config: Config, by: str | None, comments_shown: int = 10) -> str:
+    """Average rating and count by model version, steps, style and LoRA, then the newest
+    ``comments_shown`` comments, from the database."""
     from storage import Database
-    from storage.rating_stats import DIMENSIONS, ratings_by
+    from storage.rating_stats import DIMENSIONS, ratings_by, recent_comments
 
     lines: list[str] = []
     async with Database.open(config.storage.database) as db:
@@ -41,4 +44,8 @@ async def stats_command(config: Config, by: str | None) -> str:
             groups = await ratings_by(db, name)
             lines.append(f"by {name}:")
             lines.extend(f"  {group}" for group in groups) if groups else lines.append("  (no ratings yet)")
+        comments = await recent_comments(db, comments_shown)
+    if comments_shown and comments:
+        lines.append("comments (newest first):")
+        lines.extend(f"  {comment}" for comment in comments)
     return "\n".join(lines)
