@@ -1,4 +1,5 @@
-"""Command line: ``imagine-bot run | generate | download | health | keys | styles | loras | stats``.
+"""Command line: ``imagine-bot run | generate | download | health | keys | styles | loras | stats |
+models | eval``.
 
 Every mistake an operator can make (a bad flag or config value, a missing folder, an unwritable
 data dir, no network) ends in one ``imagine-bot: …`` line on stderr and exit status 2; ``-v``
@@ -87,7 +88,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         else:
             print(asyncio.run(stats_command(config, args.by, max(0, args.comments))))
         return 0
+    if args.command == "models":
+        from bot.cli.reports import models_command
+
+        print(asyncio.run(models_command(config)))
+        return 0
     _check_hub(config, args.model)
+    if args.command == "eval":  # torchmetrics and the extractors load inside, never at start-up
+        from bot.cli.evaluate import eval_command
+
+        return eval_command(config, args)
     if args.command == "run":
         from bot.app import run_bot
 
@@ -252,4 +262,7 @@ def _parser() -> argparse.ArgumentParser:
     from bot.cli.reports import add_parsers as add_reports
 
     add_reports(sub, config_help)
+    from bot.cli.evaluate import add_parser as add_eval
+
+    add_eval(sub, config_help)
     return parser
