@@ -163,6 +163,18 @@ def _check_hub(config: object, model: str | None) -> None:
 
 
 def _download(args: argparse.Namespace, config: object) -> int:
+    if args.eval:  # the evaluation's extractors, not the model weights
+        from generation.model.download import hub_endpoint, unreachable
+        from generation.quality.clip_score import EVAL_CLIP_MODEL
+        from generation.quality.download import download_eval
+
+        reason = unreachable(hub_endpoint())
+        if reason:
+            raise UsageError(f"Cannot reach {hub_endpoint()}: {reason}. Check the network, or set HF_ENDPOINT.")
+        clip = getattr(config, "eval").clip_model
+        for line in download_eval(clip if clip and clip != "tiny" else EVAL_CLIP_MODEL):
+            print(line)
+        return 0
     from generation.model.download import config_lines, download
 
     model = getattr(config, "model")
@@ -247,6 +259,8 @@ def _parser() -> argparse.ArgumentParser:
     down.add_argument("--steps", type=int, nargs="+", choices=(1, 2, 4, 8), metavar="N",
                       help="step checkpoints to fetch: 1 2 4 8 (default: model.steps)")
     down.add_argument("--to", help="the folder (default: model.path, else models/sdxl-lightning)")
+    down.add_argument("--eval", action="store_true", help="fetch the evaluation's extractors instead "
+                      "(the CLIP model and the FID Inception weights) for `imagine-bot eval`")
     down.add_argument("--config", help=config_help)
     health = sub.add_parser("health", help="exit 0 while the running bot is alive (for HEALTHCHECK): "
                             "GET /healthz when [web] is enabled, else the heartbeat file")
