@@ -15,7 +15,7 @@ from storage import images, jobs, messages, ratings, users
 from storage.ratings import MAX_COMMENT_CHARS
 from storage.records import RATING_SOURCES, Image, Rating
 
-__all__ = ["BlockedComment", "HistoryPart"]
+__all__ = ["MAX_COMMENT_CHARS", "BlockedComment", "HistoryPart"]
 
 
 class HistoryPart(ServiceContext):

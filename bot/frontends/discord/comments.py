@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING
 import discord
 
 from bot.frontends.discord.messages import RATE_HINT, who_of
-from bot.service import ImagineService
-from storage.ratings import MAX_COMMENT_CHARS
+from bot.service import MAX_COMMENT_CHARS, ImagineService
 
 __all__ = ["CommentHandlers", "CommentModal"]
 
