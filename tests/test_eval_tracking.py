@@ -29,7 +29,9 @@ def test_an_evaluation_is_logged_and_its_version_registered_once(tmp_path: Path)
     report.write_text("{}")
     uri = (tmp_path / "mlruns").as_uri()
     first = log_evaluation(uri, REPORT, artifacts=(grid, report))
-    second = log_evaluation(uri, {**REPORT, "figures": {**REPORT["figures"], "fid": 10.0}}, artifacts=(grid,))
+    second = log_evaluation(uri, {**REPORT, "figures": {**REPORT["figures"], "fid": 10.0}}, artifacts=(grid,),
+                            served=[("org/tiny-random", "0123456789abcdef"), ("org/tiny-random", "fedcba9876543210"),
+                                    ("sdxl-lightning", "5555")])
 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = client.get_experiment_by_name(EXPERIMENT)
@@ -42,7 +44,10 @@ def test_an_evaluation_is_logged_and_its_version_registered_once(tmp_path: Path)
     assert runs[second].data.metrics["fid"] == 10.0
     assert sorted(a.path for a in client.list_artifacts(first)) == ["grid.png", "report.json"]
     versions = client.search_model_versions("name = 'imagine-bot-org-tiny-random'")
-    assert [(v.tags["checkpoint_hash"], v.run_id) for v in versions] == [("0123456789abcdef", first)]
+    assert sorted((v.tags["checkpoint_hash"], v.run_id or None, v.tags["evaluated"]) for v in versions) == [
+        ("0123456789abcdef", first, "yes"), ("fedcba9876543210", None, "not yet")]  # each checkpoint once
+    (served,) = client.search_model_versions("name = 'imagine-bot-sdxl-lightning'")
+    assert served.tags["checkpoint_hash"] == "5555"
 
 
 def test_mlflow_uri_is_checked() -> None:
@@ -79,3 +84,29 @@ def test_evaluations_are_stored_per_version_and_the_newest_is_shown(tmp_path: Pa
                 await add_eval(db, "sdxl", "aaa", prompt_set="p", n=0, seed=0, extractor="x", figures={})
 
     asyncio.run(scenario())
+
+
+@pytest.mark.slow
+def test_eval_with_mlflow_uri_logs_the_run(tmp_path: Path) -> None:
+    pytest.importorskip("mlflow")
+    pytest.importorskip("torchmetrics")
+    import json
+
+    from mlflow import MlflowClient
+
+    from bot.__main__ import main
+    from generation.quality.tracking import EXPERIMENT
+
+    uri = (tmp_path / "mlruns").as_uri()
+    config = tmp_path / "c.toml"
+    config.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n\n[eval]\nmlflow_uri = "{uri}"\n')
+    out = tmp_path / "run"
+    assert main(["eval", "--model", "tiny", "--n", "2", "--out", str(out), "--config", str(config), "-q"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    run = client.get_run(report["mlflow_run_id"])
+    assert run.info.experiment_id == client.get_experiment_by_name(EXPERIMENT).experiment_id
+    assert run.data.metrics["clip_score"] == pytest.approx(report["figures"]["clip_score"])
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"grid.png", "report.json"}
+    (version,) = client.search_model_versions("name = 'imagine-bot-tiny-random-sdxl'")
+    assert version.run_id == run.info.run_id

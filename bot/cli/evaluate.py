@@ -173,7 +173,7 @@ async def evaluate(config: Config, options: EvalOptions) -> Evaluation:
 
         evaluation.report["mlflow_run_id"] = await asyncio.to_thread(
             log_evaluation, config.eval.mlflow_uri, evaluation.report,
-            artifacts=(options.out / "report.json", options.out / "grid.png"))
+            artifacts=(options.out / "report.json", options.out / "grid.png"), served=await _served(config))
         _write_json(options.out / "report.json", evaluation.report)
     return evaluation
 
@@ -321,6 +321,15 @@ async def _store(config: Config, report: dict[str, Any]) -> None:
                        n=report["n"], seed=report["seed"], extractor=report["extractor"],
                        figures={k: v for k, v in report["figures"].items() if k in EVAL_METRICS},
                        report=report["report"])
+
+
+async def _served(config: Config) -> list[tuple[str, str]]:
+    """Every model version the bot has run (for the MLflow registry)."""
+    from storage import Database
+    from storage.model_versions import all_versions
+
+    async with Database.open(config.storage.database) as db:
+        return [(v.model_id, v.checkpoint_hash) for v in await all_versions(db)]
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
