@@ -49,8 +49,11 @@ async def test_imagine_lines_write_files_and_mark_delivered(tmp_path: Path, tiny
 
         image_id = int(re.search(r"\[1\] image (\d+)", text).group(1))
         text = await _run(env, [
+            f"/comment {image_id} before rating",
             f"/rate {image_id} 5",
             "/rate 1",
+            f"/comment {image_id}   the fur is lovely",
+            "/comment",
             "/history fox",
             "/quota",
             "/settings aspect=16:9 count=2",
@@ -60,6 +63,10 @@ async def test_imagine_lines_write_files_and_mark_delivered(tmp_path: Path, tiny
         ], out_dir)
         assert f"Rated image {image_id}: ★★★★★" in text
         assert "Usage: /rate IMAGE_ID STARS" in text
+        assert "Rate the image first" in text and "Usage: /comment IMAGE_ID WORDS" in text
+        assert f"💬 Comment kept beside your 5★ rating of image {image_id}." in text
+        assert await env.db.fetchval("SELECT comment FROM ratings WHERE image_id = ?", (image_id,)) == \
+            "the fur is lovely"
         assert f"{fox}" in text and "your rating 5★" in text and "a blue whale" not in text
         assert "Used 3 of 50 images; 47 left this day (daily quota)." in text
         assert "Saved. Your settings: aspect=16:9, style=none, count=2" in text
