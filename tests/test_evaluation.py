@@ -274,3 +274,38 @@ def test_eval_refuses_bad_options_with_a_message(tmp_path: Path, capsys: pytest.
     assert "is not a folder of real images" in capsys.readouterr().err
     assert main([*base, "--compare", "tiny", "flux"]) == 2
     assert "not 'flux'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_where_it_stopped(tmp_path: Path) -> None:
+    """kill -9 while images are being made; the next run makes only the rest."""
+    import os
+    import signal
+    import time
+
+    config = tmp_path / "c.toml"
+    config.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')
+    out = tmp_path / "run"
+    args = ["eval", "--model", "tiny", "--n", "6", "--batch", "1", "--out", str(out), "--config", str(config), "-q"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "bot", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while len(list((out / "images").glob("*.png"))) < 2:
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            assert time.monotonic() < deadline, "no images within 240 s"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    made_before = {p.name: p.stat() for p in (out / "images").glob("*.png")}
+    assert 2 <= len(made_before) < 6 and not (out / "report.json").exists()
+
+    assert main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["made"] == 6 - len(made_before) and len(list((out / "images").glob("*.png"))) == 6
+    for name, stat in made_before.items():
+        again = (out / "images" / name).stat()
+        assert (again.st_ino, again.st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns)
+    assert not list((out / "images").glob("*.partial"))
