@@ -51,8 +51,11 @@ async def test_imagine_lines_write_files_and_mark_delivered(tmp_path: Path, tiny
         assert f"[1] image {image_id} = {fox}-1, seed" in text  # both of its names
         text = await _run(env, [
             f"/rate {fox}-2 3",                         # the API's name works in the chat too
+            f"/comment {image_id} before rating",
             f"/rate {image_id} 5",
             "/rate 1",
+            f"/comment {image_id}   the fur is lovely",
+            "/comment",
             "/history fox",
             "/quota",
             "/settings aspect=16:9 count=2",
@@ -62,6 +65,10 @@ async def test_imagine_lines_write_files_and_mark_delivered(tmp_path: Path, tiny
         ], out_dir)
         assert f"Rated image {image_id}: ★★★★★" in text and f"Rated image {image_id + 1}: ★★★" in text
         assert "Usage: /rate IMAGE STARS (1-5); IMAGE is its number (/history) or JOB-N" in text
+        assert "Rate the image first" in text and "Usage: /comment IMAGE WORDS" in text
+        assert f"💬 Comment kept beside your 5★ rating of image {image_id}." in text
+        assert await env.db.fetchval("SELECT comment FROM ratings WHERE image_id = ?", (image_id,)) == \
+            "the fur is lovely"
         assert f"{fox}" in text and "your rating 5★" in text and "a blue whale" not in text
         assert f"image {image_id} = {fox}-1 (seed" in text and f"image {image_id + 1} = {fox}-2 (seed" in text
         assert "Used 3 of 50 images; 47 left this day (daily quota)." in text

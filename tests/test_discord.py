@@ -104,7 +104,7 @@ async def test_imagine_defers_shows_progress_and_posts_a_grid_with_buttons(fake:
         assert custom_ids(message) == [
             [f"imagine:up:{job_id}:{i}" for i in range(4)] + [f"imagine:reroll:{job_id}"],
             [f"imagine:var:{job_id}:{i}" for i in range(4)] + [f"imagine:del:{job_id}"],
-            [f"imagine:share:{job_id}:{i}" for i in range(4)],
+            [f"imagine:share:{job_id}:{i}" for i in range(4)] + [f"imagine:comment:{job_id}"],
         ]
         assert [c.get("label") for c in message["components"][0]["components"][:4]] == ["U1", "U2", "U3", "U4"]
         assert "a red fox" in message["content"] and "--seed 7" in message["content"]
@@ -145,7 +145,8 @@ async def test_upscale_reroll_variation_and_owner_only_delete(fake: FakeDiscord,
         edit, single = await result_of(fake, u2)
         assert edit.files[0].data == env.store.path_for(stored[1].path).read_bytes()
         assert png_size(edit.files[0].data) == (256, 256) and "image #2" in single["content"]
-        assert custom_ids(single) == [[f"imagine:var:{job_id}:1", f"imagine:del:{job_id}", f"imagine:share:{job_id}:1"]]
+        assert custom_ids(single) == [[f"imagine:var:{job_id}:1", f"imagine:del:{job_id}", f"imagine:share:{job_id}:1",
+                                       f"imagine:comment:{job_id}:1"]]
         assert await messages.find(env.db, "discord", None, single["id"]) == (job_id, 1)
 
         reroll = await fake.send_interaction(fake.button(f"imagine:reroll:{job_id}", grid))

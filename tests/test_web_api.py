@@ -75,7 +75,7 @@ async def test_make_watch_fetch_rate_with_a_key(tmp_path: Path) -> None:
         assert (await web.client.get(f"/v1/images/{ref}?format=gif", headers=h)).status_code == 422
 
         r = await web.client.post(f"/v1/images/{ref}/rating", json={"stars": 4}, headers=h)
-        assert r.status_code == 200 and r.json() == {"image": ref, "stars": 4}
+        assert r.status_code == 200 and r.json() == {"image": ref, "stars": 4, "comment": None}
         bad = await web.client.post(f"/v1/images/{ref}/rating", json={"stars": 9}, headers=h)
         assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "stars"]
 

@@ -1,4 +1,5 @@
-"""Command line: ``imagine-bot run | generate | download | health | keys | styles | loras | stats``.
+"""Command line: ``imagine-bot run | generate | download | health | keys | styles | loras | stats |
+models | eval``.
 
 Every mistake an operator can make (a bad flag or config value, a missing folder, an unwritable
 data dir, no network) ends in one ``imagine-bot: …`` line on stderr and exit status 2; ``-v``
@@ -83,7 +84,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "loras":
             print(loras_command(config, args.model))
         else:
-            print(asyncio.run(stats_command(config, args.by)))
+            print(asyncio.run(stats_command(config, args.by, max(0, args.comments))))
+        return 0
+    if args.command == "models":
+        from bot.cli.reports import models_command
+
+        print(asyncio.run(models_command(config)))
         return 0
     planned = None
     if args.command == "generate":  # the prompt first: a typo must not wait for the network or the model
@@ -91,6 +97,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         planned = plan(config, args.prompt, args.model)
     _check_hub(config, args.model)
+    if args.command == "eval":  # torchmetrics and the extractors load inside, never at start-up
+        from bot.cli.evaluate import eval_command
+
+        return eval_command(config, args)
     if args.command == "run":
         from bot.app import run_bot
 
@@ -155,6 +165,18 @@ def _check_hub(config: object, model: str | None) -> None:
 
 
 def _download(args: argparse.Namespace, config: object) -> int:
+    if args.eval:  # the evaluation's extractors, not the model weights
+        from generation.model.download import hub_endpoint, unreachable
+        from generation.quality.clip_score import EVAL_CLIP_MODEL
+        from generation.quality.download import download_eval
+
+        reason = unreachable(hub_endpoint())
+        if reason:
+            raise UsageError(f"Cannot reach {hub_endpoint()}: {reason}. Check the network, or set HF_ENDPOINT.")
+        clip = getattr(config, "eval").clip_model
+        for line in download_eval(clip if clip and clip != "tiny" else EVAL_CLIP_MODEL):
+            print(line)
+        return 0
     from generation.model.download import config_lines, download
 
     model = getattr(config, "model")
@@ -241,6 +263,8 @@ def _parser() -> argparse.ArgumentParser:
     down.add_argument("--steps", type=int, nargs="+", choices=(1, 2, 4, 8), metavar="N",
                       help="step checkpoints to fetch: 1 2 4 8 (default: model.steps)")
     down.add_argument("--to", help="the folder (default: model.path, else models/sdxl-lightning)")
+    down.add_argument("--eval", action="store_true", help="fetch the evaluation's extractors instead "
+                      "(the CLIP model and the FID Inception weights) for `imagine-bot eval`")
     down.add_argument("--config", help=config_help)
     health = sub.add_parser("health", help="exit 0 while the running bot is alive (for HEALTHCHECK): "
                             "GET /healthz when [web] is enabled, else the heartbeat file")
@@ -256,4 +280,7 @@ def _parser() -> argparse.ArgumentParser:
     from bot.cli.reports import add_parsers as add_reports
 
     add_reports(sub, config_help)
+    from bot.cli.evaluate import add_parser as add_eval
+
+    add_eval(sub, config_help)
     return parser

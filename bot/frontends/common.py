@@ -104,12 +104,14 @@ def on_off(value: Any) -> Any:
 
 
 def stats_lines(stats: dict[str, Any]) -> list[str]:
-    """``/admin stats`` as text lines: ``key: value``, a table as ``k=v, …``, and the ratings
-    by model, steps, style and LoRA one line each."""
+    """``/admin stats`` as text lines: ``key: value``, a table as ``k=v, …``, the ratings
+    by model, steps, style and LoRA one line each, and the newest comments on one line."""
     lines: list[str] = []
     for key, value in stats.items():
         if key == "ratings" and isinstance(value, dict):
             lines.extend(f"ratings by {by}: " + ("; ".join(groups) or "none yet") for by, groups in value.items())
+        elif key == "comments" and isinstance(value, list):
+            lines.append("comments (newest first): " + ("; ".join(value) or "none yet"))
         elif isinstance(value, dict):
             lines.append(f"{key}: " + ", ".join(f"{k}={v}" for k, v in value.items()))
         else:

@@ -6,7 +6,7 @@ The service is split by responsibility; :class:`ImagineService` is the facade th
     jobs.py            imagine, reroll, variation, following jobs, cancel, recover
     outcomes.py        delivery bookkeeping: delivered, told (a failure shown once)
     inbox.py           platform requests stored before they are acknowledged, found again after a crash
-    history.py         history pages, ratings, messages that show a job
+    history.py         history pages, ratings and the comments beside them, messages that show a job
     accounts.py        quota status, settings, DM state, forget, export
     accounts_rules.py  pure rules: valid settings, defaults, the export zip
     admin.py           admin commands
@@ -27,6 +27,7 @@ Errors shown to users as they are (all :class:`~generation.core.errors.ImagineEr
     ImagineError
     ├── InvalidRequest, QueueFull, JobCancelled, GenerationFailed   (generation.core.errors)
     ├── BlockedPrompt          (bot.safety) the prompt check refused; names the category
+    ├── BlockedComment         (history) the prompt check refused a comment; nothing was saved
     ├── Restricted             (bot.safety) blocked after strikes, on a cooldown, or too soon again
     ├── QuotaExceeded          no images left in this window; says how many and when it resets
     ├── NotAllowed             blocked user, non-admin calling an admin command, too late to cancel
@@ -47,7 +48,7 @@ from bot.service.accounts_rules import QuotaStatus
 from bot.service.admin import AdminPart
 from bot.service.context import ServiceSettings
 from bot.service.gallery import GalleryPage, GalleryPart, JobView, SharedImage, image_ref
-from bot.service.history import HistoryPart
+from bot.service.history import MAX_COMMENT_CHARS, BlockedComment, HistoryPart
 from bot.service.inbox import InboxPart
 from bot.service.jobs import JobsPart, Origin
 from bot.service.keys import ApiKey, KeysPart
@@ -81,7 +82,9 @@ from bot.service.tickets import (
 )
 
 __all__ = [
+    "MAX_COMMENT_CHARS",
     "AlreadyAccepted",
+    "BlockedComment",
     "ApiKey",
     "GalleryPage",
     "JobView",

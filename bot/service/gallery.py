@@ -116,10 +116,15 @@ class GalleryPart(ServiceContext):
             raise NotFound(f"There is no image {ref}.")
         return image_ref(image.job_id, image.idx)
 
-    async def rate_ref(self, who: Who, ref: str, stars: int | str) -> int:
-        """Rate an image by reference (yours, or a shared one); its image id."""
+    async def rate_ref(self, who: Who, ref: str, stars: int | str, comment: str | None = None) -> int:
+        """Rate an image by reference (yours, or a shared one), with a comment beside the rating
+        when given (the comment is checked before anything is saved); its image id."""
         stored, _ = await self.image_by_ref(who, ref)
+        if comment is not None:  # refused words refuse the whole call, so nothing half-saved
+            self._check_comment(comment)  # type: ignore[attr-defined]
         await self.rate(who, stored.image_id, stars, "command")  # type: ignore[attr-defined]
+        if comment is not None:
+            await self.comment(who, stored.image_id, comment)  # type: ignore[attr-defined]
         return stored.image_id
 
     async def share(self, who: Who, ref: str) -> str:

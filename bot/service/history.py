@@ -1,4 +1,5 @@
-"""History and ratings: a user's past jobs with their images, stars from buttons and reactions.
+"""History and ratings: a user's past jobs with their images, stars from buttons and reactions,
+and the comments users add beside their ratings.
 
 Reactions rate what a message shows: front ends record which message shows which job (and
 image) with :meth:`HistoryPart.remember_message`, and a reaction on that message rates it.
@@ -9,11 +10,12 @@ from __future__ import annotations
 
 from bot.service.context import ServiceContext
 from bot.service.tickets import HistoryEntry, HistoryImage, HistoryView, NotFound, Via, Who
-from generation.core.errors import InvalidRequest
+from generation.core.errors import ImagineError, InvalidRequest
 from storage import images, jobs, messages, ratings, users
+from storage.ratings import MAX_COMMENT_CHARS
 from storage.records import RATING_SOURCES, Image, Rating
 
-__all__ = ["HistoryPart"]
+__all__ = ["MAX_COMMENT_CHARS", "BlockedComment", "HistoryPart"]
 
 
 class HistoryPart(ServiceContext):
@@ -76,6 +78,67 @@ class HistoryPart(ServiceContext):
             return False
         return await ratings.delete(self.db, self._image_id(image_id), user.id, source)
 
+    async def comment(self, who: Who, image_id: int | str, text: str) -> Rating:
+        """Put a comment beside the caller's rating of an image (its number, or ``<job>-<n>``;
+        rate it first); it passes the prompt filter like a prompt does."""
+        try:
+            found_image = await self._find_image(image_id)
+        except NotFound:
+            raise InvalidRequest("comment", "Rate the image first (1–5 stars), then add your comment.") from None
+        found = await self.comment_images(who, [found_image.id], text)
+        if not found:
+            raise InvalidRequest("comment", "Rate the image first (1–5 stars), then add your comment.")
+        return found[0]
+
+    async def comment_job(self, who: Who, job_id: str, text: str, index: int | None = None) -> list[Rating]:
+        """Comment on the images of a job (image ``index`` only, 0-based, when given) that the
+        caller has rated; InvalidRequest when they rated none of them."""
+        shown = [i for i in await images.images_for_job(self.db, job_id) if index is None or i.idx == index]
+        found = await self.comment_images(who, [i.id for i in shown], text)
+        if not found:
+            raise InvalidRequest("comment", "Rate the image first (1–5 stars), then add your comment.")
+        return found
+
+    async def comment_message(self, who: Who, chat_id: str | int | None, message_id: str | int,
+                              text: str) -> list[Rating] | None:
+        """A reply to a message that shows a job: the comment on what it shows (as
+        :meth:`comment_job`); None when the message shows no job."""
+        found = await self.find_message(who.platform, chat_id, message_id)
+        if found is None:
+            return None
+        return await self.comment_job(who, found[0], text, found[1])
+
+    async def rated_count(self, who: Who, job_id: str, index: int | None = None) -> int:
+        """How many of a job's images (image ``index`` only, when given) the caller has rated."""
+        user = await users.get_by_platform(self.db, who.platform, who.user_id)
+        if user is None:
+            return 0
+        shown = [i for i in await images.images_for_job(self.db, job_id) if index is None or i.idx == index]
+        return sum([await ratings.get(self.db, i.id, user.id) is not None for i in shown])
+
+    async def comment_images(self, who: Who, image_ids: list[int], text: str) -> list[Rating]:
+        """The comment beside the caller's rating of each of ``image_ids`` they rated."""
+        comment = self._check_comment(text)
+        user = await users.get_by_platform(self.db, who.platform, who.user_id)
+        if user is None:
+            return []
+        saved = [await ratings.set_comment(self.db, image_id, user.id, comment, now=self.clock())
+                 for image_id in image_ids]
+        return [rating for rating in saved if rating is not None]
+
+    def _check_comment(self, text: str) -> str:
+        """The comment as stored (spaces collapsed), or the error saying what to change."""
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidRequest("comment", "The comment is empty: write what you think of the image.")
+        comment = " ".join(text.split())
+        if len(comment) > MAX_COMMENT_CHARS:
+            raise InvalidRequest("comment", f"The comment is {len(comment)} characters long; "
+                                            f"the limit is {MAX_COMMENT_CHARS}.")
+        verdict = self.moderation.prompt_checker.check(comment, "")
+        if not verdict.allowed:
+            raise BlockedComment(verdict.category or "not allowed")
+        return comment
+
     async def remember_message(self, job_id: str, platform: str, chat_id: str | int | None,
                                message_id: str | int, *, index: int | None = None) -> None:
         """Record that a sent message shows image ``index`` (0-based) of a job (None: all of them)."""
@@ -124,3 +187,12 @@ class HistoryPart(ServiceContext):
             return []
         job_id, index = found
         return [i for i in await images.images_for_job(self.db, job_id) if index is None or i.idx == index]
+
+
+class BlockedComment(ImagineError):
+    """A comment the prompt filter refused (nothing was saved); ``category`` says why."""
+
+    def __init__(self, category: str) -> None:
+        super().__init__(f"This comment was blocked by the safety filter ({category}); it was not saved. "
+                         "Please rephrase it.")
+        self.category = category

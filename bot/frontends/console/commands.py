@@ -34,6 +34,7 @@ COMMANDS = """Commands:
   /imagine PROMPT [options]   make images (a line without a slash does the same)
   /history [SEARCH]           your recent requests and their image ids
   /rate IMAGE STARS           rate an image 1-5 (IMAGE: its number, or JOB-N as the API names it)
+  /comment IMAGE WORDS         after rating it: a comment beside your rating
   /quota                      images left in this quota window (hour, day or week)
   /settings [key=value ...]   show or change defaults: aspect, style, count, steps, private, refine
   /cancel [JOB]               cancel your latest (or the given) queued/running request
@@ -106,6 +107,13 @@ class CommandHandlers:
                 return
             rating = await self.service.rate(self.who, args[0], args[1], source="command")
             self.say(f"Rated image {rating.image_id}: {'★' * rating.stars}")
+        elif command == "/comment":
+            image_id, _, words = rest.partition(" ")
+            if not image_id or not words.strip():
+                self.say("Usage: /comment IMAGE WORDS (rate the image first); IMAGE is its number or JOB-N")
+                return
+            rating = await self.service.comment(self.who, image_id, words)
+            self.say(f"💬 Comment kept beside your {rating.stars}★ rating of image {rating.image_id}.")
         elif command == "/quota":
             used, limit, remaining, resets_at = await self.service.quota(self.who)
             self.say(quota_text(used, limit, remaining, self.service.config.quota_window,

@@ -2,7 +2,7 @@
 
 :class:`DiscordFrontEnd` is built from its parts: :class:`~.commands.CommandHandlers` (slash
 commands and buttons), :class:`~.accounts.AccountHandlers` (🌐 sharing, /link, /apikey),
-:class:`~.delivery.Delivering` (progress and results) and
+:class:`~.delivery.Delivering` (progress and results), :class:`~.comments.CommentHandlers` (💬) and
 :class:`~.moderation.DiscordModeration` (given the front end it serves). Buttons are
 :mod:`~bot.frontends.discord.views`; they find the front end as ``interaction.client.front``.
 
@@ -32,6 +32,7 @@ from discord.ext import commands
 from bot.frontends.common import apology, new_reference
 from bot.frontends.discord.accounts import AccountHandlers, build_account_commands
 from bot.frontends.discord.commands import CommandHandlers, build_commands
+from bot.frontends.discord.comments import CommentHandlers
 from bot.frontends.discord.delivery import Delivering, Reply
 from bot.frontends.discord.intake import Intake, interaction_from
 from bot.frontends.discord.messages import DM_LIMIT, PLATFORM
@@ -77,7 +78,7 @@ class DiscordLoginFailed(ImagineError):
     """Discord refused the token: the operator must fix DISCORD_TOKEN."""
 
 
-class DiscordFrontEnd(CommandHandlers, AccountHandlers, Intake, Delivering):
+class DiscordFrontEnd(CommandHandlers, AccountHandlers, CommentHandlers, Intake, Delivering):
     """The Discord adapter: build with (service, settings), then ``await start()``; ``close()``."""
 
     def __init__(self, service: ImagineService, settings: DiscordSettings) -> None:

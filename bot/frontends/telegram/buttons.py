@@ -1,7 +1,8 @@
-"""What the inline buttons and reactions under the bot's messages do.
+"""What the inline buttons, reactions and replies to the bot's messages do.
 
 Buttons carry stateless data (:mod:`bot.frontends.telegram.callbacks`), so they work after a
-restart. Reactions to the bot's result messages become ratings (source ``reaction``).
+restart. Reactions to the bot's result messages become ratings (source ``reaction``); a text
+reply to a result message, after rating it, is a comment kept beside that rating.
 :class:`ButtonHandlers` is a part of :class:`~bot.frontends.telegram.front.TelegramFrontEnd`.
 """
 
@@ -175,6 +176,21 @@ class ButtonHandlers:
         except BadRequest as err:
             if "not modified" not in str(err).lower():
                 raise
+
+    # -- replies -------------------------------------------------------------------------------
+
+    async def _reply(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A text reply to a result message: a comment beside the replier's rating of what it shows."""
+        message = update.message
+        if message is None or message.reply_to_message is None or message.from_user is None or not message.text:
+            return
+        saved = await self.service.comment_message(who_of(message.from_user), message.chat_id,
+                                                   message.reply_to_message.message_id, message.text)
+        if saved is None:  # a reply to some other message: a conversation, not for the bot
+            return
+        count = len(saved)
+        await message.reply_text(f"💬 Thanks: your comment is kept beside your rating{'s' if count > 1 else ''} "
+                                 f"({count} image{'s' if count > 1 else ''}).", do_quote=True)
 
     # -- reactions -----------------------------------------------------------------------------
 

@@ -60,7 +60,8 @@ COMMAND_HELP = """Commands:
 """ + ACCOUNT_HELP + """
 
 Under each result: 🔄 reroll · U1–U4 the full-quality file · V1–V4 variations · ⭐ rate · 🌐 share.
-Reacting to a result rates it too: ❤ 🔥 😍 = 5★, 👍 👏 = 4★, 🤔 = 3★, 😢 = 2★, 👎 = 1★."""
+Reacting to a result rates it too: ❤ 🔥 😍 = 5★, 👍 👏 = 4★, 🤔 = 3★, 😢 = 2★, 👎 = 1★.
+After rating, reply to the result with a few words: a comment kept beside your rating."""
 EXAMPLES = """Examples:
 /imagine a lighthouse at dawn, watercolor --ar 16:9
 /imagine a cat astronaut --n 4 --seed 7

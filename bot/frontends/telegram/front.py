@@ -25,6 +25,7 @@ from telegram.ext import (
     CallbackQueryHandler,
     CommandHandler,
     ContextTypes,
+    MessageHandler,
     MessageReactionHandler,
     filters,
 )
@@ -105,6 +106,9 @@ class TelegramFrontEnd(CommandHandlers, AccountHandlers, ButtonHandlers, Deliver
         for name, handler in commands.items():
             app.add_handler(CommandHandler(name, self._guard(handler), filters=only_new))
         app.add_handler(CallbackQueryHandler(self._guard(self._button)))
+        # a text reply to a result, after rating it: a comment beside the rating (buttons.py)
+        app.add_handler(MessageHandler(only_new & filters.REPLY & filters.TEXT & ~filters.COMMAND,
+                                       self._guard(self._reply)))
         app.add_handler(MessageReactionHandler(
             self._reaction, message_reaction_types=MessageReactionHandler.MESSAGE_REACTION_UPDATED))
         app.add_error_handler(self._on_error)

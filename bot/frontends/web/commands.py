@@ -48,6 +48,8 @@ class Rating(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     stars: int = Field(ge=1, le=5)
+    comment: str | None = Field(None, min_length=1, max_length=500,
+                                description="what you think of the image, kept beside the rating")
 
 
 class Accepted(BaseModel):
@@ -199,9 +201,9 @@ async def get_image(ref: str, request: Request, auth: Auth,
 
 @router.post("/images/{ref}/rating")
 async def rate_image(ref: str, body: Rating, request: Request, auth: Auth) -> dict[str, Any]:
-    """Your 1–5 star rating of an image (yours, or a shared one)."""
-    await _service(request).rate_ref(auth.who, ref, body.stars)
-    return {"image": ref, "stars": body.stars}
+    """Your 1–5 star rating of an image (yours, or a shared one), with a comment if you like."""
+    await _service(request).rate_ref(auth.who, ref, body.stars, body.comment)
+    return {"image": ref, "stars": body.stars, "comment": body.comment}
 
 
 @router.post("/images/{ref}/share")
