@@ -35,7 +35,7 @@ from generation.prompts.refine import PromptRefiner
 from generation.tools.upscale import with_upscaler
 from storage import Database, ImageStore
 
-__all__ = ["engine", "run_bot"]
+__all__ = ["engine", "gallery_url", "run_bot"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,18 @@ def _start_executors(config: Config, model_config: ModelConfig, loras: LoraCatal
     return start_workers(model_config, config.generation.devices, loader=loader)
 
 
+def gallery_url(config: Config) -> str:
+    """Where shared images can be seen: [web] public_url, else the local address it listens on;
+    "" when no gallery runs ([web] off, or gallery = false)."""
+    web = config.web
+    if web is None or not web.gallery:
+        return ""
+    if web.public_url:
+        return web.public_url
+    host = "127.0.0.1" if web.listen in ("", "0.0.0.0", "::") else web.listen
+    return f"http://{f'[{host}]' if ':' in host else host}:{web.port}"
+
+
 def prompt_checker(config: Config) -> PromptChecker:
     """The blocklist from [safety]: the built-in categories plus the operator's own terms."""
     s = config.safety
@@ -133,7 +145,8 @@ async def run_bot(
         admins=config.admins | {console_user.key},
         data_dir=config.storage.data_dir,
         default_model=model or config.model.name,
-        public_url=config.web.public_url if config.web is not None else "",
+        public_url=gallery_url(config),
+        max_keys_per_user=config.web.max_keys_per_user if config.web is not None else 5,
         image_strength=config.upscale.image_strength,
         upscale_cost=config.quota.upscale_cost,
         upscale_subtle=config.upscale.subtle,

@@ -61,7 +61,10 @@ class Maintenance:
         self.scheduler: AsyncIOScheduler | None = None
 
     async def sweep_stuck(self, now: datetime | None = None) -> list[str]:
-        """Fail and refund queued/running jobs past the limit that no worker holds; their ids."""
+        """Fail and refund queued/running jobs past the limit that no worker holds; their ids.
+
+        Also refunds failed/cancelled jobs still charged (:func:`storage.jobs.repair_unrefunded`).
+        """
         limit = timedelta(minutes=self.settings.stuck_after_minutes)
         swept = []
         for job in await jobs.stuck(self.db, limit, now=now):
@@ -71,11 +74,12 @@ class Maintenance:
                 f"This job was stuck for over {self.settings.stuck_after_minutes:g} minutes and "
                 "was stopped; your quota was refunded. Please try again."
             )
-            if await jobs.mark_failed(self.db, job.id, message, now=now):
-                await quotas.refund(self.db, job.id)
+            moved, _ = await jobs.settle(self.db, job.id, "failed", message, now)  # one transaction
+            if moved:
                 swept.append(job.id)
         if swept:
             log.warning("sweeper failed and refunded %d stuck job(s)", len(swept))
+        await jobs.repair_unrefunded(self.db)  # failed but still charged (an older version's crash)
         return swept
 
     async def purge_old_images(self, now: datetime | None = None) -> int:

@@ -15,7 +15,7 @@ from datetime import datetime
 from storage.clock import to_text
 from storage.db import Executor
 
-__all__ = ["ApiKey", "PREFIX", "create", "find", "hash_key", "list_for", "new_key", "revoke", "touch"]
+__all__ = ["ApiKey", "PREFIX", "create", "find", "hash_key", "list_for", "live_count", "new_key", "revoke", "touch"]
 
 PREFIX = "ib_"
 
@@ -54,8 +54,15 @@ async def create(db: Executor, user_id: int, label: str = "", now: datetime | No
         "INSERT INTO api_keys (user_id, prefix, hash, label, created_at) VALUES (?, ?, ?, ?, ?) RETURNING *",
         (user_id, key[: len(PREFIX) + 6], hash_key(key), label[:80], to_text(now)),
     )
-    assert row is not None
+    if row is None:  # pragma: no cover - INSERT … RETURNING always returns the row
+        raise LookupError("the new key row was not returned")
     return key, ApiKey.from_row(row)
+
+
+async def live_count(db: Executor, user_id: int) -> int:
+    """How many of ``user_id``'s keys are not revoked."""
+    return int(await db.fetchval(
+        "SELECT count(*) FROM api_keys WHERE user_id = ? AND revoked_at IS NULL", (user_id,), default=0))
 
 
 async def find(db: Executor, key: str) -> ApiKey | None:

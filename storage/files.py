@@ -23,6 +23,7 @@ __all__ = [
     "fit_under",
     "image_params",
     "png_with_metadata",
+    "public_png",
     "read_metadata",
     "read_png_metadata",
 ]
@@ -118,6 +119,28 @@ def png_with_metadata(image: Image.Image, params: dict[str, Any]) -> bytes:
     info.add_text(OWN_KEY, json.dumps(own, ensure_ascii=False, sort_keys=True))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+# what a public copy's A1111 text may say: what its gallery page shows, nothing that names a
+# job, a user, a file, or the text the author typed before refinement
+_PUBLIC_FIELDS = ("prompt", "negative_prompt", "style", "lora", "loras", "lora_hashes", "seed", "steps",
+                  "width", "height", "model", "model_hash", "kind", "strength", "sampler", "cfg_scale")
+
+
+def public_png(image: Image.Image, params: dict[str, Any]) -> bytes:
+    """``image`` as a PNG holding only A1111's "parameters" of the shown request (blocking).
+
+    For the public gallery: no ``imagine`` JSON (job id, original prompt, variation source), no
+    EXIF, no other text chunks; ``params`` is filtered to :data:`_PUBLIC_FIELDS` as well.
+    """
+    shown = {key: params[key] for key in _PUBLIC_FIELDS if params.get(key) not in (None, "")}
+    info = PngImagePlugin.PngInfo()
+    info.add_text(METADATA_KEY, a1111_parameters(shown))
+    clean = image.copy()
+    clean.info = {}  # pixels only: none of the source's text chunks, EXIF or ICC travels
+    buffer = io.BytesIO()
+    clean.save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
 
 

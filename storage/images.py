@@ -11,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import tempfile
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from storage.clock import to_text
 from storage.db import Executor
@@ -34,6 +35,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _TEMP_SUFFIX = ".tmp"
+_VARIANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,62}")
 
 
 class ImageStore:
@@ -42,6 +44,42 @@ class ImageStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        # made from stored files (thumbnails, format conversions, public copies): beside the
+        # store, keyed by the source's content hash, removed with the source (delete, GC)
+        self.derived_root = self.root.parent / f"{self.root.name}-derived"
+
+    def derive(self, source: Path, variant: str, make: Callable[[Path], bytes]) -> Path:
+        """The file ``make(source)`` wrote for ``variant`` of a stored file, made once and kept.
+
+        Blocking (run it in a thread). ``variant`` names what was made (``thumb384.jpg``); it is
+        kept until the source is deleted from the store.
+        """
+        if not _VARIANT.fullmatch(variant):
+            raise ValueError(f"`variant` must be letters, digits, '-' and '.', not {variant!r}")
+        relative = Path(source).resolve().relative_to(self.root.resolve()).as_posix()
+        target = self._derived_dir(relative) / variant
+        if target.is_file():
+            return target
+        data = make(self.path_for(relative))
+        fd, temp = self._temp_file(target.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(temp, target)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+        return target
+
+    def _derived_dir(self, relative: str) -> Path:
+        return self.derived_root / Path(relative).name.split(".", 1)[0]
+
+    def _drop_derived(self, relative: str) -> None:
+        directory = self._derived_dir(relative)
+        if directory.is_dir():
+            for path in directory.iterdir():
+                path.unlink(missing_ok=True)
+            directory.rmdir()
 
     def put(self, data: bytes, ext: str = "png") -> tuple[str, str]:
         """Store ``data``; returns ``(relative_path, sha256)``. Atomic and idempotent."""
@@ -96,6 +134,7 @@ class ImageStore:
         removed = 0
         for relative in paths:
             target = self.path_for(relative)
+            self._drop_derived(relative)
             try:
                 target.unlink()
             except FileNotFoundError:
@@ -129,6 +168,7 @@ class ImageStore:
             if relative in keep:
                 continue
             path.unlink(missing_ok=True)
+            self._drop_derived(relative)
             self._prune(path.parent)
             removed.append(relative)
         if removed:
@@ -167,7 +207,8 @@ async def add_image(
         " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
         (job_id, idx, seed, path, sha256, width, height, bytes, safety, to_text(now)),
     )
-    assert row is not None
+    if row is None:
+        raise LookupError("the written row was not returned")
     return Image.from_row(row)
 
 

@@ -52,6 +52,15 @@ async def mark_handled(db: Executor, platform: str, key: str | int, now: datetim
     return bool(rows)
 
 
+async def reopen(db: Executor, platform: str, key: str | int) -> bool:
+    """Mark a handled request unhandled again (its job was withdrawn before it was told)."""
+    rows = await db.execute(
+        "UPDATE inbox SET handled_at = NULL WHERE platform = ? AND key = ? RETURNING key",
+        (platform, str(key)),
+    )
+    return bool(rows)
+
+
 async def unhandled(db: Executor, platform: str, *, limit: int = 1000) -> list[InboxItem]:
     """Requests received but not handled, oldest first; each call counts an attempt."""
     rows = await db.fetchall(

@@ -21,8 +21,9 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
+from storage import inbox
 from storage.clock import to_text, utcnow
-from storage.db import Executor
+from storage.db import Database, Executor
 from storage.records import JOB_STATUSES, HistoryPage, Job, Recovery
 
 __all__ = [
@@ -34,15 +35,22 @@ __all__ = [
     "find_by_request_key",
     "get",
     "history",
+    "ids_of",
     "mark_cancelled",
     "mark_delivered",
     "mark_done",
     "mark_failed",
     "mark_running",
+    "mark_told",
     "recoverable",
+    "refund_in",
+    "repair_unrefunded",
     "request_key",
+    "settle",
     "stats",
     "stuck",
+    "untold",
+    "withdraw",
     "update_target",
 ]
 
@@ -109,8 +117,8 @@ async def create(
     """
     row = await db.fetchone(
         "INSERT INTO jobs (id, user_id, request, request_key, model_id, checkpoint_hash,"
-        " charged, quota_window, priority, target, created_at, origin)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *",
+        " charged, quota_window, priority, target, created_at, origin, told)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0) RETURNING *",
         (
             job_id or uuid.uuid4().hex,
             user_id,
@@ -126,7 +134,8 @@ async def create(
             origin,
         ),
     )
-    assert row is not None
+    if row is None:  # pragma: no cover - INSERT … RETURNING always returns the row
+        raise LookupError("the new job row was not returned")
     return Job.from_row(row)
 
 
@@ -142,13 +151,23 @@ async def get(db: Executor, job_id: str) -> Job | None:
     return Job.from_row(row) if row else None
 
 
-async def find_by_request_key(db: Executor, key: str) -> Job | None:
-    """The newest finished job (done/delivered, with images) made from an identical request."""
+async def find_by_request_key(db: Executor, key: str, user_id: int | None = None) -> Job | None:
+    """The newest finished job (done/delivered, with images) made from an identical request.
+
+    With ``user_id``: only that account's own jobs, or jobs whose every image is publicly shared
+    (another account's private result is never served, nor its existence told).
+    """
+    mine = ""
+    params: tuple[Any, ...] = (key,)
+    if user_id is not None:
+        mine = (" AND (user_id = ? OR NOT EXISTS (SELECT 1 FROM images i WHERE i.job_id = jobs.id"
+                " AND NOT EXISTS (SELECT 1 FROM shares s WHERE s.image_id = i.id)))")
+        params = (key, user_id)
     row = await db.fetchone(
         "SELECT * FROM jobs WHERE request_key = ? AND status IN ('done', 'delivered')"
-        " AND EXISTS (SELECT 1 FROM images WHERE images.job_id = jobs.id)"
+        " AND EXISTS (SELECT 1 FROM images WHERE images.job_id = jobs.id)" + mine +
         " ORDER BY finished_at DESC, rowid DESC LIMIT 1",
-        (key,),
+        params,
     )
     return Job.from_row(row) if row else None
 
@@ -201,8 +220,24 @@ async def mark_done(
 
 
 async def mark_delivered(db: Executor, job_id: str, now: datetime | None = None) -> bool:
-    """done -> delivered; True only for the one call that delivered it."""
-    return await _transition(db, job_id, "delivered", "delivered_at = ?", (to_text(now),))
+    """done -> delivered (and told); True only for the one call that delivered it."""
+    return await _transition(db, job_id, "delivered", "delivered_at = ?, told = 1", (to_text(now),))
+
+
+async def mark_told(db: Executor, job_id: str) -> bool:
+    """Record that a failed/cancelled job's message was shown; True for the call that did it."""
+    rows = await db.execute(
+        "UPDATE jobs SET told = 1 WHERE id = ? AND told = 0 AND status IN ('failed', 'cancelled')"
+        " RETURNING id", (job_id,))
+    return bool(rows)
+
+
+async def untold(db: Executor) -> list[Job]:
+    """Failed or cancelled jobs whose message was never shown (a crash in between), oldest first."""
+    rows = await db.fetchall(
+        "SELECT * FROM jobs WHERE told = 0 AND status IN ('failed', 'cancelled')"
+        " ORDER BY finished_at, created_at, rowid")
+    return [Job.from_row(r) for r in rows]
 
 
 async def mark_failed(db: Executor, job_id: str, error: str, now: datetime | None = None) -> bool:
@@ -215,6 +250,73 @@ async def mark_failed(db: Executor, job_id: str, error: str, now: datetime | Non
 async def mark_cancelled(db: Executor, job_id: str, now: datetime | None = None) -> bool:
     """queued/running -> cancelled (refund it with quotas.refund)."""
     return await _transition(db, job_id, "cancelled", "finished_at = ?", (to_text(now),))
+
+
+async def settle(db: Database, job_id: str, status: str, error: str = "",
+                 now: datetime | None = None) -> tuple[bool, int]:
+    """Fail (``status`` "failed", with ``error``) or cancel a job and refund it, in ONE transaction.
+
+    (whether this call moved it, images refunded): a crash leaves the job either active and
+    charged, or settled and refunded, never settled and still charged.
+    """
+    if status not in ("failed", "cancelled"):
+        raise ValueError(f"`status` must be failed or cancelled, not {status!r}")
+    async with db.transaction() as tx:
+        if status == "failed":
+            moved = await mark_failed(tx, job_id, error, now)
+        else:
+            moved = await mark_cancelled(tx, job_id, now)
+        refunded = await refund_in(tx, job_id)
+    if refunded:
+        log.info("refunded %s image(s) of job %s", refunded, job_id)
+    return moved, refunded
+
+
+async def refund_in(tx: Executor, job_id: str) -> int:
+    """Inside a transaction: give a job's charged images back, once (never a delivered job's)."""
+    job = await tx.fetchone(
+        "UPDATE jobs SET refunded = 1"
+        " WHERE id = ? AND refunded = 0 AND charged > 0 AND status != 'delivered'"
+        " RETURNING user_id, charged, quota_window",
+        (job_id,),
+    )
+    if job is None:
+        return 0
+    if job["quota_window"] is not None:
+        await tx.execute(
+            "UPDATE quota_usage SET used = max(used - ?, 0) WHERE user_id = ? AND window_start = ?",
+            (job["charged"], job["user_id"], job["quota_window"]),
+        )
+    return int(job["charged"])
+
+
+async def withdraw(db: Database, job_id: str, origin: tuple[str, str] | None = None) -> int:
+    """Undo an accepted job the queue refused at once: refund, delete the row and reopen its
+    platform request, in one transaction; images refunded.
+
+    The request is then answered like any refusal (told, then closed); a crash before that
+    finds it unhandled and runs it again, so the refusal is never lost.
+    """
+    async with db.transaction() as tx:
+        refunded = await refund_in(tx, job_id)
+        await tx.execute("DELETE FROM jobs WHERE id = ? AND status IN ('queued', 'failed')", (job_id,))
+        if origin is not None:
+            await inbox.reopen(tx, origin[0], origin[1])
+    return refunded
+
+
+async def repair_unrefunded(db: Database) -> list[str]:
+    """Refund failed/cancelled jobs still charged (left by a crash in an older version); their ids."""
+    rows = await db.fetchall(
+        "SELECT id FROM jobs WHERE refunded = 0 AND charged > 0 AND status IN ('failed', 'cancelled')")
+    repaired = []
+    for row in rows:
+        async with db.transaction() as tx:
+            if await refund_in(tx, row["id"]):
+                repaired.append(row["id"])
+    if repaired:
+        log.warning("refunded %d failed job(s) that were still charged", len(repaired))
+    return repaired
 
 
 # -- queries for the service, the sweeper and admins -------------------------------------------
@@ -242,6 +344,12 @@ async def active_count(db: Executor, user_id: int) -> int:
             (user_id,),
         )
     )
+
+
+async def ids_of(db: Executor, user_id: int) -> list[str]:
+    """The ids of all of the user's jobs, oldest first."""
+    rows = await db.fetchall("SELECT id FROM jobs WHERE user_id = ? ORDER BY created_at, rowid", (user_id,))
+    return [row["id"] for row in rows]
 
 
 async def history(

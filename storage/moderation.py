@@ -278,7 +278,8 @@ async def set_policy(db: Executor, scope: str, explicit: str, allow: tuple[str, 
         " updated_by = excluded.updated_by, updated_at = excluded.updated_at RETURNING *",
         (scope, explicit, json.dumps(list(allow)), admin_key, to_text(now)),
     )
-    assert row is not None
+    if row is None:
+        raise LookupError("the written row was not returned")
     return _policy(row)
 
 

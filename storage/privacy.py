@@ -19,7 +19,7 @@ async def forget(db: Database, user_id: int, *, keep_quota_from: str | None = No
 
     Deleted: jobs (prompts, history), their images, the images they started from (uploads) and every rating of them, the user's own
     ratings, saved settings and display name, and quota rows of windows before
-    ``keep_quota_from`` (all of them when it is None).
+    ``keep_quota_from`` (all of them when it is None). Their API keys are revoked.
     Kept, keyed by the platform identity: the user row itself with its block, the quota used
     in the current window (``window_start >= keep_quota_from``), the per-user limit, and the
     moderation standing (strikes, cooldowns, appeals live in ``moderation_*`` by user key).
@@ -47,6 +47,9 @@ async def forget(db: Database, user_id: int, *, keep_quota_from: str | None = No
         scrubbed = await tx.execute(
             "UPDATE users SET display_name = '', settings = '{}', dm_closed = 0 WHERE id = ? RETURNING id",
             (user_id,))
+        # their API keys stop working with the rest (kept, revoked: a key seen later is recognised)
+        await tx.execute("UPDATE api_keys SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
+                         (to_text(), user_id))
         orphans = [
             path
             for path in paths

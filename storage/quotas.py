@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, time, timedelta, timezone, tzinfo
 
+from storage import jobs
 from storage.clock import to_text, utcnow
 from storage.db import Database, Executor
 
@@ -128,24 +129,13 @@ async def refund(db: Database, job_id: str) -> int:
     """Give a job's charged images back, once; returns how many (0 if already or not refundable).
 
     A delivered job is never refunded: each accepted job is delivered once or refunded once.
+    Failing and refunding together is :func:`storage.jobs.settle` (one transaction).
     """
     async with db.transaction() as tx:
-        job = await tx.fetchone(
-            "UPDATE jobs SET refunded = 1"
-            " WHERE id = ? AND refunded = 0 AND charged > 0 AND status != 'delivered'"
-            " RETURNING user_id, charged, quota_window",
-            (job_id,),
-        )
-        if job is None:
-            return 0
-        if job["quota_window"] is not None:
-            await tx.execute(
-                "UPDATE quota_usage SET used = max(used - ?, 0)"
-                " WHERE user_id = ? AND window_start = ?",
-                (job["charged"], job["user_id"], job["quota_window"]),
-            )
-    log.info("refunded %s image(s) of job %s", job["charged"], job_id)
-    return int(job["charged"])
+        charged = await jobs.refund_in(tx, job_id)
+    if charged:
+        log.info("refunded %s image(s) of job %s", charged, job_id)
+    return charged
 
 
 # -- overrides ---------------------------------------------------------------------------------

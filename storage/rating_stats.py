@@ -3,7 +3,8 @@
 Read-only queries over ``ratings`` -> ``images`` -> ``jobs``; the request JSON of the job holds
 steps, style and LoRAs (``[[name, weight], ...]``), so no migration is needed. A job with several
 LoRAs counts toward each of them; a job without LoRAs counts as ``(none)``. Beside each group,
-the mean CLIP score (``image_scores``, when [eval] clip_model is set) of the group's scored images.
+the mean CLIP score (``image_scores``, when [eval] clip_model is set) of the group's scored images,
+and how many of its ratings carry a comment; :func:`recent_comments` lists the comments themselves.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 from storage.db import Executor
 
-__all__ = ["DIMENSIONS", "RatingGroup", "ratings_by"]
+__all__ = ["DIMENSIONS", "RatedComment", "RatingGroup", "ratings_by", "recent_comments"]
 
 _KEYS = {
     "model": "j.model_id || COALESCE(' @' || substr(j.checkpoint_hash, 1, 12), '')",
@@ -33,10 +34,26 @@ class RatingGroup:
     images: int
     clip: float | None = None  # mean CLIP score of the group's scored images
     scored: int = 0
+    comments: int = 0  # ratings with a comment
 
     def __str__(self) -> str:
         text = f"{self.key}: {self.average:.2f}★ ({self.ratings} rating{'s' if self.ratings != 1 else ''})"
-        return text if self.clip is None else f"{text}, CLIP {self.clip:.1f} ({self.scored} scored)"
+        if self.clip is not None:
+            text += f", CLIP {self.clip:.1f} ({self.scored} scored)"
+        return text + (f", {self.comments} comment{'s' if self.comments != 1 else ''}" if self.comments else "")
+
+
+@dataclass(frozen=True)
+class RatedComment:
+    """A comment beside its rating: the model version that made the image, stars, words, when."""
+
+    model: str
+    stars: int
+    comment: str
+    updated_at: str
+
+    def __str__(self) -> str:
+        return f"{self.stars}★ {self.model}: “{self.comment}”"
 
 
 async def ratings_by(db: Executor, by: str) -> list[RatingGroup]:
@@ -46,7 +63,7 @@ async def ratings_by(db: Executor, by: str) -> list[RatingGroup]:
     loras = "LEFT JOIN json_each(j.request, '$.loras') AS l" if by == "lora" else ""
     rows = await db.fetchall(
         f"SELECT {_KEYS[by]} AS k, avg(r.stars) AS average, count(*) AS n, "
-        f"count(DISTINCT r.image_id) AS images "
+        f"count(DISTINCT r.image_id) AS images, count(r.comment) AS comments "
         f"FROM ratings r JOIN images i ON i.id = r.image_id JOIN jobs j ON j.id = i.job_id {loras} "
         f"GROUP BY k ORDER BY average DESC, n DESC, k"
     )
@@ -56,5 +73,16 @@ async def ratings_by(db: Executor, by: str) -> list[RatingGroup]:
         f"GROUP BY k"
     )}
     return [RatingGroup(str(row["k"]), float(row["average"]), int(row["n"]), int(row["images"]),
-                        *clip.get(str(row["k"]), (None, 0)))
+                        *clip.get(str(row["k"]), (None, 0)), int(row["comments"]))
             for row in rows]
+
+
+async def recent_comments(db: Executor, limit: int = 10) -> list[RatedComment]:
+    """The newest ``limit`` comments with their stars and the model version of the image."""
+    rows = await db.fetchall(
+        f"SELECT {_KEYS['model']} AS model, r.stars, r.comment, r.updated_at "
+        "FROM ratings r JOIN images i ON i.id = r.image_id JOIN jobs j ON j.id = i.job_id "
+        "WHERE r.comment IS NOT NULL ORDER BY r.updated_at DESC LIMIT ?",
+        (limit,),
+    )
+    return [RatedComment(str(r["model"]), int(r["stars"]), str(r["comment"]), str(r["updated_at"])) for r in rows]

@@ -8,7 +8,9 @@ from storage.clock import to_text
 from storage.db import Executor
 from storage.records import RATING_SOURCES, Rating
 
-__all__ = ["average", "delete", "for_image", "get", "upsert"]
+__all__ = ["MAX_COMMENT_CHARS", "average", "delete", "for_image", "get", "set_comment", "upsert"]
+
+MAX_COMMENT_CHARS = 500
 
 
 async def upsert(
@@ -34,8 +36,23 @@ async def upsert(
         " RETURNING *",
         (image_id, user_id, stars, source, comment, to_text(now)),
     )
-    assert row is not None
+    if row is None:
+        raise LookupError("the written row was not returned")
     return Rating.from_row(row)
+
+
+async def set_comment(
+    db: Executor, image_id: int, user_id: int, comment: str, now: datetime | None = None
+) -> Rating | None:
+    """Put ``comment`` beside the user's rating of the image (replacing an older one); None when
+    the user has not rated it: a comment belongs to a rating."""
+    if not isinstance(comment, str) or not comment.strip() or len(comment) > MAX_COMMENT_CHARS:
+        raise ValueError(f"`comment` must be 1 to {MAX_COMMENT_CHARS} characters of text, not {comment!r}")
+    row = await db.fetchone(
+        "UPDATE ratings SET comment = ?, updated_at = ? WHERE image_id = ? AND user_id = ? RETURNING *",
+        (comment, to_text(now), image_id, user_id),
+    )
+    return Rating.from_row(row) if row else None
 
 
 async def delete(db: Executor, image_id: int, user_id: int, source: str | None = None) -> bool:
@@ -72,5 +89,6 @@ async def average(db: Executor, image_id: int) -> tuple[float | None, int]:
     row = await db.fetchone(
         "SELECT avg(stars) AS mean, count(*) AS n FROM ratings WHERE image_id = ?", (image_id,)
     )
-    assert row is not None
+    if row is None:
+        raise LookupError("the written row was not returned")
     return row["mean"], row["n"]

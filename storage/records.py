@@ -65,6 +65,7 @@ class Job:
     finished_at: str | None
     delivered_at: str | None
     origin: str | None = None  # the platform request it came from (storage.inbox)
+    told: bool = True  # its outcome (images, or the failure/cancel message) was shown to the user
 
     @property
     def prompt(self) -> str:
@@ -91,6 +92,7 @@ class Job:
             finished_at=row["finished_at"],
             delivered_at=row["delivered_at"],
             origin=row["origin"] if "origin" in row.keys() else None,
+            told=bool(row["told"]) if "told" in row.keys() else True,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -56,7 +56,8 @@ async def share(db: Executor, image_id: int, user_id: int, now: datetime | None 
         " ON CONFLICT (image_id) DO UPDATE SET image_id = excluded.image_id RETURNING id",
         (secrets.token_urlsafe(9), image_id, user_id, to_text(now)),
     )
-    assert row is not None
+    if row is None:
+        raise LookupError("the written row was not returned")
     return str(row["id"])
 
 

@@ -40,7 +40,8 @@ async def get_or_create(
         " RETURNING *",
         (platform, str(platform_user_id), display_name, to_text()),
     )
-    assert row is not None
+    if row is None:
+        raise LookupError("the written row was not returned")
     return User.from_row(row)
 
 

@@ -10,6 +10,9 @@ machine, and the images of the tiny random model are noise anyway).
     after_defer    a job-making interaction was stored and its deferral answered by Discord,
                    nothing else done yet (the job row is not written)
     before_commit  the job row is inserted inside its transaction; the COMMIT has not run
+    after_failed   a job's failure and refund committed; nothing was told yet
+
+``FAIL_PROMPT=WORD``: a batch whose prompt contains WORD fails in the pipeline.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import bot.safety.moderation  # noqa: E402
 import storage.jobs  # noqa: E402
 from bot.safety.images import AllowAllImages  # noqa: E402
 from bot.__main__ import main  # noqa: E402
-from tests.slow_steps import slow_down  # noqa: E402
+from tests.slow_steps import fail_on, slow_down  # noqa: E402
 
 point, _, nth = os.environ.get("IMAGINE_KILL_AT", "").partition(":")
 _left = int(nth or 1)
@@ -46,6 +49,7 @@ def _reached(name: str) -> None:
 
 _defer = discord.InteractionResponse.defer
 _create = storage.jobs.create
+_settle = storage.jobs.settle
 
 
 async def defer(self: discord.InteractionResponse, *args: Any, **kwargs: Any) -> Any:
@@ -61,8 +65,17 @@ async def create(*args: Any, **kwargs: Any) -> Any:
     return row
 
 
+async def settle(*args: Any, **kwargs: Any) -> Any:
+    outcome = await _settle(*args, **kwargs)
+    if (args[2] if len(args) > 2 else kwargs.get("status")) == "failed" and outcome[0]:
+        _reached("after_failed")
+    return outcome
+
+
 discord.InteractionResponse.defer = defer  # type: ignore[method-assign]
 storage.jobs.create = create  # type: ignore[assignment]
+storage.jobs.settle = settle  # type: ignore[assignment]
 slow_down(float(sys.argv[1]))
+fail_on(os.environ.get("FAIL_PROMPT") or "")
 bot.safety.moderation.NudityClassifier = lambda settings: AllowAllImages()  # type: ignore[assignment,misc]
 sys.exit(main(sys.argv[2:]))

@@ -852,6 +852,32 @@ class FakeDiscord:
         payload["message"] = msg
         return payload
 
+    def modal_submit(
+        self,
+        custom_id: str,
+        values: dict[str, str],
+        user: dict[str, Any] | None = None,
+        channel: int | str | dict[str, Any] | None = None,
+        *,
+        message: dict[str, Any] | int | str | None = None,
+        locale: str = "en-US",
+    ) -> dict[str, Any]:
+        """A MODAL_SUBMIT interaction: ``user`` filled the modal ``custom_id`` (the one the bot sent
+        as a type 9 callback) with ``{text input custom_id: value}``, each in a Label (type 18).
+        ``message``: the message whose component opened the modal (Discord sends it along)."""
+        components = [{"type": 18, "id": n + 1, "component": {"type": 4, "id": n + 100, "custom_id": key,
+                                                                "value": value}}
+                      for n, (key, value) in enumerate(values.items())]
+        stored = None
+        if message is not None:
+            stored = self.messages[int(message["id"] if isinstance(message, dict) else message)]
+            channel = stored["channel_id"]
+        payload = self._interaction_base(_MODAL_SUBMIT, {"custom_id": custom_id, "components": components},
+                                         user, channel, locale=locale, attachment_size_limit=None)
+        if stored is not None:
+            payload["message"] = stored
+        return payload
+
     def _reaction(
         self,
         emoji: str | dict[str, Any],

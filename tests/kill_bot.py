@@ -7,6 +7,11 @@ transaction, after the job row (and its quota charge) is written and before COMM
 platform request is stored and not yet confirmed (the window between acknowledging a request
 and committing its job). Kills at the platform seam (after Telegram applied an edit, before the
 bot heard back) are done by the fake server, which knows when it applied it.
+
+``FAIL_PROMPT=WORD``: a batch whose prompt contains WORD fails in the pipeline (a failure the
+user must be told). ``KILL_AFTER_FAILED=N``: the process SIGKILLs itself right after the Nth
+failure (and its refund) committed, before any front end told the user: the window between
+"failed" and "told".
 """
 
 from __future__ import annotations
@@ -22,11 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bot.__main__ import main  # noqa: E402
 from bot.safety import AllowAllImages, moderation  # noqa: E402
 from storage import jobs  # noqa: E402
-from tests.slow_steps import slow_down  # noqa: E402
+from tests.slow_steps import fail_on, slow_down  # noqa: E402
 
 _create = jobs.create
 _kill_at = int(os.environ.get("KILL_BEFORE_JOB_COMMIT") or 0)
 _created = 0
+_settle = jobs.settle
+_kill_after_failed = int(os.environ.get("KILL_AFTER_FAILED") or 0)
+_failed = 0
 
 
 async def create_then_maybe_die(*args: Any, **kwargs: Any) -> Any:
@@ -38,7 +46,19 @@ async def create_then_maybe_die(*args: Any, **kwargs: Any) -> Any:
     return row
 
 
+async def settle_then_maybe_die(db: Any, job_id: str, status: str, error: str = "", now: Any = None) -> Any:
+    global _failed
+    outcome = await _settle(db, job_id, status, error, now)
+    if status == "failed" and outcome[0]:
+        _failed += 1
+        if _failed == _kill_after_failed:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return outcome
+
+
 slow_down(float(sys.argv[1]))
+fail_on(os.environ.get("FAIL_PROMPT") or "")
+jobs.settle = settle_then_maybe_die  # type: ignore[assignment]
 # the image checker's model takes longer to load than the whole test: no image is explicit here
 moderation.NudityClassifier = lambda *args, **kwargs: AllowAllImages()  # type: ignore[assignment,misc]
 jobs.create = create_then_maybe_die  # type: ignore[assignment]

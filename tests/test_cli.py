@@ -74,13 +74,86 @@ def test_bad_flag_exits_2_with_message(tmp_path: Path, capsys: pytest.CaptureFix
     assert not (tmp_path / "x.png").exists()
 
 
-def test_real_model_offline_says_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    config = tmp_path / "c.toml"
-    config.write_text(f'[model]\ncache_dir = "{tmp_path / "empty-cache"}"\n')
-    code = main(["generate", "a fox", "--config", str(config), "-o", str(tmp_path / "x.png"), "-q"])
+@pytest.fixture
+def empty_hf_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """HF_HOME is an empty folder: no weights in the Hugging Face cache."""
+    import huggingface_hub.constants
+
+    from generation.model import loader
+
+    home = tmp_path / "hf-home"
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(home / "hub"))  # read at import
+    monkeypatch.setattr(loader, "_offline_because", None)
+    return home
+
+
+def _says_weights_are_missing(err: str, home: Path) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("imagine-bot: The SDXL-Lightning weights are not on this machine")
+    assert str(home / "hub") in lines[0]
+    assert "`imagine-bot download`" in lines[0] and "`make demo`" in lines[0]
+    assert ".." not in lines[0]
+
+
+def test_real_model_with_hf_hub_offline_says_the_weights_are_missing(
+    tmp_path: Path, empty_hf_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The user set HF_HUB_OFFLINE (conftest does, as a user would): the message may name it."""
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    (tmp_path / "c.toml").write_text("")  # the defaults: SDXL-Lightning from the Hub
+    code = main(["generate", "a fox", "--config", str(tmp_path / "c.toml"), "-o", str(tmp_path / "x.png"), "-q"])
     assert code == 2
     err = capsys.readouterr().err
-    assert "model.path" in err and "make demo" in err
+    _says_weights_are_missing(err, empty_hf_home)
+    assert "HF_HUB_OFFLINE is set in your environment" in err
+
+
+def test_real_model_without_hf_hub_offline_never_blames_it(
+    tmp_path: Path, empty_hf_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nobody set HF_HUB_OFFLINE and the Hub is unreachable: the loader says what is missing and
+    why (the Hub), at once, never the variable it sets itself to stop retrying."""
+    import socket
+    import time
+
+    import huggingface_hub.constants
+
+    from generation.core.errors import ModelUnavailable
+    from generation.model.pipeline import ModelConfig, load_pipeline
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed once the socket is
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    started = time.monotonic()
+    with pytest.raises(ModelUnavailable) as caught:
+        load_pipeline(ModelConfig(device="cpu"))
+    assert time.monotonic() - started < 10  # no retries
+    message = str(caught.value)
+    _says_weights_are_missing(f"imagine-bot: {message}", empty_hf_home)
+    assert "HF_HUB_OFFLINE" not in message
+    assert f"The Hub is unreachable: cannot connect to 127.0.0.1:{port}" in message
+
+
+def test_generate_checks_the_prompt_before_loading_the_model(
+    tmp_path: Path, empty_hf_home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The real model, no weights: a bad option is reported (not the missing weights)."""
+    (tmp_path / "c.toml").write_text("[model]\nsteps = [4, 8]\n")
+    base = ["--config", str(tmp_path / "c.toml"), "-o", str(tmp_path / "x.png"), "-q"]
+    assert main(["generate", "a fox --ar 4:5", *base]) == 2
+    err = capsys.readouterr().err
+    assert "4:5" in err and "16:9" in err and "weights" not in err
+    assert main(["generate", "a fox --steps 2", *base]) == 2  # checked against model.steps
+    err = capsys.readouterr().err
+    assert "--steps must be one of 4, 8" in err and "weights" not in err
+    assert main(["generate", "a fox --steps 8 --ar 16:9", *base]) == 2  # a good prompt reaches the loader
+    _says_weights_are_missing(capsys.readouterr().err, empty_hf_home)
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_styles_lists_presets(capsys: pytest.CaptureFixture[str]) -> None:
@@ -180,6 +253,31 @@ def test_cli_logs_each_line_once_and_silences_known_deprecations(capsys: pytest.
     logging.basicConfig(force=True)  # leave logging as pytest expects it
     assert capsys.readouterr().err.count("Retrying in 1s") == 1
     assert [str(w.message) for w in caught] == ["our own"]
+
+
+async def test_a_server_start_logs_no_scheduler_chatter(capsys: pytest.CaptureFixture[str]) -> None:
+    """`run` logs INFO for a server; APScheduler's per-job INFO lines are not part of it."""
+    import logging
+
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    from bot.cli import _setup_logging
+
+    _setup_logging(verbose=False)
+    logging.getLogger().setLevel(logging.INFO)  # what `run` does with a chat token or [web]
+    try:
+        scheduler = AsyncIOScheduler()
+        scheduler.add_job(lambda: None, "interval", minutes=5)
+        scheduler.start()
+        scheduler.shutdown(wait=False)
+        logging.getLogger("bot.app").info("WebFrontEnd started")
+        logging.getLogger("apscheduler.scheduler").warning("a real scheduler problem")
+    finally:
+        logging.basicConfig(force=True)  # leave logging as pytest expects it
+        logging.getLogger("apscheduler").setLevel(logging.NOTSET)
+    err = capsys.readouterr().err
+    assert "WebFrontEnd started" in err and "a real scheduler problem" in err
+    assert "Adding job" not in err and "Scheduler started" not in err and "Added job" not in err
 
 
 def test_health_follows_the_heartbeat(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

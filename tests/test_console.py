@@ -48,9 +48,14 @@ async def test_imagine_lines_write_files_and_mark_delivered(tmp_path: Path, tiny
         assert str(out_dir / f"{fox}-1.png") in text
 
         image_id = int(re.search(r"\[1\] image (\d+)", text).group(1))
+        assert f"[1] image {image_id} = {fox}-1, seed" in text  # both of its names
         text = await _run(env, [
+            f"/rate {fox}-2 3",                         # the API's name works in the chat too
+            f"/comment {image_id} before rating",
             f"/rate {image_id} 5",
             "/rate 1",
+            f"/comment {image_id}   the fur is lovely",
+            "/comment",
             "/history fox",
             "/quota",
             "/settings aspect=16:9 count=2",
@@ -58,13 +63,20 @@ async def test_imagine_lines_write_files_and_mark_delivered(tmp_path: Path, tiny
             "/settings",
             "/frobnicate",
         ], out_dir)
-        assert f"Rated image {image_id}: ★★★★★" in text
-        assert "Usage: /rate IMAGE_ID STARS" in text
+        assert f"Rated image {image_id}: ★★★★★" in text and f"Rated image {image_id + 1}: ★★★" in text
+        assert "Usage: /rate IMAGE STARS (1-5); IMAGE is its number (/history) or JOB-N" in text
+        assert "Rate the image first" in text and "Usage: /comment IMAGE WORDS" in text
+        assert f"💬 Comment kept beside your 5★ rating of image {image_id}." in text
+        assert await env.db.fetchval("SELECT comment FROM ratings WHERE image_id = ?", (image_id,)) == \
+            "the fur is lovely"
         assert f"{fox}" in text and "your rating 5★" in text and "a blue whale" not in text
+        assert f"image {image_id} = {fox}-1 (seed" in text and f"image {image_id + 1} = {fox}-2 (seed" in text
         assert "Used 3 of 50 images; 47 left this day (daily quota)." in text
         assert "Saved. Your settings: aspect=16:9, style=none, count=2" in text
         assert "aspect: Aspect ratio 2:9 is beyond 4:1" in text
         assert "Unknown command /frobnicate" in text
+        assert "Unknown command /frobnicate" in text
+
 
 
 async def test_help_cancel_reroll_forget_export(tmp_path: Path) -> None:
@@ -82,22 +94,33 @@ async def test_help_cancel_reroll_forget_export(tmp_path: Path) -> None:
         text = await _run(env, ["a fox --seed 4"], out_dir)
         job_id = re.search(r"^(\w+): done", text, re.M).group(1)
 
-        text = await _run(env, [f"/reroll {job_id}", "/reroll", "/variation nope 1", "/export",
-                                "/forget", "/forget confirm"], out_dir)
+        (out_dir / "mine.png").write_bytes(b"not the bot's")  # a file of the user's own stays
+        text = await _run(env, [f"/reroll {job_id}", "/reroll", "/variation nope 1", "/export"], out_dir)
         assert re.search(r"^\w+: done — a fox --ar 1:1 --seed \d+$", text, re.M)
         assert "Usage: /reroll JOB" in text
-        assert "There is no request nope." in text
+        assert "There is no request nope that you can use." in text
         export = Path(re.search(r"Your data: (\S+)", text).group(1))
-        assert "Type /forget confirm" in text and "Forgotten:" in text
-        assert "Kept, because they protect others" in text
+        copies = sorted(p.name for p in out_dir.iterdir() if p.name != "mine.png")
+        assert len(copies) == 2 and f"{job_id}-1.png" in copies  # the fox and its reroll
+
+        # another command came between: the confirmation expired, and says so (and asks again)
+        text = await _run(env, ["/forget", "/quota", "/forget confirm"], out_dir)
+        expired = "That confirmation expired: /forget confirm must be the very next command after /forget."
+        assert expired in text and text.rstrip().endswith("Type /forget confirm to go ahead.")
+        assert "Forgotten" not in text and (await env.service.history(ME)).total == 3  # nothing deleted
+        text = await _run(env, ["/forget", "/forget confirm"], out_dir)
+        assert "Forgotten:" in text and "expired" not in text
+        assert "2 copied image(s) removed from the output folder" in text
+        assert "Kept, because they protect others" in text and ".." not in text
+        assert [p.name for p in out_dir.iterdir()] == ["mine.png"]
         assert not export.exists()
         assert (await env.service.history(ME)).total == 0
         used = (await env.service.quota(ME)).used
         assert used == 2  # the fox and its reroll: /forget never gives quota back
 
-        # /forget confirm without asking first only asks
+        # /forget confirm without asking first only asks (nothing expired)
         text = await _run(env, ["/forget confirm"], out_dir)
-        assert "Type /forget confirm" in text and "Forgotten" not in text
+        assert "Type /forget confirm" in text and "Forgotten" not in text and "expired" not in text
 
 
 async def test_unexpected_errors_get_a_reference(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -137,6 +160,59 @@ def test_each_result_lists_the_typed_commands_that_stand_in_for_buttons() -> Non
     line = actions_line(Delivery("abc123", GenerationRequest(prompt="a fox"), "a fox", (image,), False, {}))
     assert line.strip().startswith("next:")
     assert "/reroll abc123" in line and "/variation abc123 2" in line and "/rate 42 5" in line
+
+
+async def test_a_variation_names_the_command_for_another(tmp_path: Path) -> None:
+    """The terminal has no V buttons: the hint under a variation is the typed command."""
+    async with service_env(tmp_path, FakePipeline()) as env:
+        text = await _run(env, ["a fox --seed 4 --n 2"], tmp_path / "out")
+        job = re.search(r"^(\w+): done", text, re.M).group(1)
+        text = await _run(env, [f"/variation {job} 2"], tmp_path / "out")
+        assert re.search(rf"^\w+: done — variation of image 2 of {job} \(a fox[^)]*\)$", text, re.M), text
+        assert f"/variation {job} 2 (another of the original)" in text
+        assert "V2" not in text and "on its images" not in text
+
+
+async def test_the_first_eta_says_estimating_until_a_batch_was_timed(tmp_path: Path) -> None:
+    """No number before this bot has timed a batch (the cold guess can be far off); then seconds."""
+    fake = FakePipeline()
+    async with service_env(tmp_path, fake) as env:
+        fake.pause()
+        lines: asyncio.Queue[str] = asyncio.Queue()
+        out = io.StringIO()
+
+        async def typed():  # type: ignore[no-untyped-def]
+            while (line := await lines.get()) != "/quit":
+                yield line
+
+        console = asyncio.create_task(run_console(env.service, who=ME, output_dir=tmp_path / "out",
+                                                  lines=typed(), out=out))
+        for line in ("a first fox", "a second fox"):
+            lines.put_nowait(line)
+        await _until(lambda: out.getvalue().count("queued, position") == 2)
+        first = out.getvalue()
+        assert len(re.findall(r"^\w+: queued, position 1 \(estimating the time\)$", first, re.M)) == 2, first
+        assert " s)" not in first  # the cold guess (pixels x steps) is not shown as if it were known
+        fake.resume()
+        await _until(lambda: out.getvalue().count(": done") == 2)
+        fake.pause()
+        for line in ("a third fox", "a fourth fox"):
+            lines.put_nowait(line)
+        await _until(lambda: out.getvalue().count("queued, position") == 4)
+        later = out.getvalue()[len(first):]
+        assert len(re.findall(r"^\w+: queued, position 1 \(about \d+ s\)$", later, re.M)) == 2, later
+        assert "estimating" not in later
+        fake.resume()
+        lines.put_nowait("/quit")
+        await asyncio.wait_for(console, TIMEOUT)
+
+
+async def _until(condition) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(600):  # bounded: 30 s
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("timed out")
 
 
 class _Terminal(io.StringIO):

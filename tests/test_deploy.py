@@ -125,3 +125,55 @@ async def test_heartbeat_is_written_while_running_and_removed_after(tmp_path: Pa
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert not path.exists()
+
+
+def _make_plan(target: str, venv: Path) -> list[str]:
+    """The commands `make -n TARGET` would run from a fresh clone (no venv yet), comments dropped."""
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        import pytest
+
+        pytest.skip("make is not installed")
+    proc = subprocess.run(["make", "-n", target, f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    return [line.split("  #")[0].strip() for line in proc.stdout.splitlines() if line.strip()]
+
+
+def _extras(plan: list[str]) -> set[str]:
+    return {extra for line in plan for group in re.findall(r"-e '\.\[([^\]]*)\]'", line) for extra in group.split(",")}
+
+
+def test_make_run_installs_what_running_needs_and_make_test_the_rest(tmp_path: Path) -> None:
+    import tomllib
+
+    declared = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
+    for target in ("run", "demo", "download", "install"):
+        plan = _make_plan(target, tmp_path / "venv")
+        assert _extras(plan) == {"web"}, (target, plan)  # no Ray, Playwright, pytest or matplotlib
+        assert any("torch==" in line for line in plan) and all("-c constraints.txt" in line
+                                                               for line in plan if "pip install" in line and "--upgrade pip" not in line)
+        assert any(f"{tmp_path / 'venv'}/bin/imagine-bot" in line for line in plan)  # where the command is
+    assert any(line.endswith(f"imagine-bot run --model tiny --config {'config.toml' if (ROOT / 'config.toml').exists() else 'config.example.toml'}")
+               for line in _make_plan("demo", tmp_path / "venv"))
+    test_plan = _make_plan("test", tmp_path / "venv")
+    assert _extras(test_plan) == declared - {"quantize", "docs"}  # what the suite imports (torchao: CUDA only)
+    assert test_plan[-1].startswith("HF_HUB_OFFLINE=1 ") and "-m pytest" in test_plan[-1]
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_pyproject_has_no_deprecated_license_table(monkeypatch) -> None:
+    """setuptools reads our pyproject without a deprecation warning (an SPDX license string)."""
+    import warnings
+
+    from setuptools.config.pyprojecttoml import apply_configuration
+    from setuptools.dist import Distribution
+
+    monkeypatch.chdir(ROOT)  # the readme is read relative to it
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dist = apply_configuration(Distribution(), ROOT / "pyproject.toml")
+    assert [str(w.message) for w in caught if "license" in str(w.message).lower()] == []
+    assert dist.metadata.license_expression == "Apache-2.0"

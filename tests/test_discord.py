@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -103,7 +104,7 @@ async def test_imagine_defers_shows_progress_and_posts_a_grid_with_buttons(fake:
         assert custom_ids(message) == [
             [f"imagine:up:{job_id}:{i}" for i in range(4)] + [f"imagine:reroll:{job_id}"],
             [f"imagine:var:{job_id}:{i}" for i in range(4)] + [f"imagine:del:{job_id}"],
-            [f"imagine:share:{job_id}:{i}" for i in range(4)],
+            [f"imagine:share:{job_id}:{i}" for i in range(4)] + [f"imagine:comment:{job_id}"],
         ]
         assert [c.get("label") for c in message["components"][0]["components"][:4]] == ["U1", "U2", "U3", "U4"]
         assert "a red fox" in message["content"] and "--seed 7" in message["content"]
@@ -147,7 +148,8 @@ async def test_upscale_reroll_variation_and_owner_only_delete(fake: FakeDiscord,
         assert custom_ids(single) == [[f"imagine:tool:ups:{job_id}:1", f"imagine:tool:upc:{job_id}:1"],
                                       [f"imagine:tool:z15:{job_id}:1", f"imagine:tool:z2:{job_id}:1"],
                                       [f"imagine:tool:{p}:{job_id}:1" for p in ("pl", "pr", "pu", "pd")],
-                                      [f"imagine:var:{job_id}:1", f"imagine:del:{job_id}", f"imagine:share:{job_id}:1"]]
+                                      [f"imagine:var:{job_id}:1", f"imagine:del:{job_id}", f"imagine:share:{job_id}:1",
+                                       f"imagine:comment:{job_id}:1"]]
         assert await messages.find(env.db, "discord", None, single["id"]) == (job_id, 1)
 
         reroll = await fake.send_interaction(fake.button(f"imagine:reroll:{job_id}", grid))
@@ -160,6 +162,7 @@ async def test_upscale_reroll_variation_and_owner_only_delete(fake: FakeDiscord,
         _, varied = await result_of(fake, vary)
         var_job = await jobs.get(env.db, custom_ids(varied)[0][0].split(":")[2])
         assert var_job.request["kind"] == "img2img"
+        assert f"variation of image 1 of {job_id}" in varied["content"] and "more: V1 on its images" in varied["content"]
         assert var_job.request["init_image"] == str(env.store.path_for(stored[0].path).resolve())
 
         bob = fake.make_user("bob")
@@ -411,6 +414,21 @@ async def test_progress_edits_are_throttled(fake: FakeDiscord, tmp_path: Path, t
             assert edits and all(b.received_at - a.received_at >= 0.29 for a, b in zip(edits, edits[1:]))
         finally:
             await asyncio.wait_for(front.close(), 15)
+
+
+async def test_no_voice_warnings_at_start(
+    tmp_path: Path, tiny: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The bot never joins voice: discord.py's PyNaCl/davey warnings are not shown at start."""
+    import discord
+
+    monkeypatch.setattr(discord.VoiceClient, "warn_nacl", True)  # as in a fresh process without PyNaCl
+    monkeypatch.setattr(discord.VoiceClient, "warn_dave", True, raising=False)
+    caplog.set_level(logging.WARNING, logger="discord")
+    async with service_env(tmp_path, tiny) as env:
+        front = DiscordFrontEnd(env.service, DiscordSettings("fake-token"))
+        await front.bot.close()
+    assert not [r for r in caplog.records if "voice" in r.getMessage()], caplog.text
 
 
 async def test_config_urls_and_dev_guild_sync(tmp_path: Path, tiny: Any) -> None:

@@ -137,10 +137,45 @@ def test_plan_uses_the_base_vae_only_without_a_vae_repo() -> None:
 def test_run_without_network_says_why_at_once(tmp_path: Path) -> None:
     """No --model tiny, no cache, the Hub unreachable: one line naming the reason, no retries."""
     endpoint = f"http://127.0.0.1:{_closed_port()}"
-    (tmp_path / "config.toml").write_text(f'[model]\ncache_dir = "{tmp_path / "empty-cache"}"\n')
     proc = _run(["generate", "a fox", "-q"], tmp_path, HF_ENDPOINT=endpoint, PYTHONPATH=str(ROOT))
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("imagine-bot: "), proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("imagine-bot: The SDXL-Lightning weights are not on this machine"), proc.stderr
+    assert str(tmp_path / "hf-home") in lines[0]  # the cache it looked in (HF_HOME)
+    assert "`imagine-bot download`" in lines[0] and "`make demo`" in lines[0]
     assert f"The Hub is unreachable: cannot connect to 127.0.0.1:{endpoint.rsplit(':', 1)[1]}" in lines[0]
+    assert "HF_HUB_OFFLINE" not in proc.stderr  # the user never set it
     assert "Retry" not in proc.stderr
+
+
+def test_download_eval_fetches_clip_and_the_inception_weights(tmp_path: Path) -> None:
+    """--eval: the CLIP model into the HF cache, the FID Inception file into torch's hub cache;
+    both then load with the network off."""
+    from generation.quality.clip_score import build_tiny_clip
+    from generation.quality.download import INCEPTION_URL
+
+    model, (tokenizer, processor) = build_tiny_clip()
+    clip_dir = tmp_path / "clip"
+    model.save_pretrained(clip_dir)
+    tokenizer.save_pretrained(clip_dir)
+    processor.save_pretrained(clip_dir)
+    (clip_dir / "README.md").write_text("not fetched")
+    weights = b"inception weights stand-in"
+    name = INCEPTION_URL.rsplit("/", 1)[-1]
+    repos = {"fake/clip": _folder_files(clip_dir), "fake/inception": {name: weights}}
+    (tmp_path / "config.toml").write_text('[eval]\nclip_model = "fake/clip"\n')
+    torch_home = tmp_path / "torch-home"
+    with serve(FakeHub(repos)) as hub:
+        proc = _run(["download", "--eval"], tmp_path, HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="0",
+                    PYTHONPATH=str(ROOT), TORCH_HOME=str(torch_home),
+                    IMAGINE_INCEPTION_URL=f"{hub.url}/fake/inception/resolve/main/{name}")
+    assert proc.returncode == 0, proc.stderr
+    assert "CLIP fake/clip:" in proc.stdout and "Inception-v3 (FID):" in proc.stdout
+    assert "README.md" not in hub.fetched("fake/clip") and "model.safetensors" in hub.fetched("fake/clip")
+    assert (torch_home / "hub" / "checkpoints" / name).read_bytes() == weights
+    check = ("from transformers import CLIPModel; m = CLIPModel.from_pretrained('fake/clip'); "
+             "print(m.config.projection_dim)")
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_OFFLINE": "1"}
+    offline = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=300)
+    assert offline.returncode == 0, offline.stderr
+    assert offline.stdout.strip() == "16"

@@ -51,10 +51,10 @@ class Bot:
         self.proc: asyncio.subprocess.Process | None = None
         self.starts = 0
 
-    async def start(self, delay: float = 0.0, kill_at: str = "") -> None:
+    async def start(self, delay: float = 0.0, kill_at: str = "", fail_prompt: str = "") -> None:
         """Start the bot; return once it has synced its commands (it then takes interactions)."""
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "DISCORD_TOKEN": "fake-token",
-               "IMAGINE_KILL_AT": kill_at}
+               "IMAGINE_KILL_AT": kill_at, "FAIL_PROMPT": fail_prompt}
         synced = len(self.fake.requests_to("PUT", rf"/applications/{self.fake.app_id}/commands"))
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, str(ROOT / "tests" / "discord_bot.py"), str(delay), "run", "--model", "tiny",
@@ -261,5 +261,60 @@ async def test_a_kill_after_discord_stored_the_edit_then_during_the_resend(fake:
         outcome = await check_exactly_once(bot, fake, made)
         assert outcome == {"requests": 1, "lost": 0, "doubled": 0}
         assert len([r for r in fake.requests if is_result_upload(fake, r)]) == 3  # three sends, one message
+    finally:
+        await bot.stop()
+
+
+def failure_messages(fake: FakeDiscord, words: str) -> list[dict[str, Any]]:
+    """Messages at the fake that tell the failure of the request with ``words``."""
+    return [m for m in fake.messages.values() if "❌" in m.get("content", "") and words in m.get("content", "")]
+
+
+async def test_kills_between_failed_and_told_tell_the_failure_once(fake: FakeDiscord, tmp_path: Path) -> None:
+    """A job fails (the pipeline raises) and the bot dies (1) right after the failure and its refund
+    committed, before anything was told, and (2) after Discord stored the failure message, before
+    the bot recorded it; (3) after a clean start each failure is told exactly once, nothing is charged."""
+    bot = Bot(tmp_path, fake)
+    try:
+        await bot.start(kill_at="after_failed:1", fail_prompt="doomed")
+        kite = await imagine(fake, "a doomed kite --seed 1 --steps 1")
+        await bot.killed()
+        kite_job = job_of(bot, kite)
+        assert bot.rows("SELECT status, refunded, told FROM jobs WHERE id = ?", kite_job) == [("failed", 1, 0)]
+        assert failure_messages(fake, "a doomed kite") == []  # the window: failed, not told
+
+        stored: list[RecordedRequest] = []
+
+        def hook(rec: RecordedRequest) -> None:
+            content = str(rec.json.get("content", "")) if isinstance(rec.json, dict) else ""
+            if "❌" in content and "doomed ship" in content:
+                stored.append(rec)
+                bot.kill()
+                fake.before_answer = None
+
+        fake.before_answer = hook
+        await bot.start(fail_prompt="doomed")  # tells the kite (owed), then the ship fails
+        await until(lambda: bot.rows("SELECT told FROM jobs WHERE id = ?", kite_job) == [(1,)], SETTLE,
+                    "the kite's failure told", bot)
+        ship = await imagine(fake, "another doomed ship --seed 2 --steps 1")
+        await bot.killed()
+        assert len(stored) == 1
+        ship_job = job_of(bot, ship)
+        assert bot.rows("SELECT status, refunded, told FROM jobs WHERE id = ?", ship_job) == [("failed", 1, 0)]
+
+        await bot.start(fail_prompt="doomed")
+        await until(lambda: bot.rows("SELECT count(*) FROM jobs WHERE told = 0")[0][0] == 0, SETTLE,
+                    "every failure told", bot)
+        await asyncio.sleep(0.5)  # a late double would show up here
+        lost = doubled = 0
+        for words in ("a doomed kite", "another doomed ship"):
+            shown = failure_messages(fake, words)
+            lost += not shown
+            doubled += max(0, len(shown) - 1)
+        assert (lost, doubled) == (0, 0), f"lost {lost}, doubled {doubled}"
+        assert bot.rows("SELECT coalesce(sum(used), 0) FROM quota_usage")[0][0] == 0  # both refunded
+        assert bot.rows("SELECT count(*) FROM jobs WHERE status = 'failed' AND refunded = 1")[0][0] == 2
+        assert bot.rows("SELECT count(*) FROM inbox WHERE handled_at IS NULL")[0][0] == 0
+        print(f"kill rounds (failed→told): 2, requests: 2, lost: {lost}, doubled: {doubled}")
     finally:
         await bot.stop()

@@ -54,9 +54,11 @@ class Bot:
             "poll_timeout = 1\nstatus_edit_interval_private = 0.2\nsend_retry_backoff = 0.1\n")
         return path
 
-    async def start(self, delay: float = 0.0, kill_before_job_commit: int = 0) -> asyncio.subprocess.Process:
+    async def start(self, delay: float = 0.0, kill_before_job_commit: int = 0, *, kill_after_failed: int = 0,
+                    fail_prompt: str = "") -> asyncio.subprocess.Process:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "TELEGRAM_TOKEN": self.fake.token,
-               "KILL_BEFORE_JOB_COMMIT": str(kill_before_job_commit)}
+               "KILL_BEFORE_JOB_COMMIT": str(kill_before_job_commit), "KILL_AFTER_FAILED": str(kill_after_failed),
+               "FAIL_PROMPT": fail_prompt}
         log = open(self.tmp / f"bot-{len(self.runs)}.log", "wb")  # noqa: SIM115 - the process owns it
         proc = await asyncio.create_subprocess_exec(
             sys.executable, str(ROOT / "tests" / "kill_bot.py"), str(delay), "run", "--model", "tiny",
@@ -240,6 +242,81 @@ async def test_kills_in_every_window_lose_nothing_and_double_nothing(tmp_path: P
             sent = fake.calls("sendPhoto", ok=True)
             assert {c.file("photo").data for c in sent} == {placeholder_png()} and 2 <= len(sent) <= 3
             assert len(fake.calls("editMessageMedia", ok=True)) >= 3  # (a) and (e) were edits applied
+        finally:
+            await bot.stop()
+
+
+def told_once(bot: Bot, update_id: int, words: str) -> None:
+    """A failed request: refunded, marked told, its message shown once (never lost, never doubled),
+    its 👀 taken back."""
+    fake = bot.fake
+    OUTCOME.requests += 1
+    made = bot.rows("SELECT id, status, charged, refunded, told, target FROM jobs WHERE origin = ?",
+                    f"telegram:{update_id}")
+    if not made:
+        OUTCOME.lost += 1
+        raise AssertionError(f"request {update_id} was lost")
+    (job_id, status, charged, refunded, told, target), = made
+    assert (status, refunded, told) == ("failed", 1, 1), made
+    shown = [m for m in fake.messages.values()
+             if words in (m.get("caption") or m.get("text") or "") and "❌" in (m.get("caption") or m.get("text") or "")]
+    if not shown:
+        OUTCOME.lost += 1
+    elif len(shown) > 1:
+        OUTCOME.doubled += 1
+    assert len(shown) == 1, f"job {job_id}'s failure is shown {len(shown)} times"
+    ack = json.loads(target).get("ack")
+    assert ack is not None and not fake.bot_reactions.get((ack[0], ack[1])), (job_id, ack)
+
+
+@pytest.mark.slow
+async def test_kills_between_failed_and_told_tell_the_failure_once(tmp_path: Path) -> None:
+    """A job fails (the pipeline raises) and the bot dies:
+
+    1. right after the failure and its refund committed, before anything was told;
+    2. after Telegram applied the failure message (the placeholder's caption), before the bot
+       recorded that it was told;
+    3. a clean run: each failure is told exactly once (the placeholder shows it, the 👀 goes),
+       the other request is delivered once, and nothing stays charged.
+    """
+    async with FakeTelegram() as fake:
+        bot = Bot(tmp_path, fake)
+        try:
+            doomed = push(fake, 31, "/imagine a doomed kite --steps 1 --seed 5")
+            requests = {push(fake, 32, "/imagine a calm sea --steps 1 --seed 6"): ("a calm sea", 1)}
+
+            # 1. killed between "failed" (committed, refunded) and "told"
+            await bot.died(await bot.start(kill_after_failed=1, fail_prompt="doomed"))
+            (status, refunded, told), = bot.rows("SELECT status, refunded, told FROM jobs WHERE origin = ?",
+                                                 f"telegram:{doomed}")
+            assert (status, refunded, told) == ("failed", 1, 0)
+            assert not [m for m in fake.messages.values() if "❌" in (m.get("caption") or m.get("text") or "")]
+
+            # 2. killed when Telegram applied the second failure's message, before it was recorded
+            second = push(fake, 33, "/imagine another doomed ship --steps 1 --seed 7")
+            seen = 0
+
+            def applied(call: Call) -> None:
+                nonlocal seen
+                if call.method == "editMessageCaption" and "doomed ship" in (call.params.get("caption") or "") \
+                        and "❌" in (call.params.get("caption") or ""):
+                    seen += 1
+                    if seen == 1 and bot.runs[-1].returncode is None:
+                        os.kill(bot.runs[-1].pid, signal.SIGKILL)
+                        fake.on_applied = None
+
+            fake.on_applied = applied
+            await bot.died(await bot.start(fail_prompt="doomed"))
+
+            # 3. the clean run tells what is owed, once
+            await bot.start(fail_prompt="doomed")
+            await bot.until(lambda: bot.rows("SELECT count(*) FROM jobs WHERE told = 0") == [(0,)]
+                            and bot.rows("SELECT count(*) FROM jobs WHERE status = 'delivered'") == [(1,)],
+                            "both failures told and the other request delivered")
+            await asyncio.sleep(0.5)
+            told_once(bot, doomed, "a doomed kite")
+            told_once(bot, second, "another doomed ship")
+            check(bot, requests, {})
         finally:
             await bot.stop()
 

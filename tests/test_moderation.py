@@ -249,7 +249,7 @@ async def test_explicit_images_are_blocked_never_stored_and_refunded(tmp_path: P
         assert await images.images_for_job(env.db, ticket.job_id) == []
         assert env.store.files() == [] and (await env.service.quota(ADA)).used == 0
         assert detector.calls == 2
-        assert (await env.service.job_delivery(ticket.job_id)).images == ()
+        assert (await env.service.job_delivery(ADA, ticket.job_id)).images == ()
         entry = (await env.service.moderation.decisions(ROOT, ADA.key))[0]
         assert (entry.kind, entry.action, entry.rule, entry.strike, entry.job_id) == \
             ("image", "blocked", "explicit", True, ticket.job_id)

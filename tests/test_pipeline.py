@@ -241,8 +241,9 @@ def test_hub_offline_without_cache_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ModelUnavailable) as info:
         load_pipeline(ModelConfig(cache_dir=str(tmp_path), device="cpu"))
     message = str(info.value)
-    assert "Hugging Face Hub" in message
-    assert "model.path" in message and "make demo" in message
+    assert message.startswith("The SDXL-Lightning weights are not on this machine")
+    assert f"Hugging Face cache ({tmp_path})" in message  # where it looked
+    assert "model.path" in message and "`imagine-bot download`" in message and "`make demo`" in message
 
 
 # -- device and dtype ---------------------------------------------------------------------------

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -92,6 +94,23 @@ async def test_one_worker_per_device_behind_one_queue() -> None:
     single = start_workers(ModelConfig(name="tiny"), [], loader=loader)
     assert [w.name for w in single] == ["gpu-worker"] and loaded[-1] == "auto"  # the default: unchanged
     await single[0].close()
+
+
+async def test_the_loaded_line_names_the_device_actually_used(
+    tiny: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """model.device = "auto" (the default): the log says where it went, not "auto"."""
+    caplog.set_level(logging.INFO, logger="generation.scheduling.local")
+    for loader in (lambda model: tiny, lambda model: FakePipeline()):  # with and without a .device
+        workers = start_workers(ModelConfig(name="tiny", device="auto"), [], loader=loader)
+        await workers[0].close()
+    lines = [r.getMessage() for r in caplog.records if "loaded on" in r.getMessage()]
+    assert len(lines) == 2 and all("auto" not in line for line in lines), lines
+    import torch
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert "tiny-random-sdxl loaded on cpu (steps 1, 2, 4, 8)" in lines[0]  # the pipeline's own device
+    assert f"loaded on {expected}" in lines[1]
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from bot.service import (
     QuotaExceeded,
     Queued,
     Running,
+    Via,
     Who,
 )
 from generation.core.errors import GenerationFailed, InvalidRequest, JobCancelled, QueueFull
@@ -130,16 +131,19 @@ async def test_quota_exhausted_message_and_nothing_written(tmp_path: Path, tiny)
         assert (await env.service.quota(ADA)).remaining == 2
 
 
-async def test_queue_full_refunds_and_marks_failed(tmp_path: Path, tiny) -> None:
+async def test_queue_full_refunds_and_leaves_no_job(tmp_path: Path, tiny) -> None:
+    """A request the queue refuses at once is a refusal: refunded, no job row, its platform
+    request open again (told, then closed, like any refusal; a crash before that runs it again)."""
     async with service_env(tmp_path, tiny, start_queue=False,
                            queue_options={"max_queued_per_user": 1}) as env:
         kept = await env.service.imagine(ADA, "a fox --steps 1")
-        with pytest.raises(QueueFull):
-            await env.service.imagine(ADA, "a second fox --steps 1")
+        await env.service.receive("telegram", 77, {"text": "/imagine a second fox"})
+        with pytest.raises(QueueFull, match="already have 1 images queued"):
+            await env.service.imagine(ADA, "a second fox --steps 1", origin=("telegram", "77"))
         rows = (await jobs.history(env.db, (await users.get_by_platform(env.db, "telegram", "1001")).id)).jobs
-        refused = [r for r in rows if r.id != kept.job_id][0]
-        assert refused.status == "failed" and refused.refunded and "already have 1 images queued" in refused.error
+        assert [r.id for r in rows] == [kept.job_id]
         assert await _used(env, ADA) == 1
+        assert [item.key for item in await env.service.unhandled("telegram")] == ["77"]
 
 
 # -- failures, cancel, safety ----------------------------------------------------------------
@@ -241,17 +245,27 @@ async def test_blocked_user_is_refused(env) -> None:
 
 
 async def test_explicit_seed_dedupe_uses_no_gpu_or_quota(env) -> None:
+    """The result cache is per account unless the image is publicly shared (issue #22)."""
     service = env.service
     first = await asyncio.wait_for((await service.imagine(ADA, "a fox --seed 7 --steps 1")).delivery(), TIMEOUT)
     assert env.pipeline.calls == 1
-    ticket = await service.imagine(BOB, "a fox --seed 7 --steps 1 --ar 1:1")
+    own = await service.imagine(ADA, "a fox --seed 7 --steps 1")  # the same account: served from the store
+    assert own.cached and env.pipeline.calls == 1
+    # another account: Ada's private result is neither given away nor told to exist
+    other = await service.imagine(BOB, "a fox --seed 7 --steps 1 --ar 1:1")
+    assert not other.cached
+    await asyncio.wait_for(other.delivery(), TIMEOUT)
+    assert env.pipeline.calls == 2 and await _used(env, BOB) == 1
+    await service.share(ADA, f"{first.job_id}-1")  # public now: anyone may get it free
+    carol = Who("telegram", "3003", "carol")
+    ticket = await service.imagine(carol, "a fox --seed 7 --steps 1 --ar 1:1")
     assert ticket.done and ticket.cached
     again = await ticket.delivery()
     assert again.cached and again.job_id != first.job_id
     assert [i.sha256 for i in again.images] == [i.sha256 for i in first.images]
     assert [i.path for i in again.images] == [i.path for i in first.images]
-    assert env.pipeline.calls == 1
-    assert await _used(env, BOB) == 0
+    assert env.pipeline.calls == 2
+    assert await _used(env, carol) == 0
     assert [type(u) async for u in ticket.updates()] == [Finished]
     row = await jobs.get(env.db, again.job_id)
     assert row.status == "done" and row.charged == 0
@@ -260,13 +274,16 @@ async def test_explicit_seed_dedupe_uses_no_gpu_or_quota(env) -> None:
     fresh = await service.imagine(BOB, "a fox --steps 1")
     assert not fresh.cached
     await asyncio.wait_for(fresh.delivery(), TIMEOUT)
-    assert env.pipeline.calls == 2
+    assert env.pipeline.calls == 3
 
 
 async def test_reroll_new_seed_charged_to_clicker(env) -> None:
     service = env.service
     first = await asyncio.wait_for((await service.imagine(ADA, "a fox --seed 5 --steps 1")).delivery(), TIMEOUT)
-    ticket = await service.reroll(BOB, first.job_id, target={"chat": 9})
+    with pytest.raises(NotFound):  # a typed id of another's result grants nothing
+        await service.reroll(BOB, first.job_id, target={"chat": 9})
+    await service.remember_message(first.job_id, BOB.platform, 9, 77)  # the result, posted in chat 9
+    ticket = await service.reroll(BOB, first.job_id, target={"chat": 9}, via=Via(9, 77))
     assert ticket.request.seed != 5 and ticket.request.prompt == "a fox"
     assert ticket.request.user_id == BOB.user_id and ticket.target == {"chat": 9}
     delivery = await asyncio.wait_for(ticket.delivery(), TIMEOUT)
@@ -279,9 +296,10 @@ async def test_reroll_new_seed_charged_to_clicker(env) -> None:
 async def test_variation_is_img2img_of_the_chosen_image(env) -> None:
     service = env.service
     first = await asyncio.wait_for((await service.imagine(ADA, "a fox --n 2 --steps 1")).delivery(), TIMEOUT)
+    await service.remember_message(first.job_id, BOB.platform, None, 78)  # the grid, posted where Bob sees it
     with pytest.raises(NotFound):
-        await service.variation(BOB, first.job_id, 5)
-    ticket = await service.variation(BOB, first.job_id, 1)
+        await service.variation(BOB, first.job_id, 5, via=Via(None, 78))
+    ticket = await service.variation(BOB, first.job_id, 1, via=Via(None, 78))
     assert ticket.request.kind == "img2img"
     assert ticket.request.init_image == str(first.images[1].path)
     assert ticket.request.strength == pytest.approx(0.6)
@@ -314,7 +332,10 @@ async def test_history_paging_search_and_ratings(env) -> None:
 
     image_id = made[1].images[0].image_id
     await service.rate(ADA, image_id, 4)
-    await service.rate(BOB, image_id, "2", source="reaction")
+    with pytest.raises(NotFound):  # Ada's private image, by its (guessable) number
+        await service.rate(BOB, image_id, "2", source="reaction")
+    await service.remember_message(made[1].job_id, BOB.platform, None, 501)  # shown where Bob sees it
+    await service.rate(BOB, image_id, "2", source="reaction", via=Via(None, 501))
     entry = [e for e in (await service.history(ADA)).entries if e.job_id == made[1].job_id][0]
     shown = entry.images[0]
     assert shown.my_stars == 4 and shown.ratings == 2 and shown.average == pytest.approx(3.0)
@@ -335,6 +356,7 @@ async def test_forget_deletes_rows_and_unshared_files(env) -> None:
     service = env.service
     mine = await asyncio.wait_for((await service.imagine(ADA, "only mine --steps 1")).delivery(), TIMEOUT)
     shared = await asyncio.wait_for((await service.imagine(ADA, "shared --seed 1 --steps 1")).delivery(), TIMEOUT)
+    await service.share(ADA, f"{shared.job_id}-1")  # public: Bob's identical request reuses its file
     bobs = await asyncio.wait_for((await service.imagine(BOB, "shared --seed 1 --steps 1")).delivery(), TIMEOUT)
     assert bobs.cached
     export = await service.export(ADA)

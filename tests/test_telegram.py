@@ -67,7 +67,7 @@ async def test_private_grid_placeholder_buttons_and_reactions(tmp_path: Path, ti
         assert data == [f"r:{job}", *(f"u:{job}:{n}" for n in (1, 2, 3)), *(f"v:{job}:{n}" for n in (1, 2, 3)),
                         *(f"k:{job}:{n}" for n in (1, 2, 3)), *(f"g:{job}:{n}" for n in (1, 2, 3))]
         await wait_until(lambda: _equals(job_status(r.env, job), "delivered"), GEN)
-        delivery = await r.env.service.job_delivery(job)
+        delivery = await r.env.service.job_delivery(ALICE_WHO, job)
         assert result.file(media["media"]).data == result_media(delivery)[0]
         shown = fake.messages[(1001, placeholder.result["message_id"])]
         assert fake.media_of(shown) == result_media(delivery)[0] and shown["caption"] == media["caption"]
@@ -117,6 +117,9 @@ async def test_private_grid_placeholder_buttons_and_reactions(tmp_path: Path, ti
         assert reroll_row.request["seed"] != first_row.request["seed"]
         assert reroll_row.request["prompt"] == "a red fox"
         assert variation_row.request["kind"] == "img2img"
+        done = await fake.wait_for_call("editMessageMedia", lambda c: f"job {varied}" in str(c.params),
+                                        since=mark, timeout=GEN)
+        assert f"· job {varied} · more: V1 on its images" in str(done.params)  # its buttons
 
 
 async def _is_none(value) -> bool:
@@ -238,7 +241,7 @@ async def test_old_buttons_work_after_a_restart(tmp_path: Path, tiny, fake: Fake
         fake.push(fake.callback_query_update(f"r:{job}", photo.result))
         again = await fake.wait_for_call("sendPhoto", since=mark, timeout=GEN)
         assert callback_data(again)[0] != f"x:{job}"
-        delivery = await r.env.service.job_delivery(job)
+        delivery = await r.env.service.job_delivery(ALICE_WHO, job)
         await wait_until(lambda: stars_of(r.env, delivery.images[0].image_id, 1001))
         assert await stars_of(r.env, delivery.images[0].image_id, 1001) == (3, "button")
 

@@ -8,6 +8,8 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 from bot.frontends.web import WebSettings
 from storage import jobs, read_metadata
 from tests.fakes import FakePipeline
@@ -73,13 +75,24 @@ async def test_make_watch_fetch_rate_with_a_key(tmp_path: Path) -> None:
         assert (await web.client.get(f"/v1/images/{ref}?format=gif", headers=h)).status_code == 422
 
         r = await web.client.post(f"/v1/images/{ref}/rating", json={"stars": 4}, headers=h)
-        assert r.status_code == 200 and r.json() == {"image": ref, "stars": 4}
+        assert r.status_code == 200 and r.json() == {"image": ref, "stars": 4, "comment": None}
         bad = await web.client.post(f"/v1/images/{ref}/rating", json={"stars": 9}, headers=h)
         assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "stars"]
 
+        # the chat's number for the same image works on every image route too
+        number = done["images"][1]["image_id"]
+        assert isinstance(number, int) and number != done["images"][0]["image_id"]
+        by_number = await web.client.get(f"/v1/images/{number}", headers=h)
+        assert by_number.status_code == 200 and by_number.content == (
+            await web.client.get(f"/v1/images/{job_id}-2", headers=h)).content
+        r = await web.client.post(f"/v1/images/{number}/rating", json={"stars": 2}, headers=h)
+        assert r.status_code == 200 and r.json()["stars"] == 2
+        bob = auth(await key_for(web.env, BOB))
+        assert (await web.client.get(f"/v1/images/{number}", headers=bob)).status_code == 404  # not shared
+
         history = (await web.client.get("/v1/history", headers=h)).json()
         assert history["total"] == 1 and history["jobs"][0]["job_id"] == job_id
-        assert history["jobs"][0]["images"][0]["my_stars"] == 4
+        assert [i["my_stars"] for i in history["jobs"][0]["images"]] == [4, 2]
         quota = (await web.client.get("/v1/quota", headers=h)).json()
         assert quota["used"] == 2 and quota["limit"] == 50 and quota["remaining"] == 48
 
@@ -124,7 +137,9 @@ async def test_sse_progress_in_order_and_cancel(tmp_path: Path) -> None:
     async with web_env(tmp_path, fake) as web:
         h = auth(await key_for(web.env, ADA))
         fake.pause()  # the first job holds the GPU, so the watched one starts in line
-        first = (await web.client.post("/v1/images", json={"prompt": "a first fox"}, headers=h)).json()["job_id"]
+        accepted = (await web.client.post("/v1/images", json={"prompt": "a first fox"}, headers=h)).json()
+        first = accepted["job_id"]
+        assert accepted["eta_measured"] is False  # nothing timed on this bot yet: eta_s is a guess
         job_id = (await web.client.post("/v1/images", json={"prompt": "a slow fox", "steps": 4},
                                         headers=h)).json()["job_id"]
         watching = asyncio.create_task(web.client.get(f"/v1/jobs/{job_id}/events", headers=h))
@@ -140,18 +155,25 @@ async def test_sse_progress_in_order_and_cancel(tmp_path: Path) -> None:
         steps = [data["step"] for _, name, data in events if name == "running"]
         assert steps == sorted(steps) and steps[-1] == 4
         assert events[-1][2]["images"][0]["id"] == f"{job_id}-1"
-        # after the job: one status event from storage
+        # after the job: its recorded history, replayed as the same sequence (marked so, with times)
         again = _events((await web.client.get(f"/v1/jobs/{job_id}/events", headers=h)).text)
-        assert [(name, data["status"]) for _, name, data in again] == [("status", "done")]
+        assert [(n, name) for n, name, _ in again] == [(1, "queued"), (2, "running"), (3, "done")]
+        assert all(data["replayed"] is True and data["at"] for _, _, data in again)
+        assert again[1][2]["step"] == again[1][2]["steps"] == 4
+        assert again[2][2]["images"] == events[-1][2]["images"]
+        stored = await jobs.get(web.env.db, job_id)
+        assert [data["at"] for _, _, data in again] == [stored.created_at, stored.started_at, stored.finished_at]
 
         fake.pause()
         running = (await web.client.post("/v1/images", json={"prompt": "a stuck fox"}, headers=h)).json()["job_id"]
         waiting = (await web.client.post("/v1/images", json={"prompt": "a waiting fox"}, headers=h)).json()
-        assert waiting["position"] >= 1
+        assert waiting["position"] >= 1 and waiting["eta_measured"] is True
         r = await web.client.delete(f"/v1/jobs/{waiting['job_id']}", headers=h)
         assert r.status_code == 200 and r.json() == {"job_id": waiting["job_id"], "status": "cancelled", "refunded": 1}
         assert (await web.client.get(f"/v1/jobs/{waiting['job_id']}", headers=h)).json()["status"] == "cancelled"
         assert (await web.client.delete(f"/v1/jobs/{waiting['job_id']}", headers=h)).status_code == 403
+        cancelled = _events((await web.client.get(f"/v1/jobs/{waiting['job_id']}/events", headers=h)).text)
+        assert [name for _, name, _ in cancelled] == ["queued", "cancelled"]  # it never ran
         fake.resume()
         await _wait_done(web.client, running, h)
         assert (await web.client.get("/v1/quota", headers=h)).json()["used"] == 3
@@ -165,6 +187,38 @@ async def test_idempotency_key_makes_one_job(tmp_path: Path) -> None:
         assert first.status_code == second.status_code == 202
         assert first.json()["job_id"] == second.json()["job_id"]
         assert (await web.env.service.quota(ADA)).used == 1
+
+
+async def test_a_retry_with_a_known_idempotency_key_is_answered_before_any_limit(tmp_path: Path) -> None:
+    """The chats' request spacing (3 s) does not apply to API keys; the per-key rate limit does,
+    and a repeat with a known Idempotency-Key gets its job even when that limit is spent."""
+    from bot.safety import AllowAllImages, BlocklistChecker, Moderation, ModerationSettings, Restricted
+    from tests.service_support import ROOT as ADMIN
+
+    async with web_env(tmp_path, settings=WebSettings(enabled=True, rate_limit=2)) as web:
+        web.env.service.moderation = Moderation(  # the shipped default spacing, as `make run` has it
+            web.env.db, ModerationSettings(request_interval_s=3.0), prompt_checker=BlocklistChecker.default(),
+            image_classifier=AllowAllImages(), admins={ADMIN.key}, clock=web.env.clock)
+        h = auth(await key_for(web.env, ADA))
+        first = await web.client.post("/v1/images", json={"prompt": "a fox"}, headers={**h, "Idempotency-Key": "a"})
+        again = await web.client.post("/v1/images", json={"prompt": "a fox"}, headers={**h, "Idempotency-Key": "a"})
+        other = await web.client.post("/v1/images", json={"prompt": "an owl"}, headers={**h, "Idempotency-Key": "b"})
+        assert [r.status_code for r in (first, again, other)] == [202, 202, 202], [first.text, again.text, other.text]
+        assert again.json()["job_id"] == first.json()["job_id"] != other.json()["job_id"]
+        assert (await web.env.service.quota(ADA)).used == 2  # the repeat cost nothing
+        # the key's 2 requests a minute are spent (the repeat took none): a new request is refused…
+        spent = await web.client.post("/v1/images", json={"prompt": "a hare"}, headers={**h, "Idempotency-Key": "c"})
+        assert spent.status_code == 429 and "Retry-After" in spent.headers and "this key" in spent.json()["detail"]
+        # …while repeats of both known keys are still answered with their jobs
+        for key, made in (("a", first), ("b", other)):
+            r = await web.client.post("/v1/images", json={"prompt": "x"}, headers={**h, "Idempotency-Key": key})
+            assert r.status_code == 202 and r.json()["job_id"] == made.json()["job_id"]
+            assert r.headers["Location"] == f"/v1/jobs/{made.json()['job_id']}"
+        assert (await web.env.service.quota(ADA)).used == 2
+        # the chat's spacing still holds in the chat, for the same user
+        await web.env.service.imagine(ADA, "a chat fox")
+        with pytest.raises(Restricted, match="wait 3 s"):
+            await web.env.service.imagine(ADA, "another chat fox")
 
 
 async def test_same_rules_as_chat_quota_safety_and_rate_limit(tmp_path: Path) -> None:

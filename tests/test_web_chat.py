@@ -118,7 +118,7 @@ async def test_share_buttons_on_both_platforms(tmp_path: Path, tiny: Any) -> Non
         # Discord: 🌐 on a single image; the answer is ephemeral, with an Unshare button
         message = await dc_result(dc, "an owl --steps 1")
         dc_job = custom_ids(message)[0].split(":")[2]
-        assert custom_ids(message)[-1] == f"imagine:share:{dc_job}:0"
+        assert custom_ids(message)[-2:] == [f"imagine:share:{dc_job}:0", f"imagine:comment:{dc_job}"]
         stranger = dc.make_user("mallory")
         data = await dc_answer(dc, dc.button(f"imagine:share:{dc_job}:0", message, stranger))
         assert data["flags"] == 64 and "Only the person who asked for this image" in data["content"]
@@ -133,9 +133,17 @@ async def test_share_buttons_on_both_platforms(tmp_path: Path, tiny: Any) -> Non
         data = await dc_answer(dc, dc.slash("share", {"job": dc_job, "image": 1}))
         assert f"{PUBLIC}/i/" in data["content"]
         data = await dc_answer(dc, dc.slash("unshare", {"job": dc_job}, stranger))
-        assert "or an admin" in data["content"]
+        assert "or an admin" in data["content"]  # shared: in plain sight, so say who may
         data = await dc_answer(dc, dc.slash("share", {"job": "nosuchjob", "image": 1}))
         assert data["content"] == "There is no image nosuchjob-1."
+        # the image by its other names: JOB-N as the API writes it, or its number as /history shows it
+        data = await dc_answer(dc, dc.slash("unshare", {"job": f"{dc_job}-1"}))
+        assert data["content"] == f"{dc_job}-1 is no longer in the gallery."
+        number = (await env.service.job_delivery(Who("discord", str(dc.user["id"])), dc_job)).images[0].image_id
+        data = await dc_answer(dc, dc.slash("share", {"job": str(number)}))
+        assert data["content"].startswith(f"🌐 Shared {dc_job}-1 in the gallery: {PUBLIC}/i/")
+        assert [c["custom_id"] for c in data["components"][0]["components"]] == [f"imagine:unshare:{dc_job}:0"]
+        said = await tg_reply(tg, f"/unshare {dc_job}-1", ALICE, None, "Only the person")  # not Alice's
 
 
 async def test_a_telegram_code_entered_on_discord_joins_the_accounts(tmp_path: Path, tiny: Any) -> None:

@@ -34,7 +34,7 @@ async def test_gallery_html_shows_only_shared_images(tmp_path: Path) -> None:
         r = await web.client.post(f"/v1/images/{shared}/share", headers=h)
         assert r.status_code == 200
         share_id = r.json()["share_id"]
-        assert r.json()["url"] == f"/i/{share_id}" and len(share_id) >= 12
+        assert r.json()["url"] == f"http://test/i/{share_id}" and len(share_id) >= 12  # no public_url: the address asked
 
         page = (await web.client.get("/")).text
         assert "a shared lighthouse" in page and "a private diary" not in page
@@ -70,6 +70,27 @@ async def test_gallery_html_shows_only_shared_images(tmp_path: Path) -> None:
         r = await web.client.delete(f"/v1/images/{shared}/share", headers=h)
         assert r.status_code == 200 and r.json()["was_shared"] is True
         assert (await web.client.get(f"/i/{again}")).status_code == 404
+
+
+async def test_gallery_pages_answer_errors_with_a_page_and_the_api_with_json(tmp_path: Path) -> None:
+    async with web_env(tmp_path) as web:
+        for path, status, words in [("/i/nothere", 404, "This image is not shared."),
+                                    ("/?page=abc", 422, "page"),
+                                    ("/?order=worst", 422, "order"),
+                                    ("/i/nothere/image.png", 404, "This image is not shared.")]:
+            r = await web.client.get(path)
+            assert r.status_code == status, path
+            assert r.headers["content-type"].startswith("text/html"), path
+            assert r.text.lstrip().startswith("<!doctype html>") and words in r.text, (path, r.text)
+            assert '<a href="/">Back to the gallery</a>' in r.text and '"detail"' not in r.text
+        # a browser at an unknown address gets a page; an API client still gets JSON
+        r = await web.client.get("/nowhere", headers={"Accept": "text/html,application/xhtml+xml"})
+        assert r.status_code == 404 and r.headers["content-type"].startswith("text/html")
+        for path, headers in [("/v1/jobs/nothere", auth(await key_for(web.env, ADA))), ("/v1/quota", {}),
+                              ("/nowhere", {})]:
+            r = await web.client.get(path, headers={**headers, "Accept": "text/html,*/*"} if path.startswith("/v1") else headers)
+            assert r.headers["content-type"] == "application/json" and "detail" in r.json(), path
+        assert (await web.client.get("/v1/quota")).status_code == 401
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="no Chromium to drive: `apt-get install chromium` "

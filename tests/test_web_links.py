@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.safety import Restricted
-from bot.service import NotAllowed, QuotaExceeded, Who
+from bot.service import NotAllowed, NotFound, QuotaExceeded, Who
 from generation.core.errors import InvalidRequest
 from storage import moderation
 from tests.fakes import FakePipeline
@@ -29,7 +29,7 @@ async def test_a_telegram_code_entered_on_discord_merges_quota_history_and_keys(
         bob_job = await _make(env, BOB, "bob's owl")
         await svc.settings(ADA, aspect="16:9")
         bob_key, _ = await svc.create_api_key(BOB)
-        delivery = await svc.job_delivery(bob_job)
+        delivery = await svc.job_delivery(BOB, bob_job)
         await svc.rate(BOB, delivery.images[0].image_id, 5)
 
         code = await svc.link_code(ADA)  # on Telegram
@@ -142,9 +142,20 @@ async def test_console_link_share_and_apikey(tmp_path: Path) -> None:
         code = re.search(r"Your link code: (\w+)", text).group(1)
         assert sorted(await env.service.link(ADA, code)) == ["console:carol", "telegram:1001"]
         text = await run([f"/share {job} 1", "/share nope", "/apikey", "/unlink", "/link BADCODE1"])
-        share_id = re.search(r"Shared \w+-1 in the gallery: /i/(\S+)", text).group(1)
-        assert (await env.service.shared_image(share_id)).ref == f"{job}-1"
+        # no [web]: shared, and told plainly that nobody can see it yet (no link to nowhere)
+        assert f"🌐 Shared {job}-1, but this bot's web gallery is not running, so nobody can see it yet" in text
+        assert "/i/" not in text and "[web] enabled = true" in text
+        _, share_id = await env.service.image_by_ref(CAROL, f"{job}-1")
+        assert share_id and (await env.service.shared_image(share_id)).ref == f"{job}-1"
         assert "Usage: /share JOB N" in text
+        # the same image by its chat number: owner only (another's number reveals nothing)
+        number = (await env.service.image_by_ref(CAROL, f"{job}-1"))[0].image_id
+        by_number = await run([f"/unshare {number}", f"/share {number}"])
+        assert f"{job}-1 is no longer in the gallery." in by_number and f"🌐 Shared {job}-1, but" in by_number
+        with pytest.raises(NotFound):
+            await env.service.ref_of(BOB, str(number + 1000))
+        with pytest.raises(NotFound):
+            await env.service.share(BOB, str(number))
         key = re.search(r"^(ib_\S+)$", text, re.M).group(1)
         assert (await env.service.authenticate(key))[0].key == CAROL.key
         key_id = re.search(r"API key (\d+), shown only now", text).group(1)

@@ -99,6 +99,22 @@ def test_web_config_section(tmp_path: Path) -> None:
     assert load_config(path, env={}).web is None
 
 
+def test_chat_share_links_point_where_the_gallery_answers(tmp_path: Path) -> None:
+    """[web] off: no link at all; on without public_url: the local address; else public_url."""
+    from bot.app import gallery_url
+
+    path = tmp_path / "c.toml"
+    for table, expected in [
+        ("enabled = false", ""),
+        ("enabled = true\ngallery = false", ""),
+        ('enabled = true\nlisten = "0.0.0.0"\nport = 9000', "http://127.0.0.1:9000"),
+        ('enabled = true\nlisten = "192.168.1.5"', "http://192.168.1.5:8080"),
+        ('enabled = true\npublic_url = "https://x.example/"', "https://x.example"),
+    ]:
+        path.write_text(f"[web]\n{table}\n")
+        assert gallery_url(load_config(path, env={})) == expected, table
+
+
 def test_keys_cli_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "c.toml"
     path.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')

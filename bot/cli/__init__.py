@@ -1,4 +1,5 @@
-"""Command line: ``imagine-bot run | generate | download | health | keys | styles | loras | stats``.
+"""Command line: ``imagine-bot run | generate | download | health | keys | styles | loras | stats |
+models | eval``.
 
 Every mistake an operator can make (a bad flag or config value, a missing folder, an unwritable
 data dir, no network) ends in one ``imagine-bot: …`` line on stderr and exit status 2; ``-v``
@@ -26,7 +27,6 @@ log = logging.getLogger("imagine-bot")
 DEFAULT_CONFIG = Path("config.toml")
 MODEL_CHOICES = ("sdxl-lightning", "tiny")
 # Third-party deprecation noise that an operator can do nothing about (tests still see it).
-_hub_unreachable: str | None = None  # why the Hub could not be reached, for the error line
 _QUIET_MODULES = r"(discord|diffusers|transformers|huggingface_hub|torch|apscheduler|nudenet|onnxruntime)(\..*)?$"
 
 
@@ -47,8 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         return _dispatch(args)
     except ImagineError as exc:
         log.debug("details", exc_info=True)
-        why = f" (The Hub is unreachable: {_hub_unreachable}.)" if _hub_unreachable else ""
-        print(f"imagine-bot: {exc}{why}", file=sys.stderr)
+        print(f"imagine-bot: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a folder or file the operator named: say which, no traceback
         log.debug("details", exc_info=True)
@@ -85,9 +84,23 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "loras":
             print(loras_command(config, args.model))
         else:
-            print(asyncio.run(stats_command(config, args.by)))
+            print(asyncio.run(stats_command(config, args.by, max(0, args.comments))))
         return 0
+    if args.command == "models":
+        from bot.cli.reports import models_command
+
+        print(asyncio.run(models_command(config)))
+        return 0
+    planned = None
+    if args.command == "generate":  # the prompt first: a typo must not wait for the network or the model
+        from bot.cli.generate import plan
+
+        planned = plan(config, args.prompt, args.model, image=args.image, strength=args.strength)
     _check_hub(config, args.model)
+    if args.command == "eval":  # torchmetrics and the extractors load inside, never at start-up
+        from bot.cli.evaluate import eval_command
+
+        return eval_command(config, args)
     if args.command == "run":
         from bot.app import run_bot
 
@@ -99,8 +112,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     from bot.cli.generate import generate
 
     writable(_output_folder(args.output, config.output_dir), "the output folder")
-    for path in asyncio.run(generate(config, args.prompt, args.output, args.model, quiet=args.quiet,
-                                     image=args.image, strength=args.strength)):
+    if planned is None:  # pragma: no cover - only "generate" gets here, and it planned above
+        raise RuntimeError(f"nothing planned for the command {args.command!r}")
+    for path in asyncio.run(generate(config, planned, args.output, quiet=args.quiet)):
         print(path)
     return 0
 
@@ -144,16 +158,25 @@ def _check_hub(config: object, model: str | None) -> None:
 
     reason = unreachable()
     if reason:  # cached weights still load; otherwise the loader says at once what is missing
-        global _hub_unreachable
-        _hub_unreachable = reason
-        log.debug("the Hugging Face Hub is unreachable (%s): cached weights only", reason)
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        import huggingface_hub.constants
+        from generation.model.loader import go_offline
 
-        huggingface_hub.constants.HF_HUB_OFFLINE = True  # read at import, which has happened
+        log.debug("the Hugging Face Hub is unreachable (%s): cached weights only", reason)
+        go_offline(reason)
 
 
 def _download(args: argparse.Namespace, config: object) -> int:
+    if args.eval:  # the evaluation's extractors, not the model weights
+        from generation.model.download import hub_endpoint, unreachable
+        from generation.quality.clip_score import EVAL_CLIP_MODEL
+        from generation.quality.download import download_eval
+
+        reason = unreachable(hub_endpoint())
+        if reason:
+            raise UsageError(f"Cannot reach {hub_endpoint()}: {reason}. Check the network, or set HF_ENDPOINT.")
+        clip = getattr(config, "eval").clip_model
+        for line in download_eval(clip if clip and clip != "tiny" else EVAL_CLIP_MODEL):
+            print(line)
+        return 0
     from generation.model.download import config_lines, download
 
     model = getattr(config, "model")
@@ -211,6 +234,8 @@ def _setup_logging(verbose: bool) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    # APScheduler says INFO for each job it adds and for starting: eight lines at every start
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     # huggingface_hub adds a handler AND propagates to the root: every line twice. Keep the root's.
     import huggingface_hub.utils.logging  # noqa: F401  (creates its handler now, so it can go)
 
@@ -241,6 +266,8 @@ def _parser() -> argparse.ArgumentParser:
     down.add_argument("--steps", type=int, nargs="+", choices=(1, 2, 4, 8), metavar="N",
                       help="step checkpoints to fetch: 1 2 4 8 (default: model.steps)")
     down.add_argument("--to", help="the folder (default: model.path, else models/sdxl-lightning)")
+    down.add_argument("--eval", action="store_true", help="fetch the evaluation's extractors instead "
+                      "(the CLIP model and the FID Inception weights) for `imagine-bot eval`")
     down.add_argument("--config", help=config_help)
     health = sub.add_parser("health", help="exit 0 while the running bot is alive (for HEALTHCHECK): "
                             "GET /healthz when [web] is enabled, else the heartbeat file")
@@ -256,4 +283,7 @@ def _parser() -> argparse.ArgumentParser:
     from bot.cli.reports import add_parsers as add_reports
 
     add_reports(sub, config_help)
+    from bot.cli.evaluate import add_parser as add_eval
+
+    add_eval(sub, config_help)
     return parser

@@ -6,37 +6,69 @@ import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 from bot.config import Config
 from bot.options import parse_imagine, render
 from generation.core.errors import InvalidRequest
-from generation.core.request import GenerationRequest, GenerationResult
+from generation.core.request import GenerationRequest, GenerationResult, ModelCaps
 from generation.tools.inputs import MAX_UPLOAD_BYTES, Upload, check_upload, fit_image
 from storage.files import png_with_metadata
 
-__all__ = ["generate", "refine_for_cli", "targets_for", "write_images"]
+if TYPE_CHECKING:
+    from generation.model.lora import LoraCatalog
+
+__all__ = ["Planned", "generate", "plan", "refine_for_cli", "targets_for", "write_images"]
+
+
+class Planned(NamedTuple):
+    """A prompt parsed and checked against the model it names, before that model loads."""
+
+    text: str
+    model: str | None
+    request: GenerationRequest
+    caps: ModelCaps
+    loras: LoraCatalog | None
+    upload: Upload | None = None
+    strength: float | None = None
+
+
+def plan(config: Config, text: str, model: str | None, *, image: str | None = None,
+         strength: float | None = None) -> Planned:
+    """Parse ``text`` and check it against what the model will accept (InvalidRequest if not):
+    a typo must not cost a (minutes-long) model load. ``image`` (a local picture to start from)
+    is read and checked here too; ``strength`` is how much of it changes."""
+    from generation.model.lora import catalog_for
+    from generation.model.pipeline import expected_caps
+
+    model_config = replace(config.model, name=model) if model else config.model
+    loras = catalog_for(config.lora, model_config.name)
+    caps = expected_caps(model_config, loras.caps_entries if loras is not None else ())
+    upload = _read_upload(image) if image is not None else None
+    request = parse_imagine(text, caps=caps, strength=strength, image_size=upload.size if upload else None)
+    return Planned(text, model, request.with_seed(), caps, loras, upload, strength)
 
 
 async def generate(
-    config: Config, text: str, output: str | None, model: str | None, *, quiet: bool = False,
-    image: str | None = None, strength: float | None = None,
+    config: Config, planned: Planned, output: str | None, *, quiet: bool = False
 ) -> list[Path]:
-    """Parse ``text``, run it through the queue with a progress bar, write PNGs; return paths.
+    """Run a planned request through the queue with a progress bar, write PNGs; return paths.
 
-    ``image`` (a local picture) makes it start from that picture, checked and fitted as an upload
-    to the bot is (:mod:`generation.tools.inputs`); ``strength`` is how much of it changes.
+    A planned picture to start from (``--image``, checked and fitted as an upload to the bot is:
+    :mod:`generation.tools.inputs`) is fitted to the request's size while it runs.
     """
     from tqdm import tqdm
 
     from bot.app import engine
     from generation.scheduling.events import Cancelled, Done, Failed, Queued, Started, Step
 
-    upload = _read_upload(image) if image is not None else None
-    async with engine(config, model=model) as queue:
+    request, caps, upload = planned.request, planned.caps, planned.upload
+    async with engine(config, model=planned.model, loras=planned.loras) as queue:
         with tempfile.TemporaryDirectory() as scratch:  # the fitted picture, while it runs
-            caps = queue.caps
-            request = parse_imagine(text, caps=caps, strength=strength,
-                                    image_size=upload.size if upload else None).with_seed()
+            if queue.caps != caps:  # a model.path folder may serve other step counts than configured
+                caps = queue.caps
+                request = parse_imagine(planned.text, caps=caps, strength=planned.strength,
+                                        image_size=upload.size if upload else None).with_seed(request.seed)
             if upload is not None:  # the fitted picture, where the pipeline reads it
                 fitted = Path(scratch, "image.png").resolve()
                 fit_image(upload.image, (request.width, request.height)).save(fitted)

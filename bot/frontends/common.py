@@ -32,21 +32,26 @@ from typing import Any
 
 from PIL import Image
 
-from bot.service import FORGET_KEEPS, NotAllowed, NotFound, StoredImage, Who
+from bot.service import FORGET_KEEPS, NotAllowed, NotFound, StoredImage, Via, Who
 from generation.core.errors import ImagineError, InvalidRequest
 from generation.tools.inputs import MAX_UPLOAD_BYTES
 from storage.files import fit_under
 
 __all__ = [
     "APIKEY_PRIVATE",
+    "ESTIMATING",
     "FORGET_WARNING",
+    "GALLERY_OFF",
+    "JOB_ID_LENGTH",
     "MAX_UPLOAD_BYTES",
     "NOT_YOURS",
     "UNLINKED",
     "Coalescer",
     "api_key_text",
     "apology",
+    "canonical_ref",
     "clip",
+    "eta_phrase",
     "forgotten_counts",
     "image_ref",
     "key_created_text",
@@ -69,10 +74,22 @@ __all__ = [
     "shared_text",
     "stats_lines",
     "thumbnail",
+    "variation_hint",
 ]
 
 FORGET_WARNING = ("This deletes your history, ratings, settings and images for good. "
                   "Blocks, strikes, cooldowns, this window's used quota and personal limits stay.")
+
+
+JOB_ID_LENGTH = 12  # a request id: 12 hex digits; an image's number is shorter
+ESTIMATING = "estimating the time"  # before this bot has timed a batch, a guess can be far off
+
+
+def eta_phrase(seconds: float, measured: bool = True) -> str:
+    """ "about 24 s" / "about 3 min" once this bot has timed a batch; before that, no number."""
+    if not measured:
+        return ESTIMATING
+    return f"about {max(1, round(seconds))} s" if seconds < 90 else f"about {round(seconds / 60)} min"
 
 
 # The toolbox under one image: a short code (in button data) -> (label, service kind, mode).
@@ -89,14 +106,15 @@ TOOLS: dict[str, tuple[str, str, str]] = {
 
 
 async def tool_action(service: Any, who: Who, job_id: str, index: int, code: str, *,
-                      target: dict[str, Any] | None = None, origin: Any = None) -> Any:
-    """Run toolbox button ``code`` on image ``index`` of a job (a new Ticket); ImagineError if unknown."""
+                      target: dict[str, Any] | None = None, origin: Any = None, via: Via | None = None) -> Any:
+    """Run toolbox button ``code`` on image ``index`` of a job (a new Ticket); ImagineError if unknown.
+    ``via``: the message whose button was clicked (the service's authority check)."""
     if code not in TOOLS:
         raise ImagineError("That button is from another version of this bot; use the ones under a new image.")
     _, kind, mode = TOOLS[code]
     if kind == "upscale":
-        return await service.upscale(who, job_id, index, mode, target=target, origin=origin)
-    return await service.outpaint(who, job_id, index, kind, mode, target=target, origin=origin)
+        return await service.upscale(who, job_id, index, mode, target=target, origin=origin, via=via)
+    return await service.outpaint(who, job_id, index, kind, mode, target=target, origin=origin, via=via)
 
 
 def upload_too_large(size: int | None) -> str | None:
@@ -155,12 +173,14 @@ def on_off(value: Any) -> Any:
 
 
 def stats_lines(stats: dict[str, Any]) -> list[str]:
-    """``/admin stats`` as text lines: ``key: value``, a table as ``k=v, …``, and the ratings
-    by model, steps, style and LoRA one line each."""
+    """``/admin stats`` as text lines: ``key: value``, a table as ``k=v, …``, the ratings
+    by model, steps, style and LoRA one line each, and the newest comments on one line."""
     lines: list[str] = []
     for key, value in stats.items():
         if key == "ratings" and isinstance(value, dict):
             lines.extend(f"ratings by {by}: " + ("; ".join(groups) or "none yet") for by, groups in value.items())
+        elif key == "comments" and isinstance(value, list):
+            lines.append("comments (newest first): " + ("; ".join(value) or "none yet"))
         elif isinstance(value, dict):
             lines.append(f"{key}: " + ", ".join(f"{k}={v}" for k, v in value.items()))
         else:
@@ -193,10 +213,19 @@ def settings_changes(text: str) -> dict[str, str] | None:
     return changes
 
 
-def forgotten_counts(outcome: Any) -> str:
-    """The tail of the /forget summary: what was cancelled and removed, and what is kept."""
+def variation_hint(delivery: Any) -> str:
+    """For a chat with buttons: how to make another variation of the same image ("" if not one)."""
+    origin, _, image = (delivery.request.variation_of or "").partition("#")
+    return f" · more: V{image} on its images" if origin and image.isdecimal() else ""
+
+
+def forgotten_counts(outcome: Any, copies: int | None = None) -> str:
+    """The tail of the /forget summary (a whole sentence, ending in its period): what was
+    cancelled and removed, and what is kept. ``copies``: images a front end had written to a
+    folder of its own (the terminal chat's output folder) and removed too."""
+    written = "" if copies is None else f", {copies} copied image(s) removed from the output folder"
     return (f"({outcome.jobs_cancelled} running request(s) cancelled, "
-            f"{outcome.files_deleted} file(s) removed). {FORGET_KEEPS}")
+            f"{outcome.files_deleted} stored file(s) removed{written}). {FORGET_KEEPS}")
 
 
 # -- the gallery, account linking, API keys -----------------------------------------------------
@@ -209,7 +238,10 @@ UNLINKED = {True: "Unlinked: this identity has its own account again.", False: "
 
 
 def image_ref(args: Sequence[str]) -> str | None:
-    """"JOB N" or "JOB-N" as an image reference "JOB-N" (N from 1); None when it is neither."""
+    """"JOB N" or "JOB-N" as an image reference "JOB-N" (N from 1), or an image's number as
+    /history shows it ("12"); None when it is none of them."""
+    if len(args) == 1 and args[0].isdecimal() and int(args[0]) >= 1 and len(args[0]) < JOB_ID_LENGTH:
+        return args[0]
     ref = "-".join(args)
     job, sep, number = ref.rpartition("-")
     if len(args) not in (1, 2) or not sep or not job or not number.isdecimal() or int(number) < 1:
@@ -217,28 +249,49 @@ def image_ref(args: Sequence[str]) -> str | None:
     return ref
 
 
+async def canonical_ref(service: Any, who: Who, ref: str) -> str:
+    """"JOB-N" for an image named either way (its number is looked up: the caller's own images,
+    shared ones, or any for an admin; NotFound otherwise)."""
+    return await service.ref_of(who, ref) if ref.isdecimal() else ref
+
+
+GALLERY_OFF = ("this bot's web gallery is not running, so nobody can see it yet (whoever runs the bot "
+               "turns it on with [web] enabled = true, and public_url for links that work from elsewhere)")
+
+
 def shared_text(public_url: str, ref: str, share_id: str) -> str:
-    """The answer to a share: where the image is now public."""
+    """The answer to a share: where the image is now public ("" public_url: no gallery runs)."""
+    if not public_url:
+        return f"🌐 Shared {ref}, but {GALLERY_OFF}."
     return f"🌐 Shared {ref} in the gallery: {public_url}/i/{share_id}"
 
 
-async def share_image(service: Any, who: Who, ref: str, share: bool) -> str:
+async def share_image(service: Any, who: Who, ref: str, share: bool, via: Via | None = None) -> str:
     """Share (or unshare) image ``ref`` for ``who``: the answer to show, or an ImagineError saying why not.
 
     The service answers "no such image" for someone else's image (the web must not tell which
-    exist); in a chat the image is in plain sight, so say who may do it instead.
+    exist); in a chat the image is in plain sight (a button ``via`` a message showing it), so say
+    who may do it instead.
     """
     try:
+        ref = await canonical_ref(service, who, ref)
         if share:
             return shared_text(service.config.public_url, ref, await service.share(who, ref))
         done = await service.unshare(who, ref)
     except NotFound:
         job, _, number = ref.rpartition("-")
         try:
-            shown = (await service.job_delivery(job)).images
+            shown = (await service.job_delivery(who, job, via=via)).images if job else ()
         except ImagineError:
             shown = ()
-        if any(i.index == int(number) - 1 for i in shown):
+        visible = any(i.index == int(number) - 1 for i in shown)
+        if not visible and job:  # a publicly shared image is in plain sight too
+            try:
+                await service.ref_of(who, ref)
+                visible = True
+            except ImagineError:
+                pass
+        if visible:
             raise NotAllowed(NOT_YOURS[share]) from None
         raise
     return f"{ref} is no longer in the gallery." if done else f"{ref} was not in the gallery."
@@ -280,7 +333,8 @@ async def api_key_text(service: Any, who: Who, action: str, key_id: int | None =
     if action == "list":
         return keys_text(await service.api_keys(who))
     if action == "revoke":
-        assert key_id is not None, "revoke needs the key id"
+        if key_id is None:
+            raise InvalidRequest("key_id", "Say which key to revoke: /apikey revoke ID (the ids are in /apikey list).")
         await service.revoke_api_key(who, key_id)
         return f"Revoked API key {key_id}."
     key, row = await service.create_api_key(who)

@@ -147,8 +147,12 @@ class Moderation:
 
     # -- the three service hooks -----------------------------------------------------------------
 
-    async def admit(self, who: _Who) -> None:
-        """Refuse a blocked, cooling-down or too-quick user (Restricted) before any work is done."""
+    async def admit(self, who: _Who, *, spaced: bool = True) -> None:
+        """Refuse a blocked, cooling-down or too-quick user (Restricted) before any work is done.
+
+        ``spaced=False``: no request spacing (an API key, which has its own per-key rate limit);
+        blocks and cooldowns hold all the same.
+        """
         if self.is_admin(who):
             return
         key, now = who.key, self.clock()
@@ -163,12 +167,18 @@ class Moderation:
             raise Restricted(f"You are on a cooldown after repeated blocked requests until {until:%H:%M} UTC "
                              f"(in {_minutes(wait)}). Use /appeal if this is a mistake.", "cooldown", wait)
         gap = self.settings.request_interval_s
-        if gap > 0:
+        if gap > 0 and spaced:
             last = await store.claim_request(self.db, key, now, now - timedelta(seconds=gap))
             if last is not None:
                 wait = max(0.0, gap - (now - from_text(last)).total_seconds())
                 await store.log(self.db, key, "request", "refused", rule="request interval", now=now)
                 raise Restricted(f"Please wait {max(1, round(wait))} s between requests.", "too_soon", wait)
+
+    async def checker_for(self, target: Mapping[str, Any] | None) -> Any:
+        """The prompt checker with the scope's allow list applied, for text the user did not type
+        (a refined prompt): the same rules as :meth:`check_prompt`, without logging or strikes."""
+        policy = await self.policy_for(scope_of(target))
+        return _AllowListed(self.prompt_checker, frozenset(policy.allow)) if policy.allow else self.prompt_checker
 
     async def check_prompt(self, who: _Who, prompt: str, negative: str = "",
                            target: Mapping[str, Any] | None = None) -> Verdict:
@@ -322,7 +332,8 @@ class Moderation:
         await store.resolve_appeal(self.db, int(appeal_id), "rejected", admin.key, now)
         await store.log(self.db, admin.key, "admin", "rejected", subject=key, now=now)
         found = await store.get_appeal(self.db, int(appeal_id))
-        assert found is not None
+        if found is None:  # deleted meanwhile (a concurrent /forget)
+            raise LookupError(f"appeal {appeal_id} is gone")
         return found
 
     async def user_standing(self, admin: _Who, user_key: str) -> Standing:
@@ -398,3 +409,13 @@ class Moderation:
     def _require_admin(self, admin: _Who) -> None:
         if not self.is_admin(admin):
             raise ModerationError("Only the bot's admins can do that.")
+
+
+class _AllowListed:
+    """A prompt checker that always passes a scope's allow list."""
+
+    def __init__(self, inner: Any, allow: frozenset[str]) -> None:
+        self.inner, self.allow = inner, allow
+
+    def check(self, prompt: str, negative: str = "") -> Any:
+        return self.inner.check(prompt, negative, allow=self.allow)

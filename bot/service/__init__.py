@@ -3,11 +3,14 @@
 The service is split by responsibility; :class:`ImagineService` is the facade that front ends use::
 
     context.py         ServiceContext: resources, settings, shared lookups (every part builds on it)
-    jobs.py            imagine, reroll, variation, following jobs, delivery bookkeeping, cancel, recover
+    jobs.py            imagine, reroll, variation, following jobs, cancel, recover
+    outcomes.py        delivery bookkeeping: delivered, told (a failure shown once)
+    inbox.py           platform requests stored before they are acknowledged, found again after a crash
+    outcomes.py        delivery bookkeeping: delivered, told (a failure shown once)
     inbox.py           platform requests stored before they are acknowledged, found again after a crash
     uploads.py         an image a user sends: checked, safety-checked, fitted, stored before any charge
     toolbox.py         actions on an image that make a new job: upscale, zoom out, pan
-    history.py         history pages, ratings, messages that show a job
+    history.py         history pages, ratings and the comments beside them, messages that show a job
     accounts.py        quota status, settings, DM state, forget, export
     accounts_rules.py  pure rules: valid settings, defaults, the export zip
     admin.py           admin commands
@@ -28,10 +31,18 @@ Errors shown to users as they are (all :class:`~generation.core.errors.ImagineEr
     ImagineError
     ├── InvalidRequest, QueueFull, JobCancelled, GenerationFailed   (generation.core.errors)
     ├── BlockedPrompt          (bot.safety) the prompt check refused; names the category
+    ├── BlockedComment         (history) the prompt check refused a comment; nothing was saved
     ├── Restricted             (bot.safety) blocked after strikes, on a cooldown, or too soon again
     ├── QuotaExceeded          no images left in this window; says how many and when it resets
     ├── NotAllowed             blocked user, non-admin calling an admin command, too late to cancel
     └── NotFound               no such job or image (or not yours)
+
+Authority (:meth:`~bot.service.context.ServiceContext._acting_on`): an action that names a job or
+image is allowed to its owner, an admin, anyone through a public share id (view, rate, "use
+this prompt"), and anyone clicking a button on a message the platform shows them that is one
+of the job's recorded messages (:class:`Via`): members of a channel may vary, upscale or reroll
+a result posted there, charged to themselves. A typed or forged id of a private result grants
+nothing (:class:`NotFound`, with what to do instead).
 """
 
 from __future__ import annotations
@@ -41,12 +52,13 @@ from bot.service.accounts_rules import QuotaStatus
 from bot.service.admin import AdminPart
 from bot.service.context import ServiceSettings
 from bot.service.gallery import GalleryPage, GalleryPart, JobView, SharedImage, image_ref
-from bot.service.history import HistoryPart
+from bot.service.history import MAX_COMMENT_CHARS, BlockedComment, HistoryPart
 from bot.service.inbox import InboxPart
 from bot.service.jobs import JobsPart, Origin
 from bot.service.keys import ApiKey, KeysPart
 from bot.service.links import LINK_VALID, LinksPart
 from bot.service.metrics import MetricsPart, ServiceMetrics, frontend_of
+from bot.service.outcomes import OutcomesPart
 from bot.service.toolbox import ToolboxPart
 from bot.service.tickets import (
     AlreadyAccepted,
@@ -68,12 +80,16 @@ from bot.service.tickets import (
     Running,
     StoredImage,
     Ticket,
+    Untold,
     Update,
+    Via,
     Who,
 )
 
 __all__ = [
+    "MAX_COMMENT_CHARS",
     "AlreadyAccepted",
+    "BlockedComment",
     "ApiKey",
     "GalleryPage",
     "JobView",
@@ -104,13 +120,15 @@ __all__ = [
     "ServiceSettings",
     "StoredImage",
     "Ticket",
+    "Untold",
     "Update",
+    "Via",
     "Who",
 ]
 
 
-class ImagineService(MetricsPart, JobsPart, InboxPart, ToolboxPart, HistoryPart, AccountsPart, AdminPart,
-                     KeysPart, GalleryPart, LinksPart):
+class ImagineService(MetricsPart, JobsPart, OutcomesPart, InboxPart, ToolboxPart, HistoryPart, AccountsPart,
+                     AdminPart, KeysPart, GalleryPart, LinksPart):
     """Quota, safety, jobs, queue and storage behind one API for every front end.
 
     Each part is a class over the same :class:`~bot.service.context.ServiceContext` state; the

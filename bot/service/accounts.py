@@ -51,7 +51,8 @@ class AccountsPart(ServiceContext):
             await users.set_dm_closed(self.db, user.id, closed)
 
     async def forget(self, who: Who) -> ForgetOutcome:
-        """Cancel the caller's active jobs; delete their jobs, images, ratings, settings and exports.
+        """Cancel the caller's active jobs; delete their jobs, images, ratings, settings and exports;
+        revoke their API keys and end their sessions (``session_enders``).
 
         Kept (see :data:`~bot.service.tickets.FORGET_KEEPS`): the block, strikes, cooldowns,
         the quota used in the current window and any per-user limit, all keyed by the platform
@@ -71,11 +72,14 @@ class AccountsPart(ServiceContext):
         if waiting:
             await asyncio.wait(waiting, timeout=self.config.settle_timeout_s)
         window = quotas.window_start(self.clock(), self.config.quota_window)
-        orphans = await privacy.forget(self.db, user.id, keep_quota_from=window)
+        job_ids = await jobs.ids_of(self.db, user.id)
+        orphans = await privacy.forget(self.db, user.id, keep_quota_from=window)  # API keys revoked too
+        for end_sessions in self.session_enders:  # web sessions, when a front end keeps any
+            await end_sessions(user.id)
         removed = await asyncio.to_thread(self.store.delete, orphans)
         removed += await asyncio.to_thread(_remove_tree, self._export_dir(who))
         logger.info("forgot %s: %d job(s) cancelled, %d file(s) deleted", who.key, len(active.jobs), removed)
-        return ForgetOutcome(len(active.jobs), removed)
+        return ForgetOutcome(len(active.jobs), removed, tuple(job_ids))
 
     async def export(self, who: Who) -> Path:
         """A zip of everything stored about the caller: export.json and their images."""

@@ -10,7 +10,7 @@ from bot.service.context import ServiceContext
 from bot.service.tickets import Who
 from generation.core.errors import InvalidRequest
 from storage import jobs, quotas, users
-from storage.rating_stats import DIMENSIONS, ratings_by
+from storage.rating_stats import DIMENSIONS, ratings_by, recent_comments
 
 __all__ = ["AdminPart"]
 
@@ -57,6 +57,7 @@ class AdminPart(ServiceContext):
         }
         stats["model"] = self.model_id
         stats["ratings"] = await self.rating_stats()
+        stats["comments"] = [str(c) for c in await recent_comments(self.db, 10)]  # newest first
         return stats
 
     def loras_text(self) -> str:

@@ -2,7 +2,8 @@
 
 :class:`ServiceContext` holds the database, image store, queue, moderation and clock, the jobs
 this process follows, and the helpers that more than one part uses (user and job lookups, the
-admin check, quota status, turning stored rows into the types front ends see). The parts
+admin check, quota status, turning stored rows into the types front ends see, the inbox of
+stored platform requests: acknowledge only what is stored, answer a repeat with its job). The parts
 (:mod:`.jobs`, :mod:`.history`, :mod:`.accounts`, :mod:`.admin`) build on it and never on each
 other, so they cannot import each other in a circle.
 """
@@ -10,7 +11,7 @@ other, so they cannot import each other in a circle.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,18 +20,20 @@ from typing import Any
 from bot.options import render
 from bot.safety import AllowAllImages, BlocklistChecker, ImageChecker, Moderation, PromptChecker, VerdictClassifier
 from bot.service.accounts_rules import QuotaStatus
-from bot.service.tickets import Delivery, NotAllowed, NotFound, StoredImage, Ticket, Who
+from bot.service.tickets import AlreadyAccepted, Delivery, NotAllowed, NotFound, StoredImage, Ticket, Via, Who
 from generation.core.errors import ImagineError, InvalidRequest
 from generation.scheduling.queue import GenerationQueue
 from generation.core.request import GenerationRequest, ModelCaps
-from storage import Database, ImageStore, images, jobs, links, quotas, users
+from storage import Database, ImageStore, images, inbox, jobs, links, messages, quotas, shares, users
 from storage.clock import utcnow
 from storage.group import GroupWriter
+from storage.inbox import InboxItem
 from storage.records import Image, Job, User
 
-__all__ = ["ACTIVE", "ServiceContext", "ServiceSettings"]
+__all__ = ["ACTIVE", "Origin", "ServiceContext", "ServiceSettings"]
 
 ACTIVE = ("queued", "running")
+Origin = tuple[str, str]  # (platform, inbox key) of the stored request a job comes from
 
 
 @dataclass(frozen=True)
@@ -50,13 +53,16 @@ class ServiceSettings:
     upscale_creative: float = 0.55  # … and Upscale (Creative)
     admin_priority: bool = True  # admins' jobs use the queue's priority lane
     settle_timeout_s: float = 30.0  # how long cancel/forget wait for a job to settle
-    public_url: str = ""  # the web front end's address ([web] public_url), for links in chat replies
+    public_url: str = ""  # where the web gallery answers, for links in chat replies; "": no gallery runs
+    max_keys_per_user: int = 5  # live API keys per account ([web] max_keys_per_user)
 
     def __post_init__(self) -> None:
         if self.quota_window not in quotas.WINDOWS:
             raise ValueError(f"`quota_window` must be one of {', '.join(quotas.WINDOWS)}, not {self.quota_window!r}")
         if self.daily_quota < 0:
             raise ValueError(f"`daily_quota` must be 0 or more, not {self.daily_quota}")
+        if self.max_keys_per_user < 1:
+            raise ValueError(f"`max_keys_per_user` must be 1 or more, not {self.max_keys_per_user}")
         object.__setattr__(self, "admins", frozenset(self.admins))
         object.__setattr__(self, "data_dir", Path(self.data_dir))
 
@@ -94,6 +100,9 @@ class ServiceContext:
         self.scoring: set[asyncio.Task[None]] = set()  # CLIP scoring in flight (bot.service.scoring)
         self.writes = GroupWriter(db)  # jobs of one batch share their transactions
         self._seen_model: tuple[str, str | None, object] | None = None  # model_versions written today
+        # /forget ends the account's sessions on every front end that keeps any: each hook gets
+        # the account's user id and returns how many it ended (API keys are revoked in storage)
+        self.session_enders: list[Callable[[int], Awaitable[int]]] = []
         self._tickets: dict[str, Ticket] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -133,24 +142,52 @@ class ServiceContext:
         own = await users.get_or_create(self.db, who.platform, who.user_id, who.display_name)
         return user if user is not None else own
 
-    async def _active_user(self, who: Who) -> User:
+    async def _active_user(self, who: Who, *, spaced: bool = True) -> User:
+        """The caller's account, unless blocked, cooling down or (``spaced``) asking too soon."""
         user = await self._user(who)
         if user.blocked:
             raise NotAllowed("You are blocked from making images on this bot.")
-        await self.moderation.admit(who)  # strike block, cooldown, request spacing (Restricted)
+        await self.moderation.admit(who, spaced=spaced)  # strike block, cooldown, request spacing (Restricted)
         # one account on several platforms: the stricter moderation state holds
         for platform, user_id, blocked in await links.identities(self.db, user.id):
             if blocked:
                 raise NotAllowed("You are blocked from making images on this bot.")
             if (platform, user_id) != (who.platform, who.user_id):
-                await self.moderation.admit(Who(platform, user_id))
+                await self.moderation.admit(Who(platform, user_id), spaced=spaced)
         return user
 
-    async def _job(self, job_id: str) -> Job:
-        row = await jobs.get(self.db, job_id)
-        if row is None:
-            raise NotFound(f"There is no request {job_id}.")
-        return row
+    async def _acting_on(self, who: Who, job_id: str, *, via: Via | None = None,
+                         index: int | None = None) -> Job:
+        """Job ``job_id`` if ``who`` may act on it (image ``index`` of it), else NotFound.
+
+        Allowed: its owner (any identity of a linked account), an admin, or a click ``via`` a
+        message the platform showed ``who`` that is one of the job's recorded messages (and shows
+        image ``index``, when it shows one image). Nothing else: not a typed id, not a forged
+        button. Another's job looks like one that does not exist.
+        """
+        row = await jobs.get(self.db, job_id) if isinstance(job_id, str) and job_id else None
+        if row is not None and (self.is_admin(who) or await self._owner_of(who, row.user_id)):
+            return row
+        if row is not None and via is not None:
+            shown = await messages.find(self.db, who.platform, via.chat_id, via.message_id)
+            if shown is not None and shown[0] == row.id and (shown[1] is None or index is None or shown[1] == index):
+                return row
+        raise NotFound(f"There is no request {job_id} that you can use. Use the buttons under a result "
+                       "you can see, or the ids of your own requests (/history).")
+
+    async def _owner_of(self, who: Who, user_id: int) -> bool:
+        user = await users.get_by_platform(self.db, who.platform, who.user_id)  # linked: the account
+        return user is not None and user.id == user_id
+
+    async def _may_see_image(self, who: Who, image: Image, *, via: Via | None = None) -> bool:
+        """Whether ``who`` may view or rate ``image``: shared publicly, or as :meth:`_acting_on`."""
+        if await shares.for_image(self.db, image.id) is not None:
+            return True
+        try:
+            await self._acting_on(who, image.job_id, via=via, index=image.idx)
+        except NotFound:
+            return False
+        return True
 
     def _request_from(self, data: dict[str, Any]) -> GenerationRequest:
         """A stored request dict as a request this model can run (InvalidRequest if not)."""
@@ -191,9 +228,8 @@ class ServiceContext:
             return f"{self._command(request)} (from your image)"
         if variation is None:
             return self._command(request)
-        return (f"variation of image {variation['image']} of {variation['job']} "
-                f"({self._command(request)}); more: V{variation['image']} on its images, "
-                f"or {variation['command']}")
+        # how to ask for another is the front end's to say: buttons on a chat, a command on the console
+        return f"variation of image {variation['image']} of {variation['job']} ({self._command(request)})"
 
     def _stored(self, row: Image) -> StoredImage:
         return StoredImage(row.id, row.idx, row.seed, self.store.path_for(row.path).resolve(),
@@ -217,14 +253,27 @@ class ServiceContext:
             raise InvalidRequest("image_id", f"An image id is a number, not {image_id!r}.")
         return image_id
 
-    async def _settle_row(self, job_id: str, status: str, error: str = "") -> int:
-        """Mark the row failed/cancelled and refund it (once); the images refunded."""
-        now = self.clock()
-        if status == "failed":
-            await jobs.mark_failed(self.db, job_id, error, now)
+    async def _find_image(self, ref: int | str) -> Image:
+        """An image by either of its names: the chat's number (``12``, as /history shows it) or
+        the API's ``<job>-<n>`` (n from 1). NotFound when there is none; InvalidRequest when
+        ``ref`` is neither form."""
+        text = str(ref).strip() if isinstance(ref, (int, str)) and not isinstance(ref, bool) else ""
+        job_id, sep, number = text.rpartition("-")
+        if text.isdecimal():
+            row = await images.get_image(self.db, int(text))
+        elif sep and job_id and number.isdecimal() and int(number) >= 1:
+            row = next((i for i in await images.images_for_job(self.db, job_id) if i.idx == int(number) - 1), None)
         else:
-            await jobs.mark_cancelled(self.db, job_id, now)
-        return await quotas.refund(self.db, job_id)
+            raise InvalidRequest("image_id", f"An image is named by its number (as in /history, e.g. 12) or "
+                                             f"as JOB-N (as in the API, e.g. 99e2fee61583-1), not {ref!r}.")
+        if row is None:
+            raise NotFound(f"There is no image {text}.")
+        return row
+
+    async def _settle_row(self, job_id: str, status: str, error: str = "") -> int:
+        """Mark the row failed/cancelled and refund it (once), in one transaction; the images refunded."""
+        _, refunded = await jobs.settle(self.db, job_id, status, error, self.clock())
+        return refunded
 
     async def _quota_status(self, user_id: int) -> QuotaStatus:
         now = self.clock()
@@ -243,6 +292,30 @@ class ServiceContext:
         return (f"You have {left} left of your {limit} {period}; this request needs {asked}. "
                 f"Your quota resets at {reset:%Y-%m-%d %H:%M} UTC (in {wait}).")
 
+
+    # -- the inbox: acknowledge only what is stored ------------------------------------------------
+
+    async def receive(self, platform: str, key: str | int, payload: dict[str, Any]) -> bool:
+        """Store a platform request before acknowledging it; False if it was stored before."""
+        return await inbox.receive(self.db, platform, key, payload, self.clock())
+
+    async def handled(self, platform: str, key: str | int) -> bool:
+        """Close a stored request whose outcome was not a job (a refusal sent, a button done)."""
+        return await inbox.mark_handled(self.db, platform, key, self.clock())
+
+    async def unhandled(self, platform: str) -> list[InboxItem]:
+        """Requests stored but not handled before a crash, oldest first, to process again."""
+        return await inbox.unhandled(self.db, platform)
+
+    async def accepted(self, platform: str, key: str | int) -> str | None:
+        """The job accepted for the stored platform request (``origin``), if one was."""
+        found = await jobs.find_by_origin(self.db, f"{platform}:{key}")
+        return found.id if found is not None else None
+
+    async def _raise_if_accepted(self, origin: Origin | None) -> None:
+        """A repeated request is answered with its job before any limit or check."""
+        if origin is not None and (job_id := await self.accepted(*origin)) is not None:
+            raise AlreadyAccepted(job_id)
 
 def _duration(seconds: float) -> str:
     minutes = max(1, int(seconds + 59) // 60)

@@ -2,25 +2,36 @@
 
 Images are named by ``<job id>-<n>`` (n from 1) outside the chat platforms: job ids are random,
 so references cannot be guessed, and a reference to someone else's image that is not shared
-is :class:`NotFound`, like one that does not exist. Nothing is public unless shared; its owner
+is :class:`NotFound`, like one that does not exist. The chats' name, the image's number, is
+taken too, under the same rules (:meth:`GalleryPart.ref_of` turns it into the reference). Nothing is public unless shared; its owner
 or an admin can unshare it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from PIL import Image as PILImage
 
 from bot.service.context import ServiceContext
 from bot.service.tickets import NotAllowed, NotFound, StoredImage, Who
+from generation.core.errors import ImagineError, InvalidRequest
+from generation.core.request import GenerationRequest
 from storage import images, jobs, shares, users
+from storage.files import public_png
 from storage.records import Image
 
 __all__ = ["GalleryPage", "GalleryPart", "JobView", "SharedImage", "image_ref"]
 
 logger = logging.getLogger(__name__)
+
+_PUBLIC_REQUEST = ("prompt", "negative_prompt", "style", "steps", "lora", "loras", "lora_hashes", "model")
 
 
 def image_ref(job_id: str, index: int) -> str:
@@ -41,6 +52,8 @@ class JobView:
     position: int = 0
     eta: float = 0.0
     error: str | None = None
+    started_at: str | None = None  # when it went onto the GPU (None: it never did)
+    finished_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -84,7 +97,7 @@ class GalleryPart(ServiceContext):
         found = await images.images_for_job(self.db, row.id)
         return JobView(row.id, row.status, self._text(row.request), dict(row.request), row.created_at,
                        tuple(self._stored(i) for i in found), ticket.position if ticket else 0,
-                       ticket.eta if ticket else 0.0, row.error)
+                       ticket.eta if ticket else 0.0, row.error, row.started_at, row.finished_at)
 
     async def image_by_ref(self, who: Who | None, ref: str) -> tuple[StoredImage, str | None]:
         """(image, share id or None) of a reference the caller owns, or of a shared image."""
@@ -94,10 +107,24 @@ class GalleryPart(ServiceContext):
             raise NotFound(f"There is no image {ref}.")
         return self._stored(image), share_id
 
-    async def rate_ref(self, who: Who, ref: str, stars: int | str) -> int:
-        """Rate an image by reference (yours, or a shared one); its image id."""
+    async def ref_of(self, who: Who, ref: str) -> str:
+        """``<job>-<n>`` of an image named either way, when the caller owns it, it is shared, or
+        the caller is an admin (NotFound otherwise: numbers must not reveal others' references)."""
+        image, owner = await self._image(ref)
+        if not (self.is_admin(who) or await self._is_owner(who, owner)
+                or await shares.for_image(self.db, image.id) is not None):
+            raise NotFound(f"There is no image {ref}.")
+        return image_ref(image.job_id, image.idx)
+
+    async def rate_ref(self, who: Who, ref: str, stars: int | str, comment: str | None = None) -> int:
+        """Rate an image by reference (yours, or a shared one), with a comment beside the rating
+        when given (the comment is checked before anything is saved); its image id."""
         stored, _ = await self.image_by_ref(who, ref)
+        if comment is not None:  # refused words refuse the whole call, so nothing half-saved
+            self._check_comment(comment)  # type: ignore[attr-defined]
         await self.rate(who, stored.image_id, stars, "command")  # type: ignore[attr-defined]
+        if comment is not None:
+            await self.comment(who, stored.image_id, comment)  # type: ignore[attr-defined]
         return stored.image_id
 
     async def share(self, who: Who, ref: str) -> str:
@@ -134,6 +161,24 @@ class GalleryPart(ServiceContext):
             raise NotFound("This image is not shared.")
         return self._shared(row)
 
+    async def shared_file(self, share_id: str) -> Path:
+        """The public copy of a shared image: its pixels and the A1111 parameters of what its page
+        shows, nothing else (no job or user id, no original prompt, no path). Made once, cached."""
+        item = await self.shared_image(share_id)
+        params = {**item.request, "model": item.model_id}
+
+        def make(source: Path) -> bytes:
+            with PILImage.open(source) as image:
+                image.load()
+                return public_png(image, params)
+
+        return await self.derived(item.path, "public.png", make)
+
+    async def derived(self, path: Path, variant: str, make: Callable[[Path], bytes]) -> Path:
+        """A file made from stored image ``path`` (a thumbnail, another format): made once, kept on
+        disk until the image is deleted (``ImageStore.derive``)."""
+        return await asyncio.to_thread(self.store.derive, Path(path), variant, make)
+
     # -- helpers -----------------------------------------------------------------------------------
 
     async def _own_job(self, who: Who, job_id: str) -> Any:
@@ -144,14 +189,15 @@ class GalleryPart(ServiceContext):
         return row
 
     async def _image(self, ref: str) -> tuple[Image, int]:
-        job_id, sep, number = ref.rpartition("-")
-        if not sep or not number.isdecimal() or not job_id:
+        """The image named ``ref`` (``<job>-<n>`` or the chat's number) and its owner's user id."""
+        try:
+            image = await self._find_image(ref)
+        except InvalidRequest:
+            raise NotFound(f"There is no image {ref}.") from None
+        row = await jobs.get(self.db, image.job_id)
+        if row is None:
             raise NotFound(f"There is no image {ref}.")
-        row = await jobs.get(self.db, job_id)
-        found = [i for i in await images.images_for_job(self.db, job_id) if i.idx == int(number) - 1]
-        if row is None or not found:
-            raise NotFound(f"There is no image {ref}.")
-        return found[0], row.user_id
+        return image, row.user_id
 
     async def _is_owner(self, who: Who | None, owner_id: int) -> bool:
         if who is None:
@@ -160,7 +206,17 @@ class GalleryPart(ServiceContext):
         return user is not None and user.id == owner_id
 
     def _shared(self, row: shares.Shared) -> SharedImage:
-        request = json.loads(row.request)
+        stored = json.loads(row.request)
+        # what a public page may show: the request as drawn, without who asked, what they typed
+        # before refinement, where a variation came from, or server paths
+        request = {key: stored[key] for key in _PUBLIC_REQUEST if key in stored}
+        request.update(seed=row.seed, count=1, width=row.width, height=row.height)
         return SharedImage(row.id, image_ref(row.job_id, row.idx), self.store.path_for(row.path).resolve(),
-                           row.width, row.height, row.seed, self._text({**request, "seed": row.seed, "count": 1}),
+                           row.width, row.height, row.seed, self._public_command(request),
                            request, row.model_id, row.average, row.ratings, row.created_at, row.owner)
+
+    def _public_command(self, request: dict[str, Any]) -> str:
+        try:
+            return self._command(GenerationRequest.from_dict(request))
+        except ImagineError:
+            return str(request.get("prompt", ""))

@@ -7,9 +7,11 @@ The life of one accepted request::
     consumer   Started → mark_running; Done → image check → PNGs into the store → image rows
                + mark_done (one transaction) → Finished(delivery)
                Failed / blocked image → mark_failed + refund;  Cancelled → mark_cancelled + refund
-    front end  sends the images → mark_delivered() (False: already delivered, skip)
+    front end  sends the images → mark_delivered() (False: already delivered, skip); shows a
+               failure → mark_told() (both in bot/service/outcomes.py)
     restart    recover(): queued/running rows run again (priority, not charged again);
-               done-but-undelivered rows come back as Deliveries to send
+               done-but-undelivered rows come back as Deliveries to send, failures never
+               told as Untold; failed rows still charged (an older version) are refunded
 
 Size: the life of a job (accept, follow, store, recover) reads in one place; an uploaded image's
 checks live in :mod:`bot.service.uploads`.
@@ -27,7 +29,7 @@ from typing import Any
 
 from bot.options import parse_imagine
 from bot.service import accounts_rules
-from bot.service.context import ACTIVE, ServiceContext
+from bot.service.context import ACTIVE, Origin, ServiceContext
 from bot.service.refining import refine_request
 from bot.service.scoring import drain as drain_scoring
 from bot.service.scoring import score_later
@@ -45,6 +47,8 @@ from bot.service.tickets import (
     Recovered,
     Running,
     Ticket,
+    Untold,
+    Via,
     Who,
 )
 from generation.core.errors import ImagineError
@@ -58,8 +62,6 @@ from storage.records import Image, User
 from storage.records import Job as JobRow
 
 __all__ = ["JobsPart", "Origin"]
-
-Origin = tuple[str, str]  # (platform, inbox key) of the stored request a job comes from
 
 logger = logging.getLogger(__name__)
 
@@ -96,16 +98,19 @@ class JobsPart(ServiceContext):
         await self.writes.flush()
 
     async def imagine(self, who: Who, text: str, *, target: dict[str, Any] | None = None,
-                      origin: Origin | None = None, image: bytes | None = None, **options: Any) -> Ticket:
+                      origin: Origin | None = None, spaced: bool = True, image: bytes | None = None,
+                      **options: Any) -> Ticket:
         """Accept ``/imagine text`` (plus typed options): charged, stored, queued; or raise.
 
         ``origin`` (platform, inbox key) ties the job to the stored platform request: the job
         row and "handled" commit together, and a second call for the same origin raises
-        :class:`AlreadyAccepted` instead of making (and charging) a second job.
+        :class:`AlreadyAccepted` (before any limit) instead of making (and charging) a second job.
+        ``spaced=False``: the chats' request spacing does not apply (API keys: their own rate limit).
         ``image`` (the bytes of a file the user sent) makes it start from that image
         (:mod:`bot.service.uploads`: checked, fitted and stored before anything is charged).
         """
-        user = await self._active_user(who)
+        await self._raise_if_accepted(origin)  # a replayed request: nothing runs again, refinement included
+        user = await self._active_user(who, spaced=spaced)
         upload = await checked_upload(image) if image is not None else None
         request = parse_imagine(
             text, caps=self.caps, defaults=accounts_rules.defaults_from(user.settings, refine=self.refiner is not None),
@@ -123,10 +128,14 @@ class JobsPart(ServiceContext):
         return ticket
 
     async def reroll(self, who: Who, job_id: str, *, target: dict[str, Any] | None = None,
-                     origin: Origin | None = None) -> Ticket:
-        """The same request as job ``job_id`` with a new seed, charged to ``who``."""
+                     origin: Origin | None = None, via: Via | None = None) -> Ticket:
+        """The same request as job ``job_id`` with a new seed, charged to ``who``.
+
+        ``who`` owns the job, is an admin, or clicked ``via`` one of its recorded messages.
+        """
+        await self._raise_if_accepted(origin)
         user = await self._active_user(who)
-        source = await self._job(job_id)
+        source = await self._acting_on(who, job_id, via=via)
         base = self._request_from(source.request)
         seed = random_seed()
         while seed == base.seed:
@@ -135,10 +144,13 @@ class JobsPart(ServiceContext):
         return await self._submit(who, user, request, target=target, dedupe=False, origin=origin)
 
     async def variation(self, who: Who, job_id: str, index: int, *,
-                        target: dict[str, Any] | None = None, origin: Origin | None = None) -> Ticket:
-        """Variations of image ``index`` (0-based) of job ``job_id`` (img2img), charged to ``who``."""
+                        target: dict[str, Any] | None = None, origin: Origin | None = None,
+                        via: Via | None = None) -> Ticket:
+        """Variations of image ``index`` (0-based) of job ``job_id`` (img2img), charged to ``who``
+        (its owner, an admin, or someone who clicked ``via`` a message showing it)."""
+        await self._raise_if_accepted(origin)
         user = await self._active_user(who)
-        source = await self._job(job_id)
+        source = await self._acting_on(who, job_id, via=via, index=index)
         found = [i for i in await images.images_for_job(self.db, job_id) if i.idx == index]
         if not found:
             raise NotFound(f"Request {job_id} has no image {index + 1}.")
@@ -159,11 +171,7 @@ class JobsPart(ServiceContext):
                       target: dict[str, Any] | None, dedupe: bool, origin: Origin | None = None,
                       upload: StoredUpload | None = None, cost: int | None = None) -> Ticket:
         """Check, charge, store and enqueue ``request``."""
-        origin_key = _origin_key(origin)
-        if origin_key is not None:
-            existing = await jobs.find_by_origin(self.db, origin_key)
-            if existing is not None:
-                raise AlreadyAccepted(existing.id)
+        origin_key = _origin_key(origin)  # a known one was answered before this (_raise_if_accepted)
         # 1. Prompt safety: nothing is charged or written for a refused prompt
         await self.moderation.check_prompt(who, request.prompt, request.negative_prompt, target)
         request = request.with_seed()
@@ -191,11 +199,19 @@ class JobsPart(ServiceContext):
         # 4. Only now into the queue; a refusal gives the quota back
         try:
             qjob = self.queue.submit(request, priority=priority, job_id=job.id)
-        except ImagineError as err:
-            await self._settle_row(job.id, "failed", str(err))
+        except ImagineError:
+            # refused at once (queue full, shutting down): no job after all. Refund, drop the row
+            # and reopen the platform request together; the refusal is told and closed like any
+            # other, and a crash before that runs the request again instead of losing it.
+            await jobs.withdraw(self.db, job.id, origin)
             raise
         logger.info("job %s accepted for %s (%d image(s))", job.id, who.key, request.count)
         return self._follow(job.id, request, qjob, job.target)
+
+    async def _not_accepted_yet(self, origin: Origin | None) -> None:
+        existing = await jobs.find_by_origin(self.db, _origin_key(origin) or "") if origin else None
+        if existing is not None:
+            raise AlreadyAccepted(existing.id)
 
     async def _charge_and_store(self, user: User, request: GenerationRequest, key: str,
                                 target: dict[str, Any] | None, now: datetime, window: str,
@@ -225,8 +241,12 @@ class JobsPart(ServiceContext):
     async def _serve_cached(self, user: User, request: GenerationRequest, key: str,
                             target: dict[str, Any] | None, now: datetime,
                             origin: Origin | None = None) -> Ticket | None:
-        """A done Ticket from stored images of an identical request, or None."""
-        found = await jobs.find_by_request_key(self.db, key)
+        """A done Ticket from stored images of an identical request, or None.
+
+        Per account: the caller's own earlier result, or one whose images are all publicly shared;
+        never another account's private result (that would give it away, and tell that it exists).
+        """
+        found = await jobs.find_by_request_key(self.db, key, user.id)
         if found is None:
             return None
         source = await images.images_for_job(self.db, found.id)
@@ -256,7 +276,8 @@ class JobsPart(ServiceContext):
 
     def _follow(self, job_id: str, request: GenerationRequest, qjob: QueueJob,
                 target: dict[str, Any]) -> Ticket:
-        ticket = Ticket(job_id, request, target=target, position=qjob.position, eta=qjob.eta)
+        ticket = Ticket(job_id, request, target=target, position=qjob.position, eta=qjob.eta,
+                        eta_measured=self.queue.eta_measured)
         self._tickets[job_id] = ticket
         self._tasks[job_id] = asyncio.create_task(self._consume(ticket, qjob), name=f"job-{job_id}")
         return ticket
@@ -358,21 +379,16 @@ class JobsPart(ServiceContext):
         path, sha = self.store.put(data, "png")
         return path, sha, image.width, image.height, len(data)
 
-    async def mark_delivered(self, job_id: str) -> bool:
-        """Record that a front end sent the images; False if it was already delivered."""
-        now = self.clock()
-        return await self.writes.run(lambda tx: jobs.mark_delivered(tx, job_id, now))
-
-    async def record_refs(self, job_id: str, refs: dict[str, Any]) -> dict[str, Any]:
-        """Merge a front end's refs (e.g. sent message ids) into the job's target; the new target."""
-        return await jobs.update_target(self.db, job_id, refs)
-
-    async def job_delivery(self, job_id: str) -> Delivery:
-        """A job's stored images, canonical text and target (NotFound when there is no such job)."""
-        return await self._delivery_of(await self._job(job_id))
+    async def job_delivery(self, who: Who, job_id: str, *, via: Via | None = None,
+                           index: int | None = None) -> Delivery:
+        """A job's stored images, canonical text and target, for ``who`` (its owner, an admin, or a
+        click ``via`` one of its messages; NotFound otherwise, as when there is no such job)."""
+        return await self._delivery_of(await self._acting_on(who, job_id, via=via, index=index))
 
     async def recover(self) -> Recovered:
-        """Re-enqueue unfinished jobs (priority, not charged again); return undelivered results."""
+        """Re-enqueue unfinished jobs (priority, not charged again); return undelivered results
+        and failures never told. Failed jobs still charged (an older version's crash) are refunded."""
+        await jobs.repair_unrefunded(self.db)
         found = await jobs.recoverable(self.db)
         tickets: list[Ticket] = []
         for row in found.to_run:
@@ -396,8 +412,12 @@ class JobsPart(ServiceContext):
                 await self._settle_row(row.id, "failed", "This request can no longer be delivered.")
                 continue
             deliveries.append(self._delivery(row.id, request, rows, cached=False, target=row.target))
-        logger.info("recovered %d job(s) to run and %d to deliver", len(tickets), len(deliveries))
-        return Recovered(tuple(tickets), tuple(deliveries))
+        untold = tuple(Untold(row.id, row.error or "Your request was cancelled.", row.status == "cancelled",
+                              self._text(row.request), dict(row.target))
+                       for row in await jobs.untold(self.db))
+        logger.info("recovered %d job(s) to run, %d to deliver and %d failure(s) to tell",
+                    len(tickets), len(deliveries), len(untold))
+        return Recovered(tuple(tickets), tuple(deliveries), untold)
 
     async def cancel(self, who: Who, job_id: str | None = None) -> CancelOutcome:
         """Cancel one of the caller's queued/running jobs (latest when no id) and refund it."""
@@ -425,7 +445,9 @@ class JobsPart(ServiceContext):
         else:
             raise NotAllowed(f"Request {row.id} has just finished; it can no longer be cancelled.")
         after = await jobs.get(self.db, row.id)
-        assert after is not None
+        if after is None:  # forgotten meanwhile (a concurrent /forget deleted it)
+            raise NotFound(f"Request {row.id} is gone: it was deleted while being cancelled.")
+        await jobs.mark_told(self.db, row.id)  # the answer to /cancel is the message
         logger.info("job %s cancelled by %s", row.id, who.key)
         return CancelOutcome(row.id, self._text(row.request), after.status,
                              after.charged if after.refunded else 0)

@@ -11,7 +11,7 @@ import logging
 from datetime import timedelta
 
 from bot.service.context import ServiceContext
-from bot.service.tickets import NotFound, Who
+from bot.service.tickets import NotAllowed, NotFound, Who
 from storage import Database, apikeys, links, users
 from storage.apikeys import ApiKey
 from storage.clock import from_text
@@ -27,9 +27,18 @@ class KeysPart(ServiceContext):
     """Create, list, revoke and check API keys."""
 
     async def create_api_key(self, who: Who, label: str = "") -> tuple[str, ApiKey]:
-        """A new key for the caller's account: (the key, shown only now; its listing)."""
+        """A new key for the caller's account: (the key, shown only now; its listing).
+
+        At most ``max_keys_per_user`` live keys per account (each key has its own rate limit, so
+        more keys would multiply it): past that, NotAllowed says to revoke one first.
+        """
         user = await self._user(who)
-        key, row = await apikeys.create(self.db, user.id, label, self.clock())
+        limit = self.config.max_keys_per_user
+        async with self.db.transaction() as tx:
+            if await apikeys.live_count(tx, user.id) >= limit:
+                raise NotAllowed(f"You already have {limit} live API keys, the most one account may have. "
+                                 "Revoke one you no longer use (/apikey revoke ID), then make a new one.")
+            key, row = await apikeys.create(tx, user.id, label, self.clock())
         logger.info("api key %s created for %s", row.prefix, who.key)  # never the key itself
         return key, row
 

@@ -28,7 +28,8 @@ async def refine_request(ctx: Any, who: Any, request: GenerationRequest,
     if refiner is None:
         raise InvalidRequest("refine", "Prompt refinement is not set up on this bot (refine.model).")
     await ctx.moderation.check_prompt(who, request.prompt, request.negative_prompt, target)
-    request, note = await refine_checked(refiner, ctx.moderation.prompt_checker, request)
+    # the refined text meets the rules typed text meets here: the server's allow list included
+    request, note = await refine_checked(refiner, await ctx.moderation.checker_for(target), request)
     return request, (note,)
 
 

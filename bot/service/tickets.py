@@ -41,7 +41,9 @@ __all__ = [
     "Running",
     "StoredImage",
     "Ticket",
+    "Untold",
     "Update",
+    "Via",
     "Who",
 ]
 
@@ -76,6 +78,20 @@ class Who:
     def key(self) -> str:
         """``platform:user_id``, the form used in ``ServiceSettings.admins``."""
         return f"{self.platform}:{self.user_id}"
+
+
+@dataclass(frozen=True)
+class Via:
+    """The platform message a button click came from, as the platform reported it.
+
+    Authority for a click on someone else's result: the service grants it only when this
+    message is one of the job's recorded messages (``storage.messages``), so a forged button id
+    or a job id typed from a private result grants nothing. ``chat_id`` is None where message
+    ids are unique on their own (Discord).
+    """
+
+    chat_id: str | int | None
+    message_id: str | int
 
 
 # -- what front ends get back ------------------------------------------------------------------
@@ -130,14 +146,15 @@ class Ticket:
     """An accepted job as a front end follows it: place in line, progress, delivery."""
 
     def __init__(self, job_id: str, request: GenerationRequest, *, target: dict[str, Any] | None = None,
-                 position: int = 0, eta: float = 0.0) -> None:
+                 position: int = 0, eta: float = 0.0, eta_measured: bool = True) -> None:
         self.job_id = job_id
         self.request = request
         self.target = dict(target or {})
         self.position = position
         self.eta = eta
+        self.eta_measured = eta_measured  # False: ``eta`` is a guess (no batch timed yet)
         self.notes: tuple[str, ...] = ()  # what to tell the user besides progress (e.g. the refined prompt)
-        self._last: Update = Queued(position, eta)
+        self._last: Update = Queued(position, eta, eta_measured)
         self._inboxes: list[asyncio.Queue[Update]] = []
         self._settled = asyncio.Event()
         self._delivery: Delivery | None = None
@@ -180,7 +197,8 @@ class Ticket:
         await self._settled.wait()
         if self._error is not None:
             raise self._error
-        assert self._delivery is not None
+        if self._delivery is None:  # pragma: no cover - _settle gives one or the other
+            raise ImagineError("This request ended without a result.")
         return self._delivery
 
     # -- the service moves the ticket on ----------------------------------------------------------
@@ -190,7 +208,7 @@ class Ticket:
         if self._last.final:
             return
         if isinstance(update, Queued):
-            self.position, self.eta = update.position, update.eta
+            self.position, self.eta, self.eta_measured = update.position, update.eta, update.measured
         self._send(update)
 
     def settle(self, update: Finished | Failed | Cancelled) -> None:
@@ -289,11 +307,29 @@ class ForgetOutcome:
 
     jobs_cancelled: int
     files_deleted: int
+    job_ids: tuple[str, ...] = ()  # the jobs deleted: a front end removes what it wrote of them
+
+
+@dataclass(frozen=True)
+class Untold:
+    """A failed or cancelled job whose message was never shown (a crash came first).
+
+    A front end shows ``message`` where the job's result would have gone (its ``target``), takes
+    back its acknowledgement, then calls ``service.mark_told(job_id)``: told exactly once.
+    """
+
+    job_id: str
+    message: str
+    cancelled: bool
+    text: str  # the request, as the user would recognise it
+    target: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Recovered:
-    """After a restart: jobs running again (follow their tickets) and deliveries still owed."""
+    """After a restart: jobs running again (follow their tickets), deliveries still owed, and
+    failures never told."""
 
     tickets: tuple[Ticket, ...]
     deliveries: tuple[Delivery, ...]
+    untold: tuple[Untold, ...] = ()

@@ -1,8 +1,8 @@
 """The image toolbox: actions on an image that make a new job (upscale, zoom out, pan).
 
-Each action loads the job it names through :meth:`ServiceContext._job` (where ownership and
-share checks live), makes a request of its own kind, and goes through the same
-``_submit`` as /imagine: prompt check, quota (``upscale_cost``), job row, the fair queue, history,
+Each action loads the job it names through :meth:`ServiceContext._acting_on` (trust's authority
+check: the clicker owns the job, is an admin, or clicked ``via`` one of its recorded messages),
+makes a request of its own kind, and goes through the same ``_submit`` as /imagine: prompt check, quota (``upscale_cost``), job row, the fair queue, history,
 ratings and delivery once. The clicker owns the new job.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from bot.service.context import ServiceContext
-from bot.service.tickets import NotFound, Ticket, Who
+from bot.service.tickets import NotFound, Ticket, Via, Who
 from generation.core.errors import InvalidRequest
 from generation.core.request import ACTIONS, UPSCALE_MODES, GenerationRequest, nearest_bucket
 from generation.tools.outpaint import canvas_ratio
@@ -35,17 +35,20 @@ class ToolboxPart(ServiceContext):
                           cost: int | None = None) -> Ticket: ...
 
     async def upscale(self, who: Who, job_id: str, index: int, mode: str = "subtle", *,
-                      target: dict[str, Any] | None = None, origin: Origin | None = None) -> Ticket:
-        """Image ``index`` (0-based) of job ``job_id`` at twice its size, charged ``upscale_cost`` to ``who``."""
+                      target: dict[str, Any] | None = None, origin: Origin | None = None,
+                      via: Via | None = None) -> Ticket:
+        """Image ``index`` (0-based) of job ``job_id`` at twice its size, charged ``upscale_cost`` to ``who``
+        (its owner, an admin, or someone who clicked ``via`` a message showing it)."""
         if mode not in UPSCALE_MODES:
             raise InvalidRequest("mode", f"Upscale mode must be {' or '.join(UPSCALE_MODES)}, not {mode!r}.")
+        await self._raise_if_accepted(origin)
         user = await self._active_user(who)
-        source = await self._job(job_id)
+        source = await self._acting_on(who, job_id, via=via, index=index)
         found = [i for i in await images.images_for_job(self.db, job_id) if i.idx == index]
         if not found or not self.store.exists(found[0].path):
             raise NotFound(f"Request {job_id} has no image {index + 1} to upscale.")
         image = found[0]
-        base = GenerationRequest.from_dict(source.request)
+        base = self._request_from(source.request)
         strength = self.config.upscale_creative if mode == "creative" else self.config.upscale_subtle
         steps = next((s for s in sorted(self.caps.steps) if s >= base.steps and int(s * strength) >= 1),
                      max(self.caps.steps))
@@ -59,20 +62,22 @@ class ToolboxPart(ServiceContext):
                                   cost=self.config.upscale_cost)
 
     async def outpaint(self, who: Who, job_id: str, index: int, kind: str, mode: str, *, prompt: str | None = None,
-                       target: dict[str, Any] | None = None, origin: Origin | None = None) -> Ticket:
+                       target: dict[str, Any] | None = None, origin: Origin | None = None,
+                       via: Via | None = None) -> Ticket:
         """Zoom out (``kind="zoom"``, mode "1.5"/"2") or pan (mode "left"/"right"/"up"/"down") image
         ``index`` of job ``job_id``: a new job of ``who``, one image, the new border inpainted.
-        ``prompt`` replaces the prompt (Midjourney's custom zoom)."""
+        ``prompt`` replaces the prompt (Midjourney's custom zoom). Who may: as :meth:`upscale`."""
         if kind not in ("zoom", "pan") or mode not in ACTIONS[kind]:
             allowed = "zoom 1.5 or 2, or pan left, right, up or down"
             raise InvalidRequest("mode", f"Choose {allowed}, not {kind} {mode!r}.")
+        await self._raise_if_accepted(origin)
         user = await self._active_user(who)
-        source = await self._job(job_id)
+        source = await self._acting_on(who, job_id, via=via, index=index)
         found = [i for i in await images.images_for_job(self.db, job_id) if i.idx == index]
         if not found or not self.store.exists(found[0].path):
             raise NotFound(f"Request {job_id} has no image {index + 1} to {kind}.")
         image = found[0]
-        base = GenerationRequest.from_dict(source.request)
+        base = self._request_from(source.request)
         width, height = nearest_bucket(*canvas_ratio(kind, mode, image.width, image.height), self.caps.base_resolution)
         request = replace(
             base, kind=kind, init_image=str(self.store.path_for(image.path).resolve()), strength=1.0,

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from generation.core.errors import ImagineError
+from generation.model.hub import hub_endpoint, unreachable
 from generation.model.pipeline import lightning_unet_filename
 
 __all__ = ["DownloadError", "Fetch", "config_lines", "download", "hub_endpoint", "plan", "unreachable"]
@@ -57,33 +56,6 @@ def plan(base_repo: str, lightning_repo: str, vae_repo: str | None, steps: tuple
         fetches.append(Fetch(vae_repo, ("config.json", "diffusion_pytorch_model.safetensors"), "vae"))
     fetches.append(Fetch(lightning_repo, tuple(lightning_unet_filename(n) for n in sorted(set(steps)))))
     return fetches
-
-
-def hub_endpoint() -> str:
-    """The Hub (or mirror) URL huggingface_hub uses: ``HF_ENDPOINT`` or huggingface.co."""
-    return os.environ.get("HF_ENDPOINT", "").rstrip("/") or "https://huggingface.co"
-
-
-def unreachable(endpoint: str | None = None, timeout: float = 5.0) -> str | None:
-    """Why ``endpoint`` cannot be reached (DNS lookup, then a TCP connect), or None if it can."""
-    url = urlsplit(endpoint or hub_endpoint())
-    host = url.hostname or ""
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
-        return f"the DNS lookup of {host} failed ({exc.args[-1] if exc.args else exc})"
-    last: OSError | None = None
-    for family, kind, proto, _, address in addresses:
-        try:
-            with socket.socket(family, kind, proto) as sock:
-                sock.settimeout(timeout)
-                sock.connect(address)
-                return None
-        except OSError as exc:
-            last = exc
-    reason = last.strerror if last is not None and last.strerror else str(last or "no address")
-    return f"cannot connect to {host}:{port} ({reason})"
 
 
 def download(

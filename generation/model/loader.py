@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from generation.model.model_config import ModelConfig
 
-__all__ = ["HOW_TO_GET", "lightning_unet_filename", "load_hub", "load_local", "reason"]
+__all__ = ["HOW_TO_GET", "WAYS_ON", "go_offline", "lightning_unet_filename", "load_hub", "load_local", "reason"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,80 @@ HOW_TO_GET = (
     "Download them on a machine with network (see README 'Getting the model'), or set model.path "
     "in config to a local copy; `make demo` runs offline with the tiny model."
 )
+WAYS_ON = (
+    "Two ways on: `imagine-bot download` fetches them once (about 7 GB, needs the network; or "
+    "`make download`), or `make demo` runs the bot offline on the tiny demo model (random weights, "
+    "nothing to download)."
+)
+_TRUE = ("1", "true", "yes", "on")
+_offline_because: str | None = None  # why go_offline() was called: the Hub could not be reached
+
+
+def go_offline(because: str) -> None:
+    """Load from the Hugging Face cache only, because the Hub is unreachable (``because`` says why).
+
+    The loader's error then names that reason, never ``HF_HUB_OFFLINE``, which the user did not set.
+    """
+    global _offline_because
+    _offline_because = because
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import huggingface_hub.constants
+
+    huggingface_hub.constants.HF_HUB_OFFLINE = True  # read at import, which has happened
+
+
+def _offline_when_unreachable() -> None:
+    """Probe the Hub once (DNS, then TCP): unreachable, load from the cache only, at once,
+    instead of minutes of retries that end in the same error."""
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode():
+        return
+    from generation.model.hub import unreachable
+
+    why = unreachable()
+    if why:
+        logger.info("the Hugging Face Hub is unreachable (%s): cached weights only", why)
+        go_offline(why)
+
+
+def _user_set_offline() -> bool:
+    """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) came from the environment, not from go_offline()."""
+    if _offline_because is not None:
+        return False
+    return any(os.environ.get(name, "").strip().lower() in _TRUE for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _missing_weights(config: ModelConfig, err: BaseException) -> str:
+    """The message for weights that are neither at model.path nor in the cache, and why."""
+    import huggingface_hub.constants
+
+    cache = config.cache_dir or huggingface_hub.constants.HF_HUB_CACHE
+    if _user_set_offline():
+        why = " (HF_HUB_OFFLINE is set in your environment, so nothing is fetched: unset it to let the bot fetch them.)"
+    elif _offline_because is not None:
+        why = f" (The Hub is unreachable: {_offline_because}.)"
+    else:
+        why = f" (The Hub could not be reached: {reason(err).rstrip('.')}.)"
+    return (
+        f"The SDXL-Lightning weights are not on this machine: model.path is not set and the "
+        f"Hugging Face cache ({cache}) does not have them. {WAYS_ON}{why}"
+    )
+
+
+def _is_missing(err: BaseException) -> bool:
+    """``err`` means the files are not in the cache and could not be fetched."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    if constants.is_offline_mode():
+        return True
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, LocalEntryNotFoundError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def lightning_unet_filename(steps: int) -> str:
@@ -101,6 +175,7 @@ def load_hub(
     from diffusers import AutoencoderKL, StableDiffusionXLPipeline, UNet2DConditionModel
     from huggingface_hub import hf_hub_download
 
+    _offline_when_unreachable()
     # fp16 files also serve bf16: half the download, and the values fit bf16's range.
     variant = "fp16" if dtype in (torch.float16, torch.bfloat16) else None
     try:
@@ -127,11 +202,10 @@ def load_hub(
             **extra,
         )
     except Exception as err:
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-        hint = "HF_HUB_OFFLINE is set and they are not in the cache: " if offline else ""
+        if _is_missing(err):
+            raise ModelUnavailable(_missing_weights(config, err)) from err
         raise ModelUnavailable(
-            f"Could not load SDXL-Lightning weights from the Hugging Face Hub "
-            f"({hint}{reason(err)}). {HOW_TO_GET}"
+            f"Could not load SDXL-Lightning weights from the Hugging Face Hub ({reason(err)}). {HOW_TO_GET}"
         ) from err
     return pipe, unets
 

@@ -15,7 +15,8 @@ model's UNet expects (2048 for SDXL; an SD 1.x LoRA reads 768 and is refused), a
 (``ss_base_model_version`` / ``modelspec.architecture``), when present, does not name another
 base model. Trigger words come from ``modelspec.trigger_phrase`` or the most frequent tags of
 ``ss_tag_frequency``. The hash is the first 12 hex digits of the file's SHA-256 (it goes into the
-image metadata and history). A ``lora.hub`` repository is downloaded at the scan (the Hugging
+image metadata and history); hashes are remembered between starts by path, size and modification
+time (:class:`HashCache`), so only a changed file is read again. A ``lora.hub`` repository is downloaded at the scan (the Hugging
 Face cache serves it offline) and its file checked the same way; one that cannot be fetched is
 refused with the reason, like a bad file.
 
@@ -31,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import time
 from collections import OrderedDict
@@ -45,8 +47,8 @@ if TYPE_CHECKING:
     from generation.model.model_config import ModelConfig
 
 __all__ = [
-    "adapter_name", "LoraCatalog", "LoraInfo", "LoraManager", "LoraSettings", "attach_loras", "catalog_for", "load_with_loras",
-    "scan_loras",
+    "adapter_name", "HashCache", "LoraCatalog", "LoraInfo", "LoraManager", "LoraSettings", "attach_loras", "catalog_for",
+    "default_hash_cache", "load_with_loras", "scan_loras",
 ]
 
 SDXL_CONTEXT_DIM = 2048  # the text width SDXL's cross-attention reads (768 + 1280)
@@ -113,8 +115,60 @@ class LoraCatalog:
         return "\n".join(lines)
 
 
-def scan_loras(folder: str | Path | None, context_dim: int, hub: Sequence[str] = ()) -> LoraCatalog:
-    """Every ``.safetensors`` file of ``folder`` checked against a UNet reading ``context_dim``-wide text."""
+def default_hash_cache() -> Path:
+    """Where file hashes are kept between starts: ``$XDG_CACHE_HOME/imagine-bot/lora-hashes.json``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "imagine-bot" / "lora-hashes.json"
+
+
+class HashCache:
+    """SHA-256 of files, kept in a JSON file by (path, size, modification time): a start re-hashes
+    only the LoRA files that changed, not every one (each can be hundreds of MB)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.hashed = 0  # files actually read this time
+        self._entries: dict[str, list[Any]] = {}
+        self._dirty = False
+        if path is not None and path.is_file():
+            try:
+                loaded = json.loads(path.read_text(encoding="utf-8"))
+                self._entries = loaded if isinstance(loaded, dict) else {}
+            except (OSError, ValueError) as err:
+                logger.info("LoRA hash cache %s unreadable (%s); hashing again", path, err)
+
+    def sha256(self, file: Path) -> str:
+        stat = file.stat()
+        key = str(file.resolve())
+        entry = self._entries.get(key)
+        if isinstance(entry, list) and entry[:2] == [stat.st_size, stat.st_mtime_ns] and len(entry) == 3:
+            return str(entry[2])
+        digest = _sha256(file)
+        self.hashed += 1
+        self._entries[key] = [stat.st_size, stat.st_mtime_ns, digest]
+        self._dirty = True
+        return digest
+
+    def save(self) -> None:
+        if self.path is None or not self._dirty:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temp = self.path.with_suffix(".tmp")
+            temp.write_text(json.dumps(self._entries, sort_keys=True), encoding="utf-8")
+            os.replace(temp, self.path)
+            self._dirty = False
+        except OSError as err:  # a read-only home: hash again next time, nothing else changes
+            logger.info("LoRA hash cache %s not written (%s)", self.path, err)
+
+
+def scan_loras(folder: str | Path | None, context_dim: int, hub: Sequence[str] = (),
+               hashes: HashCache | None = None) -> LoraCatalog:
+    """Every ``.safetensors`` file of ``folder`` checked against a UNet reading ``context_dim``-wide text.
+
+    ``hashes``: where file hashes are remembered between starts (by path, size and modification
+    time); without one, every file is hashed.
+    """
+    hashes = hashes or HashCache(None)
     catalog = LoraCatalog()
     if folder is not None:
         root = Path(folder).expanduser()
@@ -123,7 +177,7 @@ def scan_loras(folder: str | Path | None, context_dim: int, hub: Sequence[str] =
         else:
             for path in sorted(root.glob("*.safetensors")):
                 try:
-                    catalog.loras[path.stem] = _inspect(path, context_dim)
+                    catalog.loras[path.stem] = _inspect(path, context_dim, hashes=hashes)
                 except ValueError as err:
                     catalog.refused[path.name] = str(err)
                     logger.warning("LoRA %s refused: %s", path, err)
@@ -133,10 +187,11 @@ def scan_loras(folder: str | Path | None, context_dim: int, hub: Sequence[str] =
             catalog.refused[repo] = f"the name {name!r} is already used by a file in lora.dir"
             continue
         try:
-            catalog.loras[name] = _inspect(_hub_file(repo), context_dim, name)
+            catalog.loras[name] = _inspect(_hub_file(repo), context_dim, name, hashes=hashes)
         except ValueError as err:
             catalog.refused[repo] = str(err)
             logger.warning("LoRA %s refused: %s", repo, err)
+    hashes.save()
     return catalog
 
 
@@ -159,7 +214,7 @@ def _hub_file(repo: str) -> Path:
     raise ValueError(f"the repository has {len(files)} .safetensors files; put the one you want in lora.dir")
 
 
-def _inspect(path: Path, context_dim: int, name: str | None = None) -> LoraInfo:
+def _inspect(path: Path, context_dim: int, name: str | None = None, *, hashes: HashCache | None = None) -> LoraInfo:
     from safetensors import SafetensorError, safe_open
 
     name = name or path.stem
@@ -183,8 +238,8 @@ def _inspect(path: Path, context_dim: int, name: str | None = None) -> LoraInfo:
         made_for = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}.get(width, f"text width {width}")
         raise ValueError(f"made for {made_for} (its cross-attention reads {width}-wide text; "
                          f"this model's reads {context_dim})")
-    return LoraInfo(name, str(path), _sha256(path)[:12], _triggers(metadata), base or "SDXL",
-                    path.name)
+    digest = hashes.sha256(path) if hashes is not None else _sha256(path)
+    return LoraInfo(name, str(path), digest[:12], _triggers(metadata), base or "SDXL", path.name)
 
 
 def _base_model(metadata: dict[str, str]) -> str:
@@ -307,7 +362,8 @@ def catalog_for(settings: LoraSettings, model: str) -> LoraCatalog | None:
         return None
     from generation.model.tiny import TINY_CONTEXT_DIM
 
-    catalog = scan_loras(settings.dir, TINY_CONTEXT_DIM if model == "tiny" else SDXL_CONTEXT_DIM, settings.hub)
+    catalog = scan_loras(settings.dir, TINY_CONTEXT_DIM if model == "tiny" else SDXL_CONTEXT_DIM, settings.hub,
+                         HashCache(default_hash_cache()))
     logger.info("LoRAs: %d usable, %d refused", len(catalog.loras), len(catalog.refused))
     return catalog
 

@@ -57,6 +57,7 @@ __all__ = [
     "build_tiny_pipeline",
     "build_tiny_tokenizer",
     "describe_device",
+    "expected_caps",
     "lightning_unet_filename",
     "load_init_images",
     "load_pipeline",
@@ -406,6 +407,14 @@ _EAGER = ModelConfig(
 
 
 # -- loading --------------------------------------------------------------------------------
+
+
+def expected_caps(config: ModelConfig, loras: tuple[tuple[str, str], ...] = ()) -> ModelCaps:
+    """What the model ``config`` names will accept once loaded, known without loading it (so a
+    request can be checked first: a typo must not cost a model load)."""
+    if config.name == "tiny":
+        return ModelCaps(name="tiny", base_resolution=TINY_BASE_RESOLUTION, steps=STEP_CHOICES, loras=loras)
+    return ModelCaps(name=config.name, steps=tuple(sorted(set(config.steps))), loras=loras)
 
 
 def load_pipeline(config: ModelConfig) -> LightningPipeline:

@@ -166,9 +166,8 @@ _FALLBACK = {"batch": "sliced", "sliced": "tiled", "tiled": None}
 
 
 def _decode_with_fallback(vae: Any, latents: torch.Tensor, mode: str) -> torch.Tensor:
-    current: str | None = mode
+    current: str = mode
     while True:
-        assert current is not None
         try:
             return _decode(vae, latents, current)
         except torch.OutOfMemoryError:

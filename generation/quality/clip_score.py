@@ -22,23 +22,29 @@ from typing import Any
 
 from generation.core.weighting import plain_text
 
-__all__ = ["ClipScorer", "EvalSettings", "build_tiny_clip"]
+__all__ = ["EVAL_CLIP_MODEL", "ClipScorer", "EvalSettings", "build_tiny_clip"]
 
 logger = logging.getLogger(__name__)
 
 TINY_MODEL = "tiny"
+EVAL_CLIP_MODEL = "openai/clip-vit-large-patch14"  # the CLIP score of the literature (torchmetrics' default)
 
 
 @dataclass(frozen=True)
 class EvalSettings:
-    """The ``[eval]`` table. ``clip_model`` unset: no CLIP scores."""
+    """The ``[eval]`` table. ``clip_model`` unset: no CLIP scores per served image (``imagine-bot
+    eval`` then uses ``EVAL_CLIP_MODEL``). ``mlflow_uri``: log each ``imagine-bot eval`` run there."""
 
     clip_model: str | None = None
     device: str = "cpu"
+    mlflow_uri: str | None = None
 
     def __post_init__(self) -> None:
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"eval.device must be cpu or cuda, not {self.device!r}")
+        if self.mlflow_uri is not None and (not isinstance(self.mlflow_uri, str) or not self.mlflow_uri.strip()):
+            raise ValueError("eval.mlflow_uri must be a tracking URI such as 'file:///srv/mlruns' or "
+                             f"'http://mlflow:5000', not {self.mlflow_uri!r}")
 
 
 class ClipScorer:

@@ -10,7 +10,7 @@ step, then exactly one final event: ``Done``, ``Failed`` or ``Cancelled``. The q
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Union
 
 from generation.core.errors import ImagineError, JobCancelled
@@ -34,6 +34,9 @@ class Queued:
 
     position: int
     eta: float
+    # False: no batch was timed yet, so ``eta`` is a rough guess (how it is said, not what it is:
+    # left out of ==, like the exact eta is of no test of the place in line)
+    measured: bool = field(default=True, compare=False)
     final: ClassVar[bool] = False
 
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
-from generation.core.errors import ImagineError
+from generation.core.errors import GenerationFailed, ImagineError
 from generation.core.request import GenerationRequest, GenerationResult, Shape
 from generation.scheduling.events import (Cancelled, Done, EventCallback, Failed, JobEvent, Queued, ShuttingDown,
                                           Started, Step)
@@ -60,6 +60,7 @@ class Job:
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self._position = 0
+        self._measured = True  # the queue says at each place() whether its ETAs rest on a timed batch
         self._lane: Countdown | None = None  # where the ETA plan puts it
         self._after_lane = 0.0  # seconds after its lane's running batch ends
         self._running: Countdown | None = None  # its batch on a slot now
@@ -111,7 +112,8 @@ class Job:
         await self._finished.wait()
         if self._error is not None:
             raise copy.copy(self._error)
-        assert self._result is not None
+        if self._result is None:  # pragma: no cover - finished means a result or an error
+            raise GenerationFailed("The request ended without a result.")
         return self._result
 
     def cancel(self) -> bool:
@@ -155,11 +157,13 @@ class Job:
         """Expect to be done ``after`` seconds after ``lane`` (None: no lane) ends what it runs."""
         self._lane, self._after_lane = lane, after
 
-    def place(self, position: int) -> None:
-        """A new place in line: subscribers hear ``Queued`` when it changed."""
+    def place(self, position: int, measured: bool = True) -> None:
+        """A new place in line: subscribers hear ``Queued`` when it changed (with ``measured``:
+        whether the ETA rests on a timed batch by then)."""
+        self._measured = measured
         if position != self._position:
             self._position = position
-            self._emit(Queued(position, self.eta))
+            self._emit(Queued(position, self.eta, measured))
 
     def start(self, running: Countdown, event: Started) -> None:
         """The job's batch ``running`` went to an executor (again, on a retry)."""
@@ -195,7 +199,7 @@ class Job:
         if self._final is not None:
             return [self._final]
         if self.status == "queued":
-            return [Queued(self.position, self.eta)]
+            return [Queued(self.position, self.eta, self._measured)]
         events: list[JobEvent] = [self._started] if self._started is not None else []
         return events + ([self._last_step] if self._last_step is not None else [])
 

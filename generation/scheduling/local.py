@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from generation.core.batch import Batch, ImagePipeline, StepCallback
-from generation.model.pipeline import DEVICES, ModelConfig, load_pipeline
+from generation.model.pipeline import DEVICES, ModelConfig, load_pipeline, resolve_device
 from generation.scheduling.worker import Worker
 
 if TYPE_CHECKING:
@@ -95,6 +95,19 @@ def start_workers(
         worker = Worker(pipeline, name=name)
         worker.start()
         workers.append(worker)
-        logger.info("model %s loaded on %s (steps %s)", pipeline.model_id, device,
+        logger.info("model %s loaded on %s (steps %s)", pipeline.model_id, _where(pipeline, device),
                     ", ".join(map(str, pipeline.caps.steps)))
     return workers
+
+
+def _where(pipeline: Any, device: str) -> str:
+    """The device ``pipeline`` was actually loaded on (``auto`` resolved), with the GPU's name."""
+    if ":" in device:  # cuda:N: the pipeline itself says only "cuda"
+        actual = torch.device(device)
+    else:
+        actual = getattr(pipeline, "device", None)
+        if not isinstance(actual, torch.device):
+            actual = resolve_device(device)
+    if actual.type == "cuda":
+        return f"{actual} ({torch.cuda.get_device_name(actual)})"
+    return str(actual)

@@ -43,7 +43,8 @@ def settle(
 ) -> str:
     """Settle the jobs of ``running`` from its finished task; returns the verdict (see above)."""
     task, jobs, batch = running.task, running.jobs, running.batch
-    assert task is not None and task.done()
+    if task is None or not task.done():
+        raise RuntimeError("settle() is for a batch whose task has finished")
     items = len(batch.items)
     if task.cancelled():
         for job in jobs:

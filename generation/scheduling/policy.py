@@ -237,6 +237,12 @@ class TimeEstimator:
     def learned(self) -> dict[Shape, float]:
         return dict(self._per_image)
 
+    @property
+    def measured(self) -> bool:
+        """A batch has been timed: estimates now scale from it (before, they are only a guess
+        from pixels x steps, which can be far off on a given machine)."""
+        return self._scale is not None
+
 
 @dataclass(frozen=True)
 class LaneView:

@@ -229,6 +229,11 @@ class GenerationQueue:
         return self.pool.caps
 
     @property
+    def eta_measured(self) -> bool:
+        """Whether ETAs rest on a timed batch yet (see :attr:`TimeEstimator.measured`)."""
+        return self.estimator.measured
+
+    @property
     def model_id(self) -> str:
         return self.pool.model_id
 
@@ -291,7 +296,7 @@ class GenerationQueue:
         self.pool.place(retries + batches, self.estimator)
         order = [job for batch in batches for job in batch]
         for place, job in enumerate(order, 1):
-            job.place(place)
+            job.place(place, self.estimator.measured)
         self._order = tuple(job.id for job in order)
 
     # -- cancelling ----------------------------------------------------------------------------
@@ -413,7 +418,8 @@ class GenerationQueue:
     async def _settle(self, running: RunningBatch) -> None:
         """Wait for one batch and turn its outcome into job events, a retry, or failures."""
         slot, jobs = running.slot, running.jobs
-        assert running.task is not None
+        if running.task is None:
+            raise RuntimeError("a batch is settled only after it was started")
         try:
             await asyncio.wait({running.task})
             self.batches_run += 1

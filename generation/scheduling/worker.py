@@ -214,12 +214,11 @@ class Worker:
         timing: TimingCallback,
     ) -> list[ItemOutcome]:
         """Generate ``batch``, halving it on out-of-memory; runs on the worker thread."""
-        out_of_memory = False
         started = time.perf_counter()
         try:
             images = self._pipeline.generate(batch, on_step, should_stop)
         except torch.OutOfMemoryError:
-            out_of_memory = True  # free memory below, once the exception's frames are gone
+            pass  # free memory below, once the exception's frames are gone
         except ItemsRejected as err:
             return self._run_without(batch, err.errors, on_step, should_stop, stop, time_limit, timing)
         except BatchInterrupted:
@@ -246,8 +245,7 @@ class Worker:
             timing(batch.shape, len(batch.items), time.perf_counter() - started)
             return list(images)
 
-        assert out_of_memory
-        _free_gpu_memory()
+        _free_gpu_memory()  # only an out-of-memory error gets here (the others returned above)
         if len(batch.items) == 1:
             logger.warning("out of memory on a single %dx%d image", batch.width, batch.height)
             return _failed(

@@ -7,6 +7,7 @@ moderation commands are :mod:`bot.frontends.console.moderation`.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from bot.frontends.common import (
@@ -35,7 +36,8 @@ COMMANDS = """Commands:
   /imagine PROMPT [options]   make images (a line without a slash does the same);
                               --image PATH starts from a picture, --strength 0.4 how much changes
   /history [SEARCH]           your recent requests and their image ids
-  /rate IMAGE_ID STARS        rate an image 1-5
+  /rate IMAGE STARS           rate an image 1-5 (IMAGE: its number, or JOB-N as the API names it)
+  /comment IMAGE WORDS         after rating it: a comment beside your rating
   /quota                      images left in this quota window (hour, day or week)
   /settings [key=value ...]   show or change defaults: aspect, style, count, steps, private, refine
   /cancel [JOB]               cancel your latest (or the given) queued/running request
@@ -44,9 +46,11 @@ COMMANDS = """Commands:
   /upscale JOB N [subtle|creative]   image N at twice the size (costs quota.upscale_cost)
   /zoom JOB N 1.5|2 [PROMPT]  zoom out of image N (a new prompt is allowed)
   /pan JOB N left|right|up|down [PROMPT]   extend image N to that side
-  /forget                     delete everything stored about you (asks to confirm)
+  /forget                     delete everything stored about you, and its images in the output
+                              folder (asks to confirm: /forget confirm as the next command)
   /export                     a zip of your data and images
   /share JOB N | /unshare JOB N   put image N of a request in the public web gallery, or take it out
+                              (or name the image: JOB-N, or its number from /history)
   /link [CODE]                without a code: a one-time code to enter on another platform;
                               with one: join that platform's account (shared quota and history)
   /unlink                     stop sharing an account with another platform
@@ -74,11 +78,14 @@ class CommandHandlers:
     who: Who
     moderation: ConsoleModeration
     _confirm_forget: bool
+    _forget_expired: bool  # a /forget was asked, then another command came first
 
     if TYPE_CHECKING:  # provided by the console
         def say(self, text: str) -> None: ...
 
         def follow(self, ticket: Ticket) -> None: ...
+
+        def remove_copies(self, job_ids: Sequence[str]) -> int: ...
 
     async def _dispatch(self, line: str) -> None:
         if not line.startswith("/"):
@@ -87,8 +94,8 @@ class CommandHandlers:
         command = command.lower()
         rest = rest.strip()
         args = rest.split()
-        if command != "/forget":
-            self._confirm_forget = False
+        if command != "/forget" and self._confirm_forget:
+            self._confirm_forget, self._forget_expired = False, True
         if command == "/imagine":
             rest, path = split_image_flag(rest)  # --image PATH: start from a local picture
             image = await asyncio.to_thread(read_image_file, path) if path else None
@@ -104,10 +111,17 @@ class CommandHandlers:
             await self._history(rest)
         elif command == "/rate":
             if len(args) != 2:
-                self.say("Usage: /rate IMAGE_ID STARS (1-5)")
+                self.say("Usage: /rate IMAGE STARS (1-5); IMAGE is its number (/history) or JOB-N")
                 return
             rating = await self.service.rate(self.who, args[0], args[1], source="command")
             self.say(f"Rated image {rating.image_id}: {'★' * rating.stars}")
+        elif command == "/comment":
+            image_id, _, words = rest.partition(" ")
+            if not image_id or not words.strip():
+                self.say("Usage: /comment IMAGE WORDS (rate the image first); IMAGE is its number or JOB-N")
+                return
+            rating = await self.service.comment(self.who, image_id, words)
+            self.say(f"💬 Comment kept beside your {rating.stars}★ rating of image {rating.image_id}.")
         elif command == "/quota":
             used, limit, remaining, resets_at = await self.service.quota(self.who)
             self.say(quota_text(used, limit, remaining, self.service.config.quota_window,
@@ -149,10 +163,13 @@ class CommandHandlers:
             if args[:1] == ["confirm"] and self._confirm_forget:
                 outcome = await self.service.forget(self.who)
                 self._confirm_forget = False
-                self.say(f"Forgotten: everything about you is deleted {forgotten_counts(outcome)}.")
+                copies = await asyncio.to_thread(self.remove_copies, outcome.job_ids)
+                self.say(f"Forgotten: everything about you is deleted {forgotten_counts(outcome, copies)}")
             else:
-                self._confirm_forget = True
-                self.say(f"{FORGET_WARNING} Type /forget confirm to go ahead.")
+                expired = args[:1] == ["confirm"] and self._forget_expired
+                self._confirm_forget, self._forget_expired = True, False
+                self.say(("That confirmation expired: /forget confirm must be the very next command after "
+                          "/forget. " if expired else "") + f"{FORGET_WARNING} Type /forget confirm to go ahead.")
         elif command == "/export":
             path = await self.service.export(self.who)
             self.say(f"Your data: {path}")
@@ -173,7 +190,8 @@ class CommandHandlers:
             self.say(f"  {entry.job_id}  {entry.created_at[:16].replace('T', ' ')}  {entry.status:<9}  {entry.text}")
             for shown in entry.images:
                 stars = f" your rating {shown.my_stars}★" if shown.my_stars else ""
-                self.say(f"      image {shown.image.image_id} (#{shown.image.index + 1}, seed {shown.image.seed}){stars}")
+                self.say(f"      image {shown.image.image_id} = {entry.job_id}-{shown.image.index + 1} "
+                         f"(seed {shown.image.seed}){stars}")
 
     async def _admin(self, args: list[str]) -> None:
         """/admin stats | quota USER LIMIT|default | block USER | unblock USER (the service checks who)."""
@@ -213,7 +231,8 @@ class CommandHandlers:
         if command in ("/share", "/unshare"):
             ref = image_ref(args)
             if ref is None:
-                self.say(f"Usage: {command} JOB N (N is the image number, from 1)")
+                self.say(f"Usage: {command} JOB N (N is the image number, from 1), or {command} JOB-N, "
+                         f"or {command} IMAGE (its number from /history)")
             else:
                 self.say(await share_image(self.service, self.who, ref, command == "/share"))
         elif command == "/link":

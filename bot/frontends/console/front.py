@@ -17,15 +17,17 @@ replaces the same files instead of adding copies.
 from __future__ import annotations
 
 import asyncio
+import glob
 import logging
+import re
 import shutil
 import sys
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from bot.frontends.common import apology, new_reference
+from bot.frontends.common import apology, eta_phrase, new_reference
 from bot.frontends.console.commands import COMMANDS, CommandHandlers
 from bot.frontends.console.keyboards import actions_line
 from bot.frontends.console.moderation import ConsoleModeration
@@ -82,6 +84,7 @@ class Console(CommandHandlers):
         self.tty = bool(getattr(out, "isatty", lambda: False)())
         self._tasks: set[asyncio.Task[None]] = set()
         self._confirm_forget = False
+        self._forget_expired = False
         self._prompting = False  # waiting for a line: output redraws the prompt
         self.moderation = ConsoleModeration(self)  # /appeal, /appeals, /lift, … (admins)
 
@@ -156,7 +159,8 @@ class Console(CommandHandlers):
         if ticket.cached:
             self.say(f"{ticket.job_id}: already made; sending the stored images.")
         else:
-            self.say(f"{ticket.job_id}: queued, position {ticket.position} (~{ticket.eta:.0f} s)")
+            self.say(f"{ticket.job_id}: queued, position {ticket.position} "
+                     f"({eta_phrase(ticket.eta, ticket.eta_measured)})")
         task = asyncio.create_task(self._watch(ticket), name=f"console-{ticket.job_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -168,7 +172,8 @@ class Console(CommandHandlers):
             async for update in ticket.updates():
                 if isinstance(update, Queued) and update.position != last_position:
                     last_position = update.position
-                    self.status(f"{ticket.job_id}: queued, position {update.position} (~{update.eta:.0f} s)")
+                    self.status(f"{ticket.job_id}: queued, position {update.position} "
+                                f"({eta_phrase(update.eta, update.measured)})")
                 elif isinstance(update, Running):
                     if self.tty:
                         self.status(f"{ticket.job_id}: step {update.step}/{update.steps}")
@@ -179,6 +184,7 @@ class Console(CommandHandlers):
                     await self.deliver(update.delivery)
                 elif isinstance(update, (Failed, Cancelled)):
                     self.say(f"{ticket.job_id}: {update.message}")
+                    await self.service.mark_told(ticket.job_id)
         except Exception:
             ref = new_reference()
             logger.exception("console delivery of %s failed (reference %s)", ticket.job_id, ref)
@@ -190,7 +196,8 @@ class Console(CommandHandlers):
         note = " (already made earlier: no quota used)" if delivery.cached else ""
         self.say(f"{delivery.job_id}: done{note} — {delivery.text}")
         for image, path in zip(delivery.images, paths):
-            self.say(f"  [{image.index + 1}] image {image.image_id} seed {image.seed}: {path}")
+            self.say(f"  [{image.index + 1}] image {image.image_id} = {delivery.job_id}-{image.index + 1}, "
+                     f"seed {image.seed}: {path}")
         self.say(actions_line(delivery))
         await self.service.mark_delivered(delivery.job_id)
         return paths
@@ -204,8 +211,22 @@ class Console(CommandHandlers):
             paths.append(dest.resolve())
         return paths
 
+    def remove_copies(self, job_ids: Sequence[str]) -> int:
+        """Delete the images :meth:`deliver` wrote for ``job_ids`` (after /forget); how many."""
+        removed = 0
+        for job_id in job_ids:
+            for path in self.output_dir.glob(f"{glob.escape(job_id)}-*"):
+                if re.fullmatch(rf"{re.escape(job_id)}-\d+\.\w+", path.name) and path.is_file():
+                    path.unlink()
+                    removed += 1
+        return removed
+
     async def resume(self, recovered: Recovered) -> None:
-        """Deliver results owed from before a restart and follow re-run jobs (console targets)."""
+        """Deliver results and failures owed from before a restart; follow re-run jobs (console targets)."""
+        for untold in recovered.untold:
+            if untold.target.get("console"):
+                self.say(f"{untold.job_id}: {untold.message} ({untold.text})")
+                await self.service.mark_told(untold.job_id)
         for delivery in recovered.deliveries:
             if delivery.target.get("console"):
                 await self.deliver(delivery)

@@ -15,4 +15,7 @@ def actions_line(delivery: Delivery) -> str:
     if first is not None:
         parts.append(f"/variation {delivery.job_id} {first.index + 1}")
         parts.append(f"/rate {first.image_id} 5")
+    origin, _, image = (delivery.request.variation_of or "").partition("#")
+    if origin and image.isdecimal():  # another variation of the same original image
+        parts.append(f"/variation {origin} {image} (another of the original)")
     return "  next: " + " · ".join(parts)

@@ -17,7 +17,7 @@ explicit images go out as SPOILER_ attachments in age-restricted channels only.
 
 Results: one image, or a 2-column grid of them, with buttons: U1…U4 post one image at full
 size, V1…V4 make variations, 🔄 rerolls with a new seed, 🗑 deletes the message (requester or
-admin). Buttons carry the job id, so they work after a restart.
+admin), 💬 adds a comment beside your rating. Buttons carry the job id, so they work after a restart.
 
 Modules::
 
@@ -27,6 +27,7 @@ Modules::
     delivery.py    following a job: paced progress edits, the result (interaction, channel or DM),
                    each way safe to repeat after a crash (same response edited, or a nonce)
     views.py       buttons (DynamicItems that survive restarts), /history pages
+    comments.py    💬 Comment: the form that puts words beside a rating
     moderation.py  /appeal, the Appeal button, /admin moderation (receives the front end)
     messages.py    who a user is, attachments, DM limits;  settings.py  the [discord] config
 

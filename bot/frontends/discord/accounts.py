@@ -22,13 +22,15 @@ from discord import app_commands
 
 from bot.frontends.common import (
     APIKEY_PRIVATE,
+    JOB_ID_LENGTH,
     UNLINKED,
     api_key_text,
+    canonical_ref,
     link_code_text,
     linked_text,
     share_image,
 )
-from bot.frontends.discord.messages import who_of
+from bot.frontends.discord.messages import via_of, who_of
 from bot.frontends.discord.views import share_view
 from bot.service import ImagineService
 from generation.core.errors import ImagineError
@@ -47,10 +49,19 @@ class AccountHandlers:
         async def guard(self, interaction: discord.Interaction, action: Callable[[], Awaitable[None]],
                         *, remove_thinking: bool = False) -> None: ...
 
-    async def on_share(self, interaction: discord.Interaction, job_id: str, index: int, share: bool) -> None:
-        """🌐 / Unshare (buttons) and /share, /unshare: answer with the public link, or why not."""
+    async def on_share(self, interaction: discord.Interaction, job_id: str, index: int, share: bool,
+                       *, named: str | None = None) -> None:
+        """🌐 / Unshare (buttons) and /share, /unshare: answer with the public link, or why not.
+
+        ``named``: the image as the user named it instead (JOB-N as the API does, or its number
+        as in /history)."""
         async def run() -> None:
-            text = await share_image(self.service, who_of(interaction.user), f"{job_id}-{index + 1}", share)
+            nonlocal job_id, index
+            who = who_of(interaction.user)
+            ref = f"{job_id}-{index + 1}" if named is None else await canonical_ref(self.service, who, named)
+            text = await share_image(self.service, who, ref, share, via_of(interaction))
+            job_id, _, number = ref.rpartition("-")
+            index = int(number) - 1
             if share:
                 await interaction.response.send_message(text, ephemeral=True, view=share_view(job_id, index))
             elif interaction.type == discord.InteractionType.component:  # Unshare under a share answer
@@ -94,19 +105,20 @@ class AccountHandlers:
 
 def build_account_commands(front: AccountHandlers) -> list[app_commands.Command[Any, Any, Any]]:
     """/share, /unshare, /link, /unlink and /apikey, bound to ``front``."""
-    job_help, image_help = "The request id (from the result or /history)", "Which image of it (from 1)"
+    job_help = "The request id (from the result or /history), or the image itself: JOB-N or its number"
+    image_help = "Which image of the request (from 1)"
 
     @app_commands.command(name="share", description="Put one of your images in the public web gallery")
     @app_commands.describe(job=job_help, image=image_help)
     async def share(interaction: discord.Interaction, job: str,
                     image: app_commands.Range[int, 1, MAX_COUNT] = 1) -> None:
-        await front.on_share(interaction, job.strip(), image - 1, True)
+        await front.on_share(interaction, job.strip(), image - 1, True, named=_named(job))
 
     @app_commands.command(name="unshare", description="Take an image out of the public web gallery")
     @app_commands.describe(job=job_help, image=image_help)
     async def unshare(interaction: discord.Interaction, job: str,
                       image: app_commands.Range[int, 1, MAX_COUNT] = 1) -> None:
-        await front.on_share(interaction, job.strip(), image - 1, False)
+        await front.on_share(interaction, job.strip(), image - 1, False, named=_named(job))
 
     @app_commands.command(name="link", description="Use one account on Discord and Telegram")
     @app_commands.describe(code="The code /link gave you on your other platform (empty: get a code)")
@@ -125,3 +137,12 @@ def build_account_commands(front: AccountHandlers) -> list[app_commands.Command[
         await front.apikey(interaction, action.value if action else "new", key)
 
     return [share, unshare, link, unlink, apikey]
+
+
+def _named(job: str) -> str | None:
+    """The image itself when /share's ``job`` names one (JOB-N, or a number shorter than a job
+    id); None for a request id."""
+    job = job.strip()
+    if "-" in job or (job.isdecimal() and len(job) < JOB_ID_LENGTH):
+        return job
+    return None

@@ -33,7 +33,8 @@ from bot.frontends.common import (
     render_single,
     upload_too_large,
 )
-from bot.frontends.discord.messages import DM_LIMIT, DMS_CLOSED, DMS_CLOSED_TEXT, PLATFORM, RATE_HINT, file_of, who_of
+from bot.frontends.discord.messages import (DM_LIMIT, DMS_CLOSED, DMS_CLOSED_TEXT, PLATFORM, RATE_HINT, file_of, via_of,
+                                            who_of)
 from bot.frontends.discord.moderation import DiscordModeration
 from bot.frontends.discord.views import forget_view, history_page, upscale_view
 from bot.options import parse_imagine
@@ -80,7 +81,7 @@ class CommandHandlers:
         await self.accept(interaction, "imagine", prompt=prompt, options=typed, **extra)
 
     async def on_reroll(self, interaction: discord.Interaction, job_id: str) -> None:
-        """🔄: a new message follows the rerolled job."""
+        """🔄: a new message follows the rerolled job (the service checks the clicked message)."""
         await self.accept(interaction, "reroll", job_id=job_id)
 
     async def on_variation(self, interaction: discord.Interaction, job_id: str, index: int) -> None:
@@ -98,7 +99,8 @@ class CommandHandlers:
         await interaction.response.defer(thinking=True)
 
         async def post() -> None:
-            delivery = await self.service.job_delivery(job_id)
+            delivery = await self.service.job_delivery(who_of(interaction.user), job_id, via=via_of(interaction),
+                                                       index=index)
             image = next((i for i in delivery.images if i.index == index), None)
             if image is None:
                 raise ImagineError(f"That request has no image {index + 1}.")
@@ -137,7 +139,7 @@ class CommandHandlers:
             outcome = await self.service.forget(who_of(interaction.user))
             await interaction.edit_original_response(
                 content=("Forgotten: your history, ratings, settings and images are deleted "
-                         f"{forgotten_counts(outcome)}."), view=None)
+                         f"{forgotten_counts(outcome)}"), view=None)
 
         await self.guard(interaction, answer)
 
@@ -265,15 +267,18 @@ class CommandHandlers:
                 stats = await self.service.admin_stats(me)
                 text = "```json\n" + clip(json.dumps(stats, indent=1, default=str), 1900) + "\n```"
             elif action == "quota":
-                assert user is not None
+                if user is None:
+                    return
                 status = await self.service.admin_set_quota(me, PLATFORM, user.id, limit)
                 text = f"{user.mention} now has {status.limit} images per window ({status.used} used)."
             elif action == "block":
-                assert user is not None
+                if user is None:
+                    return
                 await self.service.admin_block(me, PLATFORM, user.id)
                 text = f"{user.mention} is blocked."
             else:
-                assert user is not None
+                if user is None:
+                    return
                 await self.service.admin_unblock(me, PLATFORM, user.id)
                 text = f"{user.mention} is unblocked."
             await interaction.response.send_message(text, ephemeral=True,

@@ -49,11 +49,12 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord.ext import commands
 
-from bot.frontends.common import Coalescer, clip, meter, new_reference, render_grid
+from bot.frontends.common import Coalescer, clip, eta_phrase, meter, new_reference, render_grid, variation_hint
 from bot.frontends.discord.messages import DM_LIMIT, DMS_CLOSED, MENTIONS, PLATFORM, RATE_HINT, file_of
 from bot.frontends.discord.settings import DiscordSettings
 from bot.frontends.discord.views import result_view
-from bot.service import Cancelled, Delivery, Failed, Finished, ImagineService, Queued, Running, Ticket, Who
+from bot.service import (Cancelled, Delivery, Failed, Finished, ImagineService, Queued, Running, Ticket, Untold,
+                         Who)
 
 __all__ = ["Delivering", "RESENT_NOTE", "Reply", "progress_text"]
 
@@ -88,7 +89,7 @@ class Reply:
 def progress_text(label: str, update: Queued | Running) -> str:
     """The deferred response while a job waits or runs."""
     if isinstance(update, Queued):
-        eta = f", about {update.eta:.0f} s" if update.eta > 0 else ""
+        eta = f", {eta_phrase(update.eta, update.measured)}" if update.eta > 0 or not update.measured else ""
         return f"⏳ {label} — queued, position {update.position}{eta}"
     filled = round(10 * update.step / update.steps) if update.steps else 0
     return f"🎨 {label} — generating {meter(filled, 10)} {update.step}/{update.steps}"
@@ -120,6 +121,7 @@ class Delivering:
                     await progress.settle()
                     await self._post(reply, f"❌ {label}: {update.message}", mention=True,
                                      nonce=f"failed:{ticket.job_id}")
+                    await self.service.mark_told(ticket.job_id)  # a crash before this tells it again
                 else:
                     progress.show(progress_text(label, update))
         except asyncio.CancelledError:
@@ -133,15 +135,31 @@ class Delivering:
                 await self._post(reply, f"Sorry, your images could not be sent (reference {ref}).")
 
     async def _progress(self, reply: Reply, text: str) -> None:
-        if not reply.can_edit():
+        if reply.interaction is None or not reply.can_edit():
             return
-        assert reply.interaction is not None
         try:
             await reply.interaction.edit_original_response(content=text)
         except discord.NotFound:
             reply.live = False
         except discord.HTTPException as err:
             logger.warning("discord: progress edit failed: %s", err)
+
+    async def tell_untold(self, untold: Untold, reply: Reply) -> None:
+        """After a restart: tell a failure that was never told, then mark it told.
+
+        The same words and nonce as the live path (:meth:`_follow`): while the token works the
+        response is edited, after that Discord answers a repeated nonce with the first message.
+        """
+        label = "your private request" if reply.private else f"**{clip(untold.text, 200)}**"
+        icon = "🚫" if untold.cancelled else "❌"
+        await self._post(reply, f"{icon} {label}: {untold.message}", mention=True, nonce=f"failed:{untold.job_id}")
+        await self.service.mark_told(untold.job_id)
+
+    async def _tell_guarded(self, untold: Untold, reply: Reply) -> None:
+        try:
+            await self.tell_untold(untold, reply)
+        except Exception:
+            logger.exception("discord: telling job %s's failure failed; it stays owed", untold.job_id)
 
     # -- delivering ----------------------------------------------------------------------------
 
@@ -155,7 +173,7 @@ class Delivering:
         """Send the result (interaction edit, channel message or DM), record it, mark delivered."""
         spoiler = any(image.spoiler for image in delivery.images)
         note = " (made earlier: no quota used)" if delivery.cached else ""
-        content = f"**{clip(delivery.text, 1500)}** — <@{reply.user_id}>{note}\n{RATE_HINT}"
+        content = f"**{clip(delivery.text, 1500)}** — <@{reply.user_id}>{note}{variation_hint(delivery)}\n{RATE_HINT}"
         view = result_view(delivery)
         nonce = f"imagine:{delivery.job_id}"  # Discord returns the first message for a repeated nonce
         message: discord.Message | None = None
@@ -171,8 +189,7 @@ class Delivering:
                                      nonce)
             if message is not None:
                 await self._post(reply, "📬 Your images are in your DMs.", only_edit=True)
-            elif reply.can_edit():
-                assert reply.interaction is not None
+            elif reply.interaction is not None and reply.can_edit():
                 await self._post(reply, "I couldn't DM you (your DMs are closed), so here they are, "
                                         "visible only to you.", only_edit=True)
                 data, ext = await asyncio.to_thread(render_grid, delivery.images, reply.upload_limit)
@@ -231,8 +248,7 @@ class Delivering:
         it with ``enforce_nonce``, and Discord answers a repeat from the same bot within a few
         minutes with the message it already created.
         """
-        if reply.can_edit():
-            assert reply.interaction is not None
+        if reply.interaction is not None and reply.can_edit():
             kwargs: dict[str, Any] = {"content": content, "view": view}
             if file is not None:
                 kwargs["attachments"] = [file_of(*file)]

@@ -2,7 +2,7 @@
 
 :class:`DiscordFrontEnd` is built from its parts: :class:`~.commands.CommandHandlers` (slash
 commands and buttons), :class:`~.accounts.AccountHandlers` (🌐 sharing, /link, /apikey),
-:class:`~.delivery.Delivering` (progress and results) and
+:class:`~.delivery.Delivering` (progress and results), :class:`~.comments.CommentHandlers` (💬) and
 :class:`~.moderation.DiscordModeration` (given the front end it serves). Buttons are
 :mod:`~bot.frontends.discord.views`; they find the front end as ``interaction.client.front``.
 
@@ -32,6 +32,7 @@ from discord.ext import commands
 from bot.frontends.common import apology, new_reference
 from bot.frontends.discord.accounts import AccountHandlers, build_account_commands
 from bot.frontends.discord.commands import CommandHandlers, build_commands
+from bot.frontends.discord.comments import CommentHandlers
 from bot.frontends.discord.delivery import Delivering, Reply
 from bot.frontends.discord.intake import Intake, interaction_from
 from bot.frontends.discord.messages import DM_LIMIT, PLATFORM
@@ -58,6 +59,10 @@ class _Bot(commands.Bot):
         intents.guilds = True
         intents.guild_reactions = True
         intents.dm_reactions = True
+        # The bot never joins voice: discord.py's "PyNaCl/davey is not installed" warnings are noise.
+        for flag in ("warn_nacl", "warn_dave"):
+            if hasattr(discord.VoiceClient, flag):
+                setattr(discord.VoiceClient, flag, False)
         super().__init__(command_prefix=commands.when_mentioned, intents=intents, help_command=None,
                          guild_ready_timeout=settings.guild_ready_timeout,
                          allowed_contexts=app_commands.AppCommandContext(guild=True, dm_channel=True,
@@ -73,7 +78,7 @@ class DiscordLoginFailed(ImagineError):
     """Discord refused the token: the operator must fix DISCORD_TOKEN."""
 
 
-class DiscordFrontEnd(CommandHandlers, AccountHandlers, Intake, Delivering):
+class DiscordFrontEnd(CommandHandlers, AccountHandlers, CommentHandlers, Intake, Delivering):
     """The Discord adapter: build with (service, settings), then ``await start()``; ``close()``."""
 
     def __init__(self, service: ImagineService, settings: DiscordSettings) -> None:
@@ -206,11 +211,15 @@ class DiscordFrontEnd(CommandHandlers, AccountHandlers, Intake, Delivering):
             discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway.rstrip("/") + "/")
 
     def resume(self, recovered: Recovered) -> None:
-        """Deliver results owed from before a restart and follow re-run jobs (Discord targets).
+        """Deliver results and failures owed from before a restart; follow re-run jobs (Discord targets).
 
         While a job's interaction token lives, its response is edited (as it would have been);
         after that the result goes to the channel with the job's nonce (see :mod:`.delivery`).
         """
+        for untold in recovered.untold:  # failures a crash kept from being told
+            if untold.target.get("platform") == PLATFORM:
+                self._spawn(self._tell_guarded(untold, self._recovered_reply(untold.target, owed=True)),
+                            f"tell-{untold.job_id}")
         for delivery in recovered.deliveries:
             if delivery.target.get("platform") == PLATFORM:
                 reply = self._recovered_reply(delivery.target, owed=True)

@@ -37,7 +37,7 @@ from bot.frontends.common import apology, clip, new_reference, tool_action, uplo
 from bot.frontends.discord.delivery import Reply
 from bot.frontends.discord.messages import DM_LIMIT, PLATFORM
 from bot.frontends.discord.moderation import appeal_view, wants_appeal_button
-from bot.service import AlreadyAccepted, ImagineService, Ticket, Who
+from bot.service import AlreadyAccepted, ImagineService, Ticket, Via, Who
 from generation.core.errors import ImagineError, InvalidRequest
 
 __all__ = ["Intake", "MAX_ATTEMPTS", "interaction_fields", "interaction_from", "stored_request"]
@@ -63,9 +63,11 @@ def stored_request(interaction: discord.Interaction, kind: str, **fields: Any) -
     """The inbox payload of a job-making interaction (``kind``: imagine, reroll or variation)."""
     user = interaction.user
     channel = interaction.channel
+    clicked = interaction.message  # a button's message: what the service checks a click on another's job against
     return {
         "kind": kind,
         **fields,
+        **({"via": str(clicked.id)} if clicked is not None else {}),
         "user_id": str(user.id),
         "user_name": getattr(user, "display_name", "") or user.name,
         "channel_id": str(interaction.channel_id) if interaction.channel_id else None,
@@ -203,13 +205,15 @@ async def _submit(service: ImagineService, key: str, stored: dict[str, Any], tar
         image = await download_attachment(bot, stored["image"]) if stored.get("image") else None
         return await service.imagine(who, stored["prompt"], target=target, origin=origin, image=image,
                                      **stored.get("options", {}))
+    via = Via(None, stored["via"]) if stored.get("via") else None
     if kind == "reroll":
-        return await service.reroll(who, stored["job_id"], target=target, origin=origin)
+        return await service.reroll(who, stored["job_id"], target=target, origin=origin, via=via)
     if kind == "variation":
-        return await service.variation(who, stored["job_id"], int(stored["index"]), target=target, origin=origin)
+        return await service.variation(who, stored["job_id"], int(stored["index"]), target=target, origin=origin,
+                                       via=via)
     if kind == "tool":  # upscale, zoom out, pan (bot.frontends.common.TOOLS)
         return await tool_action(service, who, stored["job_id"], int(stored["index"]), stored["action"],
-                                 target=target, origin=origin)
+                                 target=target, origin=origin, via=via)
     raise ValueError(f"unknown stored Discord request kind {kind!r}")
 
 

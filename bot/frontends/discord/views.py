@@ -14,6 +14,8 @@ callbacks only hand the click to the front end (``interaction.client.front``).
     imagine:unshare:<job>:<i>     take it out again (its owner or an admin)
     imagine:tool:<code>:<job>:<i>  the toolbox under one image (bot.frontends.common.TOOLS): upscale,
                                   zoom out, pan
+    imagine:comment:<job>[:<i>]   💬 a comment beside your rating (of image i, or every image rated),
+                                  in a modal (:mod:`.comments`)
     imagine:appeal                Appeal on a blocked/cooldown refusal (``bot.frontends.discord.moderation``)
 """
 
@@ -29,6 +31,7 @@ from bot.frontends.common import TOOLS, thumbnail
 from bot.service import Delivery, HistoryView
 
 __all__ = [
+    "CommentButton",
     "DeleteButton",
     "ForgetButton",
     "HistoryButton",
@@ -57,6 +60,7 @@ class _Front(Protocol):
     async def on_forget(self, interaction: discord.Interaction, confirm: bool, user_id: int) -> None: ...
     async def on_share(self, interaction: discord.Interaction, job_id: str, index: int, share: bool) -> None: ...
     async def on_tool(self, interaction: discord.Interaction, action: str, job_id: str, index: int) -> None: ...
+    async def on_comment(self, interaction: discord.Interaction, job_id: str, index: int | None) -> None: ...
 
 
 def _front(interaction: discord.Interaction) -> _Front:
@@ -219,8 +223,28 @@ class ShareButton(discord.ui.DynamicItem[discord.ui.Button],
         await _front(interaction).on_share(interaction, self.job_id, self.index, self.share)
 
 
+class CommentButton(discord.ui.DynamicItem[discord.ui.Button],
+                    template=r"imagine:comment:(?P<job>\w+)(?::(?P<index>\d))?"):
+    """💬: after rating, a comment beside the rating (a modal asks for the words)."""
+
+    def __init__(self, job_id: str, index: int | None = None, row: int = 0) -> None:
+        suffix = "" if index is None else f":{index}"
+        super().__init__(discord.ui.Button(label="💬 Comment", style=discord.ButtonStyle.secondary,
+                                           custom_id=f"imagine:comment:{job_id}{suffix}", row=row))
+        self.job_id, self.index = job_id, index
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> CommentButton:
+        return cls(match["job"], None if match["index"] is None else int(match["index"]), item.row or 0)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        """Open the comment form (once the clicker has rated)."""
+        await _front(interaction).on_comment(interaction, self.job_id, self.index)
+
+
 DYNAMIC_ITEMS = (RerollButton, UpscaleButton, VariationButton, DeleteButton, HistoryButton, ForgetButton,
-                 ShareButton, ToolButton)
+                 ShareButton, ToolButton, CommentButton)
 
 
 def _view(*items: discord.ui.Item[Any]) -> discord.ui.View:
@@ -231,7 +255,7 @@ def _view(*items: discord.ui.Item[Any]) -> discord.ui.View:
 
 
 def result_view(delivery: Delivery) -> discord.ui.View:
-    """A grid's buttons: U1…U4 + 🔄, then V1…V4 + 🗑, then 🌐 1…🌐 4; one image: 🔄 V1 🗑 🌐."""
+    """A grid's buttons: U1…U4 + 🔄, then V1…V4 + 🗑, then 🌐 1…🌐 4 + 💬; one image: 🔄 V1 🗑 🌐 💬."""
     job, count = delivery.job_id, len(delivery.images)
     if delivery.request.kind == "upscale":  # the upscaled file: zoom, pan, share or delete it
         return _view(*_outpaint_buttons(job, 0, 0), DeleteButton(job, 2), ShareButton(job, 0, 2))
@@ -240,20 +264,21 @@ def result_view(delivery: Delivery) -> discord.ui.View:
                      ShareButton(job, 0, 2))
     if count <= 1:
         return _view(RerollButton(job, 0), VariationButton(job, 0, 0, "V1"), DeleteButton(job, 0),
-                     ShareButton(job, 0, 0))
+                     ShareButton(job, 0, 0), CommentButton(job, None, 0))
     return _view(
         *(UpscaleButton(job, i, 0) for i in range(count)), RerollButton(job, 0),
         *(VariationButton(job, i, 1) for i in range(count)), DeleteButton(job, 1),
-        *(ShareButton(job, i, 2, f"🌐 {i + 1}") for i in range(count)),
+        *(ShareButton(job, i, 2, f"🌐 {i + 1}") for i in range(count)), CommentButton(job, None, 2),
     )
 
 
 def upscale_view(job_id: str, index: int) -> discord.ui.View:
     """Buttons under one full-size image, as Midjourney lays them out: the upscales, then vary it,
-    delete the message, or share it."""
+    delete the message, share it, or comment on it."""
     return _view(ToolButton("ups", job_id, index, 0), ToolButton("upc", job_id, index, 0),
                  *_outpaint_buttons(job_id, index, 1),
-                 VariationButton(job_id, index, 3, "🔀 Vary"), DeleteButton(job_id, 3), ShareButton(job_id, index, 3))
+                 VariationButton(job_id, index, 3, "🔀 Vary"), DeleteButton(job_id, 3), ShareButton(job_id, index, 3),
+                 CommentButton(job_id, index, 3))
 
 
 def _outpaint_buttons(job_id: str, index: int, row: int) -> list[ToolButton]:

@@ -24,6 +24,7 @@ from bot.frontends.common import (
     APIKEY_PRIVATE,
     UNLINKED,
     api_key_text,
+    canonical_ref,
     image_ref,
     link_code_text,
     linked_text,
@@ -31,7 +32,7 @@ from bot.frontends.common import (
 )
 from bot.frontends.telegram.keyboards import share_keyboard
 from bot.frontends.telegram.messages import command_text, reply_parameters, who_of
-from bot.service import ImagineService, Who
+from bot.service import ImagineService, Via, Who
 
 __all__ = ["ACCOUNT_COMMANDS", "AccountHandlers"]
 
@@ -63,15 +64,18 @@ class AccountHandlers:
     async def _share(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/share JOB N and /unshare JOB N."""
         message, user = update.effective_message, update.effective_user
-        assert message is not None and user is not None
+        if message is None or user is None:
+            return  # not a user's message (e.g. a channel post): nothing to answer
         share = (message.text or "").lstrip("/").lower().startswith("share")
         name = "share" if share else "unshare"
         ref = image_ref(command_text(message.text).split())
         if ref is None:
             await message.reply_text(f"Usage: /{name} JOB N (N is the image number, from 1; "
-                                     "JOB is the request id in the result's caption or /history).")
+                                     "JOB is the request id in the result's caption or /history), "
+                                     f"or /{name} JOB-N as the API names it.")
             return
         text = await share_image(self.service, who_of(user), ref, share)
+        ref = await canonical_ref(self.service, who_of(user), ref)  # an image's number: its JOB-N
         job, _, number = ref.rpartition("-")
         await message.reply_text(text, reply_markup=share_keyboard(job, int(number)) if share else None)
 
@@ -82,7 +86,7 @@ class AccountHandlers:
             await query.answer("This button no longer works.")
             return
         job, number = fields[0], int(fields[1])
-        text = await share_image(self.service, who, f"{job}-{number}", share)
+        text = await share_image(self.service, who, f"{job}-{number}", share, Via(message.chat_id, message.message_id))
         if share:
             await query.answer("🌐 Shared")
             await self.bot.send_message(message.chat_id, text, reply_markup=share_keyboard(job, number),
@@ -98,7 +102,8 @@ class AccountHandlers:
     async def _link(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/link [CODE]: a code (sent privately), or join the account of a code from another platform."""
         message, user = update.effective_message, update.effective_user
-        assert message is not None and user is not None
+        if message is None or user is None:
+            return  # not a user's message (e.g. a channel post): nothing to answer
         code = command_text(message.text).strip()
         who = who_of(user)
         if code:
@@ -114,13 +119,15 @@ class AccountHandlers:
     async def _unlink(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/unlink."""
         message, user = update.effective_message, update.effective_user
-        assert message is not None and user is not None
+        if message is None or user is None:
+            return  # not a user's message (e.g. a channel post): nothing to answer
         await message.reply_text(UNLINKED[await self.service.unlink(who_of(user))])
 
     async def _apikey(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/apikey [list | revoke ID]: only in the private chat."""
         message, user = update.effective_message, update.effective_user
-        assert message is not None and user is not None
+        if message is None or user is None:
+            return  # not a user's message (e.g. a channel post): nothing to answer
         if message.chat.type != ChatType.PRIVATE:
             await message.reply_text(APIKEY_PRIVATE)
             return

@@ -1,7 +1,8 @@
-"""What the inline buttons and reactions under the bot's messages do.
+"""What the inline buttons, reactions and replies to the bot's messages do.
 
 Buttons carry stateless data (:mod:`bot.frontends.telegram.callbacks`), so they work after a
-restart. Reactions to the bot's result messages become ratings (source ``reaction``).
+restart. Reactions to the bot's result messages become ratings (source ``reaction``); a text
+reply to a result message, after rating it, is a comment kept beside that rating.
 :class:`ButtonHandlers` is a part of :class:`~bot.frontends.telegram.front.TelegramFrontEnd`.
 """
 
@@ -23,7 +24,7 @@ from bot.frontends.telegram.keyboards import history_keyboard, main_keyboard, st
 from bot.frontends.telegram.messages import PLATFORM, history_text, reply_parameters, stars_text, who_of
 from bot.frontends.telegram.moderation import appeal_text
 from bot.frontends.telegram.settings import TelegramSettings
-from bot.service import Delivery, ImagineService, StoredImage, Ticket, Who
+from bot.service import Delivery, ImagineService, StoredImage, Ticket, Via, Who
 from generation.core.errors import ImagineError
 
 __all__ = ["ButtonHandlers"]
@@ -54,7 +55,8 @@ class ButtonHandlers:
     async def _button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """Inline buttons: reroll, U, V, ratings, cancel, history pages, forget, appeal, share."""
         query = update.callback_query
-        assert query is not None
+        if query is None:
+            return
         action = callbacks.parse(query.data)
         user = query.from_user
         who = who_of(user)
@@ -64,6 +66,7 @@ class ButtonHandlers:
             return
         kind, fields = action.kind, action.fields
         origin = (PLATFORM, str(update.update_id))  # a replay after a crash finds its job again
+        via = Via(message.chat_id, message.message_id)  # the service checks a click on another's job against it
         if kind in "ruvksxgot" and not fields[0]:
             await query.answer("This button no longer works.")
             return
@@ -72,26 +75,30 @@ class ButtonHandlers:
         elif kind == "r":
             await self._submit(who, user, message.chat_id, message.chat.type, message.message_id,
                                lambda w, target: self.service.reroll(w, fields[0], target=target,
-                                                                     origin=origin))
+                                                                     origin=origin, via=via))
             await query.answer("🔄 Rerolling…")
         elif kind == "v":
             index = self._index(fields)
             await self._submit(who, user, message.chat_id, message.chat.type, message.message_id,
                                lambda w, target: self.service.variation(w, fields[0], index - 1, target=target,
-                                                                        origin=origin))
+                                                                        origin=origin, via=via))
             await query.answer(f"🎨 Variations of image {index}…")
         elif kind == "u":
-            image = await self._image(fields[0], self._index(fields))
+            image = await self._image(who, via, fields[0], self._index(fields))
             data = await asyncio.to_thread(image.path.read_bytes)
             limit = MAX_LOCAL_UPLOAD_BYTES if self.settings.local_mode else MAX_UPLOAD_BYTES
             if len(data) > limit:
                 await query.answer("That image is over Telegram's upload limit for bots.", show_alert=True)
                 return
             await query.answer()
-            await self.bot.send_document(message.chat_id, data, filename=f"{fields[0]}-{image.index + 1}.png",
-                                         caption=f"Image {image.index + 1} of job {fields[0]}, seed {image.seed}",
-                                         reply_parameters=reply_parameters(message.message_id),
-                                         reply_markup=tools_keyboard(fields[0], image.index + 1))
+            sent = await self.bot.send_document(
+                message.chat_id, data, filename=f"{fields[0]}-{image.index + 1}.png",
+                caption=f"Image {image.index + 1} of job {fields[0]}, seed {image.seed}",
+                reply_parameters=reply_parameters(message.message_id),
+                reply_markup=tools_keyboard(fields[0], image.index + 1))
+            # its toolbox buttons work for whoever sees it (the service checks a click against it)
+            await self.service.remember_message(fields[0], PLATFORM, message.chat_id, sent.message_id,
+                                                index=image.index)
         elif kind == "t":  # upscale, zoom out, pan (bot.frontends.common.TOOLS)
             index = self._index(fields)
             code = fields[2] if len(fields) > 2 else ""
@@ -100,11 +107,11 @@ class ButtonHandlers:
                 return
             await self._submit(who, user, message.chat_id, message.chat.type, message.message_id,
                                lambda w, target: tool_action(self.service, w, fields[0], index - 1, code,
-                                                             target=target, origin=origin))
+                                                             target=target, origin=origin, via=via))
             await query.answer(f"{TOOLS[code][0]} image {index}…")
         elif kind == "k":
             index = self._index(fields, allow_zero=True)
-            delivery = await self.service.job_delivery(fields[0])
+            delivery = await self.service.job_delivery(who, fields[0], via=via)
             if index > len(delivery.images):
                 raise ImagineError(f"Request {fields[0]} has no image {index}.")
             markup = (stars_keyboard(fields[0], index) if index
@@ -113,9 +120,10 @@ class ButtonHandlers:
             await self._set_markup(message, markup)
         elif kind == "s":
             index = self._index(fields)
-            delivery = await self.service.job_delivery(fields[0])
+            delivery = await self.service.job_delivery(who, fields[0], via=via, index=index - 1)
             image = self._image_in(delivery, index)
-            rating = await self.service.rate(who, image.image_id, fields[2] if len(fields) > 2 else "", "button")
+            rating = await self.service.rate(who, image.image_id, fields[2] if len(fields) > 2 else "", "button",
+                                             via=via)
             await query.answer(f"Rated image {index}: {stars_text(rating.stars)}")
             if len(delivery.images) > 1:  # back from the star row to the main row
                 await self._set_markup(message, main_keyboard(fields[0], len(delivery.images)))
@@ -142,7 +150,7 @@ class ButtonHandlers:
                 await query.answer("Forgotten.")
                 await message.edit_text(
                     "🗑 Forgotten: your history, ratings, settings and images are deleted "
-                    f"{forgotten_counts(outcome)}.")
+                    f"{forgotten_counts(outcome)}")
             else:
                 await query.answer()
                 await message.edit_text("Nothing was deleted.")
@@ -167,8 +175,8 @@ class ButtonHandlers:
             raise ImagineError("This button no longer works.")
         return value
 
-    async def _image(self, job_id: str, index: int) -> StoredImage:
-        return self._image_in(await self.service.job_delivery(job_id), index)
+    async def _image(self, who: Who, via: Via, job_id: str, index: int) -> StoredImage:
+        return self._image_in(await self.service.job_delivery(who, job_id, via=via, index=index - 1), index)
 
     @staticmethod
     def _image_in(delivery: Delivery, index: int) -> StoredImage:
@@ -183,6 +191,21 @@ class ButtonHandlers:
         except BadRequest as err:
             if "not modified" not in str(err).lower():
                 raise
+
+    # -- replies -------------------------------------------------------------------------------
+
+    async def _reply(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """A text reply to a result message: a comment beside the replier's rating of what it shows."""
+        message = update.message
+        if message is None or message.reply_to_message is None or message.from_user is None or not message.text:
+            return
+        saved = await self.service.comment_message(who_of(message.from_user), message.chat_id,
+                                                   message.reply_to_message.message_id, message.text)
+        if saved is None:  # a reply to some other message: a conversation, not for the bot
+            return
+        count = len(saved)
+        await message.reply_text(f"💬 Thanks: your comment is kept beside your rating{'s' if count > 1 else ''} "
+                                 f"({count} image{'s' if count > 1 else ''}).", do_quote=True)
 
     # -- reactions -----------------------------------------------------------------------------
 

@@ -69,7 +69,8 @@ COMMAND_HELP = """Commands:
 """ + ACCOUNT_HELP + """
 
 Under each result: 🔄 reroll · U1–U4 the full-quality file · V1–V4 variations · ⭐ rate · 🌐 share.
-Reacting to a result rates it too: ❤ 🔥 😍 = 5★, 👍 👏 = 4★, 🤔 = 3★, 😢 = 2★, 👎 = 1★."""
+Reacting to a result rates it too: ❤ 🔥 😍 = 5★, 👍 👏 = 4★, 🤔 = 3★, 😢 = 2★, 👎 = 1★.
+After rating, reply to the result with a few words: a comment kept beside your rating."""
 EXAMPLES = """Examples:
 /imagine a lighthouse at dawn, watercolor --ar 16:9
 /imagine a cat astronaut --n 4 --seed 7
@@ -96,7 +97,8 @@ class CommandHandlers:
     async def _imagine(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/imagine PROMPT [flags]: accept, show a status message, deliver in the background."""
         message, user = update.effective_message, update.effective_user
-        assert message is not None and user is not None
+        if message is None or user is None:
+            return  # not a user's message (e.g. a channel post): nothing to answer
         text = command_text(message.text or message.caption)
         if not text:
             await message.reply_text(f"{USAGE}\n\n{EXAMPLES}", do_quote=True)
@@ -137,7 +139,8 @@ class CommandHandlers:
     async def _loras(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/loras: the LoRA adapters, their trigger words and base model."""
         message = update.effective_message
-        assert message is not None
+        if message is None:
+            return
         await message.reply_text(clip(self.service.loras_text(), 4000))
 
     # -- other commands ------------------------------------------------------------------------
@@ -145,7 +148,8 @@ class CommandHandlers:
     async def _start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/start (also the deep link ?start=history)."""
         message = update.effective_message
-        assert message is not None
+        if message is None:
+            return
         if command_text(message.text) == "history":
             await self._history(update, context)
             return
@@ -156,14 +160,16 @@ class CommandHandlers:
     async def _help(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/help: commands, /imagine options, examples."""
         message = update.effective_message
-        assert message is not None
+        if message is None:
+            return
         await message.reply_text(f"{COMMAND_HELP}\n\n{help_text(self.service.caps)}\n\n{EXAMPLES}")
 
     async def _in_private(self, update: Update, what: str, payload: str,
                           send: Callable[[int], Awaitable[Any]]) -> None:
         """Run ``send(chat_id)`` in the user's private chat; from a group, say where it went."""
         message, user = update.effective_message, update.effective_user
-        assert message is not None and user is not None
+        if message is None or user is None:
+            return  # not a user's message (e.g. a channel post): nothing to answer
         if message.chat.type == ChatType.PRIVATE:
             await send(message.chat_id)
             return
@@ -179,7 +185,8 @@ class CommandHandlers:
     async def _history(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/history [search]: a page of your requests, in the private chat."""
         message, user = update.effective_message, update.effective_user
-        assert message is not None and user is not None
+        if message is None or user is None:
+            return  # not a user's message (e.g. a channel post): nothing to answer
         text = command_text(message.text)
         search = None if text == "history" and (message.text or "").startswith("/start") else (text or None)
         view = await self.service.history(who_of(user), per_page=self.settings.history_per_page, search=search)
@@ -193,7 +200,8 @@ class CommandHandlers:
     async def _quota(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/quota: images used and left."""
         message, user = update.effective_message, update.effective_user
-        assert message is not None and user is not None
+        if message is None or user is None:
+            return  # not a user's message (e.g. a channel post): nothing to answer
         used, limit, remaining, resets_at = await self.service.quota(who_of(user))
         await message.reply_text(quota_text(used, limit, remaining, self.service.config.quota_window,
                                             f"{resets_at:%Y-%m-%d %H:%M} UTC"))
@@ -201,7 +209,8 @@ class CommandHandlers:
     async def _settings(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/settings [key=value …]: show or change your defaults."""
         message, user = update.effective_message, update.effective_user
-        assert message is not None and user is not None
+        if message is None or user is None:
+            return  # not a user's message (e.g. a channel post): nothing to answer
         try:
             changes = settings_changes(command_text(message.text))
         except ValueError:
@@ -217,7 +226,8 @@ class CommandHandlers:
     async def _cancel(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/cancel [job]: cancel your latest (or the given) queued or running request."""
         message, user = update.effective_message, update.effective_user
-        assert message is not None and user is not None
+        if message is None or user is None:
+            return  # not a user's message (e.g. a channel post): nothing to answer
         job = command_text(message.text) or None
         outcome = await self.service.cancel(who_of(user), job)
         await message.reply_text(f"Cancelled {outcome.job_id} ({clip(outcome.text, 300)}); "
@@ -226,13 +236,15 @@ class CommandHandlers:
     async def _forget(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/forget: asks to confirm with a button only you can press."""
         message, user = update.effective_message, update.effective_user
-        assert message is not None and user is not None
+        if message is None or user is None:
+            return  # not a user's message (e.g. a channel post): nothing to answer
         await message.reply_text(f"{FORGET_WARNING} Sure?", reply_markup=forget_keyboard(user.id))
 
     async def _export(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/export: a zip of your data and images, as a document in the private chat."""
         user = update.effective_user
-        assert user is not None
+        if user is None:
+            return
         path: Path = await self.service.export(who_of(user))
         size = path.stat().st_size
         limit = MAX_LOCAL_UPLOAD_BYTES if self.settings.local_mode else MAX_UPLOAD_BYTES
@@ -251,7 +263,8 @@ class CommandHandlers:
     async def _appeal(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/appeal [message]: ask an admin to review your strikes, cooldown or block."""
         message, user = update.effective_message, update.effective_user
-        assert message is not None and user is not None
+        if message is None or user is None:
+            return  # not a user's message (e.g. a channel post): nothing to answer
         who, text = who_of(user), command_text(message.text)
         appeal = await self.service.moderation.appeal(who, text)
         await message.reply_text(moderation.appeal_text(appeal.id), do_quote=True)
@@ -268,7 +281,8 @@ class CommandHandlers:
     async def _admin(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/admin quota|block|unblock|stats and moderation (the service checks who may)."""
         message, user = update.effective_message, update.effective_user
-        assert message is not None and user is not None
+        if message is None or user is None:
+            return  # not a user's message (e.g. a channel post): nothing to answer
         admin = who_of(user)
         args = command_text(message.text).split()
         usage = ("Usage: /admin quota USER LIMIT|default · /admin block USER · /admin unblock USER · "

@@ -44,7 +44,7 @@ from bot.frontends.telegram.messages import PLATFORM, caption_of, reply_paramete
 from bot.frontends.telegram.pacing import Lane, lane
 from bot.frontends.telegram.status import StatusMessage
 from bot.service import (AlreadyAccepted, Cancelled, Delivery, Failed, Finished, ImagineService, Queued, Running,
-                         StoredImage, Ticket, Who)
+                         StoredImage, Ticket, Untold, Who)
 from generation.core.errors import ImagineError
 
 __all__ = ["MAX_PHOTO_BYTES", "MAX_PHOTO_SIDES", "Delivering", "fits_as_photo", "placeholder_png", "result_media"]
@@ -169,8 +169,9 @@ class Delivering:
     async def _follow(self, ticket: Ticket, target: dict[str, Any]) -> None:
         """Send the placeholder, record it, watch the ticket in the background."""
         last = ticket.last
-        first = status_text(last if isinstance(last, (Queued, Running)) else Queued(ticket.position, ticket.eta),
-                            ticket.request.prompt)
+        shown = last if isinstance(last, (Queued, Running)) else Queued(ticket.position, ticket.eta,
+                                                                         ticket.eta_measured)
+        first = status_text(shown, ticket.request.prompt)
         markup = None if ticket.cached else cancel_keyboard(ticket.job_id)
         status = None
         try:
@@ -216,6 +217,7 @@ class Delivering:
                     else:
                         await self.bot.send_message(ticket.target["chat_id"], text)
                     await self._react(ticket.target.get("ack"), None)
+                    await self.service.mark_told(ticket.job_id)  # a crash before this tells it again
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -229,6 +231,32 @@ class Delivering:
         finally:
             if status is not None:
                 status.close()
+
+    async def tell_untold(self, untold: Untold) -> None:
+        """After a restart: show a failure that was never told, where its result would have gone.
+
+        Its placeholder's caption becomes the message (an edit: told twice looks like once);
+        without one, a message in the chat. Then the 👀 goes and the job is marked told.
+        """
+        target = untold.target
+        icon = "🚫" if untold.cancelled else "❌"
+        text = f"{icon} {untold.message}\n{clip(untold.text, 300)}"
+        if target.get("status_id"):
+            status = StatusMessage(self.bot, int(target.get("status_chat") or target["chat_id"]),
+                                   int(target["status_id"]), "", caption=bool(target.get("placeholder")))
+            await status.show(text, final=True)
+        else:
+            await self.bot.send_message(int(target["chat_id"]), text,
+                                        reply_parameters=reply_parameters(target.get("reply_to")),
+                                        **lane(self.bot, Lane.RESULT))
+        await self._react(target.get("ack"), None)
+        await self.service.mark_told(untold.job_id)
+
+    async def _tell_logged(self, untold: Untold) -> None:
+        try:
+            await self.tell_untold(untold)
+        except Exception:
+            logger.exception("telegram: telling job %s's failure failed; it stays owed", untold.job_id)
 
     async def _deliver_logged(self, delivery: Delivery) -> None:
         try:
@@ -270,7 +298,8 @@ class Delivering:
                     spot = None
                     continue
                 raise
-        assert spot is not None
+        if spot is None:  # pragma: no cover - the loop ends with a placeholder edited or raises
+            raise RuntimeError(f"job {delivery.job_id} has no message to show its result in")
         await self.service.remember_message(delivery.job_id, PLATFORM, spot[0], spot[1], index=None)
         await self._react(target.get("ack"), None)  # before: a crash in between repeats both, harmlessly
         await self.service.mark_delivered(delivery.job_id)

@@ -109,6 +109,9 @@ class TelegramFrontEnd(CommandHandlers, AccountHandlers, ButtonHandlers, Deliver
         captioned = filters.CaptionRegex(r"^/imagine(?:@\w+)?(?:\s|$)") & (filters.PHOTO | filters.Document.ALL)
         app.add_handler(MessageHandler(captioned & only_new, self._guard(self._imagine)))
         app.add_handler(CallbackQueryHandler(self._guard(self._button)))
+        # a text reply to a result, after rating it: a comment beside the rating (buttons.py)
+        app.add_handler(MessageHandler(only_new & filters.REPLY & filters.TEXT & ~filters.COMMAND,
+                                       self._guard(self._reply)))
         app.add_handler(MessageReactionHandler(
             self._reaction, message_reaction_types=MessageReactionHandler.MESSAGE_REACTION_UPDATED))
         app.add_error_handler(self._on_error)
@@ -157,7 +160,8 @@ class TelegramFrontEnd(CommandHandlers, AccountHandlers, ButtonHandlers, Deliver
     async def _connect(self, recovered: Recovered | None) -> None:
         """getMe, start, command menu, replay the stored updates, then poll or listen."""
         s, app = self.settings, self.application
-        assert app is not None
+        if app is None:
+            raise RuntimeError("build() the Telegram application before connecting it")
         try:
             await app.initialize()
         except InvalidToken:
@@ -174,7 +178,8 @@ class TelegramFrontEnd(CommandHandlers, AccountHandlers, ButtonHandlers, Deliver
         replayed = await replay(app, self.service)
         if replayed:
             logger.info("telegram: handled %d update(s) stored before a restart", replayed)
-        assert app.updater is not None
+        if app.updater is None:
+            raise RuntimeError("the Telegram application was built without an Updater")
         if s.webhook_url:
             self._webhook_secret = s.webhook_secret or secrets.token_urlsafe(32)
             if s.webhook_secret is None:
@@ -223,11 +228,15 @@ class TelegramFrontEnd(CommandHandlers, AccountHandlers, ButtonHandlers, Deliver
 
     @property
     def bot(self) -> Any:
-        assert self.application is not None, "TelegramFrontEnd is not started"
+        if self.application is None:
+            raise RuntimeError("TelegramFrontEnd is not started")
         return self.application.bot
 
     def resume(self, recovered: Recovered) -> None:
-        """Send results owed from before a restart and follow re-run jobs (Telegram targets)."""
+        """Send results and failures owed from before a restart and follow re-run jobs (Telegram targets)."""
+        for untold in recovered.untold:
+            if untold.target.get("platform") == PLATFORM:
+                self._spawn(self._tell_logged(untold), f"tg-tell-{untold.job_id}")
         for delivery in recovered.deliveries:
             if delivery.target.get("platform") == PLATFORM:
                 self._spawn(self._deliver_logged(delivery), f"tg-redeliver-{delivery.job_id}")

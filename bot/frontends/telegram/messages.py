@@ -6,7 +6,7 @@ from typing import Any
 
 from telegram import ReplyParameters, User
 
-from bot.frontends.common import clip, meter
+from bot.frontends.common import clip, eta_phrase, meter, variation_hint
 from bot.service import Delivery, HistoryView, Queued, Running, Who
 
 __all__ = [
@@ -54,8 +54,8 @@ def stars_text(n: int) -> str:
     return "★" * n + "☆" * (5 - n)
 
 
-def eta_text(seconds: float) -> str:
-    return f"about {max(1, round(seconds))} s" if seconds < 90 else f"about {round(seconds / 60)} min"
+def eta_text(seconds: float, measured: bool = True) -> str:
+    return eta_phrase(seconds, measured)
 
 
 def reply_parameters(message_id: int | None) -> ReplyParameters | None:
@@ -66,13 +66,13 @@ def status_text(update: Queued | Running, prompt: str) -> str:
     """The status message for a queued or running job."""
     prompt = clip(prompt, 300)
     if isinstance(update, Queued):
-        return f"⏳ Queued — position {update.position}, {eta_text(update.eta)}\n{prompt}"
+        return f"⏳ Queued — position {update.position}, {eta_text(update.eta, update.measured)}\n{prompt}"
     return f"🎨 Generating — step {update.step}/{update.steps} {meter(update.step, update.steps)}\n{prompt}"
 
 
 def caption_of(delivery: Delivery, name: str | None) -> str:
     by = f"\n— {name}" if name else ""
-    return clip(f"{delivery.text}{by} · job {delivery.job_id}", 1024)
+    return clip(f"{delivery.text}{by} · job {delivery.job_id}{variation_hint(delivery)}", 1024)
 
 
 def history_text(view: HistoryView, search: str | None) -> str:

@@ -19,11 +19,12 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.frontends.common import upload_too_large
-from bot.frontends.web.access import Caller, caller
+from bot.frontends.web.access import Caller, caller, key_holder, rate_limit
 from bot.frontends.web.formats import MEDIA_TYPES, convert
 from bot.frontends.web.views import image_json, job_json, update_event
-from bot.service import AlreadyAccepted, Cancelled, Finished, ImagineService, Queued, Running, Ticket, Update
+from bot.service import AlreadyAccepted, Cancelled, Finished, ImagineService, JobView, Queued, Running, Ticket, Update
 from generation.core.errors import ImagineError, InvalidRequest
+from generation.core.request import denoising_steps
 
 __all__ = ["ImageRequest", "router", "with_body_schemas"]
 
@@ -55,12 +56,15 @@ class Rating(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     stars: int = Field(ge=1, le=5)
+    comment: str | None = Field(None, min_length=1, max_length=500,
+                                description="what you think of the image, kept beside the rating")
 
 
 class Accepted(BaseModel):
     job_id: str
     position: int
     eta_s: float
+    eta_measured: bool = Field(True, description="false: no batch was timed on this bot yet, so eta_s is a rough guess")
     status_url: str
     notes: list[str] = Field(default_factory=list, description="e.g. the refined prompt, or why it was not used")
 
@@ -119,22 +123,30 @@ def with_body_schemas(app: Any) -> None:
 
 
 @router.post("/images", status_code=202, response_model=Accepted, openapi_extra=_BODY)
-async def create_images(request: Request, response: Response, auth: Auth,
+async def create_images(request: Request, response: Response, auth: Annotated[Caller, Depends(key_holder)],
                         idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> Accepted:
-    """Queue images; 202 once the job is stored (quota charged), with its place in line."""
+    """Queue images; 202 once the job is stored (quota charged), with its place in line.
+
+    A repeat with a known ``Idempotency-Key`` gets its job before any limit is counted. API
+    keys have the per-key rate limit ([web] rate_limit), not the chats' request spacing.
+    """
     service = _service(request)
     body, image = await _image_request(request)
     options = body.model_dump(exclude={"prompt", "image"}, exclude_none=True)
     origin = None
     if idempotency_key:
         origin = ("web", f"{auth.key_id}:{idempotency_key}")
+        known = await service.accepted(*origin)
+        if known is not None:
+            return _accepted_before(service, known, response)
+    rate_limit(request, auth)
+    if origin is not None:
         await service.receive(*origin, {"prompt": body.prompt, **options, "image": image is not None})
     try:
-        ticket = await service.imagine(auth.who, body.prompt, target={"web": True}, origin=origin, image=image,
-                                       **options)
-    except AlreadyAccepted as again:
-        response.headers["Location"] = f"/v1/jobs/{again.job_id}"
-        return Accepted(job_id=again.job_id, position=0, eta_s=0.0, status_url=f"/v1/jobs/{again.job_id}")
+        ticket = await service.imagine(auth.who, body.prompt, target={"web": True}, origin=origin, spaced=False,
+                                       image=image, **options)
+    except AlreadyAccepted as again:  # a repeat that arrived while the first was being accepted
+        return _accepted_before(service, again.job_id, response)
     except ImagineError:
         if origin is not None:
             await service.handled(*origin)  # a refusal is an answer: do not process it again
@@ -142,7 +154,16 @@ async def create_images(request: Request, response: Response, auth: Auth,
     request.app.state.front.follow(ticket)
     response.headers["Location"] = f"/v1/jobs/{ticket.job_id}"
     return Accepted(job_id=ticket.job_id, position=ticket.position, eta_s=round(ticket.eta, 2),
-                    status_url=f"/v1/jobs/{ticket.job_id}", notes=list(ticket.notes))
+                    eta_measured=ticket.eta_measured, status_url=f"/v1/jobs/{ticket.job_id}",
+                    notes=list(ticket.notes))
+
+
+def _accepted_before(service: ImagineService, job_id: str, response: Response) -> Accepted:
+    """The answer to a repeated request: its job, where it is now in line."""
+    ticket = service.ticket(job_id)
+    response.headers["Location"] = f"/v1/jobs/{job_id}"
+    return Accepted(job_id=job_id, position=ticket.position if ticket else 0,
+                    eta_s=round(ticket.eta, 2) if ticket else 0.0, status_url=f"/v1/jobs/{job_id}")
 
 
 @router.get("/jobs/{job_id}")
@@ -160,8 +181,12 @@ async def job_events(job_id: str, request: Request, auth: Auth) -> StreamingResp
     ticket: Ticket | None = service.ticket(job_id)
 
     async def stream() -> AsyncIterator[str]:
-        if ticket is None:  # not running in this process: its stored state is final (or waits)
-            yield update_event(1, "status", job_json(view))
+        if ticket is None or ticket.done:
+            # finished: its recorded history, as the live stream sent it (marked "replayed");
+            # waiting in storage for a restart: its one stored status
+            replayed = _replayed(view) if view.status in FINAL else [("status", job_json(view))]
+            for number, (name, data) in enumerate(replayed, start=1):
+                yield update_event(number, name, data)
             return
         number = 0
         async for update in ticket.updates():
@@ -172,9 +197,34 @@ async def job_events(job_id: str, request: Request, auth: Auth) -> StreamingResp
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
+FINAL = ("done", "delivered", "failed", "cancelled")
+
+
+def _replayed(view: JobView) -> list[tuple[str, dict[str, Any]]]:
+    """A finished job's events from what was recorded: queued, running (if it ran), then how it
+    ended; each with ``at`` (when, UTC) and ``replayed: true``."""
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("queued", {"position": 0, "eta_s": 0.0, "at": view.created_at, "replayed": True})]
+    done = view.status in ("done", "delivered")
+    if view.started_at:
+        img2img = view.request.get("kind") == "img2img"  # txt2img ignores its strength
+        steps = denoising_steps(int(view.request.get("steps", 0)), view.request.get("strength") if img2img else None)
+        events.append(("running", {"step": steps if done else 0, "steps": steps, "at": view.started_at,
+                                   "replayed": True}))
+    end = {"at": view.finished_at, "replayed": True}
+    if done:
+        events.append(("done", {"images": [image_json(view.job_id, i) for i in view.images], **end}))
+    elif view.status == "failed":
+        events.append(("failed", {"message": view.error or "The request failed.", **end}))
+    else:
+        events.append(("cancelled", {"message": Cancelled().message, **end}))
+    return events
+
+
 def _event(update: Update) -> tuple[str, dict[str, Any]]:
     if isinstance(update, Queued):
-        return "queued", {"position": update.position, "eta_s": round(update.eta, 2)}
+        return "queued", {"position": update.position, "eta_s": round(update.eta, 2),
+                          "eta_measured": update.measured}
     if isinstance(update, Running):
         return "running", {"step": update.step, "steps": update.steps}
     if isinstance(update, Finished):
@@ -196,8 +246,13 @@ async def cancel_job(job_id: str, request: Request, auth: Auth) -> dict[str, Any
 async def get_image(ref: str, request: Request, auth: Auth,
                     format: Literal["png", "jpeg", "webp", "svg"] = "png") -> Response:  # noqa: A002
     """One image (yours, or a shared one) as png, jpeg, webp or svg (vectorized)."""
-    stored, _ = await _service(request).image_by_ref(auth.who, ref)
-    data = await asyncio.to_thread(convert, stored.path, format)
+    service = _service(request)
+    stored, _ = await service.image_by_ref(auth.who, ref)
+    if format == "png":
+        data = await asyncio.to_thread(stored.path.read_bytes)
+    else:  # converted once and cached on disk (vectorizing takes seconds), removed with the image
+        path = await service.derived(stored.path, f"as.{format}", lambda source: convert(source, format))
+        data = await asyncio.to_thread(path.read_bytes)
     return Response(data, media_type=MEDIA_TYPES[format], headers={"Cache-Control": "private, max-age=86400"})
 
 
@@ -217,7 +272,7 @@ async def upscale_image(ref: str, request: Request, response: Response, auth: Au
     request.app.state.front.follow(ticket)
     response.headers["Location"] = f"/v1/jobs/{ticket.job_id}"
     return Accepted(job_id=ticket.job_id, position=ticket.position, eta_s=round(ticket.eta, 2),
-                    status_url=f"/v1/jobs/{ticket.job_id}")
+                    eta_measured=ticket.eta_measured, status_url=f"/v1/jobs/{ticket.job_id}")
 
 
 class ZoomRequest(BaseModel):
@@ -254,7 +309,7 @@ async def _outpaint(request: Request, response: Response, auth: Caller, ref: str
     request.app.state.front.follow(ticket)
     response.headers["Location"] = f"/v1/jobs/{ticket.job_id}"
     return Accepted(job_id=ticket.job_id, position=ticket.position, eta_s=round(ticket.eta, 2),
-                    status_url=f"/v1/jobs/{ticket.job_id}")
+                    eta_measured=ticket.eta_measured, status_url=f"/v1/jobs/{ticket.job_id}")
 
 
 def _ref(ref: str) -> tuple[str, int]:
@@ -267,16 +322,16 @@ def _ref(ref: str) -> tuple[str, int]:
 
 @router.post("/images/{ref}/rating")
 async def rate_image(ref: str, body: Rating, request: Request, auth: Auth) -> dict[str, Any]:
-    """Your 1–5 star rating of an image (yours, or a shared one)."""
-    await _service(request).rate_ref(auth.who, ref, body.stars)
-    return {"image": ref, "stars": body.stars}
+    """Your 1–5 star rating of an image (yours, or a shared one), with a comment if you like."""
+    await _service(request).rate_ref(auth.who, ref, body.stars, body.comment)
+    return {"image": ref, "stars": body.stars, "comment": body.comment}
 
 
 @router.post("/images/{ref}/share")
 async def share_image(ref: str, request: Request, auth: Auth) -> dict[str, Any]:
     """Put one of your images in the public gallery."""
     share_id = await _service(request).share(auth.who, ref)
-    base = request.app.state.settings.public_url
+    base = request.app.state.settings.public_url or str(request.base_url).rstrip("/")
     return {"image": ref, "share_id": share_id, "url": f"{base}/i/{share_id}"}
 
 

@@ -10,21 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Iterator
 
 import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from bot.frontends.web.access import RateLimiter, error_response
+from bot.frontends.web.access import AuthThrottle, RateLimiter, error_response
 from bot.frontends.web.commands import router, with_body_schemas
 from bot.frontends.web.moderation import moderation_router
 from bot.frontends.web.ops import ops_router
 from bot.frontends.web.settings import WebSettings
-from bot.frontends.web.views import HERE, gallery_router
-from bot.service import Finished, ImagineService, Recovered, Ticket
+from bot.frontends.web.views import HERE, error_page, gallery_router, is_page
+from bot.service import Cancelled, Failed, Finished, ImagineService, Recovered, Ticket
 from generation.core.errors import ImagineError
 
 __all__ = ["WebFrontEnd", "create_app"]
@@ -40,6 +43,8 @@ def create_app(service: ImagineService, settings: WebSettings, front: WebFrontEn
     app.state.service = service
     app.state.settings = settings
     app.state.limiter = RateLimiter(settings.rate_limit)
+    app.state.auth_throttle = AuthThrottle(settings.auth_failures_free)
+    app.state.gallery_limiter = RateLimiter(settings.gallery_rate_limit)  # per client address
     app.state.front = front or WebFrontEnd(service, settings, app=app)
     app.include_router(router)
     with_body_schemas(app)  # POST /v1/images reads JSON or multipart itself
@@ -49,13 +54,33 @@ def create_app(service: ImagineService, settings: WebSettings, front: WebFrontEn
         app.include_router(gallery_router)
         app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
+    def answer(request: Request, response: Response) -> Response:
+        """The JSON error for the API, the same error as an HTML page for the gallery's pages."""
+        if not (settings.gallery and is_page(request)):
+            return response
+        detail = json.loads(bytes(response.body)).get("detail", "")
+        if isinstance(detail, list):  # a bad query value, as FastAPI lists them
+            detail = "Check the address: " + "; ".join(
+                f"{'.'.join(str(p) for p in d.get('loc', [])[1:]) or 'it'}: {d.get('msg', 'not valid')}"
+                for d in detail) + "."
+        keep = {k: v for k, v in response.headers.items() if k.lower() in ("retry-after", "www-authenticate")}
+        return error_page(request, response.status_code, str(detail), keep)
+
     @app.exception_handler(ImagineError)
-    async def _user_error(request: Request, err: ImagineError) -> JSONResponse:
-        return error_response(err)
+    async def _user_error(request: Request, err: ImagineError) -> Response:
+        return answer(request, error_response(err))
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_input(request: Request, err: RequestValidationError) -> Response:
+        return answer(request, await request_validation_exception_handler(request, err))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, err: StarletteHTTPException) -> Response:
+        return answer(request, await http_exception_handler(request, err))
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, err: Exception) -> JSONResponse:
-        return error_response(err)  # logged with a reference; the caller gets only the reference
+    async def _unexpected(request: Request, err: Exception) -> Response:
+        return answer(request, error_response(err))  # logged with a reference; the caller gets only that
 
     return app
 
@@ -91,6 +116,9 @@ class WebFrontEnd:
             # 202 and retries with the same key, which is then processed as new
             await self.service.handled("web", item.key)
         if recovered is not None:
+            for untold in recovered.untold:  # the job's status says it: readable is told
+                if untold.target.get("web"):
+                    await self.service.mark_told(untold.job_id)
             for delivery in recovered.deliveries:
                 if delivery.target.get("web"):
                     await self.service.mark_delivered(delivery.job_id)
@@ -124,6 +152,8 @@ class WebFrontEnd:
             async for update in ticket.updates():
                 if isinstance(update, Finished):
                     await self.service.mark_delivered(update.delivery.job_id)
+                elif isinstance(update, (Failed, Cancelled)):  # readable at /v1/jobs/{id}: told
+                    await self.service.mark_told(ticket.job_id)
         except Exception:
             logger.exception("web job %s: marking delivered failed", ticket.job_id)
             self.service.delivery_failed("web", "bookkeeping")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
 
 __all__ = ["WebSettings"]
@@ -17,7 +18,12 @@ class WebSettings:
     public_url: str = ""  # e.g. "https://imagine.example.org"; links in chat replies use it
     gallery: bool = True  # serve the public gallery of shared images at /
     rate_limit: int = 60  # API requests per minute per key (bursts up to this many)
-    metrics_token_required: bool = False  # /metrics needs "Authorization: Bearer $IMAGINE_METRICS_TOKEN"
+    max_keys_per_user: int = 5  # live API keys per account (each key has its own rate limit)
+    gallery_rate_limit: int = 120  # public gallery requests per minute per client address
+    auth_failures_free: int = 10  # failed API keys per client address before each try waits
+    # /metrics needs "Authorization: Bearer $IMAGINE_METRICS_TOKEN" when this is set, when a token
+    # is set, and always unless the server listens on loopback only
+    metrics_token_required: bool = False
     metrics_token: str | None = field(default=None, repr=False)  # from the environment only
 
     def __post_init__(self) -> None:
@@ -25,7 +31,23 @@ class WebSettings:
             raise ValueError(f"port must be a number from 0 to 65535, not {self.port!r}")
         if not isinstance(self.rate_limit, int) or self.rate_limit < 1:
             raise ValueError(f"rate_limit must be 1 or more requests per minute, not {self.rate_limit!r}")
+        for name in ("max_keys_per_user", "gallery_rate_limit"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be 1 or more, not {value!r}")
+        if not isinstance(self.auth_failures_free, int) or self.auth_failures_free < 0:
+            raise ValueError(f"auth_failures_free must be 0 or more, not {self.auth_failures_free!r}")
         if self.metrics_token_required and not self.metrics_token:
             raise ValueError("metrics_token_required is set: put the token in IMAGINE_METRICS_TOKEN "
                              "(or IMAGINE_METRICS_TOKEN_FILE) in the environment")
         object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
+
+    @property
+    def loopback_only(self) -> bool:
+        """Whether the server listens on a loopback address only (127.0.0.0/8, ::1, localhost)."""
+        if self.listen == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.listen).is_loopback
+        except ValueError:
+            return False

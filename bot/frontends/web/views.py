@@ -7,30 +7,39 @@ read-only field; a small script only adds a "copy" button's clipboard action.
 
 from __future__ import annotations
 
-import asyncio
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from bot.frontends.web.access import client_address
 from bot.frontends.web.formats import thumbnail
 from bot.service import ImagineService, JobView, SharedImage, StoredImage, image_ref
 
-__all__ = ["gallery_router", "image_json", "job_json", "update_event"]
+__all__ = ["error_page", "gallery_router", "image_json", "is_page", "job_json", "update_event"]
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
-gallery_router = APIRouter(tags=["gallery"], include_in_schema=False)
+async def _per_address(request: Request) -> None:
+    """The public gallery's limit per client address (``gallery_rate_limit`` a minute): 429 past it."""
+    wait = request.app.state.gallery_limiter.take(client_address(request))
+    if wait > 0:
+        raise HTTPException(429, "Too many gallery requests from your address; slow down.",
+                            headers={"Retry-After": str(math.ceil(wait))})
+
+
+gallery_router = APIRouter(tags=["gallery"], include_in_schema=False, dependencies=[Depends(_per_address)])
 PER_PAGE = 24
 
 
 def image_json(job_id: str, image: StoredImage) -> dict[str, Any]:
     ref = image_ref(job_id, image.index)
-    return {"id": ref, "url": f"/v1/images/{ref}", "seed": image.seed, "width": image.width,
-            "height": image.height}
+    return {"id": ref, "image_id": image.image_id, "url": f"/v1/images/{ref}", "seed": image.seed,
+            "width": image.width, "height": image.height}  # the chats name it by image_id
 
 
 def job_json(view: JobView) -> dict[str, Any]:
@@ -43,6 +52,26 @@ def job_json(view: JobView) -> dict[str, Any]:
 def update_event(number: int, name: str, data: dict[str, Any]) -> str:
     """One Server-Sent Events frame."""
     return f"id: {number}\nevent: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+_TITLES = {400: "That did not work", 403: "Not allowed", 404: "Not found", 422: "That address is not right",
+           429: "Too many requests", 500: "Something went wrong", 503: "Not available right now"}
+
+
+def is_page(request: Request) -> bool:
+    """A request for a gallery page (or a browser's, outside the API): errors answer as HTML."""
+    path = request.url.path
+    if path == "/" or path.startswith("/i/"):
+        return True
+    api = path.startswith(("/v1/", "/healthz", "/metrics", "/docs", "/openapi", "/static/"))
+    return not api and "text/html" in request.headers.get("accept", "")
+
+
+def error_page(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> HTMLResponse:
+    """An error as an HTML page of the gallery, with its HTTP status."""
+    title = _TITLES.get(status, "That did not work" if status < 500 else "Something went wrong")
+    return templates.TemplateResponse(request, "error.html", {"title": title, "message": message},
+                                      status_code=status, headers=headers)
 
 
 def _alt(item: SharedImage) -> str:
@@ -74,12 +103,15 @@ async def shared_page(share_id: str, request: Request) -> HTMLResponse:
 
 @gallery_router.get("/i/{share_id}/image.png")
 async def shared_file(share_id: str, request: Request) -> FileResponse:
-    item = await _service(request).shared_image(share_id)
-    return FileResponse(item.path, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
+    """The public copy: the pixels and what the page shows, nothing else (made once, cached)."""
+    path = await _service(request).shared_file(share_id)
+    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
 
 
 @gallery_router.get("/i/{share_id}/thumb.jpg")
-async def shared_thumb(share_id: str, request: Request) -> Response:
-    item = await _service(request).shared_image(share_id)
-    data = await asyncio.to_thread(thumbnail, item.path)
-    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=3600"})
+async def shared_thumb(share_id: str, request: Request) -> FileResponse:
+    """A thumbnail, made once and cached on disk (removed with the image)."""
+    service = _service(request)
+    item = await service.shared_image(share_id)
+    path = await service.derived(item.path, "thumb384.jpg", thumbnail)
+    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=3600"})

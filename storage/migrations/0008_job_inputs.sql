@@ -1,4 +1,4 @@
--- 0009: the image a job starts from when a user sent one (img2img from an upload). The file is
+-- 0008: the image a job starts from when a user sent one (img2img from an upload). The file is
 -- in the image store like results, so history shows it, /forget deletes it and a restart runs
 -- the job with it again.
 

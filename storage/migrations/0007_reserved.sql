@@ -1,2 +1,0 @@
--- 0007: reserved for another branch's migration (issue 22, trust). Delete this file when that
--- branch's 0007 lands: migrations must be numbered 1..N with no gap.
