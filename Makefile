@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 install-test: $(VENV)/.installed-test
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP_INSTALL) -e '.[web,test,bench,ray,web-test]'
+	$(PIP_INSTALL) -e '.[web,test,bench,ray,web-test,eval]'
 	touch $@
 
 run: install

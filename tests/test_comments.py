@@ -63,8 +63,9 @@ async def test_a_comment_needs_a_rating_passes_the_filter_and_is_shown_exported_
         await env.service.rate(ADA, first, 2)
         assert await _comment_of(env, ADA, first) == "second thoughts"
         assert await _comment_of(env, ADA, second) is None
-        # someone else's rating of the same image keeps its own comment
+        # someone else's rating of the same (shared) image keeps its own comment
         env.clock.advance(minutes=1)
+        await env.service.share(ADA, str(second))
         await env.service.rate(BOB, second, 5)
         await env.service.comment(BOB, second, "best one")
 

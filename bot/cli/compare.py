@@ -12,22 +12,28 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from datetime import datetime
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
 
-    from bot.cli.evaluate import EvalOptions, Evaluation
     from bot.config import Config
     from generation.quality.metrics import FeatureSet
 
 __all__ = ["compare", "compare_text"]
 
 
-async def compare(config: Config, options: EvalOptions, model_a: str, model_b: str) -> dict[str, Any]:
-    """Evaluate both, then the intervals, the per-prompt CLIP differences and the plot."""
-    from bot.cli.evaluate import evaluate
+# bot.cli.evaluate's EvalOptions and Evaluation: it calls this module (and hands over its
+# ``evaluate``), so naming them here would make an import circle.
+EvalOptions = Any
+Evaluation = Any
 
+
+async def compare(config: Config, options: EvalOptions, model_a: str, model_b: str,
+                  evaluate: Callable[[Config, EvalOptions], Awaitable[Evaluation]]) -> dict[str, Any]:
+    """Evaluate both with ``evaluate`` (bot.cli.evaluate's), then the intervals, the per-prompt
+    CLIP differences and the plot."""
     runs: dict[str, Evaluation] = {}
     for label, model in (("a", model_a), ("b", model_b)):
         runs[label] = await evaluate(config, replace(options, model=model, out=options.out / f"{label}-{model}"))

@@ -123,7 +123,7 @@ def eval_command(config: Config, args: argparse.Namespace) -> int:
     if args.compare:
         from bot.cli.compare import compare, compare_text
 
-        print(compare_text(asyncio.run(compare(config, options, *models))))
+        print(compare_text(asyncio.run(compare(config, options, *models, evaluate=evaluate))))
         return 0
     evaluation = asyncio.run(evaluate(config, options))
     print(summary(evaluation.report))
