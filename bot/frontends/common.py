@@ -22,7 +22,6 @@ import contextlib
 import io
 import logging
 import math
-import re
 import shlex
 import time
 import uuid
@@ -62,8 +61,6 @@ __all__ = [
     "new_reference",
     "on_off",
     "quota_text",
-    "read_image_file",
-    "split_image_flag",
     "TOOLS",
     "tool_action",
     "upload_too_large",
@@ -123,34 +120,6 @@ def upload_too_large(size: int | None) -> str | None:
         return (f"Your image is {size:,} bytes, over the {MAX_UPLOAD_BYTES / 1e6:g} MB limit; "
                 "send a smaller or more compressed one.")
     return None
-
-
-_IMAGE_FLAG = re.compile(r"""(?:^|\s)--image(?:=|\s+)("[^"]*"|'[^']*'|\S+)""", re.IGNORECASE)
-
-
-def split_image_flag(text: str) -> tuple[str, str | None]:
-    """``--image PATH`` taken out of a terminal line: (the rest, PATH or None). PATH may be quoted."""
-    match = _IMAGE_FLAG.search(text)
-    if match is None:
-        if re.search(r"(?:^|\s)--image\s*$", text, re.IGNORECASE):
-            raise InvalidRequest("image", "--image needs the path of a picture, e.g. --image photo.jpg")
-        return text, None
-    path = match.group(1)
-    if path[:1] in "\"'" and path[-1:] == path[:1] and len(path) > 1:
-        path = path[1:-1]
-    return (text[:match.start()] + " " + text[match.end():]).strip(), path
-
-
-def read_image_file(path: str) -> bytes:
-    """The bytes of a local picture for ``--image`` (InvalidRequest saying what is wrong)."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise InvalidRequest("image", f"There is no file {path!r}; give the path of a PNG, JPEG or WebP picture.")
-    size = file.stat().st_size
-    too_large = upload_too_large(size)
-    if too_large:
-        raise InvalidRequest("image", too_large)
-    return file.read_bytes()
 
 
 def clip(text: str, limit: int) -> str:

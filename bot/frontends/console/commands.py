@@ -7,7 +7,9 @@ moderation commands are :mod:`bot.frontends.console.moderation`.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.frontends.common import (
@@ -20,15 +22,15 @@ from bot.frontends.common import (
     linked_text,
     on_off,
     quota_text,
-    read_image_file,
     settings_changes,
     share_image,
-    split_image_flag,
     stats_lines,
+    upload_too_large,
 )
 from bot.frontends.console.moderation import MODERATION_COMMANDS, ConsoleModeration
 from bot.options import help_text
 from bot.service import ImagineService, Ticket, Who
+from generation.core.errors import InvalidRequest
 
 __all__ = ["COMMANDS", "CommandHandlers"]
 
@@ -69,6 +71,34 @@ Admin (PLATFORM:USER is e.g. discord:1234, telegram:5678, cli:alice):
   /strikes PLATFORM:USER      a user's strikes, cooldown and block
   /policy [SCOPE] [explicit=block|spoiler] [allow=CATEGORY,...]   show or set a scope's policy
   /modlog [PLATFORM:USER]     the newest moderation decisions"""
+
+
+_IMAGE_FLAG = re.compile(r"""(?:^|\s)--image(?:=|\s+)("[^"]*"|'[^']*'|\S+)""", re.IGNORECASE)
+
+
+def split_image_flag(text: str) -> tuple[str, str | None]:
+    """``--image PATH`` taken out of a terminal line: (the rest, PATH or None). PATH may be quoted."""
+    match = _IMAGE_FLAG.search(text)
+    if match is None:
+        if re.search(r"(?:^|\s)--image\s*$", text, re.IGNORECASE):
+            raise InvalidRequest("image", "--image needs the path of a picture, e.g. --image photo.jpg")
+        return text, None
+    path = match.group(1)
+    if path[:1] in "\"'" and path[-1:] == path[:1] and len(path) > 1:
+        path = path[1:-1]
+    return (text[:match.start()] + " " + text[match.end():]).strip(), path
+
+
+def read_image_file(path: str) -> bytes:
+    """The bytes of a local picture for ``--image`` (InvalidRequest saying what is wrong)."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise InvalidRequest("image", f"There is no file {path!r}; give the path of a PNG, JPEG or WebP picture.")
+    size = file.stat().st_size
+    too_large = upload_too_large(size)
+    if too_large:
+        raise InvalidRequest("image", too_large)
+    return file.read_bytes()
 
 
 class CommandHandlers:
