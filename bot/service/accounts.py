@@ -72,6 +72,8 @@ class AccountsPart(ServiceContext):
             await asyncio.wait(waiting, timeout=self.config.settle_timeout_s)
         window = quotas.window_start(self.clock(), self.config.quota_window)
         orphans = await privacy.forget(self.db, user.id, keep_quota_from=window)
+        for end_sessions in self.session_enders:  # web sessions, when a front end keeps any
+            await end_sessions(user.id)
         removed = await asyncio.to_thread(self.store.delete, orphans)
         removed += await asyncio.to_thread(_remove_tree, self._export_dir(who))
         logger.info("forgot %s: %d job(s) cancelled, %d file(s) deleted", who.key, len(active.jobs), removed)

@@ -10,7 +10,7 @@ other, so they cannot import each other in a circle.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -90,6 +90,9 @@ class ServiceContext:
         self.scoring: set[asyncio.Task[None]] = set()  # CLIP scoring in flight (bot.service.scoring)
         self.writes = GroupWriter(db)  # jobs of one batch share their transactions
         self._seen_model: tuple[str, str | None, object] | None = None  # model_versions written today
+        # /forget ends the account's sessions on every front end that keeps any: each hook gets
+        # the account's user id and returns how many it ended (API keys are revoked in storage)
+        self.session_enders: list[Callable[[int], Awaitable[int]]] = []
         self._tickets: dict[str, Ticket] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 

@@ -6,6 +6,7 @@
                          our private chat; with one: join that platform's account
     /unlink              act as this Telegram user alone again
     /apikey [list | revoke ID]   a key for the HTTP API (shown once); only in our private chat
+    /web                 a one-time sign-in link to the web studio (10 minutes); only in our private chat
 
 :class:`AccountHandlers` is a part of :class:`~bot.frontends.telegram.front.TelegramFrontEnd`.
 """
@@ -23,11 +24,13 @@ from telegram.ext import ContextTypes
 from bot.frontends.common import (
     APIKEY_PRIVATE,
     UNLINKED,
+    WEB_PRIVATE,
     api_key_text,
     image_ref,
     link_code_text,
     linked_text,
     share_image,
+    web_link_text,
 )
 from bot.frontends.telegram.keyboards import share_keyboard
 from bot.frontends.telegram.messages import command_text, reply_parameters, who_of
@@ -42,10 +45,12 @@ ACCOUNT_COMMANDS = (
     ("link", "One account on Telegram and Discord: /link, or /link CODE"),
     ("unlink", "Stop sharing an account with another platform"),
     ("apikey", "A key for the HTTP API (in our private chat)"),
+    ("web", "Sign in to the web studio (in our private chat)"),
 )
 ACCOUNT_HELP = """/share JOB N · /unshare JOB N — the public web gallery (or 🌐 under a result)
 /link — a code to enter on Discord; /link CODE — join that account · /unlink
-/apikey [list | revoke ID] — a key for the HTTP API (in our private chat)"""
+/apikey [list | revoke ID] — a key for the HTTP API (in our private chat)
+/web — a sign-in link to the web studio (in our private chat)"""
 
 
 class AccountHandlers:
@@ -134,3 +139,12 @@ class AccountHandlers:
         else:
             text = await api_key_text(self.service, who, "new")
         await message.reply_text(text)
+
+    async def _web(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/web: a sign-in link to the web studio, only in the private chat."""
+        message, user = update.effective_message, update.effective_user
+        assert message is not None and user is not None
+        if message.chat.type != ChatType.PRIVATE:
+            await message.reply_text(WEB_PRIVATE)
+            return
+        await message.reply_text(web_link_text(await self.service.web_signin_link(who_of(user))))

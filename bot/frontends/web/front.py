@@ -23,6 +23,7 @@ from bot.frontends.web.commands import router
 from bot.frontends.web.moderation import moderation_router
 from bot.frontends.web.ops import ops_router
 from bot.frontends.web.settings import WebSettings
+from bot.frontends.web.studio_site import install_studio
 from bot.frontends.web.views import HERE, gallery_router
 from bot.service import Finished, ImagineService, Recovered, Ticket
 from generation.core.errors import ImagineError
@@ -47,6 +48,7 @@ def create_app(service: ImagineService, settings: WebSettings, front: WebFrontEn
     if settings.gallery:
         app.include_router(gallery_router)
         app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    install_studio(app)  # /signin, /studio, /me, /sessions (studio_site.py)
 
     @app.exception_handler(ImagineError)
     async def _user_error(request: Request, err: ImagineError) -> JSONResponse:
