@@ -111,6 +111,7 @@ async def test_make_watch_download_rate_share_and_delete(tmp_path: Path) -> None
         images = done["images"]
         assert [i["seed"] for i in images] == [7, 8] and images[0]["width"] > images[0]["height"]
         assert (await web.env.service.quota(ADA)).used == 2  # the chat account's quota
+        assert (await web.client.get("/studio/quota")).json()["remaining"] == 8
         history = await web.env.service.history(ADA)
         assert history.entries[0].images[0].image.seed == 7  # the chat account's history
         ref = images[0]["id"]

@@ -114,6 +114,7 @@ async def test_studio_in_chromium(tmp_path: Path, tiny: Any) -> None:
                     await page.keyboard.press("Enter")  # submits the form
                     await page.wait_for_selector("#results li img")
                     await page.wait_for_function("document.getElementById('status').textContent.startsWith('Done')")
+                    await page.wait_for_selector("#quota:has-text('49 of 50 images left')")  # charged once
                     seen = await page.evaluate("window.seen")
                     assert any(s.startswith("Queued: position") for s in seen), seen
                     assert any(re.match(r"Making it: step \d of 2", s) for s in seen), seen

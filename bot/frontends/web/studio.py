@@ -3,6 +3,7 @@
     GET  /studio                          the form (``?from=JOB-N`` fills it from one of your images)
     POST /studio/generate                 the /v1 ImageRequest as JSON → the job, its place in line
     GET  /studio/jobs/{id}                the job's state; /events: Server-Sent Events until it ends
+    GET  /studio/quota                    images left in this quota window
     GET  /studio/images/{ref}             png (default), jpeg, webp or svg; ``download=1`` saves it
     GET  /studio/images/{ref}/thumb.jpg   a thumbnail for the grid
     POST /studio/images/{ref}/rating|share|delete|variation, /studio/jobs/{id}/reroll
@@ -115,6 +116,14 @@ async def generate(body: ImageRequest, request: Request, found: Checked) -> dict
     options = body.model_dump(exclude={"prompt"}, exclude_none=True)
     ticket = await _service(request).imagine(found.who, body.prompt, target={"web": True}, **options)
     return _accepted(request, ticket)
+
+
+@studio_router.get("/quota")
+async def quota(request: Request, found: Session) -> dict[str, Any]:
+    """Images used and left in this quota window (the chat account's)."""
+    status = await _service(request).quota(found.who)
+    return {"used": status.used, "limit": status.limit, "remaining": status.remaining,
+            "resets_at": status.resets_at.isoformat()}
 
 
 @studio_router.get("/jobs/{job_id}")

@@ -102,7 +102,16 @@
     });
   }
 
+  function refreshQuota() {
+    var line = document.getElementById("quota");
+    if (!line) return;
+    api("GET", "/studio/quota").then(function (q) {
+      line.textContent = q.remaining + " of " + q.limit + " images left in this quota window.";
+    }, function () {});
+  }
+
   function finish(text) {
+    refreshQuota();
     if (bar) bar.hidden = true;
     status(text);
     var button = document.getElementById("generate");
