@@ -258,3 +258,27 @@ async def test_shared_page_has_card_tags_and_share_links(tmp_path: Path) -> None
         assert '<meta property="og:title" content="a red kite over hills' in page
         for name, link in share_links(url, "a red kite over hills"):
             assert f'href="{link.replace("&", "&amp;")}"' in page, name
+
+
+async def test_form_offers_what_the_model_can_do(tmp_path: Path) -> None:
+    from generation.core.request import ModelCaps
+    from tests.fakes import FakePipeline
+    from tests.test_refine import ScriptedRefiner
+
+    caps = ModelCaps(name="fake", base_resolution=256, steps=(2, 4), loras=(("ink", "a" * 12), ("neon", "b" * 12)))
+    async with web_env(tmp_path, FakePipeline(caps=caps)) as web:
+        csrf = await sign_in(web.client, web.env.service, ADA)
+        page = (await web.client.get("/studio")).text
+        steps = re.findall(r'<option value="(\d)"', page.split('id="steps"')[1].split("</select>")[0])
+        assert steps == ["2", "4"]
+        assert 'name="lora" value="ink"' in page and 'name="lora" value="neon"' in page
+        assert 'id="refine"' not in page  # no refiner configured: not offered
+        web.env.service.refiner = ScriptedRefiner("a fox, detailed")
+        assert 'id="refine"' in (await web.client.get("/studio")).text
+        web.env.service.refiner = None
+        done = await _make(web.client, csrf, lora="ink, neon:0.5", steps=2, seed=4)
+        job = (await web.env.service.job_view(ADA, done["images"][0]["job_id"])).request
+        assert [name for name, _ in job["loras"]] == ["ink", "neon"] and job["steps"] == 2
+        r = await web.client.post("/studio/generate", json={"prompt": "a fox", "steps": 8},
+                                  headers={"X-CSRF-Token": csrf, "Accept": "application/json"})
+        assert r.status_code == 422 and "2, 4" in json.dumps(r.json()["detail"]).replace(" and ", ", ")
