@@ -204,6 +204,20 @@ async def test_studio_in_chromium(tmp_path: Path, tiny: Any) -> None:
                     assert response is not None and response.status == 404
                     await bob_context.close()
 
+                    # from an image's page: variations are watched in the studio; delete asks first
+                    lighthouse = (await env.service.history(ADA, search="lighthouse")).entries[0]
+                    mine = f"{lighthouse.job_id}-1"
+                    await page.goto(base + f"/me/{mine}")
+                    await page.get_by_role("button", name="Variations").click()
+                    await page.wait_for_url("**/studio?watch=*")
+                    await page.wait_for_selector("#results li img")
+                    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+                    await page.goto(base + f"/me/{mine}")
+                    await page.get_by_role("button", name="Delete").click()
+                    await page.wait_for_url("**/me")
+                    assert await page.locator(f'a[href="/me/{mine}"]').count() == 0
+                    assert (await page.goto(public)).status == 404  # its share went with it
+
                     # sign out: the studio asks to sign in again
                     await page.goto(base + "/studio")
                     await page.get_by_role("button", name="Sign out").click()

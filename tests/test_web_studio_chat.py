@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import re
 import shutil
 from pathlib import Path
@@ -48,6 +49,8 @@ async def test_web_in_private_chats_only(tmp_path: Path, tiny: Any) -> None:
         assert "/signin/" not in said.params["text"]
         said = await tg_reply(tg, "/web", ALICE, None, "sign-in link")
         link = re.search(r"(https://\S+/signin/\S+)", said.params["text"]).group(1)  # type: ignore[union-attr]
+        preview = said.params.get("link_preview_options")
+        assert (json.loads(preview) if isinstance(preview, str) else preview)["is_disabled"] is True
         assert (await _signs_in_as(env.service, link)).key == "telegram:1001"
         menu = {c["command"] for c in tg.calls("setMyCommands")[-1].params["commands"]}
         assert "web" in menu

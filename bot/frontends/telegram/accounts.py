@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from telegram import Message, Update
+from telegram import LinkPreviewOptions, Message, Update
 from telegram.constants import ChatType
 from telegram.error import BadRequest
 from telegram.ext import ContextTypes
@@ -147,4 +147,5 @@ class AccountHandlers:
         if message.chat.type != ChatType.PRIVATE:
             await message.reply_text(WEB_PRIVATE)
             return
-        await message.reply_text(web_link_text(await self.service.web_signin_link(who_of(user))))
+        url = await self.service.web_signin_link(who_of(user))  # no preview: the token stays in this chat
+        await message.reply_text(web_link_text(url), link_preview_options=LinkPreviewOptions(is_disabled=True))
