@@ -141,6 +141,7 @@ async def test_make_watch_download_rate_share_and_delete(tmp_path: Path) -> None
         assert "<dt>Seed</dt><dd>7</dd>" in detail and "<dt>Negative</dt><dd>fog</dd>" in detail
         assert f'href="/studio?from={ref}"' in detail and 'aria-pressed="true" aria-label="Rate 4 stars"' in detail
         refill = (await web.client.get(f"/studio?from={ref}")).text
+        assert "There is no image nope-x" in (await web.client.get("/studio?from=nope-x")).text
         assert 'value="7"' in refill and '<option value="16:9" selected' in refill and ">a lighthouse at dusk<" in refill
 
         # reroll and variation are jobs like any other

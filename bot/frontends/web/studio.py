@@ -96,7 +96,9 @@ async def studio_page(request: Request, from_: Annotated[str, Query(alias="from"
                               "count": settings.get("count") or 1, "refine": bool(settings.get("refine")),
                               "aspect": settings.get("aspect") or "1:1"}
     note = ""
-    if from_:
+    if from_ and not from_.rpartition("-")[2].isdecimal():
+        note = f"There is no image {from_} of yours to start from."
+    elif from_:
         try:
             values = _prefill(await service.job_view(found.who, from_.rpartition("-")[0]), from_)
             note = f"Filled in from image {from_}: change what you like and press Generate."
