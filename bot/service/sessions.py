@@ -4,7 +4,7 @@ The link (valid :data:`SIGNIN_VALID`, used once) and the session's cookie token 
 as hashes (:mod:`storage.web_sessions`). A session acts as the chat account that asked for the
 link (linked identities included), so quota, history, ratings and settings are the same ones.
 Its CSRF token comes back with every state-changing request. ``/forget`` ends every session of
-the account (:meth:`SessionsPart.end_web_sessions_of`, called by ``forget``'s hook when present).
+the account (:meth:`SessionsPart.end_web_sessions_of`, one of the context's ``session_enders``).
 """
 
 from __future__ import annotations
@@ -50,9 +50,7 @@ class SessionsPart(ServiceContext):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        enders = getattr(self, "session_enders", None)
-        if enders is not None:  # /forget's hook (bot.service.accounts): end this account's sessions
-            enders.append(self.end_web_sessions_of)
+        self.session_enders.append(self.end_web_sessions_of)  # /forget ends the account's sessions
 
     async def web_signin_link(self, who: Who) -> str:
         """A one-time sign-in link to the web studio for the caller's account (10 minutes)."""
