@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from bot.config import ConfigError, load_config
 from bot.frontends.console import Console
 from bot.safety import (
     AllowAllImages,
@@ -98,15 +99,19 @@ def test_explicit_finding_threshold_and_labels() -> None:
         ImageSettings(explicit_threshold=0)
 
 
-def test_settings_from_mapping() -> None:
-    settings = ModerationSettings.from_mapping({
-        "cooldown_after": 2, "explicit_labels": ["ANUS_EXPOSED"],
-        "policies": {"telegram:chat:5": {"explicit": "spoiler", "allow": ["explicit sexual content"]}},
-    })
+def test_settings_from_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[moderation]\ncooldown_after = 2\nexplicit_labels = ["ANUS_EXPOSED"]\n'
+        '[moderation.policies."telegram:chat:5"]\nexplicit = "spoiler"\nallow = ["explicit sexual content"]\n',
+        encoding="utf-8")
+    settings = load_config(config, env={}).moderation
+    assert settings.cooldown_after == 2
     assert settings.policies["telegram:chat:5"] == ScopePolicy("spoiler", ("explicit sexual content",))
     assert settings.image.explicit_labels == ("ANUS_EXPOSED",)
-    with pytest.raises(ValueError, match="unknown \\[moderation\\] key"):
-        ModerationSettings.from_mapping({"cooldown": 3})
+    config.write_text("[moderation]\ncooldown = 3\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="moderation.cooldown"):
+        load_config(config, env={})
     with pytest.raises(ValueError, match="explicit"):
         ModerationSettings(explicit="hide")
     with pytest.raises(ValueError, match="block_after"):

@@ -362,7 +362,7 @@ async def test_failing_job_does_not_affect_other_batches(make) -> None:
     rbad, rgood = await results(bad, good)
     assert isinstance(rbad, GenerationFailed) and "internal error" in str(rbad)
     assert bad.status == "failed" and good.status == "done" and len(rgood.images) == 1
-    assert [e async for e in bad.events()] == [Failed(bad._error)]
+    assert [e async for e in bad.events()] == [Failed(bad.error)]
 
 
 async def test_out_of_memory_at_one_image_fails_that_job_with_a_clear_message(make) -> None:

@@ -24,7 +24,6 @@ from bot.service import (
     Who,
 )
 from generation.core.errors import GenerationFailed, InvalidRequest, JobCancelled, QueueFull
-from generation.core.request import GenerationRequest
 from storage import images, jobs, quotas, read_png_metadata, users
 from tests.fakes import FakePipeline
 from tests.service_support import ADA, BOB, ROOT, service_env
@@ -277,11 +276,6 @@ async def test_reroll_new_seed_charged_to_clicker(env) -> None:
         await service.reroll(BOB, "nope")
 
 
-_HAS_IMG2IMG = "init_image" in GenerationRequest.__dataclass_fields__
-
-
-@pytest.mark.xfail(not _HAS_IMG2IMG, strict=False,
-                   reason="generation has no img2img yet (GenerationRequest.init_image/strength)")
 async def test_variation_is_img2img_of_the_chosen_image(env) -> None:
     service = env.service
     first = await asyncio.wait_for((await service.imagine(ADA, "a fox --n 2 --steps 1")).delivery(), TIMEOUT)

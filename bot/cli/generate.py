@@ -21,7 +21,7 @@ async def generate(
     from tqdm import tqdm
 
     from bot.app import engine
-    from generation.scheduling.queue import Cancelled, Done, Failed, Queued, Started, Step
+    from generation.scheduling.events import Cancelled, Done, Failed, Queued, Started, Step
 
     async with engine(config, model=model) as queue:
         caps = queue.caps

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bot.config import Config
@@ -12,7 +12,8 @@ if TYPE_CHECKING:
 __all__ = ["add_parser", "web_link_command"]
 
 
-def add_parser(sub: argparse._SubParsersAction, config_help: str) -> None:  # type: ignore[type-arg]
+def add_parser(sub: Any, config_help: str) -> None:
+    """Add ``web-link`` to ``sub`` (argparse's sub-parsers action, which has no public type name)."""
     link = sub.add_parser("web-link", help="a one-time sign-in link to the web studio for a chat account "
                                            "(valid 10 minutes, used once)")
     link.add_argument("user", help='the account, as "platform:user_id", e.g. "telegram:1234" or "discord:5678"')

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
 
 from bot.safety.images import EXPLICIT_LABELS, ImageSettings
 
@@ -62,23 +61,6 @@ class ModerationSettings:
         object.__setattr__(self, "policies", policies)
         object.__setattr__(self, "explicit_labels", tuple(self.explicit_labels))
         ImageSettings(self.explicit_labels, self.explicit_threshold)  # validates the threshold
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> ModerationSettings:
-        """From a TOML table; unknown keys raise ValueError naming them."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown [moderation] key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        values = dict(data)
-        if "explicit_labels" in values:
-            values["explicit_labels"] = tuple(values["explicit_labels"])
-        if "policies" in values:
-            values["policies"] = {
-                scope: ScopePolicy(explicit=p.get("explicit", "block"), allow=tuple(p.get("allow", ())))
-                for scope, p in dict(values["policies"]).items()
-            }
-        return cls(**values)
 
     @property
     def image(self) -> ImageSettings:

@@ -4,6 +4,7 @@ The service is split by responsibility; :class:`ImagineService` is the facade th
 
     context.py         ServiceContext: resources, settings, shared lookups (every part builds on it)
     jobs.py            imagine, reroll, variation, following jobs, delivery bookkeeping, cancel, recover
+    inbox.py           platform requests stored before they are acknowledged, found again after a crash
     history.py         history pages, ratings, messages that show a job
     accounts.py        quota status, settings, DM state, forget, export
     accounts_rules.py  pure rules: valid settings, defaults, the export zip
@@ -41,6 +42,7 @@ from bot.service.admin import AdminPart
 from bot.service.context import ServiceSettings
 from bot.service.gallery import GalleryPage, GalleryPart, JobView, SharedImage, image_ref
 from bot.service.history import HistoryPart
+from bot.service.inbox import InboxPart
 from bot.service.jobs import JobsPart, Origin
 from bot.service.keys import ApiKey, KeysPart
 from bot.service.links import LINK_VALID, LinksPart
@@ -110,8 +112,8 @@ __all__ = [
 ]
 
 
-class ImagineService(MetricsPart, JobsPart, HistoryPart, AccountsPart, AdminPart, KeysPart, GalleryPart,
-                     LinksPart, SessionsPart, StudioPart):
+class ImagineService(MetricsPart, JobsPart, InboxPart, HistoryPart, AccountsPart, AdminPart, KeysPart,
+                     GalleryPart, LinksPart, SessionsPart, StudioPart):
     """Quota, safety, jobs, queue and storage behind one API for every front end.
 
     Each part is a class over the same :class:`~bot.service.context.ServiceContext` state; the

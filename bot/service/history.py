@@ -8,7 +8,7 @@ from __future__ import annotations
 
 
 from bot.service.context import ServiceContext
-from bot.service.tickets import Delivery, HistoryEntry, HistoryImage, HistoryView, NotFound, Who
+from bot.service.tickets import HistoryEntry, HistoryImage, HistoryView, NotFound, Who
 from generation.core.errors import InvalidRequest
 from storage import images, jobs, messages, ratings, users
 from storage.records import RATING_SOURCES, Image, Rating
@@ -75,15 +75,6 @@ class HistoryPart(ServiceContext):
                            message_id: str | int) -> tuple[str, int | None] | None:
         """(job id, image index or None for all) of a message recorded by ``remember_message``."""
         return await messages.find(self.db, platform, chat_id, message_id)
-
-    async def message_delivery(self, platform: str, chat_id: str | int | None,
-                               message_id: str | int) -> Delivery | None:
-        """The job a recorded message shows, with its stored images (None for other messages)."""
-        found = await self.find_message(platform, chat_id, message_id)
-        if found is None:
-            return None
-        row = await jobs.get(self.db, found[0])
-        return None if row is None else await self._delivery_of(row)
 
     async def rate_message(self, who: Who, chat_id: str | int | None, message_id: str | int, stars: int,
                            source: str = "reaction") -> list[Rating]:

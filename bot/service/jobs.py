@@ -38,20 +38,18 @@ from bot.service.tickets import (
     NotAllowed,
     NotFound,
     QuotaExceeded,
-    Queued,
     Recovered,
     Running,
     Ticket,
     Who,
 )
-from generation.scheduling import queue as gq
-from generation.core.errors import ImagineError, JobCancelled
-from generation.scheduling.queue import ShuttingDown
+from generation.core.errors import ImagineError
 from generation.core.request import GenerationRequest, GenerationResult, random_seed
+from generation.scheduling.events import Done, Started
+from generation.scheduling.job import Job as QueueJob
 from storage import images, inbox, jobs, model_versions, quotas, users
 from storage.files import png_with_metadata
 from storage.db import Transaction
-from storage.inbox import InboxItem
 from storage.records import Image, User
 from storage.records import Job as JobRow
 
@@ -139,14 +137,11 @@ class JobsPart(ServiceContext):
         # img2img runs int(steps * strength) steps: take more steps when that would be none
         steps = next((s for s in sorted(self.caps.steps) if s >= base.steps and int(s * strength) >= 1),
                      base.steps)
-        try:
-            request = replace(
-                base, kind="img2img", init_image=str(self.store.path_for(found[0].path).resolve()),
-                strength=strength, steps=steps, seed=random_seed(), variation_of=f"{job_id}#{index + 1}",
-                user_id=who.user_id, platform=who.platform,
-            )
-        except TypeError:
-            raise NotAllowed("Variations are not available on this bot yet.") from None
+        request = replace(
+            base, kind="img2img", init_image=str(self.store.path_for(found[0].path).resolve()),
+            strength=strength, steps=steps, seed=random_seed(), variation_of=f"{job_id}#{index + 1}",
+            user_id=who.user_id, platform=who.platform,
+        )
         return await self._submit(who, user, self.caps.check(request), target=target, dedupe=False,
                                   origin=origin)
 
@@ -239,36 +234,34 @@ class JobsPart(ServiceContext):
         logger.info("job %s served from job %s's images", job.id, found.id)
         delivery = self._delivery(job.id, request, rows, cached=True, target=job.target)
         ticket = Ticket(job.id, request, target=job.target)
-        ticket._settle(Finished(delivery), delivery=delivery)
+        ticket.settle(Finished(delivery))
         return ticket
 
-    def _follow(self, job_id: str, request: GenerationRequest, qjob: gq.Job,
+    def _follow(self, job_id: str, request: GenerationRequest, qjob: QueueJob,
                 target: dict[str, Any]) -> Ticket:
         ticket = Ticket(job_id, request, target=target, position=qjob.position, eta=qjob.eta)
         self._tickets[job_id] = ticket
         self._tasks[job_id] = asyncio.create_task(self._consume(ticket, qjob), name=f"job-{job_id}")
         return ticket
 
-    async def _consume(self, ticket: Ticket, qjob: gq.Job) -> None:
-        """Turn the queue's events into storage transitions and ticket updates."""
+    async def _consume(self, ticket: Ticket, qjob: QueueJob) -> None:
+        """Record the queue's events in storage; pass them on as the ticket's updates."""
         job_id = ticket.job_id
         try:
             async for event in qjob.events():
-                if isinstance(event, gq.Queued):
-                    ticket._push(Queued(event.position, event.eta))
-                elif isinstance(event, gq.Started):
+                if isinstance(event, Started):
                     now = self.clock()
                     await self.writes.run(lambda tx, now=now: jobs.mark_running(tx, job_id, now))
-                    ticket._push(Running(0, ticket.request.steps))
-                elif isinstance(event, gq.Step):
-                    ticket._push(Running(event.step, event.steps))
-                elif isinstance(event, gq.Done):
+                    ticket.push(Running(0, ticket.request.steps))
+                elif isinstance(event, Done):
                     await self._store_result(ticket, event.result)
-                elif isinstance(event, gq.Cancelled):
-                    await self._on_cancelled(ticket, qjob, event)
-                elif isinstance(event, gq.Failed):
-                    await self._settle_row(job_id, "failed", str(event.error))
-                    ticket._settle(Failed(str(event.error)), error=event.error)
+                elif isinstance(event, Cancelled):
+                    await self._on_cancelled(ticket, event)
+                elif isinstance(event, Failed):
+                    await self._settle_row(job_id, "failed", event.message)
+                    ticket.settle(event)
+                else:  # Queued and Step (Running): the ticket's updates as they are
+                    ticket.push(event)
         except asyncio.CancelledError:
             raise  # shutting down: the row stays queued/running for recover()
         except Exception:
@@ -279,24 +272,18 @@ class JobsPart(ServiceContext):
                 await self._settle_row(job_id, "failed", message)
             except Exception:
                 logger.exception("job %s: could not mark failed; recover() will retry it", job_id)
-            ticket._settle(Failed(message), error=ImagineError(message))
+            ticket.settle(Failed(ImagineError(message)))
         finally:
             self._tasks.pop(job_id, None)
             self._tickets.pop(job_id, None)
 
-    async def _on_cancelled(self, ticket: Ticket, qjob: gq.Job, event: gq.Cancelled) -> None:
-        try:
-            await qjob.result()
-        except JobCancelled as err:
-            error: JobCancelled = err
-        else:  # pragma: no cover - a cancelled job has no result
-            error = JobCancelled("Your request was cancelled.")
-        if isinstance(error, ShuttingDown) or event.reason == "shutdown":
+    async def _on_cancelled(self, ticket: Ticket, event: Cancelled) -> None:
+        if event.reason == "shutdown":
             # Not run and not refunded: the row stays queued and runs after the restart.
-            ticket._settle(Failed(str(error)), error=error)
+            ticket.settle(Failed(event.error))
             return
         await self._settle_row(ticket.job_id, "cancelled")
-        ticket._settle(Cancelled(str(error)), error=error)
+        ticket.settle(event)
 
     async def _store_result(self, ticket: Ticket, result: GenerationResult) -> None:
         """Check the images, store them with their rows, mark done; or fail and refund."""
@@ -306,7 +293,7 @@ class JobsPart(ServiceContext):
         if "blocked" in verdicts:
             logger.warning("job %s: %d image(s) blocked by the image checker", job_id, verdicts.count("blocked"))
             await self._settle_row(job_id, "failed", _BLOCKED_IMAGE)
-            ticket._settle(Failed(_BLOCKED_IMAGE), error=ImagineError(_BLOCKED_IMAGE))
+            ticket.settle(Failed(ImagineError(_BLOCKED_IMAGE)))
             return
         request = result.request
         files = []
@@ -342,11 +329,10 @@ class JobsPart(ServiceContext):
             row = await jobs.get(self.db, job_id)
             logger.info("job %s became %s while storing; images dropped", job_id,
                         row.status if row else "deleted")
-        if stored_rows is None:
-            ticket._settle(Cancelled(), error=JobCancelled("Your request was cancelled."))
+            ticket.settle(Cancelled())
             return
         delivery = self._delivery(job_id, request, stored_rows, cached=False, target=ticket.target)
-        ticket._settle(Finished(delivery), delivery=delivery)
+        ticket.settle(Finished(delivery))
         score_later(self, [row.id for row in stored_rows], result.images, styled)  # [eval] clip_model
 
     def _put_png(self, image: Any, params: dict[str, Any]) -> tuple[str, str, int, int, int]:
@@ -426,20 +412,6 @@ class JobsPart(ServiceContext):
         logger.info("job %s cancelled by %s", row.id, who.key)
         return CancelOutcome(row.id, self._text(row.request), after.status,
                              after.charged if after.refunded else 0)
-
-    # -- the inbox: acknowledge only what is stored ------------------------------------------------
-
-    async def receive(self, platform: str, key: str | int, payload: dict[str, Any]) -> bool:
-        """Store a platform request before acknowledging it; False if it was stored before."""
-        return await inbox.receive(self.db, platform, key, payload, self.clock())
-
-    async def handled(self, platform: str, key: str | int) -> bool:
-        """Close a stored request whose outcome was not a job (a refusal sent, a button done)."""
-        return await inbox.mark_handled(self.db, platform, key, self.clock())
-
-    async def unhandled(self, platform: str) -> list[InboxItem]:
-        """Requests stored but not handled before a crash, oldest first, to process again."""
-        return await inbox.unhandled(self.db, platform)
 
 
 def _origin_key(origin: Origin | None) -> str | None:

@@ -28,7 +28,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from bot.service.context import ServiceContext
 from bot.service.tickets import Ticket, Who
-from generation.scheduling import queue as gq
+from generation.scheduling.events import Done, Started
+from generation.scheduling.job import Job as QueueJob
+from generation.scheduling.queue import GenerationQueue
 from generation.core.errors import ImagineError
 from storage import links
 
@@ -52,7 +54,7 @@ def _reason(error: BaseException) -> str:
 class ServiceMetrics:
     """The Prometheus metrics of one service."""
 
-    def __init__(self, queue: gq.GenerationQueue) -> None:
+    def __init__(self, queue: GenerationQueue) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         Gauge("imagine_queue_images", "Images waiting in the queue", registry=r).set_function(
@@ -80,18 +82,18 @@ class ServiceMetrics:
         """The Prometheus text exposition."""
         return generate_latest(self.registry)
 
-    def watch(self, qjob: gq.Job) -> None:
+    def watch(self, qjob: QueueJob) -> None:
         """Observe one queue job's events (time in queue, its batch, its images)."""
         submitted = time.monotonic()
 
         def on_event(event: Any) -> None:
-            if isinstance(event, gq.Started):
+            if isinstance(event, Started):
                 self.queue_seconds.observe(time.monotonic() - submitted)
                 if event not in self._seen_batches:  # the jobs of one batch share this event
                     self._seen_batches.add(event)
                     self.batches.inc()
                     self.batch_size.observe(event.batch_size)
-            elif isinstance(event, gq.Done):
+            elif isinstance(event, Done):
                 self.generation_seconds.observe(event.result.seconds)
                 count = len(event.result.images)
                 self.images.inc(count)
@@ -147,7 +149,7 @@ class MetricsPart(ServiceContext):
             self.delivery_failed(who.platform, "dm_closed")
         await super().set_dm_closed(who, closed)  # type: ignore[misc]
 
-    def _follow(self, job_id: str, request: Any, qjob: gq.Job, target: dict[str, Any]) -> Ticket:
+    def _follow(self, job_id: str, request: Any, qjob: QueueJob, target: dict[str, Any]) -> Ticket:
         self.metrics.watch(qjob)
         return super()._follow(job_id, request, qjob, target)  # type: ignore[misc]
 

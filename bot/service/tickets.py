@@ -2,6 +2,11 @@
 
 Value types only (and :class:`Ticket`, the live handle of one accepted job); the service in
 :mod:`bot.service` creates them, front ends read them. The errors here are shown to users as is.
+
+A ticket's updates are the queue's own events (:mod:`generation.scheduling.events`) where they
+mean the same to a user: ``Queued``, ``Running`` (the queue's ``Step``; step 0 when the batch
+starts), ``Failed`` and ``Cancelled`` (the quota was refunded). Only the good end is the
+service's own: ``Finished`` carries the stored images where the queue's ``Done`` carried pixels.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Any, ClassVar, Union
 
 from generation.core.errors import ImagineError
 from generation.core.request import GenerationRequest
+from generation.scheduling.events import Cancelled, Failed, Queued, Step
 
 __all__ = [
     "AlreadyAccepted",
@@ -106,22 +112,7 @@ class Delivery:
     target: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Queued:
-    """Waiting: 1-based place in line and estimated seconds until done."""
-
-    position: int
-    eta: float
-    final: ClassVar[bool] = False
-
-
-@dataclass(frozen=True)
-class Running:
-    """On the GPU: ``step`` of ``steps`` done (0 right after starting)."""
-
-    step: int
-    steps: int
-    final: ClassVar[bool] = False
+Running = Step  # on the GPU: ``step`` of ``steps`` done (0 right after starting)
 
 
 @dataclass(frozen=True)
@@ -129,22 +120,6 @@ class Finished:
     """Images stored; send ``delivery``, then call ``mark_delivered``."""
 
     delivery: Delivery
-    final: ClassVar[bool] = True
-
-
-@dataclass(frozen=True)
-class Failed:
-    """The job failed; ``message`` is for the user (the quota was refunded)."""
-
-    message: str
-    final: ClassVar[bool] = True
-
-
-@dataclass(frozen=True)
-class Cancelled:
-    """The job was cancelled (the quota was refunded)."""
-
-    message: str = "Your request was cancelled."
     final: ClassVar[bool] = True
 
 
@@ -208,24 +183,33 @@ class Ticket:
         assert self._delivery is not None
         return self._delivery
 
-    def _push(self, update: Update) -> None:
+    # -- the service moves the ticket on ----------------------------------------------------------
+
+    def push(self, update: Queued | Running) -> None:
+        """A new place in line or step; ignored once the ticket is settled."""
         if self._last.final:
             return
         if isinstance(update, Queued):
             self.position, self.eta = update.position, update.eta
+        self._send(update)
+
+    def settle(self, update: Finished | Failed | Cancelled) -> None:
+        """The one final update: images to deliver, or the error :meth:`delivery` raises."""
+        if self._settled.is_set():
+            return
+        if isinstance(update, Finished):
+            self._delivery = update.delivery
+        else:
+            self._error = update.error
+        self.position, self.eta = 0, 0.0
+        self._send(update)
+        self._inboxes.clear()
+        self._settled.set()
+
+    def _send(self, update: Update) -> None:
         self._last = update
         for inbox in list(self._inboxes):
             inbox.put_nowait(update)
-
-    def _settle(self, update: Update, *, delivery: Delivery | None = None,
-                error: ImagineError | None = None) -> None:
-        if self._settled.is_set():
-            return
-        self._push(update)
-        self._delivery, self._error = delivery, error
-        self.position, self.eta = 0, 0.0
-        self._inboxes.clear()
-        self._settled.set()
 
 
 @dataclass(frozen=True)

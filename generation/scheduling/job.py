@@ -1,9 +1,9 @@
 """One queued request as the queue's callers see it: status, place, ETA, events, result, cancel.
 
-Events, in order: ``Queued`` (each time the place in line changes), ``Started``, ``Step`` per
-denoising step, then exactly one final event: ``Done``, ``Failed`` or ``Cancelled``.
-The :class:`~generation.scheduling.queue.GenerationQueue` drives the transitions; a :class:`Job` only
-records them and fans them out to subscribers on the event loop.
+The events are those of :mod:`generation.scheduling.events`. The queue drives the transitions
+through the methods under "transitions" (:meth:`Job.place`, :meth:`Job.start`, :meth:`Job.settle`
+…); a :class:`Job` records them, fans them out to subscribers on the event loop, and asks its
+queue for one thing only, through :class:`JobHost`: to cancel it.
 """
 
 from __future__ import annotations
@@ -13,95 +13,41 @@ import copy
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Union
+from typing import Protocol
 
-from generation.core.errors import ImagineError, JobCancelled
+from generation.core.errors import ImagineError
 from generation.core.request import GenerationRequest, GenerationResult, Shape
+from generation.scheduling.events import (Cancelled, Done, EventCallback, Failed, JobEvent, Queued, ShuttingDown,
+                                          Started, Step)
 
-if TYPE_CHECKING:
-    from generation.scheduling.pool import RunningBatch, Slot
-    from generation.scheduling.queue import GenerationQueue
-
-__all__ = ["Cancelled", "Done", "EventCallback", "Failed", "Job", "JobEvent", "Queued", "ShuttingDown",
-           "Started", "Step"]
+__all__ = ["Cancelled", "Countdown", "Done", "EventCallback", "Failed", "Job", "JobEvent", "JobHost", "MIN_ETA",
+           "Queued", "ShuttingDown", "Started", "Step"]
 
 logger = logging.getLogger(__name__)
 
-
-class ShuttingDown(JobCancelled):
-    """The queue closed without draining before this job ran; it was not generated."""
+MIN_ETA = 0.1  # an ETA never reads 0 before the job is done
 
 
-# -- events -------------------------------------------------------------------------------------
+class JobHost(Protocol):
+    """What a job needs from the queue that holds it."""
+
+    def cancel(self, job: Job) -> bool:
+        """End ``job`` as cancelled; False if it had already finished."""
 
 
-@dataclass(frozen=True)
-class Queued:
-    """Waiting: 1-based place in line and estimated seconds until done."""
+class Countdown(Protocol):
+    """Something with an estimated end: a running batch, or the executor lane a job waits for."""
 
-    position: int
-    eta: float
-    final: ClassVar[bool] = False
-
-
-@dataclass(frozen=True)
-class Started:
-    """The job's batch went to the GPU: images and jobs in the batch, estimated seconds."""
-
-    batch_size: int
-    batch_jobs: int
-    eta: float
-    final: ClassVar[bool] = False
-
-
-@dataclass(frozen=True)
-class Step:
-    """Denoising step ``step`` of ``steps`` finished (restarts if the batch is split on OOM)."""
-
-    step: int
-    steps: int
-    final: ClassVar[bool] = False
-
-
-@dataclass(frozen=True)
-class Done:
-    """The images are ready."""
-
-    result: GenerationResult
-    final: ClassVar[bool] = True
-
-
-@dataclass(frozen=True)
-class Failed:
-    """The job could not be made; ``str(error)`` is for the user."""
-
-    error: ImagineError
-    final: ClassVar[bool] = True
-
-
-@dataclass(frozen=True)
-class Cancelled:
-    """The job was cancelled: ``reason`` is "user" or "shutdown"."""
-
-    reason: str = "user"
-    final: ClassVar[bool] = True
-
-
-JobEvent = Union[Queued, Started, Step, Done, Failed, Cancelled]
-EventCallback = Callable[[JobEvent], None]
-
-
-# -- jobs ---------------------------------------------------------------------------------------
+    @property
+    def remaining(self) -> float:
+        """Estimated seconds left (0 when it is over or idle)."""
 
 
 class Job:
     """One submitted request: status, place in line, ETA, result, events, cancel."""
 
-    def __init__(
-        self, queue: GenerationQueue, job_id: str, request: GenerationRequest, priority: bool, seq: int
-    ) -> None:
-        self._queue = queue
+    def __init__(self, host: JobHost, job_id: str, request: GenerationRequest, priority: bool, seq: int) -> None:
+        self._host = host
         self.id = job_id
         self.request = request
         self.priority = priority
@@ -112,9 +58,9 @@ class Job:
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self._position = 0
-        self._eta_queued = 0.0  # seconds after its lane's running batch ends
-        self._lane: Slot | None = None  # where the ETA simulation puts it
-        self._running: RunningBatch | None = None  # its batch on a slot now
+        self._lane: Countdown | None = None  # where the ETA plan puts it
+        self._after_lane = 0.0  # seconds after its lane's running batch ends
+        self._running: Countdown | None = None  # its batch on a slot now
         self._started: Started | None = None
         self._last_step: Step | None = None
         self._final: JobEvent | None = None
@@ -142,11 +88,21 @@ class Job:
     @property
     def eta(self) -> float:
         """Estimated seconds until this job is done (0 once finished)."""
-        return self._queue._eta_for(self)
+        if self.finished:
+            return 0.0
+        if self._running is not None:
+            return max(self._running.remaining, MIN_ETA)
+        ahead = self._lane.remaining if self._lane is not None else 0.0
+        return max(ahead + self._after_lane, MIN_ETA)
 
     @property
     def finished(self) -> bool:
         return self._final is not None
+
+    @property
+    def error(self) -> ImagineError | None:
+        """What the job failed or was cancelled with (None while it runs, or when it is done)."""
+        return self._error
 
     async def result(self) -> GenerationResult:
         """The images; raises JobCancelled, GenerationFailed (or ShuttingDown)."""
@@ -158,7 +114,7 @@ class Job:
 
     def cancel(self) -> bool:
         """Cancel; False if the job had already finished."""
-        return self._queue._cancel(self)
+        return self._host.cancel(self)
 
     def subscribe(self, callback: EventCallback, *, replay: bool = True) -> Callable[[], None]:
         """Call ``callback(event)`` on the loop for each event; returns an unsubscribe function.
@@ -191,7 +147,47 @@ class Job:
         finally:
             unsubscribe()
 
-    # -- transitions (called by the queue) -----------------------------------------------------
+    # -- transitions (the queue calls these) ---------------------------------------------------
+
+    def plan(self, lane: Countdown | None, after: float) -> None:
+        """Expect to be done ``after`` seconds after ``lane`` (None: no lane) ends what it runs."""
+        self._lane, self._after_lane = lane, after
+
+    def place(self, position: int) -> None:
+        """A new place in line: subscribers hear ``Queued`` when it changed."""
+        if position != self._position:
+            self._position = position
+            self._emit(Queued(position, self.eta))
+
+    def start(self, running: Countdown, event: Started) -> None:
+        """The job's batch ``running`` went to an executor (again, on a retry)."""
+        self.status = "running"
+        self.started_at = time.monotonic()
+        self._running, self._started = running, event
+        self._emit(event)
+
+    def step(self, running: Countdown, event: Step) -> None:
+        """Progress of the batch ``running``: passed on while the job still runs in it."""
+        if self.status == "running" and self._running is running:
+            self._last_step = event
+            self._emit(event)
+
+    def leave(self, running: Countdown) -> None:
+        """The batch ``running`` is over (the job settles, or waits to run again)."""
+        if self._running is running:
+            self._running = None
+
+    def settle(self, event: Done | Failed | Cancelled) -> None:
+        """The one final event: done, failed or cancelled."""
+        if isinstance(event, Done):
+            self.status, self._result = "done", event.result
+        else:
+            self.status, self._error = ("failed" if isinstance(event, Failed) else "cancelled"), event.error
+        self.finished_at = time.monotonic()
+        self._final = event
+        self._finished.set()
+        self._emit(event)
+        self._subscribers.clear()
 
     def _current_events(self) -> list[JobEvent]:
         if self._final is not None:
@@ -202,25 +198,8 @@ class Job:
         return events + ([self._last_step] if self._last_step is not None else [])
 
     def _emit(self, event: JobEvent) -> None:
-        if isinstance(event, Step):
-            self._last_step = event
         for callback in list(self._subscribers):
             _deliver(callback, event)
-
-    def _start(self, event: Started) -> None:
-        self.status = "running"
-        self.started_at = time.monotonic()
-        self._started = event
-        self._emit(event)
-
-    def _finish(self, status: str, event: JobEvent, *, result: GenerationResult | None = None,
-                error: ImagineError | None = None) -> None:
-        self.status = status
-        self.finished_at = time.monotonic()
-        self._result, self._error, self._final = result, error, event
-        self._finished.set()
-        self._emit(event)
-        self._subscribers.clear()
 
 
 def _deliver(callback: EventCallback, event: JobEvent) -> None:

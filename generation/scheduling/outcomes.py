@@ -20,8 +20,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from generation.core.errors import GenerationFailed, ImagineError
-from generation.scheduling.job import Done
 from generation.core.request import GenerationResult
+from generation.scheduling.events import Done
 
 if TYPE_CHECKING:
     from generation.scheduling.job import Job

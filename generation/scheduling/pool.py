@@ -85,6 +85,11 @@ class Slot:
         return shape[3] in self.executor.caps.steps
 
     @property
+    def remaining(self) -> float:
+        """Estimated seconds until the batch running here ends; 0 when idle."""
+        return self.running.remaining if self.running is not None else 0.0
+
+    @property
     def idle(self) -> bool:
         return self.in_rotation and self.running is None
 
@@ -171,19 +176,35 @@ class ExecutorPool:
         return None
 
     def place(self, batches: Sequence[Sequence[Job]], shared: TimeEstimator) -> None:
-        """Set each job's ETA lane and offset for ``batches`` (in the order they will start)."""
+        """Plan each job's ETA: its lane and offset for ``batches`` (in the order they will start)."""
         batches = [b for b in batches if b]
         slots, lanes = self.in_rotation, self.lanes(shared)
         placed = assign([(b[0].shape, sum(j.images for j in b)) for b in batches], lanes)
         for batch, (lane, ends) in zip(batches, placed):
             for job in batch:
                 if lane < 0:  # no slot can run it (it is about to fail)
-                    job._lane, job._eta_queued = None, shared.batch_seconds(job.shape, job.images)
+                    job.plan(None, shared.batch_seconds(job.shape, job.images))
                 else:  # ETA = what the lane's running batch has left + this offset
-                    job._lane, job._eta_queued = slots[lane], ends - lanes[lane].free_in
+                    job.plan(slots[lane], ends - lanes[lane].free_in)
 
-    def succeeded(self, slot: Slot) -> None:
-        slot.failures = 0
+    def count(self, running: RunningBatch, verdict: str, shared: TimeEstimator) -> RetryBatch | None:
+        """Count how ``running`` ended (a verdict of :func:`~generation.scheduling.outcomes.settle`):
+        an "ok" batch teaches the timings and resets its slot's failures; a "lost" one counts a
+        failure and, on its first attempt, comes back as the batch of its unfinished jobs to run
+        once more."""
+        slot, batch = running.slot, running.batch
+        if verdict == "ok":
+            slot.failures = 0
+            for estimator in (shared, slot.estimator):
+                estimator.observe(batch.shape, len(batch.items), running.elapsed)
+        if verdict != "lost":
+            return None
+        self.failed(slot)
+        unfinished = [j for j in running.jobs if not j.finished]
+        if running.attempt > 1 or not unfinished:
+            return None
+        logger.warning("%s lost a batch of %d images; running it once more", slot.name, len(batch.items))
+        return RetryBatch(unfinished, batch, slot.index)
 
     def failed(self, slot: Slot) -> None:
         """Count a failed batch; take the slot out of rotation when it keeps failing."""

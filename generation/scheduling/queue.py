@@ -6,10 +6,6 @@ running :class:`~generation.scheduling.job.Job` objects, runs the picked batches
 (:mod:`generation.scheduling.pool`: one slot per GPU, local thread or Ray Serve lane), and turns the
 executors' progress and outcomes (:mod:`generation.scheduling.outcomes`) into job events.
 
-Size: a little over 450 lines, on purpose: one class holds the runtime's whole state machine
-(submit, dispatch, settle, retry, cancel, shutdown), which reads best in one place; the policy,
-jobs and events, slots and outcome handling already live in their own modules.
-
 Several executors: an idle slot gets the next batch ``pick_batch`` chooses among the queued jobs
 it can run, so fairness is one policy whatever the number of GPUs. Positions are the pick order;
 ETAs place the planned batches on the slots as they free up (:func:`~generation.scheduling.policy.assign`).
@@ -51,13 +47,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from generation.core.batch import Batch, BatchExecutor, BatchItem
-from generation.core.errors import GenerationFailed, ImagineError, InvalidRequest, JobCancelled, QueueFull
-from generation.scheduling.job import (Cancelled, Done, EventCallback, Failed, Job, JobEvent, Queued, ShuttingDown,
-                            Started, Step)
-from generation.scheduling.outcomes import INTERNAL_ERROR, settle
-from generation.scheduling.pool import ExecutorPool, RetryBatch, RunningBatch, Slot
+from generation.core.errors import GenerationFailed, ImagineError, InvalidRequest, QueueFull
 from generation.core.request import GenerationRequest, ModelCaps, Shape
+from generation.scheduling.events import (Cancelled, Done, EventCallback, Failed, JobEvent, Queued, ShuttingDown,
+                                          Started, Step)
+from generation.scheduling.job import Job
+from generation.scheduling.outcomes import INTERNAL_ERROR, settle
 from generation.scheduling.policy import FairState, TimeEstimator, pick_batch, plan
+from generation.scheduling.pool import ExecutorPool, RetryBatch, RunningBatch, Slot
 
 __all__ = ["Cancelled", "Done", "EventCallback", "Failed", "FairState", "GenerationQueue", "Job", "JobEvent",
            "Queued", "QueueSnapshot", "RunningBatch", "ShuttingDown", "Started", "Step", "TimeEstimator",
@@ -65,7 +62,6 @@ __all__ = ["Cancelled", "Done", "EventCallback", "Failed", "FairState", "Generat
 
 logger = logging.getLogger(__name__)
 
-MIN_ETA = 0.1
 _MAX_REMEMBERED_USERS = 10_000
 
 
@@ -160,9 +156,7 @@ class GenerationQueue:
             self._retry.clear()
             for job in left:
                 self._remove_queued(job)
-                job._finish("cancelled", Cancelled("shutdown"), error=ShuttingDown(
-                    "The bot is shutting down; your request was not started and will run after "
-                    "the restart if it was saved."))
+                job.settle(Cancelled("shutdown"))
             self._refresh()
         elif (self._queued or self._retry) and self._task is None:
             self.start()
@@ -282,16 +276,6 @@ class GenerationQueue:
 
     # -- positions and ETAs --------------------------------------------------------------------
 
-    def _eta_for(self, job: Job) -> float:
-        if job.finished:
-            return 0.0
-        running = job._running
-        if running is not None:
-            return max(running.remaining, MIN_ETA)
-        lane = job._lane
-        ahead = lane.running.remaining if lane is not None and lane.running is not None else 0.0
-        return max(ahead + job._eta_queued, MIN_ETA)
-
     def _refresh(self) -> None:
         """Recompute places in line and ETAs; tell jobs whose place changed."""
         retries = [[j for j in r.jobs if not j.finished] for r in self._retry]
@@ -300,9 +284,7 @@ class GenerationQueue:
         self.pool.place(retries + batches, self.estimator)
         order = [job for batch in batches for job in batch]
         for place, job in enumerate(order, 1):
-            if job._position != place:
-                job._position = place
-                job._emit(Queued(place, job.eta))
+            job.place(place)
         self._order = tuple(job.id for job in order)
 
     # -- cancelling ----------------------------------------------------------------------------
@@ -311,18 +293,19 @@ class GenerationQueue:
         self._queued.pop(job.id, None)
         self._jobs.pop(job.id, None)
 
-    def _cancel(self, job: Job) -> bool:
+    def cancel(self, job: Job) -> bool:
+        """End ``job`` as cancelled (what :meth:`Job.cancel` asks); False if it had finished."""
         if job.status == "queued":
             self._remove_queued(job)
-            job._finish("cancelled", Cancelled("user"), error=JobCancelled("Your request was cancelled."))
+            job.settle(Cancelled("user"))
             self._refresh()
             logger.debug("cancelled queued %r", job)
             return True
         if job.status != "running":
             return False
         self._jobs.pop(job.id, None)
-        job._finish("cancelled", Cancelled("user"), error=JobCancelled("Your request was cancelled."))
-        running = job._running
+        job.settle(Cancelled("user"))
+        running = next((r for r in self.pool.running() if job in r.jobs), None)
         if running is not None and all(j.finished for j in running.jobs):
             if running.task is not None:
                 logger.debug("interrupting a batch on %s whose jobs were all cancelled", running.slot.name)
@@ -343,8 +326,7 @@ class GenerationQueue:
         running.step = (step, steps)
         event = Step(step, steps)
         for job in running.jobs:
-            if job.status == "running" and job._running is running:
-                job._emit(event)
+            job.step(running, event)
 
     async def _serve(self) -> None:
         """The scheduler: fill idle slots until closed and empty."""
@@ -407,8 +389,7 @@ class GenerationQueue:
         slot.running = running
         started = Started(len(items), len(jobs), estimate)
         for job in jobs:
-            job._running = running
-            job._start(started)
+            job.start(running, started)
         self._refresh()
         logger.debug("running %d images of %s for %d jobs on %s (attempt %d)",
                      len(items), shape, len(jobs), slot.name, attempt)
@@ -424,23 +405,16 @@ class GenerationQueue:
             await asyncio.wait({running.task})
             self.batches_run += 1
             verdict = settle(running, model_id=slot.executor.model_id, fail=self._fail, done=self._done)
-            if verdict == "lost":
-                self.pool.failed(slot)
-                unfinished = [j for j in jobs if not j.finished]
-                if running.attempt == 1 and unfinished:
-                    self.retries += 1
-                    logger.warning("%s lost a batch of %d images; running it once more",
-                                   slot.name, len(running.batch.items))
-                    self._retry.append(RetryBatch(unfinished, running.batch, slot.index))
-                else:
-                    for job in unfinished:
+            retry = self.pool.count(running, verdict, self.estimator)
+            if retry is not None:
+                self.retries += 1
+                self._retry.append(retry)
+            elif verdict == "lost":
+                for job in jobs:
+                    if not job.finished:
                         self._fail(job, GenerationFailed(
                             "The image server failed twice while making your images; please try "
                             "again later. Your quota was refunded."))
-            elif verdict == "ok":
-                self.pool.succeeded(slot)
-                self.estimator.observe(running.batch.shape, len(running.batch.items), running.elapsed)
-                slot.estimator.observe(running.batch.shape, len(running.batch.items), running.elapsed)
         except asyncio.CancelledError:
             running.task.cancel()
             raise
@@ -451,8 +425,7 @@ class GenerationQueue:
                     self._fail(job, GenerationFailed(INTERNAL_ERROR))
         finally:
             for job in jobs:
-                if job._running is running:
-                    job._running = None
+                job.leave(running)
             slot.running = None
             self._tasks.discard(asyncio.current_task())  # type: ignore[arg-type]
             self._refresh()
@@ -460,11 +433,11 @@ class GenerationQueue:
 
     def _done(self, job: Job, event: Done) -> None:
         self._jobs.pop(job.id, None)
-        job._finish("done", event, result=event.result)
+        job.settle(event)
 
     def _fail(self, job: Job, error: ImagineError) -> None:
         self._jobs.pop(job.id, None)
-        job._finish("failed", Failed(error), error=error)
+        job.settle(Failed(error))
 
     def _forget_old_users(self) -> None:
         """Bound the fairness memory: drop the longest-idle users without queued work."""

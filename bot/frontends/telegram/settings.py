@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field
 
 __all__ = ["TelegramSettings"]
 
@@ -61,22 +58,3 @@ class TelegramSettings:
     @property
     def webhook(self) -> bool:
         return bool(self.webhook_url)
-
-    @classmethod
-    def from_mapping(cls, section: Mapping[str, Any], env: Mapping[str, str] | None = None) -> TelegramSettings:
-        """From a ``[telegram]`` config table; TELEGRAM_TOKEN and TELEGRAM_WEBHOOK_SECRET win."""
-        env = os.environ if env is None else env
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(section) - known - {"webhook"})
-        if unknown:
-            raise ValueError(f"unknown telegram setting(s): {', '.join(unknown)}")
-        values = {k: v for k, v in section.items() if k in known}
-        hook = section.get("webhook")
-        if isinstance(hook, Mapping):  # [telegram.webhook] url/listen/port/secret
-            for key, value in hook.items():
-                values[f"webhook_{key}"] = value
-        if env.get("TELEGRAM_TOKEN"):
-            values["token"] = env["TELEGRAM_TOKEN"]
-        if env.get("TELEGRAM_WEBHOOK_SECRET"):
-            values["webhook_secret"] = env["TELEGRAM_WEBHOOK_SECRET"]
-        return cls(**values)

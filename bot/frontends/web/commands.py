@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bot.frontends.web.access import Caller, caller
 from bot.frontends.web.formats import MEDIA_TYPES, convert
 from bot.frontends.web.views import image_json, job_json, update_event
-from bot.service import AlreadyAccepted, ImagineService, Ticket
+from bot.service import AlreadyAccepted, Cancelled, Finished, ImagineService, Queued, Running, Ticket, Update
 from generation.core.errors import ImagineError
 
 __all__ = ["ImageRequest", "router"]
@@ -113,15 +113,14 @@ async def job_events(job_id: str, request: Request, auth: Auth) -> StreamingResp
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
-def _event(update: Any) -> tuple[str, dict[str, Any]]:
-    name = type(update).__name__.lower()
-    if name == "queued":
-        return name, {"position": update.position, "eta_s": round(update.eta, 2)}
-    if name == "running":
-        return name, {"step": update.step, "steps": update.steps}
-    if name == "finished":
+def _event(update: Update) -> tuple[str, dict[str, Any]]:
+    if isinstance(update, Queued):
+        return "queued", {"position": update.position, "eta_s": round(update.eta, 2)}
+    if isinstance(update, Running):
+        return "running", {"step": update.step, "steps": update.steps}
+    if isinstance(update, Finished):
         return "done", {"images": [image_json(update.delivery.job_id, i) for i in update.delivery.images]}
-    return name, {"message": update.message}
+    return ("cancelled" if isinstance(update, Cancelled) else "failed"), {"message": update.message}
 
 
 @router.delete("/jobs/{job_id}")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 __all__ = ["WebSettings"]
 
@@ -31,15 +29,3 @@ class WebSettings:
             raise ValueError("metrics_token_required is set: put the token in IMAGINE_METRICS_TOKEN "
                              "(or IMAGINE_METRICS_TOKEN_FILE) in the environment")
         object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
-
-    @classmethod
-    def from_mapping(cls, table: Mapping[str, Any], metrics_token: str | None = None) -> WebSettings:
-        """From the [web] table; unknown keys and wrong types raise ValueError naming the key."""
-        known = {f for f in cls.__dataclass_fields__ if f != "metrics_token"}
-        for key, value in table.items():
-            if key not in known:
-                raise ValueError(f"unknown key web.{key}; known keys: {', '.join(sorted(known))}")
-            default = getattr(cls, key)
-            if isinstance(default, bool) != isinstance(value, bool) or not isinstance(value, type(default)):
-                raise ValueError(f"web.{key} must be a {type(default).__name__}, not {value!r}")
-        return cls(**table, metrics_token=metrics_token)

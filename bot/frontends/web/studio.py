@@ -28,7 +28,8 @@ from bot.frontends.web.formats import MEDIA_TYPES, convert, thumbnail
 from bot.frontends.web.signin import check_csrf, page_session, render, session, signed_out
 from bot.frontends.web.social import share_links
 from bot.frontends.web.views import update_event
-from bot.service import ImagineService, JobView, NotFound, StoredImage, Ticket, WebSession, image_ref
+from bot.service import (Cancelled, Finished, ImagineService, JobView, NotFound, Queued, Running, StoredImage, Ticket,
+                         WebSession, image_ref)
 from generation.core.errors import ImagineError
 
 __all__ = ["studio_image", "studio_router"]
@@ -145,16 +146,17 @@ async def job_events(job_id: str, request: Request, found: Session) -> Streaming
             yield update_event(1, "status", _job(view))
             return
         number = 0
+        data: dict[str, Any]
         async for update in ticket.updates():
             number += 1
-            name = type(update).__name__.lower()
-            if name == "queued":
-                data: dict[str, Any] = {"position": update.position, "eta_s": round(update.eta, 2)}
-            elif name == "running":
-                data = {"step": update.step, "steps": update.steps}
-            elif name == "finished":
+            if isinstance(update, Queued):
+                name, data = "queued", {"position": update.position, "eta_s": round(update.eta, 2)}
+            elif isinstance(update, Running):
+                name, data = "running", {"step": update.step, "steps": update.steps}
+            elif isinstance(update, Finished):
                 name, data = "done", {"images": [studio_image(job_id, i) for i in update.delivery.images]}
             else:
+                name = "cancelled" if isinstance(update, Cancelled) else "failed"
                 data = {"message": update.message}
             yield update_event(number, name, data)
 
