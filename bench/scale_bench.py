@@ -1,7 +1,9 @@
 """Scale-out: images/s through the real service and queue into N executors, local or Ray Serve.
 
-Each executor's pipeline stands in for a GPU: it sleeps ``--simulated-ms`` per denoising step of
-a batch (whatever the batch size) with the GIL released, so N executors fit on 2 cores. The
+Each executor's pipeline stands in for a GPU: it sleeps what the calibrated cost model
+(``bench/cost_model.py``: SDXL on an A100 at 1024², from published figures) gives for the batch,
+times ``--time-scale``, with the GIL released, so N executors fit on 2 cores. A batch of 8 costs
+2.6x a batch of 1, not the same as before (when every batch slept a fixed time per step). The
 requests (64 from 16 users, 4 steps, 64x64 images) go through ``ImagineService.imagine``
 (quota, job row), the fair queue, the executors, image storage and delivery bookkeeping.
 
@@ -13,7 +15,7 @@ Two arrivals per run:
   whatever is queued at that moment (small batches); reported alongside, not used for the goal.
 
 Goal: efficiency >= 0.9 at N = 4 for both backends. Writes bench/results/scale_bench.json and .png.
-Not a test: ``python bench/scale_bench.py --backend local ray --replicas 1 2 4 --simulated-ms 300``.
+Not a test: ``python bench/scale_bench.py --backend local ray --replicas 1 2 4 --time-scale 0.25``.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
+from cost_model import CostModel  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from bot.service import ImagineService, ServiceSettings, Who  # noqa: E402
@@ -43,17 +47,21 @@ REQUESTS, USERS = 64, 16
 
 
 class SleepPipeline:
-    """An ImagePipeline that takes ``ms`` per step of a batch, sleeping (GIL released)."""
+    """An ImagePipeline that sleeps the cost model's time for a batch (as if at 1024²) x ``scale``."""
 
     caps = ModelCaps(name="simulated", base_resolution=64, steps=(1, 2, 4, 8))
     model_id = "simulated-gpu"
 
-    def __init__(self, ms: float) -> None:
-        self.ms = ms
+    def __init__(self, scale: float, model: CostModel | None = None) -> None:
+        self.scale = scale
+        self.model = model or CostModel.published()
 
     def generate(self, batch: Batch, on_step=None, should_stop=None):  # type: ignore[no-untyped-def]
+        full = 1024 // self.caps.base_resolution  # the small images stand for 1024²-class ones
+        seconds = self.model.batch_seconds(batch.width * full, batch.height * full, batch.denoising_steps,
+                                           len(batch.items)) * self.scale
         for i in range(1, batch.steps + 1):
-            time.sleep(self.ms / 1000)
+            time.sleep(seconds / batch.steps)
             if on_step is not None:
                 on_step(i, batch.steps)
         return [Image.new("RGB", (batch.width, batch.height), (item.seed % 256, 0, 0)) for item in batch.items]
@@ -95,10 +103,10 @@ async def feed(executors: list[Any], data: Path, arrival: str) -> dict[str, Any]
             "delivered_rows": delivered, "retries": snap.retries}
 
 
-async def run_local(n: int, ms: float, data: Path) -> list[dict[str, Any]]:
+async def run_local(n: int, scale: float, data: Path) -> list[dict[str, Any]]:
     from generation.scheduling.worker import Worker
 
-    workers = [Worker(SleepPipeline(ms), name=f"sim-{i}") for i in range(n)]
+    workers = [Worker(SleepPipeline(scale), name=f"sim-{i}") for i in range(n)]
     for worker in workers:
         worker.start()
     try:
@@ -108,11 +116,15 @@ async def run_local(n: int, ms: float, data: Path) -> list[dict[str, Any]]:
             await worker.close()
 
 
-async def run_ray(n: int, ms: float, data: Path) -> list[dict[str, Any]]:
+async def run_ray(n: int, scale: float, data: Path) -> list[dict[str, Any]]:
+    import cost_model
+    import ray.cloudpickle
+
     from generation.scheduling.ray_backend import RayExecutor
 
+    ray.cloudpickle.register_pickle_by_value(cost_model)  # the replicas do not have bench/ on their path
     executor = RayExecutor.connect(  # blocks the loop while the replicas start: nothing else runs yet
-        lambda: SleepPipeline(ms), replicas=n, gpus_per_replica=0, cpus_per_replica=0,
+        lambda: SleepPipeline(scale), replicas=n, gpus_per_replica=0, cpus_per_replica=0,
         ray_init={"num_cpus": 2, "num_gpus": 0, "object_store_memory": 200 * 1024**2, "include_dashboard": False,
                   "configure_logging": False})
     runs = [await feed([executor], data / arrival, arrival) for arrival in ("backlog", "live")]
@@ -124,7 +136,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", nargs="+", choices=("local", "ray"), default=["local"])
     parser.add_argument("--replicas", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--simulated-ms", type=float, default=300.0)
+    parser.add_argument("--time-scale", type=float, default=0.25,
+                        help="real seconds per modelled GPU second (0.25: a full batch of 8 sleeps 0.32 s)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
     if "ray" in args.backend:
@@ -143,7 +156,7 @@ def main() -> int:
             measured = []
             for n in args.replicas:
                 with tempfile.TemporaryDirectory() as tmp:
-                    measured.append(await runner(n, args.simulated_ms, Path(tmp)))
+                    measured.append(await runner(n, args.time_scale, Path(tmp)))
             return measured
 
         for n, (backlog, live) in zip(args.replicas, asyncio.run(all_sizes())):
@@ -157,7 +170,7 @@ def main() -> int:
                 row["live"]["efficiency"] = round(
                     row["live"]["images_per_s"] / (row["executors"] * next(
                         r["live"]["images_per_s"] for r in rows if r["executors"] == 1)), 3)
-        results[backend] = {"simulated_ms": args.simulated_ms, "runs": rows,
+        results[backend] = {"time_scale": args.time_scale, "cost_model": CostModel.published().to_dict(), "runs": rows,
                             "command": "python bench/scale_bench.py " + " ".join(sys.argv[1:])}
         if backend == "ray":
             import ray

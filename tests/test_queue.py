@@ -524,3 +524,36 @@ async def _scenario(ops, budget: int, drain: bool) -> None:
         else:
             with pytest.raises(JobCancelled):
                 await job.result()
+
+
+class _HoldFirst:
+    """A policy that picks like the fair one but holds an idle executor once, for ``seconds``."""
+
+    name = "hold-first"
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.asked: list[int] = []  # queued jobs each time hold() was asked
+
+    def pick(self, queued, state, *, max_images, priority_burst):
+        from generation.scheduling.policy import pick_batch
+
+        return pick_batch(queued, state, max_images=max_images, priority_burst=priority_burst)
+
+    def hold(self, batch, queued, *, now, max_images):
+        self.asked.append(len(queued))
+        return self.seconds if len(self.asked) == 1 else 0.0
+
+
+async def test_a_policy_may_hold_an_idle_executor_and_is_asked_again_when_the_hold_ends(make) -> None:
+    policy = _HoldFirst(0.3)
+    pipe, queue = make(policy=policy)
+    first = queue.submit(req("a"))
+    await asyncio.sleep(0.05)  # held: nothing runs yet, and a second job arrives meanwhile
+    assert pipe.calls == [] and first.status == "queued"
+    second = queue.submit(req("b"))
+    await asyncio.wait_for(asyncio.gather(first.result(), second.result()), TIMEOUT)
+    assert pipe.call_sizes == [2]  # one batch: the job that came during the hold joined it
+    assert policy.asked[0] == 1 and policy.asked[-1] == 2
+    # positions were planned with the same policy, and the fairness state moved on once
+    assert queue.policy is policy and queue.batches_run == 1

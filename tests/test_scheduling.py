@@ -119,3 +119,44 @@ def test_a_waiting_user_is_served_before_anyone_is_served_twice_on_the_same_shap
             left = budget - sum(j.images for j in batch)
             nxt = min((j for j in normal if j.user == user and j.shape == shape), key=lambda j: j.seq)
             assert nxt.images > left or max(per_user.values()) <= 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(jobs=candidates, budget=st.integers(4, 8), patience=st.integers(1, 4), per_pick=st.integers(0, 3))
+def test_with_patience_the_oldest_job_is_passed_over_at_most_patience_picks_more_than_users_wait(
+        jobs, budget, patience, per_pick) -> None:
+    """Jobs keep arriving (``per_pick`` before each pick); once the oldest job of the leading
+    lane has been queued through ``patience`` picks more than there are users waiting, the next
+    pick takes it."""
+    normal = [j for j in jobs if not j.priority]
+    arriving, queued, state = list(normal), [], FairState()
+    passed: dict[int, int] = {}
+    while arriving or queued:
+        queued += arriving[:per_pick or 1]
+        arriving = arriving[per_pick or 1:]
+        oldest = min(queued, key=lambda j: j.seq)
+        batch, state = pick_batch(queued, state, max_images=budget, priority_burst=3, patience=patience)
+        if passed.get(oldest.seq, 0) >= patience + len({j.user for j in queued}):
+            assert oldest in batch
+        for job in queued:
+            if job not in batch:
+                passed[job.seq] = passed.get(job.seq, 0) + 1
+        queued = [j for j in queued if j not in batch]
+
+
+def test_patience_lets_an_odd_shaped_job_lead_past_a_stream_of_newcomers() -> None:
+    heavy = Cand("heavy", 0, (2,))
+    state = FairState(tick=1, last_served={"heavy": 1})  # served before: newcomers outrank it
+    # two users wait at each pick (heavy and one newcomer): with patience 2 it leads at pick 5
+    for patience, picks_until_it_runs in ((None, None), (2, 5)):
+        queued, s, seq = [heavy], state, 1
+        ran_at = None
+        for pick in range(1, 10):
+            queued.append(Cand(f"new{seq}", seq, (1,)))  # a newcomer of another shape each time
+            seq += 1
+            batch, s = pick_batch(queued, s, max_images=8, priority_burst=3, patience=patience)
+            queued = [j for j in queued if j not in batch]
+            if heavy in batch:
+                ran_at = pick
+                break
+        assert ran_at == picks_until_it_runs

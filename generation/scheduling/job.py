@@ -46,7 +46,8 @@ class Countdown(Protocol):
 class Job:
     """One submitted request: status, place in line, ETA, result, events, cancel."""
 
-    def __init__(self, host: JobHost, job_id: str, request: GenerationRequest, priority: bool, seq: int) -> None:
+    def __init__(self, host: JobHost, job_id: str, request: GenerationRequest, priority: bool, seq: int, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._host = host
         self.id = job_id
         self.request = request
@@ -54,7 +55,8 @@ class Job:
         self.seq = seq
         self.user = f"{request.platform}:{request.user_id}"
         self.status = "queued"
-        self.submitted_at = time.monotonic()
+        self._clock = clock  # submitted/started/finished times on the queue's clock
+        self.submitted_at = clock()
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self._position = 0
@@ -162,7 +164,7 @@ class Job:
     def start(self, running: Countdown, event: Started) -> None:
         """The job's batch ``running`` went to an executor (again, on a retry)."""
         self.status = "running"
-        self.started_at = time.monotonic()
+        self.started_at = self._clock()
         self._running, self._started = running, event
         self._emit(event)
 
@@ -183,7 +185,7 @@ class Job:
             self.status, self._result = "done", event.result
         else:
             self.status, self._error = ("failed" if isinstance(event, Failed) else "cancelled"), event.error
-        self.finished_at = time.monotonic()
+        self.finished_at = self._clock()
         self._final = event
         self._finished.set()
         self._emit(event)

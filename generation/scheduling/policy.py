@@ -10,6 +10,11 @@ arrivals or cancellations):
 2. Head. In the leading lane, the user served least recently (never served counts as longest
    ago; ties go to the user with the oldest job) leads; the batch takes that user's oldest job
    and that job's shape (kind, width, height, steps; img2img adds strength).
+   Patience (``patience=P``; None turns it off): when the lane's oldest job has been passed
+   over by more picks than there are users waiting in its lane plus P, it leads instead. Round
+   robin would have given every waiting user a turn by then, so this only bounds the wait of a
+   job that the newcomers-first rule keeps passing (a heavy user's odd-shaped job behind an
+   endless stream of newcomers: ``bench/queue_bench.py`` measured that tail).
 3. Fill. Jobs of the same shape join, round-robin between users: one job per user per pass,
    users in least-recently-served order, each user's jobs first-in first-out. A job is never
    split; a user whose next job does not fit the remaining ``max_batch_images`` is done for
@@ -28,6 +33,11 @@ moving average in :class:`TimeEstimator`; unseen shapes start at a guess proport
 width x height x steps, scaled by what was learned elsewhere). A queued job's ETA is the
 running batch's expected remaining time plus the simulated batches up to and including its own.
 
+Pluggable (:class:`BatchPolicy`): the queue asks a policy object two questions, which batch
+next (``pick``) and whether to hold an idle executor a moment for a fuller one (``hold``).
+:data:`FAIR` is this module's policy and the queue's default; ``bench/queue_bench.py`` plugs
+FIFO and fixed-window baselines into the same queue to compare them on the same traces.
+
 Property tests of the policy live in ``tests/test_scheduling.py``.
 """
 
@@ -40,7 +50,8 @@ from typing import Callable, Protocol, TypeVar
 
 from generation.core.request import Shape, denoising_steps
 
-__all__ = ["Candidate", "FairState", "LaneView", "TimeEstimator", "assign", "pick_batch", "plan"]
+__all__ = ["DEFAULT_PATIENCE", "FAIR", "BatchPolicy", "Candidate", "FairPolicy", "FairState", "LaneView",
+           "TimeEstimator", "assign", "pick_batch", "plan"]
 
 
 class Candidate(Protocol):
@@ -56,6 +67,8 @@ class Candidate(Protocol):
     def shape(self) -> Shape: ...
     @property
     def images(self) -> int: ...
+    @property
+    def submitted_at(self) -> float: ...  # on the queue's clock
 
 
 C = TypeVar("C", bound=Candidate)
@@ -68,10 +81,14 @@ class FairState:
     tick: int = 0
     last_served: Mapping[str, int] = field(default_factory=dict)
     priority_streak: int = 0
+    newest: tuple[int, ...] = ()  # the newest queued seq at each of the last picks (for patience)
+
+
+_KEPT = 256  # picks remembered for patience: with more users waiting, a job waits at most this many
 
 
 def pick_batch(
-    queued: Sequence[C], state: FairState, *, max_images: int, priority_burst: int
+    queued: Sequence[C], state: FairState, *, max_images: int, priority_burst: int, patience: int | None = None
 ) -> tuple[list[C], FairState]:
     """The next batch (in pick order) and the state after it; ([], state) when nothing waits."""
     priority = sorted((j for j in queued if j.priority), key=lambda j: j.seq)
@@ -85,6 +102,10 @@ def pick_batch(
         return state.last_served.get(user, -1)
 
     head = min(lead, key=lambda j: (served(j.user), j.seq))
+    if patience is not None:
+        threshold = min(patience + len({j.user for j in lead}), _KEPT)
+        if len(state.newest) >= threshold and lead[0].seq <= state.newest[-threshold]:
+            head = lead[0]  # queued through the last `threshold` picks and never taken: it goes now
     picked: list[C] = [head]
     taken: dict[str, int] = {head.user: 1}
     budget = max_images - head.images
@@ -115,17 +136,65 @@ def pick_batch(
     for job in picked:
         last_served[job.user] = tick
     streak = state.priority_streak + 1 if led_by_priority else 0
-    return picked, FairState(tick, last_served, streak)
+    newest = (*state.newest, max(j.seq for j in queued))[-_KEPT:] if patience is not None else ()
+    return picked, FairState(tick, last_served, streak, newest)
+
+
+class BatchPolicy(Protocol):
+    """What the queue asks about its queued jobs; :data:`FAIR` is the default."""
+
+    name: str
+
+    def pick(
+        self, queued: Sequence[C], state: FairState, *, max_images: int, priority_burst: int
+    ) -> tuple[list[C], FairState]:
+        """The next batch (non-empty when anything is queued) and the state after it."""
+        ...
+
+    def hold(self, batch: Sequence[C], queued: Sequence[C], *, now: float, max_images: int) -> float:
+        """Seconds to keep an idle executor waiting before running ``batch`` (0: run it now)."""
+        ...
+
+
+DEFAULT_PATIENCE = 4
+"""Slack of the patience rule (picks beyond one per waiting user). Chosen with
+``python bench/queue_bench.py --requests 400 --loads 0.8 0.95 --sweep-patience 2 4 8 12`` (three
+seeds of their own, one GPU; ``bench/results/queue_bench_patience.json``): the largest cut in the
+p99 at 80 % load (to 0.56x of unbounded, median over seeds) for which light users' p99 rises by
+at most 15 % (1.13x); 2 cut a little more but cost light users 1.37x. ``docs/queue-bench.md``."""
+
+
+class FairPolicy:
+    """:func:`pick_batch` with ``patience`` (None: unbounded), run as soon as an executor is idle."""
+
+    def __init__(self, patience: int | None = DEFAULT_PATIENCE, *, name: str = "fair") -> None:
+        if patience is not None and patience < 1:
+            raise ValueError(f"`patience` must be at least 1 or None but is {patience}")
+        self.patience = patience
+        self.name = name
+
+    def pick(
+        self, queued: Sequence[C], state: FairState, *, max_images: int, priority_burst: int
+    ) -> tuple[list[C], FairState]:
+        return pick_batch(queued, state, max_images=max_images, priority_burst=priority_burst,
+                          patience=self.patience)
+
+    def hold(self, batch: Sequence[C], queued: Sequence[C], *, now: float, max_images: int) -> float:
+        return 0.0
+
+
+FAIR = FairPolicy()
 
 
 def plan(
-    queued: Sequence[C], state: FairState, *, max_images: int, priority_burst: int
+    queued: Sequence[C], state: FairState, *, max_images: int, priority_burst: int,
+    policy: BatchPolicy = FAIR,
 ) -> list[list[C]]:
     """Every batch the scheduler would run, in order, if nothing else arrived."""
     remaining = list(queued)
     batches: list[list[C]] = []
     while remaining:
-        batch, state = pick_batch(remaining, state, max_images=max_images, priority_burst=priority_burst)
+        batch, state = policy.pick(remaining, state, max_images=max_images, priority_burst=priority_burst)
         chosen = {id(job) for job in batch}
         remaining = [job for job in remaining if id(job) not in chosen]
         batches.append(batch)

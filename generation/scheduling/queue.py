@@ -6,9 +6,14 @@ running :class:`~generation.scheduling.job.Job` objects, runs the picked batches
 (:mod:`generation.scheduling.pool`: one slot per GPU, local thread or Ray Serve lane), and turns the
 executors' progress and outcomes (:mod:`generation.scheduling.outcomes`) into job events.
 
-Several executors: an idle slot gets the next batch ``pick_batch`` chooses among the queued jobs
-it can run, so fairness is one policy whatever the number of GPUs. Positions are the pick order;
-ETAs place the planned batches on the slots as they free up (:func:`~generation.scheduling.policy.assign`).
+Size: a little over 450 lines: one class holds the runtime's whole state machine (submit,
+dispatch, settle, retry, cancel, shutdown), which reads best in one place.
+
+Several executors: an idle slot gets the next batch the ``policy`` (default: the fair one,
+:data:`~generation.scheduling.policy.FAIR`) picks among the queued jobs it can run, so fairness is
+one policy whatever the number of GPUs; a policy may hold an idle slot for a fuller batch.
+Positions are the pick order; ETAs place the planned batches on the slots as they free up
+(:func:`~generation.scheduling.policy.assign`).
 
 Cancelling: a queued job leaves at once; a running job is reported cancelled at once, and its
 batch is interrupted at the next step (by cancelling the executor's ``run()``) only when every
@@ -53,7 +58,7 @@ from generation.scheduling.events import (Cancelled, Done, EventCallback, Failed
                                           Started, Step)
 from generation.scheduling.job import Job
 from generation.scheduling.outcomes import INTERNAL_ERROR, settle
-from generation.scheduling.policy import FairState, TimeEstimator, pick_batch, plan
+from generation.scheduling.policy import FAIR, BatchPolicy, FairState, TimeEstimator, pick_batch, plan
 from generation.scheduling.pool import ExecutorPool, RetryBatch, RunningBatch, Slot
 
 __all__ = ["Cancelled", "Done", "EventCallback", "Failed", "FairState", "GenerationQueue", "Job", "JobEvent",
@@ -101,6 +106,7 @@ class GenerationQueue:
         scale_max_queued: bool = False,
         max_executor_failures: int = 3,
         clock: Callable[[], float] = time.monotonic,
+        policy: BatchPolicy = FAIR,
     ) -> None:
         for name, value in (("max_batch_images", max_batch_images), ("max_queued_images", max_queued_images),
                             ("max_queued_per_user", max_queued_per_user), ("priority_burst", priority_burst)):
@@ -118,6 +124,7 @@ class GenerationQueue:
         self.batch_time_limit = batch_time_limit
         self.estimator = estimator or TimeEstimator()
         self.clock = clock
+        self.policy = policy
         self.batches_run = 0
         self.retries = 0
         self._queued: dict[str, Job] = {}
@@ -193,7 +200,7 @@ class GenerationQueue:
         user = f"{request.platform}:{request.user_id}"
         if not priority:
             self._check_caps(user, request.count)
-        job = Job(self, job_id, request.with_seed(), priority, next(self._seq))
+        job = Job(self, job_id, request.with_seed(), priority, next(self._seq), clock=self.clock)
         self._queued[job.id] = job
         self._jobs[job.id] = job
         logger.debug("queued %r", job)
@@ -279,8 +286,8 @@ class GenerationQueue:
     def _refresh(self) -> None:
         """Recompute places in line and ETAs; tell jobs whose place changed."""
         retries = [[j for j in r.jobs if not j.finished] for r in self._retry]
-        batches = plan(list(self._queued.values()), self._fair,
-                       max_images=self.max_batch_images, priority_burst=self.priority_burst)
+        batches = plan(list(self._queued.values()), self._fair, max_images=self.max_batch_images,
+                       priority_burst=self.priority_burst, policy=self.policy)
         self.pool.place(retries + batches, self.estimator)
         order = [job for batch in batches for job in batch]
         for place, job in enumerate(order, 1):
@@ -356,8 +363,13 @@ class GenerationQueue:
             runnable = [j for j in self._queued.values() if slot.can_run(j.shape)]
             if not runnable:
                 continue
-            jobs, self._fair = pick_batch(runnable, self._fair, max_images=self.max_batch_images,
+            jobs, fair = self.policy.pick(runnable, self._fair, max_images=self.max_batch_images,
                                           priority_burst=self.priority_burst)
+            wait = self.policy.hold(jobs, runnable, now=self.clock(), max_images=self.max_batch_images)
+            if wait > 0 and self._accepting:  # a fuller batch is expected: look again then
+                asyncio.get_running_loop().call_later(wait, self._wakeup.set)
+                break
+            self._fair = fair
             self._forget_old_users()
             for job in jobs:
                 self._queued.pop(job.id, None)
