@@ -13,6 +13,8 @@ The service is split by responsibility; :class:`ImagineService` is the facade th
     keys.py            API keys for the HTTP API (and the operator's ``imagine-bot keys``)
     gallery.py         jobs and images by public reference, sharing, the public gallery
     links.py           one account across platforms: /link codes, linking, unlinking
+    sessions.py        web studio sign-in: one-time links from the chat, browser sessions
+    studio.py          the web studio form's choices; deleting an image
     metrics.py         /healthz and Prometheus metrics; counts requests at the service's doors
     tickets.py         the types front ends see (tickets, updates, deliveries, errors)
 
@@ -55,6 +57,8 @@ from bot.service.keys import ApiKey, KeysPart
 from bot.service.links import LINK_VALID, LinksPart
 from bot.service.metrics import MetricsPart, ServiceMetrics, frontend_of
 from bot.service.outcomes import OutcomesPart
+from bot.service.sessions import SessionsPart, WebSession
+from bot.service.studio import StudioChoices, StudioPart
 from bot.service.tickets import (
     AlreadyAccepted,
     CancelOutcome,
@@ -114,16 +118,18 @@ __all__ = [
     "Running",
     "ServiceSettings",
     "StoredImage",
+    "StudioChoices",
     "Ticket",
     "Untold",
     "Update",
     "Via",
+    "WebSession",
     "Who",
 ]
 
 
 class ImagineService(MetricsPart, JobsPart, OutcomesPart, InboxPart, HistoryPart, AccountsPart, AdminPart, KeysPart,
-                     GalleryPart, LinksPart):
+                     GalleryPart, LinksPart, SessionsPart, StudioPart):
     """Quota, safety, jobs, queue and storage behind one API for every front end.
 
     Each part is a class over the same :class:`~bot.service.context.ServiceContext` state; the
