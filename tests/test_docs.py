@@ -215,7 +215,7 @@ def test_files_commands_and_make_targets_the_docs_name_exist() -> None:
 
     usage = subprocess.run([sys.executable, "-m", "bot", "--help"], cwd=ROOT, capture_output=True, text=True,
                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120, check=True).stdout
-    subcommands = set(re.search(r"\{([a-z,]+)\}", usage).group(1).split(","))
+    subcommands = set(re.search(r"\{([a-z,-]+)\}", usage).group(1).split(","))
     assert {"run", "generate", "download"} <= subcommands
     missing = []
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
@@ -227,7 +227,7 @@ def test_files_commands_and_make_targets_the_docs_name_exist() -> None:
         for target in re.findall(r"(?:`|^)make ([a-z][\w-]*)", text, flags=re.M):
             if target not in targets:
                 missing.append(f"{name}: make {target}")
-        for command in re.findall(r"imagine-bot ([a-z]+)\b", text):
+        for command in re.findall(r"imagine-bot ([a-z]+(?:-[a-z]+)*)\b", text):
             if command not in subcommands:
                 missing.append(f"{name}: imagine-bot {command}")
     assert missing == []

@@ -78,6 +78,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from bot.cli.keys import keys_command
 
         return asyncio.run(keys_command(config, args))
+    if args.command == "web-link":
+        from bot.cli.weblink import web_link_command
+
+        return asyncio.run(web_link_command(config, args))
     if args.command in ("loras", "stats"):
         from bot.cli.reports import loras_command, stats_command
 
@@ -280,6 +284,9 @@ def _parser() -> argparse.ArgumentParser:
     from bot.cli.keys import add_parser as add_keys
 
     add_keys(sub, config_help)
+    from bot.cli.weblink import add_parser as add_web_link
+
+    add_web_link(sub, config_help)
     from bot.cli.reports import add_parsers as add_reports
 
     add_reports(sub, config_help)

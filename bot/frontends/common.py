@@ -11,7 +11,7 @@ imports another. What lives here is what more than one front end had its own cop
     meter(filled, total)          ▰▰▱▱ progress bar
     Coalescer                     progress edits of one message: newest only, paced, out of the result's way
     render_grid render_single thumbnail   images under an upload limit (a 2-column grid), thumbnails
-    image_ref shared_text link_code_text linked_text key_created_text keys_text api_key_text
+    image_ref shared_text link_code_text linked_text key_created_text keys_text api_key_text web_link_text
                                   the gallery, account linking and API keys, in every chat the same
 """
 
@@ -45,6 +45,7 @@ __all__ = [
     "MAX_UPLOAD_BYTES",
     "NOT_YOURS",
     "UNLINKED",
+    "WEB_PRIVATE",
     "Coalescer",
     "api_key_text",
     "apology",
@@ -67,6 +68,7 @@ __all__ = [
     "render_grid",
     "render_single",
     "settings_changes",
+    "web_link_text",
     "share_image",
     "shared_text",
     "stats_lines",
@@ -308,6 +310,18 @@ async def api_key_text(service: Any, who: Who, action: str, key_id: int | None =
         return f"Revoked API key {key_id}."
     key, row = await service.create_api_key(who)
     return key_created_text(row.id, key)
+
+
+WEB_PRIVATE = ("Sign-in links to the web studio are only handed out in a private chat with me: send /web "
+               "there (a link shown in a group would let anyone in as you).")
+
+
+def web_link_text(url: str) -> str:
+    """The answer to /web: the one-time sign-in link to the web studio."""
+    where = "" if url.startswith(("http://", "https://")) else \
+        " (open it on this bot's web address; the operator can set web.public_url for a full link)"
+    return (f"Your sign-in link to the web studio, valid 10 minutes and only once; do not share it:\n{url}{where}\n"
+            "In the browser, Sessions lists where you are signed in; /forget ends every session.")
 
 
 def meter(filled: int, total: int) -> str:

@@ -17,6 +17,8 @@ The service is split by responsibility; :class:`ImagineService` is the facade th
     keys.py            API keys for the HTTP API (and the operator's ``imagine-bot keys``)
     gallery.py         jobs and images by public reference, sharing, the public gallery
     links.py           one account across platforms: /link codes, linking, unlinking
+    sessions.py        web studio sign-in: one-time links from the chat, browser sessions
+    studio.py          the web studio form's choices; deleting an image
     metrics.py         /healthz and Prometheus metrics; counts requests at the service's doors
     tickets.py         the types front ends see (tickets, updates, deliveries, errors)
 
@@ -59,6 +61,8 @@ from bot.service.keys import ApiKey, KeysPart
 from bot.service.links import LINK_VALID, LinksPart
 from bot.service.metrics import MetricsPart, ServiceMetrics, frontend_of
 from bot.service.outcomes import OutcomesPart
+from bot.service.sessions import SessionsPart, WebSession
+from bot.service.studio import StudioChoices, StudioPart
 from bot.service.toolbox import ToolboxPart
 from bot.service.tickets import (
     AlreadyAccepted,
@@ -119,16 +123,18 @@ __all__ = [
     "Running",
     "ServiceSettings",
     "StoredImage",
+    "StudioChoices",
     "Ticket",
     "Untold",
     "Update",
     "Via",
+    "WebSession",
     "Who",
 ]
 
 
 class ImagineService(MetricsPart, JobsPart, OutcomesPart, InboxPart, ToolboxPart, HistoryPart, AccountsPart,
-                     AdminPart, KeysPart, GalleryPart, LinksPart):
+                     AdminPart, KeysPart, GalleryPart, LinksPart, SessionsPart, StudioPart):
     """Quota, safety, jobs, queue and storage behind one API for every front end.
 
     Each part is a class over the same :class:`~bot.service.context.ServiceContext` state; the

@@ -26,6 +26,7 @@ from bot.frontends.common import (
     share_image,
     stats_lines,
     upload_too_large,
+    web_link_text,
 )
 from bot.frontends.console.moderation import MODERATION_COMMANDS, ConsoleModeration
 from bot.options import help_text
@@ -57,6 +58,7 @@ COMMANDS = """Commands:
                               with one: join that platform's account (shared quota and history)
   /unlink                     stop sharing an account with another platform
   /apikey [list | revoke ID]  a new key for the HTTP API (shown once), your keys, or revoke one
+  /web                        a one-time sign-in link to the web studio (10 minutes)
   /appeal [MESSAGE]           ask an admin to review your strikes, cooldown or block
   /loras                      the LoRA adapters: names, trigger words, base model
   /help                       this text and the /imagine options
@@ -203,6 +205,8 @@ class CommandHandlers:
         elif command == "/export":
             path = await self.service.export(self.who)
             self.say(f"Your data: {path}")
+        elif command == "/web":
+            self.say(web_link_text(await self.service.web_signin_link(self.who)))
         elif command in ("/share", "/unshare", "/link", "/unlink", "/apikey"):
             await self._web_command(command, args)
         elif command in MODERATION_COMMANDS:

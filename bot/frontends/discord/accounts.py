@@ -6,6 +6,7 @@
                            with one: join that platform's account (quota, history, settings, keys)
     /unlink                act as this Discord user alone again
     /apikey [action] [key] a new key for the HTTP API (shown once), list or revoke; only in a DM
+    /web                   a one-time sign-in link to the web studio (10 minutes); only in a DM
 
 Every answer is ephemeral: only the clicker sees it. :class:`AccountHandlers` is a part of
 :class:`~bot.frontends.discord.front.DiscordFrontEnd`; :func:`build_account_commands` binds
@@ -24,11 +25,13 @@ from bot.frontends.common import (
     APIKEY_PRIVATE,
     JOB_ID_LENGTH,
     UNLINKED,
+    WEB_PRIVATE,
     api_key_text,
     canonical_ref,
     link_code_text,
     linked_text,
     share_image,
+    web_link_text,
 )
 from bot.frontends.discord.messages import via_of, who_of
 from bot.frontends.discord.views import share_view
@@ -103,8 +106,20 @@ class AccountHandlers:
         await self.guard(interaction, run)
 
 
+    async def web(self, interaction: discord.Interaction) -> None:
+        """/web: a sign-in link to the web studio, only in a DM with the bot."""
+        async def run() -> None:
+            if interaction.guild_id is not None:
+                await interaction.response.send_message(WEB_PRIVATE, ephemeral=True)
+                return
+            url = await self.service.web_signin_link(who_of(interaction.user))
+            await interaction.response.send_message(web_link_text(url), ephemeral=True)
+
+        await self.guard(interaction, run)
+
+
 def build_account_commands(front: AccountHandlers) -> list[app_commands.Command[Any, Any, Any]]:
-    """/share, /unshare, /link, /unlink and /apikey, bound to ``front``."""
+    """/share, /unshare, /link, /unlink, /apikey and /web, bound to ``front``."""
     job_help = "The request id (from the result or /history), or the image itself: JOB-N or its number"
     image_help = "Which image of the request (from 1)"
 
@@ -136,7 +151,11 @@ def build_account_commands(front: AccountHandlers) -> list[app_commands.Command[
                      key: int | None = None) -> None:
         await front.apikey(interaction, action.value if action else "new", key)
 
-    return [share, unshare, link, unlink, apikey]
+    @app_commands.command(name="web", description="Sign in to the web studio (a link, in a DM with the bot)")
+    async def web(interaction: discord.Interaction) -> None:
+        await front.web(interaction)
+
+    return [share, unshare, link, unlink, apikey, web]
 
 
 def _named(job: str) -> str | None:

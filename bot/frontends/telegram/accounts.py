@@ -6,6 +6,7 @@
                          our private chat; with one: join that platform's account
     /unlink              act as this Telegram user alone again
     /apikey [list | revoke ID]   a key for the HTTP API (shown once); only in our private chat
+    /web                 a one-time sign-in link to the web studio (10 minutes); only in our private chat
 
 :class:`AccountHandlers` is a part of :class:`~bot.frontends.telegram.front.TelegramFrontEnd`.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from telegram import Message, Update
+from telegram import LinkPreviewOptions, Message, Update
 from telegram.constants import ChatType
 from telegram.error import BadRequest
 from telegram.ext import ContextTypes
@@ -23,12 +24,14 @@ from telegram.ext import ContextTypes
 from bot.frontends.common import (
     APIKEY_PRIVATE,
     UNLINKED,
+    WEB_PRIVATE,
     api_key_text,
     canonical_ref,
     image_ref,
     link_code_text,
     linked_text,
     share_image,
+    web_link_text,
 )
 from bot.frontends.telegram.keyboards import share_keyboard
 from bot.frontends.telegram.messages import command_text, reply_parameters, who_of
@@ -43,10 +46,12 @@ ACCOUNT_COMMANDS = (
     ("link", "One account on Telegram and Discord: /link, or /link CODE"),
     ("unlink", "Stop sharing an account with another platform"),
     ("apikey", "A key for the HTTP API (in our private chat)"),
+    ("web", "Sign in to the web studio (in our private chat)"),
 )
 ACCOUNT_HELP = """/share JOB N · /unshare JOB N — the public web gallery (or 🌐 under a result)
 /link — a code to enter on Discord; /link CODE — join that account · /unlink
-/apikey [list | revoke ID] — a key for the HTTP API (in our private chat)"""
+/apikey [list | revoke ID] — a key for the HTTP API (in our private chat)
+/web — a sign-in link to the web studio (in our private chat)"""
 
 
 class AccountHandlers:
@@ -141,3 +146,13 @@ class AccountHandlers:
         else:
             text = await api_key_text(self.service, who, "new")
         await message.reply_text(text)
+
+    async def _web(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/web: a sign-in link to the web studio, only in the private chat."""
+        message, user = update.effective_message, update.effective_user
+        assert message is not None and user is not None
+        if message.chat.type != ChatType.PRIVATE:
+            await message.reply_text(WEB_PRIVATE)
+            return
+        url = await self.service.web_signin_link(who_of(user))  # no preview: the token stays in this chat
+        await message.reply_text(web_link_text(url), link_preview_options=LinkPreviewOptions(is_disabled=True))

@@ -101,7 +101,7 @@ class TelegramFrontEnd(CommandHandlers, AccountHandlers, ButtonHandlers, Deliver
             "cancel": self._cancel, "forget": self._forget, "export": self._export,
             "admin": self._admin, "appeal": self._appeal,
             "share": self._share, "unshare": self._share, "link": self._link, "unlink": self._unlink,
-            "apikey": self._apikey,  # accounts.py: the web gallery, one account, API keys
+            "apikey": self._apikey, "web": self._web,  # accounts.py: the gallery, one account, API keys, studio
         }
         for name, handler in commands.items():
             app.add_handler(CommandHandler(name, self._guard(handler), filters=only_new))

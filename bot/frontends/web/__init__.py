@@ -10,6 +10,8 @@ Same shape as the chat front ends::
     ops.py          /healthz and /metrics
     formats.py      png/jpeg/webp/svg and thumbnails
     settings.py     [web] settings
+    studio_site.py  the studio in the browser: signin.py (links from /web, sessions, CSRF),
+                    studio.py (make and act on images), mine.py (My images), social.py (share to)
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from bot.frontends.web.commands import router, with_body_schemas
 from bot.frontends.web.moderation import moderation_router
 from bot.frontends.web.ops import ops_router
 from bot.frontends.web.settings import WebSettings
+from bot.frontends.web.studio_site import install_studio
 from bot.frontends.web.views import HERE, error_page, gallery_router, is_page
 from bot.service import Cancelled, Failed, Finished, ImagineService, Recovered, Ticket
 from generation.core.errors import ImagineError
@@ -53,6 +54,7 @@ def create_app(service: ImagineService, settings: WebSettings, front: WebFrontEn
     if settings.gallery:
         app.include_router(gallery_router)
         app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    install_studio(app)  # /signin, /studio, /me, /sessions (studio_site.py)
 
     def answer(request: Request, response: Response) -> Response:
         """The JSON error for the API, the same error as an HTML page for the gallery's pages."""

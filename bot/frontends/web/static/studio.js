@@ -1,0 +1,256 @@
+// The studio's page script: no build step, no framework. Refusals show in the page, in the chat's words.
+(function () {
+  "use strict";
+  var meta = document.querySelector('meta[name="csrf-token"]');
+  var csrf = meta ? meta.content : "";
+
+  function detailText(data, status) {
+    if (data && typeof data.detail === "string") return data.detail;
+    if (data && Array.isArray(data.detail)) {
+      return data.detail.map(function (d) {
+        var field = d.loc && d.loc.length ? d.loc[d.loc.length - 1] + ": " : "";
+        return field + d.msg;
+      }).join(" ");
+    }
+    return "Something went wrong (HTTP " + status + "). Please try again.";
+  }
+
+  function api(method, url, body) {
+    var options = {method: method, headers: {"Accept": "application/json", "X-CSRF-Token": csrf},
+                   credentials: "same-origin"};
+    if (body !== undefined) {
+      options.headers["Content-Type"] = "application/json";
+      options.body = JSON.stringify(body);
+    }
+    return fetch(url, options).then(function (response) {
+      return response.json().catch(function () { return null; }).then(function (data) {
+        if (!response.ok) throw new Error(detailText(data, response.status));
+        return data;
+      });
+    });
+  }
+
+  function messageBox(near) {
+    var box = document.getElementById("message");
+    if (!box) {
+      box = document.createElement("p");
+      box.id = "message";
+      box.className = "message";
+      box.setAttribute("role", "alert");
+      (near || document.querySelector("main")).prepend(box);
+    }
+    return box;
+  }
+
+  function say(text, near) {
+    var box = messageBox(near);
+    box.textContent = text;
+    box.hidden = !text;
+  }
+
+  var statusLine = document.getElementById("status");
+  var bar = document.getElementById("bar");
+  var results = document.getElementById("results");
+
+  function status(text) { if (statusLine) statusLine.textContent = text; }
+
+  function seconds(s) { return s < 1 ? "under a second" : "about " + Math.round(s) + " s"; }
+
+  function el(tag, attrs, text) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (k) { node.setAttribute(k, attrs[k]); });
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  function actionsFor(image) {
+    var box = el("div", {"class": "actions", "data-ref": image.id, "data-job": image.job_id});
+    var downloads = el("p", {"class": "downloads"}, "Download: ");
+    ["png", "jpeg", "webp", "svg"].forEach(function (f) {
+      downloads.append(el("a", {href: image.url + "?format=" + f + "&download=1", download: ""}, f.toUpperCase()), " ");
+    });
+    box.append(downloads);
+    var rate = el("fieldset", {"class": "rate"});
+    rate.append(el("legend", {}, "Your rating"));
+    for (var n = 1; n <= 5; n++) {
+      rate.append(el("button", {type: "button", "data-stars": n, "aria-pressed": "false",
+                                "aria-label": "Rate " + n + " star" + (n > 1 ? "s" : "")}, "☆"));
+    }
+    box.append(rate);
+    var buttons = el("p", {"class": "buttons"});
+    [["share", "Share to the gallery"], ["variation", "Variations"], ["reroll", "Reroll"], ["delete", "Delete"]]
+      .forEach(function (pair) { buttons.append(el("button", {type: "button", "data-action": pair[0]}, pair[1])); });
+    box.append(buttons);
+    box.append(el("div", {"class": "shared-links", "aria-live": "polite"}));
+    return box;
+  }
+
+  function showImages(images) {
+    if (!results) return;
+    results.textContent = "";
+    images.forEach(function (image) {
+      var item = el("li", {"class": "result"});
+      var link = el("a", {href: image.page});
+      link.append(el("img", {src: image.url, alt: "Your new image " + image.id + " (seed " + image.seed + ")",
+                             width: image.width, height: image.height}));
+      item.append(link);
+      item.append(el("p", {"class": "ref"}, image.id + " · seed " + image.seed));
+      var actions = actionsFor(image);
+      item.append(actions);
+      results.append(item);
+      bind(actions);
+    });
+  }
+
+  function refreshQuota() {
+    var line = document.getElementById("quota");
+    if (!line) return;
+    api("GET", "/studio/quota").then(function (q) {
+      line.textContent = q.remaining + " of " + q.limit + " images left in this quota window.";
+    }, function () {});
+  }
+
+  function finish(text) {
+    refreshQuota();
+    if (bar) bar.hidden = true;
+    status(text);
+    var button = document.getElementById("generate");
+    if (button) button.disabled = false;
+  }
+
+  function watch(accepted) {
+    say("");
+    if (bar) { bar.hidden = false; bar.value = 0; bar.max = 1; }
+    status("Queued: position " + accepted.position + ", " + seconds(accepted.eta_s) + " to wait.");
+    (accepted.notes || []).forEach(function (note) { status(note); });
+    var source = new EventSource("/studio/jobs/" + accepted.job_id + "/events");
+    var ended = false;
+    function end() { ended = true; source.close(); }
+    source.addEventListener("queued", function (e) {
+      var d = JSON.parse(e.data);
+      status("Queued: position " + d.position + ", " + seconds(d.eta_s) + " to wait.");
+    });
+    source.addEventListener("running", function (e) {
+      var d = JSON.parse(e.data);
+      if (bar) { bar.max = d.steps; bar.value = d.step; bar.textContent = d.step + " of " + d.steps; }
+      status("Making it: step " + d.step + " of " + d.steps + ".");
+    });
+    source.addEventListener("done", function (e) {
+      end();
+      var d = JSON.parse(e.data);
+      showImages(d.images);
+      finish("Done: " + d.images.length + " image" + (d.images.length > 1 ? "s" : "") + ".");
+    });
+    ["failed", "cancelled"].forEach(function (name) {
+      source.addEventListener(name, function (e) {
+        end();
+        say(JSON.parse(e.data).message);
+        finish(name === "failed" ? "It failed; your quota was refunded." : "Cancelled; your quota was refunded.");
+      });
+    });
+    source.addEventListener("status", function (e) {
+      end();
+      var d = JSON.parse(e.data);
+      if (d.status === "done") { showImages(d.images); finish("Done."); }
+      else if (d.error) { say(d.error); finish("It ended: " + d.status + "."); }
+      else { finish("Status: " + d.status + "."); }
+    });
+    source.onerror = function () {
+      if (ended) return;
+      end();
+      api("GET", "/studio/jobs/" + accepted.job_id).then(function (d) {
+        if (d.status === "done") { showImages(d.images); finish("Done."); }
+        else finish("Lost the live progress; the job is " + d.status + ". It will be in My images.");
+      }, function (err) { say(err.message); finish(""); });
+    };
+  }
+
+  function bind(box) {
+    var ref = box.dataset.ref;
+    box.querySelectorAll("button[data-stars]").forEach(function (button) {
+      button.addEventListener("click", function () {
+        var stars = Number(button.dataset.stars);
+        api("POST", "/studio/images/" + ref + "/rating", {stars: stars}).then(function () {
+          box.querySelectorAll("button[data-stars]").forEach(function (b) {
+            var n = Number(b.dataset.stars);
+            b.textContent = n <= stars ? "★" : "☆";
+            b.setAttribute("aria-pressed", n === stars ? "true" : "false");
+          });
+          box.dataset.rated = String(stars);
+        }, function (err) { say(err.message, box); });
+      });
+    });
+    box.querySelectorAll("button[data-action]").forEach(function (button) {
+      button.addEventListener("click", function () { act(box, ref, button.dataset.action); });
+    });
+  }
+
+  function act(box, ref, action) {
+    var onStudio = !!document.getElementById("make");
+    if (action === "share") {
+      api("POST", "/studio/images/" + ref + "/share").then(function (d) {
+        var links = box.querySelector(".shared-links");
+        links.textContent = "";
+        var p = el("p", {}, "In the gallery: ");
+        p.append(el("a", {href: d.url, "class": "public"}, d.url));
+        links.append(p);
+        var list = el("ul", {"class": "share-to", "aria-label": "Share to"});
+        d.share_to.forEach(function (s) {
+          var li = el("li");
+          li.append(el("a", {href: s.url, target: "_blank", rel: "noopener noreferrer"}, "Share to " + s.name));
+          list.append(li);
+        });
+        links.append(list);
+      }, function (err) { say(err.message, box); });
+    } else if (action === "delete") {
+      if (!window.confirm("Delete image " + ref + "? This cannot be undone.")) return;
+      api("POST", "/studio/images/" + ref + "/delete").then(function () {
+        if (onStudio) { box.closest("li").remove(); status("Deleted " + ref + "."); }
+        else { window.location.href = "/me"; }
+      }, function (err) { say(err.message, box); });
+    } else {
+      var url = action === "reroll" ? "/studio/jobs/" + box.dataset.job + "/reroll"
+                                    : "/studio/images/" + ref + "/variation";
+      api("POST", url).then(function (d) {
+        if (onStudio) watch(d);
+        else window.location.href = "/studio?watch=" + encodeURIComponent(d.job_id);
+      }, function (err) { say(err.message, box); });
+    }
+  }
+
+  var form = document.getElementById("make");
+  if (form) {
+    var random = document.getElementById("random");
+    var seed = document.getElementById("seed");
+    random.addEventListener("change", function () {
+      seed.disabled = random.checked;
+      if (!random.checked) seed.focus();
+    });
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var body = {prompt: form.prompt.value, aspect: form.aspect.value, steps: Number(form.steps.value),
+                  count: Number(form.count.value), style: form.style.value};
+      if (form.negative.value.trim()) body.negative = form.negative.value;
+      if (!random.checked) {
+        if (!/^\d+$/.test(seed.value)) { say("The seed is a whole number from 0 to 4294967295, or tick Random."); seed.focus(); return; }
+        body.seed = Number(seed.value);
+      }
+      var loras = Array.prototype.map.call(form.querySelectorAll('input[name="lora"]:checked'), function (c) { return c.value; });
+      if (loras.length) body.lora = loras.join(", ");
+      var refine = document.getElementById("refine");
+      if (refine) body.refine = refine.checked;
+      var button = document.getElementById("generate");
+      button.disabled = true;
+      say("");
+      status("Sending…");
+      api("POST", "/studio/generate", body).then(watch, function (err) {
+        say(err.message);
+        finish("");
+      });
+    });
+    var watching = new URLSearchParams(window.location.search).get("watch");
+    if (watching) watch({job_id: watching, position: 0, eta_s: 0});
+  }
+
+  document.querySelectorAll(".detail .actions").forEach(bind);
+})();
