@@ -145,9 +145,12 @@ def test_generate_checks_the_prompt_before_loading_the_model(
     """The real model, no weights: a bad option is reported (not the missing weights)."""
     (tmp_path / "c.toml").write_text("[model]\nsteps = [4, 8]\n")
     base = ["--config", str(tmp_path / "c.toml"), "-o", str(tmp_path / "x.png"), "-q"]
-    assert main(["generate", "a fox --ar 4:5", *base]) == 2
+    assert main(["generate", "a fox --ar 2:9", *base]) == 2  # any whole-number W:H up to 4:1 is taken
     err = capsys.readouterr().err
-    assert "4:5" in err and "16:9" in err and "weights" not in err
+    assert "2:9" in err and "4:1" in err and "weights" not in err
+    assert main(["generate", "a fox", "--image", str(tmp_path / "missing.png"), *base]) == 2  # read before the load
+    err = capsys.readouterr().err
+    assert "missing.png" in err and "weights" not in err
     assert main(["generate", "a fox --steps 2", *base]) == 2  # checked against model.steps
     err = capsys.readouterr().err
     assert "--steps must be one of 4, 8" in err and "weights" not in err
