@@ -13,6 +13,8 @@ The service is split by responsibility; :class:`ImagineService` is the facade th
     links.py           one account across platforms: /link codes, linking, unlinking
     metrics.py         /healthz and Prometheus metrics; counts requests at the service's doors
     tickets.py         the types front ends see (tickets, updates, deliveries, errors)
+    uploads.py         an image a caller sends: checked, stored, made into an img2img request
+    tools.py           tools on an uploaded image that need no GPU (a Lanczos enlargement)
 
 No SQL here (that is :mod:`storage`), and no platform types (those stay in :mod:`bot.frontends`).
 
@@ -43,6 +45,8 @@ from bot.service.jobs import JobsPart, Origin
 from bot.service.keys import ApiKey, KeysPart
 from bot.service.links import LINK_VALID, LinksPart
 from bot.service.metrics import MetricsPart, ServiceMetrics, frontend_of
+from bot.service.tools import ToolsPart
+from bot.service.uploads import nearest_aspect
 from bot.service.tickets import (
     AlreadyAccepted,
     CancelOutcome,
@@ -77,6 +81,7 @@ __all__ = [
     "SharedImage",
     "frontend_of",
     "image_ref",
+    "nearest_aspect",
     "Cancelled",
     "CancelOutcome",
     "Delivery",
@@ -105,7 +110,7 @@ __all__ = [
 
 
 class ImagineService(MetricsPart, JobsPart, HistoryPart, AccountsPart, AdminPart, KeysPart, GalleryPart,
-                     LinksPart):
+                     LinksPart, ToolsPart):
     """Quota, safety, jobs, queue and storage behind one API for every front end.
 
     Each part is a class over the same :class:`~bot.service.context.ServiceContext` state; the

@@ -1,11 +1,14 @@
 """Who is calling: the API key in ``Authorization: Bearer``, a rate limit per key, errors as HTTP.
 
-A missing or unknown key is 401; too many requests on one key is 429 with ``Retry-After``.
+The key may also come as the password of HTTP Basic auth (any user name), as A1111 clients send
+it. A missing or unknown key is 401; too many requests on one key is 429 with ``Retry-After``.
 Errors the service raises for users become JSON ``{"detail": …}`` with a status that says why.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import math
 import time
@@ -19,7 +22,7 @@ from bot.frontends.common import apology, new_reference
 from bot.service import ImagineService, NotAllowed, NotFound, QuotaExceeded, Who
 from generation.core.errors import ImagineError, InvalidRequest, QueueFull
 
-__all__ = ["Caller", "RateLimiter", "caller", "error_response"]
+__all__ = ["Caller", "RateLimiter", "api_key", "caller", "error_response"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +58,26 @@ class RateLimiter:
         return 0.0
 
 
+def api_key(authorization: str) -> str:
+    """The key in ``Bearer KEY`` or ``Basic base64(user:KEY)``; "" when there is none."""
+    scheme, _, value = authorization.partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer":
+        return value
+    if scheme.lower() == "basic" and value:
+        try:
+            decoded = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return ""
+        return decoded.partition(":")[2].strip()
+    return ""
+
+
 async def caller(request: Request) -> Caller:
     """FastAPI dependency: the caller of an API route (401 / 429 otherwise)."""
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    key = api_key(request.headers.get("authorization", ""))
     service: ImagineService = request.app.state.service
-    found = await service.authenticate(key.strip()) if scheme.lower() == "bearer" and key else None
+    found = await service.authenticate(key) if key else None
     if found is None:
         raise HTTPException(401, "A valid API key is needed: Authorization: Bearer ib_…",
                             headers={"WWW-Authenticate": "Bearer"})
