@@ -6,8 +6,9 @@ animation, decompression bombs) → the image safety check → store → img2img
 anything is charged, so a refused upload costs nothing.
 
 The upload is re-encoded as a PNG without metadata and stored content-addressed in the image
-store; no image row points to it, so the store's sweep of unreferenced files removes it an hour
-after its job is done (``ImageStore.delete_unreferenced``).
+store, its path in the job's request (``init_image``). No image row points to it: the store keeps
+it while its job is queued or running, the retention sweep removes it once the job is over (as
+any unreferenced file), and ``/forget`` removes it with the user's images (``storage.images``).
 """
 
 from __future__ import annotations
