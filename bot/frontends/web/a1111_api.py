@@ -12,34 +12,29 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from bot.frontends.common import apology, new_reference
 from bot.frontends.web.compat import (
     Problem,
     ProblemError,
-    authenticate,
+    answer,
     check_model,
     decode_b64_image,
     encoded,
     infotext,
     nearest_steps,
-    problem_of,
     wait_for,
 )
 from bot.service import Delivery, ImagineService, Who, nearest_aspect
-from generation.core.errors import ImagineError, JobCancelled
+from generation.core.errors import JobCancelled
 
-__all__ = ["a1111_router", "answer"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["SAMPLER", "SCHEDULER", "a1111_answer", "a1111_router", "body_of"]
 a1111_router = APIRouter(prefix="/sdapi/v1", tags=["A1111 compatible"])
 
 SAMPLER = "Euler"  # SDXL-Lightning: EulerDiscreteScheduler with trailing timesteps, no CFG
@@ -88,24 +83,9 @@ def error(problem: Problem) -> JSONResponse:
                         problem.status, headers=problem.headers)
 
 
-async def answer(request: Request, work: Callable[[Who], Awaitable[Any]]) -> Any:
+async def a1111_answer(request: Request, work: Callable[[Who], Awaitable[Any]]) -> Any:
     """Authenticate, run ``work``, and answer any failure as A1111 does."""
-    who: Who | None = None
-    try:
-        who = (await authenticate(request)).who
-        return await work(who)
-    except ProblemError as err:
-        return error(err.problem)
-    except ValidationError as err:
-        first = err.errors()[0]
-        param = ".".join(str(p) for p in first.get("loc", ())) or None
-        return error(Problem(422, "invalid_value", f"{param}: {first.get('msg')}", param))
-    except ImagineError as err:
-        return error(await problem_of(err, request.app.state.service, who))
-    except Exception as err:  # logged with a reference; the caller gets only the reference
-        ref = new_reference()
-        logger.error("A1111-compatible request failed (reference %s)", ref, exc_info=err)
-        return error(Problem(500, "internal_error", apology(ref)))
+    return await answer(request, work, error, invalid_status=422)
 
 
 async def body_of(request: Request) -> dict[str, Any]:
@@ -215,7 +195,7 @@ async def txt2img(request: Request) -> Any:
         data = await body_of(request)
         return await _generate(request, who, Txt2Img.model_validate(data), set(data))
 
-    return await answer(request, work)
+    return await a1111_answer(request, work)
 
 
 @a1111_router.post("/img2img")
@@ -241,4 +221,4 @@ async def img2img(request: Request) -> Any:
         image = decode_b64_image(body.init_images[0], "init_images")
         return await _generate(request, who, body, set(data), notes, image=image, strength=body.denoising_strength)
 
-    return await answer(request, work)
+    return await a1111_answer(request, work)

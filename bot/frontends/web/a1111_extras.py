@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from PIL import Image, UnidentifiedImageError
 
-from bot.frontends.web.a1111_api import answer, body_of
+from bot.frontends.web.a1111_api import a1111_answer, body_of
 from bot.frontends.web.compat import Problem, ProblemError, decode_b64_image
 from bot.service import Who
 from storage.files import METADATA_KEY, OWN_KEY, exif_parameters, read_metadata
@@ -68,7 +68,7 @@ async def png_info(request: Request) -> Any:
         body = await body_of(request)
         return _png_info(decode_b64_image(body.get("image"), "image"))
 
-    return await answer(request, work)
+    return await a1111_answer(request, work)
 
 
 @extras.post("/extra-single-image")
@@ -85,4 +85,4 @@ async def extra_single_image(request: Request) -> Any:
         png = await request.app.state.service.upscale_upload(who, data, factor)
         return {"html_info": f"<p>Lanczos x{factor:g}</p>", "image": base64.b64encode(png).decode("ascii")}
 
-    return await answer(request, work)
+    return await a1111_answer(request, work)

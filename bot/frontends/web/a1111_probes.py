@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from bot.frontends.web.a1111_api import SAMPLER, SCHEDULER, answer, body_of
+from bot.frontends.web.a1111_api import SAMPLER, SCHEDULER, a1111_answer, body_of
 from bot.frontends.web.compat import check_model, model_names
 from bot.service import ImagineService, NotAllowed, NotFound, Queued, Running, Who
 
@@ -41,7 +41,7 @@ async def get_options(request: Request) -> Any:
                 "sd_vae": "Automatic", "CLIP_stop_at_last_layers": 1, "samples_format": "png",
                 "sd_checkpoints_limit": 1, "upscaler_for_img2img": "Lanczos"}
 
-    return await answer(request, work)
+    return await a1111_answer(request, work)
 
 
 @probes.post("/options")
@@ -52,7 +52,7 @@ async def set_options(request: Request) -> Any:
         check_model(_service(request), body.get("sd_model_checkpoint"), "sd_model_checkpoint")
         return None
 
-    return await answer(request, work)
+    return await a1111_answer(request, work)
 
 
 @probes.get("/sd-models")
@@ -63,7 +63,7 @@ async def sd_models(request: Request) -> Any:
         return [{"title": _title(service), "model_name": _title(service), "hash": (service.checkpoint_hash or "")[:10]
                  or None, "sha256": service.checkpoint_hash, "filename": service.model_id, "config": None}]
 
-    return await answer(request, work)
+    return await a1111_answer(request, work)
 
 
 @probes.get("/samplers")
@@ -71,7 +71,7 @@ async def samplers(request: Request) -> Any:
     async def work(who: Who) -> Any:
         return [{"name": SAMPLER, "aliases": ["k_euler"], "options": {}}]
 
-    return await answer(request, work)
+    return await a1111_answer(request, work)
 
 
 @probes.get("/schedulers")
@@ -80,7 +80,7 @@ async def schedulers(request: Request) -> Any:
         return [{"name": SCHEDULER, "label": "SGM Uniform", "aliases": None, "default_rho": -1.0,
                  "need_inner_model": False}]
 
-    return await answer(request, work)
+    return await a1111_answer(request, work)
 
 
 @probes.get("/upscalers")
@@ -89,7 +89,7 @@ async def upscalers(request: Request) -> Any:
         return [{"name": name, "model_name": None, "model_path": None, "model_url": None,
                  "scale": 2.0 if name != "None" else 1.0} for name in _UPSCALERS]
 
-    return await answer(request, work)
+    return await a1111_answer(request, work)
 
 
 @probes.get("/latent-upscale-modes")
@@ -97,7 +97,7 @@ async def latent_upscale_modes(request: Request) -> Any:
     async def work(who: Who) -> Any:
         return []  # no hires fix
 
-    return await answer(request, work)
+    return await a1111_answer(request, work)
 
 
 @probes.get("/sd-vae")
@@ -105,7 +105,7 @@ async def sd_vae(request: Request) -> Any:
     async def work(who: Who) -> Any:
         return []  # the model's own VAE only
 
-    return await answer(request, work)
+    return await a1111_answer(request, work)
 
 
 def _state(job: str = "", count: int = 0, step: int = 0, steps: int = 0) -> dict[str, Any]:
@@ -130,7 +130,7 @@ async def progress(request: Request) -> Any:
                     "textinfo": f"Step {last.step} of {last.steps}"}
         return {"progress": 0.0, "eta_relative": 0.0, "state": _state(), "current_image": None, "textinfo": None}
 
-    return await answer(request, work)
+    return await a1111_answer(request, work)
 
 
 async def _cancel_latest(request: Request, who: Who) -> dict[str, Any]:
@@ -144,10 +144,10 @@ async def _cancel_latest(request: Request, who: Who) -> dict[str, Any]:
 @probes.post("/interrupt")
 async def interrupt(request: Request) -> Any:
     """Cancel the caller's latest queued or running job (refunded)."""
-    return await answer(request, lambda who: _cancel_latest(request, who))
+    return await a1111_answer(request, lambda who: _cancel_latest(request, who))
 
 
 @probes.post("/skip")
 async def skip(request: Request) -> Any:
     """As interrupt: a job's images come from one batch, so there is no next image to skip to."""
-    return await answer(request, lambda who: _cancel_latest(request, who))
+    return await a1111_answer(request, lambda who: _cancel_latest(request, who))

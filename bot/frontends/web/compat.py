@@ -10,24 +10,30 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
+import logging
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fastapi import HTTPException, Request
+from fastapi.responses import JSONResponse
 from PIL import Image
+from pydantic import ValidationError
 
-from bot.frontends.web.access import Caller, caller
+from bot.frontends.common import apology, new_reference
+from bot.frontends.web.access import caller
 from bot.frontends.web.formats import convert
 from bot.safety import BlockedPrompt
 from bot.service import Delivery, ImagineService, NotAllowed, NotFound, QuotaExceeded, Ticket, Who
 from generation.core.errors import GenerationFailed, ImagineError, InvalidRequest, JobCancelled, QueueFull
 from storage.files import METADATA_KEY
 
-__all__ = ["Problem", "authenticate", "encoded", "infotext", "model_names", "nearest_steps", "problem_of",
-           "wait_for"]
+__all__ = ["Problem", "ProblemError", "answer", "check_model", "decode_b64_image", "encoded", "infotext",
+           "model_names", "nearest_steps", "wait_for"]
+
+logger = logging.getLogger(__name__)
 
 QUEUE_FULL_RETRY_S = 10
 
@@ -43,21 +49,42 @@ class Problem:
     headers: dict[str, str] | None = None
 
 
-async def authenticate(request: Request) -> Caller:
-    """The caller (Bearer key, or Basic with the key as password); a Problem (401/429) otherwise."""
-    try:
-        return await caller(request)
-    except HTTPException as err:
-        code = "invalid_api_key" if err.status_code == 401 else "rate_limit_exceeded"
-        raise ProblemError(Problem(err.status_code, code, str(err.detail), None, dict(err.headers or {}))) from None
-
-
 class ProblemError(Exception):
     """Raised inside a compatible route; its adapter renders :attr:`problem` in its own shape."""
 
     def __init__(self, problem: Problem) -> None:
         super().__init__(problem.message)
         self.problem = problem
+
+
+async def answer(request: Request, work: Callable[[Who], Awaitable[Any]],
+                 render: Callable[[Problem], JSONResponse], *, invalid_status: int = 400) -> Any:
+    """Authenticate (Bearer key, or Basic with the key as password), run ``work``, render any failure.
+
+    ``render`` draws a :class:`Problem` in the API's own error shape; a body that does not
+    validate is ``invalid_status`` (OpenAI: 400, A1111: 422).
+    """
+    who: Who | None = None
+    try:
+        try:
+            who = (await caller(request)).who
+        except HTTPException as err:  # 401 no or wrong key, 429 too many requests on the key
+            code = "invalid_api_key" if err.status_code == 401 else "rate_limit_exceeded"
+            raise ProblemError(Problem(err.status_code, code, str(err.detail), None, dict(err.headers or {})))
+        return await work(who)
+    except ProblemError as err:
+        return render(err.problem)
+    except ValidationError as err:
+        first = err.errors()[0]
+        param = ".".join(str(p) for p in first.get("loc", ())) or None
+        message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+        return render(Problem(invalid_status, "invalid_value", message, param))
+    except ImagineError as err:
+        return render(await problem_of(err, request.app.state.service, who))
+    except Exception as err:  # logged with a reference; the caller gets only the reference
+        ref = new_reference()
+        logger.error("%s failed (reference %s)", request.url.path, ref, exc_info=err)
+        return render(Problem(500, "internal_error", apology(ref)))
 
 
 async def problem_of(err: ImagineError, service: ImagineService, who: Who | None) -> Problem:
@@ -168,8 +195,3 @@ def decode_b64_image(value: Any, field: str) -> bytes:
         return base64.b64decode(text, validate=False)
     except (ValueError, TypeError):
         raise ProblemError(Problem(400, "invalid_value", f"{field} is not valid base64.", field)) from None
-
-
-def image_size(data: bytes) -> tuple[int, int]:
-    with Image.open(io.BytesIO(data)) as image:
-        return image.size

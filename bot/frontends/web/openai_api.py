@@ -10,32 +10,19 @@ other interface). Parameters our model has no use for are mapped or ignored as
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timezone
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from bot.frontends.common import apology, new_reference
-from bot.frontends.web.compat import (
-    Problem,
-    ProblemError,
-    authenticate,
-    check_model,
-    encoded,
-    model_names,
-    problem_of,
-    wait_for,
-)
+from bot.frontends.web.compat import Problem, ProblemError, answer, check_model, encoded, model_names, wait_for
 from bot.service import Delivery, ImagineService, Who, nearest_aspect
-from generation.core.errors import ImagineError
 
 __all__ = ["openai_router"]
 
-logger = logging.getLogger(__name__)
 openai_router = APIRouter(prefix="/v1", tags=["OpenAI compatible"])
 
 _OPENAI_SIZES = {"1024x1024", "1792x1024", "1024x1792", "1536x1024", "1024x1536", "512x512", "256x256"}
@@ -74,24 +61,7 @@ def _error(problem: Problem) -> JSONResponse:
 
 
 async def _answer(request: Request, work: Callable[[Who], Awaitable[Any]]) -> Any:
-    """Authenticate, run ``work``, and answer any failure in OpenAI's error shape."""
-    who: Who | None = None
-    try:
-        who = (await authenticate(request)).who
-        return await work(who)
-    except ProblemError as err:
-        return _error(err.problem)
-    except ValidationError as err:
-        first = err.errors()[0]
-        param = ".".join(str(p) for p in first.get("loc", ())) or None
-        return _error(Problem(400, "invalid_value", f"{param}: {first.get('msg')}" if param else str(first.get("msg")),
-                              param))
-    except ImagineError as err:
-        return _error(await problem_of(err, request.app.state.service, who))
-    except Exception as err:  # logged with a reference; the caller gets only the reference
-        ref = new_reference()
-        logger.error("OpenAI-compatible request failed (reference %s)", ref, exc_info=err)
-        return _error(Problem(500, "internal_error", apology(ref)))
+    return await answer(request, work, _error)
 
 
 async def _json(request: Request) -> Any:
