@@ -170,3 +170,66 @@ async def test_a_client_that_hangs_up_cancels_its_job_and_is_refunded(tmp_path: 
         pipeline.resume()
         assert job.status == "cancelled" and job.refunded
         assert (await app.env.service.quota(ADA)).used == 0
+
+
+async def test_open_webui_openai_engine(tmp_path: Path) -> None:
+    """open-webui backend/open_webui/routers/images.py, engine "openai": image_generations posts JSON
+    {model, prompt, n, size, response_format}; image_edits posts multipart fields plus `image[]` files
+    for a list of images; an answer's `url` is fetched with the same Authorization header."""
+    async with served(tmp_path) as app:
+        key = await key_for(app.env, ADA)
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        async with httpx.AsyncClient(base_url=app.base_url, timeout=30) as http:
+            data = {"model": "fake", "prompt": "a quiet harbour", "n": 1, "size": "512x512",
+                    "response_format": "b64_json"}
+            res = (await http.post("/v1/images/generations", json=data, headers=headers)).json()
+            png = base64.b64decode(res["data"][0]["b64_json"])  # get_image_data(image['b64_json'])
+            assert Image.open(io.BytesIO(png)).size == app.env.service.caps.size_for("1:1")
+
+            # a model whose name matches IMAGE_URL_RESPONSE_MODELS_REGEX_PATTERN gets no response_format
+            res = (await http.post("/v1/images/generations", json={**data, "response_format": "url"},
+                                   headers=headers)).json()
+            fetched = await http.get(res["data"][0]["url"],
+                                     headers={k: v for k, v in headers.items() if k != "Content-Type"})
+            assert fetched.status_code == 200 and fetched.headers["content-type"].split("/")[0] == "image"
+
+            form = {"model": "fake", "prompt": "the harbour at night", "n": "1", "size": "1024x1024",
+                    "background": "auto", "response_format": "b64_json"}
+            files = [("image[]", ("a.png", png, "image/png"))]
+            edited = await http.post("/v1/images/edits", data=form, files=files,
+                                     headers={"Authorization": f"Bearer {key}"})
+            assert edited.status_code == 200, edited.text
+            assert Image.open(io.BytesIO(base64.b64decode(edited.json()["data"][0]["b64_json"]))).format == "PNG"
+            assert (await user_jobs(app.env, ADA))[-1].request["kind"] == "img2img"
+            two = [("image[]", ("a.png", png, "image/png")), ("image[]", ("b.png", png, "image/png"))]
+            refused = await http.post("/v1/images/edits", data=form, files=two,
+                                      headers={"Authorization": f"Bearer {key}"})
+            assert refused.status_code == 400 and refused.json()["error"]["param"] == "image"
+            assert "One image" in refused.json()["error"]["message"]
+
+
+async def test_queue_full_is_503_and_a_busy_key_429(tmp_path: Path) -> None:
+    pipeline = FakePipeline()
+    pipeline.pause()
+    async with served(tmp_path, pipeline, rate_limit=3, queue_options={"max_queued_images": 2}) as app:
+        key = await key_for(app.env, ADA)
+        client = _client(app.base_url, key)
+        try:
+            waiting = asyncio.create_task(client.images.generate(prompt="two foxes", n=2))
+            assert await asyncio.to_thread(pipeline.wait_entered)  # running: out of the queue
+            queued = asyncio.create_task(client.images.generate(prompt="two owls", n=2))  # fills it
+            for _ in range(100):
+                if len(await user_jobs(app.env, ADA)) == 2:
+                    break
+                await asyncio.sleep(0.02)
+            with pytest.raises(openai.InternalServerError) as full:
+                await client.images.generate(prompt="one more")
+            assert full.value.status_code == 503 and full.value.code == "queue_full"
+            assert int(full.value.response.headers["Retry-After"]) > 0
+            with pytest.raises(openai.RateLimitError) as busy:  # the key's 4th request: over 3 a minute
+                await client.models.list()
+            assert busy.value.code == "rate_limit_exceeded" and "Retry-After" in busy.value.response.headers
+        finally:
+            pipeline.resume()
+        assert [len(r.data) for r in await asyncio.gather(waiting, queued)] == [2, 2]
+        assert (await app.env.service.quota(ADA)).used == 4  # the refused one cost nothing
