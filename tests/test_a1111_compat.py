@@ -180,6 +180,7 @@ async def test_img2img_png_info_and_extras(tmp_path: Path) -> None:
             info = json.loads(res["info"])
             assert _decode(res["images"][0]).size == caps.size_for("4:3")  # no size given: the image's own
             assert any(n.startswith("denoising_strength 0.05 -> 0.125") for n in info["adjustments"])
+            assert not any(n.startswith(("width", "height")) for n in info["adjustments"])  # none were asked for
             assert info["denoising_strength"] == 0.125 and info["steps"] == 8  # one step at least must run
             job = (await user_jobs(app.env, ADA))[-1]
             assert job.request["kind"] == "img2img" and job.request["strength"] == 0.125

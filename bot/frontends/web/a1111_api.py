@@ -137,8 +137,8 @@ def _mapped(service: ImagineService, body: Txt2Img, sent: set[str]) -> tuple[dic
     return options, notes
 
 
-def _response(service: ImagineService, body: Txt2Img, delivery: Delivery | None, notes: list[str],
-              images: list[str], infotexts: list[str]) -> dict[str, Any]:
+def _response(service: ImagineService, body: Txt2Img, sent: set[str], delivery: Delivery | None,
+              notes: list[str], images: list[str], infotexts: list[str]) -> dict[str, Any]:
     """A1111's answer: images, the parameters used, and ``info`` as a JSON string."""
     if delivery is None:  # interrupted
         info: dict[str, Any] = {"interrupted": True, "adjustments": notes, "infotexts": []}
@@ -146,7 +146,7 @@ def _response(service: ImagineService, body: Txt2Img, delivery: Delivery | None,
     request = delivery.request
     seeds = [image.seed for image in delivery.images]
     for field, asked, used in (("width", body.width, request.width), ("height", body.height, request.height)):
-        if asked != used:
+        if asked != used and (field in sent or not isinstance(body, Img2Img)):  # img2img: the image's shape
             notes.append(f"{field} {asked} -> {used}: the nearest SDXL size bucket")
     if request.steps != nearest_steps(service, body.steps):
         notes.append(f"steps -> {request.steps}: denoising_strength {request.strength:g} runs "
@@ -182,10 +182,10 @@ async def _generate(request: Request, who: Who, body: Txt2Img, sent: set[str], n
     except JobCancelled:  # /sdapi/v1/interrupt (or /cancel): A1111 answers with what it has, here nothing
         delivery = None
     if delivery is None:
-        return _response(service, body, None, notes, [], [])
+        return _response(service, body, sent, None, notes, [], [])
     images = [await asyncio.to_thread(encoded, image.path) for image in delivery.images] if body.send_images else []
     infotexts = [await asyncio.to_thread(infotext, image.path) for image in delivery.images]
-    return _response(service, body, delivery, notes, images, infotexts)
+    return _response(service, body, sent, delivery, notes, images, infotexts)
 
 
 @a1111_router.post("/txt2img")

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from bot.frontends.web.compat import Problem, ProblemError, answer, check_model, encoded, model_names, wait_for
-from bot.service import Delivery, ImagineService, Who, nearest_aspect
+from bot.service import Delivery, ImagineService, Who, image_ref, nearest_aspect
 
 __all__ = ["openai_router"]
 
@@ -108,7 +108,7 @@ async def _data(request: Request, delivery: Delivery, response_format: str | Non
         if response_format == "url":
             base = request.app.state.settings.public_url or str(request.base_url).rstrip("/")
             query = "" if output_format == "png" else f"?format={output_format}"
-            items.append({"url": f"{base}/v1/images/{delivery.job_id}-{image.index + 1}{query}",
+            items.append({"url": f"{base}/v1/images/{image_ref(delivery.job_id, image.index)}{query}",
                           "revised_prompt": prompt})
         else:
             items.append({"b64_json": await asyncio.to_thread(encoded, image.path, output_format),
