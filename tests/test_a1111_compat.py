@@ -33,6 +33,10 @@ async def test_open_webui(tmp_path: Path) -> None:
         auth = basic(await key_for(app.env, ADA), "openwebui")
         async with httpx.AsyncClient(base_url=app.base_url, timeout=30) as http:
             assert (await http.get("/sdapi/v1/options")).status_code == 401  # verify_url fails without the key
+            bearer = {"Authorization": auth["Authorization"].replace("Basic ", "Bearer ")}
+            assert (await http.get("/sdapi/v1/options", headers=bearer)).status_code == 401  # not a key
+            key = base64.b64decode(auth["Authorization"].split()[1]).decode().partition(":")[2]
+            assert (await http.get("/sdapi/v1/options", headers={"Authorization": f"Bearer {key}"})).status_code == 200
             options = (await http.get("/sdapi/v1/options", headers=auth)).json()
             model = options["sd_model_checkpoint"]
             assert model == "fake"
@@ -197,6 +201,12 @@ async def test_img2img_png_info_and_extras(tmp_path: Path) -> None:
             assert info["info"].startswith("a red barn\n") and info["parameters"]["Prompt"] == "a red barn"
             assert info["parameters"]["Seed"] == "5" and info["parameters"]["Sampler"] == "Euler"
             assert info["items"]["imagine"]["seed"] == 5
+            ref = f"{json.loads(made['info'])['job_id']}-1"
+            jpeg = (await http.get(f"/v1/images/{ref}?format=jpeg", headers=auth)).content  # Basic works on /v1 too
+            assert jpeg[:2] == b"\xff\xd8"
+            info = (await http.post("/sdapi/v1/png-info", json={"image": base64.b64encode(jpeg).decode()},
+                                    headers=auth)).json()
+            assert info["parameters"]["Prompt"] == "a red barn" and info["parameters"]["Seed"] == "5"  # from EXIF
 
             upscaled = (await http.post("/sdapi/v1/extra-single-image", headers=auth, json={
                 "image": made["images"][0], "upscaling_resize": 2, "upscaler_1": "Lanczos"})).json()
