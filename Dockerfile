@@ -1,4 +1,4 @@
-# imagine-bot on an NVIDIA GPU, with compose (see compose.yaml and README 'Running it in Docker'):
+# imagine-bot on an NVIDIA GPU, with compose (see compose.yaml and docs/operator/docker.md):
 #   cp .env.example .env                        # tokens
 #   docker compose build
 #   docker compose run --rm bot download        # the weights, into the models volume

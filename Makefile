@@ -38,5 +38,15 @@ bench: install
 bench-gpu: install
 	$(PY) bench/gpu_bench.py
 
+# The documentation site from docs/ into site/ (mkdocs.yml). Strict: a warning, such as a link to a
+# missing page or anchor, fails the build. Its hook generates the config and HTTP API references.
+.PHONY: docs
+docs: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 HF_HUB_OFFLINE=1 $(PY) -m mkdocs build --strict
+
+$(VENV)/.docs-installed: $(VENV)/.installed
+	$(PIP_INSTALL) -e '.[web,docs]'
+	touch $@
+
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) out site .pytest_cache

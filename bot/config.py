@@ -41,6 +41,7 @@ __all__ = [
     "OutputConfig",
     "config_keys",
     "load_config",
+    "sections",
 ]
 
 
@@ -239,6 +240,11 @@ _SECRET_VARIABLES = {
 
 def _all_sections() -> dict[str, Section]:
     return {**SECTIONS, **_front_end_sections()}
+
+
+def sections() -> dict[str, Section]:
+    """Every ``[section]`` of the file, front ends included (the docs' config reference reads it)."""
+    return _all_sections()
 
 
 def config_keys() -> list[str]:

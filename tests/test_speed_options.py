@@ -24,7 +24,7 @@ ITEMS = (
     BatchItem("a red fox in the snow", "", 9),
 )
 
-# Tolerance against plain eager float32 on CPU, in 8-bit levels (README "Speed options"): layout,
+# Tolerance against plain eager float32 on CPU, in 8-bit levels (docs/operator/scale-out.md, "Speed options"): layout,
 # fusion and batching only reorder float sums, so a pixel may move by a level or two.
 MAX_LEVELS = 3
 MAX_MEAN = 0.05

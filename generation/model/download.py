@@ -102,7 +102,8 @@ def download(
     if reason:
         raise DownloadError(
             f"Cannot reach {endpoint}: {reason}. Check the network, or set HF_ENDPOINT to a mirror "
-            f"you can reach; or download on another machine and copy the folder (README 'Getting the model')."
+            f"you can reach; or download on another machine and copy the folder "
+            f"(docs/operator/install.md, 'Getting the model')."
         )
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError

@@ -1,6 +1,6 @@
 """The ``[model]`` table: which model, on which device, and the speed options (validated here).
 
-Speed options (see README "Speed options"); every one can be switched off:
+Speed options (see docs/operator/scale-out.md, "Speed options"); every one can be switched off:
 
     compile            torch.compile of the UNet and the VAE decoder, per shape (dynamic=False)
     compile_mode       "default" or "max-autotune-no-cudagraphs" (CUDA graphs: ``cuda_graphs``)
@@ -85,7 +85,7 @@ class ModelConfig:
     dtype: str = "auto"
     vae_repo: str | None = "madebyollin/sdxl-vae-fp16-fix"
     cache_dir: str | None = None
-    # speed options (module docstring; README "Speed options")
+    # speed options (module docstring; docs/operator/scale-out.md)
     compile: bool = False
     compile_mode: str = "default"
     cuda_graphs: bool = False
@@ -154,7 +154,7 @@ def check_speed_options(config: ModelConfig, device: torch.device) -> None:
     if cuda_only and device.type != "cuda":
         raise ModelUnavailable(
             f"{', '.join(cuda_only)} needs a CUDA GPU, but the model runs on {device.type}; "
-            f"remove {'it' if len(cuda_only) == 1 else 'them'} from [model] (see README 'Speed options')."
+            f"remove {'it' if len(cuda_only) == 1 else 'them'} from [model] (see docs/operator/scale-out.md, 'Speed options')."
         )
     if config.quantize == "fp8" and torch.cuda.get_device_capability(device) < (8, 9):
         name = torch.cuda.get_device_name(device)
@@ -185,7 +185,7 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise ModelUnavailable(
             "model.device is 'cuda' but torch sees no CUDA GPU; install a CUDA build of torch "
-            "(see README) or set model.device = \"auto\"."
+            "(see docs/operator/install.md) or set model.device = \"auto\"."
         )
     if device == "mps" and not _mps_available():
         raise ModelUnavailable(

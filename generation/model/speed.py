@@ -7,8 +7,8 @@
     decode_latents(pipe, latents, mode)  VAE decode of the whole batch, sliced/tiled on OOM
     attention_backend(name)           the SDPA kernel choice around a pipeline call
 
-How close each option keeps the images to plain eager float32 is stated in README "Speed
-options" and checked on CPU by tests/test_speed_options.py.
+How close each option keeps the images to plain eager float32 is stated in
+docs/operator/scale-out.md ("Speed options") and checked on CPU by tests/test_speed_options.py.
 """
 
 from __future__ import annotations

@@ -172,7 +172,7 @@ class Worker:
         Code timed against the batches should run here: on CPU, torch's OpenMP runtime (libgomp)
         gives each thread that runs torch its own team of helper threads and, while more than one
         team exists, stops spin-waiting between parallel regions for the whole process, so code
-        timed on another thread may run in a different regime (README "CPU benchmark").
+        timed on another thread may run in a different regime (docs/benchmarks.md).
         """
         if self._closed:
             raise WorkerClosed("The image worker is shutting down and takes no new work.")

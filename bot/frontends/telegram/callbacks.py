@@ -35,7 +35,7 @@ __all__ = [
 MAX_CALLBACK_BYTES = 64
 _ACTIONS = frozenset("ruvksxhfago")
 
-# Reaction scheme (documented in the README): the strongest mapped emoji of a user's reactions
+# Reaction scheme (documented in docs/user/commands.md): the strongest mapped emoji of a user's reactions
 # counts; removing every mapped reaction removes the rating made by reaction (not a button one).
 REACTION_STARS: dict[str, int] = {
     **dict.fromkeys(("❤", "❤️", "❤‍🔥", "🔥", "😍", "🤩", "🏆", "💯", "⚡"), 5),
