@@ -70,6 +70,10 @@ async def test_generate_b64_and_url_with_the_official_client(tmp_path: Path) -> 
             assert other.status_code == 404  # a URL only its own key can fetch
         assert (await user_jobs(app.env, ADA))[-1].request["steps"] == max(caps.steps)  # hd: the most steps
 
+        history = await app.env.service.history(ADA)  # what /history shows in any chat
+        assert history.total == 2 and {e.text.split(" --")[0] for e in history.entries} == {
+            "a red fox in snow", "an owl at night"}
+
         models = await client.models.list()
         assert [m.id for m in models.data] == ["fake"]
         assert (await client.models.retrieve("fake")).id == "fake"
