@@ -24,7 +24,7 @@ def _encoded(image: Image.Image, fmt: str, **options: object) -> bytes:
     return buffer.getvalue()
 
 
-async def test_bad_uploads_are_refused_with_a_reason_and_cost_nothing(tmp_path: Path) -> None:
+async def test_bad_uploads_say_why_and_cost_nothing_a_phone_photo_is_taken(tmp_path: Path) -> None:
     frames = [Image.new("RGB", (64, 64), c) for c in ("red", "blue")]
     animated = _encoded(frames[0], "WEBP", save_all=True, append_images=frames[1:])
     truncated = png_bytes()[:200]
@@ -36,10 +36,14 @@ async def test_bad_uploads_are_refused_with_a_reason_and_cost_nothing(tmp_path: 
             with pytest.raises(InvalidRequest) as refused:
                 await env.service.imagine(ADA, "a cat", image=data)
             assert refused.value.field == "image" and reason in str(refused.value), reason
+        frames = [Image.new("RGB", (64, 48), c) for c in ("green", "blue")]  # a phone photo: JPEG + depth map
+        ticket = await env.service.imagine(ADA, "a cat", image=_encoded(frames[0], "MPO", save_all=True,
+                                                                           append_images=frames[1:]))
+        assert ticket.request.kind == "img2img" and len((await ticket.delivery()).images) == 1
         with pytest.raises(InvalidRequest) as low:
             await env.service.imagine(ADA, "a cat", image=png_bytes(), strength=0.0)
         assert low.value.field == "strength"
-        assert (await env.service.quota(ADA)).used == 0
+        assert (await env.service.quota(ADA)).used == 1  # only the photo that was accepted
 
 
 async def test_decompression_bombs_and_oversized_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

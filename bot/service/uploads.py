@@ -37,7 +37,7 @@ __all__ = ["MAX_UPLOAD_BYTES", "MAX_UPLOAD_PIXELS", "NEUTRAL_PROMPT", "Upload", 
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 16_000_000
-FORMATS = ("PNG", "JPEG", "WEBP")
+FORMATS = ("PNG", "JPEG", "MPO", "WEBP")  # MPO: a phone camera's JPEG (its first picture is used)
 NEUTRAL_PROMPT = "high quality, detailed"  # a variation of an image that carries no prompt
 _ASPECT_FLAG = re.compile(r"(?:^|\s)(?:--|\u2014|\u2013)(?:ar|aspect)(?:\s|=|$)", re.IGNORECASE)
 
@@ -70,7 +70,7 @@ def read_upload(data: bytes) -> Upload:
                 if opened.format not in FORMATS:
                     raise InvalidRequest("image", f"A {opened.format or 'file of unknown type'} is not accepted; "
                                                   "send a PNG, JPEG or WebP image.")
-                if getattr(opened, "n_frames", 1) > 1:
+                if getattr(opened, "n_frames", 1) > 1 and opened.format != "MPO":
                     raise InvalidRequest("image", "Animated images are not accepted; send a still image.")
                 if width * height > MAX_UPLOAD_PIXELS:
                     raise InvalidRequest("image", f"The image is {width}x{height} ({width * height / 1e6:.1f} "
