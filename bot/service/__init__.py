@@ -17,6 +17,8 @@ The service is split by responsibility; :class:`ImagineService` is the facade th
     studio.py          the web studio form's choices; deleting an image
     metrics.py         /healthz and Prometheus metrics; counts requests at the service's doors
     tickets.py         the types front ends see (tickets, updates, deliveries, errors)
+    uploads.py         an image a caller sends: checked, stored, made into an img2img request
+    tools.py           tools on an uploaded image that need no GPU (a Lanczos enlargement)
 
 No SQL here (that is :mod:`storage`), and no platform types (those stay in :mod:`bot.frontends`).
 
@@ -59,6 +61,8 @@ from bot.service.metrics import MetricsPart, ServiceMetrics, frontend_of
 from bot.service.outcomes import OutcomesPart
 from bot.service.sessions import SessionsPart, WebSession
 from bot.service.studio import StudioChoices, StudioPart
+from bot.service.tools import ToolsPart
+from bot.service.uploads import nearest_aspect
 from bot.service.tickets import (
     AlreadyAccepted,
     CancelOutcome,
@@ -97,6 +101,7 @@ __all__ = [
     "SharedImage",
     "frontend_of",
     "image_ref",
+    "nearest_aspect",
     "Cancelled",
     "CancelOutcome",
     "Delivery",
@@ -129,7 +134,7 @@ __all__ = [
 
 
 class ImagineService(MetricsPart, JobsPart, OutcomesPart, InboxPart, HistoryPart, AccountsPart, AdminPart, KeysPart,
-                     GalleryPart, LinksPart, SessionsPart, StudioPart):
+                     GalleryPart, LinksPart, SessionsPart, StudioPart, ToolsPart):
     """Quota, safety, jobs, queue and storage behind one API for every front end.
 
     Each part is a class over the same :class:`~bot.service.context.ServiceContext` state; the

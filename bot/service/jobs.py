@@ -25,11 +25,10 @@ from datetime import datetime
 from typing import Any
 
 from bot.options import parse_imagine
-from bot.service import accounts_rules
+from bot.service import accounts_rules, uploads
 from bot.service.context import ACTIVE, Origin, ServiceContext
 from bot.service.refining import refine_request
-from bot.service.scoring import drain as drain_scoring
-from bot.service.scoring import score_later
+from bot.service.scoring import drain as drain_scoring, score_later
 from bot.service.tickets import (
     AlreadyAccepted,
     CancelOutcome,
@@ -94,23 +93,30 @@ class JobsPart(ServiceContext):
         await self.writes.flush()
 
     async def imagine(self, who: Who, text: str, *, target: dict[str, Any] | None = None,
-                      origin: Origin | None = None, spaced: bool = True, **options: Any) -> Ticket:
+                      origin: Origin | None = None, spaced: bool = True, image: bytes | None = None,
+                      strength: float | None = None, **options: Any) -> Ticket:
         """Accept ``/imagine text`` (plus typed options): charged, stored, queued; or raise.
 
         ``origin`` (platform, inbox key) ties the job to the stored platform request: the job
         row and "handled" commit together, and a second call for the same origin raises
         :class:`AlreadyAccepted` (before any limit) instead of making (and charging) a second job.
         ``spaced=False``: the chats' request spacing does not apply (API keys: their own rate limit).
+        ``image``: an upload's bytes, for img2img at ``strength`` (:mod:`.uploads`).
         """
         await self._raise_if_accepted(origin)  # a replayed request: nothing runs again, refinement included
         user = await self._active_user(who, spaced=spaced)
+        notes: tuple[str, ...] = ()
+        if image is not None:
+            upload, text, options, notes = await uploads.prepare(image, self.caps, text, options)
         request = parse_imagine(
             text, caps=self.caps, defaults=accounts_rules.defaults_from(user.settings, refine=self.refiner is not None),
             user_id=who.user_id, platform=who.platform, **options,
         )
-        notes: tuple[str, ...] = ()
+        if image is not None:
+            request = await uploads.img2img_from(self, who, request, upload, strength, target)
         if request.refine:  # prompt power: a small LLM rewrites the prompt (bot/service/refining.py)
-            request, notes = await refine_request(self, who, request, target)
+            request, refined = await refine_request(self, who, request, target)
+            notes += refined
         ticket = await self._submit(who, user, request, target=target, dedupe=request.seed is not None,
                                     origin=origin)
         ticket.notes = notes
