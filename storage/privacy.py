@@ -26,7 +26,8 @@ async def forget(db: Database, user_id: int, *, keep_quota_from: str | None = No
     So ``/forget`` never lifts a block, a cooldown or a spent quota.
 
     Files are content-addressed and may be shared with other users' identical requests, so
-    only paths without any remaining image row come back for the caller to delete.
+    only paths without any remaining image row (or another job's input, ``job_inputs``) come back
+    for the caller to delete; the user's uploaded pictures are among them.
     """
     async with db.transaction() as tx:
         rows = await tx.fetchall(

@@ -8,8 +8,10 @@ The service is split by responsibility; :class:`ImagineService` is the facade th
     inbox.py           platform requests stored before they are acknowledged, found again after a crash
     outcomes.py        delivery bookkeeping: delivered, told (a failure shown once)
     inbox.py           platform requests stored before they are acknowledged, found again after a crash
-    uploads.py         an image a user sends: checked, safety-checked, fitted, stored before any charge
-    toolbox.py         actions on an image that make a new job: upscale, zoom out, pan
+    uploads.py         an image a user sends (every front end, the compatible APIs too): checked,
+                       safety-checked, fitted, stored before any charge
+    toolbox.py         actions on an image that make a new job: upscale, zoom out, pan; a Lanczos
+                       enlargement of an upload (A1111 extra-single-image)
     history.py         history pages, ratings and the comments beside them, messages that show a job
     accounts.py        quota status, settings, DM state, forget, export
     accounts_rules.py  pure rules: valid settings, defaults, the export zip
@@ -64,6 +66,7 @@ from bot.service.outcomes import OutcomesPart
 from bot.service.sessions import SessionsPart, WebSession
 from bot.service.studio import StudioChoices, StudioPart
 from bot.service.toolbox import ToolboxPart
+from bot.service.uploads import nearest_aspect
 from bot.service.tickets import (
     AlreadyAccepted,
     CancelOutcome,
@@ -102,6 +105,7 @@ __all__ = [
     "SharedImage",
     "frontend_of",
     "image_ref",
+    "nearest_aspect",
     "Cancelled",
     "CancelOutcome",
     "Delivery",

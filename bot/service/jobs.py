@@ -33,7 +33,7 @@ from bot.service.context import ACTIVE, Origin, ServiceContext
 from bot.service.refining import refine_request
 from bot.service.scoring import drain as drain_scoring
 from bot.service.scoring import score_later
-from bot.service.uploads import StoredUpload, checked_upload, store_upload
+from bot.service.uploads import StoredUpload, checked_upload, prompt_for, store_upload
 from bot.service.tickets import (
     AlreadyAccepted,
     CancelOutcome,
@@ -99,27 +99,31 @@ class JobsPart(ServiceContext):
 
     async def imagine(self, who: Who, text: str, *, target: dict[str, Any] | None = None,
                       origin: Origin | None = None, spaced: bool = True, image: bytes | None = None,
-                      **options: Any) -> Ticket:
+                      strength: float | None = None, **options: Any) -> Ticket:
         """Accept ``/imagine text`` (plus typed options): charged, stored, queued; or raise.
 
         ``origin`` (platform, inbox key) ties the job to the stored platform request: the job
         row and "handled" commit together, and a second call for the same origin raises
         :class:`AlreadyAccepted` (before any limit) instead of making (and charging) a second job.
         ``spaced=False``: the chats' request spacing does not apply (API keys: their own rate limit).
-        ``image`` (the bytes of a file the user sent) makes it start from that image
-        (:mod:`bot.service.uploads`: checked, fitted and stored before anything is charged).
+        ``image`` (the bytes of a file the user sent) makes it start from that image at ``strength``
+        (:mod:`bot.service.uploads`: checked, fitted and stored before anything is charged); without
+        a prompt, the prompt stored in the image (or a neutral one) is used.
         """
         await self._raise_if_accepted(origin)  # a replayed request: nothing runs again, refinement included
         user = await self._active_user(who, spaced=spaced)
         upload = await checked_upload(image) if image is not None else None
+        notes: tuple[str, ...] = ()
+        if image is not None:
+            text, notes = prompt_for(text, image)
         request = parse_imagine(
             text, caps=self.caps, defaults=accounts_rules.defaults_from(user.settings, refine=self.refiner is not None),
             user_id=who.user_id, platform=who.platform, image_size=upload.size if upload else None,
-            default_strength=self.config.image_strength, **options,
+            strength=strength, default_strength=self.config.image_strength, **options,
         )
-        notes: tuple[str, ...] = ()
         if request.refine:  # prompt power: a small LLM rewrites the prompt (bot/service/refining.py)
-            request, notes = await refine_request(self, who, request, target)
+            request, refined = await refine_request(self, who, request, target)
+            notes += refined
         request, stored = await store_upload(self, who, upload, request, target) if upload else (request, None)
         ticket = await self._submit(who, user, request, target=target,
                                     dedupe=request.seed is not None and upload is None, origin=origin,

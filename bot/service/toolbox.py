@@ -1,18 +1,28 @@
-"""The image toolbox: actions on an image that make a new job (upscale, zoom out, pan).
+"""The image toolbox: actions on an image that make a new job (upscale, zoom out, pan), and a
+quick Lanczos enlargement of an uploaded picture (A1111's ``extra-single-image``).
 
 Each action loads the job it names through :meth:`ServiceContext._acting_on` (trust's authority
 check: the clicker owns the job, is an admin, or clicked ``via`` one of its recorded messages),
 makes a request of its own kind, and goes through the same ``_submit`` as /imagine: prompt check, quota (``upscale_cost``), job row, the fair queue, history,
 ratings and delivery once. The clicker owns the new job.
+
+:meth:`ToolboxPart.upscale_upload` runs here, not on the GPU queue: the upload gets the checks of
+any upload (:mod:`bot.service.uploads`: format, size, bombs, the image safety check); the result
+is returned, not stored, and not charged (the per-key request limit of the API bounds it).
 """
 
 from __future__ import annotations
 
+import asyncio
+import io
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from PIL import Image
+
 from bot.service.context import ServiceContext
 from bot.service.tickets import NotFound, Ticket, Via, Who
+from bot.service.uploads import BLOCKED_UPLOAD, checked_upload
 from generation.core.errors import InvalidRequest
 from generation.core.request import ACTIONS, UPSCALE_MODES, GenerationRequest, nearest_bucket
 from generation.tools.outpaint import canvas_ratio
@@ -23,7 +33,9 @@ if TYPE_CHECKING:
 
 Origin = tuple[str, str]  # (platform, inbox key), as in jobs.py (parts never import each other)
 
-__all__ = ["ToolboxPart"]
+__all__ = ["MAX_UPSCALED_PIXELS", "ToolboxPart"]
+
+MAX_UPSCALED_PIXELS = 16_000_000
 
 
 class ToolboxPart(ServiceContext):
@@ -86,3 +98,24 @@ class ToolboxPart(ServiceContext):
             **({"prompt": prompt} if prompt and prompt.strip() else {}),
         )
         return await self._submit(who, user, self.caps.check(request), target=target, dedupe=False, origin=origin)
+
+    async def upscale_upload(self, who: Who, data: bytes, factor: float = 2.0) -> bytes:
+        """``data`` (an uploaded picture) enlarged ``factor`` times with Lanczos, as PNG."""
+        await self._active_user(who)
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 1 <= factor <= 4:
+            raise InvalidRequest("factor", f"The upscale factor must be from 1 to 4, not {factor!r}.")
+        upload = await checked_upload(data)
+        width, height = (max(1, round(side * factor)) for side in upload.size)
+        if width * height > MAX_UPSCALED_PIXELS:
+            raise InvalidRequest("factor", f"{width}x{height} would be over {MAX_UPSCALED_PIXELS / 1e6:g} "
+                                           "megapixels; use a smaller factor or image.")
+        verdicts = await self.moderation.check_images(who.key, None, [upload.image])
+        if "blocked" in verdicts:
+            raise InvalidRequest("image", BLOCKED_UPLOAD)
+        return await asyncio.to_thread(_lanczos, upload.image, (width, height))
+
+
+def _lanczos(image: Image.Image, size: tuple[int, int]) -> bytes:
+    buffer = io.BytesIO()
+    image.resize(size, Image.Resampling.LANCZOS).save(buffer, format="PNG")
+    return buffer.getvalue()

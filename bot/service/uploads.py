@@ -9,6 +9,11 @@ The path of an upload (``imagine(..., image=bytes)``)::
     the job's transaction     a ``job_inputs`` row beside the job row, so history shows it,
                               /forget deletes it and a restart runs the job with it again
 
+One path for every front end: the chats, ``--image``, ``POST /v1/images`` and the compatible
+APIs (OpenAI edits/variations, A1111 img2img and extra-single-image) all hand their bytes here.
+An upload sent without a prompt (an OpenAI variation) takes the prompt stored in the image (ours,
+or A1111's ``parameters`` text), else a neutral one (:func:`prompt_for`).
+
 Every refusal is an :class:`~generation.core.errors.ImagineError` raised before the quota is
 touched. A file stored for a request refused later (quota, prompt) has no row and is collected
 by ``ImageStore.delete_unreferenced`` like any unreferenced file.
@@ -17,18 +22,26 @@ by ``ImageStore.delete_unreferenced`` like any unreferenced file.
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import logging
+import math
 from dataclasses import dataclass, replace
 from typing import Any
 
-from generation.core.errors import InvalidRequest
-from generation.core.request import GenerationRequest
-from generation.tools.inputs import MAX_UPLOAD_BYTES, Upload, check_upload, fit_image, png_bytes
+from PIL import Image
 
-__all__ = ["BLOCKED_UPLOAD", "MAX_UPLOAD_BYTES", "StoredUpload", "checked_upload", "store_upload"]
+from generation.core.errors import InvalidRequest
+from generation.core.request import GenerationRequest, ModelCaps, has_visible_text
+from generation.tools.inputs import MAX_UPLOAD_BYTES, Upload, check_upload, fit_image, png_bytes
+from storage.files import METADATA_KEY, read_metadata
+
+__all__ = ["BLOCKED_UPLOAD", "MAX_UPLOAD_BYTES", "NEUTRAL_PROMPT", "StoredUpload", "checked_upload", "nearest_aspect",
+           "prompt_for", "store_upload"]
 
 logger = logging.getLogger(__name__)
 
+NEUTRAL_PROMPT = "high quality, detailed"  # a variation of an image that carries no prompt
 BLOCKED_UPLOAD = ("Your image did not pass the image safety check, so nothing was made and nothing "
                   "was charged; send a different image.")
 
@@ -68,3 +81,40 @@ async def store_upload(ctx: Any, who: Any, upload: Upload, request: GenerationRe
     path, sha = await asyncio.to_thread(ctx.store.put, data, "png")
     stored = StoredUpload(path, sha, fitted.width, fitted.height, len(data))
     return replace(request, init_image=str(ctx.store.path_for(path).resolve())), stored
+
+
+def nearest_aspect(caps: ModelCaps, width: float, height: float) -> str:
+    """The model's named aspect ratio closest to width:height (the larger area on a tie); the
+    compatible APIs map a client's pixel size to it."""
+    wanted = math.log(width / height)
+    return min(caps.sizes().items(),
+               key=lambda item: (round(abs(math.log(item[1][0] / item[1][1]) - wanted), 9),
+                                 -item[1][0] * item[1][1]))[0]
+
+
+def prompt_for(text: str, data: bytes) -> tuple[str, tuple[str, ...]]:
+    """The text to parse for an upload: the caller's, else the prompt stored in the image, else a
+    neutral one (with a note saying which was used)."""
+    if has_visible_text(text):
+        return text, ()
+    stored = _prompt_in(data)
+    if stored:
+        return stored, ("No prompt was given: the prompt stored in the image was used.",)
+    return NEUTRAL_PROMPT, (f"No prompt was given and the image carries none: {NEUTRAL_PROMPT!r} was used.",)
+
+
+def _prompt_in(data: bytes) -> str | None:
+    """The prompt in our PNG metadata or in A1111's ``parameters`` text, if any."""
+    try:
+        prompt = read_metadata(data).get("prompt")
+    except (OSError, ValueError, json.JSONDecodeError):
+        prompt = None
+    if not prompt:
+        try:
+            with Image.open(io.BytesIO(data)) as opened:
+                text = dict(getattr(opened, "text", {}) or {}).get(METADATA_KEY)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+            text = None
+        if isinstance(text, str):
+            prompt = text.split("\nNegative prompt:")[0].split("\nSteps:")[0]
+    return prompt.strip() if isinstance(prompt, str) and has_visible_text(prompt) else None

@@ -22,7 +22,7 @@ __all__ = ["FORMATS", "MAX_UPLOAD_BYTES", "MAX_UPLOAD_PIXELS", "Upload", "check_
 
 MAX_UPLOAD_BYTES = 20 * 1000 * 1000  # 20 MB
 MAX_UPLOAD_PIXELS = 16_000_000  # 16 megapixels
-FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
+FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "GIF", "BMP")  # MPO: a phone camera's JPEG (its first picture is used)
 _BOMB_RATIO = 100  # decoded bytes per file byte beyond which an oversized file is a bomb, not a photo
 _ASK = "send a PNG, JPEG or WebP picture"
 
@@ -72,7 +72,7 @@ def check_upload(data: bytes, *, max_bytes: int = MAX_UPLOAD_BYTES,
         if pixels > max_pixels:
             raise _refuse(f"Your image is {width}x{height} ({pixels / 1e6:.1f} megapixels); the limit is "
                           f"{max_pixels / 1e6:g} megapixels. Send a smaller one.")
-        if getattr(opened, "is_animated", False) or getattr(opened, "n_frames", 1) > 1:
+        if opened.format != "MPO" and (getattr(opened, "is_animated", False) or getattr(opened, "n_frames", 1) > 1):
             raise _refuse(f"Animated images cannot be a starting point; {_ASK} (one still frame).")
         try:
             opened.load()

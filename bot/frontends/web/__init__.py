@@ -8,6 +8,10 @@ Same shape as the chat front ends::
     moderation.py   unsharing (owner or admin)
     access.py       API keys (Bearer), the per-key rate limit, errors as HTTP answers
     ops.py          /healthz and /metrics
+    openai_api.py   the OpenAI Images API: /v1/images/generations, edits, variations, /v1/models
+    a1111_api.py    the A1111 web UI API: /sdapi/v1/txt2img and img2img (a1111_probes.py: options,
+                    models, samplers, progress, interrupt; a1111_extras.py: png-info, extra-single-image)
+    compat.py       what those two share: the caller, errors, waiting for a job, images out
     formats.py      png/jpeg/webp/svg and thumbnails
     settings.py     [web] settings
     studio_site.py  the studio in the browser: signin.py (links from /web, sessions, CSRF),

@@ -1,6 +1,7 @@
 """Who is calling: the API key in ``Authorization: Bearer``, a rate limit per key, errors as HTTP.
 
-A missing or unknown key is 401; too many requests on one key is 429 with ``Retry-After``;
+The key may also come as the password of HTTP Basic auth (any user name), as A1111 clients send
+it. A missing or unknown key is 401; too many requests on one key is 429 with ``Retry-After``;
 after ``auth_failures_free`` failed keys from one client address, each further try from it
 waits longer (:class:`AuthThrottle`, 429 with ``Retry-After``).
 Errors the service raises for users become JSON ``{"detail": …}`` with a status that says why.
@@ -8,6 +9,8 @@ Errors the service raises for users become JSON ``{"detail": …}`` with a statu
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import math
 import time
@@ -22,8 +25,8 @@ from bot.safety import BlockedPrompt, Restricted
 from bot.service import ImagineService, NotAllowed, NotFound, QuotaExceeded, Who
 from generation.core.errors import ImagineError, InvalidRequest, QueueFull
 
-__all__ = ["AuthThrottle", "Caller", "RateLimiter", "caller", "client_address", "error_response", "key_holder",
-           "rate_limit"]
+__all__ = ["AuthThrottle", "Caller", "RateLimiter", "api_key", "caller", "client_address", "error_response",
+           "key_holder", "rate_limit"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +95,21 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client is not None else "unknown"
 
 
+def api_key(authorization: str) -> str:
+    """The key in ``Bearer KEY`` or ``Basic base64(user:KEY)``; "" when there is none."""
+    scheme, _, value = authorization.partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer":
+        return value
+    if scheme.lower() == "basic" and value:
+        try:
+            decoded = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return ""
+        return decoded.partition(":")[2].strip()
+    return ""
+
+
 async def caller(request: Request) -> Caller:
     """FastAPI dependency: the caller of an API route (401 / 429 otherwise)."""
     found = await key_holder(request)
@@ -108,9 +126,9 @@ async def key_holder(request: Request) -> Caller:
     if wait > 0:  # not even checked: a guess costs the guesser time, not the database
         raise HTTPException(429, "Too many failed API keys from your address; wait before trying again.",
                             headers={"Retry-After": str(math.ceil(wait))})
-    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    key = api_key(request.headers.get("authorization", ""))
     service: ImagineService = request.app.state.service
-    found = await service.authenticate(key.strip()) if scheme.lower() == "bearer" and key else None
+    found = await service.authenticate(key) if key else None
     if found is None:
         wait = throttle.failed(address)
         logger.warning("web: failed API authentication from %s (%s); next try allowed in %.0f s",
