@@ -1,4 +1,5 @@
-"""Upscale as a job (issue 23, items 2 and 5): owned by the clicker, charged upscale_cost, recovered after a crash."""
+"""Upscale as a job (issue 23, items 2 and 5): owned by the clicker, charged upscale_cost, recovered after a crash;
+the toolbox acts on another's job only through a click on one of its messages (trust's authority check)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bot.service import Finished, NotFound, QuotaExceeded
+from bot.service import Finished, NotFound, QuotaExceeded, Via
 from generation.core.errors import InvalidRequest
 from storage import jobs, read_png_metadata
 from tests.service_support import ADA, BOB, service_env
@@ -31,7 +32,8 @@ async def test_upscale_is_a_job_of_its_own_at_twice_the_size(tmp_path: Path, tin
     try:
         async with service_env(tmp_path, tiny, upscale_cost=2, daily_quota=4) as env:
             job_id, made = await _made(env)
-            ticket = await env.service.upscale(BOB, job_id, 0, "creative")  # anyone with the job's id, for now
+            await env.service.remember_message(job_id, "discord", None, 7001, index=0)  # U1 posted in a channel
+            ticket = await env.service.upscale(BOB, job_id, 0, "creative", via=Via(None, 7001))  # a click on it
             delivery = await asyncio.wait_for(ticket.delivery(), TIMEOUT)
             (image,) = delivery.images
             assert (image.width, image.height) == (2 * made.images[0].width, 2 * made.images[0].height)
@@ -60,6 +62,30 @@ async def test_upscale_refusals_cost_nothing(tmp_path: Path, tiny) -> None:
         with pytest.raises(InvalidRequest, match="subtle or creative"):
             await env.service.upscale(ADA, job_id, 0, "wild")
         assert (await env.service.quota(ADA)).used == 1
+
+
+async def test_toolbox_on_anothers_job_needs_a_click_on_one_of_its_messages(tmp_path: Path, tiny) -> None:
+    """Upscale, zoom and pan follow trust's authority check, as reroll and variation do."""
+    async with service_env(tmp_path, tiny, daily_quota=10) as env:
+        job_id, _ = await _made(env)
+        other_id, _ = await _made(env)
+        await env.service.remember_message(job_id, "discord", None, 8001, index=0)  # U1 of a grid of 4  # shows image 1 of job_id
+        await env.service.remember_message(other_id, "discord", None, 8002)  # another job's message
+        refused = [
+            env.service.upscale(BOB, job_id, 0),  # a typed id of another's job
+            env.service.upscale(BOB, job_id, 0, via=Via(None, 8002)),  # a message of another job
+            env.service.upscale(BOB, job_id, 0, via=Via(None, 9999)),  # a forged message
+            env.service.outpaint(BOB, job_id, 0, "zoom", "2"),
+            env.service.outpaint(BOB, job_id, 0, "pan", "left", via=Via(None, 8002)),
+        ]
+        for attempt in refused:
+            with pytest.raises(NotFound, match="that you can use"):
+                await attempt
+        with pytest.raises(NotFound):  # the message shows image 1 only
+            await env.service.upscale(BOB, job_id, 1, via=Via(None, 8001))
+        assert (await env.service.quota(BOB)).used == 0  # refused: nothing charged
+        # a click on the message showing it is allowed (and paid by the clicker): the slow
+        # test_upscale_is_a_job_of_its_own_at_twice_the_size runs one to the end
 
 
 class Gate:
@@ -124,8 +150,11 @@ async def test_zoom_and_pan_are_jobs_that_keep_the_original(tmp_path: Path, tiny
     async with service_env(tmp_path, tiny, daily_quota=5) as env:
         job_id, made = await _made(env)
         source = Image.open(made.images[0].path).convert("RGB")
-        zoom = await env.service.outpaint(BOB, job_id, 0, "zoom", "2", prompt="a harbour at night, wide view")
-        pan = await env.service.outpaint(BOB, job_id, 0, "pan", "left")
+        await env.service.remember_message(job_id, "discord", None, 7002)  # the result, posted in a channel
+        clicked = Via(None, 7002)
+        zoom = await env.service.outpaint(BOB, job_id, 0, "zoom", "2", prompt="a harbour at night, wide view",
+                                          via=clicked)
+        pan = await env.service.outpaint(BOB, job_id, 0, "pan", "left", via=clicked)
         for ticket, size in ((zoom, (256, 256)), (pan, (304, 208))):
             delivery = await asyncio.wait_for(ticket.delivery(), TIMEOUT)
             (image,) = delivery.images
@@ -136,7 +165,7 @@ async def test_zoom_and_pan_are_jobs_that_keep_the_original(tmp_path: Path, tiny
             got = np.asarray(Image.open(image.path).convert("RGB"), dtype=float)[kept]
             assert np.abs(got - np.asarray(canvas, dtype=float)[kept]).max() <= 3
         assert zoom.request.prompt == "a harbour at night, wide view" and pan.request.prompt == "a harbour"
-        assert "zoom out 2x of image 1" in (await env.service.job_delivery(zoom.job_id)).text
+        assert "zoom out 2x of image 1" in (await env.service.job_delivery(BOB, zoom.job_id)).text
         assert (await env.service.quota(BOB)).used == 2
         with pytest.raises(InvalidRequest, match="pan left"):
             await env.service.outpaint(BOB, job_id, 0, "pan", "sideways")
