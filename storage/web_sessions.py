@@ -82,7 +82,8 @@ async def create(db: Executor, user_id: int, agent: str, now: datetime, valid: t
         " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING *",
         (user_id, _hash(token), secrets.token_urlsafe(24), agent[:200], to_text(now), to_text(now),
          to_text(now + valid)))
-    assert row is not None
+    if row is None:  # pragma: no cover - INSERT … RETURNING always returns the row
+        raise LookupError("the new session row was not returned")
     return token, Session.from_row(row)
 
 

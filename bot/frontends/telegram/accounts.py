@@ -150,7 +150,8 @@ class AccountHandlers:
     async def _web(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/web: a sign-in link to the web studio, only in the private chat."""
         message, user = update.effective_message, update.effective_user
-        assert message is not None and user is not None
+        if message is None or user is None:
+            return  # not a user's message (e.g. a channel post): nothing to answer
         if message.chat.type != ChatType.PRIVATE:
             await message.reply_text(WEB_PRIVATE)
             return
