@@ -14,6 +14,7 @@ import sys
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, TextIO
 
 from bot import health
@@ -31,6 +32,7 @@ from generation.model.lora import LoraCatalog, catalog_for, load_with_loras
 from generation.model.pipeline import ModelConfig, load_pipeline
 from generation.scheduling.queue import GenerationQueue
 from generation.prompts.refine import PromptRefiner
+from generation.tools.upscale import with_upscaler
 from storage import Database, ImageStore
 
 __all__ = ["engine", "gallery_url", "run_bot"]
@@ -78,6 +80,9 @@ def _start_executors(config: Config, model_config: ModelConfig, loras: LoraCatal
     loader: Any = load_pipeline
     if loras is not None:
         loader = functools.partial(load_with_loras, settings=config.lora, catalog=loras)
+    upscaler = config.upscale.model_path(Path("models"))
+    if upscaler is not None:  # ⬆️ Upscale's network (Lanczos without one)
+        loader = functools.partial(with_upscaler, loader=loader, path=str(upscaler))
     if config.generation.backend == "ray":
         from generation.scheduling.ray_backend import RayExecutor
 
@@ -142,6 +147,10 @@ async def run_bot(
         default_model=model or config.model.name,
         public_url=gallery_url(config),
         max_keys_per_user=config.web.max_keys_per_user if config.web is not None else 5,
+        image_strength=config.upscale.image_strength,
+        upscale_cost=config.quota.upscale_cost,
+        upscale_subtle=config.upscale.subtle,
+        upscale_creative=config.upscale.creative,
     )
     maintenance_settings = config.maintenance
     if maintenance_settings.backup_dir is None:

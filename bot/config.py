@@ -124,12 +124,40 @@ class QuotaConfig:
 
     images: int = 50
     window: str = "daily"
+    upscale_cost: int = 1  # images of quota one upscale costs
 
     def __post_init__(self) -> None:
         if self.window not in ("hourly", "daily", "weekly"):
             raise ValueError(f"quota.window must be hourly, daily or weekly, not {self.window!r}")
         if self.images < 0:
             raise ValueError(f"quota.images must be 0 or more, not {self.images}")
+        if self.upscale_cost < 0:
+            raise ValueError(f"quota.upscale_cost must be 0 or more, not {self.upscale_cost}")
+
+
+@dataclass(frozen=True)
+class UpscaleConfig:
+    """[upscale]: the image toolbox: the upscaler model and the strengths of img2img passes."""
+
+    model: str | None = None  # a .pth/.safetensors path, or "owner/repo/file.pth" on the Hub; None: Lanczos
+    subtle: float = 0.3  # strength of the tiled pass of ⬆️ Upscale (Subtle)
+    creative: float = 0.55  # … and of ⬆️ Upscale (Creative)
+    image_strength: float = 0.6  # how much of a user's own picture changes when no --strength is given
+
+    def __post_init__(self) -> None:
+        for name in ("subtle", "creative", "image_strength"):
+            value = getattr(self, name)
+            if not 0.1 <= value <= 1:
+                raise ValueError(f"upscale.{name} must be from 0.1 to 1, not {value}")
+
+    def model_path(self, models_dir: Path) -> Path | None:
+        """Where the upscaler file is: the path itself, or where `imagine-bot download` puts a Hub file."""
+        if self.model is None:
+            return None
+        path = Path(self.model).expanduser()
+        if path.suffix in (".pth", ".safetensors", ".pt") and (path.is_absolute() or path.exists()):
+            return path
+        return models_dir / "upscalers" / Path(self.model).name
 
 
 @dataclass(frozen=True)
@@ -177,6 +205,7 @@ class Config:
     ray: RayConfig = field(default_factory=RayConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     quota: QuotaConfig = field(default_factory=QuotaConfig)
+    upscale: UpscaleConfig = field(default_factory=UpscaleConfig)  # the image toolbox
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     maintenance: MaintenanceSettings = field(default_factory=MaintenanceSettings)
     moderation: ModerationSettings = field(default_factory=ModerationSettings)
@@ -217,6 +246,7 @@ SECTIONS: dict[str, Section] = {
     "output": Section(OutputConfig),
     "storage": Section(StorageConfig),
     "quota": Section(QuotaConfig),
+    "upscale": Section(UpscaleConfig),
     "admin": Section(AdminConfig),
     "safety": Section(SafetyConfig),
     "maintenance": Section(MaintenanceSettings),

@@ -16,7 +16,7 @@ first argument is a :class:`Database` or the :class:`Transaction` of ``db.transa
 
 from __future__ import annotations
 
-from storage import images, inbox, jobs, messages, model_versions, privacy, quotas, ratings, users
+from storage import images, inbox, inputs, jobs, messages, model_versions, privacy, quotas, ratings, users
 from storage.clock import from_text, to_text, utcnow
 from storage.db import Database, Executor, MigrationError, Transaction
 from storage.files import fit_under, png_with_metadata, read_metadata, read_png_metadata
@@ -43,6 +43,7 @@ __all__ = [
     "from_text",
     "images",
     "inbox",
+    "inputs",
     "messages",
     "jobs",
     "model_versions",

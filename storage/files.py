@@ -40,7 +40,7 @@ SAMPLER = "Euler"  # SDXL-Lightning: EulerDiscreteScheduler, trailing timesteps,
 _OWN_FIELDS = (
     "command", "prompt", "negative_prompt", "style", "lora", "seed", "steps", "width", "height",
     "model", "model_hash", "kind", "strength", "variation_of", "job_id", "index", "first_seed",
-    "sampler", "cfg_scale", "original_prompt",
+    "sampler", "cfg_scale", "original_prompt", "source", "mode",
 )
 
 
@@ -52,7 +52,7 @@ def image_params(params: dict[str, Any]) -> dict[str, Any]:
         own["loras"] = loras
     own.setdefault("sampler", SAMPLER)
     own.setdefault("cfg_scale", 0)
-    if own.get("kind") != "img2img":
+    if own.get("kind") not in ("img2img", "upscale"):
         own.pop("strength", None)
     if own.get("style") == "none":
         own.pop("style")

@@ -28,7 +28,6 @@ __all__ = [
     "get_image",
     "images_for_job",
     "images_for_jobs",
-    "input_path",
     "is_referenced",
     "referenced_paths",
 ]
@@ -241,27 +240,12 @@ async def get_image(db: Executor, image_id: int) -> Image | None:
 
 
 async def referenced_paths(db: Executor) -> set[str]:
-    """Every file path some image row points to, and the init images of jobs still to run.
-
-    An uploaded image (img2img input) has no image row: it is kept while its job is queued or
-    running, and swept like any unreferenced file once the job is over.
-    """
-    paths = {row[0] for row in await db.fetchall("SELECT DISTINCT path FROM images")}
-    rows = await db.fetchall("SELECT json_extract(request, '$.init_image') FROM jobs"
-                             " WHERE status IN ('queued', 'running') AND json_extract(request, '$.init_image') IS NOT NULL")
-    return paths | {found for row in rows if (found := input_path(row[0])) is not None}
-
-
-def input_path(init_image: object) -> str | None:
-    """The store path (``ab/cd/<sha256>.<ext>``) of a job's init image, or None if it is not a store file."""
-    if not isinstance(init_image, str):
-        return None
-    parts = Path(init_image).parts
-    if len(parts) < 3 or len(parts[-1].partition(".")[0]) != 64 or not parts[-1].startswith(parts[-3] + parts[-2]):
-        return None
-    return "/".join(parts[-3:])
+    """Every file path some image row (or a job's input image) points to."""
+    return {row[0] for row in await db.fetchall("SELECT path FROM images UNION SELECT path FROM job_inputs")}
 
 
 async def is_referenced(db: Executor, path: str) -> bool:
-    """Whether any image row points to ``path``."""
-    return bool(await db.fetchval("SELECT EXISTS (SELECT 1 FROM images WHERE path = ?)", (path,)))
+    """Whether any image row (or a job's input image) points to ``path``."""
+    return bool(await db.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM images WHERE path = ?) OR EXISTS (SELECT 1 FROM job_inputs WHERE path = ?)",
+        (path, path)))

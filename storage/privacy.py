@@ -7,7 +7,6 @@ from typing import Any
 
 from storage.clock import to_text
 from storage.db import Database, Executor
-from storage.images import input_path, referenced_paths
 from storage.records import Image, Job, Rating, User
 
 __all__ = ["export", "forget"]
@@ -18,7 +17,7 @@ log = logging.getLogger(__name__)
 async def forget(db: Database, user_id: int, *, keep_quota_from: str | None = None) -> list[str]:
     """Delete what the user made and said; keep what protects others. Returns orphaned paths.
 
-    Deleted: jobs (prompts, history), their images and every rating of them, the user's own
+    Deleted: jobs (prompts, history), their images, the images they started from (uploads) and every rating of them, the user's own
     ratings, saved settings and display name, and quota rows of windows before
     ``keep_quota_from`` (all of them when it is None). Their API keys are revoked.
     Kept, keyed by the platform identity: the user row itself with its block, the quota used
@@ -27,21 +26,17 @@ async def forget(db: Database, user_id: int, *, keep_quota_from: str | None = No
     So ``/forget`` never lifts a block, a cooldown or a spent quota.
 
     Files are content-addressed and may be shared with other users' identical requests, so
-    only paths without any remaining image row (or waiting job's input) come back for the caller
-    to delete; the user's uploaded init images are among them.
+    only paths without any remaining image row (or another job's input, ``job_inputs``) come back
+    for the caller to delete; the user's uploaded pictures are among them.
     """
     async with db.transaction() as tx:
         rows = await tx.fetchall(
-            "SELECT DISTINCT images.path FROM images JOIN jobs ON jobs.id = images.job_id"
+            "SELECT images.path FROM images JOIN jobs ON jobs.id = images.job_id WHERE jobs.user_id = ?"
+            " UNION SELECT job_inputs.path FROM job_inputs JOIN jobs ON jobs.id = job_inputs.job_id"
             " WHERE jobs.user_id = ?",
-            (user_id,),
+            (user_id, user_id),
         )
         paths = [row["path"] for row in rows]
-        # the images the user uploaded as img2img input (no image row points to them)
-        inputs = await tx.fetchall("SELECT DISTINCT json_extract(request, '$.init_image') AS init FROM jobs"
-                                   " WHERE user_id = ? AND json_extract(request, '$.init_image') IS NOT NULL",
-                                   (user_id,))
-        paths += [found for row in inputs if (found := input_path(row["init"])) is not None and found not in paths]
         await tx.execute("DELETE FROM ratings WHERE user_id = ?", (user_id,))
         # images, the ratings others gave them and message refs go with the jobs (ON DELETE CASCADE)
         await tx.execute("DELETE FROM jobs WHERE user_id = ?", (user_id,))
@@ -56,8 +51,12 @@ async def forget(db: Database, user_id: int, *, keep_quota_from: str | None = No
         # their API keys stop working with the rest (kept, revoked: a key seen later is recognised)
         await tx.execute("UPDATE api_keys SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
                          (to_text(), user_id))
-        kept = await referenced_paths(tx)  # another's image, or the input of another's waiting job
-        orphans = [path for path in paths if path not in kept]
+        orphans = [
+            path
+            for path in paths
+            if not await tx.fetchval("SELECT EXISTS (SELECT 1 FROM images WHERE path = ?)"
+                                     " OR EXISTS (SELECT 1 FROM job_inputs WHERE path = ?)", (path, path))
+        ]
     log.info("forgot user %s (%s); %d file(s) unreferenced", user_id, bool(scrubbed), len(orphans))
     return sorted(orphans)
 

@@ -28,6 +28,11 @@ async def purge_images(db: Executor, older_than: timedelta, *, now: datetime | N
         f" AND status IN ({placeholders})) RETURNING id",
         (cutoff, *_FINISHED),
     )
+    await db.execute(  # the uploads those jobs started from go the same way
+        "DELETE FROM job_inputs WHERE job_id IN (SELECT id FROM jobs WHERE created_at < ?"
+        f" AND status IN ({placeholders}))",
+        (cutoff, *_FINISHED),
+    )
     if rows:
         log.info("retention: purged %d image row(s) older than %s", len(rows), cutoff)
     return len(rows)

@@ -54,7 +54,8 @@ ROOT_LAYER = 4  # the composition root may import anything below it, and sideway
 # generation: sub-package -> the sub-packages it may import besides itself
 GENERATION: dict[str, tuple[str, ...]] = {
     "core": (),
-    "model": ("core",),
+    "tools": ("core",),  # img2img inputs, upscale, outpaint: image operations the pipeline runs
+    "model": ("core", "tools"),
     "prompts": ("core", "model"),
     "quality": ("core", "model"),
     "scheduling": ("core", "model"),
@@ -62,8 +63,8 @@ GENERATION: dict[str, tuple[str, ...]] = {
 
 # bot.service: the parts ImagineService is made of; they never import each other, and the
 # service's other modules (context, tickets, the helpers) never import a part
-SERVICE_PARTS = ("jobs", "outcomes", "inbox", "history", "accounts", "admin", "keys", "gallery", "links",
-                 "sessions", "studio", "tools", "metrics")
+SERVICE_PARTS = ("jobs", "outcomes", "inbox", "toolbox", "history", "accounts", "admin", "keys", "gallery", "links",
+                 "sessions", "studio", "metrics")
 
 # bot.frontends: what every front end may import besides its own package
 FRONTEND_SHARED = ("bot.frontends", "bot.frontends.common")

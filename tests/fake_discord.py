@@ -793,6 +793,31 @@ class FakeDiscord:
             raise ValueError(f"channel {payload['channel_id']} is not in guild {guild}")
         return payload
 
+    def user_attachment(self, data: bytes, filename: str = "photo.png",
+                        channel: int | str | None = None, *, size: int | None = None) -> dict[str, Any]:
+        """An attachment a user sends with a slash command, served at its CDN URL as Discord does.
+
+        Put it in ``resolved={"attachments": {id: payload}}`` and the option ``{"name": "image",
+        "type": 11, "value": id}``. ``size`` overrides the size Discord reports (default: the real one).
+        """
+        att_id = self.snowflake()
+        self.attachments[att_id] = data
+        channel_id = int(channel) if channel is not None else self.text_channel_id
+        url = f"{self.url}/attachments/{channel_id}/{att_id}/{filename}"
+        payload: dict[str, Any] = {"id": str(att_id), "filename": filename, "size": len(data) if size is None else size,
+                                   "url": url, "proxy_url": url,
+                                   "content_type": mimetypes.guess_type(filename)[0] or "application/octet-stream"}
+        if (dims := _image_size(data)) is not None:
+            payload["width"], payload["height"] = dims
+        return payload
+
+    def slash_with_attachment(self, name: str, options: dict[str, Any], attachment: dict[str, Any],
+                              option: str = "image", **kwargs: Any) -> dict[str, Any]:
+        """``slash`` with ``attachment`` (from :meth:`user_attachment`) as the ``option`` option."""
+        listed = [self._option(k, v) for k, v in options.items()]
+        listed.append({"name": option, "type": 11, "value": attachment["id"]})
+        return self.slash(name, listed, resolved={"attachments": {attachment["id"]: attachment}}, **kwargs)
+
     @staticmethod
     def _option(name: str, value: Any) -> dict[str, Any]:
         if isinstance(value, bool):

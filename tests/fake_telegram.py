@@ -168,6 +168,7 @@ _COMMAND_RE = re.compile(r"(?<!\S)/[A-Za-z0-9_]{1,32}(?:@[A-Za-z0-9_]{3,32})?")
 _PHOTO_BOXES = (90, 320, 800, 1280, 2560)
 _MAX_PHOTO_BYTES = 10 * 1024 * 1024
 _MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+_MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024  # getFile: bots may download files up to 20 MB
 
 
 def make_user(
@@ -640,6 +641,29 @@ class FakeTelegram:
         if reply_to is not None:
             message["reply_to_message"] = dict(reply_to)
         return {"update_id": next(self._update_ids), "message": message}
+
+    def user_photo(self, data: bytes) -> list[JSON]:
+        """The ``photo`` field (PhotoSizes, largest last) of a photo a user sends; getFile serves it."""
+        stored = self._user_file(data, "photo", "image/jpeg", None)
+        width, height = _image_size(data) or (0, 0)
+        return [{"file_id": stored.file_id, "file_unique_id": stored.file_unique_id, "width": width,
+                 "height": height, "file_size": len(data)}]
+
+    def user_document(self, data: bytes, file_name: str = "picture.png",
+                      mime_type: str | None = None) -> JSON:
+        """The ``document`` field of a file a user sends (any bytes); getFile serves it."""
+        mime = mime_type or mimetypes.guess_type(file_name)[0] or "application/octet-stream"
+        stored = self._user_file(data, "document", mime, file_name)
+        return {"file_id": stored.file_id, "file_unique_id": stored.file_unique_id, "file_name": file_name,
+                "mime_type": mime, "file_size": len(data)}
+
+    def _user_file(self, data: bytes, kind: str, mime: str, name: str | None) -> _StoredFile:
+        n = next(self._file_counter)
+        suffix = mimetypes.guess_extension(mime) or ""
+        stored = _StoredFile(file_id=f"{kind[:2].upper()}AgAD{n:06d}", file_unique_id=f"AQAD{n:06d}", data=data,
+                             file_path=f"{kind}s/file_{n}{suffix}", mime_type=mime, file_name=name)
+        self.files[stored.file_id] = stored
+        return stored
 
     def callback_query_update(
         self,
@@ -1296,6 +1320,8 @@ class FakeTelegram:
         stored = self.files.get(str(call.params.get("file_id")))
         if stored is None:
             raise _bad("Bad Request: invalid file_id")
+        if len(stored.data) > _MAX_DOWNLOAD_BYTES:
+            raise _bad("Bad Request: file is too big")
         return {
             "file_id": str(call.params["file_id"]),
             "file_unique_id": stored.file_unique_id,

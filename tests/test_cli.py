@@ -44,11 +44,33 @@ def test_same_seed_same_pixels_count_makes_numbered_files(tmp_path: Path) -> Non
     assert diff.max() <= 1 and (diff > 0).mean() < 0.001
 
 
+def test_generate_from_an_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.upload_support import photo, truncated_jpeg
+
+    (tmp_path / "in.jpg").write_bytes(photo(300, 200, fmt="JPEG"))
+    (tmp_path / "cut.jpg").write_bytes(truncated_jpeg())
+    base = ["--model", "tiny", "-q"]
+    assert main(["generate", "a harbour --seed 5", "-o", str(tmp_path / "plain.png"), *base]) == 0
+    assert main(["generate", "a harbour --seed 5", "--image", str(tmp_path / "in.jpg"), "--strength", "0.5",
+                 "-o", str(tmp_path / "from.png"), *base]) == 0
+    made = Image.open(tmp_path / "from.png")
+    assert made.size == (304, 208)  # the bucket nearest the picture's 3:2
+    params = read_png_metadata((tmp_path / "from.png").read_bytes())
+    assert params["kind"] == "img2img" and params["strength"] == 0.5 and "init_image" not in params
+    plain = np.asarray(Image.open(tmp_path / "plain.png").resize(made.size), dtype=np.int16)
+    assert np.abs(np.asarray(made, dtype=np.int16) - plain).mean() > 1
+    capsys.readouterr()
+    assert main(["generate", "a harbour", "--image", str(tmp_path / "cut.jpg"), *base]) == 2
+    assert "truncated" in capsys.readouterr().err
+    assert main(["generate", "a harbour", "--strength", "0.5", *base]) == 2
+    assert "needs an image" in capsys.readouterr().err
+
+
 def test_bad_flag_exits_2_with_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["generate", "a fox --ar 5:4", "-o", str(tmp_path / "x.png"), "--model", "tiny", "-q"])
+    code = main(["generate", "a fox --ar 5:1", "-o", str(tmp_path / "x.png"), "--model", "tiny", "-q"])
     assert code == 2
     err = capsys.readouterr().err
-    assert "5:4" in err and "16:9" in err
+    assert "5:1" in err and "4:1" in err
     assert not (tmp_path / "x.png").exists()
 
 
@@ -123,9 +145,12 @@ def test_generate_checks_the_prompt_before_loading_the_model(
     """The real model, no weights: a bad option is reported (not the missing weights)."""
     (tmp_path / "c.toml").write_text("[model]\nsteps = [4, 8]\n")
     base = ["--config", str(tmp_path / "c.toml"), "-o", str(tmp_path / "x.png"), "-q"]
-    assert main(["generate", "a fox --ar 4:5", *base]) == 2
+    assert main(["generate", "a fox --ar 2:9", *base]) == 2  # any whole-number W:H up to 4:1 is taken
     err = capsys.readouterr().err
-    assert "4:5" in err and "16:9" in err and "weights" not in err
+    assert "2:9" in err and "4:1" in err and "weights" not in err
+    assert main(["generate", "a fox", "--image", str(tmp_path / "missing.png"), *base]) == 2  # read before the load
+    err = capsys.readouterr().err
+    assert "missing.png" in err and "weights" not in err
     assert main(["generate", "a fox --steps 2", *base]) == 2  # checked against model.steps
     err = capsys.readouterr().err
     assert "--steps must be one of 4, 8" in err and "weights" not in err

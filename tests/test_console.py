@@ -19,9 +19,9 @@ ME = Who("console", "me", "me")
 TIMEOUT = 60.0
 
 
-async def _run(env, lines: list[str], out_dir: Path) -> str:
+async def _run(env, lines: list[str], out_dir: Path, timeout: float = TIMEOUT) -> str:
     out = io.StringIO()
-    await asyncio.wait_for(run_console(env.service, who=ME, output_dir=out_dir, lines=lines, out=out), TIMEOUT)
+    await asyncio.wait_for(run_console(env.service, who=ME, output_dir=out_dir, lines=lines, out=out), timeout)
     return out.getvalue()
 
 
@@ -31,14 +31,14 @@ async def test_imagine_lines_write_files_and_mark_delivered(tmp_path: Path, tiny
         text = await _run(env, [
             "a red fox in snow --n 2 --steps 1",       # bare line = /imagine
             "/imagine a blue whale --steps 1",          # typed while the first runs
-            "/imagine --ar 2:7 nope",
+            "/imagine --ar 2:9 nope",
             "/quit",
             "/imagine never read",
         ], out_dir)
         done = re.findall(r"^(\w+): done — (.*)$", text, re.M)
         assert len(done) == 2
         assert {t.split(" --")[0] for _, t in done} == {"a red fox in snow", "a blue whale"}
-        assert "Unknown aspect ratio '2:7'" in text
+        assert "Aspect ratio 2:9 is beyond 4:1" in text
         assert "never read" not in text
         files = sorted(p.name for p in out_dir.iterdir())
         fox = [job for job, t in done if t.startswith("a red fox")][0]
@@ -59,7 +59,7 @@ async def test_imagine_lines_write_files_and_mark_delivered(tmp_path: Path, tiny
             "/history fox",
             "/quota",
             "/settings aspect=16:9 count=2",
-            "/settings aspect=2:7",
+            "/settings aspect=2:9",
             "/settings",
             "/frobnicate",
         ], out_dir)
@@ -73,7 +73,7 @@ async def test_imagine_lines_write_files_and_mark_delivered(tmp_path: Path, tiny
         assert f"image {image_id} = {fox}-1 (seed" in text and f"image {image_id + 1} = {fox}-2 (seed" in text
         assert "Used 3 of 50 images; 47 left this day (daily quota)." in text
         assert "Saved. Your settings: aspect=16:9, style=none, count=2" in text
-        assert "aspect must be one of" in text
+        assert "aspect: Aspect ratio 2:9 is beyond 4:1" in text
         assert "Unknown command /frobnicate" in text
         assert "Unknown command /frobnicate" in text
 
@@ -286,3 +286,45 @@ async def test_queued_is_printed_only_after_the_job_row_is_committed(tmp_path: P
         await asyncio.wait_for(run_console(env.service, who=ME, output_dir=tmp_path / "out",
                                            lines=["a heron --steps 1", "/quit"], out=out), TIMEOUT)
         assert len(out.seen) == 1 and out.seen[0][1] is not None, out.seen  # visible to another reader
+
+
+async def test_imagine_with_image_starts_from_a_local_picture(tmp_path: Path, tiny) -> None:
+    from PIL import Image
+
+    from storage import inputs
+    from tests.upload_support import animated_gif, photo
+
+    (tmp_path / "my photo.png").write_bytes(photo(300, 200))
+    (tmp_path / "moving.gif").write_bytes(animated_gif())
+    async with service_env(tmp_path, tiny) as env:
+        text = await _run(env, [
+            f'/imagine a harbour --seed 4 --image "{tmp_path / "my photo.png"}" --strength 0.5',
+            f"/imagine a harbour --image {tmp_path / 'missing.png'}",
+            f"/imagine a harbour --image {tmp_path / 'moving.gif'}",
+            "/imagine a harbour --image",
+        ], tmp_path / "out")
+        (job_id,) = re.findall(r"^(\w+): done — .*from your image", text, re.M)
+        row = await jobs.get(env.db, job_id)
+        assert row.request["kind"] == "img2img" and row.request["strength"] == 0.5
+        assert await inputs.for_job(env.db, job_id) is not None
+        assert Image.open(tmp_path / "out" / f"{job_id}-1.png").size == (304, 208)
+        assert "There is no file" in text and "Animated images" in text and "--image needs the path" in text
+        assert (await env.service.quota(ME)).used == 1
+
+
+@pytest.mark.slow
+async def test_upscale_zoom_pan_commands(tmp_path: Path, tiny) -> None:
+    async with service_env(tmp_path, tiny) as env:
+        text = await _run(env, ["a harbour --steps 1 --seed 2"], tmp_path / "out")
+        (job_id,) = re.findall(r"^(\w+): done", text, re.M)
+        text = await _run(env, [f"/upscale {job_id} 1 creative", f"/upscale {job_id}", f"/upscale {job_id} 1 wild"],
+                          tmp_path / "out", 600)
+        (upscaled,) = re.findall(r"^(\w+): done — .*upscale \(creative\)", text, re.M)
+        from PIL import Image
+        assert Image.open(tmp_path / "out" / f"{upscaled}-1.png").size == (512, 512)
+        assert "Usage: /upscale JOB N" in text and "subtle or creative" in text
+        text = await _run(env, [f"/zoom {job_id} 1 2 a harbour from afar", f"/pan {job_id} 1 right", "/pan x"],
+                          tmp_path / "out", 600)
+        assert re.search(r"^\w+: done — .*zoom out 2x of image 1", text, re.M)
+        assert re.search(r"^\w+: done — .*pan right of image 1", text, re.M)
+        assert "Usage: /pan JOB N left|right|up|down" in text

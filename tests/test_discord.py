@@ -124,10 +124,10 @@ async def _delivered(env: Env, job_id: str) -> Any:
 
 async def test_bad_flag_gets_an_ephemeral_error_naming_it(fake: FakeDiscord, tmp_path: Path, tiny: Any) -> None:
     async with running(fake, tmp_path, tiny) as (env, front):
-        inter = await fake.send_interaction(fake.slash("imagine", {"prompt": "a fox --ar 2:7"}))
+        inter = await fake.send_interaction(fake.slash("imagine", {"prompt": "a fox --ar 2:9"}))
         reply = await fake.wait_for_request("POST", callback(inter), 5)
         assert reply.json["type"] == 4 and reply.json["data"]["flags"] == 64
-        assert "2:7" in reply.json["data"]["content"] and "aspect" in reply.json["data"]["content"].lower()
+        assert "2:9" in reply.json["data"]["content"] and "aspect" in reply.json["data"]["content"].lower()
         both = await fake.send_interaction(fake.slash("imagine", {"prompt": "a fox --seed 1", "seed": 2}))
         reply = await fake.wait_for_request("POST", callback(both), 5)
         assert reply.json["data"]["flags"] == 64 and "keep one" in reply.json["data"]["content"]
@@ -145,7 +145,10 @@ async def test_upscale_reroll_variation_and_owner_only_delete(fake: FakeDiscord,
         edit, single = await result_of(fake, u2)
         assert edit.files[0].data == env.store.path_for(stored[1].path).read_bytes()
         assert png_size(edit.files[0].data) == (256, 256) and "image #2" in single["content"]
-        assert custom_ids(single) == [[f"imagine:var:{job_id}:1", f"imagine:del:{job_id}", f"imagine:share:{job_id}:1",
+        assert custom_ids(single) == [[f"imagine:tool:ups:{job_id}:1", f"imagine:tool:upc:{job_id}:1"],
+                                      [f"imagine:tool:z15:{job_id}:1", f"imagine:tool:z2:{job_id}:1"],
+                                      [f"imagine:tool:{p}:{job_id}:1" for p in ("pl", "pr", "pu", "pd")],
+                                      [f"imagine:var:{job_id}:1", f"imagine:del:{job_id}", f"imagine:share:{job_id}:1",
                                        f"imagine:comment:{job_id}:1"]]
         assert await messages.find(env.db, "discord", None, single["id"]) == (job_id, 1)
 

@@ -206,7 +206,7 @@ async def test_kills_in_every_window_lose_nothing_and_double_nothing(tmp_path: P
             requests = {push(fake, 11, "/imagine a slow snail --steps 4 --seed 1"): ("a slow snail", 1),
                         push(fake, 12, "/imagine two wide rivers --steps 4 --n 2 --seed 2 --ar 16:9"):
                             ("two wide rivers", 2)}
-            refused = {push(fake, 13, "/imagine a fox --ar 2:7"): "2:7"}
+            refused = {push(fake, 13, "/imagine a fox --ar 2:9"): "2:9"}
 
             # 1. (b)
             await bot.died(await bot.start(delay=0.3, kill_before_job_commit=2))

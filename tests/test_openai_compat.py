@@ -147,7 +147,7 @@ async def test_variation_and_edit_of_an_uploaded_image(tmp_path: Path) -> None:
         assert masked.value.param == "mask" and "not supported yet" in masked.value.message
         with pytest.raises(openai.BadRequestError) as junk:
             await client.images.edit(image=("notes.png", b"not an image at all", "image/png"), prompt="x")
-        assert junk.value.param == "image" and "not a readable image" in junk.value.message
+        assert junk.value.param == "image" and "not an image I can read" in junk.value.message
         with pytest.raises(openai.BadRequestError) as no_prompt:
             await client.images.edit(image=("photo.png", photo, "image/png"), prompt=" ")
         assert no_prompt.value.param == "prompt"

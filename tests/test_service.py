@@ -88,8 +88,8 @@ async def test_imagine_end_to_end(env) -> None:
 async def test_saved_defaults_and_settings_validation(env) -> None:
     service = env.service
     with pytest.raises(InvalidRequest) as err:
-        await service.settings(ADA, aspect="2:7")
-    assert err.value.field == "aspect" and "16:9" in str(err.value)
+        await service.settings(ADA, aspect="2:9")
+    assert err.value.field == "aspect" and "4:1" in str(err.value)
     with pytest.raises(InvalidRequest, match="Unknown setting 'colour'"):
         await service.settings(ADA, colour="red")
     with pytest.raises(InvalidRequest, match="count must be one of 1, 2, 3, 4"):

@@ -145,9 +145,9 @@ async def test_group_command_single_photo_and_bad_flag(tmp_path: Path, tiny, fak
         assert len(fake.calls("sendPhoto")) == 1 and len(fake.calls("editMessageMedia")) == 1
 
         mark = fake.mark()
-        fake.push(fake.message_update("/imagine a fox --ar 2:7", BOB, GROUP))
+        fake.push(fake.message_update("/imagine a fox --ar 2:9", BOB, GROUP))
         reply = await fake.wait_for_call("sendMessage", since=mark)
-        assert "2:7" in reply.params["text"] and "aspect" in reply.params["text"].lower()
+        assert "2:9" in reply.params["text"] and "aspect" in reply.params["text"].lower()
 
         mark = fake.mark()
         fake.push(fake.message_update("/imagine", BOB, GROUP))

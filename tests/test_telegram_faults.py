@@ -119,7 +119,7 @@ async def test_an_update_stored_before_a_crash_is_handled_once(tmp_path: Path, t
     """Stored (and so confirmed) but never handled: the next start handles it, exactly once, even
     though Telegram also sends it again (it was never confirmed by a later offset)."""
     update = fake.message_update("/imagine a stored lamp --steps 1", make_user(1001, "Alice"))
-    refusal = fake.message_update("/imagine a fox --ar 2:7", make_user(1001, "Alice"))
+    refusal = fake.message_update("/imagine a fox --ar 2:9", make_user(1001, "Alice"))
     async with service_env(tmp_path, tiny) as env:
         for stored in (update, refusal):
             assert await env.service.receive("telegram", stored["update_id"], stored)
@@ -131,7 +131,7 @@ async def test_an_update_stored_before_a_crash_is_handled_once(tmp_path: Path, t
         await wait_until(lambda: env_done(r.env), GEN)
         await asyncio.sleep(1.0)  # time for a second copy, were there one
         assert len(fake.calls("sendPhoto")) == 1 and len(fake.calls("editMessageMedia")) == 1
-        told = [c for c in fake.calls("sendMessage") if "2:7" in c.params["text"]]
+        told = [c for c in fake.calls("sendMessage") if "2:9" in c.params["text"]]
         assert len(told) == 1
         assert await r.env.service.unhandled("telegram") == []
         row = await r.env.db.fetchone("SELECT origin, charged FROM jobs WHERE id = ?", (job,))

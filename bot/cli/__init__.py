@@ -99,7 +99,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "generate":  # the prompt first: a typo must not wait for the network or the model
         from bot.cli.generate import plan
 
-        planned = plan(config, args.prompt, args.model)
+        planned = plan(config, args.prompt, args.model, image=args.image, strength=args.strength)
     _check_hub(config, args.model)
     if args.command == "eval":  # torchmetrics and the extractors load inside, never at start-up
         from bot.cli.evaluate import eval_command
@@ -260,6 +260,9 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--model", help="'tiny' (offline, random weights) or 'sdxl-lightning'")
     gen.add_argument("--config", help=config_help)
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    gen.add_argument("--image", metavar="PATH", help="start from this picture (img2img; PNG, JPEG or WebP)")
+    gen.add_argument("--strength", type=float, metavar="S",
+                     help="with --image: how much of it changes, 0.1 to 1 (default 0.6)")
     run = sub.add_parser("run", help="run the bot (the terminal chat when no chat token is set)")
     run.add_argument("--config", help=config_help)
     run.add_argument("--model", help="override model.name, e.g. 'tiny' for an offline demo")

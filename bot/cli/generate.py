@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -11,6 +12,7 @@ from bot.config import Config
 from bot.options import parse_imagine, render
 from generation.core.errors import InvalidRequest
 from generation.core.request import GenerationRequest, GenerationResult, ModelCaps
+from generation.tools.inputs import MAX_UPLOAD_BYTES, Upload, check_upload, fit_image
 from storage.files import png_with_metadata
 
 if TYPE_CHECKING:
@@ -27,54 +29,80 @@ class Planned(NamedTuple):
     request: GenerationRequest
     caps: ModelCaps
     loras: LoraCatalog | None
+    upload: Upload | None = None
+    strength: float | None = None
 
 
-def plan(config: Config, text: str, model: str | None) -> Planned:
+def plan(config: Config, text: str, model: str | None, *, image: str | None = None,
+         strength: float | None = None) -> Planned:
     """Parse ``text`` and check it against what the model will accept (InvalidRequest if not):
-    a typo must not cost a (minutes-long) model load."""
+    a typo must not cost a (minutes-long) model load. ``image`` (a local picture to start from)
+    is read and checked here too; ``strength`` is how much of it changes."""
     from generation.model.lora import catalog_for
     from generation.model.pipeline import expected_caps
 
     model_config = replace(config.model, name=model) if model else config.model
     loras = catalog_for(config.lora, model_config.name)
     caps = expected_caps(model_config, loras.caps_entries if loras is not None else ())
-    return Planned(text, model, parse_imagine(text, caps=caps).with_seed(), caps, loras)
+    upload = _read_upload(image) if image is not None else None
+    request = parse_imagine(text, caps=caps, strength=strength, image_size=upload.size if upload else None)
+    return Planned(text, model, request.with_seed(), caps, loras, upload, strength)
 
 
 async def generate(
     config: Config, planned: Planned, output: str | None, *, quiet: bool = False
 ) -> list[Path]:
-    """Run a planned request through the queue with a progress bar, write PNGs; return paths."""
+    """Run a planned request through the queue with a progress bar, write PNGs; return paths.
+
+    A planned picture to start from (``--image``, checked and fitted as an upload to the bot is:
+    :mod:`generation.tools.inputs`) is fitted to the request's size while it runs.
+    """
     from tqdm import tqdm
 
     from bot.app import engine
     from generation.scheduling.events import Cancelled, Done, Failed, Queued, Started, Step
 
-    request, caps = planned.request, planned.caps
+    request, caps, upload = planned.request, planned.caps, planned.upload
     async with engine(config, model=planned.model, loras=planned.loras) as queue:
-        if queue.caps != caps:  # a model.path folder may serve other step counts than configured
-            caps = queue.caps
-            request = parse_imagine(planned.text, caps=caps).with_seed(request.seed)
-        if request.refine:
-            request = await refine_for_cli(config, request)
-        job = queue.submit(request)
-        bar = tqdm(total=request.steps, unit="step", disable=quiet, file=sys.stderr, leave=False)
-        try:
-            async for event in job.events():
-                if isinstance(event, Queued):
-                    bar.set_description(f"queued #{event.position}")
-                elif isinstance(event, Started):
-                    bar.set_description(f"{request.count} image(s)")
-                elif isinstance(event, Step):
-                    bar.n = event.step
-                    bar.refresh()
-                elif isinstance(event, (Done, Failed, Cancelled)):
-                    break
-        finally:
-            bar.close()
-        result = await job.result()
-        model_hash = getattr(getattr(queue, "executor", None), "checkpoint_hash", None)
+        with tempfile.TemporaryDirectory() as scratch:  # the fitted picture, while it runs
+            if queue.caps != caps:  # a model.path folder may serve other step counts than configured
+                caps = queue.caps
+                request = parse_imagine(planned.text, caps=caps, strength=planned.strength,
+                                        image_size=upload.size if upload else None).with_seed(request.seed)
+            if upload is not None:  # the fitted picture, where the pipeline reads it
+                fitted = Path(scratch, "image.png").resolve()
+                fit_image(upload.image, (request.width, request.height)).save(fitted)
+                request = replace(request, init_image=str(fitted))
+            if request.refine:
+                request = await refine_for_cli(config, request)
+            job = queue.submit(request)
+            bar = tqdm(total=request.steps, unit="step", disable=quiet, file=sys.stderr, leave=False)
+            try:
+                async for event in job.events():
+                    if isinstance(event, Queued):
+                        bar.set_description(f"queued #{event.position}")
+                    elif isinstance(event, Started):
+                        bar.set_description(f"{request.count} image(s)")
+                    elif isinstance(event, Step):
+                        bar.n = event.step
+                        bar.refresh()
+                    elif isinstance(event, (Done, Failed, Cancelled)):
+                        break
+            finally:
+                bar.close()
+            result = await job.result()
+            model_hash = getattr(getattr(queue, "executor", None), "checkpoint_hash", None)
     return write_images(result, output, config.output_dir, render(request, caps), model_hash=model_hash)
+
+
+def _read_upload(path: str) -> Upload:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise InvalidRequest("image", f"There is no file {path!r}; give the path of a PNG, JPEG or WebP picture.")
+    if file.stat().st_size > MAX_UPLOAD_BYTES:
+        raise InvalidRequest("image", f"{path} is over the {MAX_UPLOAD_BYTES / 1e6:g} MB limit for a picture to "
+                                      "start from; use a smaller one.")
+    return check_upload(file.read_bytes())
 
 
 async def refine_for_cli(config: Config, request: GenerationRequest) -> GenerationRequest:

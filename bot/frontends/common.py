@@ -33,6 +33,7 @@ from PIL import Image
 
 from bot.service import FORGET_KEEPS, NotAllowed, NotFound, StoredImage, Via, Who
 from generation.core.errors import ImagineError, InvalidRequest
+from generation.tools.inputs import MAX_UPLOAD_BYTES
 from storage.files import fit_under
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "FORGET_WARNING",
     "GALLERY_OFF",
     "JOB_ID_LENGTH",
+    "MAX_UPLOAD_BYTES",
     "NOT_YOURS",
     "UNLINKED",
     "WEB_PRIVATE",
@@ -60,6 +62,9 @@ __all__ = [
     "new_reference",
     "on_off",
     "quota_text",
+    "TOOLS",
+    "tool_action",
+    "upload_too_large",
     "render_grid",
     "render_single",
     "settings_changes",
@@ -84,6 +89,39 @@ def eta_phrase(seconds: float, measured: bool = True) -> str:
     if not measured:
         return ESTIMATING
     return f"about {max(1, round(seconds))} s" if seconds < 90 else f"about {round(seconds / 60)} min"
+
+
+# The toolbox under one image: a short code (in button data) -> (label, service kind, mode).
+TOOLS: dict[str, tuple[str, str, str]] = {
+    "ups": ("⬆️ Upscale (Subtle)", "upscale", "subtle"),
+    "upc": ("⬆️ Upscale (Creative)", "upscale", "creative"),
+    "z15": ("🔍 Zoom Out 1.5x", "zoom", "1.5"),
+    "z2": ("🔍 Zoom Out 2x", "zoom", "2"),
+    "pl": ("⬅️", "pan", "left"),
+    "pr": ("➡️", "pan", "right"),
+    "pu": ("⬆️", "pan", "up"),
+    "pd": ("⬇️", "pan", "down"),
+}
+
+
+async def tool_action(service: Any, who: Who, job_id: str, index: int, code: str, *,
+                      target: dict[str, Any] | None = None, origin: Any = None, via: Via | None = None) -> Any:
+    """Run toolbox button ``code`` on image ``index`` of a job (a new Ticket); ImagineError if unknown.
+    ``via``: the message whose button was clicked (the service's authority check)."""
+    if code not in TOOLS:
+        raise ImagineError("That button is from another version of this bot; use the ones under a new image.")
+    _, kind, mode = TOOLS[code]
+    if kind == "upscale":
+        return await service.upscale(who, job_id, index, mode, target=target, origin=origin, via=via)
+    return await service.outpaint(who, job_id, index, kind, mode, target=target, origin=origin, via=via)
+
+
+def upload_too_large(size: int | None) -> str | None:
+    """The refusal for a file the platform says is over the upload limit (before downloading it)."""
+    if size is not None and size > MAX_UPLOAD_BYTES:
+        return (f"Your image is {size:,} bytes, over the {MAX_UPLOAD_BYTES / 1e6:g} MB limit; "
+                "send a smaller or more compressed one.")
+    return None
 
 
 def clip(text: str, limit: int) -> str:

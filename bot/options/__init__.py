@@ -11,13 +11,15 @@ Grammar (Midjourney style)::
             | words up to the next flag       for --no (the negative prompt: "--no blur, text")
     prompt := every word that is neither a flag nor a flag's value, joined by one space
 
-    --ar W:H (alias --aspect)   one of the model's aspect ratios, e.g. 16:9
+    --ar W:H (alias --aspect)   any whole-number ratio up to 4:1 either way (16:9, 4:5, 7:4):
+                                the nearest SDXL size; with an image, its own ratio by default
     --seed N                    0 .. 2**32-1; image i of the job uses seed + i
     --no TEXT                   negative prompt
     --n N (alias --count)       number of images, 1 .. 4
     --style NAME                a preset from generation.core.styles
     --steps N                   one of the step counts the loaded model has
     --refine                    (no value) a small language model rewrites the prompt first
+    --strength S                with an image to start from: how much of it changes, 0.1 .. 1
     <lora:NAME:W>               in the prompt text: a LoRA adapter at weight W (default 1)
 
 Prompt text may use A1111 weighting: ``(word:1.3)``, ``(word)``, ``[word]``, ``\\(`` escapes
@@ -47,18 +49,35 @@ with its flag is an error. ``render`` writes the canonical text that parses back
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from bot.options.tags import extract_loras, has_lora_tag, lora_tag, parse_lora_option
+from bot.options.values import STRENGTH_BOUNDS
+from bot.options.values import Setting as _Setting
+from bot.options.values import int_value as _int_value
+from bot.options.values import refine_value as _refine_value
+from bot.options.values import steps_value as _steps_value
+from bot.options.values import strength_value as _strength_value
+from bot.options.values import text_value as _text_value
 from bot.options.words import Word, lex, prefix_len, quote
 from generation.core.errors import InvalidRequest
-from generation.core.request import MAX_COUNT, MAX_SEED, GenerationRequest, ModelCaps, has_visible_text
+from generation.core.request import (
+    DEFAULT_STRENGTH,
+    MAX_COUNT,
+    MAX_SEED,
+    GenerationRequest,
+    ModelCaps,
+    has_visible_text,
+    nearest_bucket,
+)
 from generation.core.styles import STYLES
 
 __all__ = [
     "Defaults",
     "OptionsError",
+    "PENDING_UPLOAD",
+    "STRENGTH_BOUNDS",
     "aspect_of",
     "help_text",
     "parse_imagine",
@@ -67,8 +86,8 @@ __all__ = [
 ]
 
 OptionsError = InvalidRequest
+PENDING_UPLOAD = "/pending-upload"  # init_image of a parsed upload request until the image is stored
 
-_MAX_INT_DIGITS = 30  # longer digit strings are out of range anyway; int() would be slow/refuse
 
 
 @dataclass(frozen=True)
@@ -110,17 +129,10 @@ _FLAGS = (
     _Flag(("style",), "style", "style", "the style", "NAME"),
     _Flag(("steps",), "steps", "steps", "the step count", "N"),
     _Flag(("refine",), "refine", "refine", "prompt refinement", ""),
+    _Flag(("strength",), "strength", "strength", "the strength", "S"),
 )
 _BY_NAME = {name: flag for flag in _FLAGS for name in flag.names}
 _BY_OPTION = {flag.option: flag for flag in _FLAGS}
-
-
-class _Setting(NamedTuple):
-    """A value for one field and where it came from (for messages)."""
-
-    value: object
-    source: str  # "--ar", "the `aspect` option", "your saved defaults"
-    subject: str  # the same, to start a sentence: "--ar", "The `aspect` option", ...
 
 
 # -- public API ---------------------------------------------------------------------------------
@@ -141,8 +153,17 @@ def parse_imagine(
     steps: int | str | None = None,
     lora: str | None = None,
     refine: bool | None = None,
+    strength: float | str | None = None,
+    image_size: tuple[int, int] | None = None,
+    default_strength: float = DEFAULT_STRENGTH,
 ) -> GenerationRequest:
-    """Parse ``text`` (plus typed slash-command options) into a request ``caps`` can run."""
+    """Parse ``text`` (plus typed slash-command options) into a request ``caps`` can run.
+
+    ``image_size`` (the size of an image the user sent) makes an img2img request at the bucket
+    nearest the image's ratio unless an aspect ratio is given; its ``init_image`` is
+    :data:`PENDING_UPLOAD` until the service stores the fitted image and puts its path there.
+    """
+    image = PENDING_UPLOAD if image_size is not None else None
     if not isinstance(text, str):
         raise InvalidRequest("prompt", "The prompt is empty: describe the image you want.")
     prompt_words, settings, negative_words = _read_flags(lex(text), caps)
@@ -152,7 +173,7 @@ def parse_imagine(
     if any(has_lora_tag(word) for word in negative_words):
         raise InvalidRequest("lora", "LoRA tags go in the prompt, not after --no.")
     typed = {"aspect": aspect, "seed": seed, "negative": negative, "count": count,
-             "style": style, "steps": steps, "refine": refine}
+             "style": style, "steps": steps, "refine": refine, "strength": strength}
     for option, value in typed.items():
         if value is None:
             continue
@@ -180,18 +201,39 @@ def parse_imagine(
                     "so put --no after the prompt.")
         raise InvalidRequest("prompt", "The prompt is empty: describe the image you want." + hint)
 
+    if image is not None and image_size is not None and (
+            "aspect" not in settings or settings["aspect"].source == "your saved defaults"):
+        settings["aspect"] = _Setting(f"{image_size[0]}:{image_size[1]}", "your image", "Your image")
     try:
-        width, height = caps.size_for(_text_value(settings, "aspect", "1:1", "an aspect ratio"))
+        aspect_text = _text_value(settings, "aspect", "1:1", "an aspect ratio")
+        if settings.get("aspect", _Setting("", "", "")).source == "your image":
+            width, height = nearest_bucket(*image_size, caps.base_resolution)  # type: ignore[misc]
+        else:
+            width, height = caps.size_for(aspect_text)
     except InvalidRequest as err:
         if settings.get("aspect", _Setting("", "", "")).source != "your saved defaults":
             raise
         raise InvalidRequest("aspect", f"{err} (This comes from your saved defaults.)") from None
+    steps_value = _steps_value(settings, caps)
+    image_fields: dict[str, object] = {}
+    if image is not None:
+        power = _strength_value(settings, default_strength)
+        if int(steps_value * power) < 1:  # img2img runs int(steps * strength) steps: take more
+            more = [s for s in sorted(caps.steps) if int(s * power) >= 1]
+            if not more or "steps" in settings:
+                raise InvalidRequest("strength", f"Strength {power:g} is too low for {steps_value} steps: no "
+                                                 f"step would run; use at least {1 / steps_value:g}.")
+            steps_value = more[0]
+        image_fields = {"kind": "img2img", "init_image": image, "strength": power}
+    elif "strength" in settings:
+        raise InvalidRequest("strength", f"{settings['strength'].subject} needs an image to start from: "
+                                         "attach one (or reply to one) with your prompt.")
     request = GenerationRequest(
         prompt=prompt,
         width=width,
         height=height,
         negative_prompt=_text_value(settings, "negative_prompt", "", "text"),
-        steps=_steps_value(settings, caps),
+        steps=steps_value,
         seed=_int_value(settings, "seed", None, 0, MAX_SEED),
         count=_int_value(settings, "count", 1, 1, MAX_COUNT),
         style=_text_value(settings, "style", "none", "a style name").strip().lower(),
@@ -199,6 +241,7 @@ def parse_imagine(
         platform=platform,
         loras=tuple(loras),
         refine=_refine_value(settings, defaults),
+        **image_fields,  # type: ignore[arg-type]
     )
     return caps.check(request)
 
@@ -219,14 +262,20 @@ def render(request: GenerationRequest, caps: ModelCaps) -> str:
         parts.append(f"--steps {request.steps}")
     if request.refine and request.original_prompt is None:  # a refined prompt is not refined again
         parts.append("--refine")
+    if request.kind == "img2img" and request.variation_of is None:  # parses back with its image
+        parts.append(f"--strength {request.strength:g}")
     return " ".join(parts)
 
 
 def aspect_of(request: GenerationRequest, caps: ModelCaps) -> str:
-    """The aspect ratio ("16:9") whose size at ``caps`` is the request's width x height."""
-    for ratio, size in caps.sizes().items():
-        if size == (request.width, request.height):
+    """The aspect ratio ("16:9", or "14:17" for a bucket without a name) of the request's size."""
+    size = (request.width, request.height)
+    for ratio, named in caps.sizes().items():
+        if named == size:
             return ratio
+    if size in caps.buckets():
+        common = math.gcd(*size)
+        return f"{size[0] // common}:{size[1] // common}"
     allowed = ", ".join(f"{ar} ({w}x{h})" for ar, (w, h) in caps.sizes().items())
     raise InvalidRequest(
         "size",
@@ -241,13 +290,14 @@ def help_text(caps: ModelCaps) -> str:
     steps = ", ".join(str(s) for s in caps.steps)
     lines = [
         "Usage: /imagine <prompt> [options]",
-        f"  --ar W:H      aspect ratio (also --aspect), default 1:1: {ratios}",
+        f"  --ar W:H      aspect ratio (also --aspect), default 1:1: {ratios}; or any W:H up to 4:1",
         f"  --n N         number of images, 1 to {MAX_COUNT} (also --count)",
         f"  --seed N      seed from 0 to {MAX_SEED}, to repeat an image",
         "  --no TEXT     what to leave out; runs until the next option",
         f"  --style NAME  {', '.join(STYLES)}",
         f"  --steps N     {steps} (default {caps.default_steps})",
         "  --refine      let a small language model write a detailed prompt from yours",
+        "  --strength S  with an attached image: how much of it changes, 0.1 to 1 (default 0.6)",
         "  <lora:NAME:0.8>  in the prompt: a LoRA adapter (/loras lists them)",
         "  (word:1.3) (word) [word]  weight words up or down; \\( for a literal bracket",
         'Options may come anywhere; "--opt=value" and an em dash (—ar) work too.',
@@ -330,73 +380,16 @@ def _read_flags(
 def _missing(flag: _Flag, used: str, caps: ModelCaps) -> InvalidRequest:
     """The error for a flag given without its value."""
     what = {
-        "aspect": f"an aspect ratio: {', '.join(caps.sizes())}",
+        "aspect": f"an aspect ratio: {', '.join(caps.sizes())}, or any W:H up to 4:1",
         "count": f"a number of images from 1 to {MAX_COUNT}, e.g. --n 2",
         "seed": f"a whole number from 0 to {MAX_SEED}, e.g. --seed 42",
         "negative_prompt": "what to leave out, e.g. --no blur, text",
         "style": f"a style name: {', '.join(STYLES)}",
         "steps": f"a step count: {', '.join(str(s) for s in sorted(caps.steps))}",
         "refine": "nothing",
+        "strength": "a number from 0.1 to 1, e.g. --strength 0.4",
     }[flag.field]
     return InvalidRequest(flag.field, f"{used} needs {what}.")
-
-
-# -- values -------------------------------------------------------------------------------------
-
-
-def _text_value(settings: dict[str, _Setting], field: str, default: str, what: str) -> str:
-    setting = settings.get(field)
-    if setting is None:
-        return default
-    if not isinstance(setting.value, str):
-        raise InvalidRequest(field, f"{setting.subject} must be {what}, not {setting.value!r}.")
-    return setting.value.strip() if field == "aspect" else setting.value
-
-
-def _as_int(setting: _Setting, field: str, allowed: str) -> int:
-    """``setting.value`` as an int (ints and decimal strings), else an error naming ``allowed``."""
-    value = setting.value
-    if isinstance(value, str):
-        digits = value.strip()
-        if digits.isdecimal() and len(digits) <= _MAX_INT_DIGITS:
-            return int(digits)
-    elif isinstance(value, int) and not isinstance(value, bool):
-        return value
-    raise InvalidRequest(field, f"{setting.subject} must be {allowed}, not {value!r}.")
-
-
-def _int_value(
-    settings: dict[str, _Setting], field: str, default: int | None, low: int, high: int
-) -> int | None:
-    setting = settings.get(field)
-    if setting is None:
-        return default
-    allowed = f"a whole number from {low} to {high}"
-    value = _as_int(setting, field, allowed)
-    if not low <= value <= high:
-        raise InvalidRequest(field, f"{setting.subject} must be {allowed}, not {value}.")
-    return value
-
-
-def _refine_value(settings: dict[str, _Setting], defaults: Defaults) -> bool:
-    setting = settings.get("refine")
-    if setting is None:
-        return bool(defaults.refine)
-    if not isinstance(setting.value, bool):
-        raise InvalidRequest("refine", f"{setting.subject} must be true or false, not {setting.value!r}.")
-    return setting.value
-
-
-def _steps_value(settings: dict[str, _Setting], caps: ModelCaps) -> int:
-    setting = settings.get("steps")
-    if setting is None:
-        return caps.default_steps
-    loaded = sorted(caps.steps)
-    allowed = f"one of {', '.join(str(s) for s in loaded)} (the step counts loaded on this bot)"
-    value = _as_int(setting, "steps", allowed)
-    if value not in loaded:
-        raise InvalidRequest("steps", f"{setting.subject} must be {allowed}, not {value}.")
-    return value
 
 
 # -- rendering ----------------------------------------------------------------------------------

@@ -6,6 +6,12 @@ The service is split by responsibility; :class:`ImagineService` is the facade th
     jobs.py            imagine, reroll, variation, following jobs, cancel, recover
     outcomes.py        delivery bookkeeping: delivered, told (a failure shown once)
     inbox.py           platform requests stored before they are acknowledged, found again after a crash
+    outcomes.py        delivery bookkeeping: delivered, told (a failure shown once)
+    inbox.py           platform requests stored before they are acknowledged, found again after a crash
+    uploads.py         an image a user sends (every front end, the compatible APIs too): checked,
+                       safety-checked, fitted, stored before any charge
+    toolbox.py         actions on an image that make a new job: upscale, zoom out, pan; a Lanczos
+                       enlargement of an upload (A1111 extra-single-image)
     history.py         history pages, ratings and the comments beside them, messages that show a job
     accounts.py        quota status, settings, DM state, forget, export
     accounts_rules.py  pure rules: valid settings, defaults, the export zip
@@ -17,8 +23,6 @@ The service is split by responsibility; :class:`ImagineService` is the facade th
     studio.py          the web studio form's choices; deleting an image
     metrics.py         /healthz and Prometheus metrics; counts requests at the service's doors
     tickets.py         the types front ends see (tickets, updates, deliveries, errors)
-    uploads.py         an image a caller sends: checked, stored, made into an img2img request
-    tools.py           tools on an uploaded image that need no GPU (a Lanczos enlargement)
 
 No SQL here (that is :mod:`storage`), and no platform types (those stay in :mod:`bot.frontends`).
 
@@ -61,7 +65,7 @@ from bot.service.metrics import MetricsPart, ServiceMetrics, frontend_of
 from bot.service.outcomes import OutcomesPart
 from bot.service.sessions import SessionsPart, WebSession
 from bot.service.studio import StudioChoices, StudioPart
-from bot.service.tools import ToolsPart
+from bot.service.toolbox import ToolboxPart
 from bot.service.uploads import nearest_aspect
 from bot.service.tickets import (
     AlreadyAccepted,
@@ -133,8 +137,8 @@ __all__ = [
 ]
 
 
-class ImagineService(MetricsPart, JobsPart, OutcomesPart, InboxPart, HistoryPart, AccountsPart, AdminPart, KeysPart,
-                     GalleryPart, LinksPart, SessionsPart, StudioPart, ToolsPart):
+class ImagineService(MetricsPart, JobsPart, OutcomesPart, InboxPart, ToolboxPart, HistoryPart, AccountsPart,
+                     AdminPart, KeysPart, GalleryPart, LinksPart, SessionsPart, StudioPart):
     """Quota, safety, jobs, queue and storage behind one API for every front end.
 
     Each part is a class over the same :class:`~bot.service.context.ServiceContext` state; the

@@ -70,10 +70,12 @@ def validate_settings(changes: Mapping[str, Any], caps: ModelCaps) -> dict[str, 
 
 def _validate_one(key: str, value: Any, caps: ModelCaps) -> Any:
     if key == "aspect":
-        sizes = caps.sizes()
         text = value.strip() if isinstance(value, str) else value
-        if text not in sizes:
-            raise InvalidRequest("aspect", f"aspect must be one of {', '.join(sizes)}, not {value!r}.")
+        if text not in caps.sizes():
+            try:
+                caps.size_for(text)  # any W:H up to 4:1
+            except InvalidRequest as err:
+                raise InvalidRequest("aspect", f"aspect: {err}") from None
         return text
     if key == "style":
         name = value.strip().lower() if isinstance(value, str) else value

@@ -47,6 +47,10 @@ class ServiceSettings:
     default_model: str = "sdxl-lightning"
     checkpoint_hash: str | None = None  # recorded with each job when the executor has none
     variation_strength: float = 0.6
+    image_strength: float = 0.6  # how much of a user's own image changes when they give no strength
+    upscale_cost: int = 1  # quota an upscale costs ([quota] upscale_cost)
+    upscale_subtle: float = 0.3  # strength of the tiled pass after enlarging: Upscale (Subtle)
+    upscale_creative: float = 0.55  # … and Upscale (Creative)
     admin_priority: bool = True  # admins' jobs use the queue's priority lane
     settle_timeout_s: float = 30.0  # how long cancel/forget wait for a job to settle
     public_url: str = ""  # where the web gallery answers, for links in chat replies; "": no gallery runs
@@ -214,7 +218,14 @@ class ServiceContext:
 
     def _described(self, request: GenerationRequest) -> str:
         """What a done line and history show: the /imagine text, or what a variation varies."""
+        if request.kind in ("upscale", "zoom", "pan") and request.source:
+            job, _, number = request.source.partition("#")
+            what = {"upscale": f"⬆️ upscale ({request.mode})", "zoom": f"🔍 zoom out {request.mode}x",
+                    "pan": f"↔️ pan {request.mode}"}[request.kind]
+            return f"{what} of image {number} of {job} ({self._command(request)}); {request.width}x{request.height}"
         variation = self._variation_of(request)
+        if variation is None and request.kind == "img2img":
+            return f"{self._command(request)} (from your image)"
         if variation is None:
             return self._command(request)
         # how to ask for another is the front end's to say: buttons on a chat, a command on the console

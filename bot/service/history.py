@@ -11,7 +11,7 @@ from __future__ import annotations
 from bot.service.context import ServiceContext
 from bot.service.tickets import HistoryEntry, HistoryImage, HistoryView, NotFound, Via, Who
 from generation.core.errors import ImagineError, InvalidRequest
-from storage import images, jobs, messages, ratings, users
+from storage import images, inputs, jobs, messages, ratings, users
 from storage.ratings import MAX_COMMENT_CHARS
 from storage.records import RATING_SOURCES, Image, Rating
 
@@ -34,6 +34,7 @@ class HistoryPart(ServiceContext):
         found = await jobs.history(self.db, user.id, limit=per_page, offset=page * per_page,
                                    search=(search or "").strip() or None)
         by_job = await images.images_for_jobs(self.db, [j.id for j in found.jobs])
+        sent = await inputs.for_jobs(self.db, [j.id for j in found.jobs])  # uploads they started from
         entries = []
         for job in found.jobs:
             shown = []
@@ -43,7 +44,8 @@ class HistoryPart(ServiceContext):
                 shown.append(HistoryImage(self._stored(image), mine.stars if mine else None, mean, count))
             entries.append(HistoryEntry(job.id, self._text(job.request), job.created_at, job.status,
                                         tuple(shown), job.error, dict(job.target),
-                                        job.request.get("original_prompt")))
+                                        job.request.get("original_prompt"),
+                                        self.store.path_for(sent[job.id].path).resolve() if job.id in sent else None))
         return HistoryView(tuple(entries), page, per_page, found.total)
 
     async def rate(self, who: Who, image_id: int | str, stars: int | str, source: str = "button", *,

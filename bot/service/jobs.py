@@ -12,6 +12,9 @@ The life of one accepted request::
     restart    recover(): queued/running rows run again (priority, not charged again);
                done-but-undelivered rows come back as Deliveries to send, failures never
                told as Untold; failed rows still charged (an older version) are refunded
+
+Size: the life of a job (accept, follow, store, recover) reads in one place; an uploaded image's
+checks live in :mod:`bot.service.uploads`.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ from datetime import datetime
 from typing import Any
 
 from bot.options import parse_imagine
-from bot.service import accounts_rules, uploads
+from bot.service import accounts_rules
 from bot.service.context import ACTIVE, Origin, ServiceContext
 from bot.service.refining import refine_request
-from bot.service.scoring import drain as drain_scoring, score_later
+from bot.service.scoring import drain as drain_scoring
+from bot.service.scoring import score_later
+from bot.service.uploads import StoredUpload, checked_upload, prompt_for, store_upload
 from bot.service.tickets import (
     AlreadyAccepted,
     CancelOutcome,
@@ -50,7 +55,7 @@ from generation.core.errors import ImagineError
 from generation.core.request import GenerationRequest, GenerationResult, random_seed
 from generation.scheduling.events import Done, Started
 from generation.scheduling.job import Job as QueueJob
-from storage import images, inbox, jobs, model_versions, quotas, users
+from storage import images, inbox, inputs, jobs, model_versions, quotas, users
 from storage.files import png_with_metadata
 from storage.db import Transaction
 from storage.records import Image, User
@@ -101,24 +106,28 @@ class JobsPart(ServiceContext):
         row and "handled" commit together, and a second call for the same origin raises
         :class:`AlreadyAccepted` (before any limit) instead of making (and charging) a second job.
         ``spaced=False``: the chats' request spacing does not apply (API keys: their own rate limit).
-        ``image``: an upload's bytes, for img2img at ``strength`` (:mod:`.uploads`).
+        ``image`` (the bytes of a file the user sent) makes it start from that image at ``strength``
+        (:mod:`bot.service.uploads`: checked, fitted and stored before anything is charged); without
+        a prompt, the prompt stored in the image (or a neutral one) is used.
         """
         await self._raise_if_accepted(origin)  # a replayed request: nothing runs again, refinement included
         user = await self._active_user(who, spaced=spaced)
+        upload = await checked_upload(image) if image is not None else None
         notes: tuple[str, ...] = ()
         if image is not None:
-            upload, text, options, notes = await uploads.prepare(image, self.caps, text, options)
+            text, notes = prompt_for(text, image)
         request = parse_imagine(
             text, caps=self.caps, defaults=accounts_rules.defaults_from(user.settings, refine=self.refiner is not None),
-            user_id=who.user_id, platform=who.platform, **options,
+            user_id=who.user_id, platform=who.platform, image_size=upload.size if upload else None,
+            strength=strength, default_strength=self.config.image_strength, **options,
         )
-        if image is not None:
-            request = await uploads.img2img_from(self, who, request, upload, strength, target)
         if request.refine:  # prompt power: a small LLM rewrites the prompt (bot/service/refining.py)
             request, refined = await refine_request(self, who, request, target)
             notes += refined
-        ticket = await self._submit(who, user, request, target=target, dedupe=request.seed is not None,
-                                    origin=origin)
+        request, stored = await store_upload(self, who, upload, request, target) if upload else (request, None)
+        ticket = await self._submit(who, user, request, target=target,
+                                    dedupe=request.seed is not None and upload is None, origin=origin,
+                                    upload=stored)
         ticket.notes = notes
         return ticket
 
@@ -163,7 +172,8 @@ class JobsPart(ServiceContext):
                                   origin=origin)
 
     async def _submit(self, who: Who, user: User, request: GenerationRequest, *,
-                      target: dict[str, Any] | None, dedupe: bool, origin: Origin | None = None) -> Ticket:
+                      target: dict[str, Any] | None, dedupe: bool, origin: Origin | None = None,
+                      upload: StoredUpload | None = None, cost: int | None = None) -> Ticket:
         """Check, charge, store and enqueue ``request``."""
         origin_key = _origin_key(origin)  # a known one was answered before this (_raise_if_accepted)
         # 1. Prompt safety: nothing is charged or written for a refused prompt
@@ -182,7 +192,8 @@ class JobsPart(ServiceContext):
         window = quotas.window_start(now, self.config.quota_window)
         priority = self.config.admin_priority and self.is_admin(who)
         try:
-            job = await self._charge_and_store(user, request, key, target, now, window, priority, origin)
+            job = await self._charge_and_store(user, request, key, target, now, window, priority, origin,
+                                               upload, cost)
         except sqlite3.IntegrityError:
             found = await jobs.find_by_origin(self.db, origin_key) if origin_key else None
             if found is None:
@@ -208,20 +219,25 @@ class JobsPart(ServiceContext):
 
     async def _charge_and_store(self, user: User, request: GenerationRequest, key: str,
                                 target: dict[str, Any] | None, now: datetime, window: str,
-                                priority: bool, origin: Origin | None) -> JobRow:
-        """One transaction: consume quota, insert the job row, close its inbox request."""
+                                priority: bool, origin: Origin | None,
+                                upload: StoredUpload | None = None, cost: int | None = None) -> JobRow:
+        """One transaction: consume quota, insert the job row (and its input image), close its inbox request."""
         async with self.db.transaction() as tx:
-            if await quotas.consume_with_override(tx, user.id, request.count, self.config.daily_quota,
+            cost = request.count if cost is None else cost  # an upscale costs quota.upscale_cost
+            if await quotas.consume_with_override(tx, user.id, cost, self.config.daily_quota,
                                                   window) is None:
                 limit = await quotas.effective_limit(tx, user.id, self.config.daily_quota)
                 used = await quotas.used(tx, user.id, window)
-                raise QuotaExceeded(self._quota_message(request.count, used, limit, now))
+                raise QuotaExceeded(self._quota_message(cost, used, limit, now))
             job = await jobs.create(
                 tx, user_id=user.id, request=request.to_dict(), model_id=self.model_id,
-                charged=request.count, quota_window=window, priority=int(priority),
+                charged=cost, quota_window=window, priority=int(priority),
                 target=target, key=key, checkpoint_hash=self.checkpoint_hash,
                 job_id=uuid.uuid4().hex[:12], now=now, origin=_origin_key(origin),
             )
+            if upload is not None:
+                await inputs.add(tx, job.id, upload.path, upload.sha256, upload.width, upload.height,
+                                 upload.bytes, now=now)
             if origin is not None:
                 await inbox.mark_handled(tx, origin[0], origin[1], now)
         return job

@@ -252,6 +252,7 @@ class HistoryEntry:
     error: str | None = None
     target: dict[str, Any] = field(default_factory=dict)  # delivery refs (e.g. a message link)
     original_prompt: str | None = None  # what the user typed, when --refine rewrote it
+    input_image: Path | None = None  # the image the user sent to start from (img2img uploads)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Protocol, Union
 
 from generation.core.errors import GenerationFailed
-from generation.core.request import LoraSet, Shape, denoising_steps
+from generation.core.request import FROM_IMAGE, LoraSet, Shape, denoising_steps
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -46,6 +46,7 @@ class BatchItem:
     negative_prompt: str
     seed: int
     init_image: str | None = None
+    mode: str | None = None  # zoom ("1.5", "2") or pan ("left", …): what each item of the batch does
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,11 @@ class Batch:
     loras: LoraSet = ()  # ((name, weight), ...) sorted by name: the adapters of every item
 
     def __post_init__(self) -> None:
-        img2img = self.kind == "img2img"
+        img2img = self.kind in FROM_IMAGE  # img2img, upscale, zoom, pan: from an image at a strength
         if img2img != (self.strength is not None):
-            raise ValueError(f"`strength` is required for img2img batches only, not {self.kind}")
+            raise ValueError(f"`strength` is required for batches from an image only, not {self.kind}")
         if any((item.init_image is not None) != img2img for item in self.items):
-            raise ValueError(f"`init_image` is required for img2img batch items only, not {self.kind}")
+            raise ValueError(f"`init_image` is required for items from an image only, not {self.kind}")
 
     @classmethod
     def from_shape(cls, shape: Shape, items: Sequence[BatchItem]) -> Batch:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 import secrets
 import unicodedata
 from dataclasses import dataclass, field, replace
@@ -22,6 +23,7 @@ from generation.core.weighting import parse_weighted
 
 __all__ = [
     "ASPECT_RATIOS",
+    "DEFAULT_STRENGTH",
     "GenerationRequest",
     "GenerationResult",
     "LORA_WEIGHT_BOUNDS",
@@ -33,9 +35,15 @@ __all__ = [
     "MAX_SEED",
     "STEP_CHOICES",
     "Shape",
+    "ACTIONS",
+    "FROM_IMAGE",
+    "UPSCALE_MODES",
     "denoising_steps",
     "has_visible_text",
+    "nearest_bucket",
+    "parse_ratio",
     "random_seed",
+    "sdxl_buckets",
 ]
 
 LoraSet = tuple[tuple[str, float], ...]
@@ -56,8 +64,12 @@ MAX_PROMPT_CHARS = 1000
 MAX_COUNT = 4
 MAX_SEED = 2**32 - 1
 STEP_CHOICES = (1, 2, 4, 8)
-KINDS = ("txt2img", "img2img")
+KINDS = ("txt2img", "img2img", "upscale", "zoom", "pan")
+FROM_IMAGE = ("img2img", "upscale", "zoom", "pan")  # kinds that start from an init_image at a strength
+ACTIONS = {"upscale": ("subtle", "creative"), "zoom": ("1.5", "2"), "pan": ("left", "right", "up", "down")}
+MAX_UPSCALED = 4096  # an upscale is twice a bucket: up to 4096 px on its long side
 DEFAULT_STRENGTH = 0.6
+UPSCALE_MODES = ("subtle", "creative")
 
 # SDXL buckets at a 1024 base resolution (DESIGN.md); other bases scale them.
 ASPECT_RATIOS: dict[str, tuple[int, int]] = {
@@ -70,6 +82,47 @@ ASPECT_RATIOS: dict[str, tuple[int, int]] = {
     "2:3": (832, 1216),
     "21:9": (1536, 640),
 }
+MAX_ASPECT = 4  # whole-number ratios up to 4:1 either way
+_RATIO = re.compile(r"^\s*(\d{1,5})\s*:\s*(\d{1,5})\s*$")
+
+
+def sdxl_buckets(base: int = 1024) -> tuple[tuple[int, int], ...]:
+    """SDXL's resolution buckets at ``base``: for each width a multiple of 64 from 512 to 2048 (at
+    1024), the tallest multiple of 64 that keeps the area within 1024², and the transposes; from
+    4:1 to 1:4. They include every size of :data:`ASPECT_RATIOS`. Other bases scale them."""
+    found: set[tuple[int, int]] = set()
+    for width in range(512, 2049, 64):
+        height = min(2048, (1024 * 1024 // width) // 64 * 64)
+        if height >= 512:
+            found.update({(width, height), (height, width)})
+    found.update(ASPECT_RATIOS.values())
+    scale = base / 1024
+    return tuple(sorted({(_snap(w * scale), _snap(h * scale)) for w, h in found}))
+
+
+def parse_ratio(text: object) -> tuple[int, int]:
+    """``"W:H"`` (whole numbers, at most 4:1 either way) as (W, H); InvalidRequest naming the fix."""
+    match = _RATIO.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise InvalidRequest(
+            "aspect", f"An aspect ratio is two whole numbers as width:height, like 16:9 or 4:5, not {text!r}."
+        )
+    width, height = int(match.group(1)), int(match.group(2))
+    if width == 0 or height == 0:
+        raise InvalidRequest("aspect", f"Aspect ratio {width}:{height} has a zero side; use e.g. 1:1 or 4:5.")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise InvalidRequest(
+            "aspect", f"Aspect ratio {width}:{height} is beyond {MAX_ASPECT}:1; use at most "
+                      f"{MAX_ASPECT}:1 (wide) or 1:{MAX_ASPECT} (tall)."
+        )
+    return width, height
+
+
+def nearest_bucket(width: float, height: float, base: int = 1024) -> tuple[int, int]:
+    """The bucket of :func:`sdxl_buckets` whose ratio is closest to width:height (larger area on a tie)."""
+    wanted = math.log(width / height)
+    return min(sdxl_buckets(base), key=lambda size: (round(abs(math.log(size[0] / size[1]) - wanted), 9),
+                                                     -size[0] * size[1]))
 
 
 def random_seed() -> int:
@@ -128,6 +181,8 @@ class GenerationRequest:
     init_image: str | None = None
     strength: float = DEFAULT_STRENGTH
     variation_of: str | None = None  # "JOB#N": img2img of image N (from 1) of request JOB
+    source: str | None = None  # "JOB#N": the image an upscale (and later zoom, pan) starts from
+    mode: str | None = None  # an upscale's mode: "subtle" or "creative"
     # prompt power (issue 14): LoRA adapters and their file hashes (filled by ModelCaps.check),
     # whether the prompt was refined, and the user's own prompt when it was
     loras: LoraSet = ()
@@ -169,7 +224,7 @@ class GenerationRequest:
             )
         for name in ("width", "height"):
             value = getattr(self, name)
-            _check_int(name, value, 64, 2048, name.capitalize())
+            _check_int(name, value, 64, MAX_UPSCALED if self.kind == "upscale" else 2048, name.capitalize())
             if value % 16:
                 raise InvalidRequest(name, f"{name.capitalize()} must be a multiple of 16, not {value}.")
         if not isinstance(self.style, str) or self.style not in STYLES:
@@ -222,14 +277,19 @@ class GenerationRequest:
                                               or "#" not in self.variation_of):
             raise InvalidRequest("variation_of", f"variation_of must be 'JOB#N' on an img2img request, "
                                                  f"not {self.variation_of!r}.")
-        if self.kind != "img2img":
+        if self.kind in ACTIONS and (not isinstance(self.source, str) or "#" not in self.source
+                                     or self.mode not in ACTIONS[self.kind] or self.count != 1):
+            raise InvalidRequest("source", f"A {self.kind} names one image ('JOB#N'), a mode "
+                                           f"({_join(ACTIONS[self.kind])}) and makes one image, not "
+                                           f"{self.source!r}, {self.mode!r}, {self.count}.")
+        if self.kind not in FROM_IMAGE:
             if init is not None:
                 raise InvalidRequest(
                     "init_image", f"An init_image is only used by img2img requests, not {self.kind}."
                 )
             return
         if init is None:
-            raise InvalidRequest("init_image", "An img2img request needs an init_image to start from.")
+            raise InvalidRequest("init_image", f"An {self.kind} request needs an init_image to start from.")
         if not isinstance(init, str) or not os.path.isabs(init):
             raise InvalidRequest(
                 "init_image", f"init_image must be the absolute path of an image file, not {init!r}."
@@ -254,9 +314,9 @@ class GenerationRequest:
     def shape(self) -> Shape:
         """Jobs of the same shape can share one pipeline call (img2img: of the same strength too)."""
         if self.loras:  # the queue never mixes LoRA sets (or weights) in one batch
-            strength = self.strength if self.kind == "img2img" else None
+            strength = self.strength if self.kind in FROM_IMAGE else None
             return (self.kind, self.width, self.height, self.steps, strength, self.loras)
-        if self.kind == "img2img":
+        if self.kind in FROM_IMAGE:
             return (self.kind, self.width, self.height, self.steps, self.strength)
         return (self.kind, self.width, self.height, self.steps)
 
@@ -298,13 +358,17 @@ class ModelCaps:
         scale = self.base_resolution / 1024
         return {ar: (_snap(w * scale), _snap(h * scale)) for ar, (w, h) in ASPECT_RATIOS.items()}
 
+    def buckets(self) -> tuple[tuple[int, int], ...]:
+        """Every size this model makes: the SDXL buckets at its base resolution (4:1 to 1:4)."""
+        return tuple(sorted(set(sdxl_buckets(self.base_resolution)) | set(self.sizes().values())))
+
     def size_for(self, aspect: str) -> tuple[int, int]:
+        """The size of a named ratio ("16:9"), or of the bucket nearest any W:H up to 4:1 ("4:5")."""
         sizes = self.sizes()
-        if aspect not in sizes:
-            raise InvalidRequest(
-                "aspect", f"Unknown aspect ratio {aspect!r}; choose one of {_join(sizes)}."
-            )
-        return sizes[aspect]
+        if isinstance(aspect, str) and aspect.strip() in sizes:
+            return sizes[aspect.strip()]
+        width, height = parse_ratio(aspect)
+        return nearest_bucket(width, height, self.base_resolution)
 
     def check(self, request: GenerationRequest) -> GenerationRequest:
         """Raise InvalidRequest unless this model can run ``request``; return it otherwise."""
@@ -315,12 +379,15 @@ class ModelCaps:
                 f"{request.steps} steps is not available.",
             )
         request = self._check_loras(request)
-        if (request.width, request.height) not in self.sizes().values():
+        size = (request.width, request.height)
+        if request.kind == "upscale":  # twice a size this model makes
+            size = (request.width // 2, request.height // 2) if not request.width % 2 and not request.height % 2 else size
+        if size not in self.buckets():
             allowed = ", ".join(f"{ar} ({w}x{h})" for ar, (w, h) in self.sizes().items())
             raise InvalidRequest(
                 "size",
                 f"{request.width}x{request.height} is not a supported size; use an aspect ratio: "
-                f"{allowed}.",
+                f"{allowed}, or any W:H up to {MAX_ASPECT}:1.",
             )
         return request
 

@@ -42,6 +42,8 @@ from generation.core.request import ASPECT_RATIOS, KINDS, STEP_CHOICES, ModelCap
 from generation.model.prompting import encode_prompts
 from generation.model.speed import apply_speed_options, attention_backend, decode_latents
 from generation.model.tiny import TINY_BASE_RESOLUTION, TINY_MODEL_ID, build_tiny_pipeline, build_tiny_tokenizer
+from generation.tools.outpaint import composite, outpaint_canvas
+from generation.tools.upscale import LanczosUpscaler, refine_tiled, tile_count
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
@@ -71,10 +73,9 @@ SDXL_BASE_RESOLUTION = 1024
 # -- img2img sources -------------------------------------------------------------------------
 
 
-def load_init_images(batch: Batch) -> list[Image]:
-    """Each item's init image as RGB at the batch's size; raises ItemsRejected for unusable ones.
-
-    An image of another aspect ratio is centre-cropped to the batch's before resizing.
+def load_init_images(batch: Batch, size: tuple[int, int] | None = None) -> list[Image]:
+    """Each item's init image as RGB at ``size`` (default: the batch's); raises ItemsRejected for
+    unusable ones. An image of another aspect ratio is centre-cropped to the size's before resizing.
     """
     from PIL import Image as PILImage
     from PIL import ImageOps
@@ -101,8 +102,8 @@ def load_init_images(batch: Batch) -> list[Image]:
                 "The image to make a variation of could not be read; make a new image and try again."
             )
             continue
-        size = (batch.width, batch.height)
-        images.append(rgb if rgb.size == size else ImageOps.fit(rgb, size, PILImage.Resampling.LANCZOS))
+        wanted = size or (batch.width, batch.height)
+        images.append(rgb if rgb.size == wanted else ImageOps.fit(rgb, wanted, PILImage.Resampling.LANCZOS))
     if errors:
         raise ItemsRejected(errors)
     return images
@@ -140,8 +141,12 @@ class LightningPipeline:
         )
         self._schedulers = {n: one_step if n == 1 else trailing for n in unets}
         self._img2img: StableDiffusionXLImg2ImgPipeline | None = None
+        self._inpaint: Any = None
         # [prompt-power hook] LoRA adapters (generation.model.lora.attach_loras sets it); None: no LoRAs
         self.loras: Any = None
+        # the first half of an upscale ([upscale] model, set by bot.app); Lanczos when none is configured
+        self.upscaler: Any = LanczosUpscaler()
+        self.upscale_tile: int | None = None  # the refining pass's tile (default: the model's base size)
         pipe.scheduler = trailing
         pipe.set_progress_bar_config(disable=True)
         pipe.vae.disable_slicing()  # decode_latents slices itself when model.vae_decode asks
@@ -204,6 +209,10 @@ class LightningPipeline:
             raise InvalidRequest(
                 "strength", f"Strength {batch.strength:g} is too low for {batch.steps} steps: no step would run."
             )
+        if batch.kind == "upscale":
+            return self._upscale(batch, unet, on_step, should_stop)
+        if batch.kind in ("zoom", "pan"):
+            return self._outpaint(batch, unet, on_step, should_stop)
         extra: dict[str, Any]
         if batch.kind == "img2img":
             pipe: Any = self.img2img
@@ -255,6 +264,101 @@ class LightningPipeline:
                 for row, index in enumerate(indices):
                     latents[index] = out[row:row + 1]
             return decode_latents(pipe, torch.cat(latents), self.config.vae_decode)
+
+    def _upscale(self, batch: Batch, unet: UNet2DConditionModel, on_step: StepCallback | None,
+                 should_stop: Callable[[], bool] | None) -> list[Image]:
+        """Each item's image enlarged 2x (``self.upscaler``), then refined by img2img tile by tile
+        (tiles of the model's own size, blended; :mod:`generation.tools.upscale`)."""
+        sources = load_init_images(batch, (batch.width // 2, batch.height // 2))
+        pipe: Any = self.img2img
+        pipe.unet = unet
+        pipe.scheduler = self._schedulers[batch.steps]
+        if batch.loras and self.loras is None:
+            raise InvalidRequest("lora", "This bot has no LoRAs configured (lora.dir).")
+        if self.loras is not None:
+            self.loras.activate(batch.loras, pipe)
+        tile = self.upscale_tile or self.caps.base_resolution
+        overlap = tile // 8
+        steps = batch.denoising_steps
+        per_item = tile_count(batch.width, batch.height, tile, overlap)
+        whole = steps * per_item * len(batch.items)
+        results = []
+        with torch.inference_mode(), attention_backend(self.config.attention):
+            embedded = encode_prompts(pipe, [item.prompt for item in batch.items], dedupe=self.config.dedupe_prompts)
+            for number, (item, source) in enumerate(zip(batch.items, sources)):
+                embeds, pooled = embedded[number]
+
+                def run(part: Image, index: int, number: int = number, item: BatchItem = item,
+                        embeds: Any = embeds, pooled: Any = pooled) -> Image:
+                    done = (number * per_item + index) * steps
+                    latents = pipe(
+                        prompt_embeds=embeds, pooled_prompt_embeds=pooled, image=[part], strength=batch.strength,
+                        num_inference_steps=batch.steps, guidance_scale=0.0,
+                        generator=[torch.Generator("cpu").manual_seed((item.seed + index) % 2**32)],
+                        output_type="latent", callback_on_step_end=_progress(on_step, should_stop, done, whole),
+                    ).images
+                    return decode_latents(pipe, latents, "tiled")[0]  # bounded memory at any size
+
+                results.append(refine_tiled(run, self.upscaler.enlarge(source), tile, overlap))
+        return results
+
+    @property
+    def inpaint(self) -> Any:
+        """The SDXL inpainting pipeline over the same components (built on first use, no weight copy)."""
+        if self._inpaint is None:
+            from diffusers import StableDiffusionXLInpaintPipeline
+
+            self.img2img  # noqa: B018 - the same VAE upcast rule
+            self._inpaint = StableDiffusionXLInpaintPipeline(
+                **self.pipe.components, force_zeros_for_empty_prompt=self.pipe.config.force_zeros_for_empty_prompt,
+                add_watermarker=False)
+            self._inpaint.set_progress_bar_config(disable=True)
+        return self._inpaint
+
+    def _outpaint(self, batch: Batch, unet: UNet2DConditionModel, on_step: StepCallback | None,
+                  should_stop: Callable[[], bool] | None) -> list[Image]:
+        """Zoom out / pan: each item's image on a larger or shifted canvas, the new border inpainted
+        in one call for the batch, the original laid back over it (:mod:`generation.tools.outpaint`)."""
+        from PIL import Image as PILImage
+
+        size = (batch.width, batch.height)
+        sources = []
+        for index, item in enumerate(batch.items):
+            try:
+                with PILImage.open(item.init_image or "") as opened:
+                    sources.append(opened.convert("RGB"))
+            except OSError:
+                raise ItemsRejected({index: GenerationFailed(
+                    "The image to zoom or pan is no longer available; make a new image and try again.")}) from None
+        made = [outpaint_canvas(source, batch.kind, item.mode or "", size) for source, item in zip(sources, batch.items)]
+        pipe: Any = self.inpaint
+        pipe.unet = unet
+        pipe.scheduler = self._schedulers[batch.steps]
+        if self.loras is not None:
+            self.loras.activate(batch.loras, pipe)
+        generators = [torch.Generator("cpu").manual_seed(item.seed) for item in batch.items]
+        with torch.inference_mode(), attention_backend(self.config.attention):
+            embedded = encode_prompts(pipe, [item.prompt for item in batch.items], dedupe=self.config.dedupe_prompts)
+            if len({e.shape[1] for e, _ in embedded}) > 1:  # prompts of different lengths: one call each
+                groups = [[i] for i in range(len(batch.items))]
+            else:
+                groups = [list(range(len(batch.items)))]
+            steps = batch.denoising_steps
+            latents: list[Any] = [None] * len(batch.items)
+            for number, indices in enumerate(groups):
+                out = pipe(
+                    prompt_embeds=torch.cat([embedded[i][0] for i in indices]),
+                    pooled_prompt_embeds=torch.cat([embedded[i][1] for i in indices]),
+                    image=[made[i][0] for i in indices], mask_image=[made[i][1] for i in indices],
+                    width=batch.width, height=batch.height, strength=batch.strength,
+                    num_inference_steps=batch.steps, guidance_scale=0.0,
+                    generator=[generators[i] for i in indices], output_type="latent",
+                    callback_on_step_end=_progress(on_step, should_stop, number * steps, steps * len(groups)),
+                ).images
+                for row, index in enumerate(indices):
+                    latents[index] = out[row:row + 1]
+            images = decode_latents(pipe, torch.cat(latents), self.config.vae_decode)
+        return [composite(image, canvas, mask) for image, (canvas, mask, _) in zip(images, made)]
 
     def warm_up(self) -> None:
         """Run each configured shape once so torch.compile builds its graphs before users wait.

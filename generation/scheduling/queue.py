@@ -397,7 +397,8 @@ class GenerationQueue:
         """Start ``jobs`` as one batch on ``slot``."""
         shape = jobs[0].shape
         items = tuple(
-            BatchItem(*job.request.styled_prompts, seed=seed, init_image=job.request.init_image)
+            BatchItem(*job.request.styled_prompts, seed=seed, init_image=job.request.init_image,
+                      mode=job.request.mode)
             for job in jobs for seed in job.request.seeds
         )
         batch = Batch.from_shape(shape, items)

@@ -7,7 +7,9 @@ moderation commands are :mod:`bot.frontends.console.moderation`.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.frontends.common import (
@@ -23,16 +25,19 @@ from bot.frontends.common import (
     settings_changes,
     share_image,
     stats_lines,
+    upload_too_large,
     web_link_text,
 )
 from bot.frontends.console.moderation import MODERATION_COMMANDS, ConsoleModeration
 from bot.options import help_text
 from bot.service import ImagineService, Ticket, Who
+from generation.core.errors import InvalidRequest
 
 __all__ = ["COMMANDS", "CommandHandlers"]
 
 COMMANDS = """Commands:
-  /imagine PROMPT [options]   make images (a line without a slash does the same)
+  /imagine PROMPT [options]   make images (a line without a slash does the same);
+                              --image PATH starts from a picture, --strength 0.4 how much changes
   /history [SEARCH]           your recent requests and their image ids
   /rate IMAGE STARS           rate an image 1-5 (IMAGE: its number, or JOB-N as the API names it)
   /comment IMAGE WORDS         after rating it: a comment beside your rating
@@ -41,6 +46,9 @@ COMMANDS = """Commands:
   /cancel [JOB]               cancel your latest (or the given) queued/running request
   /reroll JOB                 the same request with a new seed
   /variation JOB N            variations of image N of a request
+  /upscale JOB N [subtle|creative]   image N at twice the size (costs quota.upscale_cost)
+  /zoom JOB N 1.5|2 [PROMPT]  zoom out of image N (a new prompt is allowed)
+  /pan JOB N left|right|up|down [PROMPT]   extend image N to that side
   /forget                     delete everything stored about you, and its images in the output
                               folder (asks to confirm: /forget confirm as the next command)
   /export                     a zip of your data and images
@@ -65,6 +73,34 @@ Admin (PLATFORM:USER is e.g. discord:1234, telegram:5678, cli:alice):
   /strikes PLATFORM:USER      a user's strikes, cooldown and block
   /policy [SCOPE] [explicit=block|spoiler] [allow=CATEGORY,...]   show or set a scope's policy
   /modlog [PLATFORM:USER]     the newest moderation decisions"""
+
+
+_IMAGE_FLAG = re.compile(r"""(?:^|\s)--image(?:=|\s+)("[^"]*"|'[^']*'|\S+)""", re.IGNORECASE)
+
+
+def split_image_flag(text: str) -> tuple[str, str | None]:
+    """``--image PATH`` taken out of a terminal line: (the rest, PATH or None). PATH may be quoted."""
+    match = _IMAGE_FLAG.search(text)
+    if match is None:
+        if re.search(r"(?:^|\s)--image\s*$", text, re.IGNORECASE):
+            raise InvalidRequest("image", "--image needs the path of a picture, e.g. --image photo.jpg")
+        return text, None
+    path = match.group(1)
+    if path[:1] in "\"'" and path[-1:] == path[:1] and len(path) > 1:
+        path = path[1:-1]
+    return (text[:match.start()] + " " + text[match.end():]).strip(), path
+
+
+def read_image_file(path: str) -> bytes:
+    """The bytes of a local picture for ``--image`` (InvalidRequest saying what is wrong)."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise InvalidRequest("image", f"There is no file {path!r}; give the path of a PNG, JPEG or WebP picture.")
+    size = file.stat().st_size
+    too_large = upload_too_large(size)
+    if too_large:
+        raise InvalidRequest("image", too_large)
+    return file.read_bytes()
 
 
 class CommandHandlers:
@@ -93,7 +129,9 @@ class CommandHandlers:
         if command != "/forget" and self._confirm_forget:
             self._confirm_forget, self._forget_expired = False, True
         if command == "/imagine":
-            ticket = await self.service.imagine(self.who, rest, target={"console": True})
+            rest, path = split_image_flag(rest)  # --image PATH: start from a local picture
+            image = await asyncio.to_thread(read_image_file, path) if path else None
+            ticket = await self.service.imagine(self.who, rest, target={"console": True}, image=image)
             for note in ticket.notes:  # --refine: the refined prompt, or why the user's own was used
                 self.say(note)
             self.follow(ticket)
@@ -137,6 +175,21 @@ class CommandHandlers:
                 self.say("Usage: /variation JOB N (N is the image number, from 1)")
                 return
             ticket = await self.service.variation(self.who, args[0], int(args[1]) - 1, target={"console": True})
+            self.follow(ticket)
+        elif command == "/upscale":
+            mode = args[2].lower() if len(args) == 3 else "subtle"
+            if len(args) not in (2, 3) or not args[1].isdecimal() or int(args[1]) < 1:
+                self.say("Usage: /upscale JOB N [subtle|creative] (N is the image number, from 1)")
+                return
+            ticket = await self.service.upscale(self.who, args[0], int(args[1]) - 1, mode, target={"console": True})
+            self.follow(ticket)
+        elif command in ("/zoom", "/pan"):
+            kind = command[1:]
+            if len(args) < 3 or not args[1].isdecimal() or int(args[1]) < 1:
+                self.say(f"Usage: {command} JOB N {'1.5|2' if kind == 'zoom' else 'left|right|up|down'} [new prompt]")
+                return
+            ticket = await self.service.outpaint(self.who, args[0], int(args[1]) - 1, kind, args[2].lower(),
+                                                 prompt=" ".join(args[3:]) or None, target={"console": True})
             self.follow(ticket)
         elif command == "/forget":
             if args[:1] == ["confirm"] and self._confirm_forget:

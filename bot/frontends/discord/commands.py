@@ -2,7 +2,8 @@
 
 Each command or click is one :class:`~bot.service.ImagineService` call plus Discord messages::
 
-    /imagine prompt [aspect count seed negative style]   flags in the prompt work too (--ar …)
+    /imagine prompt [aspect count seed negative style lora refine image strength]
+                        flags in the prompt work too (--ar …); aspect: a short list, or type any W:H
     /history [search]   your requests as paged embeds, sent by DM
     /quota  /settings [aspect style count private]  /cancel [job]  /forget  /export
     /admin quota|block|unblock|stats                  only for ids in the config's admins
@@ -23,7 +24,15 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord import app_commands
 
-from bot.frontends.common import FORGET_WARNING, clip, forgotten_counts, on_off, quota_text, render_single
+from bot.frontends.common import (
+    FORGET_WARNING,
+    clip,
+    forgotten_counts,
+    on_off,
+    quota_text,
+    render_single,
+    upload_too_large,
+)
 from bot.frontends.discord.messages import (DM_LIMIT, DMS_CLOSED, DMS_CLOSED_TEXT, PLATFORM, RATE_HINT, file_of, via_of,
                                             who_of)
 from bot.frontends.discord.moderation import DiscordModeration
@@ -51,15 +60,25 @@ class CommandHandlers:
 
     # -- /imagine, reroll, variation -----------------------------------------------------------
 
-    async def imagine(self, interaction: discord.Interaction, prompt: str, **options: Any) -> None:
-        """Check the options; store, defer, submit, follow the job (see :mod:`~.intake`)."""
+    async def imagine(self, interaction: discord.Interaction, prompt: str,
+                      image: discord.Attachment | None = None, **options: Any) -> None:
+        """Check the options; store, defer, submit, follow the job (see :mod:`~.intake`).
+
+        An attached ``image`` is downloaded after the deferral (its URL is stored with the
+        request) and checked by the service before anything is charged.
+        """
         typed = {k: v for k, v in options.items() if v is not None}
         try:  # pure and fast: a typo gets an ephemeral answer before anything is public
-            parse_imagine(prompt, caps=self.service.caps, **typed)
+            too_large = upload_too_large(image.size) if image is not None else None
+            if too_large:
+                raise InvalidRequest("image", too_large)
+            size = (image.width or 1, image.height or 1) if image is not None else None
+            parse_imagine(prompt, caps=self.service.caps, image_size=size, **typed)
         except InvalidRequest as err:
             await interaction.response.send_message(str(err), ephemeral=True)
             return
-        await self.accept(interaction, "imagine", prompt=prompt, options=typed)
+        extra = {"image": {"url": image.url, "filename": image.filename, "size": image.size}} if image else {}
+        await self.accept(interaction, "imagine", prompt=prompt, options=typed, **extra)
 
     async def on_reroll(self, interaction: discord.Interaction, job_id: str) -> None:
         """🔄: a new message follows the rerolled job (the service checks the clicked message)."""
@@ -68,6 +87,10 @@ class CommandHandlers:
     async def on_variation(self, interaction: discord.Interaction, job_id: str, index: int) -> None:
         """V1…V4: a new message follows the variation job."""
         await self.accept(interaction, "variation", job_id=job_id, index=index)
+
+    async def on_tool(self, interaction: discord.Interaction, action: str, job_id: str, index: int) -> None:
+        """Upscale, zoom out or pan under one image: a new message follows the new job."""
+        await self.accept(interaction, "tool", job_id=job_id, index=index, action=action)
 
     # -- buttons -------------------------------------------------------------------------------
 
@@ -285,9 +308,27 @@ def lora_choices(names: list[str], current: str) -> list[app_commands.Choice[str
     return [app_commands.Choice(name=value, value=value) for value in found if len(value) <= 100][:25]
 
 
+def aspect_choices(caps: Any, current: str) -> list[app_commands.Choice[str]]:
+    """Completions of the typed ``aspect`` option: the named ratios that match, and what was typed
+    when it is a ratio the bot takes (any W:H up to 4:1), with the size it gives."""
+    text = current.strip()
+    found = [app_commands.Choice(name=f"{ar} ({w}x{h})", value=ar) for ar, (w, h) in caps.sizes().items()
+             if ar.startswith(text)]
+    if text and text not in caps.sizes():
+        try:
+            width, height = caps.size_for(text)
+        except InvalidRequest:
+            pass
+        else:
+            found.insert(0, app_commands.Choice(name=f"{text} ({width}x{height})", value=text))
+    return found[:25]
+
+
 def build_commands(front: CommandHandlers) -> list[app_commands.Command[Any, Any, Any] | app_commands.Group]:
     """The slash commands, bound to ``front``."""
-    aspects = [app_commands.Choice(name=f"{ar} ({w}x{h})", value=ar) for ar, (w, h) in front.service.caps.sizes().items()]
+
+    async def _aspect_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return aspect_choices(front.service.caps, current)
 
     async def _lora_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         return lora_choices([name for name, _ in front.service.caps.loras], current)
@@ -297,17 +338,20 @@ def build_commands(front: CommandHandlers) -> list[app_commands.Command[Any, Any
                            aspect="Aspect ratio", count="Number of images (1-4)", seed="Seed for repeatable images",
                            negative="What to avoid (negative prompt)", style="A style preset",
                            lora="LoRA adapters: name or name:0.8, comma-separated (/loras lists them)",
-                           refine="Let a small language model write a detailed prompt from yours")
-    @app_commands.choices(aspect=aspects)
-    @app_commands.autocomplete(style=_style_autocomplete, lora=_lora_autocomplete)
+                           refine="Let a small language model write a detailed prompt from yours",
+                           image="A picture to start from (PNG, JPEG or WebP, up to 20 MB)",
+                           strength="With an image: how much of it changes, 0.1 (little) to 1 (all)")
+    @app_commands.autocomplete(aspect=_aspect_autocomplete, style=_style_autocomplete, lora=_lora_autocomplete)
     async def imagine(interaction: discord.Interaction, prompt: str,
-                      aspect: app_commands.Choice[str] | None = None,
+                      aspect: str | None = None,
                       count: app_commands.Range[int, 1, MAX_COUNT] | None = None,
                       seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
                       negative: str | None = None, style: str | None = None,
-                      lora: str | None = None, refine: bool | None = None) -> None:
-        await front.imagine(interaction, prompt, aspect=aspect.value if aspect else None, count=count,
-                            seed=seed, negative=negative, style=style, lora=lora, refine=refine)
+                      lora: str | None = None, refine: bool | None = None,
+                      image: discord.Attachment | None = None,
+                      strength: app_commands.Range[float, 0.1, 1.0] | None = None) -> None:
+        await front.imagine(interaction, prompt, image, aspect=aspect, count=count, seed=seed, negative=negative,
+                            style=style, lora=lora, refine=refine, strength=strength)
 
     @app_commands.command(name="loras", description="The LoRA adapters: names, trigger words, base model")
     async def loras(interaction: discord.Interaction) -> None:
@@ -325,12 +369,11 @@ def build_commands(front: CommandHandlers) -> list[app_commands.Command[Any, Any
     @app_commands.command(name="settings", description="Show or change your defaults")
     @app_commands.describe(aspect="Default aspect ratio", style="Default style", count="Default number of images",
                            private="Send results to your DMs", refine="Refine every prompt (--refine)")
-    @app_commands.choices(aspect=aspects)
-    @app_commands.autocomplete(style=_style_autocomplete)
-    async def settings(interaction: discord.Interaction, aspect: app_commands.Choice[str] | None = None,
+    @app_commands.autocomplete(aspect=_aspect_autocomplete, style=_style_autocomplete)
+    async def settings(interaction: discord.Interaction, aspect: str | None = None,
                        style: str | None = None, count: app_commands.Range[int, 1, MAX_COUNT] | None = None,
                        private: bool | None = None, refine: bool | None = None) -> None:
-        await front.settings_command(interaction, aspect=aspect.value if aspect else None, style=style,
+        await front.settings_command(interaction, aspect=aspect, style=style,
                                      count=count, private=private, refine=refine)
 
     @app_commands.command(name="cancel", description="Cancel your latest (or the given) queued request")

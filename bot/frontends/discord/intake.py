@@ -25,18 +25,20 @@ editing the same response while the token lives), and nothing is ever charged fo
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import discord
 from discord.ext import commands
 
-from bot.frontends.common import apology, clip, new_reference
+from bot.frontends.common import apology, clip, new_reference, tool_action, upload_too_large
 from bot.frontends.discord.delivery import Reply
 from bot.frontends.discord.messages import DM_LIMIT, PLATFORM
 from bot.frontends.discord.moderation import appeal_view, wants_appeal_button
 from bot.service import AlreadyAccepted, ImagineService, Ticket, Via, Who
-from generation.core.errors import ImagineError
+from generation.core.errors import ImagineError, InvalidRequest
 
 __all__ = ["Intake", "MAX_ATTEMPTS", "interaction_fields", "interaction_from", "stored_request"]
 
@@ -159,7 +161,7 @@ class Intake:
         try:
             settings = await self.service.settings(Who(PLATFORM, stored["user_id"], stored.get("user_name") or ""))
             reply = reply_for(self.bot, stored, bool(settings.get("private")), live)
-            ticket = await _submit(self.service, key, stored, reply.target)
+            ticket = await _submit(self.service, key, stored, reply.target, self.bot)
         except AlreadyAccepted as err:  # made before the crash: recover() follows that job
             logger.info("discord: interaction %s already made job %s", key, err.job_id)
             return
@@ -193,20 +195,43 @@ class Intake:
             logger.warning("discord: could not tell user %s: %s (%s)", reply.user_id, text, err)
 
 
-async def _submit(service: ImagineService, key: str, stored: dict[str, Any], target: dict[str, Any]) -> Ticket:
+async def _submit(service: ImagineService, key: str, stored: dict[str, Any], target: dict[str, Any],
+                  bot: commands.Bot) -> Ticket:
     """Make (or find) the job of a stored request; ``AlreadyAccepted`` when it was made before."""
     who = Who(PLATFORM, stored["user_id"], stored.get("user_name") or "")
     origin = (PLATFORM, key)
     kind = stored["kind"]
     if kind == "imagine":
-        return await service.imagine(who, stored["prompt"], target=target, origin=origin, **stored.get("options", {}))
+        image = await download_attachment(bot, stored["image"]) if stored.get("image") else None
+        return await service.imagine(who, stored["prompt"], target=target, origin=origin, image=image,
+                                     **stored.get("options", {}))
     via = Via(None, stored["via"]) if stored.get("via") else None
     if kind == "reroll":
         return await service.reroll(who, stored["job_id"], target=target, origin=origin, via=via)
     if kind == "variation":
         return await service.variation(who, stored["job_id"], int(stored["index"]), target=target, origin=origin,
                                        via=via)
+    if kind == "tool":  # upscale, zoom out, pan (bot.frontends.common.TOOLS)
+        return await tool_action(service, who, stored["job_id"], int(stored["index"]), stored["action"],
+                                 target=target, origin=origin, via=via)
     raise ValueError(f"unknown stored Discord request kind {kind!r}")
+
+
+async def download_attachment(bot: commands.Bot, image: dict[str, Any]) -> bytes:
+    """The bytes of an attached image (from Discord's CDN), or InvalidRequest saying what to do."""
+    too_large = upload_too_large(int(image.get("size") or 0))
+    if too_large:
+        raise InvalidRequest("image", too_large)
+    try:
+        data = await bot.http.get_from_cdn(image["url"])
+    except (discord.HTTPException, aiohttp.ClientError, asyncio.TimeoutError) as err:
+        logger.info("discord: attachment %s could not be downloaded: %s", image.get("filename"), err)
+        raise InvalidRequest("image", "Your image could not be downloaded from Discord (the link may have "
+                                      "expired); attach it again.") from None
+    too_large = upload_too_large(len(data))
+    if too_large:
+        raise InvalidRequest("image", too_large)
+    return data
 
 
 def reply_target(stored: dict[str, Any], private: bool) -> dict[str, Any]:

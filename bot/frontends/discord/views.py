@@ -12,6 +12,8 @@ callbacks only hand the click to the front end (``interaction.client.front``).
     imagine:forget:<yes|no>:<uid> the /forget confirmation
     imagine:share:<job>:<i>       🌐 put image i in the public web gallery (its owner; :mod:`.accounts`)
     imagine:unshare:<job>:<i>     take it out again (its owner or an admin)
+    imagine:tool:<code>:<job>:<i>  the toolbox under one image (bot.frontends.common.TOOLS): upscale,
+                                  zoom out, pan
     imagine:comment:<job>[:<i>]   💬 a comment beside your rating (of image i, or every image rated),
                                   in a modal (:mod:`.comments`)
     imagine:appeal                Appeal on a blocked/cooldown refusal (``bot.frontends.discord.moderation``)
@@ -25,7 +27,7 @@ from typing import Any, Protocol
 
 import discord
 
-from bot.frontends.common import thumbnail
+from bot.frontends.common import TOOLS, thumbnail
 from bot.service import Delivery, HistoryView
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "HistoryButton",
     "RerollButton",
     "ShareButton",
+    "ToolButton",
     "UpscaleButton",
     "VariationButton",
     "DYNAMIC_ITEMS",
@@ -56,6 +59,7 @@ class _Front(Protocol):
     async def on_history_page(self, interaction: discord.Interaction, page: int, search: str) -> None: ...
     async def on_forget(self, interaction: discord.Interaction, confirm: bool, user_id: int) -> None: ...
     async def on_share(self, interaction: discord.Interaction, job_id: str, index: int, share: bool) -> None: ...
+    async def on_tool(self, interaction: discord.Interaction, action: str, job_id: str, index: int) -> None: ...
     async def on_comment(self, interaction: discord.Interaction, job_id: str, index: int | None) -> None: ...
 
 
@@ -118,6 +122,26 @@ class VariationButton(discord.ui.DynamicItem[discord.ui.Button], template=r"imag
     async def callback(self, interaction: discord.Interaction) -> None:
         """Make variations of the image."""
         await _front(interaction).on_variation(interaction, self.job_id, self.index)
+
+
+class ToolButton(discord.ui.DynamicItem[discord.ui.Button],
+                 template=r"imagine:tool:(?P<action>[a-z0-9]+):(?P<job>\w+):(?P<index>\d)"):
+    """A toolbox action on image i of a job (a new job owned by the clicker)."""
+
+    def __init__(self, action: str, job_id: str, index: int, row: int = 0) -> None:
+        super().__init__(discord.ui.Button(label=TOOLS[action][0] if action in TOOLS else action,
+                                           style=discord.ButtonStyle.secondary,
+                                           custom_id=f"imagine:tool:{action}:{job_id}:{index}", row=row))
+        self.action, self.job_id, self.index = action, job_id, index
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Button,
+                             match: re.Match[str]) -> ToolButton:
+        return cls(match["action"], match["job"], int(match["index"]), item.row or 0)
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        """Run the action on the image."""
+        await _front(interaction).on_tool(interaction, self.action, self.job_id, self.index)
 
 
 class DeleteButton(discord.ui.DynamicItem[discord.ui.Button], template=r"imagine:del:(?P<job>\w+)"):
@@ -220,7 +244,7 @@ class CommentButton(discord.ui.DynamicItem[discord.ui.Button],
 
 
 DYNAMIC_ITEMS = (RerollButton, UpscaleButton, VariationButton, DeleteButton, HistoryButton, ForgetButton,
-                 ShareButton, CommentButton)
+                 ShareButton, ToolButton, CommentButton)
 
 
 def _view(*items: discord.ui.Item[Any]) -> discord.ui.View:
@@ -233,6 +257,11 @@ def _view(*items: discord.ui.Item[Any]) -> discord.ui.View:
 def result_view(delivery: Delivery) -> discord.ui.View:
     """A grid's buttons: U1…U4 + 🔄, then V1…V4 + 🗑, then 🌐 1…🌐 4 + 💬; one image: 🔄 V1 🗑 🌐 💬."""
     job, count = delivery.job_id, len(delivery.images)
+    if delivery.request.kind == "upscale":  # the upscaled file: zoom, pan, share or delete it
+        return _view(*_outpaint_buttons(job, 0, 0), DeleteButton(job, 2), ShareButton(job, 0, 2))
+    if delivery.request.kind in ("zoom", "pan"):  # one image: zoom or pan further
+        return _view(*_outpaint_buttons(job, 0, 0), VariationButton(job, 0, 2, "V1"), DeleteButton(job, 2),
+                     ShareButton(job, 0, 2))
     if count <= 1:
         return _view(RerollButton(job, 0), VariationButton(job, 0, 0, "V1"), DeleteButton(job, 0),
                      ShareButton(job, 0, 0), CommentButton(job, None, 0))
@@ -244,9 +273,18 @@ def result_view(delivery: Delivery) -> discord.ui.View:
 
 
 def upscale_view(job_id: str, index: int) -> discord.ui.View:
-    """Buttons under one full-size image: vary it, delete the message, share it, or comment on it."""
-    return _view(VariationButton(job_id, index, 0, "🔀 Vary"), DeleteButton(job_id, 0), ShareButton(job_id, index, 0),
-                 CommentButton(job_id, index, 0))
+    """Buttons under one full-size image, as Midjourney lays them out: the upscales, then vary it,
+    delete the message, share it, or comment on it."""
+    return _view(ToolButton("ups", job_id, index, 0), ToolButton("upc", job_id, index, 0),
+                 *_outpaint_buttons(job_id, index, 1),
+                 VariationButton(job_id, index, 3, "🔀 Vary"), DeleteButton(job_id, 3), ShareButton(job_id, index, 3),
+                 CommentButton(job_id, index, 3))
+
+
+def _outpaint_buttons(job_id: str, index: int, row: int) -> list[ToolButton]:
+    """Zoom Out 1.5x, 2x on one row; ⬅️ ➡️ ⬆️ ⬇️ on the next."""
+    return [ToolButton("z15", job_id, index, row), ToolButton("z2", job_id, index, row),
+            *(ToolButton(code, job_id, index, row + 1) for code in ("pl", "pr", "pu", "pd"))]
 
 
 def share_view(job_id: str, index: int) -> discord.ui.View:

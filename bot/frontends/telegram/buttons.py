@@ -17,10 +17,10 @@ from telegram import InlineKeyboardMarkup, Message, Update, User
 from telegram.error import BadRequest
 from telegram.ext import ContextTypes
 
-from bot.frontends.common import clip, forgotten_counts
+from bot.frontends.common import TOOLS, clip, forgotten_counts, tool_action
 from bot.frontends.telegram import callbacks
 from bot.frontends.telegram.delivery import MAX_LOCAL_UPLOAD_BYTES, MAX_UPLOAD_BYTES
-from bot.frontends.telegram.keyboards import history_keyboard, main_keyboard, stars_keyboard
+from bot.frontends.telegram.keyboards import history_keyboard, main_keyboard, stars_keyboard, tools_keyboard
 from bot.frontends.telegram.messages import PLATFORM, history_text, reply_parameters, stars_text, who_of
 from bot.frontends.telegram.moderation import appeal_text
 from bot.frontends.telegram.settings import TelegramSettings
@@ -67,7 +67,7 @@ class ButtonHandlers:
         kind, fields = action.kind, action.fields
         origin = (PLATFORM, str(update.update_id))  # a replay after a crash finds its job again
         via = Via(message.chat_id, message.message_id)  # the service checks a click on another's job against it
-        if kind in "ruvksxgo" and not fields[0]:
+        if kind in "ruvksxgot" and not fields[0]:
             await query.answer("This button no longer works.")
             return
         if kind in "go":  # 🌐 share / ↩ unshare (accounts.py)
@@ -91,9 +91,24 @@ class ButtonHandlers:
                 await query.answer("That image is over Telegram's upload limit for bots.", show_alert=True)
                 return
             await query.answer()
-            await self.bot.send_document(message.chat_id, data, filename=f"{fields[0]}-{image.index + 1}.png",
-                                         caption=f"Image {image.index + 1} of job {fields[0]}, seed {image.seed}",
-                                         reply_parameters=reply_parameters(message.message_id))
+            sent = await self.bot.send_document(
+                message.chat_id, data, filename=f"{fields[0]}-{image.index + 1}.png",
+                caption=f"Image {image.index + 1} of job {fields[0]}, seed {image.seed}",
+                reply_parameters=reply_parameters(message.message_id),
+                reply_markup=tools_keyboard(fields[0], image.index + 1))
+            # its toolbox buttons work for whoever sees it (the service checks a click against it)
+            await self.service.remember_message(fields[0], PLATFORM, message.chat_id, sent.message_id,
+                                                index=image.index)
+        elif kind == "t":  # upscale, zoom out, pan (bot.frontends.common.TOOLS)
+            index = self._index(fields)
+            code = fields[2] if len(fields) > 2 else ""
+            if code not in TOOLS:
+                await query.answer("This button no longer works.")
+                return
+            await self._submit(who, user, message.chat_id, message.chat.type, message.message_id,
+                               lambda w, target: tool_action(self.service, w, fields[0], index - 1, code,
+                                                             target=target, origin=origin, via=via))
+            await query.answer(f"{TOOLS[code][0]} image {index}…")
         elif kind == "k":
             index = self._index(fields, allow_zero=True)
             delivery = await self.service.job_delivery(who, fields[0], via=via)

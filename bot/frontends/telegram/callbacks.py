@@ -14,6 +14,7 @@ after a restart. Format: a one-letter action, then fields separated by ``:``::
     a:<user_id>             file a moderation appeal (under a cooldown/block refusal; only that user)
     g:<job>:<n>             🌐 put image n in the public web gallery (its owner)
     o:<job>:<n>             take image n out of the gallery again (its owner or an admin)
+    t:<job>:<n>:<tool>      the toolbox on image n: ups/upc ⬆️ Upscale, z15/z2 Zoom Out, pl/pr/pu/pd pan
 
 Job ids are 12 hex digits, so the longest job button (``s:…:4:5``) is 18 bytes.
 """
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 MAX_CALLBACK_BYTES = 64
-_ACTIONS = frozenset("ruvksxhfago")
+_ACTIONS = frozenset("ruvksxhfagot")
 
 # Reaction scheme (documented in docs/user/commands.md): the strongest mapped emoji of a user's reactions
 # counts; removing every mapped reaction removes the rating made by reaction (not a button one).

@@ -17,16 +17,24 @@ from telegram.constants import ChatType
 from telegram.error import Forbidden, TelegramError
 from telegram.ext import ContextTypes
 
-from bot.frontends.common import FORGET_WARNING, clip, on_off, quota_text, settings_changes, stats_lines
+from bot.frontends.common import (
+    FORGET_WARNING,
+    clip,
+    on_off,
+    quota_text,
+    settings_changes,
+    stats_lines,
+    upload_too_large,
+)
 from bot.frontends.telegram import moderation
 from bot.frontends.telegram.accounts import ACCOUNT_COMMANDS, ACCOUNT_HELP
 from bot.frontends.telegram.delivery import MAX_LOCAL_UPLOAD_BYTES, MAX_UPLOAD_BYTES
 from bot.frontends.telegram.keyboards import forget_keyboard, history_keyboard
-from bot.frontends.telegram.messages import PLATFORM, command_text, history_text, who_of
+from bot.frontends.telegram.messages import PLATFORM, command_text, history_text, image_of, who_of
 from bot.frontends.telegram.settings import TelegramSettings
 from bot.options import help_text
 from bot.service import ImagineService, Ticket, Who
-from generation.core.errors import ImagineError
+from generation.core.errors import ImagineError, InvalidRequest
 
 __all__ = ["COMMANDS", "COMMAND_HELP", "EXAMPLES", "USAGE", "CommandHandlers"]
 
@@ -49,7 +57,8 @@ COMMANDS = (
 
 USAGE = "Usage: /imagine <prompt> [options], e.g. /imagine a red fox in snow --ar 16:9"
 COMMAND_HELP = """Commands:
-/imagine PROMPT [options] — make images
+/imagine PROMPT [options] — make images (send it as a photo's caption, or as a reply to a photo,
+  to start from that picture; --strength 0.4 says how much of it changes)
 /history [search] — your requests (in our private chat)
 /quota — images left
 /settings [key=value …] — defaults: aspect, style, count, steps, private, refine
@@ -65,7 +74,8 @@ After rating, reply to the result with a few words: a comment kept beside your r
 EXAMPLES = """Examples:
 /imagine a lighthouse at dawn, watercolor --ar 16:9
 /imagine a cat astronaut --n 4 --seed 7
-/imagine portrait of an old sailor --no blur, text --style photo"""
+/imagine portrait of an old sailor --no blur, text --style photo
+/imagine the same street at night --strength 0.5   (as the caption of your photo)"""
 
 
 class CommandHandlers:
@@ -89,14 +99,16 @@ class CommandHandlers:
         message, user = update.effective_message, update.effective_user
         if message is None or user is None:
             return  # not a user's message (e.g. a channel post): nothing to answer
-        text = command_text(message.text)
+        text = command_text(message.text or message.caption)
         if not text:
             await message.reply_text(f"{USAGE}\n\n{EXAMPLES}", do_quote=True)
             return
         origin = (PLATFORM, str(update.update_id))  # a replay after a crash finds this job again
+        source = image_of(message)  # a photo or file with the command as caption, or replied to
 
         async def accept(who: Who, target: dict[str, Any]) -> Ticket:
-            ticket = await self.service.imagine(who, text, target=target, origin=origin)
+            image = await self._download_image(*source) if source else None
+            ticket = await self.service.imagine(who, text, target=target, origin=origin, image=image)
             if ticket.notes:  # --refine: the refined prompt, or why the user's own was used
                 try:
                     await message.reply_text(clip("\n".join(ticket.notes), 4000), do_quote=True)
@@ -106,6 +118,23 @@ class CommandHandlers:
 
         await self._submit(who_of(user), user, message.chat_id, message.chat.type, message.message_id, accept,
                            ack=True)
+
+    async def _download_image(self, file_id: str, size: int | None) -> bytes:
+        """The bytes of a photo or file the user sent (getFile, then the file download)."""
+        too_large = upload_too_large(size)
+        if too_large:
+            raise InvalidRequest("image", too_large)
+        try:
+            file = await self.bot.get_file(file_id)
+            data = bytes(await file.download_as_bytearray())
+        except TelegramError as err:
+            logger.info("telegram: file %s could not be downloaded: %s", file_id, err)
+            raise InvalidRequest("image", "Your image could not be downloaded from Telegram (files over 20 MB "
+                                          "cannot be); send it again, smaller.") from None
+        too_large = upload_too_large(len(data))
+        if too_large:
+            raise InvalidRequest("image", too_large)
+        return data
 
     async def _loras(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """/loras: the LoRA adapters, their trigger words and base model."""

@@ -39,7 +39,7 @@ from telegram.constants import ChatType
 from telegram.error import BadRequest, TelegramError
 
 from bot.frontends.common import clip, new_reference, render_grid
-from bot.frontends.telegram.keyboards import cancel_keyboard, main_keyboard
+from bot.frontends.telegram.keyboards import cancel_keyboard, main_keyboard, upscaled_keyboard
 from bot.frontends.telegram.messages import PLATFORM, caption_of, reply_parameters, status_text
 from bot.frontends.telegram.pacing import Lane, lane
 from bot.frontends.telegram.status import StatusMessage
@@ -75,6 +75,8 @@ def result_media(delivery: Delivery) -> tuple[bytes, str, bool]:
     images = delivery.images
     if len(images) == 1:
         data = images[0].path.read_bytes()
+        if delivery.request.kind == "upscale":  # the full-quality file, never recompressed as a photo
+            return data, f"{delivery.job_id}-upscaled.png", False
         return data, f"{delivery.job_id}-1.png", fits_as_photo(images[0], len(data))
     data, ext = render_grid(images, MAX_PHOTO_BYTES)
     with Image.open(io.BytesIO(data)) as grid:
@@ -273,7 +275,8 @@ class Delivering:
             spot = (int(target.get("status_chat") or target["chat_id"]), int(target["status_id"]))
         data, name, as_photo = await asyncio.to_thread(result_media, delivery)
         caption = caption_of(delivery, target.get("name"))
-        keyboard = main_keyboard(delivery.job_id, len(delivery.images))
+        keyboard = (upscaled_keyboard(delivery.job_id) if delivery.request.kind in ("upscale", "zoom", "pan")
+                    else main_keyboard(delivery.job_id, len(delivery.images)))
         spoiler = any(i.spoiler for i in delivery.images) or None
         media = (InputMediaPhoto(data, caption=caption, filename=name, has_spoiler=spoiler) if as_photo
                  else InputMediaDocument(data, caption=caption, filename=name))

@@ -105,6 +105,9 @@ class TelegramFrontEnd(CommandHandlers, AccountHandlers, ButtonHandlers, Deliver
         }
         for name, handler in commands.items():
             app.add_handler(CommandHandler(name, self._guard(handler), filters=only_new))
+        # a photo (or a file) whose caption is /imagine …: CommandHandler reads text only
+        captioned = filters.CaptionRegex(r"^/imagine(?:@\w+)?(?:\s|$)") & (filters.PHOTO | filters.Document.ALL)
+        app.add_handler(MessageHandler(captioned & only_new, self._guard(self._imagine)))
         app.add_handler(CallbackQueryHandler(self._guard(self._button)))
         # a text reply to a result, after rating it: a comment beside the rating (buttons.py)
         app.add_handler(MessageHandler(only_new & filters.REPLY & filters.TEXT & ~filters.COMMAND,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
+from bot.frontends.common import TOOLS
 from bot.frontends.telegram import callbacks
 from bot.service import HistoryView
 
@@ -39,6 +40,29 @@ def main_keyboard(job_id: str, count: int) -> InlineKeyboardMarkup:
             [InlineKeyboardButton(f"🌐 {n}", callback_data=enc("g", job_id, n)) for n in numbers],
         ]
     return InlineKeyboardMarkup(rows)
+
+
+def _tools(job_id: str, index: int, *rows: tuple[str, ...]) -> list[list[InlineKeyboardButton]]:
+    return [[InlineKeyboardButton(TOOLS[code][0], callback_data=callbacks.encode("t", job_id, index, code))
+             for code in row] for row in rows]
+
+
+_OUTPAINT = (("z15", "z2"), ("pl", "pr", "pu", "pd"))
+
+
+def tools_keyboard(job_id: str, index: int) -> InlineKeyboardMarkup:
+    """Under one full-quality image (U1…U4), as Midjourney lays them out: upscales, zoom, pan."""
+    return InlineKeyboardMarkup(_tools(job_id, index, ("ups", "upc"), *_OUTPAINT))
+
+
+def upscaled_keyboard(job_id: str) -> InlineKeyboardMarkup:
+    """Under an upscaled file (or a zoom or pan): zoom or pan it, rate it, share it."""
+    enc = callbacks.encode
+    return InlineKeyboardMarkup([
+        *_tools(job_id, 1, *_OUTPAINT),
+        [InlineKeyboardButton(f"{s}⭐", callback_data=enc("s", job_id, 1, s)) for s in range(1, 6)],
+        [InlineKeyboardButton("🌐 Share", callback_data=enc("g", job_id, 1))],
+    ])
 
 
 def share_keyboard(job_id: str, index: int) -> InlineKeyboardMarkup:

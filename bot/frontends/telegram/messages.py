@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from telegram import ReplyParameters, User
 
 from bot.frontends.common import clip, eta_phrase, meter, variation_hint
@@ -10,6 +12,7 @@ from bot.service import Delivery, HistoryView, Queued, Running, Who
 __all__ = [
     "PLATFORM",
     "caption_of",
+    "image_of",
     "command_text",
     "eta_text",
     "history_text",
@@ -31,6 +34,20 @@ def command_text(text: str | None) -> str:
     """What follows ``/command`` (or ``/command@bot``), whitespace kept as typed."""
     parts = (text or "").split(None, 1)
     return parts[1].strip() if len(parts) > 1 else ""
+
+
+def image_of(message: Any) -> tuple[str, int | None] | None:
+    """(file_id, size) of the picture a /imagine starts from: a photo or file sent with the command
+    as its caption, else one in the message it replies to; None for a text-only /imagine."""
+    for candidate in (message, getattr(message, "reply_to_message", None)):
+        if candidate is None:
+            continue
+        if candidate.photo:
+            largest = candidate.photo[-1]
+            return largest.file_id, largest.file_size
+        if candidate.document is not None:
+            return candidate.document.file_id, candidate.document.file_size
+    return None
 
 
 def stars_text(n: int) -> str:

@@ -112,6 +112,10 @@ def _mapped(service: ImagineService, body: Txt2Img, sent: set[str]) -> tuple[dic
     if body.steps != options["steps"]:
         loaded = ", ".join(str(s) for s in service.caps.steps)
         notes.append(f"steps {body.steps} -> {options['steps']}: the model has {loaded}-step checkpoints loaded")
+    strength = getattr(body, "denoising_strength", None)
+    if isinstance(body, Img2Img) and strength:  # img2img runs int(steps x strength) steps: one at least
+        options["steps"] = next((s for s in sorted(service.caps.steps)
+                                 if s >= options["steps"] and int(s * strength) >= 1), options["steps"])
     if {"width", "height"} & sent or not isinstance(body, Img2Img):
         if body.width <= 0 or body.height <= 0:
             raise ProblemError(Problem(422, "invalid_value", "width and height must be positive.", "width"))

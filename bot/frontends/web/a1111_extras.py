@@ -1,8 +1,9 @@
 """A1111's image utilities: ``png-info`` (the settings stored in an image) and ``extra-single-image``.
 
 ``png-info`` reads what our PNGs carry (A1111's "parameters" text and our JSON) and the EXIF of
-a JPEG/WebP we re-encoded. ``extra-single-image`` enlarges with Lanczos (the only upscaler until
-the toolbox brings real ones), through the service's checks on uploads.
+a JPEG/WebP we re-encoded. ``extra-single-image`` enlarges with Lanczos at once
+(``ImagineService.upscale_upload``, through the one upload path of every front end); the
+toolbox's queued 2x upscale of a result is ``POST /v1/images/{ref}/upscale``.
 """
 
 from __future__ import annotations

@@ -8,21 +8,25 @@ committed (the service's ``imagine`` returns then): acknowledge only what is sto
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bot.frontends.common import upload_too_large
 from bot.frontends.web.access import Caller, caller, key_holder, rate_limit
 from bot.frontends.web.formats import MEDIA_TYPES, convert
 from bot.frontends.web.views import image_json, job_json, update_event
 from bot.service import AlreadyAccepted, Cancelled, Finished, ImagineService, JobView, Queued, Running, Ticket, Update
-from generation.core.errors import ImagineError
+from generation.core.errors import ImagineError, InvalidRequest
 from generation.core.request import denoising_steps
 
-__all__ = ["ImageRequest", "router"]
+__all__ = ["ImageRequest", "router", "with_body_schemas"]
 
 router = APIRouter(prefix="/v1", tags=["images"])
 Auth = Annotated[Caller, Depends(caller)]
@@ -42,6 +46,10 @@ class ImageRequest(BaseModel):
     steps: int | None = Field(None, ge=1, le=50)
     lora: str | None = Field(None, max_length=400, examples=["pixel-art:0.8, ink"])
     refine: bool | None = Field(None, description="let a small language model write a detailed prompt")
+    image: str | None = Field(None, max_length=28_000_000,
+                              description="a picture to start from, base64 (PNG, JPEG or WebP, up to 20 MB); "
+                                          "or send multipart/form-data with the file in the `image` part")
+    strength: float | None = Field(None, description="with an image: how much of it changes, 0.1 to 1")
 
 
 class Rating(BaseModel):
@@ -65,9 +73,57 @@ def _service(request: Request) -> ImagineService:
     return request.app.state.service
 
 
-@router.post("/images", status_code=202, response_model=Accepted)
-async def create_images(body: ImageRequest, request: Request, response: Response,
-                        auth: Annotated[Caller, Depends(key_holder)],
+async def _image_request(request: Request) -> tuple[ImageRequest, bytes | None]:
+    """The body as JSON (``image`` in base64) or multipart/form-data (the file in the ``image`` part)."""
+    try:
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            form = await request.form(max_files=1)
+            part = form.get("image")
+            fields = {k: v for k, v in form.items() if k != "image" and isinstance(v, str)}
+            body = ImageRequest.model_validate(fields)
+            if isinstance(part, str) or part is None:
+                return body, _base64(part) if part else None
+            too_large = upload_too_large(part.size)
+            if too_large:
+                raise InvalidRequest("image", too_large)
+            return body, await part.read()
+        body = ImageRequest.model_validate_json(await request.body())
+    except ValidationError as err:  # FastAPI's own 422, its locations under "body"
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in err.errors()]) from None
+    return body, _base64(body.image) if body.image else None
+
+
+def _base64(text: str) -> bytes:
+    try:
+        return base64.b64decode(text.split(",", 1)[1] if text.startswith("data:") else text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest("image", "The `image` field must be the picture's bytes in base64 (a data: URL "
+                                      "works too); or send multipart/form-data with the file.") from None
+
+
+_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/ImageRequest"}},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["prompt"], "properties": {
+        **{k: v for k, v in ImageRequest.model_json_schema()["properties"].items() if k != "image"},
+        "image": {"type": "string", "format": "binary"}}}}}}}
+
+
+def with_body_schemas(app: Any) -> None:
+    """Put ImageRequest in the OpenAPI components (FastAPI leaves it out: the route reads its body itself)."""
+    plain = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = plain()
+            schema.setdefault("components", {}).setdefault("schemas", {})["ImageRequest"] = (
+                ImageRequest.model_json_schema())
+        return app.openapi_schema  # type: ignore[no-any-return]
+
+    app.openapi = openapi
+
+
+@router.post("/images", status_code=202, response_model=Accepted, openapi_extra=_BODY)
+async def create_images(request: Request, response: Response, auth: Annotated[Caller, Depends(key_holder)],
                         idempotency_key: Annotated[str | None, Header(max_length=200)] = None) -> Accepted:
     """Queue images; 202 once the job is stored (quota charged), with its place in line.
 
@@ -75,7 +131,8 @@ async def create_images(body: ImageRequest, request: Request, response: Response
     keys have the per-key rate limit ([web] rate_limit), not the chats' request spacing.
     """
     service = _service(request)
-    options = body.model_dump(exclude={"prompt"}, exclude_none=True)
+    body, image = await _image_request(request)
+    options = body.model_dump(exclude={"prompt", "image"}, exclude_none=True)
     origin = None
     if idempotency_key:
         origin = ("web", f"{auth.key_id}:{idempotency_key}")
@@ -84,10 +141,10 @@ async def create_images(body: ImageRequest, request: Request, response: Response
             return _accepted_before(service, known, response)
     rate_limit(request, auth)
     if origin is not None:
-        await service.receive(*origin, {"prompt": body.prompt, **options})
+        await service.receive(*origin, {"prompt": body.prompt, **options, "image": image is not None})
     try:
         ticket = await service.imagine(auth.who, body.prompt, target={"web": True}, origin=origin, spaced=False,
-                                       **options)
+                                       image=image, **options)
     except AlreadyAccepted as again:  # a repeat that arrived while the first was being accepted
         return _accepted_before(service, again.job_id, response)
     except ImagineError:
@@ -197,6 +254,70 @@ async def get_image(ref: str, request: Request, auth: Auth,
         path = await service.derived(stored.path, f"as.{format}", lambda source: convert(source, format))
         data = await asyncio.to_thread(path.read_bytes)
     return Response(data, media_type=MEDIA_TYPES[format], headers={"Cache-Control": "private, max-age=86400"})
+
+
+class UpscaleRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["subtle", "creative"] = Field("subtle", description="how much the tiled pass may change")
+
+
+@router.post("/images/{ref}/upscale", status_code=202, response_model=Accepted)
+async def upscale_image(ref: str, request: Request, response: Response, auth: Auth,
+                        body: UpscaleRequest | None = None) -> Accepted:
+    """Upscale 2x (a new job of yours, charged quota.upscale_cost); 202 once it is stored."""
+    job_id, index = _ref(ref)
+    ticket = await _service(request).upscale(auth.who, job_id, index, (body or UpscaleRequest()).mode,
+                                             target={"web": True})
+    request.app.state.front.follow(ticket)
+    response.headers["Location"] = f"/v1/jobs/{ticket.job_id}"
+    return Accepted(job_id=ticket.job_id, position=ticket.position, eta_s=round(ticket.eta, 2),
+                    eta_measured=ticket.eta_measured, status_url=f"/v1/jobs/{ticket.job_id}")
+
+
+class ZoomRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    factor: Literal["1.5", "2"] = Field("2", description="how far to zoom out")
+    prompt: str | None = Field(None, max_length=4000, description="a new prompt (default: the image's own)")
+
+
+class PanRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    direction: Literal["left", "right", "up", "down"]
+    prompt: str | None = Field(None, max_length=4000, description="a new prompt (default: the image's own)")
+
+
+@router.post("/images/{ref}/zoom", status_code=202, response_model=Accepted)
+async def zoom_image(ref: str, body: ZoomRequest, request: Request, response: Response, auth: Auth) -> Accepted:
+    """Zoom out 1.5x or 2x (a new job of yours): the new border is painted, the image kept."""
+    return await _outpaint(request, response, auth, ref, "zoom", body.factor, body.prompt)
+
+
+@router.post("/images/{ref}/pan", status_code=202, response_model=Accepted)
+async def pan_image(ref: str, body: PanRequest, request: Request, response: Response, auth: Auth) -> Accepted:
+    """Pan left, right, up or down (a new job of yours): the canvas grows to that side."""
+    return await _outpaint(request, response, auth, ref, "pan", body.direction, body.prompt)
+
+
+async def _outpaint(request: Request, response: Response, auth: Caller, ref: str, kind: str, mode: str,
+                    prompt: str | None) -> Accepted:
+    job_id, index = _ref(ref)
+    ticket = await _service(request).outpaint(auth.who, job_id, index, kind, mode, prompt=prompt,
+                                              target={"web": True})
+    request.app.state.front.follow(ticket)
+    response.headers["Location"] = f"/v1/jobs/{ticket.job_id}"
+    return Accepted(job_id=ticket.job_id, position=ticket.position, eta_s=round(ticket.eta, 2),
+                    eta_measured=ticket.eta_measured, status_url=f"/v1/jobs/{ticket.job_id}")
+
+
+def _ref(ref: str) -> tuple[str, int]:
+    """(job id, 0-based index) of an image reference JOB-N."""
+    job_id, _, number = ref.rpartition("-")
+    if not job_id or not number.isdecimal() or int(number) < 1:
+        raise InvalidRequest("ref", f"An image reference is JOB-N (e.g. 3f2a9c1b7d4e-1), not {ref!r}.")
+    return job_id, int(number) - 1
 
 
 @router.post("/images/{ref}/rating")

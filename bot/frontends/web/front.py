@@ -25,7 +25,7 @@ from bot.frontends.web.a1111_api import a1111_router
 from bot.frontends.web.a1111_extras import extras
 from bot.frontends.web.a1111_probes import probes
 from bot.frontends.web.access import AuthThrottle, RateLimiter, error_response
-from bot.frontends.web.commands import router
+from bot.frontends.web.commands import router, with_body_schemas
 from bot.frontends.web.moderation import moderation_router
 from bot.frontends.web.openai_api import openai_router
 from bot.frontends.web.ops import ops_router
@@ -53,6 +53,7 @@ def create_app(service: ImagineService, settings: WebSettings, front: WebFrontEn
     app.state.front = front or WebFrontEnd(service, settings, app=app)
     app.state.compat_waiting = {}  # who.key -> the Ticket an OpenAI/A1111 call waits on (for progress)
     app.include_router(router)
+    with_body_schemas(app)  # POST /v1/images reads JSON or multipart itself
     for compatible in (openai_router, a1111_router, probes, extras):  # docs/openai-a1111.md
         app.include_router(compatible)
     app.include_router(moderation_router)

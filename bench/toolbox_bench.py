@@ -1,0 +1,119 @@
+"""Image toolbox benchmark on the tiny model (CPU): upscale (subtle, creative) against a plain
+generation of the same output size.
+
+Each case runs in a fresh process (so its peak resident memory is its own), loads the tiny
+pipeline, runs once to warm up, then ``--repeat`` times, and reports the median seconds and the
+process's peak RSS above what it held after loading the model:
+
+  plain      txt2img at the upscaled size (2x the base bucket: 512x512 on the tiny model), 4 steps
+  subtle     ⬆️ Upscale (Subtle): Lanczos (or --upscaler FILE) 2x, then the tiled img2img pass at 0.3
+  creative   ⬆️ Upscale (Creative): the same at 0.55
+  network    Subtle with a small random compact Real-ESRGAN network instead of Lanczos
+
+Zoom and pan are not implemented yet, so they are not measured. Writes
+bench/results/toolbox_bench.json. Not a test: ``python bench/toolbox_bench.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+CASES = ("plain", "subtle", "creative", "network")
+RESULTS = Path(__file__).resolve().parent / "results" / "toolbox_bench.json"
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def run_case(case: str, repeat: int, steps: int) -> dict[str, float]:
+    """One case in this process: median seconds and peak RSS growth (MiB) after loading."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from generation.core.batch import Batch, BatchItem
+    from generation.model.pipeline import ModelConfig, load_pipeline
+    from generation.tools.upscale import SRVGGNetCompact, load_upscaler
+
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    pipeline = load_pipeline(ModelConfig(name="tiny", device="cpu"))
+    base = pipeline.caps.base_resolution
+    scratch = Path(tempfile.mkdtemp())
+    source = scratch / "source.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (base, base, 3), dtype=np.uint8)).save(source)
+    if case == "network":
+        torch.manual_seed(0)
+        path = scratch / "srvgg.pth"
+        torch.save(SRVGGNetCompact(num_feat=16, num_conv=4, upscale=4).state_dict(), path)
+        pipeline.upscaler = load_upscaler(path)
+    if case == "plain":
+        batch = Batch("txt2img", 2 * base, 2 * base, steps, (BatchItem("a harbour at dawn", "", 1),))
+    else:
+        strength = 0.55 if case == "creative" else 0.3
+        batch = Batch("upscale", 2 * base, 2 * base, 8 if int(steps * strength) < 1 else steps,
+                      (BatchItem("a harbour at dawn", "", 1, str(source)),), strength=strength)
+    loaded = _rss_mb()
+    pipeline.generate(batch)  # warm-up
+    seconds = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        (image,) = pipeline.generate(batch)
+        seconds.append(time.perf_counter() - started)
+    assert image.size == (2 * base, 2 * base)
+    return {"seconds": statistics.median(seconds), "peak_rss_growth_mb": _rss_mb() - loaded,
+            "size": f"{2 * base}x{2 * base}", "steps": batch.steps,
+            "denoising_steps": batch.denoising_steps, "strength": batch.strength or 0.0}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--one", choices=CASES, help=argparse.SUPPRESS)  # a child process's case
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_case(args.one, args.repeat, args.steps)))
+        return 0
+    results = {}
+    for case in CASES:
+        out = subprocess.run([sys.executable, __file__, "--one", case, "--repeat", str(args.repeat),
+                              "--steps", str(args.steps)], check=True, capture_output=True, text=True)
+        results[case] = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"{case:9s} {results[case]['seconds']:.2f} s  +{results[case]['peak_rss_growth_mb']:.0f} MiB",
+              flush=True)
+    plain = results["plain"]["seconds"]
+    report = {
+        "bench": "toolbox_bench",
+        "model": "tiny (random weights, 256 base)",
+        "device": "cpu",
+        "threads": os.cpu_count(),
+        "python": platform.python_version(),
+        "repeat": args.repeat,
+        "command": "python bench/toolbox_bench.py " + " ".join(sys.argv[1:]),
+        "cases": results,
+        "relative_to_plain": {case: round(r["seconds"] / plain, 2) for case, r in results.items()},
+        "not_measured": ["zoom", "pan"],
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""The image toolbox: actions on an image that make a new job (upscale, zoom out, pan), and a
+quick Lanczos enlargement of an uploaded picture (A1111's ``extra-single-image``).
+
+Each action loads the job it names through :meth:`ServiceContext._acting_on` (trust's authority
+check: the clicker owns the job, is an admin, or clicked ``via`` one of its recorded messages),
+makes a request of its own kind, and goes through the same ``_submit`` as /imagine: prompt check, quota (``upscale_cost``), job row, the fair queue, history,
+ratings and delivery once. The clicker owns the new job.
+
+:meth:`ToolboxPart.upscale_upload` runs here, not on the GPU queue: the upload gets the checks of
+any upload (:mod:`bot.service.uploads`: format, size, bombs, the image safety check); the result
+is returned, not stored, and not charged (the per-key request limit of the API bounds it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
+
+from bot.service.context import ServiceContext
+from bot.service.tickets import NotFound, Ticket, Via, Who
+from bot.service.uploads import BLOCKED_UPLOAD, checked_upload
+from generation.core.errors import InvalidRequest
+from generation.core.request import ACTIONS, UPSCALE_MODES, GenerationRequest, nearest_bucket
+from generation.tools.outpaint import canvas_ratio
+from storage import images
+
+if TYPE_CHECKING:
+    from storage.records import User
+
+Origin = tuple[str, str]  # (platform, inbox key), as in jobs.py (parts never import each other)
+
+__all__ = ["MAX_UPSCALED_PIXELS", "ToolboxPart"]
+
+MAX_UPSCALED_PIXELS = 16_000_000
+
+
+class ToolboxPart(ServiceContext):
+    """Upscale (subtle or creative), zoom out (1.5x, 2x) or pan (left, right, up, down) an image of a job."""
+
+    if TYPE_CHECKING:  # JobsPart's, through ImagineService
+        async def _submit(self, who: Who, user: User, request: GenerationRequest, *, target: dict[str, Any] | None,
+                          dedupe: bool, origin: Origin | None = None, upload: Any = None,
+                          cost: int | None = None) -> Ticket: ...
+
+    async def upscale(self, who: Who, job_id: str, index: int, mode: str = "subtle", *,
+                      target: dict[str, Any] | None = None, origin: Origin | None = None,
+                      via: Via | None = None) -> Ticket:
+        """Image ``index`` (0-based) of job ``job_id`` at twice its size, charged ``upscale_cost`` to ``who``
+        (its owner, an admin, or someone who clicked ``via`` a message showing it)."""
+        if mode not in UPSCALE_MODES:
+            raise InvalidRequest("mode", f"Upscale mode must be {' or '.join(UPSCALE_MODES)}, not {mode!r}.")
+        await self._raise_if_accepted(origin)
+        user = await self._active_user(who)
+        source = await self._acting_on(who, job_id, via=via, index=index)
+        found = [i for i in await images.images_for_job(self.db, job_id) if i.idx == index]
+        if not found or not self.store.exists(found[0].path):
+            raise NotFound(f"Request {job_id} has no image {index + 1} to upscale.")
+        image = found[0]
+        base = self._request_from(source.request)
+        strength = self.config.upscale_creative if mode == "creative" else self.config.upscale_subtle
+        steps = next((s for s in sorted(self.caps.steps) if s >= base.steps and int(s * strength) >= 1),
+                     max(self.caps.steps))
+        request = replace(
+            base, kind="upscale", init_image=str(self.store.path_for(image.path).resolve()), strength=strength,
+            steps=steps, count=1, seed=image.seed, width=image.width * 2, height=image.height * 2,
+            variation_of=None, source=f"{job_id}#{index + 1}", mode=mode, refine=False,
+            user_id=who.user_id, platform=who.platform,
+        )
+        return await self._submit(who, user, self.caps.check(request), target=target, dedupe=False, origin=origin,
+                                  cost=self.config.upscale_cost)
+
+    async def outpaint(self, who: Who, job_id: str, index: int, kind: str, mode: str, *, prompt: str | None = None,
+                       target: dict[str, Any] | None = None, origin: Origin | None = None,
+                       via: Via | None = None) -> Ticket:
+        """Zoom out (``kind="zoom"``, mode "1.5"/"2") or pan (mode "left"/"right"/"up"/"down") image
+        ``index`` of job ``job_id``: a new job of ``who``, one image, the new border inpainted.
+        ``prompt`` replaces the prompt (Midjourney's custom zoom). Who may: as :meth:`upscale`."""
+        if kind not in ("zoom", "pan") or mode not in ACTIONS[kind]:
+            allowed = "zoom 1.5 or 2, or pan left, right, up or down"
+            raise InvalidRequest("mode", f"Choose {allowed}, not {kind} {mode!r}.")
+        await self._raise_if_accepted(origin)
+        user = await self._active_user(who)
+        source = await self._acting_on(who, job_id, via=via, index=index)
+        found = [i for i in await images.images_for_job(self.db, job_id) if i.idx == index]
+        if not found or not self.store.exists(found[0].path):
+            raise NotFound(f"Request {job_id} has no image {index + 1} to {kind}.")
+        image = found[0]
+        base = self._request_from(source.request)
+        width, height = nearest_bucket(*canvas_ratio(kind, mode, image.width, image.height), self.caps.base_resolution)
+        request = replace(
+            base, kind=kind, init_image=str(self.store.path_for(image.path).resolve()), strength=1.0,
+            count=1, seed=image.seed, width=width, height=height, variation_of=None, source=f"{job_id}#{index + 1}",
+            mode=mode, refine=False, user_id=who.user_id, platform=who.platform, original_prompt=None,
+            **({"prompt": prompt} if prompt and prompt.strip() else {}),
+        )
+        return await self._submit(who, user, self.caps.check(request), target=target, dedupe=False, origin=origin)
+
+    async def upscale_upload(self, who: Who, data: bytes, factor: float = 2.0) -> bytes:
+        """``data`` (an uploaded picture) enlarged ``factor`` times with Lanczos, as PNG."""
+        await self._active_user(who)
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 1 <= factor <= 4:
+            raise InvalidRequest("factor", f"The upscale factor must be from 1 to 4, not {factor!r}.")
+        upload = await checked_upload(data)
+        width, height = (max(1, round(side * factor)) for side in upload.size)
+        if width * height > MAX_UPSCALED_PIXELS:
+            raise InvalidRequest("factor", f"{width}x{height} would be over {MAX_UPSCALED_PIXELS / 1e6:g} "
+                                           "megapixels; use a smaller factor or image.")
+        verdicts = await self.moderation.check_images(who.key, None, [upload.image])
+        if "blocked" in verdicts:
+            raise InvalidRequest("image", BLOCKED_UPLOAD)
+        return await asyncio.to_thread(_lanczos, upload.image, (width, height))
+
+
+def _lanczos(image: Image.Image, size: tuple[int, int]) -> bytes:
+    buffer = io.BytesIO()
+    image.resize(size, Image.Resampling.LANCZOS).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -1,2 +1,0 @@
--- 0008: reserved for another branch's migration. Delete this file when the real 0008 lands:
--- migrations must be numbered 1..N with no gap.

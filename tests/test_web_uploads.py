@@ -1,0 +1,119 @@
+"""POST /v1/images with a picture to start from: base64 in JSON, or a multipart upload (tiny model)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from storage import inputs, jobs
+from tests.service_support import ADA
+from tests.upload_support import BAD_UPLOADS, photo
+from tests.web_support import auth, key_for, web_env
+
+
+async def _done(client, job_id: str, headers: dict[str, str]) -> dict:  # type: ignore[no-untyped-def]
+    for _ in range(600):  # bounded: 60 s
+        body = (await client.get(f"/v1/jobs/{job_id}", headers=headers)).json()
+        if body["status"] not in ("queued", "running"):
+            return body
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not finish")
+
+
+async def _pixels(client, ref: str, headers: dict[str, str]) -> np.ndarray:  # type: ignore[no-untyped-def]
+    data = (await client.get(f"/v1/images/{ref}", headers=headers)).content
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
+
+
+async def test_base64_and_multipart_uploads_start_from_the_picture(tmp_path: Path, tiny) -> None:
+    async with web_env(tmp_path, tiny) as web:
+        h = auth(await key_for(web.env, ADA))
+        plain = (await web.client.post("/v1/images", json={"prompt": "a harbour", "seed": 3}, headers=h)).json()
+        picture = photo(300, 200)
+        r = await web.client.post("/v1/images", json={"prompt": "a harbour", "seed": 3, "strength": 0.5,
+                                                      "image": base64.b64encode(picture).decode()}, headers=h)
+        assert r.status_code == 202, r.text
+        from_json = r.json()["job_id"]
+        r = await web.client.post("/v1/images", data={"prompt": "a harbour --ar 1:1", "seed": "3"},
+                                  files={"image": ("harbour.png", picture, "image/png")}, headers=h)
+        assert r.status_code == 202, r.text
+        from_form = r.json()["job_id"]
+        base = await _pixels(web.client, (await _done(web.client, plain["job_id"], h))["images"][0]["id"], h)
+        for job_id, size in ((from_json, (304, 208)), (from_form, (256, 256))):
+            done = await _done(web.client, job_id, h)
+            assert done["status"] == "done"
+            row = await jobs.get(web.env.db, job_id)
+            assert row.request["kind"] == "img2img" and (row.request["width"], row.request["height"]) == size
+            assert await inputs.for_job(web.env.db, job_id) is not None
+            ours = await _pixels(web.client, done["images"][0]["id"], h)
+            assert ours.shape != base.shape or np.abs(ours - base).mean() > 1
+        assert (await web.env.service.quota(ADA)).used == 3
+
+
+@pytest.mark.parametrize(("name", "make", "words"), BAD_UPLOADS, ids=[b[0] for b in BAD_UPLOADS])
+async def test_bad_upload_is_a_4xx_with_its_message_and_costs_nothing(tmp_path: Path, name, make, words) -> None:
+    async with web_env(tmp_path) as web:
+        h = auth(await key_for(web.env, ADA))
+        r = await web.client.post("/v1/images", data={"prompt": "a harbour"},
+                                  files={"image": (f"{name}.png", make(), "image/png")}, headers=h)
+        assert 400 <= r.status_code < 500
+        for word in words:
+            assert word in r.text
+        assert (await web.env.service.quota(ADA)).used == 0
+
+
+async def test_not_base64_is_told(tmp_path: Path) -> None:
+    async with web_env(tmp_path) as web:
+        h = auth(await key_for(web.env, ADA))
+        r = await web.client.post("/v1/images", json={"prompt": "a harbour", "image": "not base64!"}, headers=h)
+        assert r.status_code == 422 and "base64" in r.text
+        r = await web.client.post("/v1/images", json={"prompt": "a harbour", "strength": 0.3}, headers=h)
+        assert r.status_code == 422 and "needs an image" in r.text
+        r = await web.client.post("/v1/images", json={"prompt": "a harbour", "nope": 1}, headers=h)
+        assert r.status_code == 422
+        assert (await web.env.service.quota(ADA)).used == 0
+
+
+@pytest.mark.slow
+async def test_upscale_route_makes_a_2x_job(tmp_path: Path, tiny) -> None:
+    async with web_env(tmp_path, tiny, upscale_cost=2) as web:
+        h = auth(await key_for(web.env, ADA))
+        made = (await web.client.post("/v1/images", json={"prompt": "a harbour --steps 1", "seed": 3},
+                                      headers=h)).json()
+        ref = (await _done(web.client, made["job_id"], h))["images"][0]["id"]
+        r = await web.client.post(f"/v1/images/{ref}/upscale", json={"mode": "creative"}, headers=h)
+        assert r.status_code == 202, r.text
+        done = await _done(web.client, r.json()["job_id"], h)
+        assert done["status"] == "done"
+        pixels = await _pixels(web.client, done["images"][0]["id"], h)
+        assert pixels.shape == (512, 512, 3)
+        row = await jobs.get(web.env.db, r.json()["job_id"])
+        assert row.request["mode"] == "creative" and row.charged == 2
+        assert (await web.client.post(f"/v1/images/{ref}/upscale", json={"mode": "wild"}, headers=h)).status_code == 422
+        assert (await web.client.post("/v1/images/nope/upscale", headers=h)).status_code == 422
+        assert (await web.client.post(f"{'/v1/images/'}{made['job_id']}-4/upscale", headers=h)).status_code == 404
+        assert (await web.env.service.quota(ADA)).used == 3
+
+
+@pytest.mark.slow
+async def test_zoom_and_pan_routes(tmp_path: Path, tiny) -> None:
+    async with web_env(tmp_path, tiny) as web:
+        h = auth(await key_for(web.env, ADA))
+        made = (await web.client.post("/v1/images", json={"prompt": "a harbour --steps 1", "seed": 3},
+                                      headers=h)).json()
+        ref = (await _done(web.client, made["job_id"], h))["images"][0]["id"]
+        zoom = await web.client.post(f"/v1/images/{ref}/zoom", json={"factor": "1.5"}, headers=h)
+        pan = await web.client.post(f"/v1/images/{ref}/pan", json={"direction": "up", "prompt": "a tall harbour"},
+                                    headers=h)
+        assert zoom.status_code == 202 and pan.status_code == 202, (zoom.text, pan.text)
+        for accepted, shape in ((zoom, (256, 256, 3)), (pan, (304, 208, 3))):
+            done = await _done(web.client, accepted.json()["job_id"], h)
+            assert done["status"] == "done"
+            assert (await _pixels(web.client, done["images"][0]["id"], h)).shape == shape  # pan up: taller
+        assert (await web.client.post(f"/v1/images/{ref}/pan", json={"direction": "back"}, headers=h)).status_code == 422
