@@ -136,8 +136,10 @@ def _make_plan(target: str, venv: Path) -> list[str]:
         import pytest
 
         pytest.skip("make is not installed")
-    proc = subprocess.run(["make", "-n", target, f"VENV={venv}"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=30)
+    # --no-print-directory: under `make test` (CI) this is a nested make, which would add
+    # "make[1]: Entering/Leaving directory" lines to the plan
+    proc = subprocess.run(["make", "-n", "--no-print-directory", target, f"VENV={venv}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     return [line.split("  #")[0].strip() for line in proc.stdout.splitlines() if line.strip()]
 
