@@ -23,9 +23,23 @@ from tests.service_support import ADA, BOB
 from tests.web_support import key_for
 
 
+_OPEN: list[openai.AsyncOpenAI] = []  # closed after each test, on its own event loop
+
+
+@pytest.fixture(autouse=True)
+async def _close_clients():
+    """An AsyncOpenAI client left open is closed by the garbage collector later, on a closed loop:
+    "Task exception was never retrieved" then lands in another test's log."""
+    yield
+    while _OPEN:
+        await _OPEN.pop().close()
+
+
 def _client(base_url: str, key: str) -> openai.AsyncOpenAI:
     # max_retries=0: a refusal must surface as the error the client maps, not be retried
-    return openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key=key, max_retries=0, timeout=30)
+    client = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key=key, max_retries=0, timeout=30)
+    _OPEN.append(client)
+    return client
 
 
 def _image(b64: str) -> Image.Image:
