@@ -155,8 +155,8 @@ def check(bot: Bot, requests: dict[int, tuple[str, int]], refused: dict[int, str
                   for i, p, w, h in bot.rows("SELECT idx, path, width, height FROM images WHERE job_id = ?"
                                              " ORDER BY idx", job_id)]
         assert len(images) == count
-        shown = SimpleNamespace(job_id=job_id, images=images, request=SimpleNamespace(kind="txt2img"))
-        expected, _, _ = result_media(shown)  # type: ignore[arg-type]
+        as_sent = SimpleNamespace(job_id=job_id, images=images, request=SimpleNamespace(kind="txt2img"))
+        expected, _, _ = result_media(as_sent)  # type: ignore[arg-type]
         copies = shown.pop(expected, 0)
         if copies == 0:
             OUTCOME.lost += 1
