@@ -2,8 +2,8 @@
 
 :class:`ServiceContext` holds the database, image store, queue, moderation and clock, the jobs
 this process follows, and the helpers that more than one part uses (user and job lookups, the
-admin check, quota status, turning stored rows into the types front ends see, the inbox of
-stored platform requests: acknowledge only what is stored, answer a repeat with its job). The parts
+admin check, quota status, turning stored rows into the types front ends see, answering a
+repeated platform request with its job; storing and closing requests is :mod:`.inbox`). The parts
 (:mod:`.jobs`, :mod:`.history`, :mod:`.accounts`, :mod:`.admin`) build on it and never on each
 other, so they cannot import each other in a circle.
 """
@@ -24,10 +24,9 @@ from bot.service.tickets import AlreadyAccepted, Delivery, NotAllowed, NotFound,
 from generation.core.errors import ImagineError, InvalidRequest
 from generation.scheduling.queue import GenerationQueue
 from generation.core.request import GenerationRequest, ModelCaps
-from storage import Database, ImageStore, images, inbox, jobs, links, messages, quotas, shares, users
+from storage import Database, ImageStore, images, jobs, links, messages, quotas, shares, users
 from storage.clock import utcnow
 from storage.group import GroupWriter
-from storage.inbox import InboxItem
 from storage.records import Image, Job, User
 
 __all__ = ["ACTIVE", "Origin", "ServiceContext", "ServiceSettings"]
@@ -293,19 +292,7 @@ class ServiceContext:
                 f"Your quota resets at {reset:%Y-%m-%d %H:%M} UTC (in {wait}).")
 
 
-    # -- the inbox: acknowledge only what is stored ------------------------------------------------
-
-    async def receive(self, platform: str, key: str | int, payload: dict[str, Any]) -> bool:
-        """Store a platform request before acknowledging it; False if it was stored before."""
-        return await inbox.receive(self.db, platform, key, payload, self.clock())
-
-    async def handled(self, platform: str, key: str | int) -> bool:
-        """Close a stored request whose outcome was not a job (a refusal sent, a button done)."""
-        return await inbox.mark_handled(self.db, platform, key, self.clock())
-
-    async def unhandled(self, platform: str) -> list[InboxItem]:
-        """Requests stored but not handled before a crash, oldest first, to process again."""
-        return await inbox.unhandled(self.db, platform)
+    # -- a platform request already accepted (storing and closing requests: inbox.py) ------------
 
     async def accepted(self, platform: str, key: str | int) -> str | None:
         """The job accepted for the stored platform request (``origin``), if one was."""
