@@ -186,6 +186,17 @@ class LightningPipeline:
             )
         return self._unets[steps]
 
+    def _ready(self, pipe: Any, unet: Any, batch: Batch) -> None:
+        """``pipe`` with this step count's UNet and scheduler, and the batch's LoRA set on the UNet
+        (generation.model.lora); every pipeline call (text, img2img, upscale, outpaint) goes
+        through here."""
+        pipe.unet = unet
+        pipe.scheduler = self._schedulers[batch.steps]
+        if batch.loras and self.loras is None:
+            raise InvalidRequest("lora", "This bot has no LoRAs configured (lora.dir).")
+        if self.loras is not None:
+            self.loras.activate(batch.loras, pipe)
+
     def generate(
         self,
         batch: Batch,
@@ -221,14 +232,8 @@ class LightningPipeline:
             pipe = self.pipe
             extra = {"width": batch.width, "height": batch.height}
 
-        # 2. Put this step count's UNet and scheduler in place
-        pipe.unet = unet
-        pipe.scheduler = self._schedulers[batch.steps]
-        # [prompt-power hook] this batch's LoRA set on the UNet in place (generation.model.lora)
-        if batch.loras and self.loras is None:
-            raise InvalidRequest("lora", "This bot has no LoRAs configured (lora.dir).")
-        if self.loras is not None:
-            self.loras.activate(batch.loras, pipe)
+        # 2. Put this step count's UNet and scheduler in place, and the batch's LoRA set
+        self._ready(pipe, unet, batch)
 
         # 3. One CPU generator per image: a seed gives the same image alone or in any batch
         #    (img2img: it draws the VAE sample of the init image, then the noise)
@@ -271,12 +276,7 @@ class LightningPipeline:
         (tiles of the model's own size, blended; :mod:`generation.tools.upscale`)."""
         sources = load_init_images(batch, (batch.width // 2, batch.height // 2))
         pipe: Any = self.img2img
-        pipe.unet = unet
-        pipe.scheduler = self._schedulers[batch.steps]
-        if batch.loras and self.loras is None:
-            raise InvalidRequest("lora", "This bot has no LoRAs configured (lora.dir).")
-        if self.loras is not None:
-            self.loras.activate(batch.loras, pipe)
+        self._ready(pipe, unet, batch)
         tile = self.upscale_tile or self.caps.base_resolution
         overlap = tile // 8
         steps = batch.denoising_steps
@@ -332,10 +332,7 @@ class LightningPipeline:
                     "The image to zoom or pan is no longer available; make a new image and try again.")}) from None
         made = [outpaint_canvas(source, batch.kind, item.mode or "", size) for source, item in zip(sources, batch.items)]
         pipe: Any = self.inpaint
-        pipe.unet = unet
-        pipe.scheduler = self._schedulers[batch.steps]
-        if self.loras is not None:
-            self.loras.activate(batch.loras, pipe)
+        self._ready(pipe, unet, batch)
         generators = [torch.Generator("cpu").manual_seed(item.seed) for item in batch.items]
         with torch.inference_mode(), attention_backend(self.config.attention):
             embedded = encode_prompts(pipe, [item.prompt for item in batch.items], dedupe=self.config.dedupe_prompts)
