@@ -3,8 +3,8 @@
 The service is split by responsibility; :class:`ImagineService` is the facade that front ends use::
 
     context.py         ServiceContext: resources, settings, shared lookups (every part builds on it)
-    jobs.py            imagine, reroll, variation, following jobs, cancel, recover
-    outcomes.py        delivery bookkeeping: delivered, told (a failure shown once)
+    jobs.py            imagine, reroll, variation, following and storing jobs, recover
+    outcomes.py        delivery bookkeeping: delivered, told (a failure shown once); cancel
     inbox.py           platform requests stored before they are acknowledged, found again after a crash
     outcomes.py        delivery bookkeeping: delivered, told (a failure shown once)
     inbox.py           platform requests stored before they are acknowledged, found again after a crash

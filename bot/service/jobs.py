@@ -13,8 +13,8 @@ The life of one accepted request::
                done-but-undelivered rows come back as Deliveries to send, failures never
                told as Untold; failed rows still charged (an older version) are refunded
 
-Size: the life of a job (accept, follow, store, recover) reads in one place; an uploaded image's
-checks live in :mod:`bot.service.uploads`.
+An uploaded image's checks live in :mod:`bot.service.uploads`; cancelling and the outcome
+bookkeeping in :mod:`bot.service.outcomes`.
 """
 
 from __future__ import annotations
@@ -29,19 +29,17 @@ from typing import Any
 
 from bot.options import parse_imagine
 from bot.service import accounts_rules
-from bot.service.context import ACTIVE, Origin, ServiceContext
+from bot.service.context import Origin, ServiceContext
 from bot.service.refining import refine_request
 from bot.service.scoring import drain as drain_scoring
 from bot.service.scoring import score_later
 from bot.service.uploads import StoredUpload, checked_upload, prompt_for, store_upload
 from bot.service.tickets import (
     AlreadyAccepted,
-    CancelOutcome,
     Cancelled,
     Delivery,
     Failed,
     Finished,
-    NotAllowed,
     NotFound,
     QuotaExceeded,
     Recovered,
@@ -55,7 +53,7 @@ from generation.core.errors import ImagineError
 from generation.core.request import GenerationRequest, GenerationResult, random_seed
 from generation.scheduling.events import Done, Started
 from generation.scheduling.job import Job as QueueJob
-from storage import images, inbox, inputs, jobs, model_versions, quotas, users
+from storage import images, inbox, inputs, jobs, model_versions, quotas
 from storage.files import png_with_metadata
 from storage.db import Transaction
 from storage.records import Image, User
@@ -73,7 +71,7 @@ _INTERNAL = "Something went wrong while saving your images (reference {ref}); yo
 
 
 class JobsPart(ServiceContext):
-    """Submitting, following, delivering bookkeeping, cancelling and recovering jobs."""
+    """Submitting, following, storing and recovering jobs (cancelling: :mod:`.outcomes`)."""
 
     def ticket(self, job_id: str) -> Ticket | None:
         """The ticket of a job this process is still following."""
@@ -422,39 +420,6 @@ class JobsPart(ServiceContext):
         logger.info("recovered %d job(s) to run, %d to deliver and %d failure(s) to tell",
                     len(tickets), len(deliveries), len(untold))
         return Recovered(tuple(tickets), tuple(deliveries), untold)
-
-    async def cancel(self, who: Who, job_id: str | None = None) -> CancelOutcome:
-        """Cancel one of the caller's queued/running jobs (latest when no id) and refund it."""
-        user = await users.get_by_platform(self.db, who.platform, who.user_id)
-        if user is None:
-            raise NotFound("You have no queued or running request to cancel.")
-        if job_id is None:
-            page = await jobs.history(self.db, user.id, limit=1, statuses=ACTIVE)
-            if not page.jobs:
-                raise NotFound("You have no queued or running request to cancel.")
-            row = page.jobs[0]
-        else:
-            row = await jobs.get(self.db, job_id)
-            if row is None or row.user_id != user.id:
-                raise NotFound(f"You have no request {job_id}.")
-            if row.status not in ACTIVE:
-                raise NotAllowed(f"Request {job_id} is already {row.status}; it cannot be cancelled.")
-        qjob = self.queue.job(row.id)
-        task = self._tasks.get(row.id)
-        if qjob is not None and qjob.cancel():
-            if task is not None:
-                await asyncio.wait({task}, timeout=self.config.settle_timeout_s)
-        elif task is None:
-            await self._settle_row(row.id, "cancelled")  # not followed by this process
-        else:
-            raise NotAllowed(f"Request {row.id} has just finished; it can no longer be cancelled.")
-        after = await jobs.get(self.db, row.id)
-        if after is None:  # forgotten meanwhile (a concurrent /forget deleted it)
-            raise NotFound(f"Request {row.id} is gone: it was deleted while being cancelled.")
-        await jobs.mark_told(self.db, row.id)  # the answer to /cancel is the message
-        logger.info("job %s cancelled by %s", row.id, who.key)
-        return CancelOutcome(row.id, self._text(row.request), after.status,
-                             after.charged if after.refunded else 0)
 
 
 def _origin_key(origin: Origin | None) -> str | None:
