@@ -166,10 +166,8 @@ async def job_events(job_id: str, request: Request, found: Session) -> Streaming
 
 @studio_router.post("/jobs/{job_id}/reroll", status_code=202)
 async def reroll(job_id: str, request: Request, found: Checked) -> dict[str, Any]:
-    """The same request with a new seed."""
-    service = _service(request)
-    await service.job_view(found.who, job_id)  # NotFound for another's job (as the API's cancel)
-    return _accepted(request, await service.reroll(found.who, job_id, target={"web": True}))
+    """The same request with a new seed (the service answers NotFound for another's job)."""
+    return _accepted(request, await _service(request).reroll(found.who, job_id, target={"web": True}))
 
 
 @studio_router.get("/images/{ref}", response_class=Response)
@@ -213,13 +211,11 @@ async def share(ref: str, request: Request, found: Checked) -> dict[str, Any]:
 
 @studio_router.post("/images/{ref}/variation", status_code=202)
 async def variation(ref: str, request: Request, found: Checked) -> dict[str, Any]:
-    """Variations of one image (img2img from it)."""
+    """Variations of one image (img2img from it; the service answers NotFound for another's)."""
     job_id, _, number = ref.rpartition("-")
     if not number.isdecimal() or int(number) < 1:
         raise NotFound(f"There is no image {ref}.")
-    service = _service(request)
-    await service.image_by_ref(found.who, ref)  # NotFound for another's image (a shared one may be varied)
-    ticket = await service.variation(found.who, job_id, int(number) - 1, target={"web": True})
+    ticket = await _service(request).variation(found.who, job_id, int(number) - 1, target={"web": True})
     return _accepted(request, ticket)
 
 
