@@ -31,6 +31,8 @@ from generation.scheduling.local import start_workers
 from generation.model.lora import LoraCatalog, catalog_for, load_with_loras
 from generation.model.pipeline import ModelConfig, load_pipeline
 from generation.scheduling.queue import GenerationQueue
+from generation.model.segment import MaskModel
+from generation.prompts.describe import Describer
 from generation.prompts.refine import PromptRefiner
 from generation.tools.upscale import with_upscaler
 from storage import Database, ImageStore
@@ -151,6 +153,8 @@ async def run_bot(
         upscale_cost=config.quota.upscale_cost,
         upscale_subtle=config.upscale.subtle,
         upscale_creative=config.upscale.creative,
+        edit=config.edit,
+        describe_per_hour=config.describe.per_hour,
     )
     maintenance_settings = config.maintenance
     if maintenance_settings.backup_dir is None:
@@ -168,6 +172,10 @@ async def run_bot(
         service.lora_catalog = loras  # /loras
         if config.refine.model is not None:  # --refine: its own thread, off the GPU worker's path
             service.refiner = PromptRefiner(config.refine)
+        if config.edit.mask_model is not None:  # 🖌️ Vary (Region) by words: its own thread, before charging
+            service.segmenter = MaskModel(config.edit)
+        if config.describe.model is not None:  # /describe: its own thread, off the GPU worker's path
+            service.describer = Describer(config.describe)
         if config.eval.clip_model is not None:  # a CLIP score per image, after it is stored
             service.scorer = ClipScorer(config.eval)
         maintenance = Maintenance(db, store, queue, maintenance_settings, window=config.quota.window)
@@ -213,7 +221,7 @@ async def run_bot(
                     log.exception("closing %s failed", type(front).__name__)
             await queue.close(drain=False)  # the batch on the GPU finishes
             await service.close()  # its images are stored
-            for helper in (service.refiner, service.scorer):
+            for helper in (service.refiner, service.scorer, service.segmenter, service.describer):
                 if helper is not None:
                     helper.close()
             if console is not None:

@@ -20,7 +20,9 @@ from bot.safety.moderation import ModerationSettings
 from generation.quality.clip_score import EvalSettings
 from generation.model.lora import LoraSettings
 from generation.model.pipeline import ModelConfig
+from generation.prompts.describe import DescribeSettings
 from generation.prompts.refine import RefineSettings
+from generation.tools.masks import EditSettings
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -212,6 +214,8 @@ class Config:
     lora: LoraSettings = field(default_factory=LoraSettings)  # <lora:NAME:W> adapters
     refine: RefineSettings = field(default_factory=RefineSettings)  # --refine's language model
     eval: EvalSettings = field(default_factory=EvalSettings)  # CLIP score per image
+    edit: EditSettings = field(default_factory=EditSettings)  # 🖌️ Vary (Region): masks from words
+    describe: DescribeSettings = field(default_factory=DescribeSettings)  # /describe's captioner
     admins: frozenset[str] = frozenset()
     output_dir: Path = Path("out")
     discord: DiscordSettings | None = None  # None: no DISCORD_TOKEN, Discord not started
@@ -254,6 +258,8 @@ SECTIONS: dict[str, Section] = {
     "lora": Section(LoraSettings),
     "refine": Section(RefineSettings),
     "eval": Section(EvalSettings),
+    "edit": Section(EditSettings),
+    "describe": Section(DescribeSettings),
 }
 
 # Where a secret that someone put in the file must come from instead.

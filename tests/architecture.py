@@ -64,7 +64,7 @@ GENERATION: dict[str, tuple[str, ...]] = {
 # bot.service: the parts ImagineService is made of; they never import each other, and the
 # service's other modules (context, tickets, the helpers) never import a part
 SERVICE_PARTS = ("jobs", "outcomes", "inbox", "toolbox", "history", "accounts", "admin", "keys", "gallery", "links",
-                 "sessions", "studio", "metrics")
+                 "sessions", "studio", "metrics", "describing")
 
 # bot.frontends: what every front end may import besides its own package
 FRONTEND_SHARED = ("bot.frontends", "bot.frontends.common")

@@ -10,8 +10,9 @@ The service is split by responsibility; :class:`ImagineService` is the facade th
     inbox.py           platform requests stored before they are acknowledged, found again after a crash
     uploads.py         an image a user sends (every front end, the compatible APIs too): checked,
                        safety-checked, fitted, stored before any charge
-    toolbox.py         actions on an image that make a new job: upscale, zoom out, pan; a Lanczos
-                       enlargement of an upload (A1111 extra-single-image)
+    toolbox.py         actions on an image that make a new job: upscale, zoom out, pan, edit a
+                       region (🖌️ Vary (Region)); a Lanczos enlargement of an upload (A1111 extra-single-image)
+    describing.py      /describe: a caption and four /imagine prompts from a picture (free, limited)
     history.py         history pages, ratings and the comments beside them, messages that show a job
     accounts.py        quota status, settings, DM state, forget, export
     accounts_rules.py  pure rules: valid settings, defaults, the export zip
@@ -55,6 +56,7 @@ from bot.service.accounts import AccountsPart
 from bot.service.accounts_rules import QuotaStatus
 from bot.service.admin import AdminPart
 from bot.service.context import ServiceSettings
+from bot.service.describing import Described, DescribeLimited, DescribePart
 from bot.service.gallery import GalleryPage, GalleryPart, JobView, SharedImage, image_ref
 from bot.service.history import MAX_COMMENT_CHARS, BlockedComment, HistoryPart
 from bot.service.inbox import InboxPart
@@ -97,6 +99,8 @@ __all__ = [
     "MAX_COMMENT_CHARS",
     "AlreadyAccepted",
     "BlockedComment",
+    "Described",
+    "DescribeLimited",
     "ApiKey",
     "GalleryPage",
     "JobView",
@@ -137,8 +141,8 @@ __all__ = [
 ]
 
 
-class ImagineService(MetricsPart, JobsPart, OutcomesPart, InboxPart, ToolboxPart, HistoryPart, AccountsPart,
-                     AdminPart, KeysPart, GalleryPart, LinksPart, SessionsPart, StudioPart):
+class ImagineService(MetricsPart, JobsPart, OutcomesPart, InboxPart, ToolboxPart, DescribePart, HistoryPart,
+                     AccountsPart, AdminPart, KeysPart, GalleryPart, LinksPart, SessionsPart, StudioPart):
     """Quota, safety, jobs, queue and storage behind one API for every front end.
 
     Each part is a class over the same :class:`~bot.service.context.ServiceContext` state; the

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from bot.service.accounts_rules import QuotaStatus
 from bot.service.tickets import AlreadyAccepted, Delivery, NotAllowed, NotFound, StoredImage, Ticket, Via, Who
 from generation.core.errors import ImagineError, InvalidRequest
 from generation.scheduling.queue import GenerationQueue
+from generation.tools.masks import EditSettings
 from generation.core.request import GenerationRequest, ModelCaps
 from storage import Database, ImageStore, images, jobs, links, messages, quotas, shares, users
 from storage.clock import utcnow
@@ -54,6 +55,8 @@ class ServiceSettings:
     settle_timeout_s: float = 30.0  # how long cancel/forget wait for a job to settle
     public_url: str = ""  # where the web gallery answers, for links in chat replies; "": no gallery runs
     max_keys_per_user: int = 5  # live API keys per account ([web] max_keys_per_user)
+    edit: EditSettings = field(default_factory=EditSettings)  # 🖌️ Vary (Region): masks ([edit])
+    describe_per_hour: int = 20  # /describe calls per user per hour ([describe] per_hour)
 
     def __post_init__(self) -> None:
         if self.quota_window not in quotas.WINDOWS:
@@ -95,6 +98,9 @@ class ServiceContext:
         self.clock = clock
         self.refiner: Any = None  # generation.prompts.refine.PromptRefiner when [refine] model is set (bot.app)
         self.lora_catalog: Any = None  # generation.model.lora.LoraCatalog when [lora] is set (bot.app)
+        self.segmenter: Any = None  # generation.model.segment.MaskModel when [edit] mask_model is set (bot.app)
+        self.describer: Any = None  # generation.prompts.describe.Describer when [describe] model is set (bot.app)
+        self._describes: dict[int, Any] = {}  # /describe calls per account in the last hour (bot.service.describing)
         self.scorer: Any = None  # generation.quality.clip_score.ClipScorer when [eval] clip_model is set (bot.app)
         self.scoring: set[asyncio.Task[None]] = set()  # CLIP scoring in flight (bot.service.scoring)
         self.writes = GroupWriter(db)  # jobs of one batch share their transactions
@@ -217,6 +223,13 @@ class ServiceContext:
 
     def _described(self, request: GenerationRequest) -> str:
         """What a done line and history show: the /imagine text, or what a variation varies."""
+        if request.kind == "edit":
+            region = f"“{request.edit_words}”" if request.edit_words else "a drawn region"
+            of = "your image"
+            if request.source:
+                job, _, number = request.source.partition("#")
+                of = f"image {number} of {job}"
+            return f"🖌️ vary (region) of {of}: {region} → {self._command(request)}"
         if request.kind in ("upscale", "zoom", "pan") and request.source:
             job, _, number = request.source.partition("#")
             what = {"upscale": f"⬆️ upscale ({request.mode})", "zoom": f"🔍 zoom out {request.mode}x",
@@ -237,7 +250,8 @@ class ServiceContext:
     def _delivery(self, job_id: str, request: GenerationRequest, rows: list[Image], *,
                   cached: bool, target: dict[str, Any]) -> Delivery:
         text = self._described(request)
-        return Delivery(job_id, request, text, tuple(self._stored(r) for r in rows), cached, dict(target))
+        mask = Path(request.init_image) if request.kind == "edit" and request.init_image else None
+        return Delivery(job_id, request, text, tuple(self._stored(r) for r in rows), cached, dict(target), mask)
 
     async def _delivery_of(self, row: Job) -> Delivery:
         rows = await images.images_for_job(self.db, row.id)

@@ -235,7 +235,7 @@ class JobsPart(ServiceContext):
             )
             if upload is not None:
                 await inputs.add(tx, job.id, upload.path, upload.sha256, upload.width, upload.height,
-                                 upload.bytes, now=now)
+                                 upload.bytes, source=upload.source, now=now)
             if origin is not None:
                 await inbox.mark_handled(tx, origin[0], origin[1], now)
         return job

@@ -126,6 +126,7 @@ class Delivery:
     images: tuple[StoredImage, ...]
     cached: bool = False
     target: dict[str, Any] = field(default_factory=dict)
+    mask: Path | None = None  # an edit's input: the source with the repainted region transparent (an overlay shows it)
 
 
 Running = Step  # on the GPU: ``step`` of ``steps`` done (0 right after starting)

@@ -1,5 +1,12 @@
-"""The image toolbox: actions on an image that make a new job (upscale, zoom out, pan), and a
-quick Lanczos enlargement of an uploaded picture (A1111's ``extra-single-image``).
+"""The image toolbox: actions on an image that make a new job (upscale, zoom out, pan, edit a
+region), and a quick Lanczos enlargement of an uploaded picture (A1111's ``extra-single-image``).
+
+An edit (🖌️ Vary (Region)) finds its mask before anything is charged: the words ("the cat") go
+through the mask model (``self.segmenter``, its own thread and time limit) or a drawn mask is read;
+the mask is grown and feathered (:mod:`generation.tools.masks`), and one that covers nothing or
+nearly everything is refused for free. The image with the region in its alpha channel is stored
+as the job's input (``job_inputs``, source ``edit``), so a restart runs it again and the delivery
+shows the mask that was used.
 
 Each action loads the job it names through :meth:`ServiceContext._acting_on` (trust's authority
 check: the clicker owns the job, is an admin, or clicked ``via`` one of its recorded messages),
@@ -24,7 +31,12 @@ from bot.service.context import ServiceContext
 from bot.service.tickets import NotFound, Ticket, Via, Who
 from bot.service.uploads import BLOCKED_UPLOAD, checked_upload
 from generation.core.errors import InvalidRequest
-from generation.core.request import ACTIONS, UPSCALE_MODES, GenerationRequest, nearest_bucket
+from bot.options import parse_imagine
+from bot.service import accounts_rules
+from bot.service.uploads import StoredUpload
+from generation.core.request import ACTIONS, UPSCALE_MODES, GenerationRequest, has_visible_text, nearest_bucket
+from generation.tools.inputs import fit_image, png_bytes
+from generation.tools.masks import coverage, coverage_problem, mask_from_image, pack, prepare_mask
 from generation.tools.outpaint import canvas_ratio
 from storage import images
 
@@ -99,6 +111,85 @@ class ToolboxPart(ServiceContext):
         )
         return await self._submit(who, user, self.caps.check(request), target=target, dedupe=False, origin=origin)
 
+    async def edit(self, who: Who, job_id: str, index: int, prompt: str, *, words: str | None = None,
+                   mask: bytes | None = None, invert: bool = False, target: dict[str, Any] | None = None,
+                   origin: Origin | None = None, via: Via | None = None) -> Ticket:
+        """Repaint one region of image ``index`` of job ``job_id`` with ``prompt``: the region is named
+        by ``words`` (the mask model) or drawn (``mask``: an image, white = repaint; ``invert`` swaps).
+        One image, charged one to ``who``; who may: as :meth:`upscale`."""
+        prompt, words = _edit_texts(prompt, words, mask)
+        await self._raise_if_accepted(origin)
+        user = await self._active_user(who)
+        source = await self._acting_on(who, job_id, via=via, index=index)
+        found = [i for i in await images.images_for_job(self.db, job_id) if i.idx == index]
+        if not found or not self.store.exists(found[0].path):
+            raise NotFound(f"Request {job_id} has no image {index + 1} to edit.")
+        base = replace(self._request_from(source.request), seed=found[0].seed)
+        image = await asyncio.to_thread(_open_rgb, self.store.path_for(found[0].path))
+        return await self._edit_image(who, user, base, image, prompt, words, mask, "white", invert=invert,
+                                      source=f"{job_id}#{index + 1}", target=target, origin=origin)
+
+    async def edit_upload(self, who: Who, data: bytes, mask: bytes, text: str, *, convention: str = "alpha",
+                          invert: bool = False, blur: int = 0, target: dict[str, Any] | None = None,
+                          origin: Origin | None = None, spaced: bool = True, **options: Any) -> Ticket:
+        """Repaint the region ``mask`` marks in an uploaded picture with the prompt of ``text`` (the
+        compatible APIs: OpenAI's ``/v1/images/edits``, convention "alpha": transparent = edit;
+        A1111's img2img ``mask``, "white": white = edit). The picture gets the checks of any upload."""
+        await self._raise_if_accepted(origin)
+        user = await self._active_user(who, spaced=spaced)
+        upload = await checked_upload(data)
+        base = parse_imagine(
+            text, caps=self.caps, defaults=accounts_rules.defaults_from(user.settings, refine=False),
+            user_id=who.user_id, platform=who.platform, image_size=upload.size, **options)
+        base = replace(base, kind="txt2img", init_image=None, strength=self.config.edit.strength, count=1)
+        await self.moderation.check_prompt(who, base.prompt, base.negative_prompt, target)
+        fitted = await asyncio.to_thread(fit_image, upload.image, (base.width, base.height))
+        verdicts = await self.moderation.check_images(who.key, target, [fitted])
+        if "blocked" in verdicts:
+            raise InvalidRequest("image", BLOCKED_UPLOAD)
+        return await self._edit_image(who, user, base, fitted, base.prompt, None, mask, convention, invert=invert,
+                                      blur=blur, source=None, target=target, origin=origin)
+
+    async def _edit_image(self, who: Who, user: User, base: GenerationRequest, image: Image.Image, prompt: str,
+                          words: str | None, mask: bytes | None, convention: str, *, invert: bool = False,
+                          blur: int = 0, source: str | None, target: dict[str, Any] | None,
+                          origin: Origin | None) -> Ticket:
+        """Find the region, refuse a useless mask for free, store the input, submit the edit job."""
+        settings = self.config.edit
+        # 1. the words pass the prompt filter before any model sees them
+        await self.moderation.check_prompt(who, prompt, base.negative_prompt, target)
+        if words is not None:
+            await self.moderation.check_prompt(who, words, "", target)
+        # 2. the region: named (the mask model, its own thread and time limit) or drawn
+        if words is not None:
+            if self.segmenter is None:
+                raise InvalidRequest("words", "Editing by words is not set up on this bot (edit.mask_model); "
+                                              "draw the region instead (the studio, or a mask image in the API).")
+            probabilities = await self.segmenter.probabilities(image, words)
+            region = await asyncio.to_thread(prepare_mask, probabilities, image.size, settings)
+        else:
+            drawn = await checked_upload(mask)
+            region = await asyncio.to_thread(mask_from_image, drawn.image if convention != "alpha" else
+                                             _with_alpha(mask), image.size, convention, invert=invert, blur=blur)
+        # 3. nothing or nearly everything: refused, nothing charged
+        problem = coverage_problem(coverage(region), settings, words)
+        if problem is not None:
+            raise InvalidRequest("mask", problem)
+        # 4. the image with the region in its alpha: the job's stored input
+        data = await asyncio.to_thread(lambda: png_bytes(pack(image, region)))
+        path, sha = await asyncio.to_thread(self.store.put, data, "png")
+        stored = StoredUpload(path, sha, image.width, image.height, len(data), source="edit")
+        size = image.size if image.size in self.caps.buckets() else nearest_bucket(*image.size,
+                                                                                    self.caps.base_resolution)
+        request = replace(
+            base, kind="edit", init_image=str(self.store.path_for(path).resolve()), strength=settings.strength,
+            count=1, width=size[0], height=size[1], variation_of=None, source=source,
+            mode="words" if words is not None else "mask", refine=False, user_id=who.user_id,
+            platform=who.platform, original_prompt=None, prompt=prompt, edit_words=words,
+        )
+        return await self._submit(who, user, self.caps.check(request), target=target, dedupe=False, origin=origin,
+                                  upload=stored)
+
     async def upscale_upload(self, who: Who, data: bytes, factor: float = 2.0) -> bytes:
         """``data`` (an uploaded picture) enlarged ``factor`` times with Lanczos, as PNG."""
         await self._active_user(who)
@@ -113,6 +204,36 @@ class ToolboxPart(ServiceContext):
         if "blocked" in verdicts:
             raise InvalidRequest("image", BLOCKED_UPLOAD)
         return await asyncio.to_thread(_lanczos, upload.image, (width, height))
+
+
+def _edit_texts(prompt: Any, words: Any, mask: Any) -> tuple[str, str | None]:
+    """(new text, words or None), or InvalidRequest saying what is missing."""
+    if not isinstance(prompt, str) or not has_visible_text(prompt):
+        raise InvalidRequest("prompt", "Say what to paint in the region instead (the new text), "
+                                       "e.g. /edit the cat -> a small red fox.")
+    if mask is None:
+        if not isinstance(words, str) or not has_visible_text(words):
+            raise InvalidRequest("words", "Name what to change in a few words, e.g. /edit the cat -> a small red fox.")
+        return prompt.strip(), words.strip()[:200]
+    if words is not None and has_visible_text(str(words)):
+        raise InvalidRequest("mask", "Give either the words naming the region or a mask image, not both.")
+    return prompt.strip(), None
+
+
+def _open_rgb(path: Any) -> Image.Image:
+    with Image.open(path) as opened:
+        return opened.convert("RGB")
+
+
+def _with_alpha(data: bytes) -> Image.Image:
+    """A drawn mask with its alpha channel (the upload check flattens to RGB): OpenAI's edits
+    mark the area to edit as transparent pixels."""
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            return opened.convert("RGBA")
+    except (OSError, ValueError, Image.DecompressionBombError):
+        raise InvalidRequest("mask", "The mask could not be read; send a PNG whose transparent pixels "
+                                     "mark the area to edit.") from None
 
 
 def _lanczos(image: Image.Image, size: tuple[int, int]) -> bytes:

@@ -55,6 +55,7 @@ class StoredUpload:
     width: int
     height: int
     bytes: int
+    source: str = "upload"  # job_inputs.source: upload, or edit (the image with the region to repaint in its alpha)
 
 
 async def checked_upload(data: Any) -> Upload:

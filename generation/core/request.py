@@ -64,9 +64,10 @@ MAX_PROMPT_CHARS = 1000
 MAX_COUNT = 4
 MAX_SEED = 2**32 - 1
 STEP_CHOICES = (1, 2, 4, 8)
-KINDS = ("txt2img", "img2img", "upscale", "zoom", "pan")
-FROM_IMAGE = ("img2img", "upscale", "zoom", "pan")  # kinds that start from an init_image at a strength
-ACTIONS = {"upscale": ("subtle", "creative"), "zoom": ("1.5", "2"), "pan": ("left", "right", "up", "down")}
+KINDS = ("txt2img", "img2img", "upscale", "zoom", "pan", "edit")
+FROM_IMAGE = ("img2img", "upscale", "zoom", "pan", "edit")  # kinds that start from an init_image at a strength
+ACTIONS = {"upscale": ("subtle", "creative"), "zoom": ("1.5", "2"), "pan": ("left", "right", "up", "down"),
+           "edit": ("words", "mask")}  # edit: the region named by words (the mask model) or drawn
 MAX_UPSCALED = 4096  # an upscale is twice a bucket: up to 4096 px on its long side
 DEFAULT_STRENGTH = 0.6
 UPSCALE_MODES = ("subtle", "creative")
@@ -189,6 +190,9 @@ class GenerationRequest:
     lora_hashes: tuple[str, ...] = ()
     refine: bool = False
     original_prompt: str | None = None
+    # an edit (issue 24): the words naming the region repainted (None: a drawn mask); its
+    # init_image holds the mask in its alpha channel (generation.tools.masks.pack)
+    edit_words: str | None = None
 
     def __post_init__(self) -> None:
         prompt = self.prompt.strip() if isinstance(self.prompt, str) else self.prompt
@@ -277,11 +281,16 @@ class GenerationRequest:
                                               or "#" not in self.variation_of):
             raise InvalidRequest("variation_of", f"variation_of must be 'JOB#N' on an img2img request, "
                                                  f"not {self.variation_of!r}.")
-        if self.kind in ACTIONS and (not isinstance(self.source, str) or "#" not in self.source
+        uploaded = self.kind == "edit" and self.source is None  # an edit of the caller's own upload
+        if self.kind in ACTIONS and (not uploaded and (not isinstance(self.source, str) or "#" not in self.source)
                                      or self.mode not in ACTIONS[self.kind] or self.count != 1):
             raise InvalidRequest("source", f"A {self.kind} names one image ('JOB#N'), a mode "
                                            f"({_join(ACTIONS[self.kind])}) and makes one image, not "
                                            f"{self.source!r}, {self.mode!r}, {self.count}.")
+        if self.edit_words is not None and (self.kind != "edit" or not isinstance(self.edit_words, str)
+                                            or not has_visible_text(self.edit_words)
+                                            or len(self.edit_words) > MAX_PROMPT_CHARS):
+            raise InvalidRequest("edit_words", "Name what to change in a few words (e.g. “the cat”).")
         if self.kind not in FROM_IMAGE:
             if init is not None:
                 raise InvalidRequest(

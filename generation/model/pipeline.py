@@ -42,7 +42,7 @@ from generation.core.request import ASPECT_RATIOS, KINDS, STEP_CHOICES, ModelCap
 from generation.model.prompting import encode_prompts
 from generation.model.speed import apply_speed_options, attention_backend, decode_latents
 from generation.model.tiny import TINY_BASE_RESOLUTION, TINY_MODEL_ID, build_tiny_pipeline, build_tiny_tokenizer
-from generation.tools.outpaint import composite, outpaint_canvas
+from generation.model.inpainting import run_inpainting
 from generation.tools.upscale import LanczosUpscaler, refine_tiled, tile_count
 
 if TYPE_CHECKING:
@@ -222,8 +222,8 @@ class LightningPipeline:
             )
         if batch.kind == "upscale":
             return self._upscale(batch, unet, on_step, should_stop)
-        if batch.kind in ("zoom", "pan"):
-            return self._outpaint(batch, unet, on_step, should_stop)
+        if batch.kind in ("zoom", "pan", "edit"):
+            return self._inpainted(batch, unet, on_step, should_stop)
         extra: dict[str, Any]
         if batch.kind == "img2img":
             pipe: Any = self.img2img
@@ -315,47 +315,14 @@ class LightningPipeline:
             self._inpaint.set_progress_bar_config(disable=True)
         return self._inpaint
 
-    def _outpaint(self, batch: Batch, unet: UNet2DConditionModel, on_step: StepCallback | None,
-                  should_stop: Callable[[], bool] | None) -> list[Image]:
-        """Zoom out / pan: each item's image on a larger or shifted canvas, the new border inpainted
-        in one call for the batch, the original laid back over it (:mod:`generation.tools.outpaint`)."""
-        from PIL import Image as PILImage
-
-        size = (batch.width, batch.height)
-        sources = []
-        for index, item in enumerate(batch.items):
-            try:
-                with PILImage.open(item.init_image or "") as opened:
-                    sources.append(opened.convert("RGB"))
-            except OSError:
-                raise ItemsRejected({index: GenerationFailed(
-                    "The image to zoom or pan is no longer available; make a new image and try again.")}) from None
-        made = [outpaint_canvas(source, batch.kind, item.mode or "", size) for source, item in zip(sources, batch.items)]
+    def _inpainted(self, batch: Batch, unet: UNet2DConditionModel, on_step: StepCallback | None,
+                   should_stop: Callable[[], bool] | None) -> list[Image]:
+        """Zoom out, pan and edit: a masked region repainted, the rest kept (:mod:`.inpainting`)."""
         pipe: Any = self.inpaint
         self._ready(pipe, unet, batch)
-        generators = [torch.Generator("cpu").manual_seed(item.seed) for item in batch.items]
         with torch.inference_mode(), attention_backend(self.config.attention):
-            embedded = encode_prompts(pipe, [item.prompt for item in batch.items], dedupe=self.config.dedupe_prompts)
-            if len({e.shape[1] for e, _ in embedded}) > 1:  # prompts of different lengths: one call each
-                groups = [[i] for i in range(len(batch.items))]
-            else:
-                groups = [list(range(len(batch.items)))]
-            steps = batch.denoising_steps
-            latents: list[Any] = [None] * len(batch.items)
-            for number, indices in enumerate(groups):
-                out = pipe(
-                    prompt_embeds=torch.cat([embedded[i][0] for i in indices]),
-                    pooled_prompt_embeds=torch.cat([embedded[i][1] for i in indices]),
-                    image=[made[i][0] for i in indices], mask_image=[made[i][1] for i in indices],
-                    width=batch.width, height=batch.height, strength=batch.strength,
-                    num_inference_steps=batch.steps, guidance_scale=0.0,
-                    generator=[generators[i] for i in indices], output_type="latent",
-                    callback_on_step_end=_progress(on_step, should_stop, number * steps, steps * len(groups)),
-                ).images
-                for row, index in enumerate(indices):
-                    latents[index] = out[row:row + 1]
-            images = decode_latents(pipe, torch.cat(latents), self.config.vae_decode)
-        return [composite(image, canvas, mask) for image, (canvas, mask, _) in zip(images, made)]
+            return run_inpainting(pipe, batch, self.config, lambda done, whole: _progress(on_step, should_stop,
+                                                                                          done, whole))
 
     def warm_up(self) -> None:
         """Run each configured shape once so torch.compile builds its graphs before users wait.
