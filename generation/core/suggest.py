@@ -41,7 +41,7 @@ def clean_caption(raw: str) -> str | None:
     text = re.sub(r"\[[^\]]*\]", " ", raw)  # [SEP], [unused12], ...
     text = text.replace("##", "")
     clauses = []
-    for clause in re.split(r"[,.;:!?\n]+", text):
+    for clause in re.split(r"[,;\n]+|[.!?:](?:\s|$)", text):
         words = _WORD.findall(clause)
         kept: list[str] = []
         for word in words:
