@@ -67,7 +67,7 @@ SERVICE_PARTS = ("jobs", "outcomes", "inbox", "toolbox", "history", "accounts", 
                  "sessions", "studio", "metrics", "describing")
 
 # bot.frontends: what every front end may import besides its own package
-FRONTEND_SHARED = ("bot.frontends", "bot.frontends.common")
+FRONTEND_SHARED = ("bot.frontends", "bot.frontends.common", "bot.frontends.edits")
 
 # -- the libraries ---------------------------------------------------------------------------------
 

@@ -36,7 +36,11 @@ BLOCKED_CAPTION = ("The description of this image did not pass this bot's prompt
 
 
 class DescribeLimited(ImagineError):
-    """Too many /describe calls this hour; says when the next one is possible."""
+    """Too many /describe calls this hour; says when the next one is possible (``retry_after`` s)."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,8 @@ class DescribePart(ServiceContext):
         while log and now - log[0] >= timedelta(hours=1):
             log.popleft()
         if len(log) >= limit:
-            wait = max(1, int((log[0] + timedelta(hours=1) - now).total_seconds() + 59) // 60)
+            seconds = (log[0] + timedelta(hours=1) - now).total_seconds()
+            wait = max(1, int(seconds + 59) // 60)
             raise DescribeLimited(f"You can describe {limit} image{'s' if limit != 1 else ''} an hour; "
-                                  f"the next one is possible in {wait} min.")
+                                  f"the next one is possible in {wait} min.", seconds)
         log.append(now)

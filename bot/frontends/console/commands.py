@@ -28,6 +28,7 @@ from bot.frontends.common import (
     upload_too_large,
     web_link_text,
 )
+from bot.frontends.edits import EDIT_USAGE, describe_lines, split_edit
 from bot.frontends.console.moderation import MODERATION_COMMANDS, ConsoleModeration
 from bot.options import help_text
 from bot.service import ImagineService, Ticket, Who
@@ -49,6 +50,9 @@ COMMANDS = """Commands:
   /upscale JOB N [subtle|creative]   image N at twice the size (costs quota.upscale_cost)
   /zoom JOB N 1.5|2 [PROMPT]  zoom out of image N (a new prompt is allowed)
   /pan JOB N left|right|up|down [PROMPT]   extend image N to that side
+  /edit JOB N WHAT -> NEW     🖌️ Vary (Region): repaint what the words name in image N
+                              (e.g. /edit 3f2a 1 the cat -> a small red fox)
+  /describe PATH              four prompts to start from, made from a picture
   /forget                     delete everything stored about you, and its images in the output
                               folder (asks to confirm: /forget confirm as the next command)
   /export                     a zip of your data and images
@@ -191,6 +195,24 @@ class CommandHandlers:
             ticket = await self.service.outpaint(self.who, args[0], int(args[1]) - 1, kind, args[2].lower(),
                                                  prompt=" ".join(args[3:]) or None, target={"console": True})
             self.follow(ticket)
+        elif command == "/edit":
+            parts = rest.split(maxsplit=2)
+            texts = split_edit(parts[2]) if len(parts) == 3 else None
+            if texts is None or not parts[1].isdecimal() or int(parts[1]) < 1:
+                self.say(f"Usage: /edit JOB N WHAT -> NEW (N is the image number, from 1). {EDIT_USAGE}")
+                return
+            ticket = await self.service.edit(self.who, parts[0], int(parts[1]) - 1, texts[1], words=texts[0],
+                                             target={"console": True})
+            self.follow(ticket)
+        elif command == "/describe":
+            _, path = split_image_flag("--image " + rest) if rest else ("", None)
+            if path is None:
+                self.say("Usage: /describe PATH (a PNG, JPEG or WebP picture)")
+                return
+            data = await asyncio.to_thread(read_image_file, path)
+            described = await self.service.describe(self.who, data)
+            self.say(describe_lines(described))
+            self.say(f"Type /imagine with one of them (add --image {path} to start from the picture).")
         elif command == "/forget":
             if args[:1] == ["confirm"] and self._confirm_forget:
                 outcome = await self.service.forget(self.who)

@@ -27,6 +27,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
 
+from bot.frontends.edits import mask_overlay
 from bot.frontends.common import apology, eta_phrase, new_reference
 from bot.frontends.console.commands import COMMANDS, CommandHandlers
 from bot.frontends.console.keyboards import actions_line
@@ -198,6 +199,8 @@ class Console(CommandHandlers):
         for image, path in zip(delivery.images, paths):
             self.say(f"  [{image.index + 1}] image {image.image_id} = {delivery.job_id}-{image.index + 1}, "
                      f"seed {image.seed}: {path}")
+        if len(paths) > len(delivery.images):  # an edit: the mask that was used, over the source
+            self.say(f"  the region repainted (red): {paths[-1]}")
         self.say(actions_line(delivery))
         await self.service.mark_delivered(delivery.job_id)
         return paths
@@ -208,6 +211,11 @@ class Console(CommandHandlers):
         for image in delivery.images:
             dest = self.output_dir / f"{delivery.job_id}-{image.index + 1}{image.path.suffix}"
             shutil.copyfile(image.path, dest)
+            paths.append(dest.resolve())
+        shown = mask_overlay(delivery)
+        if shown is not None:
+            dest = self.output_dir / f"{delivery.job_id}-mask.jpg"
+            dest.write_bytes(shown)
             paths.append(dest.resolve())
         return paths
 

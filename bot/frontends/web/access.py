@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 
 from bot.frontends.common import apology, new_reference
 from bot.safety import BlockedPrompt, Restricted
-from bot.service import ImagineService, NotAllowed, NotFound, QuotaExceeded, Who
+from bot.service import DescribeLimited, ImagineService, NotAllowed, NotFound, QuotaExceeded, Who
 from generation.core.errors import ImagineError, InvalidRequest, QueueFull
 
 __all__ = ["AuthThrottle", "Caller", "RateLimiter", "api_key", "caller", "client_address", "error_response",
@@ -160,7 +160,8 @@ def error_response(err: Exception) -> JSONResponse:
         retry = getattr(err, "retry_after", None)
         if isinstance(err, QueueFull):
             status = 503
-        elif isinstance(err, QuotaExceeded) or (isinstance(err, Restricted) and err.reason == "too_soon"):
+        elif isinstance(err, (QuotaExceeded, DescribeLimited)) or (isinstance(err, Restricted)
+                                                                    and err.reason == "too_soon"):
             status = 429
         elif isinstance(err, (NotAllowed, Restricted, BlockedPrompt)):
             status = 403

@@ -25,6 +25,7 @@ from bot.frontends.web.a1111_api import a1111_router
 from bot.frontends.web.a1111_extras import extras
 from bot.frontends.web.a1111_probes import probes
 from bot.frontends.web.access import AuthThrottle, RateLimiter, error_response
+from bot.frontends.web.edits import router as edits_router
 from bot.frontends.web.commands import router, with_body_schemas
 from bot.frontends.web.moderation import moderation_router
 from bot.frontends.web.openai_api import openai_router
@@ -53,6 +54,7 @@ def create_app(service: ImagineService, settings: WebSettings, front: WebFrontEn
     app.state.front = front or WebFrontEnd(service, settings, app=app)
     app.state.compat_waiting = {}  # who.key -> the Ticket an OpenAI/A1111 call waits on (for progress)
     app.include_router(router)
+    app.include_router(edits_router)  # /v1/images/{ref}/edit, /v1/describe
     with_body_schemas(app)  # POST /v1/images reads JSON or multipart itself
     for compatible in (openai_router, a1111_router, probes, extras):  # docs/openai-a1111.md
         app.include_router(compatible)
