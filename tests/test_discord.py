@@ -145,7 +145,8 @@ async def test_upscale_reroll_variation_and_owner_only_delete(fake: FakeDiscord,
         edit, single = await result_of(fake, u2)
         assert edit.files[0].data == env.store.path_for(stored[1].path).read_bytes()
         assert png_size(edit.files[0].data) == (256, 256) and "image #2" in single["content"]
-        assert custom_ids(single) == [[f"imagine:tool:ups:{job_id}:1", f"imagine:tool:upc:{job_id}:1"],
+        assert custom_ids(single) == [[f"imagine:tool:ups:{job_id}:1", f"imagine:tool:upc:{job_id}:1",
+                                       f"imagine:tool:vr:{job_id}:1"],
                                       [f"imagine:tool:z15:{job_id}:1", f"imagine:tool:z2:{job_id}:1"],
                                       [f"imagine:tool:{p}:{job_id}:1" for p in ("pl", "pr", "pu", "pd")],
                                       [f"imagine:var:{job_id}:1", f"imagine:del:{job_id}", f"imagine:share:{job_id}:1",

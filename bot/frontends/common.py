@@ -101,6 +101,7 @@ TOOLS: dict[str, tuple[str, str, str]] = {
     "pr": ("➡️", "pan", "right"),
     "pu": ("⬆️", "pan", "up"),
     "pd": ("⬇️", "pan", "down"),
+    "vr": ("🖌️ Vary (Region)", "edit", "words"),  # asks what to change first (Discord: a modal; Telegram: /edit)
 }
 
 
@@ -111,6 +112,8 @@ async def tool_action(service: Any, who: Who, job_id: str, index: int, code: str
     if code not in TOOLS:
         raise ImagineError("That button is from another version of this bot; use the ones under a new image.")
     _, kind, mode = TOOLS[code]
+    if kind == "edit":  # the front end asks for the words first and calls service.edit
+        raise ImagineError("Say what to change and what to paint there instead: /edit WHAT -> NEW TEXT.")
     if kind == "upscale":
         return await service.upscale(who, job_id, index, mode, target=target, origin=origin, via=via)
     return await service.outpaint(who, job_id, index, kind, mode, target=target, origin=origin, via=via)

@@ -58,6 +58,8 @@ class CommandHandlers:
 
         async def accept(self, interaction: discord.Interaction, kind: str, **fields: Any) -> None: ...
 
+        async def on_edit_button(self, interaction: discord.Interaction, job_id: str, index: int) -> None: ...
+
     # -- /imagine, reroll, variation -----------------------------------------------------------
 
     async def imagine(self, interaction: discord.Interaction, prompt: str,
@@ -89,7 +91,11 @@ class CommandHandlers:
         await self.accept(interaction, "variation", job_id=job_id, index=index)
 
     async def on_tool(self, interaction: discord.Interaction, action: str, job_id: str, index: int) -> None:
-        """Upscale, zoom out or pan under one image: a new message follows the new job."""
+        """Upscale, zoom out or pan under one image: a new message follows the new job; 🖌️ Vary
+        (Region) first asks what to change (a modal, :mod:`.edits`)."""
+        if action == "vr":
+            await self.on_edit_button(interaction, job_id, index)
+            return
         await self.accept(interaction, "tool", job_id=job_id, index=index, action=action)
 
     # -- buttons -------------------------------------------------------------------------------

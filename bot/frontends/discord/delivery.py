@@ -40,6 +40,7 @@ happened, so it could only turn a double into a loss; Discord's own keys close t
 from __future__ import annotations
 
 import asyncio
+import io
 import contextlib
 import logging
 from collections.abc import Awaitable
@@ -49,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord.ext import commands
 
+from bot.frontends.edits import mask_overlay
 from bot.frontends.common import Coalescer, clip, eta_phrase, meter, new_reference, render_grid, variation_hint
 from bot.frontends.discord.messages import DM_LIMIT, DMS_CLOSED, MENTIONS, PLATFORM, RATE_HINT, file_of
 from bot.frontends.discord.settings import DiscordSettings
@@ -175,6 +177,10 @@ class Delivering:
         note = " (made earlier: no quota used)" if delivery.cached else ""
         content = f"**{clip(delivery.text, 1500)}** — <@{reply.user_id}>{note}{variation_hint(delivery)}\n{RATE_HINT}"
         view = result_view(delivery)
+        shown = await asyncio.to_thread(mask_overlay, delivery)  # an edit: the region it repainted
+        extra = (shown, f"{delivery.job_id}-mask.jpg") if shown is not None else None
+        if extra is not None:
+            content += "\n🖌️ The second picture shows the region that was repainted (red)."
         nonce = f"imagine:{delivery.job_id}"  # Discord returns the first message for a repeated nonce
         message: discord.Message | None = None
         if reply.private and reply.recovered:
@@ -186,7 +192,7 @@ class Delivering:
         if reply.private:
             data, ext = await asyncio.to_thread(render_grid, delivery.images, DM_LIMIT)
             message = await self._dm(reply, content, file_of(data, f"{delivery.job_id}.{ext}", spoiler), view,
-                                     nonce)
+                                     nonce, extra)
             if message is not None:
                 await self._post(reply, "📬 Your images are in your DMs.", only_edit=True)
             elif reply.interaction is not None and reply.can_edit():
@@ -199,7 +205,7 @@ class Delivering:
         if message is None and reply.can_edit():  # the usual way: the "thinking…" message becomes the result
             data, ext = await asyncio.to_thread(render_grid, delivery.images, reply.upload_limit)
             message = await self._post(reply, content, file=(data, f"{delivery.job_id}.{ext}", spoiler),
-                                       view=view, mention=True, only_edit=True)
+                                       view=view, mention=True, only_edit=True, extra=extra)
         if message is None and not reply.can_edit():  # the token is gone: a channel message (or DM)
             if reply.recovered and not reply.private:
                 message, looked = await self._posted_before(reply, delivery.job_id)
@@ -209,7 +215,7 @@ class Delivering:
                 content += "" if looked else f"\n{RESENT_NOTE}"
             data, ext = await asyncio.to_thread(render_grid, delivery.images, await self._channel_limit(reply))
             message = await self._post(reply, content, file=(data, f"{delivery.job_id}.{ext}", spoiler),
-                                       view=view, mention=True, nonce=nonce)
+                                       view=view, mention=True, nonce=nonce, extra=extra)
         await self._record(delivery.job_id, message)
 
     async def _record(self, job_id: str, message: discord.Message | None) -> None:
@@ -241,17 +247,20 @@ class Delivering:
 
     async def _post(self, reply: Reply, content: str, *, file: tuple[bytes, str, bool] | None = None,
                     view: discord.ui.View | None = None, mention: bool = False,
-                    only_edit: bool = False, nonce: str | None = None) -> discord.Message | None:
+                    only_edit: bool = False, nonce: str | None = None,
+                    extra: tuple[bytes, str] | None = None) -> discord.Message | None:
         """Edit the interaction response while its token works; else a channel message (or DM).
 
         ``nonce`` (at most 25 characters) makes the channel message idempotent: discord.py sends
         it with ``enforce_nonce``, and Discord answers a repeat from the same bot within a few
-        minutes with the message it already created.
+        minutes with the message it already created. ``extra`` (bytes, name): a second attachment
+        (an edit's mask overlay).
         """
+        extras = [discord.File(io.BytesIO(extra[0]), filename=extra[1])] if extra is not None else []
         if reply.interaction is not None and reply.can_edit():
             kwargs: dict[str, Any] = {"content": content, "view": view}
             if file is not None:
-                kwargs["attachments"] = [file_of(*file)]
+                kwargs["attachments"] = [file_of(*file), *extras]
             try:
                 return await reply.interaction.edit_original_response(**kwargs)
             except discord.NotFound:
@@ -264,7 +273,9 @@ class Delivering:
         kwargs = {"content": content, "allowed_mentions": MENTIONS if mention else discord.AllowedMentions.none()}
         if view is not None:
             kwargs["view"] = view
-        if file is not None:
+        if file is not None and extras:
+            kwargs["files"] = [file_of(*file), *extras]
+        elif file is not None:
             kwargs["file"] = file_of(*file)
         if nonce is not None:
             kwargs["nonce"] = nonce
@@ -278,12 +289,13 @@ class Delivering:
             raise
 
     async def _dm(self, reply: Reply, content: str, file: discord.File, view: discord.ui.View,
-                  nonce: str | None = None) -> discord.Message | None:
+                  nonce: str | None = None, extra: tuple[bytes, str] | None = None) -> discord.Message | None:
         """Send to the user's DMs; None (and remembered) when they are closed."""
         who = Who(PLATFORM, str(reply.user_id))
         try:
             user = await self._user(reply.user_id)
-            message = await user.send(content, file=file, view=view, nonce=nonce)
+            files = [file, *([discord.File(io.BytesIO(extra[0]), filename=extra[1])] if extra else [])]
+            message = await user.send(content, files=files, view=view, nonce=nonce)
         except discord.Forbidden as err:
             if err.code != DMS_CLOSED:
                 raise

@@ -37,6 +37,7 @@ from bot.frontends.discord.delivery import Delivering, Reply
 from bot.frontends.discord.intake import Intake, interaction_from
 from bot.frontends.discord.messages import DM_LIMIT, PLATFORM
 from bot.frontends.discord.moderation import MODERATION_ITEMS, DiscordModeration, appeal_view, wants_appeal_button
+from bot.frontends.discord.edits import DescribeButton, EditHandlers, build_edit_commands
 from bot.frontends.discord.settings import DiscordSettings
 from bot.frontends.discord.views import DYNAMIC_ITEMS
 from bot.service import ImagineService, Recovered, Who
@@ -71,14 +72,14 @@ class _Bot(commands.Bot):
         self.front = front
 
     async def setup_hook(self) -> None:
-        self.add_dynamic_items(*DYNAMIC_ITEMS, *MODERATION_ITEMS)
+        self.add_dynamic_items(*DYNAMIC_ITEMS, *MODERATION_ITEMS, DescribeButton)
 
 
 class DiscordLoginFailed(ImagineError):
     """Discord refused the token: the operator must fix DISCORD_TOKEN."""
 
 
-class DiscordFrontEnd(CommandHandlers, AccountHandlers, CommentHandlers, Intake, Delivering):
+class DiscordFrontEnd(CommandHandlers, AccountHandlers, CommentHandlers, EditHandlers, Intake, Delivering):
     """The Discord adapter: build with (service, settings), then ``await start()``; ``close()``."""
 
     def __init__(self, service: ImagineService, settings: DiscordSettings) -> None:
@@ -90,7 +91,8 @@ class DiscordFrontEnd(CommandHandlers, AccountHandlers, CommentHandlers, Intake,
         self._restore: tuple[str, yarl.URL] | None = None
         self._ready = asyncio.Event()
         self.moderation = DiscordModeration(self)  # /appeal, the Appeal button, /admin moderation
-        for command in [*build_commands(self), *build_account_commands(self)]:  # + /share /link /apikey …
+        for command in [*build_commands(self), *build_account_commands(self),  # + /share /link /apikey …
+                        *build_edit_commands(self)]:  # /describe
             self.bot.tree.add_command(command)
         self.bot.tree.on_error = self._on_tree_error  # type: ignore[method-assign]
         self.bot.add_listener(self._on_reaction_add, "on_raw_reaction_add")

@@ -211,6 +211,9 @@ async def _submit(service: ImagineService, key: str, stored: dict[str, Any], tar
     if kind == "variation":
         return await service.variation(who, stored["job_id"], int(stored["index"]), target=target, origin=origin,
                                        via=via)
+    if kind == "edit":  # 🖌️ Vary (Region): the modal's two fields (bot.frontends.discord.edits)
+        return await service.edit(who, stored["job_id"], int(stored["index"]), stored["prompt"],
+                                  words=stored["words"], target=target, origin=origin, via=via)
     if kind == "tool":  # upscale, zoom out, pan (bot.frontends.common.TOOLS)
         return await tool_action(service, who, stored["job_id"], int(stored["index"]), stored["action"],
                                  target=target, origin=origin, via=via)

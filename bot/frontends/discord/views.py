@@ -13,7 +13,9 @@ callbacks only hand the click to the front end (``interaction.client.front``).
     imagine:share:<job>:<i>       🌐 put image i in the public web gallery (its owner; :mod:`.accounts`)
     imagine:unshare:<job>:<i>     take it out again (its owner or an admin)
     imagine:tool:<code>:<job>:<i>  the toolbox under one image (bot.frontends.common.TOOLS): upscale,
-                                  zoom out, pan
+                                  zoom out, pan, 🖌️ Vary (Region) (a modal asks what to change: .edits)
+    imagine:desc:<n>[:img]        Imagine n under a /describe answer: /imagine with its prompt n
+                                  (and the described picture as the start, with :img; .edits)
     imagine:comment:<job>[:<i>]   💬 a comment beside your rating (of image i, or every image rated),
                                   in a modal (:mod:`.comments`)
     imagine:appeal                Appeal on a blocked/cooldown refusal (``bot.frontends.discord.moderation``)
@@ -257,14 +259,15 @@ def _view(*items: discord.ui.Item[Any]) -> discord.ui.View:
 def result_view(delivery: Delivery) -> discord.ui.View:
     """A grid's buttons: U1…U4 + 🔄, then V1…V4 + 🗑, then 🌐 1…🌐 4 + 💬; one image: 🔄 V1 🗑 🌐 💬."""
     job, count = delivery.job_id, len(delivery.images)
-    if delivery.request.kind == "upscale":  # the upscaled file: zoom, pan, share or delete it
-        return _view(*_outpaint_buttons(job, 0, 0), DeleteButton(job, 2), ShareButton(job, 0, 2))
-    if delivery.request.kind in ("zoom", "pan"):  # one image: zoom or pan further
-        return _view(*_outpaint_buttons(job, 0, 0), VariationButton(job, 0, 2, "V1"), DeleteButton(job, 2),
+    if delivery.request.kind == "upscale":  # the upscaled file: zoom, pan, edit, share or delete it
+        return _view(*_outpaint_buttons(job, 0, 0), ToolButton("vr", job, 0, 2), DeleteButton(job, 2),
                      ShareButton(job, 0, 2))
+    if delivery.request.kind in ("zoom", "pan", "edit"):  # one image: zoom, pan or edit further
+        return _view(*_outpaint_buttons(job, 0, 0), ToolButton("vr", job, 0, 2), VariationButton(job, 0, 2, "V1"),
+                     DeleteButton(job, 2), ShareButton(job, 0, 2))
     if count <= 1:
         return _view(RerollButton(job, 0), VariationButton(job, 0, 0, "V1"), DeleteButton(job, 0),
-                     ShareButton(job, 0, 0), CommentButton(job, None, 0))
+                     ShareButton(job, 0, 0), CommentButton(job, None, 0), ToolButton("vr", job, 0, 1))
     return _view(
         *(UpscaleButton(job, i, 0) for i in range(count)), RerollButton(job, 0),
         *(VariationButton(job, i, 1) for i in range(count)), DeleteButton(job, 1),
@@ -276,7 +279,7 @@ def upscale_view(job_id: str, index: int) -> discord.ui.View:
     """Buttons under one full-size image, as Midjourney lays them out: the upscales, then vary it,
     delete the message, share it, or comment on it."""
     return _view(ToolButton("ups", job_id, index, 0), ToolButton("upc", job_id, index, 0),
-                 *_outpaint_buttons(job_id, index, 1),
+                 ToolButton("vr", job_id, index, 0), *_outpaint_buttons(job_id, index, 1),
                  VariationButton(job_id, index, 3, "🔀 Vary"), DeleteButton(job_id, 3), ShareButton(job_id, index, 3),
                  CommentButton(job_id, index, 3))
 
