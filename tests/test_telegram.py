@@ -139,7 +139,8 @@ async def test_group_command_single_photo_and_bad_flag(tmp_path: Path, tiny, fak
         assert photo.file(photo.params["media"]["media"]).data.startswith(b"\x89PNG")
         data = callback_data(photo)
         job = data[0].removeprefix("r:")
-        assert data == [f"r:{job}", f"u:{job}:1", f"v:{job}:1", *(f"s:{job}:1:{s}" for s in range(1, 6)), f"g:{job}:1"]
+        assert data == [f"r:{job}", f"u:{job}:1", f"v:{job}:1", *(f"s:{job}:1:{s}" for s in range(1, 6)), f"g:{job}:1",
+                        f"t:{job}:1:vr"]
         assert all(len(d.encode()) <= 64 for d in data)
         assert "Bob" in photo.params["media"]["caption"]
         assert len(fake.calls("sendPhoto")) == 1 and len(fake.calls("editMessageMedia")) == 1

@@ -109,7 +109,8 @@ async def test_upscale_buttons_under_a_full_size_image(tmp_path: Path, tiny, fak
         mark = fake.mark()
         fake.push(fake.callback_query_update(f"u:{job}:2", result.result))
         document = await fake.wait_for_call("sendDocument", since=mark)
-        assert callback_data(document) == [f"t:{job}:2:{code}" for code in ("ups", "upc", "z15", "z2", "pl", "pr", "pu", "pd")]
+        assert callback_data(document) == [f"t:{job}:2:{code}" for code in ("ups", "upc", "vr", "z15", "z2", "pl", "pr",
+                                                                             "pu", "pd")]
         bob = make_user(2002, "Bob", "bob")
         mark = fake.mark()
         fake.push(fake.callback_query_update(f"t:{job}:2:upc", document.result, bob))

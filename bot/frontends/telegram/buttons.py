@@ -20,6 +20,7 @@ from telegram.ext import ContextTypes
 from bot.frontends.common import TOOLS, clip, forgotten_counts, tool_action
 from bot.frontends.telegram import callbacks
 from bot.frontends.telegram.delivery import MAX_LOCAL_UPLOAD_BYTES, MAX_UPLOAD_BYTES
+from bot.frontends.telegram.edits import EDIT_HINT
 from bot.frontends.telegram.keyboards import history_keyboard, main_keyboard, stars_keyboard, tools_keyboard
 from bot.frontends.telegram.messages import PLATFORM, history_text, reply_parameters, stars_text, who_of
 from bot.frontends.telegram.moderation import appeal_text
@@ -50,6 +51,9 @@ class ButtonHandlers:
         async def _share_button(self, query: Any, message: Message, who: Who, share: bool,
                                 fields: tuple[str, ...]) -> None: ...
 
+        async def _describe_button(self, update: Update, query: Any, message: Message, user: User,
+                                   fields: tuple[str, ...]) -> None: ...
+
     # -- buttons -------------------------------------------------------------------------------
 
     async def _button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -70,7 +74,11 @@ class ButtonHandlers:
         if kind in "ruvksxgot" and not fields[0]:
             await query.answer("This button no longer works.")
             return
-        if kind in "go":  # 🌐 share / ↩ unshare (accounts.py)
+        if kind == "d":  # Imagine n under a /describe answer (edits.py)
+            await self._describe_button(update, query, message, user, fields)
+        elif kind == "t" and fields[2:3] == ("vr",):  # 🖌️ Vary (Region): the words come in a reply
+            await query.answer(EDIT_HINT, show_alert=True)
+        elif kind in "go":  # 🌐 share / ↩ unshare (accounts.py)
             await self._share_button(query, message, who, kind == "g", fields)
         elif kind == "r":
             await self._submit(who, user, message.chat_id, message.chat.type, message.message_id,

@@ -14,7 +14,10 @@ after a restart. Format: a one-letter action, then fields separated by ``:``::
     a:<user_id>             file a moderation appeal (under a cooldown/block refusal; only that user)
     g:<job>:<n>             🌐 put image n in the public web gallery (its owner)
     o:<job>:<n>             take image n out of the gallery again (its owner or an admin)
-    t:<job>:<n>:<tool>      the toolbox on image n: ups/upc ⬆️ Upscale, z15/z2 Zoom Out, pl/pr/pu/pd pan
+    t:<job>:<n>:<tool>      the toolbox on image n: ups/upc ⬆️ Upscale, z15/z2 Zoom Out, pl/pr/pu/pd pan,
+                            vr 🖌️ Vary (Region) (says how: a reply with /edit)
+    d:<n>[:i]               Imagine n under a /describe answer (its prompt n, read back from the
+                            answer's text); with i, starting from the described picture
 
 Job ids are 12 hex digits, so the longest job button (``s:…:4:5``) is 18 bytes.
 """
@@ -34,7 +37,7 @@ __all__ = [
 ]
 
 MAX_CALLBACK_BYTES = 64
-_ACTIONS = frozenset("ruvksxhfagot")
+_ACTIONS = frozenset("ruvksxhfagotd")
 
 # Reaction scheme (documented in docs/user/commands.md): the strongest mapped emoji of a user's reactions
 # counts; removing every mapped reaction removes the rating made by reaction (not a button one).

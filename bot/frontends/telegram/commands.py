@@ -46,6 +46,8 @@ COMMANDS = (
     BotCommand("quota", "Images left in this period"),
     BotCommand("settings", "Show or change your defaults"),
     BotCommand("loras", "The LoRA adapters: names, trigger words"),
+    BotCommand("edit", "Reply to an image: /edit the cat -> a small red fox"),
+    BotCommand("describe", "Caption of a photo (or a reply to one): four prompts from it"),
     BotCommand("cancel", "Cancel your running request"),
     BotCommand("export", "A zip of your data and images"),
     BotCommand("forget", "Delete everything stored about you"),
@@ -63,6 +65,8 @@ COMMAND_HELP = """Commands:
 /quota — images left
 /settings [key=value …] — defaults: aspect, style, count, steps, private, refine
 /loras — LoRA adapters for <lora:NAME:0.8> in a prompt
+/edit WHAT -> NEW — as a reply to one of my images: repaint what the words name (🖌️ Vary (Region))
+/describe — as a photo's caption, or a reply to a photo: four prompts to start from
 /cancel — cancel your latest running request
 /export — a zip of your data · /forget — delete it all
 /appeal [message] — ask an admin to review your strikes, cooldown or block

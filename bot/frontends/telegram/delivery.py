@@ -39,6 +39,7 @@ from telegram.constants import ChatType
 from telegram.error import BadRequest, TelegramError
 
 from bot.frontends.common import clip, new_reference, render_grid
+from bot.frontends.edits import mask_overlay
 from bot.frontends.telegram.keyboards import cancel_keyboard, main_keyboard, upscaled_keyboard
 from bot.frontends.telegram.messages import PLATFORM, caption_of, reply_parameters, status_text
 from bot.frontends.telegram.pacing import Lane, lane
@@ -275,7 +276,7 @@ class Delivering:
             spot = (int(target.get("status_chat") or target["chat_id"]), int(target["status_id"]))
         data, name, as_photo = await asyncio.to_thread(result_media, delivery)
         caption = caption_of(delivery, target.get("name"))
-        keyboard = (upscaled_keyboard(delivery.job_id) if delivery.request.kind in ("upscale", "zoom", "pan")
+        keyboard = (upscaled_keyboard(delivery.job_id) if delivery.request.kind in ("upscale", "zoom", "pan", "edit")
                     else main_keyboard(delivery.job_id, len(delivery.images)))
         spoiler = any(i.spoiler for i in delivery.images) or None
         media = (InputMediaPhoto(data, caption=caption, filename=name, has_spoiler=spoiler) if as_photo
@@ -303,4 +304,18 @@ class Delivering:
         await self.service.remember_message(delivery.job_id, PLATFORM, spot[0], spot[1], index=None)
         await self._react(target.get("ack"), None)  # before: a crash in between repeats both, harmlessly
         await self.service.mark_delivered(delivery.job_id)
+        await self._send_mask(delivery, spot)
         return edited
+
+    async def _send_mask(self, delivery: Delivery, spot: tuple[int, int]) -> None:
+        """An edit's region, tinted over its source, as a small photo under the result (best effort:
+        the result is delivered already)."""
+        shown = await asyncio.to_thread(mask_overlay, delivery)
+        if shown is None:
+            return
+        try:
+            await self.bot.send_photo(spot[0], shown, caption="🖌️ The region that was repainted (red).",
+                                      filename=f"{delivery.job_id}-mask.jpg", reply_parameters=reply_parameters(spot[1]),
+                                      **lane(self.bot, Lane.RESULT))
+        except TelegramError as err:
+            logger.info("telegram: the mask of job %s was not sent: %s", delivery.job_id, err)

@@ -34,6 +34,7 @@ from bot.frontends.common import apology, clip, new_reference
 from bot.frontends.telegram.accounts import AccountHandlers
 from bot.frontends.telegram.buttons import ButtonHandlers
 from bot.frontends.telegram.commands import COMMANDS, CommandHandlers
+from bot.frontends.telegram.edits import EditHandlers
 from bot.frontends.telegram.delivery import Delivering
 from bot.frontends.telegram.inbox import InboxProcessor, StoringQueue, replay
 from bot.frontends.telegram.keyboards import appeal_keyboard
@@ -57,7 +58,7 @@ _CONNECT_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)  # start-up retries; the las
 Handler = Callable[[Update, ContextTypes.DEFAULT_TYPE], Awaitable[None]]
 
 
-class TelegramFrontEnd(CommandHandlers, AccountHandlers, ButtonHandlers, Delivering):
+class TelegramFrontEnd(CommandHandlers, AccountHandlers, ButtonHandlers, EditHandlers, Delivering):
     """The Telegram bot: ``await start()``, later ``await close()``; shares the loop with others."""
 
     def __init__(self, service: ImagineService, settings: TelegramSettings) -> None:
@@ -102,12 +103,15 @@ class TelegramFrontEnd(CommandHandlers, AccountHandlers, ButtonHandlers, Deliver
             "admin": self._admin, "appeal": self._appeal,
             "share": self._share, "unshare": self._share, "link": self._link, "unlink": self._unlink,
             "apikey": self._apikey, "web": self._web,  # accounts.py: the gallery, one account, API keys, studio
+            "edit": self._edit, "describe": self._describe,  # edits.py: 🖌️ Vary (Region), /describe
         }
         for name, handler in commands.items():
             app.add_handler(CommandHandler(name, self._guard(handler), filters=only_new))
         # a photo (or a file) whose caption is /imagine …: CommandHandler reads text only
         captioned = filters.CaptionRegex(r"^/imagine(?:@\w+)?(?:\s|$)") & (filters.PHOTO | filters.Document.ALL)
         app.add_handler(MessageHandler(captioned & only_new, self._guard(self._imagine)))
+        described = filters.CaptionRegex(r"^/describe(?:@\w+)?(?:\s|$)") & (filters.PHOTO | filters.Document.ALL)
+        app.add_handler(MessageHandler(described & only_new, self._guard(self._describe)))
         app.add_handler(CallbackQueryHandler(self._guard(self._button)))
         # a text reply to a result, after rating it: a comment beside the rating (buttons.py)
         app.add_handler(MessageHandler(only_new & filters.REPLY & filters.TEXT & ~filters.COMMAND,

@@ -11,6 +11,7 @@ from bot.service import HistoryView
 __all__ = [
     "appeal_keyboard",
     "cancel_keyboard",
+    "describe_keyboard",
     "forget_keyboard",
     "history_keyboard",
     "main_keyboard",
@@ -28,7 +29,8 @@ def main_keyboard(job_id: str, count: int) -> InlineKeyboardMarkup:
              InlineKeyboardButton("⬇ U1 full size", callback_data=enc("u", job_id, 1)),
              InlineKeyboardButton("🎨 V1 vary", callback_data=enc("v", job_id, 1))],
             [InlineKeyboardButton(f"{s}⭐", callback_data=enc("s", job_id, 1, s)) for s in range(1, 6)],
-            [InlineKeyboardButton("🌐 Share", callback_data=enc("g", job_id, 1))],
+            [InlineKeyboardButton("🌐 Share", callback_data=enc("g", job_id, 1)),
+             InlineKeyboardButton(TOOLS["vr"][0], callback_data=enc("t", job_id, 1, "vr"))],
         ]
     else:
         numbers = range(1, count + 1)
@@ -52,17 +54,26 @@ _OUTPAINT = (("z15", "z2"), ("pl", "pr", "pu", "pd"))
 
 def tools_keyboard(job_id: str, index: int) -> InlineKeyboardMarkup:
     """Under one full-quality image (U1…U4), as Midjourney lays them out: upscales, zoom, pan."""
-    return InlineKeyboardMarkup(_tools(job_id, index, ("ups", "upc"), *_OUTPAINT))
+    return InlineKeyboardMarkup(_tools(job_id, index, ("ups", "upc"), ("vr",), *_OUTPAINT))
 
 
 def upscaled_keyboard(job_id: str) -> InlineKeyboardMarkup:
-    """Under an upscaled file (or a zoom or pan): zoom or pan it, rate it, share it."""
+    """Under an upscaled file (or a zoom, pan or edit): zoom, pan or edit it, rate it, share it."""
     enc = callbacks.encode
     return InlineKeyboardMarkup([
-        *_tools(job_id, 1, *_OUTPAINT),
+        *_tools(job_id, 1, ("vr",), *_OUTPAINT),
         [InlineKeyboardButton(f"{s}⭐", callback_data=enc("s", job_id, 1, s)) for s in range(1, 6)],
         [InlineKeyboardButton("🌐 Share", callback_data=enc("g", job_id, 1))],
     ])
+
+
+def describe_keyboard(count: int, with_image: bool) -> InlineKeyboardMarkup:
+    """Under a /describe answer: Imagine 1…n, and 🖼 1…n to start from the described picture."""
+    enc = callbacks.encode
+    rows = [[InlineKeyboardButton(f"Imagine {n}", callback_data=enc("d", n)) for n in range(1, count + 1)]]
+    if with_image:
+        rows.append([InlineKeyboardButton(f"🖼 {n}", callback_data=enc("d", n, "i")) for n in range(1, count + 1)])
+    return InlineKeyboardMarkup(rows)
 
 
 def share_keyboard(job_id: str, index: int) -> InlineKeyboardMarkup:
