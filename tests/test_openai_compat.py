@@ -158,7 +158,7 @@ async def test_variation_and_edit_of_an_uploaded_image(tmp_path: Path) -> None:
         with pytest.raises(openai.BadRequestError) as masked:
             await client.images.edit(image=("photo.png", photo, "image/png"), prompt="add a boat",
                                      mask=("mask.png", png_bytes((0, 0, 0), (400, 300)), "image/png"))
-        assert masked.value.param == "mask" and "not supported yet" in masked.value.message
+        assert masked.value.param == "mask" and "covers nothing" in masked.value.message  # opaque: no area to edit
         with pytest.raises(openai.BadRequestError) as junk:
             await client.images.edit(image=("notes.png", b"not an image at all", "image/png"), prompt="x")
         assert junk.value.param == "image" and "not an image I can read" in junk.value.message

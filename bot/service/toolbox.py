@@ -130,30 +130,34 @@ class ToolboxPart(ServiceContext):
                                       source=f"{job_id}#{index + 1}", target=target, origin=origin)
 
     async def edit_upload(self, who: Who, data: bytes, mask: bytes, text: str, *, convention: str = "alpha",
-                          invert: bool = False, blur: int = 0, target: dict[str, Any] | None = None,
-                          origin: Origin | None = None, spaced: bool = True, **options: Any) -> Ticket:
+                          invert: bool = False, blur: int = 0, strength: float | None = None,
+                          target: dict[str, Any] | None = None, origin: Origin | None = None, spaced: bool = True,
+                          **options: Any) -> Ticket:
         """Repaint the region ``mask`` marks in an uploaded picture with the prompt of ``text`` (the
         compatible APIs: OpenAI's ``/v1/images/edits``, convention "alpha": transparent = edit;
-        A1111's img2img ``mask``, "white": white = edit). The picture gets the checks of any upload."""
+        A1111's img2img ``mask``, "white": white = edit). The picture gets the checks of any upload;
+        ``strength`` (default ``edit.strength``) is how much of the region is re-noised."""
         await self._raise_if_accepted(origin)
         user = await self._active_user(who, spaced=spaced)
         upload = await checked_upload(data)
         base = parse_imagine(
             text, caps=self.caps, defaults=accounts_rules.defaults_from(user.settings, refine=False),
             user_id=who.user_id, platform=who.platform, image_size=upload.size, **options)
-        base = replace(base, kind="txt2img", init_image=None, strength=self.config.edit.strength, count=1)
+        base = replace(base, kind="txt2img", init_image=None, count=1,
+                       strength=self.config.edit.strength if strength is None else strength)
         await self.moderation.check_prompt(who, base.prompt, base.negative_prompt, target)
         fitted = await asyncio.to_thread(fit_image, upload.image, (base.width, base.height))
         verdicts = await self.moderation.check_images(who.key, target, [fitted])
         if "blocked" in verdicts:
             raise InvalidRequest("image", BLOCKED_UPLOAD)
         return await self._edit_image(who, user, base, fitted, base.prompt, None, mask, convention, invert=invert,
-                                      blur=blur, source=None, target=target, origin=origin)
+                                      blur=blur, source=None, target=target, origin=origin,
+                                      strength=base.strength)
 
     async def _edit_image(self, who: Who, user: User, base: GenerationRequest, image: Image.Image, prompt: str,
                           words: str | None, mask: bytes | None, convention: str, *, invert: bool = False,
                           blur: int = 0, source: str | None, target: dict[str, Any] | None,
-                          origin: Origin | None) -> Ticket:
+                          origin: Origin | None, strength: float | None = None) -> Ticket:
         """Find the region, refuse a useless mask for free, store the input, submit the edit job."""
         settings = self.config.edit
         # 1. the words pass the prompt filter before any model sees them
@@ -182,7 +186,8 @@ class ToolboxPart(ServiceContext):
         size = image.size if image.size in self.caps.buckets() else nearest_bucket(*image.size,
                                                                                     self.caps.base_resolution)
         request = replace(
-            base, kind="edit", init_image=str(self.store.path_for(path).resolve()), strength=settings.strength,
+            base, kind="edit", init_image=str(self.store.path_for(path).resolve()),
+            strength=settings.strength if strength is None else strength,
             count=1, width=size[0], height=size[1], variation_of=None, source=source,
             mode="words" if words is not None else "mask", refine=False, user_id=who.user_id,
             platform=who.platform, original_prompt=None, prompt=prompt, edit_words=words,

@@ -73,8 +73,33 @@ class Txt2Img(BaseModel):
 class Img2Img(Txt2Img):
     init_images: list[str] = []
     denoising_strength: float | None = 0.75
-    mask: str | None = None
+    mask: str | None = None  # white: the area to repaint (inpainting)
+    mask_blur: int = 4  # px of softness at the mask's edge
+    inpainting_fill: int = 1  # 0 fill, 1 original, 2 latent noise, 3 latent nothing
+    inpainting_mask_invert: int = 0  # 1: repaint what is black instead
+    inpaint_full_res: bool | int | None = None
+    inpaint_full_res_padding: int | None = None
     include_init_images: bool = False
+
+
+def _inpainting(body: Img2Img) -> dict[str, Any]:
+    """The edit options of an img2img with a mask: invert, blur, and how much of the region is re-noised
+    (latent noise / nothing: drawn anew; fill / original: from the image at denoising_strength)."""
+    if body.mask_blur < 0 or body.mask_blur > 64:
+        raise ProblemError(Problem(422, "invalid_value", "mask_blur must be from 0 to 64 pixels.", "mask_blur"))
+    strength = 1.0 if body.inpainting_fill in (2, 3) else body.denoising_strength
+    return {"invert": bool(body.inpainting_mask_invert), "blur": body.mask_blur, "strength": strength}
+
+
+def _inpaint_notes(body: Img2Img) -> list[str]:
+    notes = []
+    if body.inpainting_fill == 0:
+        notes.append("inpainting_fill 0 (fill) -> 1 (original): the region starts from the image itself")
+    if body.inpainting_fill in (2, 3):
+        notes.append(f"inpainting_fill {body.inpainting_fill}: the region is drawn anew (denoising_strength 1)")
+    if body.inpaint_full_res:
+        notes.append("inpaint_full_res: not supported, ignored (the region is painted at the image's size)")
+    return notes
 
 
 def error(problem: Problem) -> JSONResponse:
@@ -155,7 +180,7 @@ def _response(service: ImagineService, body: Txt2Img, sent: set[str], delivery: 
     if request.steps != nearest_steps(service, body.steps):
         notes.append(f"steps -> {request.steps}: denoising_strength {request.strength:g} runs "
                      f"int(steps x strength) steps, and one at least must run")
-    strength = request.strength if request.kind == "img2img" else None
+    strength = request.strength if request.kind in ("img2img", "edit") else None
     parameters = {**body.model_dump(exclude={"init_images", "mask"}), "width": request.width,
                   "height": request.height, "steps": request.steps, "cfg_scale": 0.0, "sampler_name": SAMPLER,
                   "scheduler": SCHEDULER, "batch_size": request.count, "n_iter": 1, "seed": request.seed,
@@ -180,7 +205,14 @@ async def _generate(request: Request, who: Who, body: Txt2Img, sent: set[str], n
     service: ImagineService = request.app.state.service
     options, mapped = _mapped(service, body, sent)
     notes = (notes or []) + mapped
-    ticket = await service.imagine(who, body.prompt, target={"web": True, "api": "a1111"}, spaced=False, **options, **extra)
+    target = {"web": True, "api": "a1111"}
+    if extra.get("mask") is not None:  # inpainting: the same edit path as 🖌️ Vary (Region)
+        if options.pop("count", 1) != 1:
+            notes.append("batch_size x n_iter -> 1: an inpainting request makes one image")
+        ticket = await service.edit_upload(who, extra["image"], extra["mask"], body.prompt, convention="white",
+                                           spaced=False, target=target, **extra["edit"], **options)
+    else:
+        ticket = await service.imagine(who, body.prompt, target=target, spaced=False, **options, **extra)
     try:
         delivery = await wait_for(request, service, who, ticket)
     except JobCancelled:  # /sdapi/v1/interrupt (or /cancel): A1111 answers with what it has, here nothing
@@ -204,13 +236,12 @@ async def txt2img(request: Request) -> Any:
 
 @a1111_router.post("/img2img")
 async def img2img(request: Request) -> Any:
-    """Rework the first of ``init_images`` from the prompt at ``denoising_strength`` (no masks yet)."""
+    """Rework the first of ``init_images`` from the prompt at ``denoising_strength``; with a ``mask``
+    (white: the area to repaint) only that area changes (``mask_blur``, ``inpainting_fill``,
+    ``inpainting_mask_invert``)."""
     async def work(who: Who) -> Any:
         data = await body_of(request)
         body = Img2Img.model_validate(data)
-        if body.mask:
-            raise ProblemError(Problem(422, "unsupported", "Masks (inpainting) are not supported yet: leave out "
-                                       "`mask` to rework the whole image.", "mask"))
         if not body.init_images:
             raise ProblemError(Problem(422, "missing_image", "img2img needs an image in init_images.",
                                        "init_images"))
@@ -223,6 +254,9 @@ async def img2img(request: Request) -> Any:
             notes.append(f"denoising_strength {strength:g} -> {lowest:g}: the least that runs one step")
             body = body.model_copy(update={"denoising_strength": lowest})
         image = decode_b64_image(body.init_images[0], "init_images")
+        if body.mask:
+            return await _generate(request, who, body, set(data), notes + _inpaint_notes(body), image=image,
+                                   mask=decode_b64_image(body.mask, "mask"), edit=_inpainting(body))
         return await _generate(request, who, body, set(data), notes, image=image, strength=body.denoising_strength)
 
     return await a1111_answer(request, work)

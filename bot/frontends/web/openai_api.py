@@ -158,7 +158,8 @@ class _Upload(_Common):
     stream: bool | None = None
 
 
-async def _form_upload(request: Request, *, needs_prompt: bool) -> tuple[_Upload, bytes]:
+async def _form_upload(request: Request, *, needs_prompt: bool,
+                       takes_mask: bool = False) -> tuple[_Upload, bytes, bytes | None]:
     try:
         form = await request.form()
     except Exception:  # not multipart, or a broken one
@@ -169,23 +170,41 @@ async def _form_upload(request: Request, *, needs_prompt: bool) -> tuple[_Upload
         raise ProblemError(Problem(400, "missing_image", "An image is needed in the `image` field.", "image"))
     if len(files) > 1:
         raise ProblemError(Problem(400, "too_many_images", f"One image per request, not {len(files)}.", "image"))
-    if form.get("mask") is not None:
-        raise ProblemError(Problem(400, "unsupported", "Masks (inpainting) are not supported yet: send the image "
-                                   "without a mask to rework the whole image from your prompt.", "mask"))
-    fields = {k: v.strip() for k, v in form.multi_items() if isinstance(v, str) and k not in ("image", "image[]")}
+    mask = form.get("mask")
+    if mask is not None and not takes_mask:
+        raise ProblemError(Problem(400, "unsupported", "Variations take no mask; send the mask to "
+                                   "/v1/images/edits to repaint only part of the image.", "mask"))
+    if mask is not None and not hasattr(mask, "read"):
+        raise ProblemError(Problem(400, "invalid_mask", "The mask must be a PNG file whose fully transparent "
+                                   "pixels mark the area to edit.", "mask"))
+    fields = {k: v.strip() for k, v in form.multi_items()
+              if isinstance(v, str) and k not in ("image", "image[]", "mask")}
     body = _Upload.model_validate(fields)
     if needs_prompt and not body.prompt.strip():
         raise ProblemError(Problem(400, "missing_prompt", "An edit needs a prompt saying what to make of the image.",
                                    "prompt"))
-    return body, await files[0].read()
+    return body, await files[0].read(), (await mask.read() if mask is not None else None)  # type: ignore[union-attr]
 
 
 @openai_router.post("/images/edits")
 async def edits(request: Request) -> Any:
-    """img2img from an uploaded image and a prompt (multipart ``image``; a ``mask`` is refused for now)."""
+    """img2img from an uploaded image and a prompt (multipart ``image``); with a ``mask`` (a PNG whose
+    fully transparent pixels mark the area to edit) only that area is repainted, the rest kept."""
     async def work(who: Who) -> Any:
-        body, data = await _form_upload(request, needs_prompt=True)
-        return await _run(request, who, body, body.prompt, body.output_format or "png", image=data)
+        body, data, mask = await _form_upload(request, needs_prompt=True, takes_mask=True)
+        if mask is None:
+            return await _run(request, who, body, body.prompt, body.output_format or "png", image=data)
+        service: ImagineService = request.app.state.service
+        options = _options(service, body)
+        if options.pop("count") != 1:
+            raise ProblemError(Problem(400, "invalid_n", "With a mask, one image is made per request: use n=1.",
+                                       "n"))
+        ticket = await service.edit_upload(who, data, mask, body.prompt, convention="alpha", target=_target(body),
+                                           spaced=False, **options)
+        delivery = await wait_for(request, service, who, ticket)
+        if delivery is None:
+            return JSONResponse({}, 499)  # the client is gone; nobody reads this
+        return await _data(request, delivery, body.response_format, body.output_format or "png")
 
     return await _answer(request, work)
 
@@ -194,7 +213,7 @@ async def edits(request: Request) -> Any:
 async def variations(request: Request) -> Any:
     """Variations of an uploaded image (img2img with the prompt it carries, if any)."""
     async def work(who: Who) -> Any:
-        body, data = await _form_upload(request, needs_prompt=False)
+        body, data, _ = await _form_upload(request, needs_prompt=False)
         return await _run(request, who, body, body.prompt, body.output_format or "png", image=data)
 
     return await _answer(request, work)
