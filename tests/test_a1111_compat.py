@@ -192,7 +192,7 @@ async def test_img2img_png_info_and_extras(tmp_path: Path) -> None:
             used = (await app.env.service.quota(ADA)).used
             r = await http.post("/sdapi/v1/img2img", headers=auth, json={
                 "init_images": [b64_png()], "mask": b64_png(color=(255, 255, 255)), "prompt": "a door"})
-            assert r.status_code == 422 and "nearly everything" in r.json()["detail"]  # all white: the whole image
+            assert r.status_code == 400 and "nearly everything" in r.json()["detail"]  # all white: the whole image
             r = await http.post("/sdapi/v1/img2img", headers=auth, json={"init_images": [], "prompt": "a door"})
             assert r.status_code == 422 and "init_images" in r.json()["detail"]
             assert (await app.env.service.quota(ADA)).used == used
