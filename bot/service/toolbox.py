@@ -130,13 +130,14 @@ class ToolboxPart(ServiceContext):
                                       source=f"{job_id}#{index + 1}", target=target, origin=origin)
 
     async def edit_upload(self, who: Who, data: bytes, mask: bytes, text: str, *, convention: str = "alpha",
-                          invert: bool = False, blur: int = 0, strength: float | None = None,
+                          invert: bool = False, blur: int | None = None, strength: float | None = None,
                           target: dict[str, Any] | None = None, origin: Origin | None = None, spaced: bool = True,
                           **options: Any) -> Ticket:
         """Repaint the region ``mask`` marks in an uploaded picture with the prompt of ``text`` (the
         compatible APIs: OpenAI's ``/v1/images/edits``, convention "alpha": transparent = edit;
         A1111's img2img ``mask``, "white": white = edit). The picture gets the checks of any upload;
-        ``strength`` (default ``edit.strength``) is how much of the region is re-noised."""
+        ``strength`` (default ``edit.strength``) is how much of the region is re-noised; ``blur`` (px,
+        default ``edit.feather`` of the short side) softens the mask's edge."""
         await self._raise_if_accepted(origin)
         user = await self._active_user(who, spaced=spaced)
         upload = await checked_upload(data)
@@ -156,7 +157,7 @@ class ToolboxPart(ServiceContext):
 
     async def _edit_image(self, who: Who, user: User, base: GenerationRequest, image: Image.Image, prompt: str,
                           words: str | None, mask: bytes | None, convention: str, *, invert: bool = False,
-                          blur: int = 0, source: str | None, target: dict[str, Any] | None,
+                          blur: int | None = None, source: str | None, target: dict[str, Any] | None,
                           origin: Origin | None, strength: float | None = None) -> Ticket:
         """Find the region, refuse a useless mask for free, store the input, submit the edit job."""
         settings = self.config.edit
@@ -173,8 +174,9 @@ class ToolboxPart(ServiceContext):
             region = await asyncio.to_thread(prepare_mask, probabilities, image.size, settings)
         else:
             drawn = await checked_upload(mask)
+            soft = round(min(image.size) * settings.feather) if blur is None else blur  # a drawn edge, softened
             region = await asyncio.to_thread(mask_from_image, drawn.image if convention != "alpha" else
-                                             _with_alpha(mask), image.size, convention, invert=invert, blur=blur)
+                                             _with_alpha(mask), image.size, convention, invert=invert, blur=soft)
         # 3. nothing or nearly everything: refused, nothing charged
         problem = coverage_problem(coverage(region), settings, words)
         if problem is not None:

@@ -7,6 +7,7 @@
     GET  /studio/images/{ref}             png (default), jpeg, webp or svg; ``download=1`` saves it
     GET  /studio/images/{ref}/thumb.jpg   a thumbnail for the grid
     POST /studio/images/{ref}/rating|share|delete|variation, /studio/jobs/{id}/reroll
+    POST /studio/images/{ref}/edit        🖌️ Vary (Region): the brush's mask (white = repaint) or words
 
 Every route is one service call with the session's account (quota, history, ratings, settings
 as in the chat); POSTs need the session's CSRF token. Refusals come back as ``{"detail": …}``
@@ -16,6 +17,8 @@ with the chat's own words, and the page shows them (``static/studio.js``).
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -30,7 +33,7 @@ from bot.frontends.web.social import share_links
 from bot.frontends.web.views import update_event
 from bot.service import (Cancelled, Finished, ImagineService, JobView, NotFound, Queued, Running, StoredImage, Ticket,
                          WebSession, image_ref)
-from generation.core.errors import ImagineError
+from generation.core.errors import ImagineError, InvalidRequest
 
 __all__ = ["studio_image", "studio_router"]
 
@@ -45,6 +48,16 @@ class Stars(BaseModel):
     stars: int = Field(ge=1, le=5)
     comment: str | None = Field(None, min_length=1, max_length=500,
                                 description="Words beside the rating (checked like a prompt); kept with it")
+
+
+class EditBody(BaseModel):
+    """🖌️ Vary (Region) from the studio: the new text, and the brush's mask or the words naming the part."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=4000)
+    region: str | None = Field(None, max_length=200)
+    mask: str | None = Field(None, max_length=28_000_000, description="a PNG, base64: white = repaint")
 
 
 def _service(request: Request) -> ImagineService:
@@ -218,6 +231,22 @@ async def variation(ref: str, request: Request, found: Checked) -> dict[str, Any
     if not number.isdecimal() or int(number) < 1:
         raise NotFound(f"There is no image {ref}.")
     ticket = await _service(request).variation(found.who, job_id, int(number) - 1, target={"web": True})
+    return _accepted(request, ticket)
+
+
+@studio_router.post("/images/{ref}/edit", status_code=202)
+async def edit(ref: str, body: EditBody, request: Request, found: Checked) -> dict[str, Any]:
+    """Repaint the part the brush covered (or the words name) with the new text: one image charged."""
+    job_id, _, number = ref.rpartition("-")
+    if not number.isdecimal() or int(number) < 1:
+        raise NotFound(f"There is no image {ref}.")
+    try:
+        mask = base64.b64decode(body.mask.partition(",")[2] if body.mask.startswith("data:") else body.mask,
+                                validate=True) if body.mask else None
+    except (binascii.Error, ValueError):
+        raise InvalidRequest("mask", "The painted mask could not be read; paint it again.") from None
+    ticket = await _service(request).edit(found.who, job_id, int(number) - 1, body.prompt, words=body.region,
+                                          mask=mask, target={"web": True})
     return _accepted(request, ticket)
 
 

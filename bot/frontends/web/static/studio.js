@@ -83,7 +83,8 @@
     note.append(label, el("button", {type: "submit"}, "Save comment"));
     box.append(note);
     var buttons = el("p", {"class": "buttons"});
-    [["share", "Share to the gallery"], ["variation", "Variations"], ["reroll", "Reroll"], ["delete", "Delete"]]
+    [["share", "Share to the gallery"], ["variation", "Variations"], ["region", "Vary (Region)"], ["reroll", "Reroll"],
+     ["delete", "Delete"]]
       .forEach(function (pair) { buttons.append(el("button", {type: "button", "data-action": pair[0]}, pair[1])); });
     box.append(buttons);
     box.append(el("div", {"class": "shared-links", "aria-live": "polite"}));
@@ -200,8 +201,85 @@
     });
   }
 
+  // 🖌️ Vary (Region): paint over the part to change (or name it), say what goes there instead.
+  function openBrush(box, ref) {
+    var open = box.querySelector("form.brush");
+    if (open) { open.hidden = !open.hidden; return; }
+    var item = box.closest("li") || box.closest(".detail") || document;
+    var img = item.querySelector("img");
+    if (!img) return;
+    var form = el("form", {"class": "brush", "aria-label": "Vary (Region)"});
+    var canvas = el("canvas", {width: img.naturalWidth || img.width, height: img.naturalHeight || img.height,
+                               role: "img", "aria-label": "Paint over the part to change"});
+    canvas.style.backgroundImage = "url('" + img.src + "')";
+    var painted = false, drawing = false, last = null;
+    var ctx = canvas.getContext("2d");
+    var size = el("input", {type: "range", min: "4", max: "160", value: "40", id: "brush-size-" + ref});
+    function point(e) {
+      var r = canvas.getBoundingClientRect();
+      return {x: (e.clientX - r.left) * canvas.width / r.width, y: (e.clientY - r.top) * canvas.height / r.height,
+              scale: canvas.width / r.width};
+    }
+    function stroke(from, to) {
+      ctx.strokeStyle = "rgba(230, 40, 40, 0.55)";
+      ctx.lineCap = "round"; ctx.lineJoin = "round";
+      ctx.lineWidth = Number(size.value) * to.scale;
+      ctx.beginPath(); ctx.moveTo(from.x, from.y); ctx.lineTo(to.x + 0.01, to.y); ctx.stroke();
+      painted = true;
+    }
+    canvas.addEventListener("pointerdown", function (e) {
+      drawing = true; last = point(e); stroke(last, last); canvas.setPointerCapture(e.pointerId);
+    });
+    canvas.addEventListener("pointermove", function (e) {
+      if (!drawing) return;
+      var p = point(e); stroke(last, p); last = p;
+    });
+    ["pointerup", "pointercancel"].forEach(function (name) {
+      canvas.addEventListener(name, function () { drawing = false; });
+    });
+    var sizeLabel = el("label", {"for": size.id}, "Brush size");
+    var clear = el("button", {type: "button"}, "Clear");
+    clear.addEventListener("click", function () { ctx.clearRect(0, 0, canvas.width, canvas.height); painted = false; });
+    var words = el("input", {type: "text", maxlength: "200", id: "brush-words-" + ref, placeholder: "the cat"});
+    var wordsLabel = el("label", {"for": words.id}, "Or name the part instead of painting it");
+    var text = el("input", {type: "text", maxlength: "1000", id: "brush-text-" + ref, required: "",
+                            placeholder: "a small red fox"});
+    var textLabel = el("label", {"for": text.id}, "Paint there instead");
+    form.append(el("p", {"class": "hint"}, "Paint over the part to change; everything else stays as it is."),
+                canvas, sizeLabel, size, clear, wordsLabel, words, textLabel, text,
+                el("button", {type: "submit", "class": "primary"}, "Repaint region"));
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var body = {prompt: text.value};
+      if (painted) {
+        var mask = document.createElement("canvas");
+        mask.width = canvas.width; mask.height = canvas.height;
+        var src = ctx.getImageData(0, 0, canvas.width, canvas.height);
+        var out = mask.getContext("2d").createImageData(canvas.width, canvas.height);
+        for (var i = 0; i < src.data.length; i += 4) {
+          var v = src.data[i + 3] > 0 ? 255 : 0;
+          out.data[i] = out.data[i + 1] = out.data[i + 2] = v; out.data[i + 3] = 255;
+        }
+        mask.getContext("2d").putImageData(out, 0, 0);
+        body.mask = mask.toDataURL("image/png");
+      } else if (words.value.trim()) {
+        body.region = words.value.trim();
+      } else {
+        say("Paint over the part to change, or name it.", box); return;
+      }
+      api("POST", "/studio/images/" + ref + "/edit", body).then(function (d) {
+        form.hidden = true;
+        if (document.getElementById("make")) watch(d);
+        else window.location.href = "/studio?watch=" + encodeURIComponent(d.job_id);
+      }, function (err) { say(err.message, box); });
+    });
+    box.querySelector(".buttons").after(form);
+    text.focus();
+  }
+
   function act(box, ref, action) {
     var onStudio = !!document.getElementById("make");
+    if (action === "region") { openBrush(box, ref); return; }
     if (action === "share") {
       api("POST", "/studio/images/" + ref + "/share").then(function (d) {
         var links = box.querySelector(".shared-links");
