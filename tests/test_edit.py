@@ -147,3 +147,25 @@ async def test_edit_of_an_upload_with_an_openai_mask(tmp_path: Path, tiny) -> No
         row = await jobs.get(env.db, ticket.job_id)
         assert row.request["kind"] == "edit" and row.request["mode"] == "mask" and row.request["source"] is None
         assert (await env.service.quota(ADA)).used == 1
+
+
+async def test_an_edit_accepted_before_a_restart_runs_once_after_it(tmp_path: Path, tiny, mask_model) -> None:
+    """The mask is stored with the job (its input, in the alpha channel): a restart runs the edit
+    again from it, without the mask model and without charging again."""
+    async with service_env(tmp_path, tiny, daily_quota=5, edit=PARTIAL) as first:
+        job_id, made = await _made(first)
+    async with service_env(tmp_path, tiny, daily_quota=5, edit=PARTIAL, start_queue=False) as second:
+        second.service.segmenter = mask_model
+        accepted = await second.service.edit(ADA, job_id, 0, "a red sail", words="the boat")
+        assert (await second.service.quota(ADA)).used == 2
+    async with service_env(tmp_path, tiny, daily_quota=5, edit=PARTIAL) as third:  # no mask model now
+        recovered = await third.service.recover()
+        (ticket,) = recovered.tickets
+        assert ticket.job_id == accepted.job_id
+        delivery = await asyncio.wait_for(ticket.delivery(), TIMEOUT)
+        original = np.asarray(Image.open(made.images[0].path).convert("RGB")).astype(int)
+        result = np.asarray(Image.open(delivery.images[0].path).convert("RGB")).astype(int)
+        _, mask = unpack(Image.open(delivery.mask))
+        keep = np.asarray(mask) == 0
+        assert np.abs(result - original)[keep].max() <= 2 and not keep.all()
+        assert (await third.service.quota(ADA)).used == 2  # not charged again
