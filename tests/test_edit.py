@@ -169,3 +169,24 @@ async def test_an_edit_accepted_before_a_restart_runs_once_after_it(tmp_path: Pa
         keep = np.asarray(mask) == 0
         assert np.abs(result - original)[keep].max() <= 2 and not keep.all()
         assert (await third.service.quota(ADA)).used == 2  # not charged again
+
+
+def test_an_upscaled_image_is_edited_at_its_bucket_and_kept_at_its_size(tmp_path: Path, tiny) -> None:
+    """A 2x image (an upscale) is repainted at the model's size and laid back at its own: outside
+    the mask every pixel is the original's, inside it changed."""
+    from generation.core.batch import Batch, BatchItem
+    from generation.tools.masks import pack
+
+    rng = np.random.default_rng(3)
+    big = Image.fromarray(rng.integers(0, 255, (512, 512, 3), dtype=np.uint8), "RGB")
+    region = Image.new("L", (512, 512), 0)
+    region.paste(255, (100, 100, 300, 300))
+    path = tmp_path / "input.png"
+    pack(big, region).save(path)
+    batch = Batch("edit", 256, 256, 2, (BatchItem("a red door", "", 5, init_image=str(path), mode="mask"),), 1.0)
+    (result,) = tiny.generate(batch)
+    assert result.size == (512, 512)
+    pixels, original = np.asarray(result).astype(int), np.asarray(big).astype(int)
+    keep = np.asarray(region) == 0
+    assert np.abs(pixels - original)[keep].max() == 0
+    assert np.abs(pixels - original)[~keep].mean() > 10

@@ -48,6 +48,7 @@ Origin = tuple[str, str]  # (platform, inbox key), as in jobs.py (parts never im
 __all__ = ["MAX_UPSCALED_PIXELS", "ToolboxPart"]
 
 MAX_UPSCALED_PIXELS = 16_000_000
+MAX_WORDS = 200  # the words naming the region to edit
 
 
 class ToolboxPart(ServiceContext):
@@ -221,7 +222,10 @@ def _edit_texts(prompt: Any, words: Any, mask: Any) -> tuple[str, str | None]:
     if mask is None:
         if not isinstance(words, str) or not has_visible_text(words):
             raise InvalidRequest("words", "Name what to change in a few words, e.g. /edit the cat -> a small red fox.")
-        return prompt.strip(), words.strip()[:200]
+        if len(words.strip()) > MAX_WORDS:
+            raise InvalidRequest("words", f"Name what to change in at most {MAX_WORDS} characters, not "
+                                          f"{len(words.strip())}: a few words, like “the cat”.")
+        return prompt.strip(), words.strip()
     if words is not None and has_visible_text(str(words)):
         raise InvalidRequest("mask", "Give either the words naming the region or a mask image, not both.")
     return prompt.strip(), None
