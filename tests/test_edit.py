@@ -56,6 +56,19 @@ def test_mask_is_grown_and_feathered_and_measured() -> None:
     assert coverage(nothing) == 0.0
 
 
+def test_growing_is_a_square_dilation_by_grow_of_the_short_side() -> None:
+    from generation.tools.masks import soften
+
+    rng = np.random.default_rng(1)
+    spots = rng.random((100, 160)) > 0.997
+    grown = np.asarray(soften(Image.fromarray((spots * 255).astype(np.uint8), "L"),
+                              EditSettings(grow=0.05, feather=0.0))) > 0
+    expected = np.zeros_like(spots)
+    for y, x in zip(*np.nonzero(spots)):
+        expected[max(0, y - 5):y + 6, max(0, x - 5):x + 6] = True  # 5% of the short side (100 px)
+    assert spots.any() and (grown == expected).all()
+
+
 def test_drawn_masks_in_each_convention() -> None:
     alpha = Image.new("RGBA", (64, 64), (0, 0, 0, 255))
     alpha.paste((0, 0, 0, 0), (0, 0, 32, 64))  # OpenAI: transparent = edit (the left half)

@@ -86,14 +86,11 @@ def soften(binary: Image.Image, settings: EditSettings) -> Image.Image:
 def _dilate(region: Any, radius: int) -> Any:
     """``region`` (bool, 2-D) grown by ``radius`` pixels (a square), as uint8 0/255; O(pixels)
     whatever the radius (a summed-area table), where PIL's MaxFilter is O(radius²) per pixel."""
-    height, width = region.shape
-    table = np.zeros((height + 1, width + 1), dtype=np.int64)
-    table[1:, 1:] = region.astype(np.int64).cumsum(0).cumsum(1)
-    top = np.clip(np.arange(height) - radius, 0, height)
-    bottom = np.clip(np.arange(height) + radius + 1, 0, height)
-    left = np.clip(np.arange(width) - radius, 0, width)
-    right = np.clip(np.arange(width) + radius + 1, 0, width)
-    sums = (table[bottom][:, right] - table[top][:, right] - table[bottom][:, left] + table[top][:, left])
+    size = 2 * radius + 1
+    padded = np.pad(region.astype(np.int32), radius)
+    table = np.zeros((padded.shape[0] + 1, padded.shape[1] + 1), dtype=np.int32)
+    np.cumsum(np.cumsum(padded, axis=0), axis=1, out=table[1:, 1:])
+    sums = table[size:, size:] - table[:-size, size:] - table[size:, :-size] + table[:-size, :-size]
     return ((sums > 0) * 255).astype(np.uint8)
 
 
