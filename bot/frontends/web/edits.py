@@ -95,7 +95,16 @@ def _base64(text: str, name: str) -> bytes:
                                    "works too); or send multipart/form-data with the file.") from None
 
 
-@router.post("/images/{ref}/edit", status_code=202, response_model=Accepted)
+def _body_schema(model: type[BaseModel], file_field: str) -> dict[str, Any]:
+    """The route's body in the OpenAPI document (the route reads JSON or multipart itself)."""
+    schema = model.model_json_schema()
+    form = {**schema, "properties": {**schema["properties"], file_field: {"type": "string", "format": "binary"}}}
+    return {"requestBody": {"content": {"application/json": {"schema": schema},
+                                        "multipart/form-data": {"schema": form}}}}
+
+
+@router.post("/images/{ref}/edit", status_code=202, response_model=Accepted,
+             openapi_extra=_body_schema(EditRequest, "mask"))
 async def edit_image(ref: str, request: Request, response: Response, auth: Auth) -> Accepted:
     """🖌️ Vary (Region): repaint one region of an image (a new job of yours, one image charged);
     a region that covers nothing or nearly everything is refused (422) and costs nothing."""
@@ -129,7 +138,7 @@ class DescribeRequest(BaseModel):
     image: str | None = Field(None, max_length=28_000_000, description="the picture, base64 (or multipart `image`)")
 
 
-@router.post("/describe", response_model=Described)
+@router.post("/describe", response_model=Described, openapi_extra=_body_schema(DescribeRequest, "image"))
 async def describe(request: Request, auth: Auth) -> Described:
     """A caption and four /imagine prompts for a picture (free; limited per user per hour: 429)."""
     _, data = await _body(request, DescribeRequest, "image")
