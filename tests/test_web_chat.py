@@ -118,7 +118,8 @@ async def test_share_buttons_on_both_platforms(tmp_path: Path, tiny: Any) -> Non
         # Discord: 🌐 on a single image; the answer is ephemeral, with an Unshare button
         message = await dc_result(dc, "an owl --steps 1")
         dc_job = custom_ids(message)[0].split(":")[2]
-        assert custom_ids(message)[-2:] == [f"imagine:share:{dc_job}:0", f"imagine:comment:{dc_job}"]
+        assert custom_ids(message)[-3:] == [f"imagine:share:{dc_job}:0", f"imagine:comment:{dc_job}",
+                                            f"imagine:tool:vr:{dc_job}:0"]  # 🖌️ Vary (Region), on its own row
         stranger = dc.make_user("mallory")
         data = await dc_answer(dc, dc.button(f"imagine:share:{dc_job}:0", message, stranger))
         assert data["flags"] == 64 and "Only the person who asked for this image" in data["content"]

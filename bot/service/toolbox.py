@@ -174,10 +174,12 @@ class ToolboxPart(ServiceContext):
             probabilities = await self.segmenter.probabilities(image, words)
             region = await asyncio.to_thread(prepare_mask, probabilities, image.size, settings)
         else:
-            drawn = await checked_upload(mask)
+            drawn = (await checked_upload(mask)).image  # the checks of any upload (size, bombs, format)
+            if convention == "alpha":  # the check flattens to RGB; OpenAI's mask is in the alpha channel
+                drawn = await asyncio.to_thread(_with_alpha, mask)
             soft = round(min(image.size) * settings.feather) if blur is None else blur  # a drawn edge, softened
-            region = await asyncio.to_thread(mask_from_image, drawn.image if convention != "alpha" else
-                                             _with_alpha(mask), image.size, convention, invert=invert, blur=soft)
+            region = await asyncio.to_thread(mask_from_image, drawn, image.size, convention, invert=invert,
+                                             blur=soft)
         # 3. nothing or nearly everything: refused, nothing charged
         problem = coverage_problem(coverage(region), settings, words)
         if problem is not None:
