@@ -136,7 +136,7 @@ async def test_upscale_buttons_under_one_image_make_a_2x_job_for_the_clicker(fak
         u1 = await fake.send_interaction(fake.button(f"imagine:up:{job_id}:0", grid))
         _, single = await result_of(fake, u1)
         labels = [c["label"] for c in single["components"][0]["components"]]
-        assert labels == ["⬆️ Upscale (Subtle)", "⬆️ Upscale (Creative)"]
+        assert labels == ["⬆️ Upscale (Subtle)", "⬆️ Upscale (Creative)", "🖌️ Vary (Region)"]
         bob = fake.make_user("bob")
         click = await fake.send_interaction(fake.button(f"imagine:tool:ups:{job_id}:0", single, bob))
         assert (await fake.wait_for_request("POST", callback(click), 5)).json == {"type": 5}
