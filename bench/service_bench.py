@@ -58,7 +58,7 @@ async def run(jobs: int, users: int, concurrency: int, data: Path, sqlite: str =
     worker.start()
     queue = GenerationQueue(worker, max_batch_images=8, max_queued_images=10_000, max_queued_per_user=10_000)
     queue.start()
-    async with Database.open(data / "bench.db", threaded=sqlite == "threaded") as db:
+    async with Database.open(data / "bench.db", **({"threaded": True} if sqlite == "threaded" else {})) as db:
         service = ImagineService(
             db, ImageStore(data / "images"), queue,
             settings=ServiceSettings(daily_quota=1_000_000, data_dir=data),
