@@ -117,3 +117,34 @@ async def test_zoom_and_pan_routes(tmp_path: Path, tiny) -> None:
             assert done["status"] == "done"
             assert (await _pixels(web.client, done["images"][0]["id"], h)).shape == shape  # pan up: taller
         assert (await web.client.post(f"/v1/images/{ref}/pan", json={"direction": "back"}, headers=h)).status_code == 422
+
+
+async def test_toolbox_routes_have_the_key_rate_limit_not_the_chat_spacing(tmp_path: Path) -> None:
+    """As POST /v1/images: an API key's upscale, zoom and pan are not spaced like chat requests
+    (the per-key rate limit bounds them); the same user's chat clicks still are."""
+    from bot.safety import AllowAllImages, BlocklistChecker, Moderation, ModerationSettings, Restricted
+    from bot.frontends.web import WebSettings
+    from tests.service_support import ROOT as ADMIN
+
+    async with web_env(tmp_path, settings=WebSettings(enabled=True, rate_limit=5)) as web:
+        made = await (await web.env.service.imagine(ADA, "a harbour")).delivery()
+        web.env.service.moderation = Moderation(  # the shipped default spacing, as `make run` has it
+            web.env.db, ModerationSettings(request_interval_s=3.0), prompt_checker=BlocklistChecker.default(),
+            image_classifier=AllowAllImages(), admins={ADMIN.key}, clock=web.env.clock)
+        h = auth(await key_for(web.env, ADA))
+        ref = f"{made.job_id}-1"
+        calls = [web.client.post(f"/v1/images/{ref}/upscale", json={"mode": "subtle"}, headers=h),
+                 web.client.post(f"/v1/images/{ref}/zoom", json={"factor": "2"}, headers=h),
+                 web.client.post(f"/v1/images/{ref}/pan", json={"direction": "left"}, headers=h),
+                 web.client.post(f"/v1/images/{ref}/upscale", json={"mode": "creative"}, headers=h)]
+        answers = [await c for c in calls]  # one after another, within the same second
+        assert [r.status_code for r in answers] == [202] * 4, [r.text for r in answers]
+        assert len({r.json()["job_id"] for r in answers}) == 4
+        # the key's own limit (5 a minute) still holds: a fifth request passes, a sixth is refused
+        extra = [await web.client.post(f"/v1/images/{ref}/pan", json={"direction": "up"}, headers=h)
+                 for _ in range(2)]
+        assert [r.status_code for r in extra] == [202, 429] and "this key" in extra[1].json()["detail"]
+        # in a chat, the same user is spaced as before
+        await web.env.service.upscale(ADA, made.job_id, 0)
+        with pytest.raises(Restricted, match="wait 3 s"):
+            await web.env.service.outpaint(ADA, made.job_id, 0, "zoom", "2")

@@ -48,13 +48,14 @@ class ToolboxPart(ServiceContext):
 
     async def upscale(self, who: Who, job_id: str, index: int, mode: str = "subtle", *,
                       target: dict[str, Any] | None = None, origin: Origin | None = None,
-                      via: Via | None = None) -> Ticket:
+                      via: Via | None = None, spaced: bool = True) -> Ticket:
         """Image ``index`` (0-based) of job ``job_id`` at twice its size, charged ``upscale_cost`` to ``who``
-        (its owner, an admin, or someone who clicked ``via`` a message showing it)."""
+        (its owner, an admin, or someone who clicked ``via`` a message showing it).
+        ``spaced=False``: no chat request spacing (an API key: its own per-key rate limit), as ``imagine``."""
         if mode not in UPSCALE_MODES:
             raise InvalidRequest("mode", f"Upscale mode must be {' or '.join(UPSCALE_MODES)}, not {mode!r}.")
         await self._raise_if_accepted(origin)
-        user = await self._active_user(who)
+        user = await self._active_user(who, spaced=spaced)
         source = await self._acting_on(who, job_id, via=via, index=index)
         found = [i for i in await images.images_for_job(self.db, job_id) if i.idx == index]
         if not found or not self.store.exists(found[0].path):
@@ -75,15 +76,15 @@ class ToolboxPart(ServiceContext):
 
     async def outpaint(self, who: Who, job_id: str, index: int, kind: str, mode: str, *, prompt: str | None = None,
                        target: dict[str, Any] | None = None, origin: Origin | None = None,
-                       via: Via | None = None) -> Ticket:
+                       via: Via | None = None, spaced: bool = True) -> Ticket:
         """Zoom out (``kind="zoom"``, mode "1.5"/"2") or pan (mode "left"/"right"/"up"/"down") image
         ``index`` of job ``job_id``: a new job of ``who``, one image, the new border inpainted.
-        ``prompt`` replaces the prompt (Midjourney's custom zoom). Who may: as :meth:`upscale`."""
+        ``prompt`` replaces the prompt (Midjourney's custom zoom). Who may, and ``spaced``: as :meth:`upscale`."""
         if kind not in ("zoom", "pan") or mode not in ACTIONS[kind]:
             allowed = "zoom 1.5 or 2, or pan left, right, up or down"
             raise InvalidRequest("mode", f"Choose {allowed}, not {kind} {mode!r}.")
         await self._raise_if_accepted(origin)
-        user = await self._active_user(who)
+        user = await self._active_user(who, spaced=spaced)
         source = await self._acting_on(who, job_id, via=via, index=index)
         found = [i for i in await images.images_for_job(self.db, job_id) if i.idx == index]
         if not found or not self.store.exists(found[0].path):

@@ -265,10 +265,12 @@ class UpscaleRequest(BaseModel):
 @router.post("/images/{ref}/upscale", status_code=202, response_model=Accepted)
 async def upscale_image(ref: str, request: Request, response: Response, auth: Auth,
                         body: UpscaleRequest | None = None) -> Accepted:
-    """Upscale 2x (a new job of yours, charged quota.upscale_cost); 202 once it is stored."""
+    """Upscale 2x (a new job of yours, charged quota.upscale_cost); 202 once it is stored.
+
+    As ``POST /v1/images``, here and for zoom and pan: the per-key rate limit, not the chats' spacing."""
     job_id, index = _ref(ref)
     ticket = await _service(request).upscale(auth.who, job_id, index, (body or UpscaleRequest()).mode,
-                                             target={"web": True})
+                                             target={"web": True}, spaced=False)
     request.app.state.front.follow(ticket)
     response.headers["Location"] = f"/v1/jobs/{ticket.job_id}"
     return Accepted(job_id=ticket.job_id, position=ticket.position, eta_s=round(ticket.eta, 2),
@@ -305,7 +307,7 @@ async def _outpaint(request: Request, response: Response, auth: Caller, ref: str
                     prompt: str | None) -> Accepted:
     job_id, index = _ref(ref)
     ticket = await _service(request).outpaint(auth.who, job_id, index, kind, mode, prompt=prompt,
-                                              target={"web": True})
+                                              target={"web": True}, spaced=False)
     request.app.state.front.follow(ticket)
     response.headers["Location"] = f"/v1/jobs/{ticket.job_id}"
     return Accepted(job_id=ticket.job_id, position=ticket.position, eta_s=round(ticket.eta, 2),
