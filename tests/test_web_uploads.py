@@ -148,3 +148,46 @@ async def test_toolbox_routes_have_the_key_rate_limit_not_the_chat_spacing(tmp_p
         await web.env.service.upscale(ADA, made.job_id, 0)
         with pytest.raises(Restricted, match="wait 3 s"):
             await web.env.service.outpaint(ADA, made.job_id, 0, "zoom", "2")
+
+
+async def test_history_and_my_images_show_the_picture_a_job_started_from(tmp_path: Path) -> None:
+    """GET /v1/history names the upload's URL (the PNG as stored); My images shows its thumbnail
+    beside the result; neither lets another account reach it."""
+    from tests.service_support import BOB
+    from tests.studio_support import sign_in
+
+    async with web_env(tmp_path) as web:
+        h = auth(await key_for(web.env, ADA))
+        picture = photo(300, 200)
+        sent = await web.client.post("/v1/images", data={"prompt": "a harbour", "seed": "3"},
+                                     files={"image": ("harbour.png", picture, "image/png")}, headers=h)
+        plain = await web.client.post("/v1/images", json={"prompt": "a lighthouse"}, headers=h)
+        upload_job, plain_job = sent.json()["job_id"], plain.json()["job_id"]
+        await _done(web.client, upload_job, h)
+        await _done(web.client, plain_job, h)
+        listed = {j["job_id"]: j for j in (await web.client.get("/v1/history", headers=h)).json()["jobs"]}
+        assert listed[plain_job]["input_image"] is None
+        assert listed[upload_job]["input_image"] == f"/v1/jobs/{upload_job}/input"
+        r = await web.client.get(listed[upload_job]["input_image"], headers=h)
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        with Image.open(io.BytesIO(r.content)) as stored:
+            assert stored.size == (304, 208)  # fitted to its bucket, as the job used it
+        kept = await inputs.for_job(web.env.db, upload_job)
+        assert r.content == web.env.store.path_for(kept.path).read_bytes()
+        assert (await web.client.get(f"/v1/jobs/{plain_job}/input", headers=h)).status_code == 404
+        bob_h = auth(await key_for(web.env, BOB))
+        assert (await web.client.get(f"/v1/jobs/{upload_job}/input", headers=bob_h)).status_code == 404
+
+        await sign_in(web.client, web.env.service, ADA)
+        mine = (await web.client.get("/me")).text
+        thumb = f"/studio/jobs/{upload_job}/input.jpg"
+        assert mine.count(thumb) == 1 and f"/studio/jobs/{plain_job}/input.jpg" not in mine
+        r = await web.client.get(thumb)
+        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+        assert Image.open(io.BytesIO(r.content)).size == (304, 208)  # small already: not enlarged
+        assert thumb in (await web.client.get(f"/me/{upload_job}-1")).text
+        assert "input.jpg" not in (await web.client.get(f"/me/{plain_job}-1")).text
+        import httpx
+        async with httpx.AsyncClient(transport=web.client._transport, base_url="http://test") as bob:
+            await sign_in(bob, web.env.service, BOB)
+            assert (await bob.get(thumb)).status_code == 404

@@ -172,6 +172,14 @@ async def get_job(job_id: str, request: Request, auth: Auth) -> dict[str, Any]:
     return job_json(await _service(request).job_view(auth.who, job_id))
 
 
+@router.get("/jobs/{job_id}/input", response_class=Response, responses={200: {"content": {"image/png": {}}}})
+async def get_job_input(job_id: str, request: Request, auth: Auth) -> Response:
+    """The picture you sent to start this job from (PNG, as stored: fitted to its size)."""
+    path = await _service(request).job_input(auth.who, job_id)
+    return Response(await asyncio.to_thread(path.read_bytes), media_type="image/png",
+                    headers={"Cache-Control": "private, max-age=86400"})
+
+
 @router.get("/jobs/{job_id}/events", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}}})
 async def job_events(job_id: str, request: Request, auth: Auth) -> StreamingResponse:
@@ -341,12 +349,13 @@ async def share_image(ref: str, request: Request, auth: Auth) -> dict[str, Any]:
 async def history(request: Request, auth: Auth, page: Annotated[int, Query(ge=0)] = 0,
                   per_page: Annotated[int, Query(ge=1, le=25)] = 10,
                   search: Annotated[str | None, Query(max_length=200)] = None) -> dict[str, Any]:
-    """Your jobs, newest first, with image URLs and ratings."""
+    """Your jobs, newest first, with image URLs and ratings (and ``input_image``, the URL of the
+    picture a job started from, when you sent one)."""
     view = await _service(request).history(auth.who, page=page, per_page=per_page, search=search)
     return {
         "page": view.page, "per_page": view.per_page, "total": view.total, "has_more": view.has_more,
         "jobs": [{"job_id": e.job_id, "prompt": e.text, "status": e.status, "created_at": e.created_at,
-                  "error": e.error,
+                  "error": e.error, "input_image": f"/v1/jobs/{e.job_id}/input" if e.input_image else None,
                   "images": [{**image_json(e.job_id, i.image), "my_stars": i.my_stars,
                               "average": i.average, "ratings": i.ratings} for i in e.images]}
                  for e in view.entries],

@@ -6,6 +6,7 @@
     GET  /studio/quota                    images left in this quota window
     GET  /studio/images/{ref}             png (default), jpeg, webp or svg; ``download=1`` saves it
     GET  /studio/images/{ref}/thumb.jpg   a thumbnail for the grid
+    GET  /studio/jobs/{id}/input.jpg      a thumbnail of the picture you sent to start from
     POST /studio/images/{ref}/rating|share|delete|variation, /studio/jobs/{id}/reroll
 
 Every route is one service call with the session's account (quota, history, ratings, settings
@@ -187,6 +188,14 @@ async def image(ref: str, request: Request, found: Session,
 async def thumb(ref: str, request: Request, found: Session) -> Response:
     stored, _ = await _service(request).image_by_ref(found.who, ref)
     data = await asyncio.to_thread(thumbnail, stored.path)
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
+
+@studio_router.get("/jobs/{job_id}/input.jpg", response_class=Response)
+async def input_thumb(job_id: str, request: Request, found: Session) -> Response:
+    """A thumbnail of the picture you sent to start a job from (NotFound for another's)."""
+    path = await _service(request).job_input(found.who, job_id)
+    data = await asyncio.to_thread(thumbnail, path)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
 
