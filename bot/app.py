@@ -151,6 +151,7 @@ async def run_bot(
         upscale_cost=config.quota.upscale_cost,
         upscale_subtle=config.upscale.subtle,
         upscale_creative=config.upscale.creative,
+        upscaler=Path(config.upscale.model).stem if config.upscale.model else "Lanczos",
     )
     maintenance_settings = config.maintenance
     if maintenance_settings.backup_dir is None:
