@@ -54,6 +54,7 @@ class ServiceSettings:
     admin_priority: bool = True  # admins' jobs use the queue's priority lane
     settle_timeout_s: float = 30.0  # how long cancel/forget wait for a job to settle
     public_url: str = ""  # where the web gallery answers, for links in chat replies; "": no gallery runs
+    web_enabled: bool = True  # whether the web front end runs ([web] enabled): /web has a studio to link to
     max_keys_per_user: int = 5  # live API keys per account ([web] max_keys_per_user)
 
     def __post_init__(self) -> None:
