@@ -26,7 +26,7 @@ from bot.service import AlreadyAccepted, Cancelled, Finished, ImagineService, Jo
 from generation.core.errors import ImagineError, InvalidRequest
 from generation.core.request import denoising_steps
 
-__all__ = ["ImageRequest", "router", "with_body_schemas"]
+__all__ = ["ImageRequest", "read_image_request", "router", "with_body_schemas"]
 
 router = APIRouter(prefix="/v1", tags=["images"])
 Auth = Annotated[Caller, Depends(caller)]
@@ -73,8 +73,9 @@ def _service(request: Request) -> ImagineService:
     return request.app.state.service
 
 
-async def _image_request(request: Request) -> tuple[ImageRequest, bytes | None]:
-    """The body as JSON (``image`` in base64) or multipart/form-data (the file in the ``image`` part)."""
+async def read_image_request(request: Request) -> tuple[ImageRequest, bytes | None]:
+    """The body as JSON (``image`` in base64) or multipart/form-data (the file in the ``image`` part);
+    the studio's form posts through here too."""
     try:
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
             form = await request.form(max_files=1)
@@ -131,7 +132,7 @@ async def create_images(request: Request, response: Response, auth: Annotated[Ca
     keys have the per-key rate limit ([web] rate_limit), not the chats' request spacing.
     """
     service = _service(request)
-    body, image = await _image_request(request)
+    body, image = await read_image_request(request)
     options = body.model_dump(exclude={"prompt", "image"}, exclude_none=True)
     origin = None
     if idempotency_key:
