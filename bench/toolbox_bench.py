@@ -2,8 +2,10 @@
 each against a plain generation of the same output size.
 
 Each case runs in a fresh process (so its peak resident memory is its own), loads the tiny
-pipeline, runs once to warm up, then ``--repeat`` times, and reports the median seconds and the
-process's peak RSS above what it held after loading the model:
+pipeline, runs once to warm up, then ``--repeat`` times; ``--rounds`` rounds run every case once
+each, interleaved, so a change in the machine's load hits all cases alike. It reports the median
+seconds, each action's median ratio to the plain generation of its size in the same round, and
+the largest peak RSS above what the process held after loading the model:
 
   plain      txt2img at the upscaled size (2x the base bucket: 512x512 on the tiny model), 4 steps
   subtle     ⬆️ Upscale (Subtle): Lanczos (or --upscaler FILE) 2x, then the tiled img2img pass at 0.3
@@ -98,20 +100,37 @@ def run_case(case: str, repeat: int, steps: int) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=1, help="timed runs per case in each round (median)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds; each runs every case once, interleaved, so load drifts hit all alike")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--one", choices=CASES, help=argparse.SUPPRESS)  # a child process's case
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_case(args.one, args.repeat, args.steps)))
         return 0
+    rounds: list[dict[str, dict[str, float]]] = []
+    load_before = os.getloadavg()[0]
+    for number in range(args.rounds):
+        found = {}
+        for case in CASES:
+            out = subprocess.run([sys.executable, __file__, "--one", case, "--repeat", str(args.repeat),
+                                  "--steps", str(args.steps)], check=True, capture_output=True, text=True)
+            found[case] = json.loads(out.stdout.strip().splitlines()[-1])
+        rounds.append(found)
+        print(f"round {number + 1}: " + ", ".join(f"{c} {r['seconds']:.2f} s" for c, r in found.items()), flush=True)
     results = {}
     for case in CASES:
-        out = subprocess.run([sys.executable, __file__, "--one", case, "--repeat", str(args.repeat),
-                              "--steps", str(args.steps)], check=True, capture_output=True, text=True)
-        results[case] = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{case:10s} {results[case]['seconds']:.2f} s  +{results[case]['peak_rss_growth_mb']:.0f} MiB",
-              flush=True)
+        runs = [r[case] for r in rounds]
+        results[case] = {**runs[0], "seconds": statistics.median(r["seconds"] for r in runs),
+                         "peak_rss_growth_mb": max(r["peak_rss_growth_mb"] for r in runs),
+                         "per_round_s": [round(r["seconds"], 3) for r in runs]}
+    # each action against the plain generation of its size in the same round, then the median
+    relative = {case: round(statistics.median(r[case]["seconds"] / r[PLAIN_OF[case]]["seconds"] for r in rounds), 2)
+                for case in CASES if case in PLAIN_OF}
+    for case, ratio in relative.items():
+        print(f"{case:9s} {results[case]['seconds']:.2f} s, {ratio:.2f}x {PLAIN_OF[case]} "
+              f"(+{results[case]['peak_rss_growth_mb']:.0f} MiB)")
     report = {
         "bench": "toolbox_bench",
         "model": "tiny (random weights, 256 base)",
@@ -119,10 +138,11 @@ def main() -> int:
         "threads": os.cpu_count(),
         "python": platform.python_version(),
         "repeat": args.repeat,
+        "rounds": args.rounds,
+        "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "command": "python bench/toolbox_bench.py " + " ".join(sys.argv[1:]),
         "cases": results,
-        "relative_to_plain": {case: round(r["seconds"] / results[PLAIN_OF[case]]["seconds"], 2)
-                              for case, r in results.items() if case in PLAIN_OF},
+        "relative_to_plain": relative,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=1) + "\n")

@@ -314,6 +314,15 @@ async def test_start_image_and_toolbox_in_chromium(tmp_path: Path, tiny: Any) ->
                     assert await page.locator(f"ul.mine img[src='/studio/jobs/{started.id}/input.jpg']").count() == 1
                     assert await page.locator("ul.mine img[src$='/input.jpg']").evaluate(
                         "img => img.complete && img.naturalWidth > 0")
+                    # from an image's page: the toolbox's job is watched in the studio
+                    await page.goto(base + f"/me/{ref}")
+                    assert await page.locator(".params img.from").count() == 1  # "Started from"
+                    await page.get_by_role("button", name="🔍 Zoom out 1.5x").click()
+                    await page.wait_for_url("**/studio?watch=*")
+                    await page.wait_for_function("document.getElementById('status').textContent.startsWith('Done')")
+                    zoomed = await page.locator("#results .actions").first.get_attribute("data-ref")
+                    row = await jobs.get(env.db, zoomed.rpartition("-")[0])
+                    assert row.request["kind"] == "zoom" and row.request["mode"] == "1.5"
                 finally:
                     await browser.close()
         finally:
