@@ -34,19 +34,20 @@ async def test_paint_a_region_and_repaint_it(tmp_path: Path, tiny: Any) -> None:
                 browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
                                                    args=["--no-sandbox", "--disable-gpu"])
                 try:
-                    page = await (await browser.new_context(viewport={"width": 1280, "height": 900})).new_page()
+                    page = await (await browser.new_context(viewport={"width": 1280, "height": 1400})).new_page()
                     page.set_default_timeout(30_000)
                     await _sign_in(page, base, await env.service.web_signin_link(ADA), "ada")
                     await page.goto(base + f"/me/{ref}")
                     await page.get_by_role("button", name="Vary (Region)").click()
                     canvas = page.get_by_role("img", name="Paint over the part to change")
-                    box = await canvas.bounding_box()
-                    assert box is not None and box["width"] > 100
 
                     # nothing painted or named: told so, nothing sent
                     await page.get_by_label("Paint there instead").fill("a lighthouse")
                     await page.get_by_role("button", name="Repaint region").click()
                     await page.wait_for_selector("#message:has-text('Paint over the part to change, or name it')")
+                    await canvas.scroll_into_view_if_needed()
+                    box = await canvas.bounding_box()  # where it is now (below the message), in the viewport
+                    assert box is not None and box["width"] > 100
 
                     # paint a stroke down the left quarter of the picture
                     await page.get_by_label("Brush size").fill("30")
