@@ -52,6 +52,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from generation.core.batch import Batch, BatchExecutor, BatchItem
+from generation.core.catalogue import Catalogue
 from generation.core.errors import GenerationFailed, ImagineError, InvalidRequest, QueueFull
 from generation.core.request import GenerationRequest, ModelCaps, Shape
 from generation.scheduling.events import (Cancelled, Done, EventCallback, Failed, JobEvent, Queued, ShuttingDown,
@@ -59,7 +60,7 @@ from generation.scheduling.events import (Cancelled, Done, EventCallback, Failed
 from generation.scheduling.job import Job
 from generation.scheduling.outcomes import INTERNAL_ERROR, settle
 from generation.scheduling.policy import FAIR, BatchPolicy, FairState, TimeEstimator, pick_batch, plan
-from generation.scheduling.pool import ExecutorPool, RetryBatch, RunningBatch, Slot
+from generation.scheduling.pool import ExecutorPool, RetryBatch, RunningBatch, Slot, model_id_of
 
 __all__ = ["Cancelled", "Done", "EventCallback", "Failed", "FairState", "GenerationQueue", "Job", "JobEvent",
            "Queued", "QueueSnapshot", "RunningBatch", "ShuttingDown", "Started", "Step", "TimeEstimator",
@@ -238,6 +239,14 @@ class GenerationQueue:
         return self.pool.model_id
 
     @property
+    def catalogue(self) -> Catalogue:
+        """The models this queue's executors serve (issue 25)."""
+        return self.pool.catalogue
+
+    def caps_for(self, model: str) -> ModelCaps:
+        return self.pool.caps_for(model)
+
+    @property
     def executors(self) -> int:
         """Batches that can run at the same time (slots in rotation)."""
         return len(self.pool.in_rotation)
@@ -402,8 +411,9 @@ class GenerationQueue:
             for job in jobs for seed in job.request.seeds
         )
         batch = Batch.from_shape(shape, items)
-        estimate = slot.seconds_per_image(shape, self.estimator) * len(items)
-        running = RunningBatch(jobs, batch, slot, self.clock(), estimate, attempt, self.clock)
+        switch = slot.switch_seconds(batch.model)  # its model's load first, when not resident
+        estimate = slot.seconds_per_image(shape, self.estimator) * len(items) + switch
+        running = RunningBatch(jobs, batch, slot, self.clock(), estimate, attempt, self.clock, switch=switch)
         slot.running = running
         started = Started(len(items), len(jobs), estimate)
         for job in jobs:
@@ -423,7 +433,8 @@ class GenerationQueue:
         try:
             await asyncio.wait({running.task})
             self.batches_run += 1
-            verdict = settle(running, model_id=slot.executor.model_id, fail=self._fail, done=self._done)
+            verdict = settle(running, model_id=model_id_of(slot.executor, running.batch.model), fail=self._fail,
+                             done=self._done)
             retry = self.pool.count(running, verdict, self.estimator)
             if retry is not None:
                 self.retries += 1
