@@ -23,7 +23,7 @@ from generation.core.catalogue import Catalogue, ModelInfo
 from generation.core.request import STEP_CHOICES
 from generation.model.model_config import MODEL_NAMES, TINY_KINDS, ModelConfig
 
-__all__ = ["KIND_MEMORY_GB", "ModelEntry", "catalogue_of", "entry_configs", "model_id_of"]
+__all__ = ["KIND_MEMORY_GB", "ModelEntry", "catalogue_of", "check_entries", "entry_configs", "model_id_of", "narrow"]
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
 # what a kind needs on a GPU in bf16 before its first load is measured (weights only)
@@ -46,6 +46,8 @@ class ModelEntry:
     memory_gb: float = 0.0  # device memory it needs; 0: measured at its first load
 
     def __post_init__(self) -> None:
+        if not self.name:  # a template being read from the file: checked once it has its name
+            return
         where = f"models.{self.name}"
         if not _NAME.match(self.name):
             raise ValueError(f"[models.{self.name}]: a model name is 1-32 lowercase letters, digits, '.', '_' "
@@ -100,6 +102,21 @@ def entry_configs(base: ModelConfig, entries: Sequence[ModelEntry]) -> dict[str,
         return {entries[0].name: (entries[0], base)}
     check_entries(entries)
     return {e.name: (e, e.config(base)) for e in entries}
+
+
+def narrow(configs: dict[str, tuple[ModelEntry, ModelConfig]], base: ModelConfig,
+           model: str | None) -> dict[str, tuple[ModelEntry, ModelConfig]]:
+    """``configs`` narrowed to ``model`` (``--model``): a catalogue name, or a kind with
+    ``base``'s options; all of them when None. ValueError naming both lists otherwise."""
+    if not model:
+        return configs
+    if model in configs:
+        entry, chosen = configs[model]
+        return {model: (replace(entry, default=True, traffic=0.0), chosen)}
+    if model not in MODEL_NAMES:
+        raise ValueError(f"--model {model!r} is neither a model of the catalogue ({', '.join(configs)}) nor a "
+                         f"kind ({', '.join(MODEL_NAMES)}).")
+    return entry_configs(replace(base, name=model, path=None if model in TINY_KINDS else base.path), ())
 
 
 def model_id_of(config: ModelConfig) -> str:
