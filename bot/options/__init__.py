@@ -200,6 +200,8 @@ def parse_imagine(
     chosen, caps = _model_value(settings, defaults, caps, models, rollout)
     for name in ("aspect", "style", "count", "steps"):
         value = getattr(defaults, name)
+        if name == "steps" and chosen and value not in caps.steps:  # saved for another model: this one's default
+            continue
         if name not in settings and value is not None:
             label = _BY_OPTION[name].label
             subject = f"Your saved default for {label}"

@@ -246,6 +246,13 @@ class GenerationQueue:
     def caps_for(self, model: str) -> ModelCaps:
         return self.pool.caps_for(model)
 
+    def model_id_for(self, model: str) -> str:
+        return model_id_of(self.pool.executors[0], model)
+
+    def checkpoint_hash_for(self, model: str) -> str | None:
+        find = getattr(self.pool.executors[0], "checkpoint_hash_for", None)
+        return find(model) if callable(find) else getattr(self.pool.executors[0], "checkpoint_hash", None)
+
     @property
     def executors(self) -> int:
         """Batches that can run at the same time (slots in rotation)."""
