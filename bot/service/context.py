@@ -131,6 +131,17 @@ class ServiceContext:
             self.catalogue.resolve(model)  # raises, listing the models
         return self.queue.caps_for(model)
 
+    @property
+    def parse_models(self) -> Catalogue | None:
+        """The catalogue for parse_imagine: None when the bot has one model (``--model`` then
+        accepts only its name)."""
+        return self.catalogue if len(self.catalogue) > 1 else None
+
+    def model_choices(self, current: str = "") -> list[str]:
+        """Model names that contain ``current`` (autocomplete), the default first."""
+        names = [self.catalogue.default, *(n for n in self.catalogue.names if n != self.catalogue.default)]
+        return [n for n in names if current.strip().lower() in n.lower()]
+
     def model_id_for(self, model: str) -> str:
         return self.queue.model_id_for(model)
 
