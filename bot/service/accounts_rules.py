@@ -126,14 +126,14 @@ def effective_settings(saved: Mapping[str, Any], caps: ModelCaps, models: Catalo
     """Every setting with its value: saved ones, defaults for the rest (``model`` when the bot
     has several)."""
     extra = {"model": saved.get("model") or models.default} if models is not None and len(models) > 1 else {}
-    return extra | {
+    return {
         "aspect": saved.get("aspect", "1:1"),
         "style": saved.get("style", "none"),
         "count": saved.get("count", 1),
         "steps": saved.get("steps", caps.default_steps),
         "private": bool(saved.get("private", False)),
         "refine": bool(saved.get("refine", False)),
-    }
+    } | extra
 
 
 def defaults_from(saved: Mapping[str, Any], *, refine: bool = True) -> Defaults:
