@@ -279,3 +279,28 @@ def test_png_parameters_carry_the_model_hash_as_a1111_writes_it() -> None:
     text = Image.open(io.BytesIO(data)).text["parameters"]
     assert "Model hash: d2add8ef69," in text and "Model: tiny-random-flux" in text
     assert 'Lora hashes: "ink: abcdef0123"' in text  # quoted, as A1111 writes it
+
+
+def test_the_models_command_lists_promotes_retires_and_compares(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bot.cli import main
+
+    config = _toml(tmp_path, f'[storage]\ndata_dir = "{tmp_path / "data"}"\n[model]\nname = "tiny"\n'
+                             '[models.tiny]\nkind = "tiny"\ndefault = true\n[models.flux]\nkind = "tiny-flux"\n'
+                             'traffic = 0.05\n')
+    assert main(["models", "--config", str(config)]) == 0
+    listing = capsys.readouterr().out
+    assert "tiny (tiny, tiny-random-sdxl): default, 95% of requests that name no model" in listing
+    assert "flux (tiny-flux, tiny-random-flux): candidate, 5% of requests" in listing and "0 images" in listing
+    assert main(["models", "promote", "flux", "0.3", "--config", str(config)]) == 0
+    assert "flux now gets 30%" in capsys.readouterr().out
+    assert main(["models", "--config", str(config)]) == 0
+    assert "candidate, 30% of requests" in capsys.readouterr().out  # the database's share wins over the file's
+    assert main(["models", "retire", "flux", "--config", str(config)]) == 0
+    assert main(["models", "--config", str(config)]) == 0
+    assert "flux (tiny-flux, tiny-random-flux): on request, 0%" in capsys.readouterr().out
+    assert main(["models", "compare", "flux", "tiny", "--config", str(config)]) == 0
+    assert "Not enough ratings to compare" in capsys.readouterr().out
+    assert main(["models", "promote", "tiny", "--config", str(config)]) == 2
+    assert "is the default model" in capsys.readouterr().err
+    assert main(["models", "promote", "dalle", "--config", str(config)]) == 2
+    assert "this bot has tiny, flux" in capsys.readouterr().err

@@ -98,7 +98,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "models":
         from bot.cli.reports import models_command
 
-        print(asyncio.run(models_command(config)))
+        print(asyncio.run(models_command(config, args.action, args.names)))
         return 0
     planned = None
     if args.command == "generate":  # the prompt first: a typo must not wait for the network or the model
