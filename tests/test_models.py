@@ -304,3 +304,29 @@ def test_the_models_command_lists_promotes_retires_and_compares(tmp_path: Path, 
     assert "is the default model" in capsys.readouterr().err
     assert main(["models", "promote", "dalle", "--config", str(config)]) == 2
     assert "this bot has tiny, flux" in capsys.readouterr().err
+
+
+async def test_a_ray_replica_builds_the_same_shelf_and_the_batch_names_its_model(loaded: dict[str, Any]) -> None:
+    """What Ray pickles (functools.partial of the module-level shelf_factory) builds the shelf in the
+    replica; the model's name travels inside the Batch, and the driver's RayExecutor learns the
+    catalogue from describe()."""
+    import functools
+    import pickle
+
+    from generation.model.shelf import shelf_factory
+    from generation.scheduling.ray_backend import ImagineReplica, RayExecutor, _decode
+
+    factory = functools.partial(shelf_factory, entry_configs(CPU, ENTRIES), load_pipeline, 0.0, CPU)
+    replica = ImagineReplica(pickle.loads(pickle.dumps(factory)))
+    try:
+        info = replica.describe()
+        executor = RayExecutor(handle=None, info=pickle.loads(pickle.dumps(info)), slots=1)
+        assert executor.caps_for("flux").family == "flux" and executor.caps_for("nope") is None
+        assert executor.model_id_for("flux") == "tiny-random-flux" and executor.model_id_for("") == "tiny-random-sdxl"
+        w, h = executor.caps_for("flux").sizes()["1:1"]
+        batch = pickle.loads(pickle.dumps(Batch("txt2img", w, h, 1, (BatchItem("a fox", "", 3),), model="flux")))
+        messages = [m async for m in replica.run(batch, None, {})]
+        kind, outcomes = messages[-1]
+        assert kind == "done" and _decode(outcomes[0]).size == (w, h)
+    finally:
+        await replica.worker.close()
