@@ -79,7 +79,8 @@ class ModelShelf:
         self._loader = loader
         self.budget_gb = budget_gb
         self._clock = clock
-        self._loaded: OrderedDict[str, Any] = OrderedDict()  # least recently used first
+        self._loaded: OrderedDict[str, Any] = OrderedDict()  # least recently used first (worker thread)
+        self._resident: tuple[str, ...] = ()  # its names, replaced whole: read from the event loop's thread
         self._gb = {name: entry.memory_gb for name, (entry, _) in self._configs.items() if entry.memory_gb}
         self._load_s: dict[str, float] = {}
         self.loads: Counter[str] = Counter()
@@ -123,7 +124,7 @@ class ModelShelf:
 
     def resident(self) -> tuple[str, ...]:
         """The loaded models, least recently used first."""
-        return tuple(self._loaded)
+        return self._resident
 
     def need_gb(self, name: str) -> float:
         return self._gb.get(name, KIND_MEMORY_GB.get(self._configs[name][1].name, 7.0))
@@ -164,6 +165,7 @@ class ModelShelf:
         """The pipeline of ``name``, loading it (and unloading others to fit) when needed."""
         if name in self._loaded:
             self._loaded.move_to_end(name)
+            self._resident = tuple(self._loaded)
             return self._loaded[name]
         _, after = self.plan_switch(name, self.resident())
         for old in [n for n in self._loaded if n not in after]:
@@ -175,6 +177,7 @@ class ModelShelf:
             self._gb[name] = memory_gb(pipeline)
         self._load_s[name] = seconds
         self._loaded[name] = pipeline
+        self._resident = tuple(self._loaded)
         self.loads[name] += 1
         if sum(self.loads.values()) > 1:
             self.switch_seconds_total += seconds
@@ -184,6 +187,7 @@ class ModelShelf:
 
     def _unload(self, name: str) -> None:
         pipeline = self._loaded.pop(name)
+        self._resident = tuple(self._loaded)
         del pipeline
         gc.collect()
         if torch.cuda.is_available():
