@@ -275,7 +275,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="with --image: how much of it changes, 0.1 to 1 (default 0.6)")
     run = sub.add_parser("run", help="run the bot (the terminal chat when no chat token is set)")
     run.add_argument("--config", help=config_help)
-    run.add_argument("--model", help="override model.name, e.g. 'tiny' for an offline demo")
+    run.add_argument("--model", help="serve only this model: a [models.NAME], or a kind, e.g. 'tiny' for an "
+                                     "offline demo")
     down = sub.add_parser("download", help="fetch the SDXL-Lightning weights into a local folder")
     down.add_argument("--steps", type=int, nargs="+", choices=(1, 2, 4, 8), metavar="N",
                       help="step checkpoints to fetch: 1 2 4 8 (default: model.steps)")
