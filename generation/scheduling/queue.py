@@ -6,8 +6,9 @@ running :class:`~generation.scheduling.job.Job` objects, runs the picked batches
 (:mod:`generation.scheduling.pool`: one slot per GPU, local thread or Ray Serve lane), and turns the
 executors' progress and outcomes (:mod:`generation.scheduling.outcomes`) into job events.
 
-Size: a little over 450 lines: one class holds the runtime's whole state machine (submit,
-dispatch, settle, retry, cancel, shutdown), which reads best in one place.
+Size: under 500 lines: one class holds the runtime's whole state machine (submit,
+dispatch, settle, retry, cancel, shutdown), which reads best in one place; the per-model lookups
+of the catalogue (issue 25) are one-line delegations to the pool.
 
 Several executors: an idle slot gets the next batch the ``policy`` (default: the fair one,
 :data:`~generation.scheduling.policy.FAIR`) picks among the queued jobs it can run, so fairness is
@@ -405,7 +406,10 @@ class GenerationQueue:
         self._retry = deque(r for r in self._retry if self.pool.can_run(r.batch.shape))
         for job in stuck:
             self._queued.pop(job.id, None)
+            model = job.shape[6] if len(job.shape) > 6 else ""  # type: ignore[misc]
             self._fail(job, GenerationFailed(
+                f"No GPU that serves the model {model} with {job.shape[3]} steps is available right now; try "
+                f"another model or other steps." if model else
                 f"No GPU that can make {job.shape[3]}-step images is available right now; try other steps."))
         self._refresh()
 
