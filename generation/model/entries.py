@@ -97,8 +97,9 @@ def check_entries(entries: Sequence[ModelEntry]) -> None:
 def entry_configs(base: ModelConfig, entries: Sequence[ModelEntry]) -> dict[str, tuple[ModelEntry, ModelConfig]]:
     """name -> (entry, its ModelConfig); without entries, the ``[model]`` shorthand as one model."""
     if not entries:
-        entries = [ModelEntry(name=base.name, kind=base.name, path=base.path, repo=base.repo, steps=base.steps,
-                              guidance=base.guidance, default=True)]
+        real = base.name not in TINY_KINDS  # [model] path is ignored by the tiny kinds, as before
+        entries = [ModelEntry(name=base.name, kind=base.name, path=base.path if real else None,
+                              repo=base.repo if real else None, steps=base.steps, guidance=base.guidance, default=True)]
         return {entries[0].name: (entries[0], base)}
     check_entries(entries)
     return {e.name: (e, e.config(base)) for e in entries}

@@ -121,8 +121,8 @@ class ModelConfig:
             raise ValueError('a model of kind "sdxl" needs path (a local diffusers folder) or repo (on the Hub)')
         if isinstance(self.guidance, bool) or not isinstance(self.guidance, (int, float)) or not 0 <= self.guidance <= 30:
             raise ValueError(f"model.guidance must be a number from 0 to 30, not {self.guidance!r}")
-        if self.name in FLUX_KINDS and self.guidance:
-            raise ValueError("FLUX.1-schnell runs without guidance: set guidance = 0")
+        if self.guidance and self.name != "sdxl":
+            raise ValueError(f'model.guidance is for kind "sdxl" only; {self.name} runs without guidance: set it to 0')
         steps = _as_tuple(self.steps)
         if not steps or any(isinstance(n, bool) or n not in STEP_CHOICES for n in steps):
             raise ValueError(
