@@ -22,7 +22,6 @@ from generation.model.model_config import ModelConfig
 from generation.model.pipeline import expected_caps, load_pipeline
 from generation.model.shelf import ModelShelf
 from generation.quality.significance import summary, welch
-from generation.scheduling.events import Done
 from generation.scheduling.queue import GenerationQueue
 from generation.scheduling.worker import Worker
 

@@ -79,7 +79,8 @@ class AdminPart(ServiceContext):
             try:
                 share = float(rest[1].rstrip("%")) / (100 if rest[1].endswith("%") else 1)
             except ValueError:
-                raise InvalidRequest("traffic", f"A share is a number from 0 to 1 or a percentage, not {rest[1]!r}.") from None
+                raise InvalidRequest("traffic",
+                                     f"A share is a number from 0 to 1 or a percentage, not {rest[1]!r}.") from None
             rest = rest[:1]
         wanted = {"compare": 2, "promote": 1, "retire": 1}.get(action)
         if wanted is None or len(rest) != wanted:
@@ -100,7 +101,8 @@ class AdminPart(ServiceContext):
             text = await set_share(self.db, self.catalogue, name, value, by=admin.key)
             logger.info("%s: %s %s -> %s", admin.key, action, name, value)
             return text
-        raise InvalidRequest("action", f"Choose list, compare A B, promote NAME [share] or retire NAME, not {action!r}.")
+        raise InvalidRequest("action", f"Choose list, compare A B, promote NAME [share] or retire NAME, "
+                                       f"not {action!r}.")
 
     def loras_text(self) -> str:
         """The /loras listing: names, trigger words, base model (and files refused, with why)."""

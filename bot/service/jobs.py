@@ -119,7 +119,8 @@ class JobsPart(ServiceContext):
 
         def parse(rollout: str) -> GenerationRequest:
             return parse_imagine(
-                text, caps=self.caps, defaults=accounts_rules.defaults_from(user.settings, refine=self.refiner is not None),
+                text, caps=self.caps,
+                defaults=accounts_rules.defaults_from(user.settings, refine=self.refiner is not None),
                 user_id=who.user_id, platform=who.platform, image_size=upload.size if upload else None,
                 strength=strength, default_strength=self.config.image_strength,
                 models=self.catalogue if several else None, rollout=rollout, **options,
@@ -190,7 +191,8 @@ class JobsPart(ServiceContext):
         # 1. Prompt safety: nothing is charged or written for a refused prompt
         await self.moderation.check_prompt(who, request.prompt, request.negative_prompt, target)
         request = request.with_seed()
-        key = jobs.request_key(request.to_dict(), self.model_id_for(request.model), self.checkpoint_hash_for(request.model))
+        key = jobs.request_key(request.to_dict(), self.model_id_for(request.model),
+                               self.checkpoint_hash_for(request.model))
         now = self.clock()
 
         # 2. An identical request with an explicit seed already made: serve the stored images
@@ -354,7 +356,8 @@ class JobsPart(ServiceContext):
         for index, (image, seed) in enumerate(zip(result.images, result.seeds)):
             # png_with_metadata keeps only what may travel (no paths, no user ids)
             params = {**request.to_dict(), "seed": seed, "index": index, "job_id": job_id,
-                      "model": result.model, "first_seed": request.seed, "model_hash": self.checkpoint_hash_for(request.model),
+                      "model": result.model, "first_seed": request.seed,
+                      "model_hash": self.checkpoint_hash_for(request.model),
                       "command": self._command(request), "variation_of": self._variation_of(request),
                       "styled_prompt": styled, "styled_negative_prompt": styled_negative}
             files.append(await asyncio.to_thread(self._put_png, image, params))

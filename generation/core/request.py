@@ -17,7 +17,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Union
 
 from generation.core.errors import InvalidRequest
-from generation.core.sizes import ASPECT_RATIOS, FLUX_ASPECT_RATIOS, MAX_ASPECT, nearest_bucket, parse_ratio, sdxl_buckets, snap
+from generation.core.sizes import (ASPECT_RATIOS, FLUX_ASPECT_RATIOS, MAX_ASPECT, nearest_bucket, parse_ratio,
+                                   sdxl_buckets, snap)
 from generation.core.styles import STYLES, apply_style
 from generation.core.weighting import parse_weighted
 

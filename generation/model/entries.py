@@ -73,7 +73,8 @@ class ModelEntry:
 
     def config(self, base: ModelConfig) -> ModelConfig:
         """The ``[model]`` config of this entry: its kind and weights, ``base``'s device and speed options."""
-        changes: dict[str, object] = {"name": self.kind, "path": self.path, "repo": self.repo, "guidance": self.guidance}
+        changes: dict[str, object] = {"name": self.kind, "path": self.path, "repo": self.repo,
+                                      "guidance": self.guidance}
         if self.steps:
             changes["steps"] = self.steps
         elif self.kind != base.name:
@@ -132,7 +133,8 @@ def model_id_of(config: ModelConfig) -> str:
     return config.lightning_repo if config.name == "sdxl-lightning" else config.hub_repo
 
 
-def catalogue_of(configs: Mapping[str, tuple[ModelEntry, ModelConfig]], loras: tuple[tuple[str, str], ...] = ()) -> Catalogue:
+def catalogue_of(configs: Mapping[str, tuple[ModelEntry, ModelConfig]],
+                 loras: tuple[tuple[str, str], ...] = ()) -> Catalogue:
     """The pure catalogue (names, caps, default, shares) of ``configs``; LoRAs go to the SDXL models."""
     from generation.model.pipeline import expected_caps
 

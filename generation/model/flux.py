@@ -36,8 +36,9 @@ def flux_caps(config: ModelConfig, name: str | None = None) -> ModelCaps:
     from generation.model.tiny import TINY_BASE_RESOLUTION
 
     steps = tuple(s for s in FLUX_STEPS if s in config.steps) if config.steps != (4,) else FLUX_STEPS
-    return ModelCaps(name=name or config.name, base_resolution=TINY_BASE_RESOLUTION if config.name == "tiny-flux" else 1024,
-                     steps=steps or FLUX_STEPS, family="flux", kinds=("txt2img",), negative_prompt=False, default_step=4)
+    base = TINY_BASE_RESOLUTION if config.name == "tiny-flux" else 1024
+    return ModelCaps(name=name or config.name, base_resolution=base, steps=steps or FLUX_STEPS, family="flux",
+                     kinds=("txt2img",), negative_prompt=False, default_step=4)
 
 
 class FluxRunner:

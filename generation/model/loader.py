@@ -21,8 +21,8 @@ if TYPE_CHECKING:
 
     from generation.model.model_config import ModelConfig
 
-__all__ = ["HOW_TO_GET", "WAYS_ON", "file_hash", "go_offline", "lightning_checkpoint", "lightning_unet_filename", "load_hub",
-           "load_local", "load_pretrained", "reason"]
+__all__ = ["HOW_TO_GET", "WAYS_ON", "file_hash", "go_offline", "lightning_checkpoint", "lightning_unet_filename",
+           "load_hub", "load_local", "load_pretrained", "reason"]
 
 logger = logging.getLogger(__name__)
 
@@ -258,7 +258,8 @@ def reason(err: BaseException) -> str:
 # -- other kinds (issue 25): SDXL-Turbo, any SDXL checkpoint, FLUX.1-schnell -----------------------
 
 
-def load_pretrained(pipeline_class: str, config: ModelConfig, dtype: torch.dtype, main: str) -> tuple[Any, str, str | None]:
+def load_pretrained(pipeline_class: str, config: ModelConfig, dtype: torch.dtype,
+                    main: str) -> tuple[Any, str, str | None]:
     """``pipeline_class.from_pretrained`` of model.path, else model.repo (or the kind's default
     repo): (pipeline, model id, SHA-256 of the ``main`` component's weights file)."""
     import diffusers

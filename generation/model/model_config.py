@@ -119,7 +119,8 @@ class ModelConfig:
             raise ValueError(f"model.name must be one of {', '.join(MODEL_NAMES)}, not {self.name!r}")
         if self.name == "sdxl" and not (self.path or self.repo):
             raise ValueError('a model of kind "sdxl" needs path (a local diffusers folder) or repo (on the Hub)')
-        if isinstance(self.guidance, bool) or not isinstance(self.guidance, (int, float)) or not 0 <= self.guidance <= 30:
+        guidance = self.guidance
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not 0 <= guidance <= 30:
             raise ValueError(f"model.guidance must be a number from 0 to 30, not {self.guidance!r}")
         if self.guidance and self.name != "sdxl":
             raise ValueError(f'model.guidance is for kind "sdxl" only; {self.name} runs without guidance: set it to 0')

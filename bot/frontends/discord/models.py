@@ -43,7 +43,8 @@ def model_commands(front: Any, admin: app_commands.Group) -> list[app_commands.C
     @admin.command(name="models", description="List, compare, promote or retire models (live, no restart)")
     @app_commands.describe(action="list, compare (model vs other), promote (to share, default 1) or retire",
                            model="A model", other="The model to compare with", share="Promote: share 0-1")
-    @app_commands.choices(action=[app_commands.Choice(name=a, value=a) for a in ("list", "compare", "promote", "retire")])
+    @app_commands.choices(action=[app_commands.Choice(name=a, value=a)
+                                  for a in ("list", "compare", "promote", "retire")])
     @app_commands.autocomplete(model=_models_autocomplete, other=_models_autocomplete)
     async def admin_models(interaction: discord.Interaction, action: str = "list", model: str | None = None,
                            other: str | None = None, share: app_commands.Range[float, 0.0, 1.0] | None = None) -> None:

@@ -150,7 +150,8 @@ class CommandHandlers:
         message, user = update.effective_message, update.effective_user
         if message is None or user is None:
             return
-        await message.reply_text(clip(await self.service.models_command(who_of(user), command_text(message.text)), 4000))
+        text = await self.service.models_command(who_of(user), command_text(message.text))
+        await message.reply_text(clip(text, 4000))
 
     # -- other commands ------------------------------------------------------------------------
 

@@ -65,8 +65,9 @@ async def sd_models(request: Request) -> Any:
     async def work(who: Who) -> Any:
         service = _service(request)
         if len(service.catalogue) < 2:
-            return [{"title": _title(service), "model_name": _title(service), "hash": (service.checkpoint_hash or "")[:10]
-                     or None, "sha256": service.checkpoint_hash, "filename": service.model_id, "config": None}]
+            sha = service.checkpoint_hash
+            return [{"title": _title(service), "model_name": _title(service), "hash": (sha or "")[:10] or None,
+                     "sha256": sha, "filename": service.model_id, "config": None}]
         listed = []
         for name in model_names(service):
             sha = service.checkpoint_hash_for(service.catalogue.resolve(name))

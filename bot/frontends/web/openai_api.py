@@ -222,9 +222,9 @@ async def get_model(model_id: str, request: Request) -> Any:
     async def work(who: Who) -> Any:
         service: ImagineService = request.app.state.service
         if model_id not in model_names(service):
+            shown = model_names(service)[:max(1, len(service.catalogue))]
             raise ProblemError(Problem(404, "model_not_found", f"This bot has no model {model_id!r}; it serves "
-                                       f"{', '.join(repr(n) for n in model_names(service)[:max(1, len(service.catalogue))])}.",
-                                       "model"))
+                                       f"{', '.join(repr(n) for n in shown)}.", "model"))
         return _model(model_id if len(service.catalogue) > 1 else model_names(service)[0])
 
     return await _answer(request, work)
