@@ -236,7 +236,7 @@ async def test_http_openai_and_a1111_take_catalogue_names(tmp_path: Path, shelf:
             image = Image.open(io.BytesIO(base64.b64decode(result.data[0].b64_json)))
             assert image.size == shelf.caps_for("flux").sizes()["1:1"]
             with pytest.raises(openai.BadRequestError) as info:
-                await client.images.generate(prompt="a red fox", model="dall-e-3")
+                await client.images.generate(prompt="a red fox", model="midjourney-v7")
             assert "'tiny', 'flux'" in str(info.value)
         finally:
             await client.close()

@@ -67,8 +67,9 @@ MAX_MODEL_NAME = 64
 MAX_COUNT = 4
 MAX_SEED = 2**32 - 1
 STEP_CHOICES = (1, 2, 4, 8)
-KINDS = ("txt2img", "img2img", "upscale", "zoom", "pan")
-FROM_IMAGE = ("img2img", "upscale", "zoom", "pan")  # kinds that start from an init_image at a strength
+# enlarge: the upscaler alone on a picture sent to it (A1111's extra-single-image), no diffusion pass
+KINDS = ("txt2img", "img2img", "upscale", "zoom", "pan", "enlarge")
+FROM_IMAGE = ("img2img", "upscale", "zoom", "pan", "enlarge")  # kinds that start from an init_image at a strength
 ACTIONS = {"upscale": ("subtle", "creative"), "zoom": ("1.5", "2"), "pan": ("left", "right", "up", "down")}
 MAX_UPSCALED = 4096  # an upscale is twice a bucket: up to 4096 px on its long side
 DEFAULT_STRENGTH = 0.6
@@ -178,7 +179,8 @@ class GenerationRequest:
             )
         for name in ("width", "height"):
             value = getattr(self, name)
-            _check_int(name, value, 64, MAX_UPSCALED if self.kind == "upscale" else 2048, name.capitalize())
+            _check_int(name, value, 64, MAX_UPSCALED if self.kind in ("upscale", "enlarge") else 2048,
+                       name.capitalize())
             if value % 16:
                 raise InvalidRequest(name, f"{name.capitalize()} must be a multiple of 16, not {value}.")
         if not isinstance(self.style, str) or self.style not in STYLES:
@@ -349,7 +351,7 @@ class ModelCaps:
         size = (request.width, request.height)
         if request.kind == "upscale":  # twice a size this model makes
             size = (request.width // 2, request.height // 2) if not request.width % 2 and not request.height % 2 else size
-        if size not in self.buckets():
+        if size not in self.buckets() and request.kind != "enlarge":  # enlarge: twice any picture sent
             allowed = ", ".join(f"{ar} ({w}x{h})" for ar, (w, h) in self.sizes().items())
             raise InvalidRequest(
                 "size",
@@ -363,7 +365,7 @@ class ModelCaps:
         which = f"The model {self.name}"
         if request.kind not in self.kinds:
             what = {"img2img": "pictures from an image", "upscale": "upscales", "zoom": "zoom-outs",
-                    "pan": "pans"}.get(request.kind, request.kind)
+                    "pan": "pans", "enlarge": "enlargements"}.get(request.kind, request.kind)
             raise InvalidRequest("model", f"{which} makes only {_join(self.kinds)} images, not {what}: "
                                           f"choose another model with --model (/models lists them).")
         if request.negative_prompt and not self.negative_prompt:

@@ -5,6 +5,7 @@ Pure Python; :mod:`generation.core.request` re-exports these names.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 
@@ -27,6 +28,7 @@ MAX_ASPECT = 4  # whole-number ratios up to 4:1 either way
 _RATIO = re.compile(r"^\s*(\d{1,5})\s*:\s*(\d{1,5})\s*$")
 
 
+@functools.lru_cache(maxsize=16)  # pure, and asked on every parse
 def sdxl_buckets(base: int = 1024) -> tuple[tuple[int, int], ...]:
     """SDXL's resolution buckets at ``base``: for each width a multiple of 64 from 512 to 2048 (at
     1024), the tallest multiple of 64 that keeps the area within 1024², and the transposes; from
