@@ -209,7 +209,9 @@ def test_eval_tiny_writes_report_grid_and_stores_the_figures(first_run: dict[str
     assert row.figures() == pytest.approx(report["figures"]) and row.n == 4 and row.prompt_set == "parti-mini"
     assert main(["models", "--config", str(first_run["config"])]) == 0
     listing = capsys.readouterr().out
-    assert "tiny-random-sdxl @unknown" in listing and f"fid {report['figures']['fid']:.4g}" in listing
+    # the tiny model's version is the SHA-256 of its weights (issue 25), the catalogue comes first
+    assert f"tiny-random-sdxl @{report['checkpoint_hash'][:12]}" in listing and len(report["checkpoint_hash"]) == 64
+    assert f"fid {report['figures']['fid']:.4g}" in listing and listing.startswith("tiny (tiny, tiny-random-sdxl")
 
 
 @pytest.mark.slow
