@@ -56,8 +56,10 @@ def _sources(batch: Batch) -> list[Image]:
 
 
 def run_inpainting(pipe: Any, batch: Batch, config: Any,
-                   progress: Callable[[int, int], Callable[..., dict[str, Any]]]) -> list[Image]:
-    """Each item's result at its final size; ``progress(done, whole)`` makes a step-end callback."""
+                   progress: Callable[[int, int], Callable[..., dict[str, Any]]], *,
+                   guidance: float = 0.0) -> list[Image]:
+    """Each item's result at its final size; ``progress(done, whole)`` makes a step-end callback;
+    ``guidance`` is the model's guidance scale (0 for Lightning and Turbo: one UNet pass per step)."""
     from PIL import Image as PILImage
 
     size = (batch.width, batch.height)
@@ -86,7 +88,7 @@ def run_inpainting(pipe: Any, batch: Batch, config: Any,
             pooled_prompt_embeds=torch.cat([embedded[i][1] for i in indices]),
             image=[canvases[i] for i in indices], mask_image=[masks[i] for i in indices],
             width=batch.width, height=batch.height, strength=batch.strength,
-            num_inference_steps=batch.steps, guidance_scale=0.0,
+            num_inference_steps=batch.steps, guidance_scale=guidance,
             generator=[generators[i] for i in indices], output_type="latent",
             callback_on_step_end=progress(number * steps, steps * len(groups)),
         ).images
