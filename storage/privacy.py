@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 from typing import Any
 
-from storage.clock import to_text
+from storage import describes
+from storage.clock import to_text, utcnow
 from storage.db import Database, Executor
 from storage.records import Image, Job, Rating, User
 
@@ -14,11 +16,13 @@ __all__ = ["export", "forget"]
 log = logging.getLogger(__name__)
 
 
-async def forget(db: Database, user_id: int, *, keep_quota_from: str | None = None) -> list[str]:
+async def forget(db: Database, user_id: int, *, keep_quota_from: str | None = None,
+                 keep_describes_from: datetime | None = None) -> list[str]:
     """Delete what the user made and said; keep what protects others. Returns orphaned paths.
 
-    Deleted: jobs (prompts, history), their images, the images they started from (uploads) and every rating of them, the user's own
-    ratings, saved settings and display name, and quota rows of windows before
+    Deleted: jobs (prompts, history), their images, the images they started from (uploads) and
+    every rating of them, the user's own ratings, what /describe showed them, saved settings and
+    display name, and quota rows of windows before
     ``keep_quota_from`` (all of them when it is None). Their API keys are revoked.
     Kept, keyed by the platform identity: the user row itself with its block, the quota used
     in the current window (``window_start >= keep_quota_from``), the per-user limit, and the
@@ -48,6 +52,12 @@ async def forget(db: Database, user_id: int, *, keep_quota_from: str | None = No
         scrubbed = await tx.execute(
             "UPDATE users SET display_name = '', settings = '{}', dm_closed = 0 WHERE id = ? RETURNING id",
             (user_id,))
+        # /describe: what was shown goes; the calls since ``keep_describes_from`` (the limit's hour)
+        # stay, blank, so /forget does not hand back the describe limit (as it keeps the quota window)
+        since = keep_describes_from or utcnow() - timedelta(hours=1)
+        await tx.execute("DELETE FROM describes WHERE user_id = ? AND created_at < ?", (user_id, to_text(since)))
+        await tx.execute("UPDATE describes SET caption = NULL, suggestions = '[]', image_sha = '' WHERE user_id = ?",
+                         (user_id,))
         # their API keys stop working with the rest (kept, revoked: a key seen later is recognised)
         await tx.execute("UPDATE api_keys SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL",
                          (to_text(), user_id))
@@ -149,6 +159,11 @@ async def export(db: Executor, user_id: int) -> dict[str, Any]:
                 "sha256": row["sha256"],
             }
             for row in ratings
+        ],
+        "describes": [
+            {"created_at": d.created_at, "image_sha256": d.image_sha, "caption": d.caption,
+             "suggestions": list(d.suggestions)}
+            for d in await describes.for_user(db, user_id)
         ],
         "quota": {
             "usage": [{"window_start": r["window_start"], "used": r["used"]} for r in quota],

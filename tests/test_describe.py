@@ -21,7 +21,8 @@ from generation.core.request import ModelCaps
 from generation.core.suggest import clean_caption, suggestions
 from generation.prompts.describe import DescribeSettings, Describer
 from tests.fakes import FakePipeline
-from tests.service_support import ADA, BOB, service_env
+from storage import privacy, users
+from tests.service_support import ADA, BOB, Clock, service_env
 
 CAPS = ModelCaps(name="tiny", base_resolution=256, steps=(1, 2, 4, 8))
 
@@ -147,3 +148,42 @@ async def test_describe_off_or_late_says_so(tmp_path: Path) -> None:
         env.service.describer = ScriptedDescriber("[UNK] ## ,")
         with pytest.raises(GenerationFailed, match="No description"):
             await env.service.describe(ADA, _png())
+
+
+async def test_the_describe_limit_holds_across_a_restart_and_a_forget(tmp_path: Path) -> None:
+    """The hour's calls are rows in the database: a new process (or /forget) does not reset them."""
+    clock = Clock()
+    async with service_env(tmp_path, FakePipeline(), describe_per_hour=2, clock=clock) as env:
+        env.service.describer = ScriptedDescriber("a red kite over hills")
+        await env.service.describe(ADA, _png())
+        clock.advance(minutes=30)
+        await env.service.describe(ADA, _png())
+    async with service_env(tmp_path, FakePipeline(), describe_per_hour=2, clock=clock) as env:  # a restart
+        env.service.describer = ScriptedDescriber("a red kite over hills")
+        with pytest.raises(DescribeLimited, match="next one is possible in 30 min") as limited:
+            await env.service.describe(ADA, _png())
+        assert 1790 <= limited.value.retry_after <= 1800
+        await env.service.forget(ADA)
+        with pytest.raises(DescribeLimited):  # /forget keeps the hour's count (as it keeps quota)
+            await env.service.describe(ADA, _png())
+        clock.advance(minutes=31)
+        assert (await env.service.describe(ADA, _png())).caption == "a red kite over hills"
+
+
+async def test_describes_are_exported_and_forgotten(tmp_path: Path) -> None:
+    checker = BlocklistChecker(["forbiddenword"])
+    clock = Clock()
+    async with service_env(tmp_path, FakePipeline(), prompt_checker=checker, clock=clock) as env:
+        env.service.describer = ScriptedDescriber("a lighthouse in fog")
+        shown = await env.service.describe(ADA, _png())
+        env.service.describer = ScriptedDescriber("a forbiddenword on a table")
+        with pytest.raises(InvalidRequest):
+            await env.service.describe(ADA, _png((100, 100)))
+        user = await users.get_by_platform(env.db, ADA.platform, ADA.user_id)
+        data = await privacy.export(env.db, user.id)
+        assert [d["caption"] for d in data["describes"]] == ["a lighthouse in fog", None]  # a refused one: nothing shown
+        assert data["describes"][0]["suggestions"] == list(shown.suggestions)
+        assert all(len(d["image_sha256"]) == 64 for d in data["describes"])
+        clock.advance(hours=2)
+        await env.service.forget(ADA)
+        assert (await privacy.export(env.db, user.id))["describes"] == []

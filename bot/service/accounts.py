@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import logging
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,8 @@ class AccountsPart(ServiceContext):
             await asyncio.wait(waiting, timeout=self.config.settle_timeout_s)
         window = quotas.window_start(self.clock(), self.config.quota_window)
         job_ids = await jobs.ids_of(self.db, user.id)
-        orphans = await privacy.forget(self.db, user.id, keep_quota_from=window)  # API keys revoked too
+        orphans = await privacy.forget(self.db, user.id, keep_quota_from=window,  # API keys revoked too
+                                       keep_describes_from=self.clock() - timedelta(hours=1))
         for end_sessions in self.session_enders:  # web sessions, when a front end keeps any
             await end_sessions(user.id)
         removed = await asyncio.to_thread(self.store.delete, orphans)

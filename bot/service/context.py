@@ -103,7 +103,6 @@ class ServiceContext:
         self.lora_catalog: Any = None  # generation.model.lora.LoraCatalog when [lora] is set (bot.app)
         self.segmenter: Any = None  # generation.model.segment.MaskModel when [edit] mask_model is set (bot.app)
         self.describer: Any = None  # generation.prompts.describe.Describer when [describe] model is set (bot.app)
-        self._describes: dict[int, Any] = {}  # /describe calls per account in the last hour (bot.service.describing)
         self.scorer: Any = None  # generation.quality.clip_score.ClipScorer when [eval] clip_model is set (bot.app)
         self.scoring: set[asyncio.Task[None]] = set()  # CLIP scoring in flight (bot.service.scoring)
         self.writes = GroupWriter(db)  # jobs of one batch share their transactions

@@ -14,8 +14,8 @@ read the prompt back from the answer they showed, so nothing is kept here.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections import deque
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -26,6 +26,8 @@ from bot.service.tickets import Who
 from bot.service.uploads import BLOCKED_UPLOAD, checked_upload, nearest_aspect
 from generation.core.errors import GenerationFailed, ImagineError, InvalidRequest
 from generation.core.suggest import clean_caption, suggestions
+from storage import describes
+from storage.clock import from_text
 
 __all__ = ["BLOCKED_CAPTION", "Described", "DescribePart", "DescribeLimited"]
 
@@ -64,7 +66,7 @@ class DescribePart(ServiceContext):
         verdicts = await self.moderation.check_images(who.key, target, [upload.image])
         if "blocked" in verdicts:
             raise InvalidRequest("image", BLOCKED_UPLOAD)
-        self._take_describe_slot(user.id)
+        call = await self._take_describe_slot(user.id, hashlib.sha256(bytes(data)).hexdigest())
         raw = await self.describer.caption(upload.image)
         caption = clean_caption(raw)
         if caption is None:
@@ -73,7 +75,7 @@ class DescribePart(ServiceContext):
         checker = await self.moderation.checker_for(target)
         if not checker.check(caption, "").allowed:
             logger.warning("describe for %s: the caption was refused by the prompt filter", who.key)
-            raise InvalidRequest("image", BLOCKED_CAPTION)
+            raise InvalidRequest("image", BLOCKED_CAPTION)  # stored without a caption: nothing was shown
         aspect = nearest_aspect(self.caps, *upload.size)
         prompts = []
         for prompt in suggestions(caption, aspect):
@@ -85,18 +87,20 @@ class DescribePart(ServiceContext):
             prompts.append(prompt)
         if not prompts:
             raise GenerationFailed("No description could be made of this image; try another picture.")
+        await describes.settle(self.db, call, caption, tuple(prompts))
         return Described(caption, tuple(prompts), aspect)
 
-    def _take_describe_slot(self, user_id: int) -> None:
-        """Count one /describe for the account, or DescribeLimited when the hour's are used up."""
+    async def _take_describe_slot(self, user_id: int, image_sha: str) -> int:
+        """Record one /describe for the account (its id), or DescribeLimited when the hour's are
+        used up. Counted in the database: the limit holds across a restart and between processes."""
         now = self.clock()
         limit = self.config.describe_per_hour
-        log: deque[Any] = self._describes.setdefault(user_id, deque())
-        while log and now - log[0] >= timedelta(hours=1):
-            log.popleft()
-        if len(log) >= limit:
-            seconds = (log[0] + timedelta(hours=1) - now).total_seconds()
-            wait = max(1, int(seconds + 59) // 60)
-            raise DescribeLimited(f"You can describe {limit} image{'s' if limit != 1 else ''} an hour; "
-                                  f"the next one is possible in {wait} min.", seconds)
-        log.append(now)
+        since = now - timedelta(hours=1)
+        async with self.db.transaction() as tx:  # count and record together: two taps cannot both slip in
+            if await describes.count_since(tx, user_id, since) >= limit:
+                oldest = await describes.first_since(tx, user_id, since)
+                seconds = ((from_text(oldest) if oldest else now) + timedelta(hours=1) - now).total_seconds()
+                wait = max(1, int(seconds + 59) // 60)
+                raise DescribeLimited(f"You can describe {limit} image{'s' if limit != 1 else ''} an hour; "
+                                      f"the next one is possible in {wait} min.", max(1.0, seconds))
+            return await describes.record(tx, user_id, image_sha, now)

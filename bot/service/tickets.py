@@ -298,7 +298,7 @@ class AlreadyAccepted(Exception):
 
 FORGET_KEEPS = (
     "Kept, because they protect others: any block, strikes and cooldowns, the images you used "
-    "from this quota window, and any personal limit an admin set."
+    "from this quota window (and this hour's /describe count), and any personal limit an admin set."
 )
 
 
