@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from generation.core.batch import Batch, BatchInterrupted, BatchItem, ItemsRejected, StepCallback
+from generation.core.batch import Batch, BatchItem, ItemsRejected, StepCallback
 from generation.core.errors import GenerationFailed, InvalidRequest
 from generation.model.loader import lightning_unet_filename, load_hub, load_local
 from generation.model.model_config import (
@@ -39,6 +39,7 @@ from generation.model.model_config import (
     resolve_dtype,
 )
 from generation.core.request import ASPECT_RATIOS, KINDS, STEP_CHOICES, ModelCaps
+from generation.model.preview import step_callback as _progress
 from generation.model.prompting import encode_prompts
 from generation.model.speed import apply_speed_options, attention_backend, decode_latents
 from generation.model.tiny import TINY_BASE_RESOLUTION, TINY_MODEL_ID, build_tiny_pipeline, build_tiny_tokenizer
@@ -147,6 +148,8 @@ class LightningPipeline:
         # the first half of an upscale ([upscale] model, set by bot.app); Lanczos when none is configured
         self.upscaler: Any = LanczosUpscaler()
         self.upscale_tile: int | None = None  # the refining pass's tile (default: the model's base size)
+        # live previews between steps (generation.model.preview.with_previews sets it); None: off
+        self.previewer: Any = None
         pipe.scheduler = trailing
         pipe.set_progress_bar_config(disable=True)
         pipe.vae.disable_slicing()  # decode_latents slices itself when model.vae_decode asks
@@ -263,7 +266,8 @@ class LightningPipeline:
                     guidance_scale=0.0,
                     generator=[generators[i] for i in indices],
                     output_type="latent",
-                    callback_on_step_end=_progress(on_step, should_stop, number * total, whole),
+                    callback_on_step_end=_progress(on_step, should_stop, number * total, whole,
+                                                   self.previewer, indices),
                     **part,
                 ).images
                 for row, index in enumerate(indices):
@@ -350,7 +354,8 @@ class LightningPipeline:
                     width=batch.width, height=batch.height, strength=batch.strength,
                     num_inference_steps=batch.steps, guidance_scale=0.0,
                     generator=[generators[i] for i in indices], output_type="latent",
-                    callback_on_step_end=_progress(on_step, should_stop, number * steps, steps * len(groups)),
+                    callback_on_step_end=_progress(on_step, should_stop, number * steps, steps * len(groups),
+                                                   self.previewer, indices),
                 ).images
                 for row, index in enumerate(indices):
                     latents[index] = out[row:row + 1]
@@ -381,21 +386,6 @@ class LightningPipeline:
             logger.info("compiled %d/%d: %dx%d, batch %d, %d steps (%.1f s)",
                         done, len(shapes), width, height, n, steps, time.perf_counter() - t0)
         logger.info("warm-up done: %d shapes in %.1f s", len(shapes), time.perf_counter() - started)
-
-
-def _progress(
-    on_step: StepCallback | None, should_stop: Callable[[], bool] | None, done: int, whole: int
-) -> Callable[..., dict[str, Any]]:
-    """A diffusers step-end callback for a call that starts ``done`` steps into ``whole``."""
-
-    def step_end(pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-        if on_step is not None:
-            on_step(done + i + 1, whole)
-        if should_stop is not None and done + i + 1 < whole and should_stop():
-            raise BatchInterrupted(f"stopped after step {done + i + 1} of {whole}")
-        return {}
-
-    return step_end
 
 
 _EAGER = ModelConfig(
