@@ -30,6 +30,7 @@ from generation.quality.clip_score import ClipScorer
 from generation.scheduling.local import start_workers
 from generation.model.lora import LoraCatalog, catalog_for, load_with_loras
 from generation.model.pipeline import ModelConfig, load_pipeline
+from generation.model.preview import with_previews
 from generation.scheduling.queue import GenerationQueue
 from generation.prompts.refine import PromptRefiner
 from generation.tools.upscale import with_upscaler
@@ -83,6 +84,8 @@ def _start_executors(config: Config, model_config: ModelConfig, loras: LoraCatal
     upscaler = config.upscale.model_path(Path("models"))
     if upscaler is not None:  # ⬆️ Upscale's network (Lanczos without one)
         loader = functools.partial(with_upscaler, loader=loader, path=str(upscaler))
+    if config.preview.enabled:  # live previews: the tiny autoencoder between steps
+        loader = functools.partial(with_previews, loader=loader, settings=config.preview)
     if config.generation.backend == "ray":
         from generation.scheduling.ray_backend import RayExecutor
 

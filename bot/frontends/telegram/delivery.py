@@ -5,7 +5,7 @@ a crash there makes a second copy. An edit repeated makes none. So:
 
 1. At acceptance the bot sends a **placeholder photo** (a small grey image) whose caption is the
    job's status (queue place, ETA, progress; paced by :class:`~.status.StatusMessage`, with a
-   ❌ Cancel button), and records its message id in the job's target (``status_id``,
+   ❌ Cancel button; while the image forms, the photo shows its live preview), and records its message id in the job's target (``status_id``,
    ``placeholder``) and in the message map (so a reaction on it rates the job).
 2. The result **replaces the placeholder** with ``editMessageMedia``: the image (count 1), or a
    2-column grid of them with U1…U4 buttons for the full-quality files; too big for a photo
@@ -100,6 +100,8 @@ class Delivering:
 
         def _interval(self, target: dict[str, Any]) -> float: ...
 
+        def _previews(self, target: dict[str, Any]) -> bool: ...
+
         async def _private_chat(self, user: User) -> int | None: ...
 
         def _start_link(self, payload: str = "") -> str: ...
@@ -177,7 +179,7 @@ class Delivering:
         try:
             chat_id, message_id = await self._placeholder(ticket.job_id, target, first, markup)
             status = StatusMessage(self.bot, chat_id, message_id, first, markup,
-                                   interval=self._interval(target), caption=True)
+                                   interval=self._interval(target), caption=True, previews=self._previews(target))
         except TelegramError as err:  # the job is accepted: follow it, its result makes a placeholder
             logger.warning("telegram: no placeholder for job %s (%s); following it without", ticket.job_id, err)
         self._spawn(self._watch(ticket, status), f"tg-job-{ticket.job_id}")
@@ -201,7 +203,8 @@ class Delivering:
             async for update in ticket.updates():
                 if isinstance(update, (Queued, Running)):
                     if status is not None:
-                        await status.show(status_text(update, ticket.request.prompt), cancel_keyboard(ticket.job_id))
+                        await status.show(status_text(update, ticket.request.prompt), cancel_keyboard(ticket.job_id),
+                                          preview=getattr(update, "preview", None))
                 elif isinstance(update, Finished):
                     if status is not None:
                         await status.settle()
