@@ -152,3 +152,21 @@ async def test_telegram_group_previews_stay_within_the_groups_budget(tmp_path: P
             fake.push(fake.message_update("/imagine a lighthouse at dusk --steps 4 --seed 5", alice, group))
             await wait_until(lambda: fake.calls("editMessageMedia", ok=True), GEN)
             assert not _preview_edits(fake, -100555) and fake.calls("editMessageCaption", ok=True)
+
+
+# -- the terminal chat -----------------------------------------------------------------------------
+
+
+async def test_terminal_chat_says_where_the_preview_is(tmp_path: Path, previewing: Any) -> None:
+    from bot.frontends.console import run_console
+    from bot.service import Who
+
+    out, out_dir = io.StringIO(), tmp_path / "out"
+    async with service_env(tmp_path, SlowSteps(previewing, 0.2)) as env:
+        await asyncio.wait_for(run_console(env.service, who=Who("console", "me", "me"), output_dir=out_dir,
+                                           lines=["a lighthouse at dusk --steps 4", "/quit"], out=out), GEN)
+    text = out.getvalue()
+    job = re.search(r"^(\w+): done", text, re.M).group(1)  # type: ignore[union-attr]
+    preview = out_dir.resolve() / f"{job}-preview.jpg"
+    assert text.count(f"{job}: preview saved: {preview}") == 1  # said once, then overwritten quietly
+    assert sorted(p.name for p in out_dir.iterdir()) == [f"{job}-1.png"]  # the result took its place
