@@ -171,3 +171,14 @@ async def test_preview_enabled_false_means_no_previews_from_the_workers(tmp_path
 
     assert await previews_with('[model]\nname = "tiny"\ndevice = "cpu"\n[preview]\nevery_steps = 2\n') == [2]
     assert await previews_with('[model]\nname = "tiny"\ndevice = "cpu"\n[preview]\nenabled = false\n') == []
+
+
+def test_a_preview_is_decoded_at_its_own_size(previewing: Any) -> None:
+    """Latents of a 512x768 image decode to a preview of at most 256 px (the latents are scaled down
+    first, so the decode costs the preview's pixels, not the image's)."""
+    import torch
+
+    decodes = previewing.previewer.decodes
+    (image,) = previewing.previewer.decode(torch.randn(1, 4, 96, 64))
+    assert max(image.size) == 256 and image.size == (168, 256)
+    assert previewing.previewer.decodes == decodes + 1

@@ -85,19 +85,21 @@ class Previewer:
         return step < total and step % self.every_steps == 0
 
     def decode(self, latents: torch.Tensor) -> list[Image]:
-        """One small RGB image per latent (the longer side ``settings.size``)."""
+        """One small RGB image per latent, the longer side about ``settings.size``: the latents are
+        scaled down (area) to 1/8 of that first, so the decode costs the preview's pixels only."""
         import torch
         from PIL import Image as PILImage
 
         started = time.perf_counter()
         param = next(self.vae.parameters())
         with torch.inference_mode():
-            pixels = self.vae.decode(latents.to(param.device, param.dtype)).sample.float()
-            height, width = pixels.shape[-2:]
-            scale = self.settings.size / max(height, width)
-            if scale < 1:
+            latents = latents.to(param.device, param.dtype)
+            height, width = latents.shape[-2:]
+            scale = self.settings.size / (8 * max(height, width))
+            if scale < 1:  # decode at the preview's size, not the image's: far less work at 1024²
                 size = (max(1, round(height * scale)), max(1, round(width * scale)))
-                pixels = torch.nn.functional.interpolate(pixels, size=size, mode="bilinear", antialias=True)
+                latents = torch.nn.functional.interpolate(latents, size=size, mode="area")
+            pixels = self.vae.decode(latents).sample.float()
             rgb = ((pixels.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         images = [PILImage.fromarray(row) for row in rgb]
         self.seconds += time.perf_counter() - started
