@@ -84,8 +84,8 @@ def _start_executors(config: Config, model_config: ModelConfig, loras: LoraCatal
     upscaler = config.upscale.model_path(Path("models"))
     if upscaler is not None:  # ⬆️ Upscale's network (Lanczos without one)
         loader = functools.partial(with_upscaler, loader=loader, path=str(upscaler))
-    if config.preview.enabled:  # live previews: the tiny autoencoder between steps
-        loader = functools.partial(with_previews, loader=loader, settings=config.preview)
+    if config.preview.enabled and config.generation.backend != "ray":  # live previews: the tiny autoencoder
+        loader = functools.partial(with_previews, loader=loader, settings=config.preview)  # (not sent over Ray)
     if config.generation.backend == "ray":
         from generation.scheduling.ray_backend import RayExecutor
 
