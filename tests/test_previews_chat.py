@@ -170,3 +170,21 @@ async def test_terminal_chat_says_where_the_preview_is(tmp_path: Path, previewin
     preview = out_dir.resolve() / f"{job}-preview.jpg"
     assert text.count(f"{job}: preview saved: {preview}") == 1  # said once, then overwritten quietly
     assert sorted(p.name for p in out_dir.iterdir()) == [f"{job}-1.png"]  # the result took its place
+
+
+async def test_telegram_cancel_after_a_preview_puts_the_placeholder_back(tmp_path: Path, previewing: Any) -> None:
+    from bot.frontends.telegram.delivery import placeholder_png
+    from tests.telegram_support import callback_data
+
+    async with FakeTelegram(flood=FloodRules()) as fake:
+        async with running(tmp_path, SlowSteps(previewing, STEP), fake, **LIMITS):
+            fake.push(fake.message_update("/imagine a lighthouse at dusk --steps 8 --seed 5"))
+            await wait_until(lambda: _preview_edits(fake, 1001), GEN)
+            placeholder = fake.calls("sendPhoto")[0]
+            fake.push(fake.callback_query_update(callback_data(placeholder)[0], placeholder.result))
+            told = await fake.wait_for_call("editMessageMedia", lambda c: "🚫" in c.params["media"]["caption"],
+                                            timeout=GEN)
+            assert told.file(told.params["media"]["media"]).data == placeholder_png()
+            shown = fake.messages[(1001, placeholder.result["message_id"])]
+            assert fake.media_of(shown) == placeholder_png() and "🚫" in shown["caption"]
+            assert not fake.flood_refusals

@@ -274,7 +274,7 @@ class Delivering:
             kwargs: dict[str, Any] = {"content": content, "view": view}
             if file is not None:
                 kwargs["attachments"] = [file_of(*file)]
-            elif reply.previewed:  # the live preview goes with the progress it belonged to
+            elif reply.previewed or reply.recovered:  # a live preview goes with the progress it belonged to
                 kwargs["attachments"] = []
             try:
                 return await reply.interaction.edit_original_response(**kwargs)

@@ -215,8 +215,8 @@ class Delivering:
                 elif isinstance(update, (Failed, Cancelled)):
                     icon = "🚫" if isinstance(update, Cancelled) else "❌"
                     text = f"{icon} {update.message}\n{clip(ticket.request.prompt, 300)}"
-                    if status is not None:
-                        await status.show(text, final=True)
+                    if status is not None:  # a preview shown goes: the grey placeholder comes back
+                        await status.show(text, final=True, photo=placeholder_png())
                     else:
                         await self.bot.send_message(ticket.target["chat_id"], text)
                     await self._react(ticket.target.get("ack"), None)

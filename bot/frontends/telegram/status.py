@@ -56,14 +56,19 @@ class StatusMessage:
         self._lock = asyncio.Lock()
 
     async def show(self, text: str, markup: InlineKeyboardMarkup | None = None, *,
-                   final: bool = False, preview: bytes | None = None) -> None:
+                   final: bool = False, preview: bytes | None = None, photo: bytes | None = None) -> None:
         """Edit the message to ``text`` now, or when the interval is over (``final``: now); with
-        ``preview`` (and previews on) the photo becomes it in the same edit."""
+        ``preview`` (and previews on) the photo becomes it in the same edit. ``photo`` (with
+        ``final``): the picture to put back where a preview was shown (the job made no image)."""
         if preview is not None and self.previews:
             self._preview = preview
         if final:
             self._cancel_flush()
             self._pending = None
+            if photo is not None and self._preview_shown is not None:
+                self._preview = photo  # shown once more, in the final edit's lane
+                await self._edit(text, markup, Lane.RESULT, restore=True)
+                return
             await self._edit(text, markup, Lane.RESULT)
             return
         wait = self._last + self.interval - time.monotonic()
@@ -105,9 +110,11 @@ class StatusMessage:
         if pending is not None:
             await self._edit(*pending)
 
-    async def _edit(self, text: str, markup: InlineKeyboardMarkup | None, lane: Lane = Lane.STATUS) -> None:
+    async def _edit(self, text: str, markup: InlineKeyboardMarkup | None, lane: Lane = Lane.STATUS, *,
+                    restore: bool = False) -> None:
         async with self._lock:
-            preview = self._preview if lane == Lane.STATUS and self._preview is not self._preview_shown else None
+            fresh = self._preview is not self._preview_shown
+            preview = self._preview if (lane == Lane.STATUS or restore) and fresh else None
             if (text, markup) == self._shown and preview is None:
                 return
             self._last = time.monotonic()
@@ -116,7 +123,8 @@ class StatusMessage:
             try:
                 if preview is not None:
                     await self.bot.edit_message_media(
-                        InputMediaPhoto(preview, caption=text, filename="preview.jpg"), self.chat_id,
+                        InputMediaPhoto(preview, caption=text, filename="placeholder.png" if restore else "preview.jpg"),
+                        self.chat_id,
                         self.message_id, reply_markup=markup, **paced)
                     self.previewed += 1
                 elif self.caption:
