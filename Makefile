@@ -23,11 +23,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 # The tests' and benchmarks' extras: pytest, hypothesis, onnx; matplotlib; Ray Serve; httpx and
-# Playwright (it drives Debian's Chromium: never `playwright install`).
+# Playwright (it drives Debian's Chromium: never `playwright install`); torchmetrics; mlflow-skinny.
 install-test: $(VENV)/.installed-test
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP_INSTALL) -e '.[web,test,bench,ray,web-test,eval]'
+	$(PIP_INSTALL) -e '.[web,test,bench,ray,web-test,eval,mlflow]'
 	touch $@
 
 run: install

@@ -120,6 +120,7 @@ def main() -> int:
     bare, plain, lora = median["bare"], median["no_lora"], median["three_loras"]
     first = measured["first_use"]
     report = {
+        "command": "python bench/lora_bench.py " + " ".join(sys.argv[1:]),
         "machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
         "load_average": [load_before, os.getloadavg()[0]],
         "n": args.n, "size": args.size, "steps": args.steps, "max_batch": args.max_batch,

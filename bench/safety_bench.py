@@ -120,6 +120,7 @@ def main() -> None:
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({
+        "command": "python bench/safety_bench.py " + " ".join(sys.argv[1:]),
         "disguised": len(disguised), "innocent": len(innocent), "caught": caught, "catch_rate": round(rate, 4),
         "false_refusals": false_refusals, "misses": misses, "wrong_category": wrong_category,
         "families": {f: {"caught": c, "total": n} for f, (c, n) in families.items()}, "tiers": dict(tiers),

@@ -13,6 +13,7 @@ from PIL import Image
 
 from bot.frontends.web import WebSettings
 from bot.frontends.web.social import share_links
+from storage.rating_stats import recent_comments
 from tests.service_support import ADA, BOB
 from tests.studio_support import sign_in
 from tests.web_support import web_env
@@ -127,6 +128,15 @@ async def test_make_watch_download_rate_share_and_delete(tmp_path: Path) -> None
         h = {"X-CSRF-Token": csrf, "Accept": "application/json"}
         assert (await web.client.post(f"/studio/images/{ref}/rating", json={"stars": 4}, headers=h)).status_code == 200
         assert (await web.env.service.history(ADA)).entries[0].images[0].my_stars == 4
+        # a comment beside the rating: checked like a prompt, kept with the stars
+        said = await web.client.post(f"/studio/images/{ref}/rating", json={"stars": 4, "comment": "lovely light"},
+                                     headers=h)
+        assert said.json() == {"image": ref, "stars": 4, "comment": "lovely light"}
+        assert [(c.stars, c.comment) for c in await recent_comments(web.env.service.db)] == [(4, "lovely light")]
+        refused = await web.client.post(f"/studio/images/{ref}/rating", json={"stars": 2, "comment": "so GORY"},
+                                        headers=h)
+        assert refused.status_code in (400, 422) and "comment" in refused.text.lower()
+        assert (await web.env.service.history(ADA)).entries[0].images[0].my_stars == 4  # nothing half-saved
         shared = (await web.client.post(f"/studio/images/{ref}/share", headers=h)).json()
         assert shared["url"].endswith(f"/i/{shared['share_id']}")
         assert {s["name"] for s in shared["share_to"]} >= {"X", "Reddit", "Mastodon", "Telegram"}

@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from bot.frontends.web import WebFrontEnd, WebSettings
+from storage.rating_stats import recent_comments
 from tests.service_support import ADA, BOB, service_env
 
 CHROMIUM = next((p for p in (os.environ.get("CHROMIUM"), shutil.which("chromium"),
@@ -142,6 +143,11 @@ async def test_studio_in_chromium(tmp_path: Path, tiny: Any) -> None:
                     await page.get_by_role("button", name="Rate 4 stars").click()
                     await page.wait_for_selector("#results button[aria-label='Rate 4 stars'][aria-pressed=true]")
                     assert (await env.service.history(ADA)).entries[0].images[0].my_stars == 4
+                    # the comment box opens once rated; what is written is kept beside the stars
+                    await page.locator("#results form.comment textarea").first.fill("the sky is right")
+                    await page.locator("#results").get_by_role("button", name="Save comment").first.click()
+                    await page.wait_for_selector("#message:has-text('Comment saved')")
+                    assert [c.comment for c in await recent_comments(env.service.db)] == ["the sky is right"]
                     await page.screenshot(path=str(_shots(tmp_path) / "studio.png"))
 
                     # a POST without the CSRF token is refused, and in words

@@ -43,6 +43,8 @@ class Stars(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     stars: int = Field(ge=1, le=5)
+    comment: str | None = Field(None, min_length=1, max_length=500,
+                                description="Words beside the rating (checked like a prompt); kept with it")
 
 
 def _service(request: Request) -> ImagineService:
@@ -196,8 +198,8 @@ async def thumb(ref: str, request: Request, found: Session) -> Response:
 
 @studio_router.post("/images/{ref}/rating")
 async def rate(ref: str, body: Stars, request: Request, found: Checked) -> dict[str, Any]:
-    await _service(request).rate_ref(found.who, ref, body.stars)
-    return {"image": ref, "stars": body.stars}
+    await _service(request).rate_ref(found.who, ref, body.stars, body.comment)
+    return {"image": ref, "stars": body.stars, "comment": body.comment}
 
 
 @studio_router.post("/images/{ref}/share")

@@ -77,6 +77,11 @@
                                 "aria-label": "Rate " + n + " star" + (n > 1 ? "s" : "")}, "☆"));
     }
     box.append(rate);
+    var note = el("form", {"class": "comment", hidden: ""});
+    var label = el("label", {}, "Comment (what worked, what did not)");
+    label.append(el("textarea", {name: "comment", rows: "2", maxlength: "500"}));
+    note.append(label, el("button", {type: "submit"}, "Save comment"));
+    box.append(note);
     var buttons = el("p", {"class": "buttons"});
     [["share", "Share to the gallery"], ["variation", "Variations"], ["reroll", "Reroll"], ["delete", "Delete"]]
       .forEach(function (pair) { buttons.append(el("button", {type: "button", "data-action": pair[0]}, pair[1])); });
@@ -187,8 +192,18 @@
             b.setAttribute("aria-pressed", n === stars ? "true" : "false");
           });
           box.dataset.rated = String(stars);
+          box.querySelector("form.comment").hidden = false;
         }, function (err) { say(err.message, box); });
       });
+    });
+    var note = box.querySelector("form.comment");
+    if (note) note.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var text = note.querySelector("textarea").value.trim();
+      if (!text) { say("Write a comment first, or leave the box empty.", box); return; }
+      api("POST", "/studio/images/" + ref + "/rating", {stars: Number(box.dataset.rated), comment: text})
+        .then(function () { say("Comment saved beside your rating.", box); },
+              function (err) { say(err.message, box); });
     });
     box.querySelectorAll("button[data-action]").forEach(function (button) {
       button.addEventListener("click", function () { act(box, ref, button.dataset.action); });
