@@ -44,7 +44,7 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 from cost_model import CostModel, fit_published  # noqa: E402
 from PIL import Image  # noqa: E402
-from queue_policies import FifoGreedy, FifoOne, FixedWindow  # noqa: E402
+from queue_policies import FifoGreedy, FifoOne, FixedWindow, FullestFirst, RateHold  # noqa: E402
 from traces import MIX, Arrival, poisson, rate_for_load, with_burst  # noqa: E402
 from virtual_time import run_virtual  # noqa: E402
 
@@ -255,6 +255,24 @@ def patience_sweep(args: argparse.Namespace, model: CostModel) -> list[dict[str,
     return sweep
 
 
+def variants(args: argparse.Namespace, model: CostModel) -> list[dict[str, Any]]:
+    """The fair policy, the variants issue #29 suggested, and fifo-greedy, on one GPU."""
+    runs = []
+    for load in args.loads:
+        for seed in [args.seed, *args.sweep_seeds]:
+            trace = poisson(rate_for_load(load, model, max_batch=MAX_BATCH), args.requests, seed)
+            for policy in (FAIR, RateHold(0.1), RateHold(0.3), FullestFirst(), FifoGreedy()):
+                result = run_one(trace, policy, 1, model)
+                runs.append({"policy": policy.name, "seed": seed, "load": load, "executors": 1,
+                             **{k: result[k] for k in ("p50_s", "p99_s", "light_p99_s", "heavy_p99_s",
+                                                       "throughput_images_per_s", "mean_batch_images")},
+                             "light_behind_heavy_p99_s": result["light_behind_heavy"]["p99_s"]})
+                print(f"load {load:.0%} seed {seed} {policy.name:>24}: p50 {result['p50_s']:.1f} s, "
+                      f"p99 {result['p99_s']:.1f} s, light behind heavy p99 "
+                      f"{result['light_behind_heavy']['p99_s']:.1f} s", flush=True)
+    return runs
+
+
 def goals(result: dict[str, Any], model: CostModel) -> dict[str, dict[str, Any]]:
     """The issue's goals at 80 % load, each as {value, target, met}."""
     def run(policy: str, executors: int = 1, load: float = 0.8) -> dict[str, Any] | None:
@@ -295,6 +313,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead of the comparison: the fair policy with these patience values (and "
                              "unbounded) at --loads, one GPU; writes queue_bench_patience.json")
     parser.add_argument("--sweep-seeds", type=int, nargs="*", default=[1, 2, 3])
+    parser.add_argument("--variants", action="store_true",
+                        help="instead of the comparison: the fair policy against the variants issue #29 "
+                             "suggested (a rate-based hold, fullest shape first) and fifo-greedy at --loads, "
+                             "one GPU, seeds --seed and --sweep-seeds; writes queue_bench_variants.json")
     parser.add_argument("--gpu-bench", type=Path, default=None, help="calibrate from bench/gpu_bench.py's JSON")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
@@ -314,6 +336,13 @@ def main(argv: list[str] | None = None) -> int:
                  "requests": args.requests, "cost_model": model.to_dict(), "runs": patience_sweep(args, model)}
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "queue_bench_patience.json").write_text(json.dumps(sweep, indent=2) + "\n")
+        return 0
+    if args.variants:
+        runs = variants(args, model)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "queue_bench_variants.json").write_text(json.dumps(
+            {"benchmark": "queue_bench_variants", "command": command, "clock": "virtual",
+             "requests": args.requests, "cost_model": model.to_dict(), "runs": runs}, indent=2) + "\n")
         return 0
     result = bench(args, model)
     summary = {

@@ -6,6 +6,8 @@ The pipeline returns 64x64 images at once, so only the bot's own overhead is tim
 Goal: >= 300 jobs/s at 32 in flight on the 2-core CI machine, median of 5 rounds. The rounds are
 interleaved (round 1 at every concurrency, then round 2, ...) so a slow minute of a shared
 machine lands on all of them alike; the JSON keeps every round, the median and the spread.
+``--sqlite inline threaded`` runs each round both ways (SQLite statements on the event loop, or
+each on the database's thread as before issue #29) and records the per-round ratio.
 ``--profile PATH`` also writes a cProfile of one extra round at 32 in flight to PATH (the event
 loop's thread only, top 25 by own time, as text). Writes bench/results/service_bench.json and .png.
 Not a test: run `python bench/service_bench.py`.
@@ -51,12 +53,12 @@ class ZeroCostPipeline:
         return [Image.new("RGB", (batch.width, batch.height), (item.seed % 256, 0, 0)) for item in batch.items]
 
 
-async def run(jobs: int, users: int, concurrency: int, data: Path) -> dict:
+async def run(jobs: int, users: int, concurrency: int, data: Path, sqlite: str = "inline") -> dict:
     worker = Worker(ZeroCostPipeline())
     worker.start()
     queue = GenerationQueue(worker, max_batch_images=8, max_queued_images=10_000, max_queued_per_user=10_000)
     queue.start()
-    async with Database.open(data / "bench.db") as db:
+    async with Database.open(data / "bench.db", **({"threaded": True} if sqlite == "threaded" else {})) as db:
         service = ImagineService(
             db, ImageStore(data / "images"), queue,
             settings=ServiceSettings(daily_quota=1_000_000, data_dir=data),
@@ -81,9 +83,9 @@ async def run(jobs: int, users: int, concurrency: int, data: Path) -> dict:
             words.preload(background=False)
         await one(jobs)  # warm-up
         latencies.clear()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(one(i) for i in range(jobs)))
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
         delivered = await db.fetchval("SELECT count(*) FROM jobs WHERE status = 'delivered'")
         await queue.close()
         await service.close()
@@ -91,10 +93,14 @@ async def run(jobs: int, users: int, concurrency: int, data: Path) -> dict:
     latencies.sort()
     return {
         "jobs": jobs,
+        "sqlite": sqlite,
         "users": users,
         "concurrency": concurrency,
         "seconds": elapsed,
         "jobs_per_s": jobs / elapsed,
+        # CPU seconds of the whole process (every thread) per job: less at the mercy of a shared
+        # machine's load than jobs/s, which is wall time
+        "cpu_ms_per_job": 1000 * cpu / jobs,
         "delivered_rows": delivered,
         "latency_ms": {
             "p50": 1000 * latencies[len(latencies) // 2],
@@ -105,9 +111,9 @@ async def run(jobs: int, users: int, concurrency: int, data: Path) -> dict:
     }
 
 
-def one_round(jobs: int, users: int, concurrency: int, tmpdir: str | None) -> dict:
+def one_round(jobs: int, users: int, concurrency: int, tmpdir: str | None, sqlite: str = "inline") -> dict:
     with tempfile.TemporaryDirectory(dir=tmpdir) as tmp:
-        return asyncio.run(run(jobs, users, concurrency, Path(tmp)))
+        return asyncio.run(run(jobs, users, concurrency, Path(tmp), sqlite))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[8, 32, 128])
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the median is reported")
+    parser.add_argument("--sqlite", nargs="+", choices=("inline", "threaded"), default=["inline"],
+                        help="where SQLite statements run: inline (on the event loop, the default) and/or "
+                             "threaded (each on the database's thread: the path before issue #29); "
+                             "both: interleaved in every round, for a before/after")
     parser.add_argument("--tmpdir", default=None, help="where the database and images go (default: the system's)")
     parser.add_argument("--profile", type=Path, default=None,
                         help="write a cProfile (text) of one more round at 32 in flight to this file")
@@ -123,20 +133,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     load_before = os.getloadavg()[0]
-    rounds: dict[int, list[dict]] = {c: [] for c in args.concurrency}
+    rounds: dict[tuple[str, int], list[dict]] = {(m, c): [] for c in args.concurrency for m in args.sqlite}
     for number in range(1, args.rounds + 1):
         for concurrency in args.concurrency:
-            result = one_round(args.jobs, args.users, concurrency, args.tmpdir)
-            rounds[concurrency].append(result)
-            print(f"round {number}, concurrency {concurrency}: {result['jobs_per_s']:.0f} jobs/s, "
-                  f"p50 {result['latency_ms']['p50']:.1f} ms, p95 {result['latency_ms']['p95']:.1f} ms", flush=True)
+            for mode in args.sqlite:
+                result = one_round(args.jobs, args.users, concurrency, args.tmpdir, mode)
+                rounds[(mode, concurrency)].append(result)
+                print(f"round {number}, {mode}, concurrency {concurrency}: {result['jobs_per_s']:.0f} jobs/s, "
+                      f"{result['cpu_ms_per_job']:.2f} CPU ms/job, "
+                      f"p50 {result['latency_ms']['p50']:.1f} ms, p95 {result['latency_ms']['p95']:.1f} ms",
+                      flush=True)
     runs = []
-    for concurrency, results in rounds.items():
+    for (mode, concurrency), results in rounds.items():
         rates = [r["jobs_per_s"] for r in results]
-        runs.append({"concurrency": concurrency, "jobs": args.jobs, "users": args.users,
+        runs.append({"sqlite": mode, "concurrency": concurrency, "jobs": args.jobs, "users": args.users,
                      "jobs_per_s": statistics.median(rates), "min_jobs_per_s": min(rates),
+                     "cpu_ms_per_job": statistics.median(r["cpu_ms_per_job"] for r in results),
                      "max_jobs_per_s": max(rates), "rounds": results})
-    at32 = next((r["jobs_per_s"] for r in runs if r["concurrency"] == 32), None)
+    at32 = next((r["jobs_per_s"] for r in runs if r["concurrency"] == 32 and r["sqlite"] == "inline"), None)
     summary = {
         "benchmark": "service_bench",
         "command": "python bench/service_bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -149,6 +163,13 @@ def main(argv: list[str] | None = None) -> int:
         "goals": {"jobs_per_s_at_32": {"value": at32, "target": 300, "sense": ">=",
                                        "met": at32 is not None and at32 >= 300}},
     }
+    if set(args.sqlite) == {"inline", "threaded"}:  # the before/after, round by round
+        for concurrency in args.concurrency:
+            ratios = [a["jobs_per_s"] / b["jobs_per_s"] for a, b in zip(rounds[("inline", concurrency)],
+                                                                          rounds[("threaded", concurrency)])]
+            summary.setdefault("inline_vs_threaded", {})[str(concurrency)] = {
+                "median_ratio": statistics.median(ratios), "min_ratio": min(ratios), "max_ratio": max(ratios),
+                "per_round": ratios}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.profile is not None:
@@ -178,13 +199,14 @@ def plot(runs: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    xs = [str(r["concurrency"]) for r in runs]
+    xs = [f"{r['concurrency']} · {r['sqlite']}" for r in runs]
     medians = [r["jobs_per_s"] for r in runs]
     spread = [[m - r["min_jobs_per_s"] for m, r in zip(medians, runs)],
               [r["max_jobs_per_s"] - m for m, r in zip(medians, runs)]]
-    ax.bar(xs, medians, yerr=spread, capsize=4, color="tab:blue", label="median (bars: min..max of rounds)")
+    colors = ["tab:blue" if r["sqlite"] == "inline" else "tab:gray" for r in runs]
+    ax.bar(xs, medians, yerr=spread, capsize=4, color=colors, label="median (bars: min..max of rounds)")
     ax.axhline(300, color="tab:red", ls="--", label="goal: 300 jobs/s")
-    ax.set_xlabel("requests in flight")
+    ax.set_xlabel("requests in flight · where SQLite runs")
     ax.set_ylabel("jobs / s (parse → stored → delivered)")
     ax.set_title(f"service overhead, zero-cost pipeline, {runs[0]['jobs']} jobs, "
                  f"{len(runs[0]['rounds'])} interleaved rounds")

@@ -1,16 +1,23 @@
-"""Image toolbox benchmark on the tiny model (CPU): upscale (subtle, creative) against a plain
-generation of the same output size.
+"""Image toolbox benchmark on the tiny model (CPU): upscale (subtle, creative), zoom out and pan,
+each against a plain generation of the same output size.
 
 Each case runs in a fresh process (so its peak resident memory is its own), loads the tiny
-pipeline, runs once to warm up, then ``--repeat`` times, and reports the median seconds and the
-process's peak RSS above what it held after loading the model:
+pipeline, runs once to warm up, then ``--repeat`` times; ``--rounds`` rounds run every case once
+each, interleaved, so a change in the machine's load hits all cases alike. It reports the median
+seconds, each action's median ratio to the plain generation of its size in the same round, and
+the largest peak RSS above what the process held after loading the model:
 
   plain      txt2img at the upscaled size (2x the base bucket: 512x512 on the tiny model), 4 steps
   subtle     ⬆️ Upscale (Subtle): Lanczos (or --upscaler FILE) 2x, then the tiled img2img pass at 0.3
   creative   ⬆️ Upscale (Creative): the same at 0.55
   network    Subtle with a small random compact Real-ESRGAN network instead of Lanczos
+  zoom       🔍 Zoom out 2x of a base-size image: the canvas at the nearest bucket (256x256 on the
+             tiny model), the border inpainted at strength 1, as the service asks for it
+  plain_zoom txt2img at zoom's output size
+  pan        ↔️ Pan left: the canvas 1.5x as wide, at its nearest bucket (304x208 on the tiny model)
+  plain_pan  txt2img at pan's output size
 
-Zoom and pan are not implemented yet, so they are not measured. Writes
+``relative_to_plain`` divides each case by the plain generation of its own output size. Writes
 bench/results/toolbox_bench.json. Not a test: ``python bench/toolbox_bench.py``.
 """
 
@@ -31,7 +38,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-CASES = ("plain", "subtle", "creative", "network")
+CASES = ("plain", "subtle", "creative", "network", "plain_zoom", "zoom", "plain_pan", "pan")
+PLAIN_OF = {"subtle": "plain", "creative": "plain", "network": "plain", "zoom": "plain_zoom", "pan": "plain_pan"}
 RESULTS = Path(__file__).resolve().parent / "results" / "toolbox_bench.json"
 
 
@@ -61,8 +69,18 @@ def run_case(case: str, repeat: int, steps: int) -> dict[str, float]:
         path = scratch / "srvgg.pth"
         torch.save(SRVGGNetCompact(num_feat=16, num_conv=4, upscale=4).state_dict(), path)
         pipeline.upscaler = load_upscaler(path)
-    if case == "plain":
-        batch = Batch("txt2img", 2 * base, 2 * base, steps, (BatchItem("a harbour at dawn", "", 1),))
+    from generation.core.request import nearest_bucket
+    from generation.tools.outpaint import canvas_ratio
+
+    outpaint = {"zoom": ("zoom", "2"), "pan": ("pan", "left")}
+    kind, mode = outpaint.get(case.removeprefix("plain_"), ("upscale", None))
+    width, height = ((2 * base, 2 * base) if kind == "upscale"
+                     else nearest_bucket(*canvas_ratio(kind, mode, base, base), base))
+    if case.startswith("plain"):
+        batch = Batch("txt2img", width, height, steps, (BatchItem("a harbour at dawn", "", 1),))
+    elif kind != "upscale":  # as ToolboxPart.outpaint asks for it: strength 1, the request's steps
+        batch = Batch(kind, width, height, steps, (BatchItem("a harbour at dawn", "", 1, str(source), mode),),
+                      strength=1.0)
     else:
         strength = 0.55 if case == "creative" else 0.3
         batch = Batch("upscale", 2 * base, 2 * base, 8 if int(steps * strength) < 1 else steps,
@@ -74,29 +92,45 @@ def run_case(case: str, repeat: int, steps: int) -> dict[str, float]:
         started = time.perf_counter()
         (image,) = pipeline.generate(batch)
         seconds.append(time.perf_counter() - started)
-    assert image.size == (2 * base, 2 * base)
+    assert image.size == (width, height)
     return {"seconds": statistics.median(seconds), "peak_rss_growth_mb": _rss_mb() - loaded,
-            "size": f"{2 * base}x{2 * base}", "steps": batch.steps,
+            "size": f"{width}x{height}", "steps": batch.steps,
             "denoising_steps": batch.denoising_steps, "strength": batch.strength or 0.0}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=1, help="timed runs per case in each round (median)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds; each runs every case once, interleaved, so load drifts hit all alike")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--one", choices=CASES, help=argparse.SUPPRESS)  # a child process's case
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_case(args.one, args.repeat, args.steps)))
         return 0
+    rounds: list[dict[str, dict[str, float]]] = []
+    load_before = os.getloadavg()[0]
+    for number in range(args.rounds):
+        found = {}
+        for case in CASES:
+            out = subprocess.run([sys.executable, __file__, "--one", case, "--repeat", str(args.repeat),
+                                  "--steps", str(args.steps)], check=True, capture_output=True, text=True)
+            found[case] = json.loads(out.stdout.strip().splitlines()[-1])
+        rounds.append(found)
+        print(f"round {number + 1}: " + ", ".join(f"{c} {r['seconds']:.2f} s" for c, r in found.items()), flush=True)
     results = {}
     for case in CASES:
-        out = subprocess.run([sys.executable, __file__, "--one", case, "--repeat", str(args.repeat),
-                              "--steps", str(args.steps)], check=True, capture_output=True, text=True)
-        results[case] = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{case:9s} {results[case]['seconds']:.2f} s  +{results[case]['peak_rss_growth_mb']:.0f} MiB",
-              flush=True)
-    plain = results["plain"]["seconds"]
+        runs = [r[case] for r in rounds]
+        results[case] = {**runs[0], "seconds": statistics.median(r["seconds"] for r in runs),
+                         "peak_rss_growth_mb": max(r["peak_rss_growth_mb"] for r in runs),
+                         "per_round_s": [round(r["seconds"], 3) for r in runs]}
+    # each action against the plain generation of its size in the same round, then the median
+    relative = {case: round(statistics.median(r[case]["seconds"] / r[PLAIN_OF[case]]["seconds"] for r in rounds), 2)
+                for case in CASES if case in PLAIN_OF}
+    for case, ratio in relative.items():
+        print(f"{case:9s} {results[case]['seconds']:.2f} s, {ratio:.2f}x {PLAIN_OF[case]} "
+              f"(+{results[case]['peak_rss_growth_mb']:.0f} MiB)")
     report = {
         "bench": "toolbox_bench",
         "model": "tiny (random weights, 256 base)",
@@ -104,10 +138,11 @@ def main() -> int:
         "threads": os.cpu_count(),
         "python": platform.python_version(),
         "repeat": args.repeat,
+        "rounds": args.rounds,
+        "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "command": "python bench/toolbox_bench.py " + " ".join(sys.argv[1:]),
         "cases": results,
-        "relative_to_plain": {case: round(r["seconds"] / plain, 2) for case, r in results.items()},
-        "not_measured": ["zoom", "pan"],
+        "relative_to_plain": relative,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=1) + "\n")

@@ -149,11 +149,13 @@ async def run_bot(
         data_dir=config.storage.data_dir,
         default_model=model or config.model.name,
         public_url=gallery_url(config),
+        web_enabled=config.web is not None,
         max_keys_per_user=config.web.max_keys_per_user if config.web is not None else 5,
         image_strength=config.upscale.image_strength,
         upscale_cost=config.quota.upscale_cost,
         upscale_subtle=config.upscale.subtle,
         upscale_creative=config.upscale.creative,
+        upscaler=Path(config.upscale.model).stem if config.upscale.model else "Lanczos",
     )
     maintenance_settings = config.maintenance
     if maintenance_settings.backup_dir is None:

@@ -1,10 +1,21 @@
-"""One aiosqlite connection per process: settings, migrations, transactions and backups.
+"""One SQLite connection per process: settings, migrations, transactions and backups.
 
 Every statement goes through :class:`Database` (one statement, autocommit) or through the
 :class:`Transaction` handle of ``async with db.transaction() as tx`` (``BEGIN IMMEDIATE`` …
 ``COMMIT``/``ROLLBACK``). An asyncio lock keeps other tasks' statements out of an open
 transaction; inside the block use ``tx``, never ``db`` (that raises instead of deadlocking).
-Other processes on the same file wait up to ``busy_timeout`` for the write lock.
+
+**Where statements run.** On the event loop's own thread: a statement here takes tens of
+microseconds (WAL, ``synchronous = NORMAL``: a commit writes the log without an fsync), while
+handing each one to a connection thread and back (aiosqlite's way, used before issue #29) cost
+two thread switches, which on a busy machine took longer than the statement and left the loop
+waiting half the time (``bench/service_bench.py``: ``docs/benchmarks.md``). The connection's
+own busy timeout is 0, so a statement never blocks the loop waiting for another process's
+write lock: one that finds the database locked (``SQLITE_BUSY``) is run again on the
+database's thread with ``busy_timeout`` (other processes, e.g. an admin command, wait up to it
+for the write lock as before), and the loop goes on meanwhile. ``threaded=True`` runs every
+statement on that thread (the old cost, for the benchmark's before/after); the online backup
+always runs there.
 
 Repository functions take an :data:`Executor` (a Database or a Transaction), so several of
 them can share one transaction, e.g. consuming quota and writing the job row together.
@@ -17,12 +28,11 @@ import logging
 import os
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Generator, Protocol, Union
-
-import aiosqlite
+from typing import Any, Generator, Protocol, TypeVar, Union
 
 __all__ = [
     "MIGRATIONS_DIR",
@@ -40,6 +50,7 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[A-Za-z0-9_\-]+\.sql$")
 
 Params = Union[Sequence[Any], Mapping[str, Any]]
+T = TypeVar("T")
 
 
 class MigrationError(RuntimeError):
@@ -86,23 +97,58 @@ class _Queries:
 class Transaction(_Queries):
     """The handle of an open ``BEGIN IMMEDIATE`` transaction; valid inside its block only."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
-        self._conn: aiosqlite.Connection | None = conn
+    def __init__(self, db: Database) -> None:
+        self._db: Database | None = db
 
     async def _rows(self, sql: str, params: Params) -> list[sqlite3.Row]:
-        if self._conn is None:
+        if self._db is None:
             raise RuntimeError("this transaction is finished")
-        return list(await self._conn.execute_fetchall(sql, params))
+        return await self._db._call(self._db._fetch, sql, params)
 
 
 class Database(_Queries):
     """An open SQLite database file with the schema migrated to the latest version."""
 
-    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, busy_timeout_ms: int = 5000,
+                 threaded: bool = False) -> None:
         self._conn = conn
         self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+        self.threaded = threaded
         self._lock = asyncio.Lock()
         self._owner: asyncio.Task[Any] | None = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix=f"sqlite-{path.name}")
+        self._in_thread: asyncio.Future[Any] | None = None  # a call on the thread (maybe abandoned)
+
+    # -- where a statement runs ----------------------------------------------------------------
+
+    def _fetch(self, sql: str, params: Params) -> list[sqlite3.Row]:
+        return self._conn.execute(sql, params).fetchall()
+
+    async def _call(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(*args)`` on the loop's thread; on the database's thread if the file is locked."""
+        if not self.threaded and (self._in_thread is None or self._in_thread.done()):
+            try:
+                return function(*args)
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                    raise
+        return await self._on_thread(function, *args)
+
+    async def _on_thread(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(*args)`` on the database's thread, waiting up to ``busy_timeout`` for locks."""
+        def waiting() -> T:
+            if self.threaded:
+                return function(*args)
+            self._conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            try:
+                return function(*args)
+            finally:
+                self._conn.execute("PRAGMA busy_timeout = 0")
+
+        future = asyncio.get_running_loop().run_in_executor(self._thread, waiting)
+        self._in_thread = future
+        return await future
 
     # -- lifetime ----------------------------------------------------------------------------
 
@@ -113,9 +159,13 @@ class Database(_Queries):
         *,
         busy_timeout_ms: int = 5000,
         migrations_dir: str | os.PathLike[str] | None = None,
+        threaded: bool = False,
     ) -> _Opening:
-        """Open (creating and migrating) ``path``; await it or use it with ``async with``."""
-        return _Opening(cls._open(path, busy_timeout_ms, migrations_dir))
+        """Open (creating and migrating) ``path``; await it or use it with ``async with``.
+
+        ``threaded``: every statement on the database's thread (see the module docstring).
+        """
+        return _Opening(cls._open(path, busy_timeout_ms, migrations_dir, threaded))
 
     @classmethod
     async def _open(
@@ -123,21 +173,22 @@ class Database(_Queries):
         path: str | os.PathLike[str],
         busy_timeout_ms: int,
         migrations_dir: str | os.PathLike[str] | None,
+        threaded: bool = False,
     ) -> Database:
         location = Path(path)
         if str(path) != ":memory:":
             location.parent.mkdir(parents=True, exist_ok=True)
-        conn = await aiosqlite.connect(str(path), isolation_level=None)
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
+                               timeout=busy_timeout_ms / 1000 if threaded else 0)
+        db = cls(conn, location, busy_timeout_ms=busy_timeout_ms, threaded=threaded)
         try:
             conn.row_factory = sqlite3.Row
-            await conn.execute_fetchall(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            mode = await _enable_wal(conn, busy_timeout_ms / 1000)
-            await conn.execute_fetchall("PRAGMA synchronous = NORMAL")
-            await conn.execute_fetchall("PRAGMA foreign_keys = ON")
-            db = cls(conn, location)
+            mode = await _enable_wal(db, busy_timeout_ms / 1000)
+            await db._call(conn.execute, "PRAGMA synchronous = NORMAL")
+            await db._call(conn.execute, "PRAGMA foreign_keys = ON")
             await db._migrate(Path(migrations_dir) if migrations_dir else MIGRATIONS_DIR)
         except BaseException:
-            await conn.close()
+            await db.close()
             raise
         log.debug("opened %s (journal_mode=%s)", location, mode)
         return db
@@ -145,7 +196,10 @@ class Database(_Queries):
     async def close(self) -> None:
         """Close the connection (waits for a running transaction to finish)."""
         async with self._lock:
-            await self._conn.close()
+            if self._in_thread is not None:
+                await asyncio.gather(self._in_thread, return_exceptions=True)
+            self._conn.close()
+            self._thread.shutdown(wait=True)
 
     async def __aenter__(self) -> Database:
         return self
@@ -156,37 +210,47 @@ class Database(_Queries):
     # -- statements and transactions ---------------------------------------------------------
 
     @asynccontextmanager
-    async def _exclusive(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _exclusive(self) -> AsyncIterator[None]:
         task = asyncio.current_task()
         if task is not None and self._owner is task:
             raise RuntimeError("inside db.transaction() use its handle (tx), not the Database")
         async with self._lock:
             self._owner = task
             try:
-                yield self._conn
+                yield
             finally:
                 self._owner = None
 
     async def _rows(self, sql: str, params: Params) -> list[sqlite3.Row]:
-        async with self._exclusive() as conn:
-            return list(await conn.execute_fetchall(sql, params))
+        async with self._exclusive():
+            return await self._call(self._fetch, sql, params)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         """``BEGIN IMMEDIATE`` … ``COMMIT``, or ``ROLLBACK`` when the block raises."""
-        async with self._exclusive() as conn:
-            tx = Transaction(conn)
+        async with self._exclusive():
+            tx = Transaction(self)
             try:
-                await conn.execute_fetchall("BEGIN IMMEDIATE")
+                await self._call(self._conn.execute, "BEGIN IMMEDIATE")
                 yield tx
-                await conn.commit()
+                await self._call(self._conn.execute, "COMMIT")
             except BaseException:
-                # Queued behind anything still running on the connection's thread, so it
-                # also undoes a BEGIN whose await was cancelled.
-                await asyncio.shield(conn.rollback())
+                # after anything still running on the database's thread (e.g. a BEGIN whose
+                # await was cancelled), so it is undone too
+                await asyncio.shield(self._rollback())
                 raise
             finally:
-                tx._conn = None
+                tx._db = None
+
+    async def _rollback(self) -> None:
+        def rollback() -> None:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+
+        if self.threaded or (self._in_thread is not None and not self._in_thread.done()):
+            await self._on_thread(rollback)
+        else:
+            rollback()
 
     async def user_version(self) -> int:
         """The schema version (``PRAGMA user_version``)."""
@@ -228,8 +292,8 @@ class Database(_Queries):
         partial.unlink(missing_ok=True)
         target = sqlite3.connect(partial, check_same_thread=False)
         try:
-            async with self._exclusive() as conn:
-                await conn.backup(target)
+            async with self._exclusive():
+                await self._on_thread(self._conn.backup, target)
             # A self-contained file: no -wal/-shm companions needed to read it.
             mode = target.execute("PRAGMA journal_mode = DELETE").fetchall()[0][0]
             if mode != "delete":
@@ -260,13 +324,13 @@ class _Opening:
             await self._db.close()
 
 
-async def _enable_wal(conn: aiosqlite.Connection, timeout: float) -> str:
+async def _enable_wal(db: Database, timeout: float) -> str:
     """Switch to WAL; retried, since the switch can fail with 'locked' without waiting."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         try:
-            rows = await conn.execute_fetchall("PRAGMA journal_mode = WAL")
-            return str(list(rows)[0][0])
+            rows = await db._call(db._fetch, "PRAGMA journal_mode = WAL", ())
+            return str(rows[0][0])
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or asyncio.get_running_loop().time() > deadline:
                 raise

@@ -80,6 +80,14 @@ async def export(db: Executor, user_id: int) -> dict[str, Any]:
         (user_id,),
     ):
         images[row["job_id"]].append(Image.from_row(row))
+    sent = {
+        row["job_id"]: {"path": row["path"], "sha256": row["sha256"], "width": row["width"],
+                        "height": row["height"], "bytes": row["bytes"], "source": row["source"]}
+        for row in await db.fetchall(
+            "SELECT job_inputs.* FROM job_inputs JOIN jobs ON jobs.id = job_inputs.job_id WHERE jobs.user_id = ?",
+            (user_id,),
+        )
+    }
     ratings = await db.fetchall(
         "SELECT ratings.*, images.job_id, images.idx, images.sha256 FROM ratings"
         " JOIN images ON images.id = ratings.image_id"
@@ -129,6 +137,7 @@ async def export(db: Executor, user_id: int) -> dict[str, Any]:
                     }
                     for image in images[job.id]
                 ],
+                "input": sent.get(job.id),  # the picture the user sent to start from, if any
             }
             for job in jobs
         ],

@@ -12,6 +12,10 @@ bot heard back) are done by the fake server, which knows when it applied it.
 user must be told). ``KILL_AFTER_FAILED=N``: the process SIGKILLs itself right after the Nth
 failure (and its refund) committed, before any front end told the user: the window between
 "failed" and "told".
+
+``KILL_AFTER_REFS=KEY:N``: the process SIGKILLs itself right after the Nth write of delivery refs
+naming KEY into a job's target committed (e.g. ``sending:1``: a busy group's result is about to
+be sent directly; ``result_id:2``: it was sent and recorded, the job not yet marked delivered).
 """
 
 from __future__ import annotations
@@ -56,7 +60,23 @@ async def settle_then_maybe_die(db: Any, job_id: str, status: str, error: str = 
     return outcome
 
 
+_update_target = jobs.update_target
+_refs_key, _, _refs_nth = (os.environ.get("KILL_AFTER_REFS") or ":0").partition(":")
+_refs_seen = 0
+
+
+async def update_target_then_maybe_die(db: Any, job_id: str, changes: dict[str, Any]) -> Any:
+    global _refs_seen
+    target = await _update_target(db, job_id, changes)
+    if _refs_key and _refs_key in changes:
+        _refs_seen += 1
+        if _refs_seen == int(_refs_nth):
+            os.kill(os.getpid(), signal.SIGKILL)
+    return target
+
+
 slow_down(float(sys.argv[1]))
+jobs.update_target = update_target_then_maybe_die  # type: ignore[assignment]
 fail_on(os.environ.get("FAIL_PROMPT") or "")
 jobs.settle = settle_then_maybe_die  # type: ignore[assignment]
 # the image checker's model takes longer to load than the whole test: no image is explicit here

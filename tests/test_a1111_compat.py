@@ -215,3 +215,56 @@ async def test_img2img_png_info_and_extras(tmp_path: Path) -> None:
             r = await http.post("/sdapi/v1/extra-single-image", headers=auth,
                                 json={"image": made["images"][0], "upscaler_1": "R-ESRGAN 4x+"})
             assert r.status_code == 422 and "Lanczos" in r.json()["detail"]
+
+
+async def test_extra_single_image_runs_the_toolbox_upscaler(tmp_path: Path) -> None:
+    """extra-single-image is an `enlarge` job in the fair queue: the pipeline's upscaler (here a tiny
+    random Real-ESRGAN compact network, as upscale.model would load) makes the picture 2x, the
+    adapter brings it to upscaling_resize; charged quota.upscale_cost, stored with the job."""
+    import numpy as np
+    import torch
+
+    from generation.model.pipeline import ModelConfig, load_pipeline
+    from generation.tools.inputs import check_upload, fit_image
+    from generation.tools.upscale import LanczosUpscaler, NetworkUpscaler, SRVGGNetCompact
+    from storage import inputs
+    from tests.upload_support import photo
+
+    pipeline = load_pipeline(ModelConfig(name="tiny", device="cpu"))  # its own: the shared one stays as it is
+    torch.manual_seed(0)
+    pipeline.upscaler = NetworkUpscaler(SRVGGNetCompact(num_feat=8, num_conv=2, upscale=2), 2, name="tiny-x2")
+    picture = photo(100, 60)
+    async with served(tmp_path, pipeline, upscale_cost=2, upscaler="tiny-x2") as app:
+        auth = basic(await key_for(app.env, ADA))
+        async with httpx.AsyncClient(base_url=app.base_url, timeout=120) as http:
+            listed = [u["name"] for u in (await http.get("/sdapi/v1/upscalers", headers=auth)).json()]
+            assert listed == ["None", "tiny-x2"]
+            sent = base64.b64encode(picture).decode()
+            r = await http.post("/sdapi/v1/extra-single-image", headers=auth,
+                                json={"image": sent, "upscaler_1": "tiny-x2", "upscaling_resize": 2})
+            assert r.status_code == 200, r.text
+            assert r.json()["html_info"] == "<p>tiny-x2 x2</p>"
+            made = np.asarray(_decode(r.json()["image"]).convert("RGB")).astype(int)
+            assert made.shape == (120, 200, 3)  # twice the picture sent
+            # what the network makes of the stored picture (its sides cut to multiples of 8: 96x56)
+            fitted = fit_image(check_upload(picture).image, (96, 56))
+            ours = pipeline.upscaler.enlarge(fitted).resize((200, 120), Image.Resampling.LANCZOS)
+            lanczos = LanczosUpscaler().enlarge(fitted).resize((200, 120), Image.Resampling.LANCZOS)
+            assert np.abs(made - np.asarray(ours).astype(int)).mean() < 1
+            assert np.abs(made - np.asarray(lanczos).astype(int)).mean() > 5  # not Lanczos: the network
+            (job,) = await user_jobs(app.env, ADA)
+            assert job.request["kind"] == "enlarge" and (job.request["width"], job.request["height"]) == (192, 112)
+            assert job.charged == 2 and (await inputs.for_job(app.env.db, job.id)) is not None
+
+            r = await http.post("/sdapi/v1/extra-single-image", headers=auth, json={"image": sent, "upscaling_resize": 4})
+            assert r.status_code == 200 and _decode(r.json()["image"]).size == (400, 240)  # the default upscaler
+            r = await http.post("/sdapi/v1/extra-single-image", headers=auth, json={"image": sent, "upscaler_1": "None"})
+            assert r.status_code == 200 and base64.b64decode(r.json()["image"]) == picture
+            r = await http.post("/sdapi/v1/extra-single-image", headers=auth, json={"image": sent, "upscaling_resize": 5})
+            assert r.status_code == 422 and "1 to 4" in r.json()["detail"]
+            r = await http.post("/sdapi/v1/extra-single-image", headers=auth, json={"image": sent, "upscaler_1": "SwinIR"})
+            assert r.status_code == 422 and "tiny-x2" in r.json()["detail"]
+            tiny = base64.b64encode(photo(20, 20)).decode()
+            r = await http.post("/sdapi/v1/extra-single-image", headers=auth, json={"image": tiny})
+            assert r.status_code == 400 and "at least 32 pixels" in r.json()["detail"]  # the service's refusal
+            assert (await app.env.service.quota(ADA)).used == 4  # two enlargements; refusals cost nothing

@@ -50,6 +50,21 @@ async def test_attached_image_makes_an_img2img_job_unlike_text_only(fake: FakeDi
         assert ours.shape != theirs.shape or np.abs(ours - theirs).mean() > 1
         assert (await env.service.quota(_who(inter))).used == 2
 
+        # /history shows the picture it started from beside the result (DM embeds)
+        from tests.test_discord import _delivered
+        await eventually(lambda: _delivered(env, job_id))
+        await fake.send_interaction(fake.slash("history"))
+        post = await fake.wait_for_request("POST", rf"/channels/{fake.dm_channel_for(fake.user['id'])}/messages", 10)
+        upload_embed, plain_embed = post.json["embeds"]  # newest first
+        assert upload_embed["footer"]["text"] == f"request {job_id}"
+        assert upload_embed["thumbnail"]["url"] == "attachment://thumb-0.jpg"
+        assert upload_embed["author"] == {"name": "Started from your image", "icon_url": "attachment://from-0.jpg"}
+        assert "author" not in plain_embed
+        files = {f.filename: f.data for f in post.files}
+        assert set(files) == {"thumb-0.jpg", "from-0.jpg", "thumb-1.jpg"}
+        with Image.open(io.BytesIO(files["from-0.jpg"])) as thumb:
+            assert thumb.format == "JPEG" and thumb.size == (160, 109)  # the 304x208 upload, made small
+
 
 @pytest.mark.parametrize(("name", "make", "words"), BAD_UPLOADS, ids=[b[0] for b in BAD_UPLOADS])
 async def test_bad_attachment_gets_its_message_and_costs_nothing(fake: FakeDiscord, tmp_path: Path, tiny: Any,

@@ -195,3 +195,52 @@ def test_download_eval_fetches_clip_and_the_inception_weights(tmp_path: Path) ->
     offline = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=300)
     assert offline.returncode == 0, offline.stderr
     assert offline.stdout.strip() == "16"
+
+
+def _tiny_upscaler_file() -> bytes:
+    """A Real-ESRGAN compact network (2x) with random weights, saved as its releases are."""
+    import io
+
+    from generation.tools.upscale import SRVGGNetCompact
+
+    torch.manual_seed(3)
+    buffer = io.BytesIO()
+    torch.save({"params": SRVGGNetCompact(num_feat=8, num_conv=2, upscale=2).state_dict()}, buffer)
+    return buffer.getvalue()
+
+
+def test_download_fetches_the_hub_upscaler_where_the_bot_looks(tmp_path: Path,
+                                                               repos: dict[str, dict[str, bytes]]) -> None:
+    """upscale.model = "owner/repo/dir/file.pth": `imagine-bot download` puts the file at
+    models/upscalers/file.pth (config.upscale.model_path), the upscaler loads from it, and a
+    second run fetches nothing; a file the repository lacks is one clear line."""
+    from bot.config import UpscaleConfig
+    from generation.tools.upscale import NetworkUpscaler, load_upscaler
+
+    weights = _tiny_upscaler_file()
+    hub_repos = {**repos, "fake/esrgan": {"weights/tiny_x2.pth": weights, "README.md": b"card"}}
+    model = "fake/esrgan/weights/tiny_x2.pth"
+    (tmp_path / "config.toml").write_text(
+        '[model]\nbase_repo = "fake/sdxl-base"\nlightning_repo = "fake/lightning"\nvae_repo = "fake/vae"\n'
+        f'[upscale]\nmodel = "{model}"\n')
+    env = {"HF_HUB_OFFLINE": "0", "PYTHONPATH": str(ROOT)}
+    with serve(FakeHub(hub_repos)) as hub:
+        first = _run(["download", "--steps", "4", "--to", str(tmp_path / "w")], tmp_path, HF_ENDPOINT=hub.url, **env)
+        assert first.returncode == 0, first.stderr
+        assert hub.fetched("fake/esrgan") == {"weights/tiny_x2.pth"}
+        count = len([r for r in hub.requests if "/fake/esrgan/" in r[1]])
+        again = _run(["download", "--steps", "4", "--to", str(tmp_path / "w")], tmp_path, HF_ENDPOINT=hub.url, **env)
+        assert again.returncode == 0, again.stderr
+        assert len([r for r in hub.requests if "/fake/esrgan/" in r[1]]) == count
+        (tmp_path / "config.toml").write_text(f'[upscale]\nmodel = "fake/esrgan/nope_x2.pth"\n'
+                                              '[model]\nbase_repo = "fake/sdxl-base"\nlightning_repo = "fake/lightning"\n'
+                                              'vae_repo = "fake/vae"\n')
+        missing = _run(["download", "--steps", "4", "--to", str(tmp_path / "w")], tmp_path, HF_ENDPOINT=hub.url, **env)
+    target = UpscaleConfig(model=model).model_path(tmp_path / "models")
+    assert target == tmp_path / "models" / "upscalers" / "tiny_x2.pth"
+    assert target.read_bytes() == weights and str(Path("models/upscalers/tiny_x2.pth")) in first.stdout
+    upscaler = load_upscaler(target)
+    assert isinstance(upscaler, NetworkUpscaler) and upscaler.scale == 2
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    line = missing.stderr.strip().splitlines()[-1]  # after the model's progress bars
+    assert "nope_x2.pth" in line and "fake/esrgan" in line

@@ -5,7 +5,10 @@ message and not charged; the quota exact.
 
 Windows (issue #10): (a) Telegram applied the result, the bot never heard back; (b) the update
 was fetched, its job row not yet committed; (c) mid-batch; (d) while queued; (e) during the
-re-delivery after a restart.
+re-delivery after a restart. A busy group's result sent directly, without a placeholder (issue
+#29): (f) ``sending`` recorded, the send not made; (g) Telegram applied the send, the bot never
+heard back (the one window a send leaves: the copy after the restart says so); (h) the send
+recorded, the job not yet marked delivered.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from typing import Any
 
 import pytest
 
-from bot.frontends.telegram.delivery import placeholder_png, result_media
-from tests.fake_telegram import Call, FakeTelegram, make_user
+from bot.frontends.telegram.delivery import RESENT_NOTE, placeholder_png, result_media
+from tests.fake_telegram import Call, FakeTelegram, make_chat, make_user
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*attribute `retry_after` will be of type")
 
@@ -40,6 +43,7 @@ class Bot:
     tmp: Path
     fake: FakeTelegram
     runs: list[asyncio.subprocess.Process] = field(default_factory=list)
+    extra: str = ""  # more [telegram] settings
 
     @property
     def db(self) -> Path:
@@ -52,14 +56,14 @@ class Bot:
             "[moderation]\nrequest_interval_s = 0\n"
             f'[telegram]\nbase_url = "{self.fake.base_url}"\nbase_file_url = "{self.fake.base_file_url}"\n'
             "poll_timeout = 1\nstatus_edit_interval_private = 0.2\nsend_retry_backoff = 0.1\n"
-            "[preview]\nenabled = false\n")  # the windows of results, not of previews (test_previews_chat.py)
+            "[preview]\nenabled = false\n" + self.extra)  # the windows of results, not of previews
         return path
 
     async def start(self, delay: float = 0.0, kill_before_job_commit: int = 0, *, kill_after_failed: int = 0,
-                    fail_prompt: str = "") -> asyncio.subprocess.Process:
+                    fail_prompt: str = "", kill_after_refs: str = "") -> asyncio.subprocess.Process:
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "TELEGRAM_TOKEN": self.fake.token,
                "KILL_BEFORE_JOB_COMMIT": str(kill_before_job_commit), "KILL_AFTER_FAILED": str(kill_after_failed),
-               "FAIL_PROMPT": fail_prompt}
+               "FAIL_PROMPT": fail_prompt, "KILL_AFTER_REFS": kill_after_refs}
         log = open(self.tmp / f"bot-{len(self.runs)}.log", "wb")  # noqa: SIM115 - the process owns it
         proc = await asyncio.create_subprocess_exec(
             sys.executable, str(ROOT / "tests" / "kill_bot.py"), str(delay), "run", "--model", "tiny",
@@ -244,6 +248,92 @@ async def test_kills_in_every_window_lose_nothing_and_double_nothing(tmp_path: P
             sent = fake.calls("sendPhoto", ok=True)
             assert {c.file("photo").data for c in sent} == {placeholder_png()} and 2 <= len(sent) <= 3
             assert len(fake.calls("editMessageMedia", ok=True)) >= 3  # (a) and (e) were edits applied
+        finally:
+            await bot.stop()
+
+
+GROUP = make_chat(-100_424_242, "supergroup", "Busy group")
+
+
+@pytest.mark.slow
+async def test_kills_around_a_direct_send_in_a_busy_group_lose_nothing(tmp_path: Path) -> None:
+    """A group whose minute is too tight for placeholders (``group_per_minute = 3``): each result is
+    sent as the only message. Three requests, a kill in each window of that send, then a clean run:
+
+    1. (f) A: ``sending`` recorded, killed before the send: after the restart it is sent once,
+       saying it was sent again (the bot cannot know it never went);
+    2. (g) B: Telegram applied the send, the bot died before hearing back: after the restart it is
+       sent again, that copy saying so; never lost, at most that one labelled second copy;
+    3. (h) C: the send recorded (``result_id``), killed before "delivered": not sent again.
+    All three are delivered, charged once, their 👀 taken back; no placeholder is sent.
+    """
+    async with FakeTelegram() as fake:
+        bot = Bot(tmp_path, fake, extra="group_per_minute = 3\n")
+        prompts = {"a": "a amber lantern", "b": "a blue kettle", "c": "a cedar chest"}
+        updates: dict[str, int] = {}
+
+        def ask(key: str, seed: int) -> None:
+            update = fake.message_update(f"/imagine {prompts[key]} --steps 1 --seed {seed}",
+                                         make_user(40 + seed, f"User{seed}"), GROUP)
+            fake.push(update)
+            updates[key] = int(update["update_id"])
+
+        def results(key: str) -> list[Call]:
+            return [c for c in fake.calls("sendPhoto", ok=True)
+                    if prompts[key] in (c.params.get("caption") or "") and c.file("photo").data != placeholder_png()]
+
+        def target(key: str) -> dict[str, Any]:
+            (text,), = bot.rows("SELECT target FROM jobs WHERE origin = ?", f"telegram:{updates[key]}")
+            return json.loads(text)
+
+        try:
+            # 1. (f)
+            ask("a", 1)
+            await bot.died(await bot.start(kill_after_refs="sending:1"))
+            assert target("a").get("sending") and not target("a").get("result_id") and not results("a")
+
+            # 2. (g): A is re-sent at start-up; B's send is applied, then the bot dies
+            ask("b", 2)
+
+            def applied(call: Call) -> None:
+                if call.method == "sendPhoto" and prompts["b"] in (call.params.get("caption") or "") \
+                        and bot.runs[-1].returncode is None:
+                    os.kill(bot.runs[-1].pid, signal.SIGKILL)
+                    fake.on_applied = None
+
+            fake.on_applied = applied
+            await bot.died(await bot.start())
+            assert len(results("b")) == 1 and not target("b").get("result_id")
+
+            # 3. (h): B's re-send records its result_id first, then C's kills
+            ask("c", 3)
+            await bot.died(await bot.start(kill_after_refs="result_id:2"))
+            assert target("c").get("result_id") and bot.rows(
+                "SELECT status FROM jobs WHERE origin = ?", f"telegram:{updates['c']}") == [("done",)]
+
+            # 4. clean
+            await bot.start()
+            await bot.until(delivered(bot, 3), "the three jobs delivered")
+            await bot.until(lambda: not any(fake.bot_reactions.values()), "the 👀 taken back")
+            await asyncio.sleep(0.5)
+            a, b, c = results("a"), results("b"), results("c")
+            assert len(a) == 1 and RESENT_NOTE in a[0].params["caption"]
+            assert len(b) == 2 and RESENT_NOTE not in b[0].params["caption"] and RESENT_NOTE in b[1].params["caption"]
+            assert b[0].file("photo").data == b[1].file("photo").data  # the same result, said to be again
+            assert len(c) == 1 and RESENT_NOTE not in c[0].params["caption"]
+            OUTCOME.rounds += 1
+            OUTCOME.requests += 3
+            for key, shown in (("a", a), ("b", b), ("c", c)):
+                (job_id, charged, refunded), = bot.rows("SELECT id, charged, refunded FROM jobs WHERE origin = ?",
+                                                        f"telegram:{updates[key]}")
+                assert (charged, refunded) == (1, 0)
+                assert target(key)["result_id"] == shown[-1].result["message_id"]
+                assert all(s.params["reply_parameters"]["message_id"] == target(key)["reply_to"] for s in shown)
+                (path,), = bot.rows("SELECT path FROM images WHERE job_id = ?", job_id)
+                assert shown[0].file("photo").data == (tmp_path / "data" / "images" / path).read_bytes()
+            assert not [c for c in fake.calls("sendPhoto") if c.file("photo").data == placeholder_png()]
+            assert bot.rows("SELECT coalesce(sum(used), 0) FROM quota_usage") == [(3,)]
+            assert not bot.rows("SELECT key FROM inbox WHERE handled_at IS NULL")
         finally:
             await bot.stop()
 

@@ -105,7 +105,7 @@ async def test_errors_map_to_the_clients_exceptions(tmp_path: Path) -> None:
         assert wrong.value.status_code == 401 and wrong.value.code == "invalid_api_key"
 
         with pytest.raises(openai.BadRequestError) as unknown:
-            await client.images.generate(prompt="a fox", model="dall-e-3")
+            await client.images.generate(prompt="a fox", model="stable-diffusion-3")
         assert unknown.value.param == "model" and "'fake'" in unknown.value.message
 
         with pytest.raises(openai.BadRequestError) as bad_size:
@@ -251,3 +251,24 @@ async def test_queue_full_is_503_and_a_busy_key_429(tmp_path: Path) -> None:
             pipeline.resume()
         assert [len(r.data) for r in await asyncio.gather(waiting, queued)] == [2, 2]
         assert (await app.env.service.quota(ADA)).used == 4  # the refused one cost nothing
+
+
+@pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # create_variation (dall-e-2 only at OpenAI)
+async def test_openais_own_model_names_mean_the_default_model(tmp_path: Path) -> None:
+    """LibreChat's DALL·E tool (and "OpenAI Image Tools") hard-code dall-e-3 / gpt-image-1 (and
+    dall-e-2 for variations): the official client's calls with them make images with this bot's model."""
+    async with served(tmp_path) as app:
+        client = _client(app.base_url, await key_for(app.env, ADA))
+        for name in ("dall-e-3", "gpt-image-1"):
+            made = await client.images.generate(prompt=f"a fox by {name}", model=name, size="1024x1024",
+                                                response_format="b64_json")
+            assert len(made.data) == 1 and _image(made.data[0].b64_json).format == "PNG"
+        edited = await client.images.edit(image=("fox.png", png_bytes(), "image/png"), prompt="a fox in a hat",
+                                          model="gpt-image-1", response_format="b64_json")
+        assert len(edited.data) == 1
+        varied = await client.images.create_variation(image=("fox.png", png_bytes(), "image/png"), model="dall-e-2",
+                                                      response_format="b64_json")
+        assert len(varied.data) == 1
+        made_jobs = await user_jobs(app.env, ADA)
+        assert len(made_jobs) == 4 and {job.model_id for job in made_jobs} == {"fake"}
+        assert [m.id for m in (await client.models.list()).data] == ["fake"]  # the list names only ours

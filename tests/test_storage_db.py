@@ -28,7 +28,9 @@ def _latest() -> int:
 async def test_connection_settings(db: Database) -> None:
     assert await db.fetchval("PRAGMA journal_mode") == "wal"
     assert await db.fetchval("PRAGMA foreign_keys") == 1
-    assert await db.fetchval("PRAGMA busy_timeout") == 5000
+    # statements run on the loop's thread and never wait there; a locked file waits on the
+    # database's thread, up to busy_timeout_ms (test_a_locked_database_waits_off_the_loop)
+    assert await db.fetchval("PRAGMA busy_timeout") == 0 and db.busy_timeout_ms == 5000
     assert await db.fetchval("PRAGMA synchronous") == 1  # NORMAL
     assert await db.user_version() == _latest()
 
@@ -187,3 +189,54 @@ def test_storage_imports_no_upper_layer() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
+
+
+async def test_a_locked_database_waits_off_the_loop(tmp_path: Path) -> None:
+    """Another process holds the write lock: a write waits for it (up to busy_timeout) on the
+    database's thread while the event loop goes on, then succeeds; reads are not held up."""
+    path = tmp_path / "bot.db"
+    async with Database.open(path, busy_timeout_ms=5000) as db:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("INSERT INTO model_versions VALUES ('m', 'other', 't', 't')")
+        write = asyncio.create_task(db.execute("INSERT INTO model_versions VALUES ('m', 'mine', 't', 't')"))
+        ticks = 0
+        for _ in range(20):  # the loop runs while the write waits
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not write.done() and ticks == 20
+        other.execute("COMMIT")
+        other.close()
+        await asyncio.wait_for(write, 5)
+        rows = await db.fetchall("SELECT checkpoint_hash FROM model_versions ORDER BY checkpoint_hash")
+        assert [r[0] for r in rows] == ["mine", "other"]
+        async with db.transaction() as tx:  # and back on the loop's thread afterwards
+            await tx.execute("INSERT INTO model_versions VALUES ('m', 'third', 't', 't')")
+        assert await db.fetchval("SELECT count(*) FROM model_versions") == 3
+
+
+async def test_a_lock_held_past_busy_timeout_fails_the_write(tmp_path: Path) -> None:
+    path = tmp_path / "bot.db"
+    async with Database.open(path, busy_timeout_ms=200) as db:
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                async with db.transaction() as tx:
+                    await tx.execute("INSERT INTO model_versions VALUES ('m', 'x', 't', 't')")
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert await db.fetchval("SELECT count(*) FROM model_versions") == 0
+
+
+async def test_threaded_mode_gives_the_same_results(tmp_path: Path) -> None:
+    async with Database.open(tmp_path / "bot.db", threaded=True) as db:
+        assert db.threaded and await db.fetchval("PRAGMA busy_timeout") == 5000
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO model_versions VALUES ('m', 'a', 't', 't')")
+        with pytest.raises(RuntimeError, match="boom"):
+            async with db.transaction() as tx:
+                await tx.execute("INSERT INTO model_versions VALUES ('m', 'b', 't', 't')")
+                raise RuntimeError("boom")
+        assert [r[0] for r in await db.fetchall("SELECT checkpoint_hash FROM model_versions")] == ["a"]

@@ -75,6 +75,14 @@ async def test_photo_with_caption_and_reply_to_photo_start_from_it(tmp_path: Pat
         assert np.abs(pixels - plain).mean() > 1
         assert (await r.env.service.quota(ALICE_WHO)).used == 3
 
+        # /history (a text list) names the picture each of the two started from; not the plain one's
+        mark = fake.mark()
+        fake.push(fake.message_update("/history"))
+        page = (await fake.wait_for_call("sendMessage", since=mark)).params["text"]
+        entries = page.split("\n\n")[1:]  # newest first: reply-to-photo, caption photo, plain
+        assert [("started from a picture you sent" in e) for e in entries] == [True, True, False], page
+        assert plain_job in entries[2]
+
 
 @pytest.mark.parametrize(("name", "make", "words"), BAD_UPLOADS, ids=[b[0] for b in BAD_UPLOADS])
 async def test_bad_file_gets_its_message_and_costs_nothing(tmp_path: Path, tiny, fake: FakeTelegram,

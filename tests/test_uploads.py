@@ -142,6 +142,37 @@ async def test_over_quota_upload_is_refused_and_history_and_forget(env) -> None:
     assert not env.store.exists(kept.path)
 
 
+async def test_export_holds_the_upload_and_forget_deletes_only_its_own(env) -> None:
+    """/export carries the picture a user sent (uploads/JOB.png, named in export.json); /forget
+    deletes it, but not the same picture another user sent (files are content-addressed)."""
+    import json
+    import zipfile
+
+    from tests.service_support import BOB
+
+    service = env.service
+    picture = photo(300, 200)
+    ada = await _done(await service.imagine(ADA, "a lighthouse --seed 4", image=picture))
+    bob = await _done(await service.imagine(BOB, "a lighthouse at dusk --seed 5", image=picture))
+    plain = await _done(await service.imagine(ADA, "a harbour --seed 6"))
+    with zipfile.ZipFile(await service.export(ADA)) as archive:
+        data = json.loads(archive.read("export.json"))
+        by_id = {job["id"]: job for job in data["jobs"]}
+        sent = by_id[ada.job_id]["input"]
+        assert sent["file"] == f"uploads/{ada.job_id}.png" and (sent["width"], sent["height"]) == (304, 208)
+        stored = await inputs.for_job(env.db, ada.job_id)
+        assert archive.read(sent["file"]) == env.store.path_for(stored.path).read_bytes()
+        assert by_id[plain.job_id]["input"] is None
+        assert bob.job_id not in by_id and not any(bob.job_id in name for name in archive.namelist())
+    bobs = await inputs.for_job(env.db, bob.job_id)
+    assert bobs.path == stored.path  # the same picture, one file
+    await service.forget(ADA)
+    assert await inputs.for_job(env.db, ada.job_id) is None
+    assert env.store.exists(bobs.path)  # Bob's upload stays
+    await service.forget(BOB)
+    assert not env.store.exists(bobs.path)
+
+
 async def test_restart_runs_the_upload_job_again(tmp_path: Path, tiny) -> None:
     async with service_env(tmp_path, tiny, start_queue=False) as env:
         ticket = await env.service.imagine(ADA, "a lighthouse --seed 3", image=photo())

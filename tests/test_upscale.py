@@ -163,3 +163,18 @@ def test_config_names_the_upscaler_the_workers_load(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text("[upscale]\ncreative = 3\n")
     with pytest.raises(Exception, match="upscale.creative"):
         load_config(tmp_path / "bad.toml")
+
+
+def test_an_enlarge_request_is_twice_any_picture_and_only_that() -> None:
+    """kind "enlarge" (A1111's extra-single-image): any size within the limits, not a bucket;
+    every other kind still needs one of the model's sizes."""
+    caps = ModelCaps()
+    enlarge = GenerationRequest("high quality, detailed", width=192, height=112, kind="enlarge",
+                                init_image="/pending-upload", strength=1.0)
+    assert caps.check(enlarge) == enlarge
+    with pytest.raises(InvalidRequest, match="not a supported size"):
+        caps.check(GenerationRequest("x", width=192, height=112, kind="img2img", init_image="/p", strength=0.5))
+    with pytest.raises(InvalidRequest, match="Width"):
+        GenerationRequest("x", width=4112, height=112, kind="enlarge", init_image="/p", strength=1.0)
+    again = GenerationRequest.from_dict(enlarge.to_dict())  # as a restart reads it back
+    assert again.kind == "enlarge" and (again.width, again.height) == (192, 112)

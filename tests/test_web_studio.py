@@ -293,3 +293,42 @@ async def test_form_offers_what_the_model_can_do(tmp_path: Path) -> None:
         r = await web.client.post("/studio/generate", json={"prompt": "a fox", "steps": 8},
                                   headers={"X-CSRF-Token": csrf, "Accept": "application/json"})
         assert r.status_code == 422 and "2, 4" in json.dumps(r.json()["detail"]).replace(" and ", ", ")
+
+
+async def test_start_picture_and_toolbox_routes(tmp_path: Path) -> None:
+    """POST /studio/generate takes a picture as multipart (the API's parsing and upload checks);
+    upscale, zoom and pan need the CSRF token and act only on the session's own images."""
+    from storage import inputs, jobs
+    from tests.upload_support import photo
+
+    async with web_env(tmp_path) as web:
+        csrf = await sign_in(web.client, web.env.service, ADA)
+        h = {"X-CSRF-Token": csrf, "Accept": "application/json"}
+        r = await web.client.post("/studio/generate", data={"prompt": "a harbour", "strength": "0.4", "count": "1"},
+                                  files={"image": ("harbour.png", photo(300, 200), "image/png")}, headers=h)
+        assert r.status_code == 202, r.text
+        frames = await _events(web.client, r.json()["events"])
+        ref = frames[-1][1]["images"][0]["id"]
+        row = await jobs.get(web.env.db, r.json()["job_id"])
+        assert row.request["kind"] == "img2img" and row.request["strength"] == 0.4
+        assert await inputs.for_job(web.env.db, row.id) is not None
+        r = await web.client.post("/studio/generate", data={"prompt": "a harbour"},
+                                  files={"image": ("x.png", b"not a picture", "image/png")}, headers=h)
+        assert r.status_code == 422 and "image" in json.dumps(r.json()["detail"])
+        made = {}
+        for action, body in (("upscale", {"mode": "creative"}), ("zoom", {"factor": "1.5"}), ("pan", {"direction": "up"})):
+            assert (await web.client.post(f"/studio/images/{ref}/{action}", json=body)).status_code == 403  # no token
+            r = await web.client.post(f"/studio/images/{ref}/{action}", json=body, headers=h)
+            assert r.status_code == 202, r.text
+            made[action] = await jobs.get(web.env.db, r.json()["job_id"])
+        assert made["upscale"].request["mode"] == "creative" and made["zoom"].request["mode"] == "1.5"
+        assert made["pan"].request["kind"] == "pan" and made["pan"].request["source"] == ref.replace("-", "#")
+        r = await web.client.post(f"/studio/images/{ref}/pan", json={"direction": "sideways"}, headers=h)
+        assert r.status_code == 422
+        used = (await web.env.service.quota(ADA)).used
+        bob = httpx.AsyncClient(transport=web.client._transport, base_url="http://test")
+        async with bob:
+            bob_h = {"X-CSRF-Token": await sign_in(bob, web.env.service, BOB), "Accept": "application/json"}
+            for action, body in (("upscale", {}), ("zoom", {}), ("pan", {"direction": "left"})):
+                assert (await bob.post(f"/studio/images/{ref}/{action}", json=body, headers=bob_h)).status_code == 404
+        assert (await web.env.service.quota(ADA)).used == used and (await web.env.service.quota(BOB)).used == 0

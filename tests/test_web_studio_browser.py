@@ -242,6 +242,93 @@ async def test_studio_in_chromium(tmp_path: Path, tiny: Any) -> None:
             await front.close()
 
 
+async def test_start_image_and_toolbox_in_chromium(tmp_path: Path, tiny: Any) -> None:
+    """A picture to start from (chosen in the form, strength on a slider) goes through the API's
+    upload checks and POST path; then ⬆️ Upscale, 🔍 Zoom out and ⬅️ Pan on a result, each a job
+    of the signed-in account watched in the page; a file that is not a picture is refused in words."""
+    playwright_api = pytest.importorskip("playwright.async_api")
+    from storage import inputs, jobs
+    from tests.upload_support import photo
+
+    assert CHROMIUM is not None
+    async with service_env(tmp_path, tiny) as env:
+        front = WebFrontEnd(env.service, WebSettings(enabled=True, port=0))
+        await front.start()
+        base = f"http://127.0.0.1:{front.port}"
+        try:
+            async with playwright_api.async_playwright() as pw:
+                browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                                   args=["--no-sandbox", "--disable-gpu"])
+                try:
+                    page = await (await browser.new_context(viewport={"width": 1280, "height": 900})).new_page()
+                    page.set_default_timeout(60_000)
+                    await _sign_in(page, base, await _console_link(env.service, ADA, tmp_path), "ada")
+
+                    # not a picture: refused in the page, in words, and nothing is charged
+                    await page.fill("#prompt", "a harbour")
+                    await page.set_input_files("#image", files=[{"name": "notes.png", "mimeType": "image/png",
+                                                                 "buffer": b"these are not pixels"}])
+                    await page.click("#generate")
+                    await page.wait_for_selector("#message:not([hidden])")
+                    refusal = await page.locator("#message").inner_text()
+                    assert "image" in refusal.lower() and "{" not in refusal
+                    assert (await env.service.quota(ADA)).used == 0
+
+                    # a picture, its strength on the slider; the size follows the picture (3:2)
+                    assert await page.is_enabled("#strength")
+                    await page.set_input_files("#image", files=[{"name": "harbour.png", "mimeType": "image/png",
+                                                                 "buffer": photo(300, 200)}])
+                    await page.locator("#strength").fill("0.5")
+                    assert await page.locator("#strength-value").inner_text() == "0.50"
+                    await page.get_by_label("Steps").select_option("2")
+                    await page.click("#generate")
+                    await page.wait_for_function("document.getElementById('status').textContent.startsWith('Done')")
+                    ref = await page.locator("#results .actions").first.get_attribute("data-ref")
+                    assert ref
+                    started = await jobs.get(env.db, ref.rpartition("-")[0])
+                    assert started.request["kind"] == "img2img" and started.request["strength"] == 0.5
+                    assert (started.request["width"], started.request["height"]) == (304, 208)
+                    assert await inputs.for_job(env.db, started.id) is not None
+
+                    async def use(button: str, kind: str, size: tuple[int, int]) -> str:
+                        before = await page.locator("#results .actions").first.get_attribute("data-ref")
+                        await page.locator("#results").get_by_role("button", name=button).first.click()
+                        await page.wait_for_function(
+                            f"(() => {{ const a = document.querySelector('#results .actions');"
+                            f" return a && a.dataset.ref !== '{before}'"
+                            f" && document.getElementById('status').textContent.startsWith('Done'); }})()")
+                        made = await page.locator("#results .actions").first.get_attribute("data-ref")
+                        row = await jobs.get(env.db, made.rpartition("-")[0])
+                        assert row.request["kind"] == kind and row.request["source"] == before.replace("-", "#")
+                        image = page.locator("#results li img").first
+                        assert await image.evaluate("img => [img.naturalWidth, img.naturalHeight]") == list(size)
+                        return made
+
+                    await use("⬆️ Upscale (Subtle)", "upscale", (608, 416))
+                    await use("🔍 Zoom out 2x", "zoom", (304, 208))
+                    await use("⬅️ Pan left", "pan", (368, 176))  # 1.5x as wide: the nearest bucket
+                    assert (await env.service.quota(ADA)).used == 4  # each action charged once
+
+                    # My images shows the picture the first one started from
+                    await page.goto(base + "/me")
+                    assert await page.locator(f"ul.mine img[src='/studio/jobs/{started.id}/input.jpg']").count() == 1
+                    assert await page.locator("ul.mine img[src$='/input.jpg']").evaluate(
+                        "img => img.complete && img.naturalWidth > 0")
+                    # from an image's page: the toolbox's job is watched in the studio
+                    await page.goto(base + f"/me/{ref}")
+                    assert await page.locator(".params img.from").count() == 1  # "Started from"
+                    await page.get_by_role("button", name="🔍 Zoom out 1.5x").click()
+                    await page.wait_for_url("**/studio?watch=*")
+                    await page.wait_for_function("document.getElementById('status').textContent.startsWith('Done')")
+                    zoomed = await page.locator("#results .actions").first.get_attribute("data-ref")
+                    row = await jobs.get(env.db, zoomed.rpartition("-")[0])
+                    assert row.request["kind"] == "zoom" and row.request["mode"] == "1.5"
+                finally:
+                    await browser.close()
+        finally:
+            await front.close()
+
+
 async def test_studio_shows_the_live_preview_in_chromium(tmp_path: Path) -> None:
     """The preview image appears under the progress bar while the job runs, then makes way for the result."""
     from tests.preview_support import previewing_pipeline

@@ -95,3 +95,16 @@ def test_operators_web_link(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
             assert await env.service.web_signin_name(link.rpartition("/")[2]) is None  # used
 
     asyncio.run(check())
+
+
+async def test_web_says_the_studio_is_off_when_the_web_front_end_is(tmp_path: Path, tiny: Any) -> None:
+    """[web] off: /web in a private chat says there is no studio (and how an operator turns it on),
+    on Telegram and on Discord, and no sign-in link is made."""
+    async with both(tmp_path, tiny, web_enabled=False) as (env, tg, dc):
+        said = await tg_reply(tg, "/web", ALICE, None, "web studio is off")
+        assert "[web]" in said.params["text"] and "/signin/" not in said.params["text"]
+        dm = dc.dm_channel_for(dc.user["id"])
+        data = await dc_answer(dc, dc.slash("web", {}, channel=dm))
+        assert "web studio is off" in data["content"] and "[web]" in data["content"]
+        assert "/signin/" not in data["content"] and data["flags"] & 64
+        assert int(await env.db.fetchval("SELECT count(*) FROM web_signins")) == 0

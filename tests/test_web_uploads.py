@@ -117,3 +117,77 @@ async def test_zoom_and_pan_routes(tmp_path: Path, tiny) -> None:
             assert done["status"] == "done"
             assert (await _pixels(web.client, done["images"][0]["id"], h)).shape == shape  # pan up: taller
         assert (await web.client.post(f"/v1/images/{ref}/pan", json={"direction": "back"}, headers=h)).status_code == 422
+
+
+async def test_toolbox_routes_have_the_key_rate_limit_not_the_chat_spacing(tmp_path: Path) -> None:
+    """As POST /v1/images: an API key's upscale, zoom and pan are not spaced like chat requests
+    (the per-key rate limit bounds them); the same user's chat clicks still are."""
+    from bot.safety import AllowAllImages, BlocklistChecker, Moderation, ModerationSettings, Restricted
+    from bot.frontends.web import WebSettings
+    from tests.service_support import ROOT as ADMIN
+
+    async with web_env(tmp_path, settings=WebSettings(enabled=True, rate_limit=5)) as web:
+        made = await (await web.env.service.imagine(ADA, "a harbour")).delivery()
+        web.env.service.moderation = Moderation(  # the shipped default spacing, as `make run` has it
+            web.env.db, ModerationSettings(request_interval_s=3.0), prompt_checker=BlocklistChecker.default(),
+            image_classifier=AllowAllImages(), admins={ADMIN.key}, clock=web.env.clock)
+        h = auth(await key_for(web.env, ADA))
+        ref = f"{made.job_id}-1"
+        calls = [web.client.post(f"/v1/images/{ref}/upscale", json={"mode": "subtle"}, headers=h),
+                 web.client.post(f"/v1/images/{ref}/zoom", json={"factor": "2"}, headers=h),
+                 web.client.post(f"/v1/images/{ref}/pan", json={"direction": "left"}, headers=h),
+                 web.client.post(f"/v1/images/{ref}/upscale", json={"mode": "creative"}, headers=h)]
+        answers = [await c for c in calls]  # one after another, within the same second
+        assert [r.status_code for r in answers] == [202] * 4, [r.text for r in answers]
+        assert len({r.json()["job_id"] for r in answers}) == 4
+        # the key's own limit (5 a minute) still holds: a fifth request passes, a sixth is refused
+        extra = [await web.client.post(f"/v1/images/{ref}/pan", json={"direction": "up"}, headers=h)
+                 for _ in range(2)]
+        assert [r.status_code for r in extra] == [202, 429] and "this key" in extra[1].json()["detail"]
+        # in a chat, the same user is spaced as before
+        await web.env.service.upscale(ADA, made.job_id, 0)
+        with pytest.raises(Restricted, match="wait 3 s"):
+            await web.env.service.outpaint(ADA, made.job_id, 0, "zoom", "2")
+
+
+async def test_history_and_my_images_show_the_picture_a_job_started_from(tmp_path: Path) -> None:
+    """GET /v1/history names the upload's URL (the PNG as stored); My images shows its thumbnail
+    beside the result; neither lets another account reach it."""
+    from tests.service_support import BOB
+    from tests.studio_support import sign_in
+
+    async with web_env(tmp_path) as web:
+        h = auth(await key_for(web.env, ADA))
+        picture = photo(300, 200)
+        sent = await web.client.post("/v1/images", data={"prompt": "a harbour", "seed": "3"},
+                                     files={"image": ("harbour.png", picture, "image/png")}, headers=h)
+        plain = await web.client.post("/v1/images", json={"prompt": "a lighthouse"}, headers=h)
+        upload_job, plain_job = sent.json()["job_id"], plain.json()["job_id"]
+        await _done(web.client, upload_job, h)
+        await _done(web.client, plain_job, h)
+        listed = {j["job_id"]: j for j in (await web.client.get("/v1/history", headers=h)).json()["jobs"]}
+        assert listed[plain_job]["input_image"] is None
+        assert listed[upload_job]["input_image"] == f"/v1/jobs/{upload_job}/input"
+        r = await web.client.get(listed[upload_job]["input_image"], headers=h)
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        with Image.open(io.BytesIO(r.content)) as stored:
+            assert stored.size == (304, 208)  # fitted to its bucket, as the job used it
+        kept = await inputs.for_job(web.env.db, upload_job)
+        assert r.content == web.env.store.path_for(kept.path).read_bytes()
+        assert (await web.client.get(f"/v1/jobs/{plain_job}/input", headers=h)).status_code == 404
+        bob_h = auth(await key_for(web.env, BOB))
+        assert (await web.client.get(f"/v1/jobs/{upload_job}/input", headers=bob_h)).status_code == 404
+
+        await sign_in(web.client, web.env.service, ADA)
+        mine = (await web.client.get("/me")).text
+        thumb = f"/studio/jobs/{upload_job}/input.jpg"
+        assert mine.count(thumb) == 1 and f"/studio/jobs/{plain_job}/input.jpg" not in mine
+        r = await web.client.get(thumb)
+        assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+        assert Image.open(io.BytesIO(r.content)).size == (304, 208)  # small already: not enlarged
+        assert thumb in (await web.client.get(f"/me/{upload_job}-1")).text
+        assert "input.jpg" not in (await web.client.get(f"/me/{plain_job}-1")).text
+        import httpx
+        async with httpx.AsyncClient(transport=web.client._transport, base_url="http://test") as bob:
+            await sign_in(bob, web.env.service, BOB)
+            assert (await bob.get(thumb)).status_code == 404

@@ -191,7 +191,21 @@ def _download(args: argparse.Namespace, config: object) -> int:
     folder = download(to, base_repo=model.base_repo, lightning_repo=model.lightning_repo,
                       vae_repo=model.vae_repo or None, steps=steps, preview_repo=preview_repo)
     print(f"Downloaded to {folder}. Put these lines in config.toml:\n\n{config_lines(folder, steps)}")
+    _download_upscaler(getattr(config, "upscale"))
     return 0
+
+
+def _download_upscaler(upscale: Any) -> None:
+    """upscale.model as a Hub file: fetched to where the bot looks for it (models/upscalers/)."""
+    target = upscale.model_path(Path("models"))
+    if target is None:
+        return
+    if target.is_file():
+        print(f"\nThe upscaler is here: {target}")
+        return
+    from generation.model.download import download_upscaler
+
+    print(f"\nThe upscaler (upscale.model) is in {download_upscaler(upscale.model, target)}")
 
 
 def _health(args: argparse.Namespace) -> int:

@@ -82,7 +82,8 @@ class AccountsPart(ServiceContext):
         return ForgetOutcome(len(active.jobs), removed, tuple(job_ids))
 
     async def export(self, who: Who) -> Path:
-        """A zip of everything stored about the caller: export.json and their images."""
+        """A zip of everything stored about the caller: export.json, their images, and the
+        pictures they sent to start from (``uploads/``)."""
         user = await users.get_by_platform(self.db, who.platform, who.user_id)
         if user is None:
             raise NotFound("Nothing is stored about you.")
@@ -93,6 +94,10 @@ class AccountsPart(ServiceContext):
                 name = f"images/{job['id']}-{image['idx'] + 1}.{image['path'].rsplit('.', 1)[-1]}"
                 image["file"] = name
                 files[name] = self.store.path_for(image["path"])
+            if job.get("input"):  # the picture they sent to start from: theirs too
+                name = f"uploads/{job['id']}.{job['input']['path'].rsplit('.', 1)[-1]}"
+                job["input"]["file"] = name
+                files[name] = self.store.path_for(job["input"]["path"])
         stamp = self.clock().strftime("%Y%m%dT%H%M%S")
         dest = self._export_dir(who) / f"export-{stamp}-{uuid.uuid4().hex[:6]}.zip"
         path = await asyncio.to_thread(accounts_rules.write_export_zip, data, files, dest)

@@ -50,9 +50,11 @@ class ServiceSettings:
     upscale_cost: int = 1  # quota an upscale costs ([quota] upscale_cost)
     upscale_subtle: float = 0.3  # strength of the tiled pass after enlarging: Upscale (Subtle)
     upscale_creative: float = 0.55  # … and Upscale (Creative)
+    upscaler: str = "Lanczos"  # the name of upscale.model's network (its file's stem), else Lanczos
     admin_priority: bool = True  # admins' jobs use the queue's priority lane
     settle_timeout_s: float = 30.0  # how long cancel/forget wait for a job to settle
     public_url: str = ""  # where the web gallery answers, for links in chat replies; "": no gallery runs
+    web_enabled: bool = True  # whether the web front end runs ([web] enabled): /web has a studio to link to
     max_keys_per_user: int = 5  # live API keys per account ([web] max_keys_per_user)
 
     def __post_init__(self) -> None:
@@ -222,6 +224,8 @@ class ServiceContext:
             what = {"upscale": f"⬆️ upscale ({request.mode})", "zoom": f"🔍 zoom out {request.mode}x",
                     "pan": f"↔️ pan {request.mode}"}[request.kind]
             return f"{what} of image {number} of {job} ({self._command(request)}); {request.width}x{request.height}"
+        if request.kind == "enlarge":
+            return f"⬆️ {self.config.upscaler} 2x of your picture; {request.width}x{request.height}"
         variation = self._variation_of(request)
         if variation is None and request.kind == "img2img":
             return f"{self._command(request)} (from your image)"

@@ -23,7 +23,7 @@ from bot.service.context import ServiceContext
 from bot.service.tickets import NotAllowed, NotFound, StoredImage, Who
 from generation.core.errors import ImagineError, InvalidRequest
 from generation.core.request import GenerationRequest
-from storage import images, jobs, shares, users
+from storage import images, inputs, jobs, shares, users
 from storage.files import public_png
 from storage.records import Image
 
@@ -54,6 +54,7 @@ class JobView:
     error: str | None = None
     started_at: str | None = None  # when it went onto the GPU (None: it never did)
     finished_at: str | None = None
+    input_image: Path | None = None  # the picture the user sent to start from (img2img uploads)
 
 
 @dataclass(frozen=True)
@@ -95,9 +96,20 @@ class GalleryPart(ServiceContext):
         row = await self._own_job(who, job_id)
         ticket = self._tickets.get(row.id)
         found = await images.images_for_job(self.db, row.id)
+        sent = await inputs.for_job(self.db, row.id)
         return JobView(row.id, row.status, self._text(row.request), dict(row.request), row.created_at,
                        tuple(self._stored(i) for i in found), ticket.position if ticket else 0,
-                       ticket.eta if ticket else 0.0, row.error, row.started_at, row.finished_at)
+                       ticket.eta if ticket else 0.0, row.error, row.started_at, row.finished_at,
+                       self.store.path_for(sent.path).resolve() if sent else None)
+
+    async def job_input(self, who: Who, job_id: str) -> Path:
+        """The file of the picture the caller sent to start job ``job_id`` from (NotFound for
+        another's job, or one that started from a prompt)."""
+        row = await self._own_job(who, job_id)
+        sent = await inputs.for_job(self.db, row.id)
+        if sent is None or not self.store.exists(sent.path):
+            raise NotFound(f"Request {job_id} did not start from a picture you sent.")
+        return self.store.path_for(sent.path).resolve()
 
     async def image_by_ref(self, who: Who | None, ref: str) -> tuple[StoredImage, str | None]:
         """(image, share id or None) of a reference the caller owns, or of a shared image."""

@@ -338,11 +338,12 @@ class JobsPart(ServiceContext):
         request = result.request
         files = []
         styled, styled_negative = request.styled_prompts
+        command, variation_of = self._command(request), self._variation_of(request)  # once, not per image
         for index, (image, seed) in enumerate(zip(result.images, result.seeds)):
             # png_with_metadata keeps only what may travel (no paths, no user ids)
             params = {**request.to_dict(), "seed": seed, "index": index, "job_id": job_id,
                       "model": result.model, "first_seed": request.seed, "model_hash": self.checkpoint_hash,
-                      "command": self._command(request), "variation_of": self._variation_of(request),
+                      "command": command, "variation_of": variation_of,
                       "styled_prompt": styled, "styled_negative_prompt": styled_negative}
             files.append(await asyncio.to_thread(self._put_png, image, params))
         now = self.clock()

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from bot.service.context import ServiceContext
-from bot.service.tickets import NotFound, Who
+from bot.service.tickets import NotAllowed, NotFound, Who
 from storage import Database, links, users
 from storage import web_sessions as sessions
 from storage.clock import from_text, utcnow
 
-__all__ = ["SESSION_VALID", "SIGNIN_VALID", "SessionsPart", "WebSession", "operator_web_link", "signin_url"]
+__all__ = ["SESSION_VALID", "SIGNIN_VALID", "WEB_OFF", "SessionsPart", "WebSession", "operator_web_link", "signin_url"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,10 @@ class WebSession:
     last_seen_at: str
 
 
+WEB_OFF = ("The web studio is off on this bot, so there is no page to sign in to. Its operator can turn "
+           "it on with a [web] section (enabled = true) in the config.")
+
+
 def signin_url(public_url: str, token: str) -> str:
     """The sign-in link for ``token`` (a path alone when no public address is configured)."""
     return f"{public_url.rstrip('/')}/signin/{token}"
@@ -53,7 +57,10 @@ class SessionsPart(ServiceContext):
         self.session_enders.append(self.end_web_sessions_of)  # /forget ends the account's sessions
 
     async def web_signin_link(self, who: Who) -> str:
-        """A one-time sign-in link to the web studio for the caller's account (10 minutes)."""
+        """A one-time sign-in link to the web studio for the caller's account (10 minutes);
+        NotAllowed saying so when the web front end is off (no studio to sign in to)."""
+        if not self.config.web_enabled:
+            raise NotAllowed(WEB_OFF)
         user = await self._user(who)
         token = await sessions.issue_signin(self.db, user.id, self.clock(), SIGNIN_VALID)
         logger.info("web sign-in link issued for %s", who.key)  # never the token

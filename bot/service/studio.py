@@ -33,6 +33,7 @@ class StudioChoices:
     loras: tuple[str, ...]
     max_count: int
     refine: bool  # a prompt refiner is configured
+    image_strength: float = 0.6  # how much of a picture to start from changes, unless the slider says
 
 
 class StudioPart(ServiceContext):
@@ -43,7 +44,7 @@ class StudioPart(ServiceContext):
         return StudioChoices(
             tuple((ar, w, h) for ar, (w, h) in caps.sizes().items()), tuple(caps.steps), caps.default_steps,
             tuple((s.name, s.description) for s in STYLES.values()), tuple(name for name, _ in caps.loras),
-            MAX_COUNT, self.refiner is not None)
+            MAX_COUNT, self.refiner is not None, self.config.image_strength)
 
     async def image_rating(self, who: Who, image_id: int) -> tuple[int | None, float | None, int]:
         """(the caller's stars or None, the average, how many ratings) of an image."""

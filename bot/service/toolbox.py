@@ -1,30 +1,28 @@
-"""The image toolbox: actions on an image that make a new job (upscale, zoom out, pan), and a
-quick Lanczos enlargement of an uploaded picture (A1111's ``extra-single-image``).
+"""The image toolbox: actions on an image that make a new job (upscale, zoom out, pan), and the
+upscaler alone on an uploaded picture (A1111's ``extra-single-image``), a job too.
 
 Each action loads the job it names through :meth:`ServiceContext._acting_on` (trust's authority
 check: the clicker owns the job, is an admin, or clicked ``via`` one of its recorded messages),
 makes a request of its own kind, and goes through the same ``_submit`` as /imagine: prompt check, quota (``upscale_cost``), job row, the fair queue, history,
 ratings and delivery once. The clicker owns the new job.
 
-:meth:`ToolboxPart.upscale_upload` runs here, not on the GPU queue: the upload gets the checks of
-any upload (:mod:`bot.service.uploads`: format, size, bombs, the image safety check); the result
-is returned, not stored, and not charged (the per-key request limit of the API bounds it).
+:meth:`ToolboxPart.enlarge_upload` makes an ``enlarge`` job: the upload gets the checks of any
+upload (:mod:`bot.service.uploads`: format, size, bombs, the image safety check) and is stored
+with the job; the worker runs the same upscaler as ⬆️ Upscale (``upscale.model``, else Lanczos)
+without the img2img pass; it costs ``upscale_cost`` like an upscale.
 """
 
 from __future__ import annotations
 
-import asyncio
-import io
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from PIL import Image
-
+from bot.options import PENDING_UPLOAD
 from bot.service.context import ServiceContext
 from bot.service.tickets import NotFound, Ticket, Via, Who
-from bot.service.uploads import BLOCKED_UPLOAD, checked_upload
+from bot.service.uploads import NEUTRAL_PROMPT, checked_upload, store_upload
 from generation.core.errors import InvalidRequest
-from generation.core.request import ACTIONS, UPSCALE_MODES, GenerationRequest, nearest_bucket
+from generation.core.request import ACTIONS, MAX_UPSCALED, UPSCALE_MODES, GenerationRequest, nearest_bucket
 from generation.tools.outpaint import canvas_ratio
 from storage import images
 
@@ -48,13 +46,14 @@ class ToolboxPart(ServiceContext):
 
     async def upscale(self, who: Who, job_id: str, index: int, mode: str = "subtle", *,
                       target: dict[str, Any] | None = None, origin: Origin | None = None,
-                      via: Via | None = None) -> Ticket:
+                      via: Via | None = None, spaced: bool = True) -> Ticket:
         """Image ``index`` (0-based) of job ``job_id`` at twice its size, charged ``upscale_cost`` to ``who``
-        (its owner, an admin, or someone who clicked ``via`` a message showing it)."""
+        (its owner, an admin, or someone who clicked ``via`` a message showing it).
+        ``spaced=False``: no chat request spacing (an API key: its own per-key rate limit), as ``imagine``."""
         if mode not in UPSCALE_MODES:
             raise InvalidRequest("mode", f"Upscale mode must be {' or '.join(UPSCALE_MODES)}, not {mode!r}.")
         await self._raise_if_accepted(origin)
-        user = await self._active_user(who)
+        user = await self._active_user(who, spaced=spaced)
         source = await self._acting_on(who, job_id, via=via, index=index)
         found = [i for i in await images.images_for_job(self.db, job_id) if i.idx == index]
         if not found or not self.store.exists(found[0].path):
@@ -75,15 +74,15 @@ class ToolboxPart(ServiceContext):
 
     async def outpaint(self, who: Who, job_id: str, index: int, kind: str, mode: str, *, prompt: str | None = None,
                        target: dict[str, Any] | None = None, origin: Origin | None = None,
-                       via: Via | None = None) -> Ticket:
+                       via: Via | None = None, spaced: bool = True) -> Ticket:
         """Zoom out (``kind="zoom"``, mode "1.5"/"2") or pan (mode "left"/"right"/"up"/"down") image
         ``index`` of job ``job_id``: a new job of ``who``, one image, the new border inpainted.
-        ``prompt`` replaces the prompt (Midjourney's custom zoom). Who may: as :meth:`upscale`."""
+        ``prompt`` replaces the prompt (Midjourney's custom zoom). Who may, and ``spaced``: as :meth:`upscale`."""
         if kind not in ("zoom", "pan") or mode not in ACTIONS[kind]:
             allowed = "zoom 1.5 or 2, or pan left, right, up or down"
             raise InvalidRequest("mode", f"Choose {allowed}, not {kind} {mode!r}.")
         await self._raise_if_accepted(origin)
-        user = await self._active_user(who)
+        user = await self._active_user(who, spaced=spaced)
         source = await self._acting_on(who, job_id, via=via, index=index)
         found = [i for i in await images.images_for_job(self.db, job_id) if i.idx == index]
         if not found or not self.store.exists(found[0].path):
@@ -99,23 +98,26 @@ class ToolboxPart(ServiceContext):
         )
         return await self._submit(who, user, self.caps.check(request), target=target, dedupe=False, origin=origin)
 
-    async def upscale_upload(self, who: Who, data: bytes, factor: float = 2.0) -> bytes:
-        """``data`` (an uploaded picture) enlarged ``factor`` times with Lanczos, as PNG."""
-        await self._active_user(who)
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 1 <= factor <= 4:
-            raise InvalidRequest("factor", f"The upscale factor must be from 1 to 4, not {factor!r}.")
+    async def enlarge_upload(self, who: Who, data: bytes, *, target: dict[str, Any] | None = None,
+                             spaced: bool = True) -> Ticket:
+        """``data`` (an uploaded picture) enlarged 2x by the toolbox's upscaler alone (the network of
+        ``upscale.model``, else Lanczos), as a job of ``who`` in the fair queue (A1111's
+        ``extra-single-image``): checked as any upload, stored with the job, charged ``upscale_cost``.
+        Its sides are first cut down to multiples of 8 (at most 7 pixels)."""
+        user = await self._active_user(who, spaced=spaced)
         upload = await checked_upload(data)
-        width, height = (max(1, round(side * factor)) for side in upload.size)
-        if width * height > MAX_UPSCALED_PIXELS:
-            raise InvalidRequest("factor", f"{width}x{height} would be over {MAX_UPSCALED_PIXELS / 1e6:g} "
-                                           "megapixels; use a smaller factor or image.")
-        verdicts = await self.moderation.check_images(who.key, None, [upload.image])
-        if "blocked" in verdicts:
-            raise InvalidRequest("image", BLOCKED_UPLOAD)
-        return await asyncio.to_thread(_lanczos, upload.image, (width, height))
-
-
-def _lanczos(image: Image.Image, size: tuple[int, int]) -> bytes:
-    buffer = io.BytesIO()
-    image.resize(size, Image.Resampling.LANCZOS).save(buffer, format="PNG")
-    return buffer.getvalue()
+        width, height = (side // 8 * 8 for side in upload.size)
+        if min(width, height) < 32:
+            raise InvalidRequest("image", f"The picture is {upload.size[0]}x{upload.size[1]}; to enlarge it, "
+                                          "send one at least 32 pixels on each side.")
+        if 4 * width * height > MAX_UPSCALED_PIXELS or 2 * max(width, height) > MAX_UPSCALED:
+            raise InvalidRequest("image", f"Twice {upload.size[0]}x{upload.size[1]} would be over "
+                                          f"{MAX_UPSCALED_PIXELS / 1e6:g} megapixels or {MAX_UPSCALED} pixels "
+                                          "on a side; send a smaller picture.")
+        request = GenerationRequest(
+            NEUTRAL_PROMPT, width=2 * width, height=2 * height, steps=min(self.caps.steps), count=1,
+            kind="enlarge", init_image=PENDING_UPLOAD, strength=1.0, user_id=who.user_id, platform=who.platform)
+        request, stored = await store_upload(self, who, upload, self.caps.check(request), target,
+                                             size=(width, height))
+        return await self._submit(who, user, request, target=target, dedupe=False, upload=stored,
+                                  cost=self.config.upscale_cost)

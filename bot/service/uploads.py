@@ -65,13 +65,14 @@ async def checked_upload(data: Any) -> Upload:
 
 
 async def store_upload(ctx: Any, who: Any, upload: Upload, request: GenerationRequest,
-                       target: dict[str, Any] | None) -> tuple[GenerationRequest, StoredUpload]:
-    """Fit ``upload`` to ``request``'s size, check it, store it; the request now starts from it.
+                       target: dict[str, Any] | None, *,
+                       size: tuple[int, int] | None = None) -> tuple[GenerationRequest, StoredUpload]:
+    """Fit ``upload`` to ``request``'s size (or ``size``), check it, store it; the request now starts from it.
 
     The prompt is checked first: a refused prompt never has its image classified or stored.
     """
     await ctx.moderation.check_prompt(who, request.prompt, request.negative_prompt, target)
-    size = (request.width, request.height)
+    size = size or (request.width, request.height)
     fitted = await asyncio.to_thread(fit_image, upload.image, size)
     verdicts = await ctx.moderation.check_images(f"{who.platform}:{who.user_id}", target, [fitted])
     if "blocked" in verdicts:

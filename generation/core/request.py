@@ -9,6 +9,7 @@ nothing is ever clamped silently.
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import os
 import re
@@ -64,8 +65,9 @@ MAX_PROMPT_CHARS = 1000
 MAX_COUNT = 4
 MAX_SEED = 2**32 - 1
 STEP_CHOICES = (1, 2, 4, 8)
-KINDS = ("txt2img", "img2img", "upscale", "zoom", "pan")
-FROM_IMAGE = ("img2img", "upscale", "zoom", "pan")  # kinds that start from an init_image at a strength
+# enlarge: the upscaler alone on a picture sent to it (A1111's extra-single-image), no diffusion pass
+KINDS = ("txt2img", "img2img", "upscale", "zoom", "pan", "enlarge")
+FROM_IMAGE = ("img2img", "upscale", "zoom", "pan", "enlarge")  # kinds that start from an init_image at a strength
 ACTIONS = {"upscale": ("subtle", "creative"), "zoom": ("1.5", "2"), "pan": ("left", "right", "up", "down")}
 MAX_UPSCALED = 4096  # an upscale is twice a bucket: up to 4096 px on its long side
 DEFAULT_STRENGTH = 0.6
@@ -86,6 +88,7 @@ MAX_ASPECT = 4  # whole-number ratios up to 4:1 either way
 _RATIO = re.compile(r"^\s*(\d{1,5})\s*:\s*(\d{1,5})\s*$")
 
 
+@functools.lru_cache(maxsize=16)  # pure, and asked on every parse
 def sdxl_buckets(base: int = 1024) -> tuple[tuple[int, int], ...]:
     """SDXL's resolution buckets at ``base``: for each width a multiple of 64 from 512 to 2048 (at
     1024), the tallest multiple of 64 that keeps the area within 1024², and the transposes; from
@@ -224,7 +227,8 @@ class GenerationRequest:
             )
         for name in ("width", "height"):
             value = getattr(self, name)
-            _check_int(name, value, 64, MAX_UPSCALED if self.kind == "upscale" else 2048, name.capitalize())
+            _check_int(name, value, 64, MAX_UPSCALED if self.kind in ("upscale", "enlarge") else 2048,
+                       name.capitalize())
             if value % 16:
                 raise InvalidRequest(name, f"{name.capitalize()} must be a multiple of 16, not {value}.")
         if not isinstance(self.style, str) or self.style not in STYLES:
@@ -382,7 +386,7 @@ class ModelCaps:
         size = (request.width, request.height)
         if request.kind == "upscale":  # twice a size this model makes
             size = (request.width // 2, request.height // 2) if not request.width % 2 and not request.height % 2 else size
-        if size not in self.buckets():
+        if size not in self.buckets() and request.kind != "enlarge":  # enlarge: twice any picture sent
             allowed = ", ".join(f"{ar} ({w}x{h})" for ar, (w, h) in self.sizes().items())
             raise InvalidRequest(
                 "size",

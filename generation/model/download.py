@@ -7,7 +7,9 @@
     <to>/sdxl_lightning_{N}step_unet.safetensors                      one per step count
     <to>/preview_vae/                     the tiny autoencoder of live previews (preview.vae), when on
 
-That is the layout ``model.path`` expects (generation/model/loader.py ``_load_local``). Files come
+That is the layout ``model.path`` expects (generation/model/loader.py ``_load_local``). With
+``upscale.model`` naming a Hub file (``owner/repo/file.pth``), :func:`download_upscaler` puts it
+at ``models/upscalers/<file>``, where the app looks for it. Files come
 through huggingface_hub: progress bars, resumed partial files, ``HF_ENDPOINT`` mirrors and
 ``HF_TOKEN`` all work. Before anything starts, the endpoint is looked up and connected to, so a
 machine without network fails in seconds with the real reason instead of retrying for half a
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +29,8 @@ from generation.model.hub import hub_endpoint, unreachable
 from generation.model.pipeline import lightning_unet_filename
 from generation.model.preview import PREVIEW_SUBDIR
 
-__all__ = ["DownloadError", "Fetch", "config_lines", "download", "hub_endpoint", "plan", "unreachable"]
+__all__ = ["DownloadError", "Fetch", "config_lines", "download", "download_upscaler", "hub_endpoint", "plan",
+           "unreachable"]
 
 log = logging.getLogger(__name__)
 
@@ -63,16 +67,8 @@ def plan(base_repo: str, lightning_repo: str, vae_repo: str | None, steps: tuple
     return fetches
 
 
-def download(
-    to: Path,
-    *,
-    base_repo: str,
-    lightning_repo: str,
-    vae_repo: str | None,
-    steps: tuple[int, ...],
-    preview_repo: str | None = None,
-) -> Path:
-    """Fetch the plan into ``to`` (resuming what is there); the folder, checked."""
+def _check_online() -> str:
+    """The endpoint, once it is known to answer; DownloadError saying why not."""
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         raise DownloadError("HF_HUB_OFFLINE is set, so nothing can be downloaded; unset it (or set it to 0).")
     endpoint = hub_endpoint()
@@ -83,6 +79,59 @@ def download(
             f"you can reach; or download on another machine and copy the folder "
             f"(docs/operator/install.md, 'Getting the model')."
         )
+    return endpoint
+
+
+UPSCALER_SUFFIXES = (".pth", ".safetensors", ".pt")
+
+
+def download_upscaler(model: str, target: Path) -> Path:
+    """Fetch the Hub file ``model`` (``owner/repo/path/to/file.pth``) to ``target`` (the path the
+    config gives it, ``models/upscalers/<file>``); nothing is fetched when it is already there."""
+    parts = [p for p in model.strip().split("/") if p]
+    if len(parts) < 3 or Path(parts[-1]).suffix not in UPSCALER_SUFFIXES:
+        raise DownloadError(f"upscale.model = {model!r} is neither a file on this machine nor a Hub file "
+                            f"(owner/repo/file.pth or .safetensors); fix the path or the name.")
+    repo, filename = "/".join(parts[:2]), "/".join(parts[2:])
+    endpoint = _check_online()
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError)
+
+    folder = Path(target).expanduser().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        log.info("fetching %s from %s into %s", filename, repo, folder)
+        # local_dir keeps the repository's sub-folders; resumes and skips like the model's files
+        fetched = Path(hf_hub_download(repo, filename, local_dir=folder))
+    except GatedRepoError:
+        raise DownloadError(f"{repo} is gated: accept its terms on the Hub and set HF_TOKEN.") from None
+    except RepositoryNotFoundError:
+        raise DownloadError(f"{endpoint} has no repository {repo} (upscale.model; or it is private: set HF_TOKEN).") \
+            from None
+    except EntryNotFoundError:
+        raise DownloadError(f"{repo} has no file {filename} (upscale.model); check the name on its Hub page.") from None
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
+        text = str(exc).strip().splitlines()
+        raise DownloadError(f"Downloading {filename} from {repo} failed: {text[0] if text else type(exc).__name__}") \
+            from None
+    target = folder / Path(filename).name
+    if fetched.resolve() != target.resolve():  # a file in a sub-folder of its repository: where the app looks
+        shutil.copyfile(fetched, target)
+    return target
+
+
+def download(
+    to: Path,
+    *,
+    base_repo: str,
+    lightning_repo: str,
+    vae_repo: str | None,
+    steps: tuple[int, ...],
+    preview_repo: str | None = None,
+) -> Path:
+    """Fetch the plan into ``to`` (resuming what is there); the folder, checked."""
+    endpoint = _check_online()
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 

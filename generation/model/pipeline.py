@@ -44,7 +44,7 @@ from generation.model.prompting import encode_prompts
 from generation.model.speed import apply_speed_options, attention_backend, decode_latents
 from generation.model.tiny import TINY_BASE_RESOLUTION, TINY_MODEL_ID, build_tiny_pipeline, build_tiny_tokenizer
 from generation.tools.outpaint import composite, outpaint_canvas
-from generation.tools.upscale import LanczosUpscaler, refine_tiled, tile_count
+from generation.tools.upscale import LanczosUpscaler, enlarge_each, refine_tiled, tile_count
 
 if TYPE_CHECKING:
     from diffusers import StableDiffusionXLImg2ImgPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
@@ -223,6 +223,8 @@ class LightningPipeline:
             raise InvalidRequest(
                 "strength", f"Strength {batch.strength:g} is too low for {batch.steps} steps: no step would run."
             )
+        if batch.kind == "enlarge":  # the upscaler alone, no diffusion pass
+            return enlarge_each(self.upscaler, load_init_images(batch, (batch.width // 2, batch.height // 2)), on_step)
         if batch.kind == "upscale":
             return self._upscale(batch, unet, on_step, should_stop)
         if batch.kind in ("zoom", "pan"):

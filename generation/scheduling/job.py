@@ -54,6 +54,7 @@ class Job:
         self.priority = priority
         self.seq = seq
         self.user = f"{request.platform}:{request.user_id}"
+        self._shape = request.shape  # asked on every pick and ETA refresh; the request never changes
         self.status = "queued"
         self._clock = clock  # submitted/started/finished times on the queue's clock
         self.submitted_at = clock()
@@ -77,7 +78,7 @@ class Job:
 
     @property
     def shape(self) -> Shape:
-        return self.request.shape
+        return self._shape
 
     @property
     def images(self) -> int:

@@ -33,6 +33,7 @@ __all__ = [
     "SRVGGNetCompact",
     "Upscaler",
     "blend_weights",
+    "enlarge_each",
     "load_upscaler",
     "refine_tiled",
     "tile_boxes",
@@ -172,6 +173,18 @@ def _read_state_dict(file: Path) -> dict[str, torch.Tensor]:
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
     return state
+
+
+def enlarge_each(upscaler: Upscaler, sources: list[Image.Image],
+                 on_step: Callable[[int, int], None] | None = None) -> list[Image.Image]:
+    """Each picture enlarged 2x by ``upscaler`` alone (an ``enlarge`` batch: no diffusion pass);
+    ``on_step(n, total)`` after each."""
+    results = []
+    for number, source in enumerate(sources, start=1):
+        results.append(upscaler.enlarge(source))
+        if on_step is not None:
+            on_step(number, len(sources))
+    return results
 
 
 def with_upscaler(model: Any, *, loader: Callable[[Any], Any], path: str | None) -> Any:

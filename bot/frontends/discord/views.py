@@ -326,6 +326,14 @@ def history_page(view: HistoryView, search: str) -> tuple[str, list[discord.Embe
                 name = f"thumb-{n}.jpg"
                 files.append((name, thumbnail(first.image.path)))
                 embed.set_thumbnail(url=f"attachment://{name}")
+        if entry.input_image is not None and entry.input_image.is_file():
+            # the picture it started from: beside the result (the thumbnail's place when there is none)
+            name = f"from-{n}.jpg"
+            files.append((name, thumbnail(entry.input_image)))
+            if first is not None and first.image.path.is_file():
+                embed.set_author(name="Started from your image", icon_url=f"attachment://{name}")
+            else:
+                embed.set_thumbnail(url=f"attachment://{name}")
         embed.add_field(name="Date", value=_date(entry.created_at))
         if entry.status not in ("done", "delivered"):
             embed.add_field(name="Status", value=entry.status + (f": {entry.error}" if entry.error else ""))

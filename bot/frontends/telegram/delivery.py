@@ -16,6 +16,15 @@ a crash there makes a second copy. An edit repeated makes none. So:
    a new one (a placeholder carries no images, so that is a stale status, not a second copy).
    Jobs from before placeholders (a text status message) get a placeholder at delivery too.
 
+**Busy groups** (Telegram allows 20 messages a minute in a group, edits included): a placeholder
+and its result cost two, so the front end sends a placeholder only while the placeholder share
+of the group's minute (:meth:`~.pacing.FloodPacer.placeholder_room`) holds it, its result and
+every result it still owes there. Otherwise the 👀 reaction is the only acknowledgement and the
+result is **sent directly** as a reply (one message). A send is not safe to repeat, so its
+window is one local write: ``sending`` is recorded before it, the message id (``result_id``)
+right after it; a restart finding ``result_id`` only marks the job delivered, one finding
+``sending`` alone sends again with a caption saying an earlier copy may have arrived.
+
 The acknowledgement costs no message: the user's ``/imagine`` gets a 👀 reaction at once
 (``setMessageReaction``, in the pacer's first lane), recorded in the target (``ack``) and
 removed when the job is delivered, fails or is cancelled (also after a restart). Every call
@@ -47,7 +56,8 @@ from bot.service import (AlreadyAccepted, Cancelled, Delivery, Failed, Finished,
                          StoredImage, Ticket, Untold, Who)
 from generation.core.errors import ImagineError
 
-__all__ = ["MAX_PHOTO_BYTES", "MAX_PHOTO_SIDES", "Delivering", "fits_as_photo", "placeholder_png", "result_media"]
+__all__ = ["MAX_PHOTO_BYTES", "MAX_PHOTO_SIDES", "RESENT_NOTE", "Delivering", "fits_as_photo", "placeholder_png",
+           "result_media"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +65,7 @@ MAX_PHOTO_BYTES = 10 * 1024 * 1024
 MAX_PHOTO_SIDES = 10_000  # width + height
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 MAX_LOCAL_UPLOAD_BYTES = 2000 * 1024 * 1024
+RESENT_NOTE = "♻️ Sent again after a restart: if an earlier copy arrived, it is the same."
 
 
 def fits_as_photo(image: StoredImage, size: int) -> bool:
@@ -97,6 +108,8 @@ class Delivering:
         def _spawn(self, coro: Awaitable[Any], name: str) -> asyncio.Task[Any]: ...
 
         _acking: dict[tuple[int, int], asyncio.Task[Any]]
+        _owed: dict[int, set[str]]
+        _placing: set[str]
 
         def _interval(self, target: dict[str, Any]) -> float: ...
 
@@ -176,13 +189,52 @@ class Delivering:
         first = status_text(shown, ticket.request.prompt)
         markup = None if ticket.cached else cancel_keyboard(ticket.job_id)
         status = None
-        try:
-            chat_id, message_id = await self._placeholder(ticket.job_id, target, first, markup)
-            status = StatusMessage(self.bot, chat_id, message_id, first, markup,
-                                   interval=self._interval(target), caption=True, previews=self._previews(target))
-        except TelegramError as err:  # the job is accepted: follow it, its result makes a placeholder
-            logger.warning("telegram: no placeholder for job %s (%s); following it without", ticket.job_id, err)
+        self._owe(ticket.job_id, target)
+        if self._direct(ticket.job_id, target):  # a busy group: the 👀 acknowledged it, the result is the message
+            logger.info("telegram: group %s is busy; job %s gets no placeholder", target.get("status_chat"),
+                        ticket.job_id)
+        else:
+            self._placing.add(ticket.job_id)  # counted until the pacer holds it
+            try:
+                chat_id, message_id = await self._placeholder(ticket.job_id, target, first, markup)
+                status = StatusMessage(self.bot, chat_id, message_id, first, markup,
+                                       interval=self._interval(target), caption=True,
+                                       previews=self._previews(target))
+            except TelegramError as err:  # the job is accepted: follow it, its result makes a placeholder
+                logger.warning("telegram: no placeholder for job %s (%s); following it without", ticket.job_id, err)
+            except BaseException:
+                self._owe(ticket.job_id, target, owed=False)
+                raise
+            finally:
+                self._placing.discard(ticket.job_id)
         self._spawn(self._watch(ticket, status), f"tg-job-{ticket.job_id}")
+
+    def _owe(self, job_id: str, target: dict[str, Any], owed: bool = True) -> None:
+        """Count (or with False: stop counting) the result ``job_id`` owes its chat."""
+        chat = int(target.get("status_chat") or target["chat_id"])
+        jobs = self._owed.setdefault(chat, set())
+        if owed:
+            jobs.add(job_id)
+        else:
+            jobs.discard(job_id)
+            if not jobs:
+                self._owed.pop(chat, None)
+
+    def _direct(self, job_id: str, target: dict[str, Any]) -> bool:
+        """Whether the job's result goes as a message of its own, without a placeholder.
+
+        Only with an acknowledgement (the 👀) and only in a group whose placeholder share of the
+        minute cannot hold a placeholder, its result and the results owed there already.
+        """
+        if not target.get("ack") or target.get("status_chat_type", "private") == ChatType.PRIVATE:
+            return False
+        pacer = getattr(self.bot, "rate_limiter", None)
+        room = pacer.placeholder_room(int(target.get("status_chat") or target["chat_id"])) \
+            if hasattr(pacer, "placeholder_room") else None
+        if room is None:
+            return False
+        owed = self._owed.get(int(target.get("status_chat") or target["chat_id"]), set()) - {job_id}
+        return room < 2 + len(owed) + len(owed & self._placing)  # a placeholder on its way costs one more
 
     async def _placeholder(self, job_id: str, target: dict[str, Any], caption: str,
                            markup: Any = None) -> tuple[int, int]:
@@ -199,6 +251,7 @@ class Delivering:
 
     async def _watch(self, ticket: Ticket, status: StatusMessage | None) -> None:
         """Progress into the placeholder's caption; the result (or the failure) when it ends."""
+        self._owe(ticket.job_id, ticket.target)
         try:
             async for update in ticket.updates():
                 if isinstance(update, (Queued, Running)):
@@ -218,7 +271,9 @@ class Delivering:
                     if status is not None:  # a preview shown goes: the grey placeholder comes back
                         await status.show(text, final=True, photo=placeholder_png())
                     else:
-                        await self.bot.send_message(ticket.target["chat_id"], text)
+                        await self.bot.send_message(ticket.target["chat_id"], text,
+                                                    reply_parameters=reply_parameters(ticket.target.get("reply_to")),
+                                                    **lane(self.bot, Lane.RESULT))
                     await self._react(ticket.target.get("ack"), None)
                     await self.service.mark_told(ticket.job_id)  # a crash before this tells it again
         except asyncio.CancelledError:
@@ -232,6 +287,7 @@ class Delivering:
             except Exception:
                 logger.exception("telegram: could not report reference %s", ref)
         finally:
+            self._owe(ticket.job_id, ticket.target, owed=False)
             if status is not None:
                 status.close()
 
@@ -281,6 +337,9 @@ class Delivering:
         keyboard = (upscaled_keyboard(delivery.job_id) if delivery.request.kind in ("upscale", "zoom", "pan")
                     else main_keyboard(delivery.job_id, len(delivery.images)))
         spoiler = any(i.spoiler for i in delivery.images) or None
+        if spot is None and (target.get("sending") or target.get("result_id")
+                             or self._direct(delivery.job_id, target)):
+            return await self._send_result(delivery, data, name, as_photo, caption, keyboard, spoiler)
         media = (InputMediaPhoto(data, caption=caption, filename=name, has_spoiler=spoiler) if as_photo
                  else InputMediaDocument(data, caption=caption, filename=name))
         edited: Message | None = None
@@ -307,3 +366,27 @@ class Delivering:
         await self._react(target.get("ack"), None)  # before: a crash in between repeats both, harmlessly
         await self.service.mark_delivered(delivery.job_id)
         return edited
+
+    async def _send_result(self, delivery: Delivery, data: bytes, name: str, as_photo: bool, caption: str,
+                           keyboard: Any, spoiler: bool | None) -> Message | None:
+        """The result as a message of its own (a busy group), sent once or said to be sent again."""
+        target = delivery.target
+        chat_id = int(target.get("status_chat") or target["chat_id"])
+        sent: Message | None = None
+        if target.get("result_id"):  # sent and recorded before a restart: only the bookkeeping is left
+            message_id = int(target["result_id"])
+        else:
+            if target.get("sending"):  # a restart inside the window: it may have arrived
+                caption = clip(f"{caption}\n{RESENT_NOTE}", 1024)
+            else:
+                await self.service.record_refs(delivery.job_id, {"sending": True})
+            common = dict(caption=caption, filename=name, reply_markup=keyboard,
+                          reply_parameters=reply_parameters(target.get("reply_to")), **lane(self.bot, Lane.RESULT))
+            sent = await (self.bot.send_photo(chat_id, data, has_spoiler=spoiler, **common) if as_photo
+                          else self.bot.send_document(chat_id, data, **common))
+            message_id = sent.message_id
+            await self.service.record_refs(delivery.job_id, {"result_id": message_id, "result_chat": chat_id})
+        await self.service.remember_message(delivery.job_id, PLATFORM, chat_id, message_id, index=None)
+        await self._react(target.get("ack"), None)
+        await self.service.mark_delivered(delivery.job_id)
+        return sent

@@ -68,6 +68,8 @@ class TelegramFrontEnd(CommandHandlers, AccountHandlers, ButtonHandlers, Deliver
         self._tasks: set[asyncio.Task[Any]] = set()
         self._webhook_secret: str | None = None
         self._acking: dict[tuple[int, int], asyncio.Task[Any]] = {}  # 👀 on its way, per message
+        self._owed: dict[int, set[str]] = {}  # chat -> jobs whose result is still to come there
+        self._placing: set[str] = set()  # jobs whose placeholder is decided, not yet with the pacer
 
     # -- lifetime ------------------------------------------------------------------------------
 

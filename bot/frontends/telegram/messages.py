@@ -88,6 +88,8 @@ def history_text(view: HistoryView, search: str | None) -> str:
         lines.append(clip(entry.text, 300))
         if entry.error:
             lines.append(f"   {clip(entry.error, 200)}")
+        if entry.input_image is not None:  # a text list shows no pictures: it names the one sent
+            lines.append("   🖼 started from a picture you sent (in /export)")
         for shown in entry.images:
             mine = f"your {shown.my_stars}★" if shown.my_stars else "not rated by you"
             mean = f", average {shown.average:.1f}★ of {shown.ratings}" if shown.ratings else ""

@@ -29,6 +29,13 @@ a busy group saw 29 messages within one minute. :class:`FloodPacer` counts inste
   the first 10 placeholders go, their results follow within the same minute, and the other 5
   wait for the window to slide (the 👀 reaction has acknowledged them already). Without it 15
   placeholders take 15 of the 20 places and 10 of the results wait a minute.
+* **A placeholder only where its result fits too.** A placeholder and its result cost two of
+  the group's messages; a request that gets no placeholder costs one (its result, sent as a
+  reply). :meth:`FloodPacer.placeholder_room` tells the front end how many more messages the
+  placeholder share of the group's minute holds now, counting the calls waiting; the front end
+  sends a placeholder only while that room covers it, its result and the results it still owes
+  in that group (see :mod:`.delivery`). So a burst of 15 requests in one group makes 5
+  placeholders and 10 results sent directly: 20 messages, every result within the minute.
 * A 429 pauses that chat (or everything, for a call without a chat) for ``retry_after``, then
   the call is tried again, at most ``max_retries`` times.
 
@@ -229,6 +236,18 @@ class FloodPacer(BaseRateLimiter[int]):
                 self._waiting.remove(waiting)
                 heapq.heapify(self._waiting)
             raise
+
+    def placeholder_room(self, chat: int | str) -> int | None:
+        """Messages the placeholder share of a group's minute holds now (None: no group limit).
+
+        ``send_share`` of the minute, less the group's messages in its window and those waiting.
+        """
+        limit = self.limits.group_per_minute
+        if not limit or not (isinstance(chat, str) or chat < 0):
+            return None
+        window = self._chats.get(chat)
+        used = window.used(self.clock()) if window is not None else 0
+        return max(int(limit * self.limits.send_share), 1) - used - self._ahead(chat)
 
     def _starved(self, now: float) -> bool:
         """Whether a waiting call could go but for the overall budget (a status edit must not take it)."""

@@ -16,13 +16,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from bot.frontends.web.a1111_api import SAMPLER, SCHEDULER, a1111_answer, body_of
+from bot.frontends.web.a1111_extras import upscaler_names
 from bot.frontends.web.compat import check_model, model_names
 from bot.service import ImagineService, NotAllowed, NotFound, Queued, Running, Who
 
 __all__ = ["probes"]
 
 probes = APIRouter(prefix="/sdapi/v1", tags=["A1111 compatible"])
-_UPSCALERS = ("None", "Lanczos")
 
 
 def _service(request: Request) -> ImagineService:
@@ -88,7 +88,7 @@ async def schedulers(request: Request) -> Any:
 async def upscalers(request: Request) -> Any:
     async def work(who: Who) -> Any:
         return [{"name": name, "model_name": None, "model_path": None, "model_url": None,
-                 "scale": 2.0 if name != "None" else 1.0} for name in _UPSCALERS]
+                 "scale": 2.0 if name != "None" else 1.0} for name in upscaler_names(_service(request))]
 
     return await a1111_answer(request, work)
 

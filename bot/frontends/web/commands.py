@@ -26,7 +26,7 @@ from bot.service import AlreadyAccepted, Cancelled, Finished, ImagineService, Jo
 from generation.core.errors import ImagineError, InvalidRequest
 from generation.core.request import denoising_steps
 
-__all__ = ["ImageRequest", "router", "with_body_schemas"]
+__all__ = ["ImageRequest", "read_image_request", "router", "with_body_schemas"]
 
 router = APIRouter(prefix="/v1", tags=["images"])
 Auth = Annotated[Caller, Depends(caller)]
@@ -73,8 +73,9 @@ def _service(request: Request) -> ImagineService:
     return request.app.state.service
 
 
-async def _image_request(request: Request) -> tuple[ImageRequest, bytes | None]:
-    """The body as JSON (``image`` in base64) or multipart/form-data (the file in the ``image`` part)."""
+async def read_image_request(request: Request) -> tuple[ImageRequest, bytes | None]:
+    """The body as JSON (``image`` in base64) or multipart/form-data (the file in the ``image`` part);
+    the studio's form posts through here too."""
     try:
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
             form = await request.form(max_files=1)
@@ -131,7 +132,7 @@ async def create_images(request: Request, response: Response, auth: Annotated[Ca
     keys have the per-key rate limit ([web] rate_limit), not the chats' request spacing.
     """
     service = _service(request)
-    body, image = await _image_request(request)
+    body, image = await read_image_request(request)
     options = body.model_dump(exclude={"prompt", "image"}, exclude_none=True)
     origin = None
     if idempotency_key:
@@ -170,6 +171,14 @@ def _accepted_before(service: ImagineService, job_id: str, response: Response) -
 async def get_job(job_id: str, request: Request, auth: Auth) -> dict[str, Any]:
     """Status, place in line, ETA, and the image URLs when done."""
     return job_json(await _service(request).job_view(auth.who, job_id))
+
+
+@router.get("/jobs/{job_id}/input", response_class=Response, responses={200: {"content": {"image/png": {}}}})
+async def get_job_input(job_id: str, request: Request, auth: Auth) -> Response:
+    """The picture you sent to start this job from (PNG, as stored: fitted to its size)."""
+    path = await _service(request).job_input(auth.who, job_id)
+    return Response(await asyncio.to_thread(path.read_bytes), media_type="image/png",
+                    headers={"Cache-Control": "private, max-age=86400"})
 
 
 @router.get("/jobs/{job_id}/events", response_class=StreamingResponse,
@@ -269,10 +278,12 @@ class UpscaleRequest(BaseModel):
 @router.post("/images/{ref}/upscale", status_code=202, response_model=Accepted)
 async def upscale_image(ref: str, request: Request, response: Response, auth: Auth,
                         body: UpscaleRequest | None = None) -> Accepted:
-    """Upscale 2x (a new job of yours, charged quota.upscale_cost); 202 once it is stored."""
+    """Upscale 2x (a new job of yours, charged quota.upscale_cost); 202 once it is stored.
+
+    As ``POST /v1/images``, here and for zoom and pan: the per-key rate limit, not the chats' spacing."""
     job_id, index = _ref(ref)
     ticket = await _service(request).upscale(auth.who, job_id, index, (body or UpscaleRequest()).mode,
-                                             target={"web": True})
+                                             target={"web": True}, spaced=False)
     request.app.state.front.follow(ticket)
     response.headers["Location"] = f"/v1/jobs/{ticket.job_id}"
     return Accepted(job_id=ticket.job_id, position=ticket.position, eta_s=round(ticket.eta, 2),
@@ -309,7 +320,7 @@ async def _outpaint(request: Request, response: Response, auth: Caller, ref: str
                     prompt: str | None) -> Accepted:
     job_id, index = _ref(ref)
     ticket = await _service(request).outpaint(auth.who, job_id, index, kind, mode, prompt=prompt,
-                                              target={"web": True})
+                                              target={"web": True}, spaced=False)
     request.app.state.front.follow(ticket)
     response.headers["Location"] = f"/v1/jobs/{ticket.job_id}"
     return Accepted(job_id=ticket.job_id, position=ticket.position, eta_s=round(ticket.eta, 2),
@@ -343,12 +354,13 @@ async def share_image(ref: str, request: Request, auth: Auth) -> dict[str, Any]:
 async def history(request: Request, auth: Auth, page: Annotated[int, Query(ge=0)] = 0,
                   per_page: Annotated[int, Query(ge=1, le=25)] = 10,
                   search: Annotated[str | None, Query(max_length=200)] = None) -> dict[str, Any]:
-    """Your jobs, newest first, with image URLs and ratings."""
+    """Your jobs, newest first, with image URLs and ratings (and ``input_image``, the URL of the
+    picture a job started from, when you sent one)."""
     view = await _service(request).history(auth.who, page=page, per_page=per_page, search=search)
     return {
         "page": view.page, "per_page": view.per_page, "total": view.total, "has_more": view.has_more,
         "jobs": [{"job_id": e.job_id, "prompt": e.text, "status": e.status, "created_at": e.created_at,
-                  "error": e.error,
+                  "error": e.error, "input_image": f"/v1/jobs/{e.job_id}/input" if e.input_image else None,
                   "images": [{**image_json(e.job_id, i.image), "my_stars": i.my_stars,
                               "average": i.average, "ratings": i.ratings} for i in e.images]}
                  for e in view.entries],

@@ -30,8 +30,8 @@ from bot.service import Delivery, ImagineService, NotAllowed, NotFound, QuotaExc
 from generation.core.errors import GenerationFailed, ImagineError, InvalidRequest, JobCancelled, QueueFull
 from storage.files import METADATA_KEY
 
-__all__ = ["Problem", "ProblemError", "answer", "check_model", "decode_b64_image", "encoded", "infotext",
-           "model_names", "nearest_steps", "wait_for"]
+__all__ = ["OPENAI_MODEL_ALIASES", "Problem", "ProblemError", "answer", "check_model", "decode_b64_image", "encoded",
+           "infotext", "model_names", "nearest_steps", "wait_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -127,9 +127,14 @@ def model_names(service: ImagineService) -> list[str]:
     return names
 
 
+# OpenAI's own model names, which some clients cannot change (LibreChat's DALL·E tool hard-codes
+# them): they ask for an image, so they get the default model
+OPENAI_MODEL_ALIASES = ("dall-e-2", "dall-e-3", "gpt-image-1")
+
+
 def check_model(service: ImagineService, model: str | None, param: str = "model") -> None:
-    """Refuse a model this bot does not serve, naming the ones it does."""
-    if model is None or model.strip() == "":
+    """Refuse a model this bot does not serve, naming the ones it does (OpenAI's names: the default)."""
+    if model is None or model.strip() == "" or model.strip() in OPENAI_MODEL_ALIASES:
         return
     name = model.strip()
     if name.endswith("]") and " [" in name:  # A1111 titles: "name [hash]"

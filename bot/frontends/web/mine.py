@@ -36,7 +36,8 @@ async def my_images(request: Request, q: Annotated[str, Query(max_length=200)] =
         return signed_out(request, "Sign in first: send /web in a private chat with the bot for a link.")
     view = await _service(request).history(found.who, page=page, per_page=PER_PAGE, search=q or None)
     cards = [{**studio_image(entry.job_id, shown.image), "prompt": entry.text, "stars": shown.my_stars,
-              "created_at": entry.created_at}
+              "created_at": entry.created_at,
+              "from": f"/studio/jobs/{entry.job_id}/input.jpg" if entry.input_image else None}
              for entry in view.entries for shown in entry.images]
     failed = [entry for entry in view.entries if not entry.images and entry.status not in ("done", "delivered")]
     return render(request, "mine.html", {"session": found, "cards": cards, "failed": failed, "view": view, "q": q})
@@ -70,6 +71,7 @@ async def my_image(ref: str, request: Request) -> Response:
     command = f"/imagine {view.text}"
     return render(request, "mine_image.html", {
         "session": found, "image": studio_image(job_id, shown), "ref": ref, "params": [p for p in params if p[1] != ""],
-        "command": command, "mine": mine, "average": mean, "ratings": count, "share_id": share_id,
+        "command": command, "mine": mine,
+        "from": f"/studio/jobs/{job_id}/input.jpg" if view.input_image else None, "average": mean, "ratings": count, "share_id": share_id,
         "public_url": request.app.state.settings.public_url or str(request.base_url).rstrip("/"),
     })

@@ -1,12 +1,16 @@
 """The studio: make images in the browser, watch them being made, and act on them (a session's routes).
 
     GET  /studio                          the form (``?from=JOB-N`` fills it from one of your images)
-    POST /studio/generate                 the /v1 ImageRequest as JSON → the job, its place in line
+    POST /studio/generate                 the /v1 ImageRequest as JSON, or multipart with a picture to
+                                          start from (``image``, ``strength``) → the job, its place in line
     GET  /studio/jobs/{id}                the job's state; /events: Server-Sent Events until it ends
     GET  /studio/quota                    images left in this quota window
     GET  /studio/images/{ref}             png (default), jpeg, webp or svg; ``download=1`` saves it
     GET  /studio/images/{ref}/thumb.jpg   a thumbnail for the grid
+    GET  /studio/jobs/{id}/input.jpg      a thumbnail of the picture you sent to start from
     POST /studio/images/{ref}/rating|share|delete|variation, /studio/jobs/{id}/reroll
+    POST /studio/images/{ref}/upscale|zoom|pan   the toolbox, as the chat's buttons (``{"mode"}``,
+                                          ``{"factor"}``, ``{"direction"}``)
 
 Every route is one service call with the session's account (quota, history, ratings, settings
 as in the chat); POSTs need the session's CSRF token. Refusals come back as ``{"detail": …}``
@@ -23,7 +27,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from bot.frontends.web.commands import ImageRequest
+from bot.frontends.web.commands import read_image_request
 from bot.frontends.web.formats import MEDIA_TYPES, convert, thumbnail
 from bot.frontends.web.signin import check_csrf, page_session, render, session, signed_out
 from bot.frontends.web.social import share_links
@@ -116,10 +120,12 @@ async def studio_page(request: Request, from_: Annotated[str, Query(alias="from"
 
 
 @studio_router.post("/generate", status_code=202)
-async def generate(body: ImageRequest, request: Request, found: Checked) -> dict[str, Any]:
-    """Queue images for the session's account (charged now; refusals cost nothing)."""
-    options = body.model_dump(exclude={"prompt"}, exclude_none=True)
-    ticket = await _service(request).imagine(found.who, body.prompt, target={"web": True}, **options)
+async def generate(request: Request, found: Checked) -> dict[str, Any]:
+    """Queue images for the session's account (charged now; refusals cost nothing). JSON as
+    ``POST /v1/images`` takes it, or multipart with a picture to start from in ``image``."""
+    body, image = await read_image_request(request)  # the API's own parsing and upload limits
+    options = body.model_dump(exclude={"prompt", "image"}, exclude_none=True)
+    ticket = await _service(request).imagine(found.who, body.prompt, target={"web": True}, image=image, **options)
     return _accepted(request, ticket)
 
 
@@ -196,6 +202,14 @@ async def thumb(ref: str, request: Request, found: Session) -> Response:
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
 
+@studio_router.get("/jobs/{job_id}/input.jpg", response_class=Response)
+async def input_thumb(job_id: str, request: Request, found: Session) -> Response:
+    """A thumbnail of the picture you sent to start a job from (NotFound for another's)."""
+    path = await _service(request).job_input(found.who, job_id)
+    data = await asyncio.to_thread(thumbnail, path)
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
+
 @studio_router.post("/images/{ref}/rating")
 async def rate(ref: str, body: Stars, request: Request, found: Checked) -> dict[str, Any]:
     await _service(request).rate_ref(found.who, ref, body.stars, body.comment)
@@ -223,6 +237,55 @@ async def variation(ref: str, request: Request, found: Checked) -> dict[str, Any
         raise NotFound(f"There is no image {ref}.")
     ticket = await _service(request).variation(found.who, job_id, int(number) - 1, target={"web": True})
     return _accepted(request, ticket)
+
+
+class Upscale(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["subtle", "creative"] = "subtle"
+
+
+class Zoom(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    factor: Literal["1.5", "2"] = "2"
+
+
+class Pan(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    direction: Literal["left", "right", "up", "down"]
+
+
+def _image_of(ref: str) -> tuple[str, int]:
+    job_id, _, number = ref.rpartition("-")
+    if not job_id or not number.isdecimal() or int(number) < 1:
+        raise NotFound(f"There is no image {ref}.")
+    return job_id, int(number) - 1
+
+
+@studio_router.post("/images/{ref}/upscale", status_code=202)
+async def upscale(ref: str, body: Upscale, request: Request, found: Checked) -> dict[str, Any]:
+    """⬆️ Upscale (Subtle or Creative): a 2x job of the session's account, as the chat's button."""
+    job_id, index = _image_of(ref)
+    return _accepted(request, await _service(request).upscale(found.who, job_id, index, body.mode,
+                                                              target={"web": True}))
+
+
+@studio_router.post("/images/{ref}/zoom", status_code=202)
+async def zoom(ref: str, body: Zoom, request: Request, found: Checked) -> dict[str, Any]:
+    """🔍 Zoom out 1.5x or 2x: the border painted, the image kept."""
+    job_id, index = _image_of(ref)
+    return _accepted(request, await _service(request).outpaint(found.who, job_id, index, "zoom", body.factor,
+                                                               target={"web": True}))
+
+
+@studio_router.post("/images/{ref}/pan", status_code=202)
+async def pan(ref: str, body: Pan, request: Request, found: Checked) -> dict[str, Any]:
+    """↔️ Pan left, right, up or down: the canvas grows to that side."""
+    job_id, index = _image_of(ref)
+    return _accepted(request, await _service(request).outpaint(found.who, job_id, index, "pan", body.direction,
+                                                               target={"web": True}))
 
 
 @studio_router.post("/images/{ref}/delete")

@@ -18,7 +18,9 @@
   function api(method, url, body) {
     var options = {method: method, headers: {"Accept": "application/json", "X-CSRF-Token": csrf},
                    credentials: "same-origin"};
-    if (body !== undefined) {
+    if (body instanceof FormData) {
+      options.body = body;  // multipart: the browser sets the boundary
+    } else if (body !== undefined) {
       options.headers["Content-Type"] = "application/json";
       options.body = JSON.stringify(body);
     }
@@ -63,6 +65,13 @@
     return node;
   }
 
+  // the toolbox, as the chat's buttons: [action, its value, label]
+  var TOOLS = [["upscale", "subtle", "⬆️ Upscale (Subtle)"], ["upscale", "creative", "⬆️ Upscale (Creative)"],
+               ["zoom", "1.5", "🔍 Zoom out 1.5x"], ["zoom", "2", "🔍 Zoom out 2x"],
+               ["pan", "left", "⬅️ Pan left"], ["pan", "right", "➡️ Pan right"],
+               ["pan", "up", "⬆️ Pan up"], ["pan", "down", "⬇️ Pan down"]];
+  var TOOL_FIELD = {upscale: "mode", zoom: "factor", pan: "direction"};
+
   function actionsFor(image) {
     var box = el("div", {"class": "actions", "data-ref": image.id, "data-job": image.job_id});
     var downloads = el("p", {"class": "downloads"}, "Download: ");
@@ -86,6 +95,11 @@
     [["share", "Share to the gallery"], ["variation", "Variations"], ["reroll", "Reroll"], ["delete", "Delete"]]
       .forEach(function (pair) { buttons.append(el("button", {type: "button", "data-action": pair[0]}, pair[1])); });
     box.append(buttons);
+    var tools = el("p", {"class": "buttons tools"});
+    TOOLS.forEach(function (t) {
+      tools.append(el("button", {type: "button", "data-action": t[0], "data-value": t[1]}, t[2]));
+    });
+    box.append(tools);
     box.append(el("div", {"class": "shared-links", "aria-live": "polite"}));
     return box;
   }
@@ -206,12 +220,21 @@
               function (err) { say(err.message, box); });
     });
     box.querySelectorAll("button[data-action]").forEach(function (button) {
-      button.addEventListener("click", function () { act(box, ref, button.dataset.action); });
+      button.addEventListener("click", function () { act(box, ref, button.dataset.action, button.dataset.value); });
     });
   }
 
-  function act(box, ref, action) {
+  function act(box, ref, action, value) {
     var onStudio = !!document.getElementById("make");
+    if (TOOL_FIELD[action]) {  // upscale, zoom, pan: a new job, watched like any other
+      var body = {};
+      body[TOOL_FIELD[action]] = value;
+      api("POST", "/studio/images/" + ref + "/" + action, body).then(function (d) {
+        if (onStudio) watch(d);
+        else window.location.href = "/studio?watch=" + encodeURIComponent(d.job_id);
+      }, function (err) { say(err.message, box); });
+      return;
+    }
     if (action === "share") {
       api("POST", "/studio/images/" + ref + "/share").then(function (d) {
         var links = box.querySelector(".shared-links");
@@ -251,6 +274,24 @@
       seed.disabled = random.checked;
       if (!random.checked) seed.focus();
     });
+    var image = document.getElementById("image");
+    var strength = document.getElementById("strength");
+    var strengthValue = document.getElementById("strength-value");
+    var clearImage = document.getElementById("clear-image");
+    var aspectChosen = false;
+    form.aspect.addEventListener("change", function () { aspectChosen = true; });
+    function pictureChosen() {
+      var chosen = !!(image.files && image.files.length);
+      strength.disabled = !chosen;
+      clearImage.hidden = !chosen;
+    }
+    image.addEventListener("change", function () { aspectChosen = false; pictureChosen(); });
+    clearImage.addEventListener("click", function () { image.value = ""; pictureChosen(); image.focus(); });
+    strength.addEventListener("input", function () {
+      var shown = Number(strength.value).toFixed(2);
+      strengthValue.textContent = shown;
+      strength.setAttribute("aria-valuetext", shown);
+    });
     form.addEventListener("submit", function (event) {
       event.preventDefault();
       var body = {prompt: form.prompt.value, aspect: form.aspect.value, steps: Number(form.steps.value),
@@ -264,6 +305,15 @@
       if (loras.length) body.lora = loras.join(", ");
       var refine = document.getElementById("refine");
       if (refine) body.refine = refine.checked;
+      var picture = image && image.files && image.files[0];
+      if (picture) {  // multipart, as POST /v1/images takes a file; the ratio follows the picture unless changed
+        if (!aspectChosen) delete body.aspect;
+        var data = new FormData();
+        Object.keys(body).forEach(function (k) { data.append(k, String(body[k])); });
+        data.append("strength", strength.value);
+        data.append("image", picture, picture.name);
+        body = data;
+      }
       var button = document.getElementById("generate");
       button.disabled = true;
       say("");
