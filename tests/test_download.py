@@ -222,7 +222,7 @@ def test_download_fetches_the_hub_upscaler_where_the_bot_looks(tmp_path: Path,
     model = "fake/esrgan/weights/tiny_x2.pth"
     (tmp_path / "config.toml").write_text(
         '[model]\nbase_repo = "fake/sdxl-base"\nlightning_repo = "fake/lightning"\nvae_repo = "fake/vae"\n'
-        f'[upscale]\nmodel = "{model}"\n')
+        f'[upscale]\nmodel = "{model}"\n[preview]\nvae = "fake/taesd"\n')
     env = {"HF_HUB_OFFLINE": "0", "PYTHONPATH": str(ROOT)}
     with serve(FakeHub(hub_repos)) as hub:
         first = _run(["download", "--steps", "4", "--to", str(tmp_path / "w")], tmp_path, HF_ENDPOINT=hub.url, **env)
@@ -234,7 +234,7 @@ def test_download_fetches_the_hub_upscaler_where_the_bot_looks(tmp_path: Path,
         assert len([r for r in hub.requests if "/fake/esrgan/" in r[1]]) == count
         (tmp_path / "config.toml").write_text(f'[upscale]\nmodel = "fake/esrgan/nope_x2.pth"\n'
                                               '[model]\nbase_repo = "fake/sdxl-base"\nlightning_repo = "fake/lightning"\n'
-                                              'vae_repo = "fake/vae"\n')
+                                              'vae_repo = "fake/vae"\n[preview]\nvae = "fake/taesd"\n')
         missing = _run(["download", "--steps", "4", "--to", str(tmp_path / "w")], tmp_path, HF_ENDPOINT=hub.url, **env)
     target = UpscaleConfig(model=model).model_path(tmp_path / "models")
     assert target == tmp_path / "models" / "upscalers" / "tiny_x2.pth"
