@@ -119,6 +119,13 @@ def main() -> int:
             found[case] = json.loads(out.stdout.strip().splitlines()[-1])
         rounds.append(found)
         print(f"round {number + 1}: " + ", ".join(f"{c} {r['seconds']:.2f} s" for c, r in found.items()), flush=True)
+        write_report(args, rounds, load_before)  # what is measured so far survives an interrupted run
+    write_report(args, rounds, load_before, final=True)
+    return 0
+
+
+def write_report(args: argparse.Namespace, rounds: list[dict[str, dict[str, float]]], load_before: float, *,
+                 final: bool = False) -> None:
     results = {}
     for case in CASES:
         runs = [r[case] for r in rounds]
@@ -128,7 +135,7 @@ def main() -> int:
     # each action against the plain generation of its size in the same round, then the median
     relative = {case: round(statistics.median(r[case]["seconds"] / r[PLAIN_OF[case]]["seconds"] for r in rounds), 2)
                 for case in CASES if case in PLAIN_OF}
-    for case, ratio in relative.items():
+    for case, ratio in (relative.items() if final else ()):
         print(f"{case:9s} {results[case]['seconds']:.2f} s, {ratio:.2f}x {PLAIN_OF[case]} "
               f"(+{results[case]['peak_rss_growth_mb']:.0f} MiB)")
     report = {
@@ -138,7 +145,7 @@ def main() -> int:
         "threads": os.cpu_count(),
         "python": platform.python_version(),
         "repeat": args.repeat,
-        "rounds": args.rounds,
+        "rounds": len(rounds),
         "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "command": "python bench/toolbox_bench.py " + " ".join(sys.argv[1:]),
         "cases": results,
@@ -146,8 +153,8 @@ def main() -> int:
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"wrote {RESULTS}")
-    return 0
+    if final:
+        print(f"wrote {RESULTS}")
 
 
 if __name__ == "__main__":

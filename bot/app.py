@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bot import health
-from bot.config import Config
+from bot.config import Config, ConfigError
 from bot.frontends.console import Console, stdin_lines
 from bot.maintenance import Maintenance
 from bot.safety import DEFAULT_ALLOWLIST, DEFAULT_BLOCKLIST, BlocklistChecker, PromptChecker
@@ -29,14 +29,16 @@ from bot.service import ImagineService, ServiceSettings, Who
 from generation.quality.clip_score import ClipScorer
 from generation.scheduling.local import start_workers
 from generation.model.lora import LoraCatalog, catalog_for, load_with_loras
+from generation.model.entries import ModelEntry, entry_configs, narrow
 from generation.model.pipeline import ModelConfig, load_pipeline
 from generation.model.preview import with_previews
+from generation.model.shelf import load_model, shelf_factory
 from generation.scheduling.queue import GenerationQueue
 from generation.prompts.refine import PromptRefiner
 from generation.tools.upscale import with_upscaler
 from storage import Database, ImageStore
 
-__all__ = ["engine", "gallery_url", "run_bot"]
+__all__ = ["engine", "gallery_url", "model_configs", "run_bot"]
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +53,11 @@ async def engine(
     ``drain=False`` finishes only the running batches: queued jobs stay queued in the database
     and run after the next start. ``loras``: the scanned [lora] folder (scanned here when None).
     """
-    model_config = replace(config.model, name=model) if model else config.model
+    configs = model_configs(config, model)
+    model_config = _default_config(configs)
     if loras is None:
         loras = catalog_for(config.lora, model_config.name)
-    executors = _start_executors(config, model_config, loras)
+    executors = _start_executors(config, configs, loras)
     q = config.queue
     queue = GenerationQueue(
         executors,
@@ -75,9 +78,25 @@ async def engine(
             await executor.close()
 
 
-def _start_executors(config: Config, model_config: ModelConfig, loras: LoraCatalog | None) -> list[Any]:
+def model_configs(config: Config, model: str | None = None) -> dict[str, tuple[ModelEntry, ModelConfig]]:
+    """The catalogue to serve: ``[models.NAME]`` (or ``[model]`` alone); ``model`` (``--model``)
+    narrows it to that one model: a catalogue name, or a kind such as "tiny-flux"."""
+    try:
+        return narrow(entry_configs(config.model, config.models), config.model, model)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _default_config(configs: dict[str, tuple[ModelEntry, ModelConfig]]) -> ModelConfig:
+    return next((c for e, c in configs.values() if e.default), next(iter(configs.values()))[1])
+
+
+def _start_executors(config: Config, configs: dict[str, tuple[ModelEntry, ModelConfig]],
+                     loras: LoraCatalog | None) -> list[Any]:
     """One worker thread per local device (the default: one), or one Ray Serve executor; each
-    device's pipeline gets the LoRAs of ``loras`` attached."""
+    device's pipeline gets the LoRAs of ``loras`` attached. Several models: each executor holds a
+    ModelShelf of them (loaded on demand within [generation] model_memory_gb)."""
+    model_config = _default_config(configs)
     loader: Any = load_pipeline
     if loras is not None:
         loader = functools.partial(load_with_loras, settings=config.lora, catalog=loras)
@@ -86,6 +105,9 @@ def _start_executors(config: Config, model_config: ModelConfig, loras: LoraCatal
         loader = functools.partial(with_upscaler, loader=loader, path=str(upscaler))
     if config.preview.enabled and config.generation.backend != "ray":  # live previews: the tiny autoencoder
         loader = functools.partial(with_previews, loader=loader, settings=config.preview)  # (not sent over Ray)
+    if len(configs) > 1:  # the SDXL kinds get the LoRAs and upscaler; Flux loads plainly
+        loader = functools.partial(shelf_factory, configs, functools.partial(load_model, sdxl_loader=loader),
+                                   config.generation.model_memory_gb)
     if config.generation.backend == "ray":
         from generation.scheduling.ray_backend import RayExecutor
 
@@ -147,7 +169,7 @@ async def run_bot(
         # whoever runs the terminal chat operates the bot
         admins=config.admins | {console_user.key},
         data_dir=config.storage.data_dir,
-        default_model=model or config.model.name,
+        default_model=_default_config(model_configs(config, model)).name,
         public_url=gallery_url(config),
         web_enabled=config.web is not None,
         max_keys_per_user=config.web.max_keys_per_user if config.web is not None else 5,
@@ -161,7 +183,7 @@ async def run_bot(
     if maintenance_settings.backup_dir is None:
         maintenance_settings = replace(maintenance_settings, backup_dir=config.storage.data_dir / "backups")
 
-    loras = catalog_for(config.lora, model or config.model.name)
+    loras = catalog_for(config.lora, _default_config(model_configs(config, model)).name)
     async with engine(config, model=model, drain=False, loras=loras) as queue, Database.open(
         config.storage.database
     ) as db:

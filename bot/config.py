@@ -20,6 +20,7 @@ from bot.safety.moderation import ModerationSettings
 from generation.quality.clip_score import EvalSettings
 from generation.model.lora import LoraSettings
 from generation.model.preview import PreviewSettings
+from generation.model.entries import ModelEntry, check_entries
 from generation.model.pipeline import ModelConfig
 from generation.prompts.refine import RefineSettings
 
@@ -68,10 +69,14 @@ class GenerationConfig:
     backend: str = "local"
     # () = the one [model] device; ("auto",) = every visible GPU; or ("cuda:0", "cuda:1")
     devices: tuple[str, ...] = ()
+    # device memory the [models.NAME] of one executor may hold at once (GB); 0: no limit, all stay loaded
+    model_memory_gb: float = 0.0
 
     def __post_init__(self) -> None:
         if self.backend not in ("local", "ray"):
             raise ValueError(f"generation.backend must be \"local\" or \"ray\", not {self.backend!r}")
+        if self.model_memory_gb < 0:
+            raise ValueError(f"generation.model_memory_gb must be 0 (no limit) or more, not {self.model_memory_gb}")
         if not all(isinstance(d, str) for d in self.devices):
             raise ValueError(f"generation.devices must be \"auto\" or a list of device names, not {self.devices!r}")
 
@@ -201,6 +206,7 @@ class Config:
     """The whole configuration, after defaults and validation."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
+    models: tuple[ModelEntry, ...] = ()  # [models.NAME]: the catalogue; () = [model] alone
     queue: QueueConfig = field(default_factory=QueueConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     ray: RayConfig = field(default_factory=RayConfig)
@@ -238,6 +244,8 @@ def _front_end_sections() -> dict[str, Section]:
     }
 
 
+MODELS = "models.NAME"  # the catalogue's tables as the reference lists them
+
 # Every [section] of the file. A new key is a new field of its dataclass; a new section is a line
 # here and a field of Config (front ends: _front_end_sections).
 SECTIONS: dict[str, Section] = {
@@ -257,6 +265,7 @@ SECTIONS: dict[str, Section] = {
     "preview": Section(PreviewSettings),
     "refine": Section(RefineSettings),
     "eval": Section(EvalSettings),
+    MODELS: Section(ModelEntry, hidden=frozenset({"name"})),  # [models.<name>], one table per model
 }
 
 # Where a secret that someone put in the file must come from instead.
@@ -310,6 +319,7 @@ def load_config(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"Config file {str(path)!r} is not valid TOML: {exc}") from None
     sections = _all_sections()
+    models = _model_entries(data.pop("models", {}), path)
     for key in data:
         if key not in sections:
             raise ConfigError(
@@ -323,6 +333,8 @@ def load_config(
     find_secrets(data, _SECRET_VARIABLES, {v for s in sections.values() for v in s.secrets.values()})
     built: dict[str, Any] = {}
     for name, section in sections.items():
+        if name == MODELS:
+            continue
         values = {f: _secret(env, var) for f, var in section.secrets.items()}
         result = build_section(name, section, data.get(name, {}), secrets=values)
         if name == "web":  # switched on by web.enabled; its one secret (the metrics token) is optional
@@ -333,7 +345,31 @@ def load_config(
             built[name] = result
     output, admin = built.pop("output"), built.pop("admin")
     built["model"] = _with_compile_cache(built["model"], built["storage"])
-    return Config(**built, admins=frozenset(admin.users), output_dir=output.dir, source=path)
+    return Config(**built, models=models, admins=frozenset(admin.users), output_dir=output.dir, source=path)
+
+
+def _model_entries(tables: object, path: object) -> tuple[ModelEntry, ...]:
+    """[models.NAME] tables, each checked like a section, then the catalogue as a whole."""
+    if not isinstance(tables, Mapping):
+        raise ConfigError(f"[models] must hold one table per model, like [models.flux], not {tables!r}.")
+    entries = []
+    for name, table in tables.items():
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"models.{name} must be a table ([models.{name}] with kind = ...), not {table!r}.")
+        entry = build_section(f"models.{name}", Section(ModelEntry, hidden=frozenset({"name"})), table)
+        entries.append(_named(entry, name))
+    try:
+        check_entries(entries)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return tuple(entries)
+
+
+def _named(entry: ModelEntry, name: str) -> ModelEntry:
+    try:
+        return replace(entry, name=name)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _with_compile_cache(model: ModelConfig, storage: StorageConfig) -> ModelConfig:

@@ -16,7 +16,7 @@ first argument is a :class:`Database` or the :class:`Transaction` of ``db.transa
 
 from __future__ import annotations
 
-from storage import images, inbox, inputs, jobs, messages, model_versions, privacy, quotas, ratings, users
+from storage import images, inbox, inputs, jobs, messages, model_stats, model_versions, privacy, quotas, ratings, users
 from storage.clock import from_text, to_text, utcnow
 from storage.db import Database, Executor, MigrationError, Transaction
 from storage.files import fit_under, png_with_metadata, read_metadata, read_png_metadata
@@ -46,6 +46,7 @@ __all__ = [
     "inputs",
     "messages",
     "jobs",
+    "model_stats",
     "model_versions",
     "png_with_metadata",
     "privacy",

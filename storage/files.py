@@ -89,7 +89,7 @@ def a1111_parameters(params: dict[str, Any]) -> str:
         ("CFG scale", params.get("cfg_scale", 0)),
         ("Seed", params.get("seed")),
         ("Size", f"{params.get('width')}x{params.get('height')}"),
-        ("Model hash", params.get("model_hash")),
+        ("Model hash", str(params["model_hash"])[:10] if params.get("model_hash") else None),  # A1111: 10 hex
         ("Model", params.get("model")),
         ("Denoising strength", params.get("strength") if params.get("kind") == "img2img" else None),
         ("Variation of", _variation_text(params.get("variation_of"))),

@@ -57,6 +57,11 @@ class CountingPipeline:
     def model_id(self) -> str:
         return self.inner.model_id
 
+    def __getattr__(self, name: str) -> Any:  # a ModelShelf's catalogue, caps_for, plan_switch, ...
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
     def generate(self, batch: Batch, on_step: StepCallback | None = None,
                  should_stop: Callable[[], bool] | None = None) -> list[Any]:
         with self._lock:

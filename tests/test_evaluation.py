@@ -209,7 +209,9 @@ def test_eval_tiny_writes_report_grid_and_stores_the_figures(first_run: dict[str
     assert row.figures() == pytest.approx(report["figures"]) and row.n == 4 and row.prompt_set == "parti-mini"
     assert main(["models", "--config", str(first_run["config"])]) == 0
     listing = capsys.readouterr().out
-    assert "tiny-random-sdxl @unknown" in listing and f"fid {report['figures']['fid']:.4g}" in listing
+    # the tiny model's version is the SHA-256 of its weights (issue 25), the catalogue comes first
+    assert f"tiny-random-sdxl @{report['checkpoint_hash'][:12]}" in listing and len(report["checkpoint_hash"]) == 64
+    assert f"fid {report['figures']['fid']:.4g}" in listing and listing.startswith("tiny (tiny, tiny-random-sdxl")
 
 
 @pytest.mark.slow
@@ -273,7 +275,26 @@ def test_eval_refuses_bad_options_with_a_message(tmp_path: Path, capsys: pytest.
     assert main([*base, "--model", "tiny", "--refs", str(tmp_path / "nope")]) == 2
     assert "is not a folder of real images" in capsys.readouterr().err
     assert main([*base, "--compare", "tiny", "flux"]) == 2
-    assert "not 'flux'" in capsys.readouterr().err
+    said = capsys.readouterr().err  # names what would do: the catalogue and the kinds
+    assert "'flux' is neither a model of the catalogue" in said and "tiny-flux" in said
+
+
+@pytest.mark.slow
+def test_compare_takes_models_of_the_catalogue(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """[models.NAME] entries (here two tiny kinds) are compared by name, offline."""
+    config = tmp_path / "c.toml"
+    config.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n'
+                      '[models.base]\nkind = "tiny"\ndefault = true\n[models.cand]\nkind = "tiny-flux"\n')
+    out = tmp_path / "ab"
+    assert main(["eval", "--compare", "base", "cand", "--n", "2", "--bootstrap", "4", "--out", str(out),
+                 "--config", str(config), "-q"]) == 0, capsys.readouterr().err
+    result = json.loads((out / "compare.json").read_text())
+    assert result["a"]["model_id"] == "tiny-random-sdxl" and result["b"]["model_id"] == "tiny-random-flux"
+    for i in range(2):  # two models, two sets of images, each stored under its own model version
+        with Image.open(out / "a-base" / "images" / f"{i:05d}.png") as a, \
+                Image.open(out / "b-cand" / "images" / f"{i:05d}.png") as b:
+            assert a.tobytes() != b.tobytes()
+    assert "tiny-random-sdxl@" in capsys.readouterr().out
 
 
 @pytest.mark.slow

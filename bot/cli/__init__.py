@@ -25,7 +25,7 @@ __all__ = ["main"]
 log = logging.getLogger("imagine-bot")
 
 DEFAULT_CONFIG = Path("config.toml")
-MODEL_CHOICES = ("sdxl-lightning", "tiny")
+TINY_KINDS = ("tiny", "tiny-turbo", "tiny-flux")  # built in-process: never the Hub
 # Third-party deprecation noise that an operator can do nothing about (tests still see it).
 _QUIET_MODULES = r"(discord|diffusers|transformers|huggingface_hub|torch|apscheduler|nudenet|onnxruntime)(\..*)?$"
 
@@ -70,8 +70,13 @@ def _dispatch(args: argparse.Namespace) -> int:
     from bot.config import load_config
 
     config = load_config(_config_path(args.config))
-    if getattr(args, "model", None) is not None and args.model not in MODEL_CHOICES:
-        raise UsageError(f"--model must be one of {', '.join(MODEL_CHOICES)}, not {args.model!r}.")
+    if getattr(args, "model", None) is not None and args.command != "download":
+        from generation.model.entries import entry_configs, narrow
+
+        try:  # a [models.NAME] of the config, or a kind ("tiny", "tiny-flux", "sdxl-lightning", ...)
+            narrow(entry_configs(config.model, config.models), config.model, args.model)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     if args.command == "download":
         return _download(args, config)
     if args.command == "keys":
@@ -93,7 +98,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "models":
         from bot.cli.reports import models_command
 
-        print(asyncio.run(models_command(config)))
+        print(asyncio.run(models_command(config, args.action, args.names)))
         return 0
     planned = None
     if args.command == "generate":  # the prompt first: a typo must not wait for the network or the model
@@ -154,7 +159,7 @@ def writable(folder: Path, what: str) -> None:
 def _check_hub(config: object, model: str | None) -> None:
     """With the Hub model and no network, fail over to offline mode and remember why."""
     model_config = getattr(config, "model")
-    if (model or model_config.name) == "tiny" or model_config.path is not None:
+    if (model or model_config.name) in TINY_KINDS or model_config.path is not None:
         return
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
         return
@@ -183,6 +188,10 @@ def _download(args: argparse.Namespace, config: object) -> int:
         return 0
     from generation.model.download import config_lines, download
 
+    if args.model:  # one model of the catalogue (or a kind): its own repository
+        from bot.cli.models import download_model
+
+        return download_model(config, args)
     model = getattr(config, "model")
     steps = tuple(args.steps) if args.steps else tuple(model.steps)
     to = Path(args.to) if args.to else Path(model.path or "models/sdxl-lightning")
@@ -273,7 +282,8 @@ def _parser() -> argparse.ArgumentParser:
     gen = sub.add_parser("generate", help="make images from a prompt with /imagine flags")
     gen.add_argument("prompt", help='e.g. "a red fox in snow --ar 16:9 --seed 7 --no blur"')
     gen.add_argument("-o", "--output", help="PNG file, or a folder (default: output.dir); never overwrites")
-    gen.add_argument("--model", help="'tiny' (offline, random weights) or 'sdxl-lightning'")
+    gen.add_argument("--model", help="a [models.NAME] of the config, or a kind: 'tiny', 'tiny-flux', 'tiny-turbo' "
+                                     "(offline, random weights), 'sdxl-lightning', 'sdxl-turbo', 'flux-schnell'")
     gen.add_argument("--config", help=config_help)
     gen.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     gen.add_argument("--image", metavar="PATH", help="start from this picture (img2img; PNG, JPEG or WebP)")
@@ -281,11 +291,14 @@ def _parser() -> argparse.ArgumentParser:
                      help="with --image: how much of it changes, 0.1 to 1 (default 0.6)")
     run = sub.add_parser("run", help="run the bot (the terminal chat when no chat token is set)")
     run.add_argument("--config", help=config_help)
-    run.add_argument("--model", help="override model.name, e.g. 'tiny' for an offline demo")
+    run.add_argument("--model", help="serve only this model: a [models.NAME], or a kind, e.g. 'tiny' for an "
+                                     "offline demo")
     down = sub.add_parser("download", help="fetch the SDXL-Lightning weights into a local folder")
     down.add_argument("--steps", type=int, nargs="+", choices=(1, 2, 4, 8), metavar="N",
                       help="step checkpoints to fetch: 1 2 4 8 (default: model.steps)")
     down.add_argument("--to", help="the folder (default: model.path, else models/sdxl-lightning)")
+    down.add_argument("--model", metavar="NAME", help="fetch one model of [models.NAME] (or a kind such as "
+                                                       "'flux-schnell') into models/NAME instead")
     down.add_argument("--eval", action="store_true", help="fetch the evaluation's extractors instead "
                       "(the CLIP model and the FID Inception weights) for `imagine-bot eval`")
     down.add_argument("--config", help=config_help)

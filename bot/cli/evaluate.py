@@ -91,7 +91,8 @@ class Evaluation:
 def add_parser(sub: argparse._SubParsersAction, config_help: str) -> None:  # type: ignore[type-arg]
     run = sub.add_parser("eval", help="measure a model version on a prompt set: FID, KID, IS, CLIP score, "
                                       "precision/recall (or --compare two)")
-    run.add_argument("--model", help="'tiny' (offline) or the configured model (default: model.name)")
+    run.add_argument("--model", help="a model of the catalogue ([models.NAME], or [model]) or a kind such as "
+                     "'tiny' or 'tiny-flux' (offline); default: the default model")
     run.add_argument("--compare", nargs=2, metavar=("A", "B"), help="evaluate two models on the same prompts and "
                      "seeds and compare them (bootstrap intervals, per-prompt CLIP differences, a plot over time)")
     run.add_argument("--prompts", help="a prompts file: one a line, or a TSV with a Prompt column "
@@ -110,11 +111,18 @@ def add_parser(sub: argparse._SubParsersAction, config_help: str) -> None:  # ty
 
 def eval_command(config: Config, args: argparse.Namespace) -> int:
     """``imagine-bot eval`` (or ``--compare``): run, print the figures and where the files are."""
-    models = tuple(args.compare) if args.compare else (args.model or config.model.name,)
-    for model in models:
-        if model not in ("tiny", config.model.name):
-            raise EvalError(f"--model/--compare take 'tiny' or the configured model {config.model.name!r}, "
-                            f"not {model!r}.")
+    from generation.model.entries import TINY_KINDS, entry_configs, narrow
+
+    configs = entry_configs(config.model, config.models)
+    default = next((name for name, (entry, _) in configs.items() if entry.default), next(iter(configs)))
+    models = tuple(args.compare) if args.compare else (args.model or default,)
+    for model in models:  # a catalogue name or a kind, checked before any model loads
+        try:
+            (entry, _), = narrow(configs, config.model, model).values()
+        except ValueError as exc:
+            raise EvalError(str(exc).replace("--model", "--model/--compare")) from None
+        if args.extractor == "auto" and entry.kind in TINY_KINDS and model != "tiny":
+            args.extractor = "tiny"  # a tiny random model's images: the tiny feature nets, offline
     out = Path(args.out) if args.out else Path("eval") / ("-vs-".join(models))
     options = EvalOptions(models[0], out, n=args.n, seed=args.seed, batch=args.batch,
                           prompts=Path(args.prompts) if args.prompts else None,

@@ -38,12 +38,18 @@ def plan(config: Config, text: str, model: str | None, *, image: str | None = No
     """Parse ``text`` and check it against what the model will accept (InvalidRequest if not):
     a typo must not cost a (minutes-long) model load. ``image`` (a local picture to start from)
     is read and checked here too; ``strength`` is how much of it changes."""
+    from generation.model.entries import entry_configs, narrow
     from generation.model.lora import catalog_for
     from generation.model.pipeline import expected_caps
 
-    model_config = replace(config.model, name=model) if model else config.model
+    try:  # --model: a [models.NAME] (its default when not given) or a kind such as "tiny-flux"
+        configs = narrow(entry_configs(config.model, config.models), config.model, model)
+    except ValueError as exc:
+        raise InvalidRequest("model", str(exc)) from None
+    entry, model_config = next(((e, c) for e, c in configs.values() if e.default), next(iter(configs.values())))
     loras = catalog_for(config.lora, model_config.name)
-    caps = expected_caps(model_config, loras.caps_entries if loras is not None else ())
+    caps = replace(expected_caps(model_config, loras.caps_entries if loras is not None else ()), name=entry.name)
+    model = model or (entry.name if config.models else None)
     upload = _read_upload(image) if image is not None else None
     request = parse_imagine(text, caps=caps, strength=strength, image_size=upload.size if upload else None)
     return Planned(text, model, request.with_seed(), caps, loras, upload, strength)

@@ -20,6 +20,7 @@ Grammar (Midjourney style)::
     --steps N                   one of the step counts the loaded model has
     --refine                    (no value) a small language model rewrites the prompt first
     --strength S                with an image to start from: how much of it changes, 0.1 .. 1
+    --model NAME                one of the bot's models (/models lists them); its sizes and steps apply
     <lora:NAME:W>               in the prompt text: a LoRA adapter at weight W (default 1)
 
 Prompt text may use A1111 weighting: ``(word:1.3)``, ``(word)``, ``[word]``, ``\\(`` escapes
@@ -71,6 +72,7 @@ from generation.core.request import (
     has_visible_text,
     nearest_bucket,
 )
+from generation.core.catalogue import Catalogue
 from generation.core.styles import STYLES
 
 __all__ = [
@@ -99,6 +101,7 @@ class Defaults:
     count: int = 1
     steps: int | None = None  # None: the model's default step count
     refine: bool = False  # the per-user "refine" setting
+    model: str | None = None  # the per-user default model (a catalogue name)
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,7 @@ _FLAGS = (
     _Flag(("steps",), "steps", "steps", "the step count", "N"),
     _Flag(("refine",), "refine", "refine", "prompt refinement", ""),
     _Flag(("strength",), "strength", "strength", "the strength", "S"),
+    _Flag(("model",), "model", "model", "the model", "NAME"),
 )
 _BY_NAME = {name: flag for flag in _FLAGS for name in flag.names}
 _BY_OPTION = {flag.option: flag for flag in _FLAGS}
@@ -156,8 +160,15 @@ def parse_imagine(
     strength: float | str | None = None,
     image_size: tuple[int, int] | None = None,
     default_strength: float = DEFAULT_STRENGTH,
+    model: str | None = None,
+    models: Catalogue | None = None,
+    rollout: str = "",
 ) -> GenerationRequest:
     """Parse ``text`` (plus typed slash-command options) into a request ``caps`` can run.
+
+    ``models``: the bot's catalogue, which ``--model NAME`` (or the typed ``model`` option, or the
+    user's saved default) picks from; the request is then checked against that model's caps.
+    ``rollout``: the model a request that names none goes to ("" = the default, ``caps``).
 
     ``image_size`` (the size of an image the user sent) makes an img2img request at the bucket
     nearest the image's ratio unless an aspect ratio is given; its ``init_image`` is
@@ -173,7 +184,7 @@ def parse_imagine(
     if any(has_lora_tag(word) for word in negative_words):
         raise InvalidRequest("lora", "LoRA tags go in the prompt, not after --no.")
     typed = {"aspect": aspect, "seed": seed, "negative": negative, "count": count,
-             "style": style, "steps": steps, "refine": refine, "strength": strength}
+             "style": style, "steps": steps, "refine": refine, "strength": strength, "model": model}
     for option, value in typed.items():
         if value is None:
             continue
@@ -186,8 +197,11 @@ def parse_imagine(
             )
         settings[flag.field] = _Setting(value, f"the `{option}` option", f"The `{option}` option")
     defaults = defaults or Defaults()
+    chosen, caps = _model_value(settings, defaults, caps, models, rollout)
     for name in ("aspect", "style", "count", "steps"):
         value = getattr(defaults, name)
+        if name == "steps" and chosen and value not in caps.steps:  # saved for another model: this one's default
+            continue
         if name not in settings and value is not None:
             label = _BY_OPTION[name].label
             subject = f"Your saved default for {label}"
@@ -241,9 +255,34 @@ def parse_imagine(
         platform=platform,
         loras=tuple(loras),
         refine=_refine_value(settings, defaults),
+        model=chosen,
         **image_fields,  # type: ignore[arg-type]
     )
     return caps.check(request)
+
+
+def _model_value(settings: dict[str, _Setting], defaults: Defaults, caps: ModelCaps, models: Catalogue | None,
+                 rollout: str) -> tuple[str, ModelCaps]:
+    """(the request's model, its caps): named by --model / the option, else the saved default,
+    else ``rollout``; "" and ``caps`` for the default model."""
+    setting = settings.get("model")
+    if setting is None and defaults.model:
+        setting = _Setting(defaults.model, "your saved defaults", "Your saved default model")
+    if setting is None:
+        return (rollout, models.caps_for(rollout)) if models is not None and rollout else ("", caps)
+    name = str(setting.value).strip()
+    try:
+        if models is None:
+            if name.lower() != caps.name.lower():
+                raise InvalidRequest("model", f"Unknown model {name!r}; this bot has {caps.name}.")
+            return "", caps
+        chosen = models.resolve(name)
+    except InvalidRequest as err:
+        if setting.source == "your saved defaults":
+            raise InvalidRequest("model", f"{err} (This comes from your saved defaults: /settings model=default "
+                                          f"resets it.)") from None
+        raise
+    return chosen, (models.caps_for(chosen) if chosen else caps)
 
 
 def render(request: GenerationRequest, caps: ModelCaps) -> str:
@@ -260,6 +299,8 @@ def render(request: GenerationRequest, caps: ModelCaps) -> str:
         parts.append(f"--style {request.style}")
     if request.steps != caps.default_steps:
         parts.append(f"--steps {request.steps}")
+    if request.model:
+        parts.append(f"--model {request.model}")
     if request.refine and request.original_prompt is None:  # a refined prompt is not refined again
         parts.append("--refine")
     if request.kind == "img2img" and request.variation_of is None:  # parses back with its image
@@ -298,6 +339,7 @@ def help_text(caps: ModelCaps) -> str:
         f"  --steps N     {steps} (default {caps.default_steps})",
         "  --refine      let a small language model write a detailed prompt from yours",
         "  --strength S  with an attached image: how much of it changes, 0.1 to 1 (default 0.6)",
+        "  --model NAME  another of the bot's models (/models lists them)",
         "  <lora:NAME:0.8>  in the prompt: a LoRA adapter (/loras lists them)",
         "  (word:1.3) (word) [word]  weight words up or down; \\( for a literal bracket",
         'Options may come anywhere; "--opt=value" and an em dash (—ar) work too.',
@@ -388,6 +430,7 @@ def _missing(flag: _Flag, used: str, caps: ModelCaps) -> InvalidRequest:
         "steps": f"a step count: {', '.join(str(s) for s in sorted(caps.steps))}",
         "refine": "nothing",
         "strength": "a number from 0.1 to 1, e.g. --strength 0.4",
+        "model": "a model name (/models lists them), e.g. --model " + caps.name,
     }[flag.field]
     return InvalidRequest(flag.field, f"{used} needs {what}.")
 

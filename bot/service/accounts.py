@@ -36,13 +36,13 @@ class AccountsPart(ServiceContext):
     async def settings(self, who: Who, **changes: Any) -> dict[str, Any]:
         """Validate and save ``changes`` (None resets a key); every setting's value after."""
         user = await self._user(who)
-        clean = accounts_rules.validate_settings(changes, self.caps)
+        clean = accounts_rules.validate_settings(changes, self.caps, self.catalogue)
         if clean.get("refine") and self.refiner is None:
             raise InvalidRequest("refine", "Prompt refinement is not set up on this bot (refine.model).")
         saved = user.settings
         if clean:
             saved = await users.update_settings(self.db, user.id, clean)
-        return accounts_rules.effective_settings(saved, self.caps)
+        return accounts_rules.effective_settings(saved, self.caps, self.catalogue)
 
     async def set_dm_closed(self, who: Who, closed: bool = True) -> None:
         """Remember that direct messages to ``who`` fail (or work again)."""

@@ -9,6 +9,7 @@ and how it looks. Settings are stored in ``users.settings`` as plain JSON values
     steps    one of the loaded step counts                  default for --steps
     private  true/false: deliver results in a direct message
     refine   true/false: --refine on every request (a small LLM details the prompt)
+    model    one of the bot's models (when it has several)        default for --model
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from bot.options import Defaults
+from generation.core.catalogue import Catalogue
 from generation.core.errors import InvalidRequest
 from generation.core.request import MAX_COUNT, ModelCaps
 from generation.core.styles import STYLES
@@ -34,7 +36,7 @@ __all__ = [
     "write_export_zip",
 ]
 
-SETTING_KEYS = ("aspect", "style", "count", "steps", "private", "refine")
+SETTING_KEYS = ("aspect", "style", "count", "steps", "private", "refine", "model")
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
 _RESET = ("default", "reset", "none", "")
@@ -49,11 +51,18 @@ class QuotaStatus(NamedTuple):
     resets_at: datetime
 
 
-def validate_settings(changes: Mapping[str, Any], caps: ModelCaps) -> dict[str, Any]:
+def validate_settings(changes: Mapping[str, Any], caps: ModelCaps, models: Catalogue | None = None) -> dict[str, Any]:
     """Normalise ``changes`` (strings from a chat are fine); None means "back to default".
 
     Raises InvalidRequest naming the key and its allowed values.
     """
+    if "model" in changes and changes["model"] is not None:
+        if models is None or len(models) < 2:
+            raise InvalidRequest("model", f"This bot has one model ({caps.name}); there is nothing to choose.")
+        text = str(changes["model"]).strip()
+        chosen = None if text.lower() in _RESET else (models.resolve(text) or None)
+        changes = {**changes, "model": None}
+        return {**validate_settings(changes, caps), "model": chosen}
     clean: dict[str, Any] = {}
     for key, value in changes.items():
         if key not in SETTING_KEYS:
@@ -113,8 +122,10 @@ def _as_int(value: Any) -> int | None:
     return None
 
 
-def effective_settings(saved: Mapping[str, Any], caps: ModelCaps) -> dict[str, Any]:
-    """Every setting with its value: saved ones, defaults for the rest."""
+def effective_settings(saved: Mapping[str, Any], caps: ModelCaps, models: Catalogue | None = None) -> dict[str, Any]:
+    """Every setting with its value: saved ones, defaults for the rest (``model`` when the bot
+    has several)."""
+    extra = {"model": saved.get("model") or models.default} if models is not None and len(models) > 1 else {}
     return {
         "aspect": saved.get("aspect", "1:1"),
         "style": saved.get("style", "none"),
@@ -122,7 +133,7 @@ def effective_settings(saved: Mapping[str, Any], caps: ModelCaps) -> dict[str, A
         "steps": saved.get("steps", caps.default_steps),
         "private": bool(saved.get("private", False)),
         "refine": bool(saved.get("refine", False)),
-    }
+    } | extra
 
 
 def defaults_from(saved: Mapping[str, Any], *, refine: bool = True) -> Defaults:
@@ -134,6 +145,7 @@ def defaults_from(saved: Mapping[str, Any], *, refine: bool = True) -> Defaults:
         count=saved.get("count", 1),
         steps=saved.get("steps"),
         refine=refine and bool(saved.get("refine", False)),
+        model=saved.get("model") or None,
     )
 
 

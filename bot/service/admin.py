@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from bot.service.rollout import compare_text, models_text, overview, set_share
 from bot.service.accounts_rules import QuotaStatus
 from bot.service.context import ServiceContext
 from bot.service.tickets import Who
@@ -59,6 +60,49 @@ class AdminPart(ServiceContext):
         stats["ratings"] = await self.rating_stats()
         stats["comments"] = [str(c) for c in await recent_comments(self.db, 10)]  # newest first
         return stats
+
+    # -- the model catalogue (issue 25) -------------------------------------------------------------
+
+    async def models_text(self) -> str:
+        """Each model: share, images served, rating with its 95 % interval, CLIP, time per image."""
+        return models_text(await overview(self.db, self.catalogue))
+
+    async def models_command(self, who: Who, text: str = "") -> str:
+        """The chats' ``/models [compare A B | promote NAME [SHARE] | retire NAME]``: the listing for
+        everyone, the rest for admins."""
+        words = text.split()
+        if not words or words[0].lower() == "list":
+            return await self.models_text()
+        action, rest = words[0].lower(), words[1:]
+        share = None
+        if action == "promote" and len(rest) == 2:
+            try:
+                share = float(rest[1].rstrip("%")) / (100 if rest[1].endswith("%") else 1)
+            except ValueError:
+                raise InvalidRequest("traffic",
+                                     f"A share is a number from 0 to 1 or a percentage, not {rest[1]!r}.") from None
+            rest = rest[:1]
+        wanted = {"compare": 2, "promote": 1, "retire": 1}.get(action)
+        if wanted is None or len(rest) != wanted:
+            raise InvalidRequest("models", "Usage: /models | /models compare A B | /models promote NAME [SHARE] | "
+                                           "/models retire NAME")
+        return await self.admin_models(who, action, rest[0], rest[1] if len(rest) > 1 else "", share)
+
+    async def admin_models(self, admin: Who, action: str = "list", name: str = "", other: str = "",
+                           share: float | None = None) -> str:
+        """``list``; ``compare A B``; ``promote NAME [share]`` (default 1.0); ``retire NAME`` (share 0)."""
+        self._require_admin(admin)
+        if action == "list":
+            return await self.models_text()
+        if action == "compare":
+            return await compare_text(self.db, self.catalogue, name, other)
+        if action in ("promote", "retire"):
+            value = 0.0 if action == "retire" else (1.0 if share is None else share)
+            text = await set_share(self.db, self.catalogue, name, value, by=admin.key)
+            logger.info("%s: %s %s -> %s", admin.key, action, name, value)
+            return text
+        raise InvalidRequest("action", f"Choose list, compare A B, promote NAME [share] or retire NAME, "
+                                       f"not {action!r}.")
 
     def loras_text(self) -> str:
         """The /loras listing: names, trigger words, base model (and files refused, with why)."""

@@ -21,10 +21,11 @@ from bot.options import render
 from bot.safety import AllowAllImages, BlocklistChecker, ImageChecker, Moderation, PromptChecker, VerdictClassifier
 from bot.service.accounts_rules import QuotaStatus
 from bot.service.tickets import AlreadyAccepted, Delivery, NotAllowed, NotFound, StoredImage, Ticket, Via, Who
+from generation.core.catalogue import Catalogue
 from generation.core.errors import ImagineError, InvalidRequest
 from generation.scheduling.queue import GenerationQueue
 from generation.core.request import GenerationRequest, ModelCaps
-from storage import Database, ImageStore, images, jobs, links, messages, quotas, shares, users
+from storage import Database, ImageStore, images, jobs, links, messages, model_stats, quotas, shares, users
 from storage.clock import utcnow
 from storage.group import GroupWriter
 from storage.records import Image, Job, User
@@ -119,6 +120,50 @@ class ServiceContext:
     def checkpoint_hash(self) -> str | None:
         return getattr(self.queue.executor, "checkpoint_hash", None) or self.config.checkpoint_hash
 
+    # -- several models (issue 25) ----------------------------------------------------------------
+
+    @property
+    def catalogue(self) -> Catalogue:
+        """The models this bot serves (one: the [model] shorthand)."""
+        return self.queue.catalogue
+
+    def caps_for(self, model: str) -> ModelCaps:
+        """What model ``model`` accepts ("" = the default); InvalidRequest for an unknown name."""
+        if model and model not in self.catalogue:
+            self.catalogue.resolve(model)  # raises, listing the models
+        return self.queue.caps_for(model)
+
+    @property
+    def parse_models(self) -> Catalogue | None:
+        """The catalogue for parse_imagine: None when the bot has one model (``--model`` then
+        accepts only its name)."""
+        return self.catalogue if len(self.catalogue) > 1 else None
+
+    def model_choices(self, current: str = "") -> list[str]:
+        """Model names that contain ``current`` (autocomplete), the default first."""
+        names = [self.catalogue.default, *(n for n in self.catalogue.names if n != self.catalogue.default)]
+        return [n for n in names if current.strip().lower() in n.lower()]
+
+    def model_id_for(self, model: str) -> str:
+        return self.queue.model_id_for(model)
+
+    def checkpoint_hash_for(self, model: str) -> str | None:
+        return self.queue.checkpoint_hash_for(model) or self.config.checkpoint_hash
+
+    def _model_for(self, kind: str, model: str) -> str:
+        """The model an action of ``kind`` on an image of ``model`` runs on: that model, or the
+        default when it cannot (a Flux image is upscaled, varied or zoomed by the SDXL default)."""
+        if kind in self.caps_for(model).kinds or kind not in self.caps.kinds:
+            return model
+        return ""
+
+    async def _rollout(self, who: Who) -> str:
+        """The model a request of ``who`` that names none goes to: a rollout candidate for the
+        users in its share (the database's live shares over the config's), else "" (the default)."""
+        if len(self.catalogue) < 2:
+            return ""
+        return self.catalogue.pick(who.key, await model_stats.traffic(self.db))
+
     def is_admin(self, who: Who) -> bool:
         return who.key in self.config.admins
 
@@ -192,7 +237,8 @@ class ServiceContext:
 
     def _request_from(self, data: dict[str, Any]) -> GenerationRequest:
         """A stored request dict as a request this model can run (InvalidRequest if not)."""
-        return self.caps.check(GenerationRequest.from_dict(data))
+        request = GenerationRequest.from_dict(data)
+        return self.caps_for(request.model).check(request)
 
     def _text(self, data: dict[str, Any]) -> str:
         """Canonical /imagine text of a stored request (the prompt if the model changed)."""
@@ -204,7 +250,7 @@ class ServiceContext:
     def _command(self, request: GenerationRequest) -> str:
         """The canonical /imagine text of ``request`` (the prompt if this model cannot render it)."""
         try:
-            return render(request, self.caps)
+            return render(request, self.caps_for(request.model))
         except ImagineError:
             return request.prompt
 

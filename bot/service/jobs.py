@@ -49,7 +49,7 @@ from bot.service.tickets import (
     Via,
     Who,
 )
-from generation.core.errors import ImagineError
+from generation.core.errors import ImagineError, InvalidRequest
 from generation.core.request import GenerationRequest, GenerationResult, random_seed
 from generation.scheduling.events import Done, Started
 from generation.scheduling.job import Job as QueueJob
@@ -114,11 +114,24 @@ class JobsPart(ServiceContext):
         notes: tuple[str, ...] = ()
         if image is not None:
             text, notes = prompt_for(text, image)
-        request = parse_imagine(
-            text, caps=self.caps, defaults=accounts_rules.defaults_from(user.settings, refine=self.refiner is not None),
-            user_id=who.user_id, platform=who.platform, image_size=upload.size if upload else None,
-            strength=strength, default_strength=self.config.image_strength, **options,
-        )
+        several = len(self.catalogue) > 1
+        rollout = await self._rollout(who)  # a candidate's share of the requests that name no model
+
+        def parse(rollout: str) -> GenerationRequest:
+            return parse_imagine(
+                text, caps=self.caps,
+                defaults=accounts_rules.defaults_from(user.settings, refine=self.refiner is not None),
+                user_id=who.user_id, platform=who.platform, image_size=upload.size if upload else None,
+                strength=strength, default_strength=self.config.image_strength,
+                models=self.catalogue if several else None, rollout=rollout, **options,
+            )
+
+        try:
+            request = parse(rollout)
+        except InvalidRequest:
+            if not rollout:
+                raise
+            request = parse("")  # what the candidate cannot do (an image, a negative prompt) the default does
         if request.refine:  # prompt power: a small LLM rewrites the prompt (bot/service/refining.py)
             request, refined = await refine_request(self, who, request, target)
             notes += refined
@@ -157,16 +170,17 @@ class JobsPart(ServiceContext):
         if not found:
             raise NotFound(f"Request {job_id} has no image {index + 1}.")
         base = self._request_from(source.request)
+        base = replace(base, model=self._model_for("img2img", base.model))  # Flux: the SDXL default varies it
         strength = self.config.variation_strength
         # img2img runs int(steps * strength) steps: take more steps when that would be none
-        steps = next((s for s in sorted(self.caps.steps) if s >= base.steps and int(s * strength) >= 1),
+        steps = next((s for s in sorted(self.caps_for(base.model).steps) if s >= base.steps and int(s * strength) >= 1),
                      base.steps)
         request = replace(
             base, kind="img2img", init_image=str(self.store.path_for(found[0].path).resolve()),
             strength=strength, steps=steps, seed=random_seed(), variation_of=f"{job_id}#{index + 1}",
             user_id=who.user_id, platform=who.platform,
         )
-        return await self._submit(who, user, self.caps.check(request), target=target, dedupe=False,
+        return await self._submit(who, user, self.caps_for(request.model).check(request), target=target, dedupe=False,
                                   origin=origin)
 
     async def _submit(self, who: Who, user: User, request: GenerationRequest, *,
@@ -177,7 +191,8 @@ class JobsPart(ServiceContext):
         # 1. Prompt safety: nothing is charged or written for a refused prompt
         await self.moderation.check_prompt(who, request.prompt, request.negative_prompt, target)
         request = request.with_seed()
-        key = jobs.request_key(request.to_dict(), self.model_id, self.checkpoint_hash)
+        key = jobs.request_key(request.to_dict(), self.model_id_for(request.model),
+                               self.checkpoint_hash_for(request.model))
         now = self.clock()
 
         # 2. An identical request with an explicit seed already made: serve the stored images
@@ -228,9 +243,9 @@ class JobsPart(ServiceContext):
                 used = await quotas.used(tx, user.id, window)
                 raise QuotaExceeded(self._quota_message(cost, used, limit, now))
             job = await jobs.create(
-                tx, user_id=user.id, request=request.to_dict(), model_id=self.model_id,
+                tx, user_id=user.id, request=request.to_dict(), model_id=self.model_id_for(request.model),
                 charged=cost, quota_window=window, priority=int(priority),
-                target=target, key=key, checkpoint_hash=self.checkpoint_hash,
+                target=target, key=key, checkpoint_hash=self.checkpoint_hash_for(request.model),
                 job_id=uuid.uuid4().hex[:12], now=now, origin=_origin_key(origin),
             )
             if upload is not None:
@@ -258,7 +273,7 @@ class JobsPart(ServiceContext):
             return None
         async with self.db.transaction() as tx:
             job = await jobs.create(
-                tx, user_id=user.id, request=request.to_dict(), model_id=self.model_id, charged=0,
+                tx, user_id=user.id, request=request.to_dict(), model_id=found.model_id, charged=0,
                 target=target, key=key, checkpoint_hash=found.checkpoint_hash,
                 job_id=uuid.uuid4().hex[:12], now=now, origin=_origin_key(origin),
             )
@@ -342,12 +357,13 @@ class JobsPart(ServiceContext):
         for index, (image, seed) in enumerate(zip(result.images, result.seeds)):
             # png_with_metadata keeps only what may travel (no paths, no user ids)
             params = {**request.to_dict(), "seed": seed, "index": index, "job_id": job_id,
-                      "model": result.model, "first_seed": request.seed, "model_hash": self.checkpoint_hash,
+                      "model": result.model, "first_seed": request.seed,
+                      "model_hash": self.checkpoint_hash_for(request.model),
                       "command": command, "variation_of": variation_of,
                       "styled_prompt": styled, "styled_negative_prompt": styled_negative}
             files.append(await asyncio.to_thread(self._put_png, image, params))
         now = self.clock()
-        checkpoint = self.checkpoint_hash
+        checkpoint = self.checkpoint_hash_for(request.model)
 
         async def store(tx: Transaction) -> list[Image] | None:
             # done first: a job cancelled or forgotten meanwhile is no longer active, and then

@@ -60,17 +60,18 @@ class ToolboxPart(ServiceContext):
             raise NotFound(f"Request {job_id} has no image {index + 1} to upscale.")
         image = found[0]
         base = self._request_from(source.request)
+        base = replace(base, model=self._model_for("upscale", base.model), negative_prompt="")
         strength = self.config.upscale_creative if mode == "creative" else self.config.upscale_subtle
-        steps = next((s for s in sorted(self.caps.steps) if s >= base.steps and int(s * strength) >= 1),
-                     max(self.caps.steps))
+        caps = self.caps_for(base.model)
+        steps = next((s for s in sorted(caps.steps) if s >= base.steps and int(s * strength) >= 1), max(caps.steps))
         request = replace(
             base, kind="upscale", init_image=str(self.store.path_for(image.path).resolve()), strength=strength,
             steps=steps, count=1, seed=image.seed, width=image.width * 2, height=image.height * 2,
             variation_of=None, source=f"{job_id}#{index + 1}", mode=mode, refine=False,
             user_id=who.user_id, platform=who.platform,
         )
-        return await self._submit(who, user, self.caps.check(request), target=target, dedupe=False, origin=origin,
-                                  cost=self.config.upscale_cost)
+        return await self._submit(who, user, self.caps_for(request.model).check(request), target=target, dedupe=False,
+                                  origin=origin, cost=self.config.upscale_cost)
 
     async def outpaint(self, who: Who, job_id: str, index: int, kind: str, mode: str, *, prompt: str | None = None,
                        target: dict[str, Any] | None = None, origin: Origin | None = None,
@@ -89,14 +90,17 @@ class ToolboxPart(ServiceContext):
             raise NotFound(f"Request {job_id} has no image {index + 1} to {kind}.")
         image = found[0]
         base = self._request_from(source.request)
-        width, height = nearest_bucket(*canvas_ratio(kind, mode, image.width, image.height), self.caps.base_resolution)
+        base = replace(base, model=self._model_for(kind, base.model))
+        width, height = nearest_bucket(*canvas_ratio(kind, mode, image.width, image.height),
+                                       self.caps_for(base.model).base_resolution)
         request = replace(
             base, kind=kind, init_image=str(self.store.path_for(image.path).resolve()), strength=1.0,
             count=1, seed=image.seed, width=width, height=height, variation_of=None, source=f"{job_id}#{index + 1}",
             mode=mode, refine=False, user_id=who.user_id, platform=who.platform, original_prompt=None,
             **({"prompt": prompt} if prompt and prompt.strip() else {}),
         )
-        return await self._submit(who, user, self.caps.check(request), target=target, dedupe=False, origin=origin)
+        return await self._submit(who, user, self.caps_for(request.model).check(request), target=target, dedupe=False,
+                                  origin=origin)
 
     async def enlarge_upload(self, who: Who, data: bytes, *, target: dict[str, Any] | None = None,
                              spaced: bool = True) -> Ticket:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Batch",
+    "shape_model",
     "BatchExecutor",
     "BatchInterrupted",
     "BatchItem",
@@ -62,6 +63,7 @@ class Batch:
     items: tuple[BatchItem, ...]
     strength: float | None = None
     loras: LoraSet = ()  # ((name, weight), ...) sorted by name: the adapters of every item
+    model: str = ""  # the catalogue name of the model that runs it; "" = the executor's default
 
     def __post_init__(self) -> None:
         img2img = self.kind in FROM_IMAGE  # img2img, upscale, zoom, pan: from an image at a strength
@@ -76,10 +78,13 @@ class Batch:
         kind, width, height, steps = shape[:4]
         strength = shape[4] if len(shape) > 4 else None  # type: ignore[misc]
         loras = shape[5] if len(shape) > 5 else ()  # type: ignore[misc]
-        return cls(kind, width, height, steps, tuple(items), strength, loras)
+        model = shape[6] if len(shape) > 6 else ""  # type: ignore[misc]
+        return cls(kind, width, height, steps, tuple(items), strength, loras, model)
 
     @property
     def shape(self) -> Shape:
+        if self.model:
+            return (self.kind, self.width, self.height, self.steps, self.strength, self.loras, self.model)
         if self.loras:
             return (self.kind, self.width, self.height, self.steps, self.strength, self.loras)
         if self.strength is not None:
@@ -99,6 +104,11 @@ class Batch:
         """Two halves of this batch (for retrying after out-of-memory)."""
         half = (len(self.items) + 1) // 2
         return replace(self, items=self.items[:half]), replace(self, items=self.items[half:])
+
+
+def shape_model(shape: Shape) -> str:
+    """The model a shape names ("" = the default model)."""
+    return shape[6] if len(shape) > 6 else ""  # type: ignore[misc]
 
 
 class BatchInterrupted(Exception):

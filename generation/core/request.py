@@ -9,16 +9,16 @@ nothing is ever clamped silently.
 from __future__ import annotations
 
 import difflib
-import functools
 import math
 import os
-import re
 import secrets
 import unicodedata
 from dataclasses import dataclass, field, replace
 from typing import Any, Union
 
 from generation.core.errors import InvalidRequest
+from generation.core.sizes import (ASPECT_RATIOS, FLUX_ASPECT_RATIOS, MAX_ASPECT, nearest_bucket, parse_ratio,
+                                   sdxl_buckets, snap)
 from generation.core.styles import STYLES, apply_style
 from generation.core.weighting import parse_weighted
 
@@ -54,14 +54,16 @@ Shape = Union[
     tuple[str, int, int, int],
     tuple[str, int, int, int, float],
     tuple[str, int, int, int, Union[float, None], LoraSet],
+    tuple[str, int, int, int, Union[float, None], LoraSet, str],
 ]
 """(kind, width, height, steps), plus strength for img2img, plus (strength or None, LoRA set)
-when the request uses LoRAs: what one pipeline call shares."""
+when the request uses LoRAs, plus the model's name when it names one: what one pipeline call shares."""
 
 MAX_LORAS = 4
 LORA_WEIGHT_BOUNDS = (-2.0, 2.0)
 
 MAX_PROMPT_CHARS = 1000
+MAX_MODEL_NAME = 64
 MAX_COUNT = 4
 MAX_SEED = 2**32 - 1
 STEP_CHOICES = (1, 2, 4, 8)
@@ -72,61 +74,6 @@ ACTIONS = {"upscale": ("subtle", "creative"), "zoom": ("1.5", "2"), "pan": ("lef
 MAX_UPSCALED = 4096  # an upscale is twice a bucket: up to 4096 px on its long side
 DEFAULT_STRENGTH = 0.6
 UPSCALE_MODES = ("subtle", "creative")
-
-# SDXL buckets at a 1024 base resolution (DESIGN.md); other bases scale them.
-ASPECT_RATIOS: dict[str, tuple[int, int]] = {
-    "1:1": (1024, 1024),
-    "16:9": (1344, 768),
-    "9:16": (768, 1344),
-    "4:3": (1152, 896),
-    "3:4": (896, 1152),
-    "3:2": (1216, 832),
-    "2:3": (832, 1216),
-    "21:9": (1536, 640),
-}
-MAX_ASPECT = 4  # whole-number ratios up to 4:1 either way
-_RATIO = re.compile(r"^\s*(\d{1,5})\s*:\s*(\d{1,5})\s*$")
-
-
-@functools.lru_cache(maxsize=16)  # pure, and asked on every parse
-def sdxl_buckets(base: int = 1024) -> tuple[tuple[int, int], ...]:
-    """SDXL's resolution buckets at ``base``: for each width a multiple of 64 from 512 to 2048 (at
-    1024), the tallest multiple of 64 that keeps the area within 1024², and the transposes; from
-    4:1 to 1:4. They include every size of :data:`ASPECT_RATIOS`. Other bases scale them."""
-    found: set[tuple[int, int]] = set()
-    for width in range(512, 2049, 64):
-        height = min(2048, (1024 * 1024 // width) // 64 * 64)
-        if height >= 512:
-            found.update({(width, height), (height, width)})
-    found.update(ASPECT_RATIOS.values())
-    scale = base / 1024
-    return tuple(sorted({(_snap(w * scale), _snap(h * scale)) for w, h in found}))
-
-
-def parse_ratio(text: object) -> tuple[int, int]:
-    """``"W:H"`` (whole numbers, at most 4:1 either way) as (W, H); InvalidRequest naming the fix."""
-    match = _RATIO.match(text) if isinstance(text, str) else None
-    if match is None:
-        raise InvalidRequest(
-            "aspect", f"An aspect ratio is two whole numbers as width:height, like 16:9 or 4:5, not {text!r}."
-        )
-    width, height = int(match.group(1)), int(match.group(2))
-    if width == 0 or height == 0:
-        raise InvalidRequest("aspect", f"Aspect ratio {width}:{height} has a zero side; use e.g. 1:1 or 4:5.")
-    if max(width, height) > MAX_ASPECT * min(width, height):
-        raise InvalidRequest(
-            "aspect", f"Aspect ratio {width}:{height} is beyond {MAX_ASPECT}:1; use at most "
-                      f"{MAX_ASPECT}:1 (wide) or 1:{MAX_ASPECT} (tall)."
-        )
-    return width, height
-
-
-def nearest_bucket(width: float, height: float, base: int = 1024) -> tuple[int, int]:
-    """The bucket of :func:`sdxl_buckets` whose ratio is closest to width:height (larger area on a tie)."""
-    wanted = math.log(width / height)
-    return min(sdxl_buckets(base), key=lambda size: (round(abs(math.log(size[0] / size[1]) - wanted), 9),
-                                                     -size[0] * size[1]))
-
 
 def random_seed() -> int:
     """A fresh seed in 0..MAX_SEED."""
@@ -192,6 +139,8 @@ class GenerationRequest:
     lora_hashes: tuple[str, ...] = ()
     refine: bool = False
     original_prompt: str | None = None
+    # issue 25: the catalogue name of the model that makes it; "" = the bot's default model
+    model: str = ""
 
     def __post_init__(self) -> None:
         prompt = self.prompt.strip() if isinstance(self.prompt, str) else self.prompt
@@ -216,6 +165,9 @@ class GenerationRequest:
         parse_weighted(prompt, "prompt")  # a weight out of bounds is refused here
         parse_weighted(negative, "negative_prompt")
         self._check_loras()
+        if not isinstance(self.model, str) or len(self.model) > MAX_MODEL_NAME:
+            raise InvalidRequest("model", f"A model is named by a short name (/models lists them), not {self.model!r}.")
+        object.__setattr__(self, "model", self.model.strip())
         if not isinstance(self.refine, bool):
             raise InvalidRequest("refine", f"refine must be true or false, not {self.refine!r}.")
         _check_int("count", self.count, 1, MAX_COUNT, "Image count")
@@ -316,7 +268,11 @@ class GenerationRequest:
 
     @property
     def shape(self) -> Shape:
-        """Jobs of the same shape can share one pipeline call (img2img: of the same strength too)."""
+        """Jobs of the same shape can share one pipeline call (img2img: of the same strength too;
+        a named model: of that model only, as the 7th element)."""
+        if self.model:  # the queue never mixes models in one batch
+            strength = self.strength if self.kind in FROM_IMAGE else None
+            return (self.kind, self.width, self.height, self.steps, strength, self.loras, self.model)
         if self.loras:  # the queue never mixes LoRA sets (or weights) in one batch
             strength = self.strength if self.kind in FROM_IMAGE else None
             return (self.kind, self.width, self.height, self.steps, strength, self.loras)
@@ -346,21 +302,29 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class ModelCaps:
-    """What the loaded model accepts: its base resolution and the step counts it has."""
+    """What a model accepts: its base resolution, the step counts it has, and (issue 25) what
+    else it can do: which request kinds, a negative prompt, LoRAs; its family's own sizes."""
 
     name: str = "sdxl-lightning"
     base_resolution: int = 1024
     steps: tuple[int, ...] = (4,)
     loras: tuple[tuple[str, str], ...] = ()  # (name, file sha256) of each usable LoRA
+    family: str = "sdxl"  # "sdxl" or "flux": the aspect buckets, LoRA format
+    kinds: tuple[str, ...] = KINDS  # the request kinds it runs (Flux: txt2img only)
+    negative_prompt: bool = True  # Flux-schnell has no negative prompt (no CFG, no unconditional pass)
+    default_step: int = 0  # its default step count; 0: 4 when it has 4, else its first
 
     @property
     def default_steps(self) -> int:
+        if self.default_step in self.steps:
+            return self.default_step
         return 4 if 4 in self.steps else self.steps[0]
 
     def sizes(self) -> dict[str, tuple[int, int]]:
         """Aspect ratio -> (width, height) for this model's base resolution."""
         scale = self.base_resolution / 1024
-        return {ar: (_snap(w * scale), _snap(h * scale)) for ar, (w, h) in ASPECT_RATIOS.items()}
+        table = FLUX_ASPECT_RATIOS if self.family == "flux" else ASPECT_RATIOS
+        return {ar: (snap(w * scale), snap(h * scale)) for ar, (w, h) in table.items()}
 
     def buckets(self) -> tuple[tuple[int, int], ...]:
         """Every size this model makes: the SDXL buckets at its base resolution (4:1 to 1:4)."""
@@ -376,10 +340,11 @@ class ModelCaps:
 
     def check(self, request: GenerationRequest) -> GenerationRequest:
         """Raise InvalidRequest unless this model can run ``request``; return it otherwise."""
+        self._check_abilities(request)
         if request.steps not in self.steps:
             raise InvalidRequest(
                 "steps",
-                f"This bot's model has {_join(self.steps)}-step checkpoints loaded; "
+                f"{_owner(self, request)} has {_join(self.steps)}-step checkpoints loaded; "
                 f"{request.steps} steps is not available.",
             )
         request = self._check_loras(request)
@@ -394,6 +359,21 @@ class ModelCaps:
                 f"{allowed}, or any W:H up to {MAX_ASPECT}:1.",
             )
         return request
+
+    def _check_abilities(self, request: GenerationRequest) -> None:
+        """What this model cannot do at all, each refusal naming what to change (issue 25)."""
+        which = f"The model {self.name}"
+        if request.kind not in self.kinds:
+            what = {"img2img": "pictures from an image", "upscale": "upscales", "zoom": "zoom-outs",
+                    "pan": "pans", "enlarge": "enlargements"}.get(request.kind, request.kind)
+            raise InvalidRequest("model", f"{which} makes only {_join(self.kinds)} images, not {what}: "
+                                          f"choose another model with --model (/models lists them).")
+        if request.negative_prompt and not self.negative_prompt:
+            raise InvalidRequest("negative_prompt", f"{which} takes no negative prompt: remove --no "
+                                                    f"(or choose another model with --model).")
+        if request.loras and self.family == "flux":
+            raise InvalidRequest("lora", f"{which} takes no LoRAs (they are made for SDXL): remove the "
+                                         f"<lora:…> tags (or choose an SDXL model with --model).")
 
     def _check_loras(self, request: GenerationRequest) -> GenerationRequest:
         """Refuse unknown LoRA names (naming the closest ones); fill in the file hashes."""
@@ -424,9 +404,8 @@ class GenerationResult:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-def _snap(value: float) -> int:
-    """Round half up to a multiple of 16 px (latents stay even), never below 64."""
-    return max(64, int(value / 16 + 0.5) * 16)
+def _owner(caps: ModelCaps, request: GenerationRequest) -> str:
+    return f"The model {caps.name}" if request.model else "This bot's model"
 
 
 def _check_int(name: str, value: object, low: int, high: int, label: str) -> None:

@@ -29,8 +29,8 @@ from generation.model.hub import hub_endpoint, unreachable
 from generation.model.pipeline import lightning_unet_filename
 from generation.model.preview import PREVIEW_SUBDIR
 
-__all__ = ["DownloadError", "Fetch", "config_lines", "download", "download_upscaler", "hub_endpoint", "plan",
-           "unreachable"]
+__all__ = ["DownloadError", "Fetch", "PIPELINE_PATTERNS", "config_lines", "download", "download_pretrained",
+           "download_upscaler", "hub_endpoint", "plan", "unreachable"]
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +160,37 @@ def download(
                if not (to / name).is_file()]
     if missing:
         raise DownloadError(f"{to} lacks {', '.join(missing)} after the download; do the repositories have them?")
+    return to
+
+
+# a diffusers pipeline folder: the index and every component's files, not the single-file
+# checkpoints some repositories keep beside them at the top (FLUX.1-schnell's 23 GB, SDXL-Turbo's)
+PIPELINE_PATTERNS = ("model_index.json", "*/*.json", "*/*.txt", "*/*.model", "*/*.safetensors")
+
+
+def download_pretrained(to: Path, repo: str) -> Path:
+    """Fetch a diffusers pipeline repository (SDXL-Turbo, FLUX.1-schnell, any SDXL) into ``to``."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        raise DownloadError("HF_HUB_OFFLINE is set, so nothing can be downloaded; unset it (or set it to 0).")
+    endpoint = hub_endpoint()
+    reason = unreachable(endpoint)
+    if reason:
+        raise DownloadError(f"Cannot reach {endpoint}: {reason}. Check the network, or set HF_ENDPOINT to a mirror.")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    to = Path(to).expanduser()
+    try:
+        snapshot_download(repo, allow_patterns=list(PIPELINE_PATTERNS), local_dir=to)
+    except GatedRepoError:
+        raise DownloadError(f"{repo} is gated: accept its terms on the Hub and set HF_TOKEN.") from None
+    except RepositoryNotFoundError:
+        raise DownloadError(f"{endpoint} has no repository {repo} (or it is private: set HF_TOKEN).") from None
+    except (HfHubHTTPError, OSError) as exc:
+        text = str(exc).strip().splitlines()
+        raise DownloadError(f"Downloading {repo} failed: {text[0] if text else type(exc).__name__}") from None
+    if not (to / "model_index.json").is_file():
+        raise DownloadError(f"{to} lacks model_index.json after the download; is {repo} a diffusers pipeline?")
     return to
 
 

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
     from generation.model.model_config import ModelConfig
 
-__all__ = ["HOW_TO_GET", "WAYS_ON", "go_offline", "lightning_unet_filename", "load_hub", "load_local", "reason"]
+__all__ = ["HOW_TO_GET", "WAYS_ON", "file_hash", "go_offline", "lightning_checkpoint", "lightning_unet_filename",
+           "load_hub", "load_local", "load_pretrained", "reason"]
 
 logger = logging.getLogger(__name__)
 
@@ -252,3 +253,76 @@ def reason(err: BaseException) -> str:
     """The first line of an exception, short enough for a message."""
     text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return text if len(text) <= 300 else text[:297] + "..."
+
+
+# -- other kinds (issue 25): SDXL-Turbo, any SDXL checkpoint, FLUX.1-schnell -----------------------
+
+
+def load_pretrained(pipeline_class: str, config: ModelConfig, dtype: torch.dtype,
+                    main: str) -> tuple[Any, str, str | None]:
+    """``pipeline_class.from_pretrained`` of model.path, else model.repo (or the kind's default
+    repo): (pipeline, model id, SHA-256 of the ``main`` component's weights file)."""
+    import diffusers
+
+    cls = getattr(diffusers, pipeline_class)
+    source = str(Path(config.path).expanduser()) if config.path else config.hub_repo
+    if config.path and not (Path(source) / "model_index.json").is_file():
+        raise ModelUnavailable(f"model path {source!r} is not a diffusers pipeline folder (no model_index.json); "
+                               f"`imagine-bot download --model NAME` makes one.")
+    if not config.path:
+        _offline_when_unreachable()
+    extra: dict[str, Any] = {"add_watermarker": False} if "XL" in pipeline_class else {}
+    try:
+        pipe = cls.from_pretrained(source, **_dtype_kwarg(dtype), cache_dir=config.cache_dir, **extra)
+    except Exception as err:
+        if not config.path and _is_missing(err):
+            raise ModelUnavailable(f"The weights of {source} are not on this machine and cannot be fetched now "
+                                   f"({reason(err)}); run `imagine-bot download --model NAME` where there is "
+                                   f"network, or set path.") from err
+        raise ModelUnavailable(f"Could not load {config.name} from {source} ({reason(err)}).") from err
+    model_id = f"local:{Path(source).name}" if config.path else source
+    return pipe, model_id, file_hash(_weights_file(getattr(pipe, main, None)))
+
+
+def lightning_checkpoint(config: ModelConfig) -> str | None:
+    """SHA-256 of the SDXL-Lightning UNet file of the first configured step count (its version),
+    from model.path or the Hugging Face cache; None when it cannot be found without the network."""
+    steps = config.steps[0]
+    if config.path is not None:
+        return file_hash(_find_unet_file(Path(config.path).expanduser(), steps))
+    try:
+        from huggingface_hub import hf_hub_download
+
+        found = hf_hub_download(config.lightning_repo, lightning_unet_filename(steps), cache_dir=config.cache_dir,
+                                local_files_only=True)
+    except Exception:  # not cached: the version stays unknown
+        return None
+    return file_hash(Path(found))
+
+
+_HASHES: dict[tuple[str, int, float], str] = {}
+
+
+def file_hash(path: Path | None) -> str | None:
+    """SHA-256 of a file (A1111's "Model hash" is its first 10 hex digits); None for no file."""
+    if path is None or not path.is_file():
+        return None
+    import hashlib
+
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime)
+    if key not in _HASHES:
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        _HASHES[key] = digest.hexdigest()
+    return _HASHES[key]
+
+
+def _weights_file(component: Any) -> Path | None:
+    folder = getattr(component, "config", {}).get("_name_or_path") if component is not None else None
+    if not folder or not Path(folder).is_dir():
+        return None
+    files = sorted(Path(folder).glob("*.safetensors"))
+    return files[0] if files else None

@@ -33,7 +33,10 @@ __all__ = [
     "COMPILE_MODES",
     "DEVICES",
     "DTYPES",
+    "DEFAULT_REPOS",
+    "FLUX_KINDS",
     "MODEL_NAMES",
+    "TINY_KINDS",
     "QUANTIZE",
     "VAE_DECODE",
     "ModelConfig",
@@ -43,7 +46,12 @@ __all__ = [
     "resolve_dtype",
 ]
 
-MODEL_NAMES = ("sdxl-lightning", "tiny")
+# kinds of model (issue 25): the real ones, and random-weight ones built in-process for tests
+MODEL_NAMES = ("sdxl-lightning", "sdxl-turbo", "flux-schnell", "sdxl", "tiny", "tiny-turbo", "tiny-flux")
+TINY_KINDS = ("tiny", "tiny-turbo", "tiny-flux")
+FLUX_KINDS = ("flux-schnell", "tiny-flux")
+# the Hub repository of a kind when neither model.path nor model.repo is set
+DEFAULT_REPOS = {"sdxl-turbo": "stabilityai/sdxl-turbo", "flux-schnell": "black-forest-labs/FLUX.1-schnell"}
 DEVICES = ("auto", "cuda", "cpu", "mps")
 DTYPES: dict[str, torch.dtype | None] = {
     "auto": None,
@@ -81,6 +89,8 @@ class ModelConfig:
     base_repo: str = "stabilityai/stable-diffusion-xl-base-1.0"
     lightning_repo: str = "ByteDance/SDXL-Lightning"
     steps: tuple[int, ...] = (4,)
+    repo: str | None = None  # sdxl-turbo, flux-schnell, sdxl: a Hub repo (default: DEFAULT_REPOS)
+    guidance: float = 0.0  # classifier-free guidance scale (0: none, one pass per step)
     device: str = "auto"
     dtype: str = "auto"
     vae_repo: str | None = "madebyollin/sdxl-vae-fp16-fix"
@@ -99,9 +109,21 @@ class ModelConfig:
     warmup_batch_sizes: tuple[int, ...] = (1, 8)
     compile_cache_dir: str | None = None
 
+    @property
+    def hub_repo(self) -> str:
+        """Where a non-Lightning kind comes from on the Hub."""
+        return self.repo or DEFAULT_REPOS.get(self.name, self.base_repo)
+
     def __post_init__(self) -> None:
         if self.name not in MODEL_NAMES:
             raise ValueError(f"model.name must be one of {', '.join(MODEL_NAMES)}, not {self.name!r}")
+        if self.name == "sdxl" and not (self.path or self.repo):
+            raise ValueError('a model of kind "sdxl" needs path (a local diffusers folder) or repo (on the Hub)')
+        guidance = self.guidance
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not 0 <= guidance <= 30:
+            raise ValueError(f"model.guidance must be a number from 0 to 30, not {self.guidance!r}")
+        if self.guidance and self.name != "sdxl":
+            raise ValueError(f'model.guidance is for kind "sdxl" only; {self.name} runs without guidance: set it to 0')
         steps = _as_tuple(self.steps)
         if not steps or any(isinstance(n, bool) or n not in STEP_CHOICES for n in steps):
             raise ValueError(

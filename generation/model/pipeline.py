@@ -28,10 +28,11 @@ import torch
 
 from generation.core.batch import Batch, BatchItem, ItemsRejected, StepCallback
 from generation.core.errors import GenerationFailed, InvalidRequest
-from generation.model.loader import lightning_unet_filename, load_hub, load_local
+from generation.model.loader import lightning_checkpoint, lightning_unet_filename, load_hub, load_local, load_pretrained
 from generation.model.model_config import (
     DEVICES,
     DTYPES,
+    FLUX_KINDS,
     ModelConfig,
     check_speed_options,
     describe_device,
@@ -43,6 +44,7 @@ from generation.model.preview import step_callback as _progress
 from generation.model.prompting import encode_prompts
 from generation.model.speed import apply_speed_options, attention_backend, decode_latents
 from generation.model.tiny import TINY_BASE_RESOLUTION, TINY_MODEL_ID, build_tiny_pipeline, build_tiny_tokenizer
+from generation.tools.init_images import load_init_images
 from generation.tools.outpaint import composite, outpaint_canvas
 from generation.tools.upscale import LanczosUpscaler, enlarge_each, refine_tiled, tile_count
 
@@ -69,45 +71,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SDXL_BASE_RESOLUTION = 1024
-
-
-# -- img2img sources -------------------------------------------------------------------------
-
-
-def load_init_images(batch: Batch, size: tuple[int, int] | None = None) -> list[Image]:
-    """Each item's init image as RGB at ``size`` (default: the batch's); raises ItemsRejected for
-    unusable ones. An image of another aspect ratio is centre-cropped to the size's before resizing.
-    """
-    from PIL import Image as PILImage
-    from PIL import ImageOps
-
-    images: list[Image] = []
-    errors: dict[int, GenerationFailed] = {}
-    for index, item in enumerate(batch.items):
-        path = item.init_image
-        try:
-            if path is None:
-                raise FileNotFoundError("no init_image")
-            with PILImage.open(path) as opened:
-                rgb = opened.convert("RGB")
-        except FileNotFoundError:
-            logger.info("init image %s of item %d is missing", path, index)
-            errors[index] = GenerationFailed(
-                "The image to make a variation of is no longer available (it may have been "
-                "deleted); make a new image and try again."
-            )
-            continue
-        except OSError as err:  # includes PIL.UnidentifiedImageError
-            logger.warning("init image %s of item %d is unreadable: %s", path, index, err)
-            errors[index] = GenerationFailed(
-                "The image to make a variation of could not be read; make a new image and try again."
-            )
-            continue
-        wanted = size or (batch.width, batch.height)
-        images.append(rgb if rgb.size == wanted else ImageOps.fit(rgb, wanted, PILImage.Resampling.LANCZOS))
-    if errors:
-        raise ItemsRejected(errors)
-    return images
+TURBO_STEPS = (1, 2, 4)  # SDXL-Turbo: 1 step on its card, a few more sharpen it
 
 
 # -- the ImagePipeline ----------------------------------------------------------------------
@@ -150,6 +114,8 @@ class LightningPipeline:
         self.upscale_tile: int | None = None  # the refining pass's tile (default: the model's base size)
         # live previews between steps (generation.model.preview.with_previews sets it); None: off
         self.previewer: Any = None
+        self.guidance = float(self.config.guidance)  # 0 for Lightning and Turbo: one UNet pass per step
+        self.checkpoint_hash: str | None = None  # SHA-256 of the weights (set by load_pipeline)
         pipe.scheduler = trailing
         pipe.set_progress_bar_config(disable=True)
         pipe.vae.disable_slicing()  # decode_latents slices itself when model.vae_decode asks
@@ -265,7 +231,7 @@ class LightningPipeline:
                     prompt_embeds=torch.cat([embedded[i][0] for i in indices]),
                     pooled_prompt_embeds=torch.cat([embedded[i][1] for i in indices]),
                     num_inference_steps=batch.steps,
-                    guidance_scale=0.0,
+                    guidance_scale=self.guidance,
                     generator=[generators[i] for i in indices],
                     output_type="latent",
                     callback_on_step_end=_progress(on_step, should_stop, number * total, whole,
@@ -299,7 +265,7 @@ class LightningPipeline:
                     done = (number * per_item + index) * steps
                     latents = pipe(
                         prompt_embeds=embeds, pooled_prompt_embeds=pooled, image=[part], strength=batch.strength,
-                        num_inference_steps=batch.steps, guidance_scale=0.0,
+                        num_inference_steps=batch.steps, guidance_scale=self.guidance,
                         generator=[torch.Generator("cpu").manual_seed((item.seed + index) % 2**32)],
                         output_type="latent", callback_on_step_end=_progress(on_step, should_stop, done, whole),
                     ).images
@@ -354,7 +320,7 @@ class LightningPipeline:
                     pooled_prompt_embeds=torch.cat([embedded[i][1] for i in indices]),
                     image=[made[i][0] for i in indices], mask_image=[made[i][1] for i in indices],
                     width=batch.width, height=batch.height, strength=batch.strength,
-                    num_inference_steps=batch.steps, guidance_scale=0.0,
+                    num_inference_steps=batch.steps, guidance_scale=self.guidance,
                     generator=[generators[i] for i in indices], output_type="latent",
                     callback_on_step_end=_progress(on_step, should_stop, number * steps, steps * len(groups),
                                                    self.previewer, indices),
@@ -401,36 +367,60 @@ _EAGER = ModelConfig(
 def expected_caps(config: ModelConfig, loras: tuple[tuple[str, str], ...] = ()) -> ModelCaps:
     """What the model ``config`` names will accept once loaded, known without loading it (so a
     request can be checked first: a typo must not cost a model load)."""
-    if config.name == "tiny":
-        return ModelCaps(name="tiny", base_resolution=TINY_BASE_RESOLUTION, steps=STEP_CHOICES, loras=loras)
+    if config.name in FLUX_KINDS:
+        from generation.model.flux import flux_caps
+
+        return flux_caps(config)
+    if config.name in ("tiny", "tiny-turbo"):
+        steps = STEP_CHOICES if config.name == "tiny" else TURBO_STEPS
+        return ModelCaps(name=config.name, base_resolution=TINY_BASE_RESOLUTION, steps=steps, loras=loras,
+                         default_step=0 if config.name == "tiny" else 1)
+    if config.name == "sdxl-turbo":  # 512² and 1 step on its card
+        steps = tuple(sorted(set(config.steps))) if config.steps != (4,) else TURBO_STEPS
+        return ModelCaps(name=config.name, base_resolution=512, steps=steps, loras=loras, default_step=1)
     return ModelCaps(name=config.name, steps=tuple(sorted(set(config.steps))), loras=loras)
 
 
-def load_pipeline(config: ModelConfig) -> LightningPipeline:
-    """Load the model ``config`` names; raises ModelUnavailable saying what to do when it cannot."""
+def load_pipeline(config: ModelConfig) -> Any:
+    """Load the model ``config`` names (a LightningPipeline for the SDXL kinds, a FluxRunner for
+    Flux); raises ModelUnavailable saying what to do when it cannot."""
     device = resolve_device(config.device)
     check_speed_options(config, device)
     dtype = resolve_dtype(config.dtype, device)
-    if config.name == "tiny":
-        pipe = build_tiny_pipeline()
+    if config.name in FLUX_KINDS:
+        from generation.model.flux import load_flux
+
+        return load_flux(config, device, dtype)
+    caps = expected_caps(config)
+    checkpoint: str | None
+    if config.name in ("tiny", "tiny-turbo"):
+        from generation.model.flux import weights_hash
+
+        pipe = build_tiny_pipeline(seed=0 if config.name == "tiny" else 1)
         pipe = pipe.to(device) if dtype == torch.float32 else pipe.to(device, dtype)
-        return LightningPipeline(
-            pipe,
-            dict.fromkeys(STEP_CHOICES, pipe.unet),
-            model_id=TINY_MODEL_ID,
-            name="tiny",
-            base_resolution=TINY_BASE_RESOLUTION,
-            config=config,
-        )
-    if config.path is not None:
-        pipe, unets = load_local(config, dtype)
-        model_id = f"local:{Path(config.path).name}"
+        unets = dict.fromkeys(caps.steps, pipe.unet)
+        model_id = TINY_MODEL_ID if config.name == "tiny" else "tiny-random-sdxl-turbo"
+        checkpoint = weights_hash(pipe.unet)
+    elif config.name in ("sdxl-turbo", "sdxl"):  # one UNet serves every step count
+        pipe, model_id, checkpoint = load_pretrained("StableDiffusionXLPipeline", config, dtype, "unet")
+        pipe = pipe.to(device)
+        unets = dict.fromkeys(caps.steps, pipe.unet)
     else:
-        pipe, unets = load_hub(config, dtype)
-        model_id = config.lightning_repo
-    pipe = pipe.to(device)
-    unets = {n: unet.to(device) for n, unet in unets.items()}
+        if config.path is not None:
+            pipe, unets = load_local(config, dtype)
+            model_id = f"local:{Path(config.path).name}"
+        else:
+            pipe, unets = load_hub(config, dtype)
+            model_id = config.lightning_repo
+        checkpoint = lightning_checkpoint(config)
+        pipe = pipe.to(device)
+        unets = {n: unet.to(device) for n, unet in unets.items()}
     logger.info(
         "loaded %s (%s steps) on %s as %s", model_id, ",".join(map(str, sorted(unets))), device, dtype
     )
-    return LightningPipeline(pipe, unets, model_id=model_id, name=config.name, config=config)
+    pipeline = LightningPipeline(pipe, unets, model_id=model_id, name=config.name,
+                                 base_resolution=caps.base_resolution, config=config)
+    if config.name != "sdxl-lightning":
+        pipeline.caps = caps
+    pipeline.checkpoint_hash = checkpoint
+    return pipeline

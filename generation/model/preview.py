@@ -183,9 +183,11 @@ def load_previewer(settings: PreviewSettings, *, tiny: bool, model_path: str | N
 def with_previews(model: Any, *, loader: Callable[[Any], Any], settings: PreviewSettings) -> Any:
     """``loader(model)`` with a :class:`Previewer` on its ``previewer`` (module-level: picklable for Ray)."""
     pipeline = loader(model)
+    if not hasattr(pipeline, "previewer"):  # not an SDXL pipeline (Flux packs its latents its own way)
+        return pipeline
     vae = getattr(getattr(pipeline, "pipe", None), "vae", None)
     dtype = getattr(vae, "dtype", None)
-    pipeline.previewer = load_previewer(settings, tiny=model.name == "tiny", model_path=model.path,
+    pipeline.previewer = load_previewer(settings, tiny=model.name.startswith("tiny"), model_path=model.path,
                                         device=getattr(pipeline, "device", "cpu"), dtype=dtype,
                                         cache_dir=getattr(model, "cache_dir", None))
     return pipeline

@@ -13,14 +13,14 @@ import torch
 if TYPE_CHECKING:
     from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
 
-__all__ = ["TINY_BASE_RESOLUTION", "TINY_MODEL_ID", "build_tiny_pipeline", "build_tiny_tokenizer"]
+__all__ = ["TINY_BASE_RESOLUTION", "TINY_MODEL_ID", "build_tiny_pipeline", "build_tiny_tokenizer", "byte_chars"]
 
 TINY_MODEL_ID = "tiny-random-sdxl"
 TINY_BASE_RESOLUTION = 256
 TINY_CONTEXT_DIM = 64  # the tiny UNet's cross-attention width (both tiny text encoders, 32 + 32)
 
 
-def _byte_chars() -> list[str]:
+def byte_chars() -> list[str]:
     """GPT-2/CLIP byte-level alphabet: one printable character per byte value."""
     printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
     printable += list(range(ord("®"), ord("ÿ") + 1))
@@ -39,7 +39,7 @@ def build_tiny_tokenizer() -> Any:
     from transformers import CLIPTokenizer
 
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for char in _byte_chars():
+    for char in byte_chars():
         vocab.setdefault(char, len(vocab))
         vocab.setdefault(char + "</w>", len(vocab))
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)

@@ -65,6 +65,11 @@ class OnDevice:
     def model_id(self) -> str:
         return self.pipeline.model_id
 
+    def __getattr__(self, name: str) -> Any:  # a ModelShelf's catalogue, caps_for, plan_switch, ...
+        if name == "pipeline":
+            raise AttributeError(name)
+        return getattr(self.pipeline, name)
+
     def generate(
         self, batch: Batch, on_step: StepCallback | None = None, should_stop: Callable[[], bool] | None = None
     ) -> list[Image]:

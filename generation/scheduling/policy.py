@@ -251,6 +251,10 @@ class LaneView:
     free_in: float  # seconds until its running batch ends; 0 when idle
     steps: tuple[int, ...]  # step counts it can run
     seconds_per_image: Callable[[Shape], float]
+    runs: Callable[[Shape], bool] | None = None  # whether it can run a shape (default: by its steps)
+    resident: tuple[str, ...] = ()  # models loaded after its running batch, least recently used first
+    # (seconds, resident after) of switching to a model (several models on one executor, issue 25)
+    switch: Callable[[str, tuple[str, ...]], tuple[float, tuple[str, ...]]] | None = None
 
 
 def assign(batches: Sequence[tuple[Shape, int]], lanes: Sequence[LaneView]) -> list[tuple[int, float]]:
@@ -261,13 +265,19 @@ def assign(batches: Sequence[tuple[Shape, int]], lanes: Sequence[LaneView]) -> l
     A batch no lane can run gets ``(-1, inf)``.
     """
     free = [lane.free_in for lane in lanes]
+    resident = [lane.resident for lane in lanes]
     placed: list[tuple[int, float]] = []
     for shape, images in batches:
-        eligible = [i for i, lane in enumerate(lanes) if shape[3] in lane.steps]
+        eligible = [i for i, lane in enumerate(lanes)
+                    if (lane.runs(shape) if lane.runs is not None else shape[3] in lane.steps)]
         if not eligible:
             placed.append((-1, float("inf")))
             continue
         i = min(eligible, key=lambda k: (free[k], k))
+        switch = lanes[i].switch
+        if switch is not None:  # a batch of a model not loaded there waits for its load first
+            seconds, resident[i] = switch(shape[6] if len(shape) > 6 else "", resident[i])  # type: ignore[misc]
+            free[i] += seconds
         free[i] += lanes[i].seconds_per_image(shape) * images
         placed.append((i, free[i]))
     return placed

@@ -25,16 +25,36 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from generation.core.batch import Batch, BatchExecutor, ItemOutcome
+from generation.core.batch import Batch, BatchExecutor, ItemOutcome, shape_model
+from generation.core.catalogue import Catalogue
 from generation.core.request import ModelCaps, Shape
 from generation.scheduling.policy import LaneView, TimeEstimator, assign
 
 if TYPE_CHECKING:
     from generation.scheduling.job import Job
 
-__all__ = ["ExecutorPool", "RetryBatch", "RunningBatch", "Slot"]
+__all__ = ["ExecutorPool", "RetryBatch", "RunningBatch", "Slot", "caps_of", "model_id_of", "plan_resident"]
 
 logger = logging.getLogger(__name__)
+
+
+def caps_of(executor: BatchExecutor, model: str) -> ModelCaps | None:
+    """What ``executor`` accepts for ``model`` ("" = its default); None when it lacks that model."""
+    if not model:
+        return executor.caps
+    find = getattr(executor, "caps_for", None)
+    return find(model) if callable(find) else None
+
+
+def model_id_of(executor: BatchExecutor, model: str) -> str:
+    """The model id ``executor`` runs ``model`` as."""
+    find = getattr(executor, "model_id_for", None)
+    return find(model) if callable(find) else executor.model_id
+
+
+def plan_resident(executor: BatchExecutor) -> tuple[str, ...]:
+    find = getattr(executor, "resident", None)
+    return tuple(find()) if callable(find) else ()
 
 
 @dataclass
@@ -50,6 +70,7 @@ class RunningBatch:
     clock: Callable[[], float] = time.monotonic
     task: asyncio.Task[list[ItemOutcome]] | None = None
     step: tuple[int, int] = (0, 0)
+    switch: float = 0.0  # seconds of its estimate spent loading its model first (issue 25)
 
     @property
     def elapsed(self) -> float:
@@ -82,7 +103,13 @@ class Slot:
     in_rotation: bool = True
 
     def can_run(self, shape: Shape) -> bool:
-        return shape[3] in self.executor.caps.steps
+        caps = caps_of(self.executor, shape_model(shape))
+        return caps is not None and shape[3] in caps.steps
+
+    def switch_seconds(self, model: str) -> float:
+        """What a batch of ``model`` waits for its model to load here (0 when it is loaded)."""
+        plan = getattr(self.executor, "plan_switch", None)
+        return plan(model, plan_resident(self.executor))[0] if callable(plan) else 0.0
 
     @property
     def remaining(self) -> float:
@@ -140,6 +167,19 @@ class ExecutorPool:
         return self.executors[0].model_id
 
     @property
+    def catalogue(self) -> Catalogue:
+        """The models the executors serve (each serves the same catalogue); one model: its own."""
+        found = getattr(self.executors[0], "catalogue", None)
+        return found if found is not None else Catalogue.single(self.caps, self.model_id)
+
+    def caps_for(self, name: str) -> ModelCaps:
+        """What model ``name`` accepts ("" = the default): the merged caps for the default."""
+        if not name:
+            return self.caps
+        caps = caps_of(self.executors[0], name)
+        return caps if caps is not None else self.catalogue.caps_for(name)
+
+    @property
     def in_rotation(self) -> list[Slot]:
         return [s for s in self.slots if s.in_rotation]
 
@@ -160,6 +200,9 @@ class ExecutorPool:
                 free_in=s.running.remaining if s.running is not None else 0.0,
                 steps=tuple(s.executor.caps.steps),
                 seconds_per_image=lambda shape, s=s: s.seconds_per_image(shape, shared),
+                runs=s.can_run,
+                resident=tuple(plan_resident(s.executor)),
+                switch=getattr(s.executor, "plan_switch", None),
             )
             for s in self.in_rotation
         ]
@@ -195,8 +238,8 @@ class ExecutorPool:
         slot, batch = running.slot, running.batch
         if verdict == "ok":
             slot.failures = 0
-            for estimator in (shared, slot.estimator):
-                estimator.observe(batch.shape, len(batch.items), running.elapsed)
+            for estimator in (shared, slot.estimator):  # the model's load is not the shape's speed
+                estimator.observe(batch.shape, len(batch.items), max(running.elapsed - running.switch, 1e-6))
         if verdict != "lost":
             return None
         self.failed(slot)

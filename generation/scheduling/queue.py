@@ -7,8 +7,9 @@ running :class:`~generation.scheduling.job.Job` objects, runs the picked batches
 executors' progress and outcomes (:mod:`generation.scheduling.outcomes`) into job events; a
 step's live previews go to the jobs whose images they are, one small JPEG each.
 
-Size: a little over 450 lines: one class holds the runtime's whole state machine (submit,
-dispatch, settle, retry, cancel, shutdown), which reads best in one place.
+Size: under 500 lines: one class holds the runtime's whole state machine (submit,
+dispatch, settle, retry, cancel, shutdown), which reads best in one place; the per-model lookups
+of the catalogue (issue 25) are one-line delegations to the pool.
 
 Several executors: an idle slot gets the next batch the ``policy`` (default: the fair one,
 :data:`~generation.scheduling.policy.FAIR`) picks among the queued jobs it can run, so fairness is
@@ -54,6 +55,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from generation.core.batch import Batch, BatchExecutor, BatchItem
+from generation.core.catalogue import Catalogue
 from generation.core.errors import GenerationFailed, ImagineError, InvalidRequest, QueueFull
 from generation.core.request import GenerationRequest, ModelCaps, Shape
 from generation.model.preview import preview_jpeg
@@ -62,7 +64,7 @@ from generation.scheduling.events import (Cancelled, Done, EventCallback, Failed
 from generation.scheduling.job import Job
 from generation.scheduling.outcomes import INTERNAL_ERROR, settle
 from generation.scheduling.policy import FAIR, BatchPolicy, FairState, TimeEstimator, pick_batch, plan
-from generation.scheduling.pool import ExecutorPool, RetryBatch, RunningBatch, Slot
+from generation.scheduling.pool import ExecutorPool, RetryBatch, RunningBatch, Slot, model_id_of
 
 __all__ = ["Cancelled", "Done", "EventCallback", "Failed", "FairState", "GenerationQueue", "Job", "JobEvent",
            "Queued", "QueueSnapshot", "RunningBatch", "ShuttingDown", "Started", "Step", "TimeEstimator",
@@ -241,6 +243,21 @@ class GenerationQueue:
         return self.pool.model_id
 
     @property
+    def catalogue(self) -> Catalogue:
+        """The models this queue's executors serve (issue 25)."""
+        return self.pool.catalogue
+
+    def caps_for(self, model: str) -> ModelCaps:
+        return self.pool.caps_for(model)
+
+    def model_id_for(self, model: str) -> str:
+        return model_id_of(self.pool.executors[0], model)
+
+    def checkpoint_hash_for(self, model: str) -> str | None:
+        find = getattr(self.pool.executors[0], "checkpoint_hash_for", None)
+        return find(model) if callable(find) else getattr(self.pool.executors[0], "checkpoint_hash", None)
+
+    @property
     def executors(self) -> int:
         """Batches that can run at the same time (slots in rotation)."""
         return len(self.pool.in_rotation)
@@ -396,7 +413,10 @@ class GenerationQueue:
         self._retry = deque(r for r in self._retry if self.pool.can_run(r.batch.shape))
         for job in stuck:
             self._queued.pop(job.id, None)
+            model = job.shape[6] if len(job.shape) > 6 else ""  # type: ignore[misc]
             self._fail(job, GenerationFailed(
+                f"No GPU that serves the model {model} with {job.shape[3]} steps is available right now; try "
+                f"another model or other steps." if model else
                 f"No GPU that can make {job.shape[3]}-step images is available right now; try other steps."))
         self._refresh()
 
@@ -409,8 +429,9 @@ class GenerationQueue:
             for job in jobs for seed in job.request.seeds
         )
         batch = Batch.from_shape(shape, items)
-        estimate = slot.seconds_per_image(shape, self.estimator) * len(items)
-        running = RunningBatch(jobs, batch, slot, self.clock(), estimate, attempt, self.clock)
+        switch = slot.switch_seconds(batch.model)  # its model's load first, when not resident
+        estimate = slot.seconds_per_image(shape, self.estimator) * len(items) + switch
+        running = RunningBatch(jobs, batch, slot, self.clock(), estimate, attempt, self.clock, switch=switch)
         slot.running = running
         started = Started(len(items), len(jobs), estimate)
         for job in jobs:
@@ -431,7 +452,8 @@ class GenerationQueue:
         try:
             await asyncio.wait({running.task})
             self.batches_run += 1
-            verdict = settle(running, model_id=slot.executor.model_id, fail=self._fail, done=self._done)
+            verdict = settle(running, model_id=model_id_of(slot.executor, running.batch.model), fail=self._fail,
+                             done=self._done)
             retry = self.pool.count(running, verdict, self.estimator)
             if retry is not None:
                 self.retries += 1

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from generation.core.batch import Batch, ImagePipeline, ItemOutcome, StepCallback
+from generation.core.catalogue import Catalogue
 from generation.core.errors import GenerationFailed, ImagineError
 from generation.core.request import ModelCaps
 
@@ -81,7 +82,7 @@ class ImagineReplica:
         caps = self.caps
         return {"model_id": self.model_id, "name": caps.name, "base_resolution": caps.base_resolution,
                 "steps": tuple(caps.steps), "loras": tuple(caps.loras), "replica": self.replica_id,
-                "pid": os.getpid()}
+                "pid": os.getpid(), "catalogue": self.worker.catalogue}  # several models: a ModelShelf's
 
     async def run(self, batch: Batch, time_limit: float | None, inits: dict[str, bytes]) -> AsyncIterator[tuple]:
         """Stream ("replica", id), then ("step", i, n) per step, then ("done", encoded outcomes)."""
@@ -191,6 +192,8 @@ class RayExecutor:
         self.model_id: str = info["model_id"]
         self.caps = ModelCaps(name=info["name"], base_resolution=info["base_resolution"], steps=tuple(info["steps"]),
                               loras=tuple((str(n), str(h)) for n, h in info.get("loras", ())))
+        # several models (issue 25): each replica holds a ModelShelf; a batch's model travels in the batch
+        self.catalogue: Catalogue | None = info.get("catalogue")
         self.progress_timeout = progress_timeout
         self.start_timeout = start_timeout  # waiting for a free replica (autoscaling may load one)
         self.replicas_seen: dict[str, int] = {}  # replica id -> batches started there
@@ -249,6 +252,17 @@ class RayExecutor:
         logger.info("Ray Serve app %s on %s: %d replica(s) of %s", app_name, where, slots, info["model_id"])
         return cls(handle, info, slots=slots, progress_timeout=progress_timeout,
                    owns_cluster=not address, app_name=app_name)
+
+    def caps_for(self, name: str) -> ModelCaps | None:
+        """Model ``name``'s caps ("" = the default); None when the replicas lack it."""
+        if not name:
+            return self.caps
+        return self.catalogue.caps_for(name) if self.catalogue is not None and name in self.catalogue else None
+
+    def model_id_for(self, name: str) -> str:
+        if not name or self.catalogue is None or name not in self.catalogue:
+            return self.model_id
+        return self.catalogue.models[name].model_id
 
     async def run(
         self, batch: Batch, on_step: StepCallback | None = None, time_limit: float | None = None

@@ -53,6 +53,7 @@ from generation.core.batch import (
 from generation.core.errors import GenerationFailed
 
 if TYPE_CHECKING:
+    from generation.core.catalogue import Catalogue
     from generation.core.request import ModelCaps
 
 __all__ = ["TimingCallback", "Worker", "WorkerClosed"]
@@ -93,6 +94,43 @@ class Worker:
     @property
     def model_id(self) -> str:
         return self._pipeline.model_id
+
+    # -- several models (issue 25): what the pipeline says when it is a ModelShelf ----------------
+
+    @property
+    def catalogue(self) -> Catalogue | None:
+        """The models this worker serves (None: one model, the pipeline's)."""
+        return getattr(self._pipeline, "catalogue", None)
+
+    @property
+    def checkpoint_hash(self) -> str | None:
+        return getattr(self._pipeline, "checkpoint_hash", None)
+
+    def model_id_for(self, name: str) -> str:
+        find = getattr(self._pipeline, "model_id_for", None)
+        return find(name) if callable(find) else self.model_id
+
+    def checkpoint_hash_for(self, name: str) -> str | None:
+        find = getattr(self._pipeline, "checkpoint_hash_for", None)
+        return find(name) if callable(find) else self.checkpoint_hash
+
+    def caps_for(self, name: str) -> ModelCaps | None:
+        """The caps of model ``name`` ("" = the default); None when this worker lacks it."""
+        if not name:
+            return self.caps
+        catalogue = self.catalogue
+        if catalogue is None or name not in catalogue:
+            return None
+        return self._pipeline.caps_for(name)  # type: ignore[attr-defined]
+
+    def resident(self) -> tuple[str, ...]:
+        find = getattr(self._pipeline, "resident", None)
+        return tuple(find()) if callable(find) else ()
+
+    def plan_switch(self, name: str, resident: tuple[str, ...]) -> tuple[float, tuple[str, ...]]:
+        """(seconds, resident after) of a batch of model ``name``: 0 for a one-model worker."""
+        plan = getattr(self._pipeline, "plan_switch", None)
+        return plan(name, resident) if callable(plan) else (0.0, resident)
 
     @property
     def thread(self) -> threading.Thread | None:

@@ -42,7 +42,7 @@ COMMANDS = """Commands:
   /rate IMAGE STARS           rate an image 1-5 (IMAGE: its number, or JOB-N as the API names it)
   /comment IMAGE WORDS         after rating it: a comment beside your rating
   /quota                      images left in this quota window (hour, day or week)
-  /settings [key=value ...]   show or change defaults: aspect, style, count, steps, private, refine
+  /settings [key=value ...]   show or change defaults: aspect, style, count, steps, private, refine, model
   /cancel [JOB]               cancel your latest (or the given) queued/running request
   /reroll JOB                 the same request with a new seed
   /variation JOB N            variations of image N of a request
@@ -61,12 +61,14 @@ COMMANDS = """Commands:
   /web                        a one-time sign-in link to the web studio (10 minutes)
   /appeal [MESSAGE]           ask an admin to review your strikes, cooldown or block
   /loras                      the LoRA adapters: names, trigger words, base model
+  /models                     the bot's models (--model NAME picks one): share, images, ratings, speed
   /help                       this text and the /imagine options
   /quit                       leave (waits for running requests)
 Admin (PLATFORM:USER is e.g. discord:1234, telegram:5678, cli:alice):
   /admin stats                jobs, images, users and the queue
   /admin quota PLATFORM:USER LIMIT|default   a user's own images per window
   /admin block PLATFORM:USER  refuse a user's requests;  /admin unblock PLATFORM:USER
+  /models compare A B | promote NAME [SHARE] | retire NAME   ratings compared; rollout shares, live
   /appeals                    open appeals, oldest first
   /lift APPEAL|PLATFORM:USER  lift a block, cooldown and strikes (closes the appeal)
   /reject APPEAL              close an appeal without lifting
@@ -160,6 +162,8 @@ class CommandHandlers:
                                 f"{resets_at:%Y-%m-%d %H:%M} UTC"))
         elif command == "/admin":
             await self._admin(args)
+        elif command == "/models":
+            self.say(await self.service.models_command(self.who, rest))
         elif command == "/settings":
             await self._settings(rest)
         elif command == "/cancel":
@@ -254,7 +258,7 @@ class CommandHandlers:
     async def _settings(self, rest: str) -> None:
         changes = settings_changes(rest)
         if changes is None:
-            self.say("Usage: /settings key=value … (keys: aspect, style, count, steps, private, refine)")
+            self.say("Usage: /settings key=value … (keys: aspect, style, count, steps, private, refine, model)")
             return
         current = await self.service.settings(self.who, **changes)
         self.say(("Saved. " if changes else "") + "Your settings: "

@@ -2,10 +2,10 @@
 
 Each command or click is one :class:`~bot.service.ImagineService` call plus Discord messages::
 
-    /imagine prompt [aspect count seed negative style lora refine image strength]
+    /imagine prompt [aspect count seed negative style lora refine image strength model]
                         flags in the prompt work too (--ar …); aspect: a short list, or type any W:H
     /history [search]   your requests as paged embeds, sent by DM
-    /quota  /settings [aspect style count private]  /cancel [job]  /forget  /export
+    /quota  /settings [aspect style count private model]  /cancel [job]  /forget  /export  /models
     /admin quota|block|unblock|stats                  only for ids in the config's admins
 
 The moderation commands (/appeal, /admin appeals|lift|reject|strikes|policy|modlog) are in
@@ -35,6 +35,7 @@ from bot.frontends.common import (
 )
 from bot.frontends.discord.messages import (DM_LIMIT, DMS_CLOSED, DMS_CLOSED_TEXT, PLATFORM, RATE_HINT, file_of, via_of,
                                             who_of)
+from bot.frontends.discord.models import model_choices, model_commands
 from bot.frontends.discord.moderation import DiscordModeration
 from bot.frontends.discord.views import forget_view, history_page, upscale_view
 from bot.options import parse_imagine
@@ -73,7 +74,7 @@ class CommandHandlers:
             if too_large:
                 raise InvalidRequest("image", too_large)
             size = (image.width or 1, image.height or 1) if image is not None else None
-            parse_imagine(prompt, caps=self.service.caps, image_size=size, **typed)
+            parse_imagine(prompt, caps=self.service.caps, models=self.service.parse_models, image_size=size, **typed)
         except InvalidRequest as err:
             await interaction.response.send_message(str(err), ephemeral=True)
             return
@@ -333,6 +334,9 @@ def build_commands(front: CommandHandlers) -> list[app_commands.Command[Any, Any
     async def _lora_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         return lora_choices([name for name, _ in front.service.caps.loras], current)
 
+    async def _model_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return model_choices(front.service, current)
+
     @app_commands.command(name="imagine", description="Make images from a prompt (flags like --ar 16:9 work too)")
     @app_commands.describe(prompt="What to draw; may include --ar W:H --seed N --no TEXT --n N --style NAME",
                            aspect="Aspect ratio", count="Number of images (1-4)", seed="Seed for repeatable images",
@@ -340,8 +344,10 @@ def build_commands(front: CommandHandlers) -> list[app_commands.Command[Any, Any
                            lora="LoRA adapters: name or name:0.8, comma-separated (/loras lists them)",
                            refine="Let a small language model write a detailed prompt from yours",
                            image="A picture to start from (PNG, JPEG or WebP, up to 20 MB)",
-                           strength="With an image: how much of it changes, 0.1 (little) to 1 (all)")
-    @app_commands.autocomplete(aspect=_aspect_autocomplete, style=_style_autocomplete, lora=_lora_autocomplete)
+                           strength="With an image: how much of it changes, 0.1 (little) to 1 (all)",
+                           model="Which of the bot's models draws it (/models lists them)")
+    @app_commands.autocomplete(aspect=_aspect_autocomplete, style=_style_autocomplete, lora=_lora_autocomplete,
+                               model=_model_autocomplete)
     async def imagine(interaction: discord.Interaction, prompt: str,
                       aspect: str | None = None,
                       count: app_commands.Range[int, 1, MAX_COUNT] | None = None,
@@ -349,9 +355,10 @@ def build_commands(front: CommandHandlers) -> list[app_commands.Command[Any, Any
                       negative: str | None = None, style: str | None = None,
                       lora: str | None = None, refine: bool | None = None,
                       image: discord.Attachment | None = None,
-                      strength: app_commands.Range[float, 0.1, 1.0] | None = None) -> None:
+                      strength: app_commands.Range[float, 0.1, 1.0] | None = None,
+                      model: str | None = None) -> None:
         await front.imagine(interaction, prompt, image, aspect=aspect, count=count, seed=seed, negative=negative,
-                            style=style, lora=lora, refine=refine, strength=strength)
+                            style=style, lora=lora, refine=refine, strength=strength, model=model)
 
     @app_commands.command(name="loras", description="The LoRA adapters: names, trigger words, base model")
     async def loras(interaction: discord.Interaction) -> None:
@@ -368,13 +375,14 @@ def build_commands(front: CommandHandlers) -> list[app_commands.Command[Any, Any
 
     @app_commands.command(name="settings", description="Show or change your defaults")
     @app_commands.describe(aspect="Default aspect ratio", style="Default style", count="Default number of images",
-                           private="Send results to your DMs", refine="Refine every prompt (--refine)")
-    @app_commands.autocomplete(aspect=_aspect_autocomplete, style=_style_autocomplete)
+                           private="Send results to your DMs", refine="Refine every prompt (--refine)",
+                           model="Your default model (\"default\": the bot's)")
+    @app_commands.autocomplete(aspect=_aspect_autocomplete, style=_style_autocomplete, model=_model_autocomplete)
     async def settings(interaction: discord.Interaction, aspect: str | None = None,
                        style: str | None = None, count: app_commands.Range[int, 1, MAX_COUNT] | None = None,
-                       private: bool | None = None, refine: bool | None = None) -> None:
+                       private: bool | None = None, refine: bool | None = None, model: str | None = None) -> None:
         await front.settings_command(interaction, aspect=aspect, style=style,
-                                     count=count, private=private, refine=refine)
+                                     count=count, private=private, refine=refine, model=model)
 
     @app_commands.command(name="cancel", description="Cancel your latest (or the given) queued request")
     @app_commands.describe(job="A request id (default: your latest)")
@@ -409,4 +417,5 @@ def build_commands(front: CommandHandlers) -> list[app_commands.Command[Any, Any
         await front.admin(interaction, "unblock", user)
 
     moderation = front.moderation.commands(admin)  # /appeal; /admin appeals|lift|reject|strikes|policy|modlog
-    return [imagine, loras, history, quota, settings, cancel, forget, export, admin, *moderation]
+    models = model_commands(front, admin)  # /models; /admin models
+    return [imagine, loras, history, quota, settings, cancel, forget, export, admin, *moderation, *models]

@@ -46,6 +46,7 @@ COMMANDS = (
     BotCommand("quota", "Images left in this period"),
     BotCommand("settings", "Show or change your defaults"),
     BotCommand("loras", "The LoRA adapters: names, trigger words"),
+    BotCommand("models", "The bot's models: --model NAME picks one"),
     BotCommand("cancel", "Cancel your running request"),
     BotCommand("export", "A zip of your data and images"),
     BotCommand("forget", "Delete everything stored about you"),
@@ -61,8 +62,9 @@ COMMAND_HELP = """Commands:
   to start from that picture; --strength 0.4 says how much of it changes)
 /history [search] — your requests (in our private chat)
 /quota — images left
-/settings [key=value …] — defaults: aspect, style, count, steps, private, refine
+/settings [key=value …] — defaults: aspect, style, count, steps, private, refine, model
 /loras — LoRA adapters for <lora:NAME:0.8> in a prompt
+/models — the bot's models (--model NAME in a prompt picks one); admins: compare A B, promote NAME 0.1, retire NAME
 /cancel — cancel your latest running request
 /export — a zip of your data · /forget — delete it all
 /appeal [message] — ask an admin to review your strikes, cooldown or block
@@ -143,6 +145,14 @@ class CommandHandlers:
             return
         await message.reply_text(clip(self.service.loras_text(), 4000))
 
+    async def _models(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        """/models [compare A B | promote NAME [SHARE] | retire NAME]: the listing; the rest for admins."""
+        message, user = update.effective_message, update.effective_user
+        if message is None or user is None:
+            return
+        text = await self.service.models_command(who_of(user), command_text(message.text))
+        await message.reply_text(clip(text, 4000))
+
     # -- other commands ------------------------------------------------------------------------
 
     async def _start(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -217,7 +227,7 @@ class CommandHandlers:
             changes = None
         if changes is None:
             await message.reply_text("Usage: /settings key=value … (keys: aspect, style, count, "
-                                     "steps, private, refine), e.g. /settings aspect=16:9 count=2")
+                                     "steps, private, refine, model), e.g. /settings aspect=16:9 count=2")
             return
         current = await self.service.settings(who_of(user), **changes)
         shown = ", ".join(f"{k}={on_off(v)}" for k, v in current.items())

@@ -100,6 +100,7 @@ class TelegramFrontEnd(CommandHandlers, AccountHandlers, ButtonHandlers, Deliver
         commands: dict[str, Handler] = {
             "start": self._start, "help": self._help, "imagine": self._imagine,
             "history": self._history, "quota": self._quota, "settings": self._settings, "loras": self._loras,
+            "models": self._models,
             "cancel": self._cancel, "forget": self._forget, "export": self._export,
             "admin": self._admin, "appeal": self._appeal,
             "share": self._share, "unshare": self._share, "link": self._link, "unlink": self._unlink,

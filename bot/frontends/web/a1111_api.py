@@ -102,24 +102,27 @@ def _mapped(service: ImagineService, body: Txt2Img, sent: set[str]) -> tuple[dic
     """Our options for ``body``, and a note for each A1111 setting we cannot follow as given."""
     notes: list[str] = []
     settings = dict(body.override_settings or {})
-    check_model(service, settings.pop("sd_model_checkpoint", None), "override_settings.sd_model_checkpoint")
+    model = check_model(service, settings.pop("sd_model_checkpoint", None), "override_settings.sd_model_checkpoint")
+    caps = service.caps_for(model)
     count = body.batch_size * body.n_iter
     if count < 1:
         raise ProblemError(Problem(422, "invalid_value", "batch_size and n_iter must be 1 or more.", "batch_size"))
     if count > MAX_IMAGES:
         notes.append(f"batch_size x n_iter = {count} -> {MAX_IMAGES}: at most {MAX_IMAGES} images a request")
-    options: dict[str, Any] = {"count": min(count, MAX_IMAGES), "steps": nearest_steps(service, body.steps)}
+    options: dict[str, Any] = {"count": min(count, MAX_IMAGES), "steps": nearest_steps(service, body.steps, model)}
+    if model:
+        options["model"] = model
     if body.steps != options["steps"]:
-        loaded = ", ".join(str(s) for s in service.caps.steps)
+        loaded = ", ".join(str(s) for s in caps.steps)
         notes.append(f"steps {body.steps} -> {options['steps']}: the model has {loaded}-step checkpoints loaded")
     strength = getattr(body, "denoising_strength", None)
     if isinstance(body, Img2Img) and strength:  # img2img runs int(steps x strength) steps: one at least
-        options["steps"] = next((s for s in sorted(service.caps.steps)
+        options["steps"] = next((s for s in sorted(caps.steps)
                                  if s >= options["steps"] and int(s * strength) >= 1), options["steps"])
     if {"width", "height"} & sent or not isinstance(body, Img2Img):
         if body.width <= 0 or body.height <= 0:
             raise ProblemError(Problem(422, "invalid_value", "width and height must be positive.", "width"))
-        options["aspect"] = nearest_aspect(service.caps, body.width, body.height)
+        options["aspect"] = nearest_aspect(caps, body.width, body.height)
     if body.seed is not None and body.seed >= 0:
         options["seed"] = body.seed
     if body.negative_prompt.strip():
@@ -152,7 +155,7 @@ def _response(service: ImagineService, body: Txt2Img, sent: set[str], delivery: 
     for field, asked, used in (("width", body.width, request.width), ("height", body.height, request.height)):
         if asked != used and (field in sent or not isinstance(body, Img2Img)):  # img2img: the image's shape
             notes.append(f"{field} {asked} -> {used}: the nearest SDXL size bucket")
-    if request.steps != nearest_steps(service, body.steps):
+    if request.steps != nearest_steps(service, body.steps, request.model):
         notes.append(f"steps -> {request.steps}: denoising_strength {request.strength:g} runs "
                      f"int(steps x strength) steps, and one at least must run")
     strength = request.strength if request.kind == "img2img" else None
@@ -166,7 +169,8 @@ def _response(service: ImagineService, body: Txt2Img, sent: set[str], delivery: 
         "seed": request.seed, "all_seeds": seeds, "subseed": request.seed, "all_subseeds": seeds,
         "subseed_strength": 0, "width": request.width, "height": request.height, "sampler_name": SAMPLER,
         "scheduler": SCHEDULER, "cfg_scale": 0.0, "steps": request.steps, "batch_size": request.count,
-        "restore_faces": False, "sd_model_name": service.caps.name, "sd_model_hash": service.checkpoint_hash,
+        "restore_faces": False, "sd_model_name": request.model or service.caps.name,
+        "sd_model_hash": (service.checkpoint_hash_for(request.model) or "")[:10] or None,
         "denoising_strength": strength, "extra_generation_params": {}, "index_of_first_image": 0,
         "infotexts": infotexts, "styles": [], "clip_skip": 1, "is_using_inpainting_conditioning": False,
         "job_timestamp": datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S"), "version": "imagine-bot",

@@ -47,10 +47,14 @@ async def get_options(request: Request) -> Any:
 
 @probes.post("/options")
 async def set_options(request: Request) -> Any:
-    """Switch models (one is loaded: its own name is accepted, others refused); other keys change nothing."""
+    """Switch models: with several, the caller's default model (as /settings model=NAME) becomes the one
+    named; with one, its own name is accepted, others refused. Other keys change nothing."""
     async def work(who: Who) -> Any:
         body = await body_of(request)
-        check_model(_service(request), body.get("sd_model_checkpoint"), "sd_model_checkpoint")
+        service = _service(request)
+        model = check_model(service, body.get("sd_model_checkpoint"), "sd_model_checkpoint")
+        if len(service.catalogue) > 1 and body.get("sd_model_checkpoint"):
+            await service.settings(who, model=model or "default")
         return None
 
     return await a1111_answer(request, work)
@@ -58,11 +62,19 @@ async def set_options(request: Request) -> Any:
 
 @probes.get("/sd-models")
 async def sd_models(request: Request) -> Any:
-    """The one loaded model, as A1111 lists checkpoints."""
+    """The models, as A1111 lists checkpoints (the default first)."""
     async def work(who: Who) -> Any:
         service = _service(request)
-        return [{"title": _title(service), "model_name": _title(service), "hash": (service.checkpoint_hash or "")[:10]
-                 or None, "sha256": service.checkpoint_hash, "filename": service.model_id, "config": None}]
+        if len(service.catalogue) < 2:
+            sha = service.checkpoint_hash
+            return [{"title": _title(service), "model_name": _title(service), "hash": (sha or "")[:10] or None,
+                     "sha256": sha, "filename": service.model_id, "config": None}]
+        listed = []
+        for name in model_names(service):
+            sha = service.checkpoint_hash_for(service.catalogue.resolve(name))
+            listed.append({"title": name, "model_name": name, "hash": (sha or "")[:10] or None, "sha256": sha,
+                           "filename": service.model_id_for(service.catalogue.resolve(name)), "config": None})
+        return listed
 
     return await a1111_answer(request, work)
 

@@ -46,6 +46,7 @@ class ImageRequest(BaseModel):
     steps: int | None = Field(None, ge=1, le=50)
     lora: str | None = Field(None, max_length=400, examples=["pixel-art:0.8, ink"])
     refine: bool | None = Field(None, description="let a small language model write a detailed prompt")
+    model: str | None = Field(None, description="which of the bot's models draws it (GET /v1/models lists them)")
     image: str | None = Field(None, max_length=28_000_000,
                               description="a picture to start from, base64 (PNG, JPEG or WebP, up to 20 MB); "
                                           "or send multipart/form-data with the file in the `image` part")

@@ -120,7 +120,11 @@ async def problem_of(err: ImagineError, service: ImagineService, who: Who | None
 
 
 def model_names(service: ImagineService) -> list[str]:
-    """The names a caller may use for this bot's model (the first is the one to show)."""
+    """The names a caller may use for this bot's models (the default first). One model: its name
+    and its model id; several: the catalogue's names."""
+    catalogue = service.catalogue
+    if len(catalogue) > 1:
+        return [catalogue.default, *(n for n in catalogue.names if n != catalogue.default)]
     names = [service.caps.name]
     if service.model_id not in names:
         names.append(service.model_id)
@@ -132,21 +136,31 @@ def model_names(service: ImagineService) -> list[str]:
 OPENAI_MODEL_ALIASES = ("dall-e-2", "dall-e-3", "gpt-image-1")
 
 
-def check_model(service: ImagineService, model: str | None, param: str = "model") -> None:
-    """Refuse a model this bot does not serve, naming the ones it does (OpenAI's names: the default)."""
+def check_model(service: ImagineService, model: str | None, param: str = "model") -> str:
+    """The model a request names, as the service takes it ("" = the default; a catalogue name or
+    its model id is accepted; OpenAI's names: the default); a Problem naming the ones this bot
+    serves when it has no such model."""
     if model is None or model.strip() == "" or model.strip() in OPENAI_MODEL_ALIASES:
-        return
+        return ""
     name = model.strip()
     if name.endswith("]") and " [" in name:  # A1111 titles: "name [hash]"
         name = name.rsplit(" [", 1)[0]
+    catalogue = service.catalogue
+    if len(catalogue) > 1:
+        for known, info in catalogue.models.items():
+            if name.lower() in (known.lower(), info.model_id.lower()):
+                return catalogue.resolve(known)
+        raise ProblemError(Problem(400, "model_not_found", f"This bot has no model {model!r}; it serves "
+                                   f"{', '.join(repr(n) for n in model_names(service))}.", param))
     if name not in model_names(service):
         raise ProblemError(Problem(400, "model_not_found", f"This bot has no model {model!r}; it serves "
                                    f"{', '.join(repr(n) for n in model_names(service)[:1])}.", param))
+    return ""
 
 
-def nearest_steps(service: ImagineService, steps: int) -> int:
-    """The loaded step count nearest ``steps`` (the larger on a tie)."""
-    return min(service.caps.steps, key=lambda s: (abs(s - steps), -s))
+def nearest_steps(service: ImagineService, steps: int, model: str = "") -> int:
+    """The step count of ``model`` nearest ``steps`` (the larger on a tie)."""
+    return min(service.caps_for(model).steps, key=lambda s: (abs(s - steps), -s))
 
 
 async def wait_for(request: Request, service: ImagineService, who: Who, ticket: Ticket) -> Delivery | None:

@@ -72,7 +72,7 @@ async def _json(request: Request) -> Any:
                            ) from None
 
 
-def _size(service: ImagineService, size: str | None) -> str | None:
+def _size(service: ImagineService, size: str | None, model: str = "") -> str | None:
     """``size`` as one of our aspect ratios (None: auto, the caller's default)."""
     if size is None or size == "auto":
         return None
@@ -80,13 +80,13 @@ def _size(service: ImagineService, size: str | None) -> str | None:
     if not (width.isdecimal() and height.isdecimal()) or int(width) == 0 or int(height) == 0:
         raise ProblemError(Problem(400, "invalid_size", f"size must be auto or WIDTHxHEIGHT, like 1024x1024 "
                                    f"or 1792x1024, not {size!r}.", "size"))
-    return nearest_aspect(service.caps, int(width), int(height))
+    return nearest_aspect(service.caps_for(model), int(width), int(height))
 
 
 def _options(service: ImagineService, body: _Common) -> dict[str, Any]:
-    check_model(service, body.model)
-    options: dict[str, Any] = {"count": body.n}
-    aspect = _size(service, body.size)
+    model = check_model(service, body.model)
+    options: dict[str, Any] = {"count": body.n, **({"model": model} if model else {})}
+    aspect = _size(service, body.size, model)
     if aspect is not None:
         options["aspect"] = aspect
     return options
@@ -136,10 +136,11 @@ async def generations(request: Request) -> Any:
             raise ProblemError(Problem(400, "unsupported", "stream is not supported; leave it out.", "stream"))
         service: ImagineService = request.app.state.service
         options: dict[str, Any] = {}
-        if body.quality in ("hd", "high"):  # more steps: the largest loaded step count
-            options["steps"] = max(service.caps.steps)
+        caps = service.caps_for(check_model(service, body.model))
+        if body.quality in ("hd", "high"):  # more steps: the model's largest step count
+            options["steps"] = max(caps.steps)
         elif body.quality in ("low",):
-            options["steps"] = min(service.caps.steps)
+            options["steps"] = min(caps.steps)
         if body.style == "natural":
             options["style"] = "none"
         return await _run(request, who, body, body.prompt, body.output_format or "png", **options)
@@ -206,10 +207,11 @@ def _model(name: str) -> dict[str, Any]:
 
 @openai_router.get("/models")
 async def list_models(request: Request) -> Any:
-    """The models this bot serves (one today)."""
+    """The models this bot serves (several: each of the catalogue's names)."""
     async def work(who: Who) -> Any:
         service: ImagineService = request.app.state.service
-        return {"object": "list", "data": [_model(model_names(service)[0])]}
+        names = model_names(service) if len(service.catalogue) > 1 else model_names(service)[:1]
+        return {"object": "list", "data": [_model(name) for name in names]}
 
     return await _answer(request, work)
 
@@ -220,8 +222,9 @@ async def get_model(model_id: str, request: Request) -> Any:
     async def work(who: Who) -> Any:
         service: ImagineService = request.app.state.service
         if model_id not in model_names(service):
+            shown = model_names(service)[:max(1, len(service.catalogue))]
             raise ProblemError(Problem(404, "model_not_found", f"This bot has no model {model_id!r}; it serves "
-                                       f"{model_names(service)[0]!r}.", "model"))
-        return _model(model_names(service)[0])
+                                       f"{', '.join(repr(n) for n in shown)}.", "model"))
+        return _model(model_id if len(service.catalogue) > 1 else model_names(service)[0])
 
     return await _answer(request, work)
