@@ -13,6 +13,7 @@ from PIL import Image
 
 from bot.app import _start_executors
 from bot.config import load_config
+from generation.model.entries import entry_configs
 from generation.core.batch import Batch, BatchItem
 from generation.core.request import GenerationRequest
 from generation.model.preview import PreviewSettings, preview_jpeg
@@ -161,7 +162,8 @@ async def test_preview_enabled_false_means_no_previews_from_the_workers(tmp_path
     async def previews_with(text: str) -> list[int]:
         (tmp_path / "config.toml").write_text(text)
         config = load_config(tmp_path / "config.toml", env={})
-        [worker] = await asyncio.to_thread(_start_executors, config, config.model, None)
+        configs = entry_configs(config.model, config.models)
+        [worker] = await asyncio.to_thread(_start_executors, config, configs, None)
         steps: list[tuple[Any, ...]] = []
         try:
             await worker.run(Batch("txt2img", 64, 64, 4, (BatchItem("a fox", "", 1),)), on_step=lambda *a: steps.append(a))
