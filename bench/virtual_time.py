@@ -1,10 +1,10 @@
 """An asyncio loop on a virtual clock: time jumps to the next timer when nothing else can run.
 
 The simulated GPUs of ``bench/queue_bench.py`` sleep their modelled batch time with
-``asyncio.sleep``; the service around them (SQLite through aiosqlite's thread, PNG encoding
-through ``asyncio.to_thread``) does its real work. The clock must not move while such work is
-in flight, or the bookkeeping would seem to take as long as the next GPU batch. So the loop
-counts it: every ``run_in_executor`` call and every aiosqlite call (its connection thread) is
+``asyncio.sleep``; the service around them (SQLite statements on the loop's thread, or on the
+database's thread when the file is locked; PNG encoding through ``asyncio.to_thread``) does its
+real work. The clock must not move while such work is in flight, or the bookkeeping would seem
+to take as long as the next GPU batch. So the loop counts it: every ``run_in_executor`` call is
 *busy* from submission until the awaiting side resumes. Only when nothing is ready, nothing is
 busy and no thread has woken the loop does the clock jump to the next timer; otherwise the loop
 waits in real time for the thread to answer. Bookkeeping therefore costs no virtual time: the
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -81,34 +80,11 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
             self.busy -= 1
 
 
-@contextlib.contextmanager
-def _count_aiosqlite() -> Iterator[None]:
-    """Count aiosqlite calls (they run on its connection thread) as busy time of the loop."""
-    import aiosqlite
-
-    original = aiosqlite.Connection._execute
-
-    @functools.wraps(original)
-    async def execute(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        if not isinstance(loop, VirtualTimeLoop):
-            return await original(self, fn, *args, **kwargs)
-        with loop.busy_while():
-            return await original(self, fn, *args, **kwargs)
-
-    aiosqlite.Connection._execute = execute  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        aiosqlite.Connection._execute = original  # type: ignore[method-assign]
-
-
 def run_virtual(main: Callable[[], Awaitable[T]]) -> T:
     """Run ``main()`` to completion on a fresh :class:`VirtualTimeLoop` (virtual time starts at 0)."""
     loop = VirtualTimeLoop()
     try:
-        with _count_aiosqlite():
-            return loop.run_until_complete(main())
+        return loop.run_until_complete(main())
     finally:
         try:
             loop.run_until_complete(loop.shutdown_asyncgens())
