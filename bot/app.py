@@ -31,6 +31,7 @@ from generation.scheduling.local import start_workers
 from generation.model.lora import LoraCatalog, catalog_for, load_with_loras
 from generation.model.entries import ModelEntry, entry_configs, narrow
 from generation.model.pipeline import ModelConfig, load_pipeline
+from generation.model.preview import with_previews
 from generation.model.shelf import load_model, shelf_factory
 from generation.scheduling.queue import GenerationQueue
 from generation.model.segment import MaskModel
@@ -104,6 +105,8 @@ def _start_executors(config: Config, configs: dict[str, tuple[ModelEntry, ModelC
     upscaler = config.upscale.model_path(Path("models"))
     if upscaler is not None:  # ⬆️ Upscale's network (Lanczos without one)
         loader = functools.partial(with_upscaler, loader=loader, path=str(upscaler))
+    if config.preview.enabled and config.generation.backend != "ray":  # live previews: the tiny autoencoder
+        loader = functools.partial(with_previews, loader=loader, settings=config.preview)  # (not sent over Ray)
     if len(configs) > 1:  # the SDXL kinds get the LoRAs and upscaler; Flux loads plainly
         loader = functools.partial(shelf_factory, configs, functools.partial(load_model, sdxl_loader=loader),
                                    config.generation.model_memory_gb)

@@ -19,6 +19,7 @@ from bot.maintenance import MaintenanceSettings
 from bot.safety.moderation import ModerationSettings
 from generation.quality.clip_score import EvalSettings
 from generation.model.lora import LoraSettings
+from generation.model.preview import PreviewSettings
 from generation.model.entries import ModelEntry, check_entries
 from generation.model.pipeline import ModelConfig
 from generation.prompts.describe import DescribeSettings
@@ -218,6 +219,7 @@ class Config:
     maintenance: MaintenanceSettings = field(default_factory=MaintenanceSettings)
     moderation: ModerationSettings = field(default_factory=ModerationSettings)
     lora: LoraSettings = field(default_factory=LoraSettings)  # <lora:NAME:W> adapters
+    preview: PreviewSettings = field(default_factory=PreviewSettings)  # live previews while images form
     refine: RefineSettings = field(default_factory=RefineSettings)  # --refine's language model
     eval: EvalSettings = field(default_factory=EvalSettings)  # CLIP score per image
     edit: EditSettings = field(default_factory=EditSettings)  # 🖌️ Vary (Region): masks from words
@@ -264,6 +266,7 @@ SECTIONS: dict[str, Section] = {
     "maintenance": Section(MaintenanceSettings),
     "moderation": Section(ModerationSettings),
     "lora": Section(LoraSettings),
+    "preview": Section(PreviewSettings),
     "refine": Section(RefineSettings),
     "eval": Section(EvalSettings),
     "edit": Section(EditSettings),

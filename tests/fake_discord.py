@@ -63,6 +63,11 @@ on the token's webhook routes, 10062 on its callback). Interactions answered lat
 ``FakeDiscord(global_per_second=50)`` enforces Discord's documented global limit in every
 sliding second (interaction callbacks and interaction-token webhooks are exempt, as on
 Discord): a request over it gets a global 429 (``X-RateLimit-Global``, ``Via``), recorded.
+``FakeDiscord(edits_per_message=(5, 5.0))`` enforces a per-message edit bucket: more PATCHes of
+one message (text or attachment edits of the interaction's @original, or a channel message) in
+any sliding window of that many seconds get a bucket 429 (``edit_refusals``). Discord does not
+document its bucket sizes (it reports them in ``X-RateLimit-*`` headers); 5 per 5 s is the
+strict reading the tests use.
 """
 
 from __future__ import annotations
@@ -241,8 +246,13 @@ class FakeDiscord:
         with_default_guild: bool = True,
         nonce_window: float = 5 * 60.0,
         global_per_second: int = 0,
+        edits_per_message: tuple[int, float] | None = None,
     ) -> None:
         self._last_snowflake = 0
+        # a per-message edit bucket (count, seconds), e.g. (5, 5.0): PATCHes of one message (the
+        # interaction's @original included) over it get a bucket 429 (recorded in edit_refusals)
+        self.edits_per_message = edits_per_message
+        self.edit_refusals: list[RecordedRequest] = []
         # Discord's documented global limit (50 requests/s per bot; interaction callbacks and
         # interaction-token webhooks are exempt): 0 is off; over it, a global 429 (recorded)
         self.global_per_second = global_per_second
@@ -1001,6 +1011,9 @@ class FakeDiscord:
         rule = next((f for f in self.failures if f.take(rec)), None)
         if rule is None and self._over_global_limit(rec):
             rule = self._global_429(rec)
+        if rule is None and self._over_edit_limit(rec):
+            rule = self._edit_429(rec)
+            self.edit_refusals.append(rec)
         if rule is not None:
             response = _json_response(rule.body, status=rule.status, headers=rule.headers)
             rec.response = rule.body
@@ -1031,6 +1044,23 @@ class FakeDiscord:
         recent = sum(1 for r in self.requests if r is not rec and r.received_at > since
                      and r.status != 429 and not self._exempt(r))
         return recent >= self.global_per_second
+
+    def _over_edit_limit(self, rec: RecordedRequest) -> bool:
+        if self.edits_per_message is None or rec.method != "PATCH" or "/messages/" not in rec.path:
+            return False
+        count, period = self.edits_per_message
+        since = rec.received_at - period
+        recent = sum(1 for r in self.requests if r is not rec and r.method == "PATCH" and r.path == rec.path
+                     and r.received_at > since and r.status != 429)
+        return recent >= count
+
+    def _edit_429(self, rec: RecordedRequest) -> FailureRule:
+        count, period = self.edits_per_message or (0, 0.0)
+        headers = {"Retry-After": str(period), "X-RateLimit-Limit": str(count), "X-RateLimit-Remaining": "0",
+                   "X-RateLimit-Reset-After": str(period), "X-RateLimit-Bucket": "fake-message-edits",
+                   "X-RateLimit-Scope": "user", "Via": "1.1 google"}
+        body = {"message": "You are being rate limited.", "code": 0, "retry_after": period, "global": False}
+        return FailureRule(rec.method, re.escape(rec.path), 429, body, headers, 0)
 
     def _global_429(self, rec: RecordedRequest) -> FailureRule:
         retry_after = 1.0

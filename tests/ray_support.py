@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from generation.core.batch import Batch, StepCallback
 
@@ -31,7 +32,7 @@ class KillOnce:
 
         kill = any("kill" in item.prompt for item in batch.items)
 
-        def step(i: int, n: int) -> None:
+        def step(i: int, n: int, *previews: Any) -> None:  # Ray replicas decode no previews; accepted anyway
             if kill and i == 2 and not self.marker.exists():
                 self.marker.write_text(str(os.getpid()))
                 os._exit(1)  # the replica dies mid-batch
@@ -39,6 +40,6 @@ class KillOnce:
             if self.step_seconds:
                 time.sleep(self.step_seconds)
             if on_step is not None:
-                on_step(i, n)
+                on_step(i, n, *previews)
 
         return self.inner.generate(batch, step, should_stop)

@@ -19,10 +19,10 @@ def slow_down(delay: float) -> None:
     _generate = LightningPipeline.generate
 
     def slow_generate(self, batch, on_step=None, should_stop=None):  # type: ignore[no-untyped-def]
-        def step(i: int, n: int) -> None:
+        def step(i: int, n: int, *previews: object) -> None:  # previews: the live previews of that step, if any
             time.sleep(delay)
             if on_step is not None:
-                on_step(i, n)
+                on_step(i, n, *previews)
 
         return _generate(self, batch, step, should_stop)
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from generation.model.download import plan, unreachable
+from generation.model.preview import PreviewSettings, build_tiny_preview_vae, with_previews
 from generation.model.pipeline import ModelConfig, build_tiny_pipeline, lightning_unet_filename, load_pipeline
 from tests.fake_hub import FakeHub, serve
 
@@ -40,8 +41,9 @@ def repos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, bytes
         state = {k: torch.randn_like(v) for k, v in base.unet.state_dict().items()}
         save_file(state, str(work / lightning_unet_filename(steps)))
         lightning[lightning_unet_filename(steps)] = (work / lightning_unet_filename(steps)).read_bytes()
+    build_tiny_preview_vae(seed=3).save_pretrained(work / "taesd")  # the live previews' tiny autoencoder
     return {"fake/sdxl-base": _folder_files(work / "base"), "fake/vae": _folder_files(work / "vae"),
-            "fake/lightning": lightning}
+            "fake/lightning": lightning, "fake/taesd": _folder_files(work / "taesd")}
 
 
 def _run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -54,7 +56,8 @@ def _run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[
 
 def test_download_fetches_exactly_what_the_loader_needs(tmp_path: Path, repos: dict[str, dict[str, bytes]]) -> None:
     (tmp_path / "config.toml").write_text(
-        '[model]\nbase_repo = "fake/sdxl-base"\nlightning_repo = "fake/lightning"\nvae_repo = "fake/vae"\n')
+        '[model]\nbase_repo = "fake/sdxl-base"\nlightning_repo = "fake/lightning"\nvae_repo = "fake/vae"\n'
+        '[preview]\nvae = "fake/taesd"\n')
     target = tmp_path / "weights"
     env = {"PYTHONPATH": str(ROOT)}
     with serve(FakeHub(repos)) as hub:
@@ -83,10 +86,21 @@ def test_download_fetches_exactly_what_the_loader_needs(tmp_path: Path, repos: d
     key = next(iter(expected_unet))
     assert torch.equal(pipeline.unet_for(4).state_dict()[key].float(), expected_unet[key].float())
 
+    # live previews (on by default): the tiny autoencoder went into preview_vae/, and the loader
+    # takes it from there, offline, whatever preview.vae names
+    assert hub.fetched("fake/taesd") == {"config.json", "diffusion_pytorch_model.safetensors"}
+    model = ModelConfig(path=str(target), steps=(4,), device="cpu")
+    previewing = with_previews(model, loader=lambda m: pipeline, settings=PreviewSettings(vae="not/reachable"))
+    assert previewing.previewer is not None
+    expected_taesd = load_file(str(target / "preview_vae" / "diffusion_pytorch_model.safetensors"))
+    taesd_state = previewing.previewer.vae.state_dict()
+    assert expected_taesd and all(torch.equal(taesd_state[k].float(), v.float()) for k, v in expected_taesd.items())
+
 
 def test_download_again_fetches_nothing_new(tmp_path: Path, repos: dict[str, dict[str, bytes]]) -> None:
     (tmp_path / "config.toml").write_text(
-        '[model]\nbase_repo = "fake/sdxl-base"\nlightning_repo = "fake/lightning"\nvae_repo = "fake/vae"\n')
+        '[model]\nbase_repo = "fake/sdxl-base"\nlightning_repo = "fake/lightning"\nvae_repo = "fake/vae"\n'
+        '[preview]\nenabled = false\n')
     target = tmp_path / "w"
     with serve(FakeHub(repos)) as hub:
         first = _run(["download", "--to", str(target)], tmp_path, HF_ENDPOINT=hub.url, HF_HUB_OFFLINE="0",
@@ -132,6 +146,8 @@ def test_plan_uses_the_base_vae_only_without_a_vae_repo() -> None:
     base_vae = plan("b", "l", None, (4,))
     assert [f.repo for f in base_vae] == ["b", "l"]
     assert "vae/*fp16*.safetensors" in base_vae[0].patterns
+    previews = plan("b", "l", None, (4,), "madebyollin/taesdxl")
+    assert previews[-1].repo == "madebyollin/taesdxl" and previews[-1].subdir == "preview_vae"
 
 
 def test_run_without_network_says_why_at_once(tmp_path: Path) -> None:
@@ -206,7 +222,7 @@ def test_download_fetches_the_hub_upscaler_where_the_bot_looks(tmp_path: Path,
     model = "fake/esrgan/weights/tiny_x2.pth"
     (tmp_path / "config.toml").write_text(
         '[model]\nbase_repo = "fake/sdxl-base"\nlightning_repo = "fake/lightning"\nvae_repo = "fake/vae"\n'
-        f'[upscale]\nmodel = "{model}"\n')
+        f'[upscale]\nmodel = "{model}"\n[preview]\nvae = "fake/taesd"\n')
     env = {"HF_HUB_OFFLINE": "0", "PYTHONPATH": str(ROOT)}
     with serve(FakeHub(hub_repos)) as hub:
         first = _run(["download", "--steps", "4", "--to", str(tmp_path / "w")], tmp_path, HF_ENDPOINT=hub.url, **env)
@@ -218,7 +234,7 @@ def test_download_fetches_the_hub_upscaler_where_the_bot_looks(tmp_path: Path,
         assert len([r for r in hub.requests if "/fake/esrgan/" in r[1]]) == count
         (tmp_path / "config.toml").write_text(f'[upscale]\nmodel = "fake/esrgan/nope_x2.pth"\n'
                                               '[model]\nbase_repo = "fake/sdxl-base"\nlightning_repo = "fake/lightning"\n'
-                                              'vae_repo = "fake/vae"\n')
+                                              'vae_repo = "fake/vae"\n[preview]\nvae = "fake/taesd"\n')
         missing = _run(["download", "--steps", "4", "--to", str(tmp_path / "w")], tmp_path, HF_ENDPOINT=hub.url, **env)
     target = UpscaleConfig(model=model).model_path(tmp_path / "models")
     assert target == tmp_path / "models" / "upscalers" / "tiny_x2.pth"

@@ -47,7 +47,7 @@ class Bot:
             f'[storage]\ndata_dir = "{tmp_path / "data"}"\n[output]\ndir = "{tmp_path / "out"}"\n'
             f"[quota]\nimages = {quota}\n[moderation]\nrequest_interval_s = 0\n"
             f'[discord]\napi_base_url = "{fake.api_base}"\ngateway_url = "{fake.gateway_url}"\n'
-            "progress_edit_interval = 0.2\n")
+            "progress_edit_interval = 0.2\n[preview]\nenabled = false\n")  # result windows, not previews
         self.proc: asyncio.subprocess.Process | None = None
         self.starts = 0
 

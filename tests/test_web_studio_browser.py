@@ -51,10 +51,10 @@ class SlowSteps:
         return self.inner.model_id
 
     def generate(self, batch: Any, on_step: Any = None, should_stop: Any = None) -> Any:
-        def step(i: int, n: int) -> None:
+        def step(i: int, n: int, *previews: Any) -> None:
             time.sleep(self.delay)
             if on_step is not None:
-                on_step(i, n)
+                on_step(i, n, *previews)
 
         return self.inner.generate(batch, step, should_stop)
 
@@ -323,6 +323,43 @@ async def test_start_image_and_toolbox_in_chromium(tmp_path: Path, tiny: Any) ->
                     zoomed = await page.locator("#results .actions").first.get_attribute("data-ref")
                     row = await jobs.get(env.db, zoomed.rpartition("-")[0])
                     assert row.request["kind"] == "zoom" and row.request["mode"] == "1.5"
+                finally:
+                    await browser.close()
+        finally:
+            await front.close()
+
+
+async def test_studio_shows_the_live_preview_in_chromium(tmp_path: Path) -> None:
+    """The preview image appears under the progress bar while the job runs, then makes way for the result."""
+    from tests.preview_support import previewing_pipeline
+
+    playwright_api = pytest.importorskip("playwright.async_api")
+    assert CHROMIUM is not None
+    async with service_env(tmp_path, SlowSteps(previewing_pipeline(every_steps=1), 0.8)) as env:
+        front = WebFrontEnd(env.service, WebSettings(enabled=True, port=0))
+        await front.start()
+        base = f"http://127.0.0.1:{front.port}"
+        link = await _console_link(env.service, ADA, tmp_path)
+        try:
+            async with playwright_api.async_playwright() as pw:
+                browser = await pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                                   args=["--no-sandbox", "--disable-gpu"])
+                try:
+                    page = await browser.new_page(viewport={"width": 1100, "height": 900})
+                    page.set_default_timeout(60_000)
+                    await _sign_in(page, base, link, "ada")
+                    await page.fill("#prompt", "a lighthouse at dusk")
+                    await page.get_by_label("Steps").select_option("4")
+                    await page.click("#generate")
+                    preview = page.locator("img#preview")
+                    await preview.wait_for(state="visible")
+                    assert (await preview.get_attribute("src") or "").startswith("data:image/jpeg;base64,")
+                    assert await preview.evaluate("img => img.complete && img.naturalWidth === 256")
+                    assert "Preview at step" in (await preview.get_attribute("alt") or "")
+                    await page.screenshot(path=str(_shots(tmp_path) / "previews.png"))
+                    await page.wait_for_selector("#results li img")
+                    await page.wait_for_function("document.getElementById('status').textContent.startsWith('Done')")
+                    assert not await preview.is_visible()  # the result took its place
                 finally:
                     await browser.close()
         finally:

@@ -195,8 +195,10 @@ def _download(args: argparse.Namespace, config: object) -> int:
     model = getattr(config, "model")
     steps = tuple(args.steps) if args.steps else tuple(model.steps)
     to = Path(args.to) if args.to else Path(model.path or "models/sdxl-lightning")
+    preview = getattr(config, "preview")  # live previews' tiny autoencoder, unless off or a local folder
+    preview_repo = preview.vae if preview.enabled and not Path(preview.vae).expanduser().is_dir() else None
     folder = download(to, base_repo=model.base_repo, lightning_repo=model.lightning_repo,
-                      vae_repo=model.vae_repo or None, steps=steps)
+                      vae_repo=model.vae_repo or None, steps=steps, preview_repo=preview_repo)
     print(f"Downloaded to {folder}. Put these lines in config.toml:\n\n{config_lines(folder, steps)}")
     _download_upscaler(getattr(config, "upscale"))
     return 0

@@ -333,7 +333,8 @@ def meter(filled: int, total: int) -> str:
 
 
 class Coalescer:
-    """Progress edits of one message, coalesced: at most one per ``interval``, only the newest text.
+    """Progress edits of one message, coalesced: at most one per ``interval``, only the newest text
+    (a text, or whatever one edit shows: Discord's is the text with the newest live preview).
 
     The interval runs from the end of one edit to the start of the next.
 
@@ -343,19 +344,19 @@ class Coalescer:
     its way, so the result always goes after it and is never overwritten by progress.
     """
 
-    def __init__(self, send: Callable[[str], Awaitable[Any]], interval: float,
+    def __init__(self, send: Callable[[Any], Awaitable[Any]], interval: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._send = send
         self.interval = interval
         self._clock = clock
         self._last = -math.inf
-        self._pending: str | None = None
+        self._pending: Any = None
         self._task: asyncio.Task[None] | None = None
         self._sending = False
         self.edits = 0
         self.coalesced = 0  # texts replaced before they were sent
 
-    def show(self, text: str) -> None:
+    def show(self, text: Any) -> None:
         if self._pending is not None:
             self.coalesced += 1
         self._pending = text

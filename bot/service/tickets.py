@@ -5,7 +5,7 @@ Value types only (and :class:`Ticket`, the live handle of one accepted job); the
 
 A ticket's updates are the queue's own events (:mod:`generation.scheduling.events`) where they
 mean the same to a user: ``Queued``, ``Running`` (the queue's ``Step``; step 0 when the batch
-starts), ``Failed`` and ``Cancelled`` (the quota was refunded). Only the good end is the
+starts; some steps carry a live preview, and :attr:`Ticket.preview` keeps the newest), ``Failed`` and ``Cancelled`` (the quota was refunded). Only the good end is the
 service's own: ``Finished`` carries the stored images where the queue's ``Done`` carried pixels.
 """
 
@@ -129,7 +129,7 @@ class Delivery:
     mask: Path | None = None  # an edit's input: the source with the repainted region transparent (an overlay shows it)
 
 
-Running = Step  # on the GPU: ``step`` of ``steps`` done (0 right after starting)
+Running = Step  # on the GPU: ``step`` of ``steps`` done (0 right after starting); ``preview``: a JPEG or None
 
 
 @dataclass(frozen=True)
@@ -155,6 +155,7 @@ class Ticket:
         self.eta = eta
         self.eta_measured = eta_measured  # False: ``eta`` is a guess (no batch timed yet)
         self.notes: tuple[str, ...] = ()  # what to tell the user besides progress (e.g. the refined prompt)
+        self.preview: bytes | None = None  # the newest live preview (a small JPEG), kept after steps without one
         self._last: Update = Queued(position, eta, eta_measured)
         self._inboxes: list[asyncio.Queue[Update]] = []
         self._settled = asyncio.Event()
@@ -210,6 +211,8 @@ class Ticket:
             return
         if isinstance(update, Queued):
             self.position, self.eta, self.eta_measured = update.position, update.eta, update.measured
+        elif update.preview is not None:
+            self.preview = update.preview
         self._send(update)
 
     def settle(self, update: Finished | Failed | Cancelled) -> None:

@@ -34,8 +34,10 @@ __all__ = [
     "StepCallback",
 ]
 
-StepCallback = Callable[[int, int], None]
-"""Called after each denoising step with (step, total_steps), 1-based."""
+StepCallback = Callable[..., None]
+"""Called after each denoising step with (step, total_steps), 1-based, and on the steps that have
+live previews (:mod:`generation.model.preview`) a third argument: ``{item index: small PIL image}``
+for the batch's items. A callback that takes two arguments is called with two when there is none."""
 
 
 @dataclass(frozen=True)

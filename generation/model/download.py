@@ -5,6 +5,7 @@
     <to>/unet/config.json                 the base UNet's weights are never used: Lightning's are
     <to>/vae/                             the fp16-fix VAE (model.vae_repo), or the base's fp16 VAE
     <to>/sdxl_lightning_{N}step_unet.safetensors                      one per step count
+    <to>/preview_vae/                     the tiny autoencoder of live previews (preview.vae), when on
 
 That is the layout ``model.path`` expects (generation/model/loader.py ``_load_local``). With
 ``upscale.model`` naming a Hub file (``owner/repo/file.pth``), :func:`download_upscaler` puts it
@@ -26,6 +27,7 @@ from pathlib import Path
 from generation.core.errors import ImagineError
 from generation.model.hub import hub_endpoint, unreachable
 from generation.model.pipeline import lightning_unet_filename
+from generation.model.preview import PREVIEW_SUBDIR
 
 __all__ = ["DownloadError", "Fetch", "PIPELINE_PATTERNS", "config_lines", "download", "download_pretrained",
            "download_upscaler", "hub_endpoint", "plan", "unreachable"]
@@ -49,8 +51,9 @@ class Fetch:
     subdir: str = ""
 
 
-def plan(base_repo: str, lightning_repo: str, vae_repo: str | None, steps: tuple[int, ...]) -> list[Fetch]:
-    """What to fetch for these repositories and step counts."""
+def plan(base_repo: str, lightning_repo: str, vae_repo: str | None, steps: tuple[int, ...],
+         preview_repo: str | None = None) -> list[Fetch]:
+    """What to fetch for these repositories and step counts (and the previews' tiny autoencoder)."""
     base = ["model_index.json", "unet/config.json"]
     base += [f"{c}/*" for c in _WHOLE_COMPONENTS]
     for component in _FP16_COMPONENTS + (() if vae_repo else ("vae",)):
@@ -59,6 +62,8 @@ def plan(base_repo: str, lightning_repo: str, vae_repo: str | None, steps: tuple
     if vae_repo:
         fetches.append(Fetch(vae_repo, ("config.json", "diffusion_pytorch_model.safetensors"), "vae"))
     fetches.append(Fetch(lightning_repo, tuple(lightning_unet_filename(n) for n in sorted(set(steps)))))
+    if preview_repo:
+        fetches.append(Fetch(preview_repo, ("config.json", "diffusion_pytorch_model.safetensors"), PREVIEW_SUBDIR))
     return fetches
 
 
@@ -123,6 +128,7 @@ def download(
     lightning_repo: str,
     vae_repo: str | None,
     steps: tuple[int, ...],
+    preview_repo: str | None = None,
 ) -> Path:
     """Fetch the plan into ``to`` (resuming what is there); the folder, checked."""
     endpoint = _check_online()
@@ -134,7 +140,7 @@ def download(
         to.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DownloadError(f"Cannot create {str(to)!r}: {exc.strerror or exc}.") from None
-    for fetch in plan(base_repo, lightning_repo, vae_repo, steps):
+    for fetch in plan(base_repo, lightning_repo, vae_repo, steps, preview_repo):
         target = to / fetch.subdir if fetch.subdir else to
         log.info("fetching %s (%s) into %s", fetch.repo, ", ".join(fetch.patterns), target)
         try:

@@ -56,9 +56,10 @@ def _sources(batch: Batch) -> list[Image]:
 
 
 def run_inpainting(pipe: Any, batch: Batch, config: Any,
-                   progress: Callable[[int, int], Callable[..., dict[str, Any]]], *,
+                   progress: Callable[[int, int, list[int]], Callable[..., dict[str, Any]]], *,
                    guidance: float = 0.0) -> list[Image]:
-    """Each item's result at its final size; ``progress(done, whole)`` makes a step-end callback;
+    """Each item's result at its final size; ``progress(done, whole, indices)`` makes a step-end
+    callback for a call over the batch's items ``indices`` (their live previews);
     ``guidance`` is the model's guidance scale (0 for Lightning and Turbo: one UNet pass per step)."""
     from PIL import Image as PILImage
 
@@ -90,7 +91,7 @@ def run_inpainting(pipe: Any, batch: Batch, config: Any,
             width=batch.width, height=batch.height, strength=batch.strength,
             num_inference_steps=batch.steps, guidance_scale=guidance,
             generator=[generators[i] for i in indices], output_type="latent",
-            callback_on_step_end=progress(number * steps, steps * len(groups)),
+            callback_on_step_end=progress(number * steps, steps * len(groups), indices),
         ).images
         for row, index in enumerate(indices):
             latents[index] = out[row:row + 1]

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from generation.core.batch import Batch, BatchInterrupted, BatchItem, ItemsRejected, StepCallback
+from generation.core.batch import Batch, BatchItem, ItemsRejected, StepCallback
 from generation.core.errors import GenerationFailed, InvalidRequest
 from generation.model.loader import lightning_checkpoint, lightning_unet_filename, load_hub, load_local, load_pretrained
 from generation.model.model_config import (
@@ -40,6 +40,7 @@ from generation.model.model_config import (
     resolve_dtype,
 )
 from generation.core.request import ASPECT_RATIOS, KINDS, STEP_CHOICES, ModelCaps
+from generation.model.preview import step_callback as _progress
 from generation.model.prompting import encode_prompts
 from generation.model.speed import apply_speed_options, attention_backend, decode_latents
 from generation.model.tiny import TINY_BASE_RESOLUTION, TINY_MODEL_ID, build_tiny_pipeline, build_tiny_tokenizer
@@ -111,6 +112,8 @@ class LightningPipeline:
         # the first half of an upscale ([upscale] model, set by bot.app); Lanczos when none is configured
         self.upscaler: Any = LanczosUpscaler()
         self.upscale_tile: int | None = None  # the refining pass's tile (default: the model's base size)
+        # live previews between steps (generation.model.preview.with_previews sets it); None: off
+        self.previewer: Any = None
         self.guidance = float(self.config.guidance)  # 0 for Lightning and Turbo: one UNet pass per step
         self.checkpoint_hash: str | None = None  # SHA-256 of the weights (set by load_pipeline)
         pipe.scheduler = trailing
@@ -231,7 +234,8 @@ class LightningPipeline:
                     guidance_scale=self.guidance,
                     generator=[generators[i] for i in indices],
                     output_type="latent",
-                    callback_on_step_end=_progress(on_step, should_stop, number * total, whole),
+                    callback_on_step_end=_progress(on_step, should_stop, number * total, whole,
+                                                   self.previewer, indices),
                     **part,
                 ).images
                 for row, index in enumerate(indices):
@@ -289,8 +293,9 @@ class LightningPipeline:
         pipe: Any = self.inpaint
         self._ready(pipe, unet, batch)
         with torch.inference_mode(), attention_backend(self.config.attention):
-            return run_inpainting(pipe, batch, self.config, lambda done, whole: _progress(on_step, should_stop,
-                                                                                          done, whole),
+            return run_inpainting(pipe, batch, self.config,
+                                  lambda done, whole, indices: _progress(on_step, should_stop, done, whole,
+                                                                         self.previewer, indices),
                                   guidance=self.guidance)
 
     def warm_up(self) -> None:
@@ -317,21 +322,6 @@ class LightningPipeline:
             logger.info("compiled %d/%d: %dx%d, batch %d, %d steps (%.1f s)",
                         done, len(shapes), width, height, n, steps, time.perf_counter() - t0)
         logger.info("warm-up done: %d shapes in %.1f s", len(shapes), time.perf_counter() - started)
-
-
-def _progress(
-    on_step: StepCallback | None, should_stop: Callable[[], bool] | None, done: int, whole: int
-) -> Callable[..., dict[str, Any]]:
-    """A diffusers step-end callback for a call that starts ``done`` steps into ``whole``."""
-
-    def step_end(pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
-        if on_step is not None:
-            on_step(done + i + 1, whole)
-        if should_stop is not None and done + i + 1 < whole and should_stop():
-            raise BatchInterrupted(f"stopped after step {done + i + 1} of {whole}")
-        return {}
-
-    return step_end
 
 
 _EAGER = ModelConfig(

@@ -1,7 +1,7 @@
 """What happens to a queued job, as events: the one vocabulary of progress in the bot.
 
 In order: ``Queued`` (each time the place in line changes), ``Started``, ``Step`` per denoising
-step, then exactly one final event: ``Done``, ``Failed`` or ``Cancelled``. The queue's
+step (some with a live preview), then exactly one final event: ``Done``, ``Failed`` or ``Cancelled``. The queue's
 :class:`~generation.scheduling.job.Job` sends them; the service's tickets pass ``Queued``,
 ``Step``, ``Failed`` and ``Cancelled`` on to the front ends as they are, and put ``Finished``
 (the stored images) where the queue says ``Done`` (:mod:`bot.service.tickets`).
@@ -53,10 +53,13 @@ class Started:
 @dataclass(frozen=True)
 class Step:
     """Denoising step ``step`` of ``steps`` finished (0 right after starting; restarts if the
-    batch is split on OOM or run again)."""
+    batch is split on OOM or run again). ``preview``: on the steps that have a live preview
+    (``[preview]``), a small JPEG of this job's images as they are forming (a 2-column grid of
+    several); None on the others."""
 
     step: int
     steps: int
+    preview: bytes | None = field(default=None, compare=False, repr=False)
     final: ClassVar[bool] = False
 
 

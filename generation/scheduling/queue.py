@@ -4,7 +4,8 @@ The policy (who goes next, which jobs share a batch, the ETA estimate) is the pu
 :mod:`generation.scheduling.policy`; this module is the runtime around it: it keeps the queued and
 running :class:`~generation.scheduling.job.Job` objects, runs the picked batches on a pool of executors
 (:mod:`generation.scheduling.pool`: one slot per GPU, local thread or Ray Serve lane), and turns the
-executors' progress and outcomes (:mod:`generation.scheduling.outcomes`) into job events.
+executors' progress and outcomes (:mod:`generation.scheduling.outcomes`) into job events; a
+step's live previews go to the jobs whose images they are, one small JPEG each.
 
 Size: under 500 lines: one class holds the runtime's whole state machine (submit,
 dispatch, settle, retry, cancel, shutdown), which reads best in one place; the per-model lookups
@@ -51,11 +52,13 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from generation.core.batch import Batch, BatchExecutor, BatchItem
 from generation.core.catalogue import Catalogue
 from generation.core.errors import GenerationFailed, ImagineError, InvalidRequest, QueueFull
 from generation.core.request import GenerationRequest, ModelCaps, Shape
+from generation.model.preview import preview_jpeg
 from generation.scheduling.events import (Cancelled, Done, EventCallback, Failed, JobEvent, Queued, ShuttingDown,
                                           Started, Step)
 from generation.scheduling.job import Job
@@ -347,15 +350,19 @@ class GenerationQueue:
 
     # -- running -------------------------------------------------------------------------------
 
-    def _on_step(self, running: RunningBatch, step: int, steps: int) -> None:
+    def _on_step(self, running: RunningBatch, step: int, steps: int, previews: dict[int, Any] | None = None) -> None:
         if self._loop is not None and threading.get_ident() != self._loop_thread:
             # an executor that reports progress from its own thread
-            self._loop.call_soon_threadsafe(self._on_step, running, step, steps)
+            self._loop.call_soon_threadsafe(self._on_step, running, step, steps, previews)
             return
         running.step = (step, steps)
         event = Step(step, steps)
-        for job in running.jobs:
-            job.step(running, event)
+        start = 0
+        for job in running.jobs:  # the batch's items are its jobs' images, in order
+            end = start + len(job.request.seeds)
+            own = [previews[i] for i in range(start, end) if i in previews] if previews else []
+            job.step(running, replace(event, preview=preview_jpeg(own)) if own else event)
+            start = end
 
     async def _serve(self) -> None:
         """The scheduler: fill idle slots until closed and empty."""
@@ -433,7 +440,8 @@ class GenerationQueue:
         logger.debug("running %d images of %s for %d jobs on %s (attempt %d)",
                      len(items), shape, len(jobs), slot.name, attempt)
         running.task = asyncio.ensure_future(slot.executor.run(
-            batch, on_step=lambda i, n: self._on_step(running, i, n), time_limit=self.batch_time_limit))
+            batch, on_step=lambda i, n, previews=None: self._on_step(running, i, n, previews),
+            time_limit=self.batch_time_limit))
         self._tasks.add(asyncio.create_task(self._settle(running), name=f"batch-{slot.name}"))
 
     async def _settle(self, running: RunningBatch) -> None:

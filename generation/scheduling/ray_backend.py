@@ -90,7 +90,8 @@ class ImagineReplica:
         batch, written = self._localize(batch, inits)
         steps: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
         task = asyncio.ensure_future(self.worker.run(
-            batch, on_step=lambda i, n: steps.put_nowait((i, n)), time_limit=time_limit))
+            # live previews stay on the replica: only the step counts cross to the bot (docs/operator/scale-out.md)
+            batch, on_step=lambda i, n, previews=None: steps.put_nowait((i, n)), time_limit=time_limit))
         try:
             while not task.done() or not steps.empty():
                 if steps.empty():

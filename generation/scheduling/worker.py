@@ -22,7 +22,9 @@ Before the first batch the thread calls the pipeline's ``warm_up()`` when it has
 the configured shapes; CUDA graphs belong to the thread that captured them), so the first
 batch waits for it instead of a user paying for compilation in the middle of the queue.
 
-Progress (``on_step``) and timings (``on_timing``) are delivered on the event loop thread.
+Progress (``on_step``, with the live previews of the steps that have them) and timings
+(``on_timing``) are delivered on the event loop thread; a preview names its item's place in the
+batch the caller handed over, also after a split or without rejected items.
 Cancelling the ``run()`` awaitable interrupts the batch and waits for the thread to reach the
 step boundary before the cancellation propagates, so the GPU is free when it does.
 """
@@ -34,6 +36,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
@@ -174,9 +177,9 @@ class Worker:
         loop = asyncio.get_running_loop()
         stop = threading.Event()
 
-        def step(i: int, n: int) -> None:
+        def step(i: int, n: int, previews: dict[int, Any] | None = None) -> None:
             if on_step is not None:
-                _call_soon(loop, on_step, i, n)
+                _call_soon(loop, on_step, i, n, *([previews] if previews else []))
 
         def timing(shape: Shape, n_images: int, seconds: float) -> None:
             callback = self.on_timing
@@ -295,7 +298,8 @@ class Worker:
         logger.info("out of memory on %d images; retrying as %d + %d",
                     len(batch.items), len(first.items), len(second.items))
         outcomes = self._run_batch(first, on_step, should_stop, stop, time_limit, timing)
-        return outcomes + self._run_batch(second, on_step, should_stop, stop, time_limit, timing)
+        later = _mapped(on_step, range(len(first.items), len(batch.items)))  # previews name the whole batch's items
+        return outcomes + self._run_batch(second, later, should_stop, stop, time_limit, timing)
 
     def _run_without(
         self,
@@ -316,10 +320,22 @@ class Worker:
         outcomes: list[ItemOutcome | None] = [rejected.get(i) for i in range(len(batch.items))]
         keep = [i for i in range(len(batch.items)) if i not in rejected]
         if keep:
-            rest = self._run_batch(batch.subset(keep), on_step, should_stop, stop, time_limit, timing)
+            rest = self._run_batch(batch.subset(keep), _mapped(on_step, keep), should_stop, stop, time_limit, timing)
             for i, outcome in zip(keep, rest):
                 outcomes[i] = outcome
         return outcomes  # type: ignore[return-value]
+
+
+def _mapped(on_step: StepCallback, positions: Sequence[int]) -> StepCallback:
+    """``on_step`` for a part of a batch: its previews' item ``k`` is the batch's ``positions[k]``."""
+
+    def step(i: int, n: int, previews: dict[int, Any] | None = None) -> None:
+        if previews:
+            on_step(i, n, {positions[k]: image for k, image in previews.items()})
+        else:
+            on_step(i, n)
+
+    return step
 
 
 def _failed(batch: Batch, message: str) -> list[ItemOutcome]:

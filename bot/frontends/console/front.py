@@ -170,12 +170,18 @@ class Console(CommandHandlers):
         try:
             last_position = ticket.position
             started = False
+            preview: Path | None = None  # where the live preview is written (overwritten as the image forms)
             async for update in ticket.updates():
                 if isinstance(update, Queued) and update.position != last_position:
                     last_position = update.position
                     self.status(f"{ticket.job_id}: queued, position {update.position} "
                                 f"({eta_phrase(update.eta, update.measured)})")
                 elif isinstance(update, Running):
+                    if update.preview is not None:
+                        path = await asyncio.to_thread(self._write_preview, ticket.job_id, update.preview)
+                        if preview is None:
+                            self.say(f"{ticket.job_id}: preview saved: {path} (updated as the image forms)")
+                        preview = path
                     if self.tty:
                         self.status(f"{ticket.job_id}: step {update.step}/{update.steps}")
                     elif not started:
@@ -186,6 +192,8 @@ class Console(CommandHandlers):
                 elif isinstance(update, (Failed, Cancelled)):
                     self.say(f"{ticket.job_id}: {update.message}")
                     await self.service.mark_told(ticket.job_id)
+                if update.final and preview is not None:
+                    preview.unlink(missing_ok=True)  # the result (or the message) takes its place
         except Exception:
             ref = new_reference()
             logger.exception("console delivery of %s failed (reference %s)", ticket.job_id, ref)
@@ -204,6 +212,12 @@ class Console(CommandHandlers):
         self.say(actions_line(delivery))
         await self.service.mark_delivered(delivery.job_id)
         return paths
+
+    def _write_preview(self, job_id: str, data: bytes) -> Path:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        path = self.output_dir / f"{job_id}-preview.jpg"
+        path.write_bytes(data)
+        return path.resolve()
 
     def _copy(self, delivery: Delivery) -> list[Path]:
         self.output_dir.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,8 @@
 
 The deferred interaction response is edited (progress at most once per
 ``progress_edit_interval``, coalesced per interaction: only the newest text waits, and the
-update loop never waits for an edit; then the result, which goes first: a waiting progress
+update loop never waits for an edit; a live preview rides in the same edit as the text, as the
+message's attachment, never as an extra edit, and never for a private request; then the result, which goes first: a waiting progress
 text is dropped when the result is ready). Under load discord.py's own rate-limit handling
 (per-route buckets from Discord's headers, ``retry_after`` on a 429) paces the edits. When the interaction token has expired (15
 minutes) or is gone, the result goes to the channel as a normal message (a DM when the request
@@ -40,8 +41,8 @@ happened, so it could only turn a double into a loss; Discord's own keys close t
 from __future__ import annotations
 
 import asyncio
-import io
 import contextlib
+import io
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -75,6 +76,7 @@ class Reply:
     upload_limit: int = DM_LIMIT
     live: bool = True  # the interaction token still works
     recovered: bool = False  # owed from before a restart: it may have been sent already
+    previewed: bool = False  # a live preview is attached to the response (a text-only edit takes it off)
 
     @property
     def user_id(self) -> int:
@@ -112,8 +114,19 @@ class Delivering:
         self._spawn(self._follow(ticket, reply), ticket.job_id)
 
     async def _follow(self, ticket: Ticket, reply: Reply) -> None:
-        progress = Coalescer(lambda text: self._progress(reply, text), self.settings.progress_edit_interval)
+        sent: list[bytes | None] = [None]  # the preview on the message now
+
+        async def edit(shown: tuple[str, bytes | None]) -> None:
+            text, preview = shown
+            if preview is None or preview is sent[0]:
+                await self._progress(reply, text)
+            else:  # a new preview: the message's attachment becomes it, in the same edit as the text
+                sent[0] = preview
+                await self._progress(reply, text, preview)
+
+        progress = Coalescer(edit, self.settings.progress_edit_interval)
         label = "your private request" if reply.private else f"**{clip(ticket.request.prompt, 200)}**"
+        preview: bytes | None = None  # the newest; never for a private request (the channel would see it)
         try:
             async for update in ticket.updates():
                 if isinstance(update, Finished):
@@ -125,7 +138,9 @@ class Delivering:
                                      nonce=f"failed:{ticket.job_id}")
                     await self.service.mark_told(ticket.job_id)  # a crash before this tells it again
                 else:
-                    progress.show(progress_text(label, update))
+                    if not reply.private and getattr(update, "preview", None) is not None:
+                        preview = update.preview  # type: ignore[union-attr]
+                    progress.show((progress_text(label, update), preview))
         except asyncio.CancelledError:
             progress.close()
             raise
@@ -136,11 +151,17 @@ class Delivering:
                 await progress.settle()  # no progress edit may land after the apology
                 await self._post(reply, f"Sorry, your images could not be sent (reference {ref}).")
 
-    async def _progress(self, reply: Reply, text: str) -> None:
+    async def _progress(self, reply: Reply, text: str, preview: bytes | None = None) -> None:
+        """Edit the progress text, and with ``preview`` the live preview attached to it."""
         if reply.interaction is None or not reply.can_edit():
             return
         try:
-            await reply.interaction.edit_original_response(content=text)
+            if preview is not None:
+                await reply.interaction.edit_original_response(
+                    content=text, attachments=[discord.File(io.BytesIO(preview), filename="preview.jpg")])
+                reply.previewed = True
+            else:
+                await reply.interaction.edit_original_response(content=text)
         except discord.NotFound:
             reply.live = False
         except discord.HTTPException as err:
@@ -261,6 +282,8 @@ class Delivering:
             kwargs: dict[str, Any] = {"content": content, "view": view}
             if file is not None:
                 kwargs["attachments"] = [file_of(*file), *extras]
+            elif reply.previewed or reply.recovered:  # a live preview goes with the progress it belonged to
+                kwargs["attachments"] = []
             try:
                 return await reply.interaction.edit_original_response(**kwargs)
             except discord.NotFound:

@@ -5,7 +5,7 @@ a crash there makes a second copy. An edit repeated makes none. So:
 
 1. At acceptance the bot sends a **placeholder photo** (a small grey image) whose caption is the
    job's status (queue place, ETA, progress; paced by :class:`~.status.StatusMessage`, with a
-   ❌ Cancel button), and records its message id in the job's target (``status_id``,
+   ❌ Cancel button; while the image forms, the photo shows its live preview), and records its message id in the job's target (``status_id``,
    ``placeholder``) and in the message map (so a reaction on it rates the job).
 2. The result **replaces the placeholder** with ``editMessageMedia``: the image (count 1), or a
    2-column grid of them with U1…U4 buttons for the full-quality files; too big for a photo
@@ -114,6 +114,8 @@ class Delivering:
 
         def _interval(self, target: dict[str, Any]) -> float: ...
 
+        def _previews(self, target: dict[str, Any]) -> bool: ...
+
         async def _private_chat(self, user: User) -> int | None: ...
 
         def _start_link(self, payload: str = "") -> str: ...
@@ -197,7 +199,8 @@ class Delivering:
             try:
                 chat_id, message_id = await self._placeholder(ticket.job_id, target, first, markup)
                 status = StatusMessage(self.bot, chat_id, message_id, first, markup,
-                                       interval=self._interval(target), caption=True)
+                                       interval=self._interval(target), caption=True,
+                                       previews=self._previews(target))
             except TelegramError as err:  # the job is accepted: follow it, its result makes a placeholder
                 logger.warning("telegram: no placeholder for job %s (%s); following it without", ticket.job_id, err)
             except BaseException:
@@ -254,7 +257,8 @@ class Delivering:
             async for update in ticket.updates():
                 if isinstance(update, (Queued, Running)):
                     if status is not None:
-                        await status.show(status_text(update, ticket.request.prompt), cancel_keyboard(ticket.job_id))
+                        await status.show(status_text(update, ticket.request.prompt), cancel_keyboard(ticket.job_id),
+                                          preview=getattr(update, "preview", None))
                 elif isinstance(update, Finished):
                     if status is not None:
                         await status.settle()
@@ -265,8 +269,8 @@ class Delivering:
                 elif isinstance(update, (Failed, Cancelled)):
                     icon = "🚫" if isinstance(update, Cancelled) else "❌"
                     text = f"{icon} {update.message}\n{clip(ticket.request.prompt, 300)}"
-                    if status is not None:
-                        await status.show(text, final=True)
+                    if status is not None:  # a preview shown goes: the grey placeholder comes back
+                        await status.show(text, final=True, photo=placeholder_png())
                     else:
                         await self.bot.send_message(ticket.target["chat_id"], text,
                                                     reply_parameters=reply_parameters(ticket.target.get("reply_to")),

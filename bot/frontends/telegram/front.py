@@ -255,7 +255,8 @@ class TelegramFrontEnd(CommandHandlers, AccountHandlers, ButtonHandlers, EditHan
                 self._spawn(self._follow_logged(ticket, target), f"tg-job-{ticket.job_id}")
                 continue
             status = StatusMessage(self.bot, target["status_chat"], target["status_id"], "",
-                                   interval=self._interval(target), caption=bool(target.get("placeholder")))
+                                   interval=self._interval(target), caption=bool(target.get("placeholder")),
+                                   previews=self._previews(target))
             self._spawn(self._watch(ticket, status), f"tg-job-{ticket.job_id}")
 
     async def _follow_logged(self, ticket: Any, target: dict[str, Any]) -> None:
@@ -312,6 +313,12 @@ class TelegramFrontEnd(CommandHandlers, AccountHandlers, ButtonHandlers, EditHan
                 await self._tell(update, apology(ref))
             except Exception:
                 logger.exception("could not report error %s to the user", ref)
+
+    def _previews(self, target: dict[str, Any]) -> bool:
+        """Live previews in this job's status photo: in private chats; in groups unless turned off
+        (there the pacer lets them through only while the group's budget has room)."""
+        private = target.get("status_chat_type", "private") == ChatType.PRIVATE
+        return private or self.settings.group_previews
 
     def _interval(self, target: dict[str, Any]) -> float:
         if target.get("status_chat_type", "private") == ChatType.PRIVATE:

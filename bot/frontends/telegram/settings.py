@@ -30,6 +30,7 @@ class TelegramSettings:
     group_per_minute: int = 20  # messages (sends and edits) per group per minute
     private_interval: float = 1.0  # seconds per message in a private chat
     group_status_share: float = 0.5  # share of a group's minute that status edits may use
+    group_previews: bool = True  # live previews in groups too (private chats always), within the status edits' budget
     ack_reaction: str = "👀"  # set on an /imagine message at once, removed on delivery; "": none
     max_retries: int = 2  # retries after a 429 (the pacer waits retry_after; pacing.py)
     send_retries: int = 4  # retries of a call that failed with a 5xx or a network error

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 
-from telegram import Bot, InlineKeyboardMarkup
+from telegram import Bot, InlineKeyboardMarkup, InputMediaPhoto
 from telegram.error import BadRequest, TelegramError
 
 from bot.frontends.telegram.pacing import Busy, Lane
@@ -37,9 +37,11 @@ class StatusMessage:
 
     def __init__(self, bot: Bot, chat_id: int, message_id: int, text: str,
                  markup: InlineKeyboardMarkup | None = None, *, interval: float = 1.5,
-                 caption: bool = False) -> None:
+                 caption: bool = False, previews: bool = False) -> None:
         self.bot = bot
         self.caption = caption
+        self.previews = previews and caption  # only a photo can show one
+        self.previewed = 0  # edits that showed a new preview
         self.chat_id = chat_id
         self.message_id = message_id
         self.interval = interval
@@ -47,16 +49,26 @@ class StatusMessage:
         self.busy = 0  # edits the pacer put off (the chat's budget was spent)
         self._shown: tuple[str, InlineKeyboardMarkup | None] = (text, markup)
         self._pending: tuple[str, InlineKeyboardMarkup | None] | None = None
+        self._preview: bytes | None = None  # the newest preview, shown with the next edit
+        self._preview_shown: bytes | None = None
         self._last = time.monotonic()
         self._flush: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
     async def show(self, text: str, markup: InlineKeyboardMarkup | None = None, *,
-                   final: bool = False) -> None:
-        """Edit the message to ``text`` now, or when the interval is over (``final``: now)."""
+                   final: bool = False, preview: bytes | None = None, photo: bytes | None = None) -> None:
+        """Edit the message to ``text`` now, or when the interval is over (``final``: now); with
+        ``preview`` (and previews on) the photo becomes it in the same edit. ``photo`` (with
+        ``final``): the picture to put back where a preview was shown (the job made no image)."""
+        if preview is not None and self.previews:
+            self._preview = preview
         if final:
             self._cancel_flush()
             self._pending = None
+            if photo is not None and self._preview_shown is not None:
+                self._preview = photo  # shown once more, in the final edit's lane
+                await self._edit(text, markup, Lane.RESULT, restore=True)
+                return
             await self._edit(text, markup, Lane.RESULT)
             return
         wait = self._last + self.interval - time.monotonic()
@@ -98,21 +110,32 @@ class StatusMessage:
         if pending is not None:
             await self._edit(*pending)
 
-    async def _edit(self, text: str, markup: InlineKeyboardMarkup | None, lane: Lane = Lane.STATUS) -> None:
+    async def _edit(self, text: str, markup: InlineKeyboardMarkup | None, lane: Lane = Lane.STATUS, *,
+                    restore: bool = False) -> None:
         async with self._lock:
-            if (text, markup) == self._shown:
+            fresh = self._preview is not self._preview_shown
+            preview = self._preview if (lane == Lane.STATUS or restore) and fresh else None
+            if (text, markup) == self._shown and preview is None:
                 return
             self._last = time.monotonic()
             paced = lane_args(self.bot, lane)
+            before, self._preview_shown = self._preview_shown, preview or self._preview_shown  # a failed one is not retried
             try:
-                if self.caption:
+                if preview is not None:
+                    await self.bot.edit_message_media(
+                        InputMediaPhoto(preview, caption=text, filename="placeholder.png" if restore else "preview.jpg"),
+                        self.chat_id,
+                        self.message_id, reply_markup=markup, **paced)
+                    self.previewed += 1
+                elif self.caption:
                     await self.bot.edit_message_caption(self.chat_id, self.message_id, caption=text,
                                                         reply_markup=markup, **paced)
                 else:
                     await self.bot.edit_message_text(text, self.chat_id, self.message_id, reply_markup=markup,
                                                      **paced)
                 self.edits += 1
-            except Busy as busy:  # the chat's budget is spent: keep the newest text, try later
+            except Busy as busy:  # the chat's budget is spent: keep the newest text (and preview), try later
+                self._preview_shown = before
                 self.busy += 1
                 if self._pending is None:
                     self._pending = (text, markup)

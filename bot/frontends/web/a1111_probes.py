@@ -10,6 +10,7 @@ the settings stored in our PNGs (and JPEG/WebP EXIF); ``extra-single-image`` is 
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -127,7 +128,8 @@ def _state(job: str = "", count: int = 0, step: int = 0, steps: int = 0) -> dict
 
 @probes.get("/progress")
 async def progress(request: Request) -> Any:
-    """The caller's request waiting on an A1111/OpenAI call: place in line or step, and an ETA."""
+    """The caller's request waiting on an A1111/OpenAI call: place in line or step, an ETA, and
+    while it runs the newest live preview as ``current_image`` (base64 JPEG; null before the first)."""
     async def work(who: Who) -> Any:
         ticket = request.app.state.compat_waiting.get(who.key)
         last = ticket.last if ticket is not None and not ticket.done else None
@@ -137,8 +139,10 @@ async def progress(request: Request) -> Any:
                     "current_image": None, "textinfo": text}
         if isinstance(last, Running):
             done = last.step / last.steps if last.steps else 0.0
+            preview = ticket.preview  # type: ignore[union-attr]  # the newest live preview (a JPEG)
             return {"progress": round(done, 3), "eta_relative": round(ticket.eta * (1 - done), 2),  # type: ignore[union-attr]
-                    "state": _state("running", 1, last.step, last.steps), "current_image": None,
+                    "state": _state("running", 1, last.step, last.steps),
+                    "current_image": base64.b64encode(preview).decode("ascii") if preview else None,
                     "textinfo": f"Step {last.step} of {last.steps}"}
         return {"progress": 0.0, "eta_relative": 0.0, "state": _state(), "current_image": None, "textinfo": None}
 

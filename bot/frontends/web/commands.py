@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bot.frontends.common import upload_too_large
 from bot.frontends.web.access import Caller, caller, key_holder, rate_limit
 from bot.frontends.web.formats import MEDIA_TYPES, convert
-from bot.frontends.web.views import image_json, job_json, update_event
+from bot.frontends.web.views import image_json, job_json, preview_data, update_event
 from bot.service import AlreadyAccepted, Cancelled, Finished, ImagineService, JobView, Queued, Running, Ticket, Update
 from generation.core.errors import ImagineError, InvalidRequest
 from generation.core.request import denoising_steps
@@ -185,7 +185,8 @@ async def get_job_input(job_id: str, request: Request, auth: Auth) -> Response:
 @router.get("/jobs/{job_id}/events", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}}})
 async def job_events(job_id: str, request: Request, auth: Auth) -> StreamingResponse:
-    """Server-Sent Events: queued, running (per step), then done, failed or cancelled."""
+    """Server-Sent Events: queued, running (per step; a preview event after the steps that have a
+    live preview: a base64 JPEG), then done, failed or cancelled."""
     service = _service(request)
     view = await service.job_view(auth.who, job_id)  # 404 for another's job
     ticket: Ticket | None = service.ticket(job_id)
@@ -202,6 +203,9 @@ async def job_events(job_id: str, request: Request, auth: Auth) -> StreamingResp
         async for update in ticket.updates():
             number += 1
             yield update_event(number, *_event(update))
+            if isinstance(update, Running) and update.preview is not None:  # the image as it forms
+                number += 1
+                yield update_event(number, "preview", preview_data(update.step, update.steps, update.preview))
 
     return StreamingResponse(stream(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})

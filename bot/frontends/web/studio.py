@@ -34,7 +34,7 @@ from bot.frontends.web.commands import read_image_request
 from bot.frontends.web.formats import MEDIA_TYPES, convert, thumbnail
 from bot.frontends.web.signin import check_csrf, page_session, render, session, signed_out
 from bot.frontends.web.social import share_links
-from bot.frontends.web.views import update_event
+from bot.frontends.web.views import preview_data, update_event
 from bot.service import (Cancelled, Finished, ImagineService, JobView, NotFound, Queued, Running, StoredImage, Ticket,
                          WebSession, image_ref)
 from generation.core.errors import ImagineError, InvalidRequest
@@ -157,7 +157,8 @@ async def job(job_id: str, request: Request, found: Session) -> dict[str, Any]:
 
 @studio_router.get("/jobs/{job_id}/events", response_class=StreamingResponse)
 async def job_events(job_id: str, request: Request, found: Session) -> StreamingResponse:
-    """Server-Sent Events: queued (place, ETA), running (step of steps), then done, failed or cancelled."""
+    """Server-Sent Events: queued (place, ETA), running (step of steps; a live preview event with
+    it where the step has one), then done, failed or cancelled."""
     service = _service(request)
     view = await service.job_view(found.who, job_id)  # NotFound for another's job
     ticket = service.ticket(job_id)
@@ -174,6 +175,9 @@ async def job_events(job_id: str, request: Request, found: Session) -> Streaming
                 name, data = "queued", {"position": update.position, "eta_s": round(update.eta, 2)}
             elif isinstance(update, Running):
                 name, data = "running", {"step": update.step, "steps": update.steps}
+                if update.preview is not None:  # the image as it forms, before the step's event
+                    yield update_event(number, "preview", preview_data(update.step, update.steps, update.preview))
+                    number += 1
             elif isinstance(update, Finished):
                 name, data = "done", {"images": [studio_image(job_id, i) for i in update.delivery.images]}
             else:

@@ -7,6 +7,7 @@ read-only field; a small script only adds a "copy" button's clipboard action.
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from pathlib import Path
@@ -47,6 +48,12 @@ def job_json(view: JobView) -> dict[str, Any]:
     return {"job_id": view.job_id, "status": status, "position": view.position, "eta_s": round(view.eta, 2),
             "prompt": view.text, "created_at": view.created_at, "error": view.error,
             "images": [image_json(view.job_id, i) for i in view.images] if status == "done" else []}
+
+
+def preview_data(step: int, steps: int, preview: bytes) -> dict[str, Any]:
+    """The ``preview`` event's data: the live preview of a running job as a base64 JPEG."""
+    return {"step": step, "steps": steps, "media_type": "image/jpeg",
+            "image": base64.b64encode(preview).decode("ascii")}
 
 
 def update_event(number: int, name: str, data: dict[str, Any]) -> str:

@@ -133,6 +133,8 @@
   function finish(text) {
     refreshQuota();
     if (bar) bar.hidden = true;
+    var shown = document.getElementById("preview");
+    if (shown) { shown.hidden = true; shown.removeAttribute("src"); }
     status(text);
     var button = document.getElementById("generate");
     if (button) button.disabled = false;
@@ -149,6 +151,14 @@
     source.addEventListener("queued", function (e) {
       var d = JSON.parse(e.data);
       status("Queued: position " + d.position + ", " + seconds(d.eta_s) + " to wait.");
+    });
+    source.addEventListener("preview", function (e) {  // the image as it forms (live previews)
+      var d = JSON.parse(e.data);
+      var shown = document.getElementById("preview");
+      if (!shown) return;
+      shown.src = "data:" + d.media_type + ";base64," + d.image;
+      shown.alt = "Preview at step " + d.step + " of " + d.steps;
+      shown.hidden = false;
     });
     source.addEventListener("running", function (e) {
       var d = JSON.parse(e.data);
