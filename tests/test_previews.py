@@ -184,3 +184,35 @@ def test_a_preview_is_decoded_at_its_own_size(previewing: Any) -> None:
     (image,) = previewing.previewer.decode(torch.randn(1, 4, 96, 64))
     assert max(image.size) == 256 and image.size == (168, 256)
     assert previewing.previewer.decodes == decodes + 1
+
+
+class RedIsBlocked:
+    """An image check (old style) that refuses pure red pictures: the painted previews, not the results."""
+
+    def check(self, image: Any) -> str:
+        r, g, b = image.convert("RGB").resize((1, 1)).getpixel((0, 0))
+        return "blocked" if r > 200 and g < 50 and b < 50 else "ok"
+
+
+@pytest.mark.parametrize("refused", [False, True])
+async def test_a_preview_is_shown_only_once_the_image_check_passed_it(tmp_path: Path, refused: bool) -> None:
+    """Every image sent is checked: a preview the check finds something in is not passed on (nor
+    any later one of the job); the job itself goes on and is judged on its final image."""
+    from storage import moderation as moderation_log
+    from tests.service_support import ADA, service_env
+
+    checker = RedIsBlocked() if refused else None
+    async with service_env(tmp_path, PaintingPipeline(), image_checker=checker) as env:
+        ticket = await env.service.imagine(ADA, "a red square --steps 4")
+        seen = [u async for u in ticket.updates() if isinstance(u, Step)]
+        delivery = await ticket.delivery()
+        shown = [u.preview for u in seen if u.preview is not None]
+        assert len(delivery.images) == 1
+        if refused:
+            assert shown == [] and ticket.preview is None and ticket.previews_refused
+            assert [u.step for u in seen][-1] == 4  # the steps still count up
+            assert await moderation_log.log_entries(env.db) == []  # no strike for an image still forming
+        else:
+            assert len(shown) >= 3 and ticket.preview == shown[-1] and not ticket.previews_refused
+            with Image.open(io.BytesIO(shown[0])) as first:
+                assert _near(first.getpixel((8, 8)), PaintingPipeline.COLOURS[0])

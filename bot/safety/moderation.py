@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -247,6 +248,23 @@ class Moderation:
             await store.log(self.db, user_key, "image", "spoiler", scope=scope, rule=rules[0] if rules else None,
                             job_id=job_id, now=now)
         return verdicts
+
+    async def preview_ok(self, jpeg: bytes) -> bool:
+        """Whether a live preview (a small JPEG of an image still forming) may be shown: only when
+        the image classifier finds nothing at all in it. Nothing is logged and no strike is given
+        (the finished image is judged as always); a spoiler-allowed scope gets no preview either."""
+        def look() -> bool:
+            from PIL import Image
+
+            with Image.open(io.BytesIO(jpeg)) as opened:
+                finding = self.image_classifier.classify(opened.convert("RGB"))
+            return finding.forced in (None, "ok") and finding.category is None
+
+        try:
+            return await asyncio.to_thread(look)
+        except Exception:  # an unreadable preview or a classifier failure: not shown
+            logger.warning("a live preview could not be checked; not shown", exc_info=True)
+            return False
 
     # -- strikes -----------------------------------------------------------------------------------
 

@@ -315,8 +315,8 @@ class JobsPart(ServiceContext):
                 elif isinstance(event, Failed):
                     await self._settle_row(job_id, "failed", event.message)
                     ticket.settle(event)
-                else:  # Queued and Step (Running): the ticket's updates as they are
-                    ticket.push(event)
+                else:  # Queued and Step (Running): the ticket's updates (a preview only once checked)
+                    ticket.push(await self._checked_preview(ticket, event) if getattr(event, "preview", None) else event)
         except asyncio.CancelledError:
             raise  # shutting down: the row stays queued/running for recover()
         except Exception:
@@ -331,6 +331,13 @@ class JobsPart(ServiceContext):
         finally:
             self._tasks.pop(job_id, None)
             self._tickets.pop(job_id, None)
+
+    async def _checked_preview(self, ticket: Ticket, step: Any) -> Any:
+        """``step``, without its preview (and later ones) unless the image check finds nothing in it."""
+        if not ticket.previews_refused and await self.moderation.preview_ok(step.preview):
+            return step
+        ticket.previews_refused = True
+        return replace(step, preview=None)
 
     async def _on_cancelled(self, ticket: Ticket, event: Cancelled) -> None:
         if event.reason == "shutdown":

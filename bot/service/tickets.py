@@ -156,6 +156,7 @@ class Ticket:
         self.eta_measured = eta_measured  # False: ``eta`` is a guess (no batch timed yet)
         self.notes: tuple[str, ...] = ()  # what to tell the user besides progress (e.g. the refined prompt)
         self.preview: bytes | None = None  # the newest live preview (a small JPEG), kept after steps without one
+        self.previews_refused = False  # the image check found something in a preview: no more are shown
         self._last: Update = Queued(position, eta, eta_measured)
         self._inboxes: list[asyncio.Queue[Update]] = []
         self._settled = asyncio.Event()
