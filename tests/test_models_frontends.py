@@ -8,6 +8,7 @@ import asyncio
 import base64
 import io
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -260,3 +261,33 @@ async def test_http_openai_and_a1111_take_catalogue_names(tmp_path: Path, shelf:
         rows = await app.env.db.fetchall("SELECT model_id FROM jobs ORDER BY created_at, rowid")
         assert [r["model_id"] for r in rows][:2] == ["tiny-random-flux", "tiny-random-flux"]
         assert rows[-1]["model_id"] == "tiny-random-sdxl"
+
+
+async def test_the_studio_offers_the_models_and_draws_with_the_chosen_one(tmp_path: Path, shelf: ModelShelf) -> None:
+    from tests.studio_support import sign_in
+    from tests.web_support import web_env
+
+    async with web_env(tmp_path, shelf) as web:
+        csrf = await sign_in(web.client, web.env.service, ADA)
+        page = (await web.client.get("/studio")).text
+        assert '<select id="model" name="model">' in page
+        assert re.search(r'<option value="tiny"( selected)?>tiny</option>', page)
+        assert '<option value="flux">flux</option>' in page
+        headers = {"X-CSRF-Token": csrf, "Accept": "application/json"}
+        r = await web.client.post("/studio/generate", json={"prompt": "a heron", "model": "flux", "steps": 4},
+                                  headers=headers)
+        assert r.status_code == 202, r.text
+        job_id = r.json()["job_id"]
+        for _ in range(600):
+            state = (await web.client.get(f"/studio/jobs/{job_id}")).json()
+            if state["status"] not in ("queued", "running"):
+                break
+            await asyncio.sleep(0.1)
+        assert state["status"] == "done" and await _model_of(web.env, job_id) == "tiny-random-flux"
+        # a model's limits are said in the page's words: Flux takes no negative prompt
+        refused = await web.client.post("/studio/generate", json={"prompt": "a heron", "model": "flux",
+                                                                   "negative": "fog"}, headers=headers)
+        assert refused.status_code in (400, 422) and "takes no negative prompt" in refused.text, refused.text
+        # your saved default model is the form's choice next time
+        await web.env.service.settings(ADA, model="flux")
+        assert '<option value="flux" selected>' in (await web.client.get("/studio")).text

@@ -34,6 +34,7 @@ class StudioChoices:
     max_count: int
     refine: bool  # a prompt refiner is configured
     image_strength: float = 0.6  # how much of a picture to start from changes, unless the slider says
+    models: tuple[str, ...] = ()  # the catalogue's names, the default first (empty: one model, no choice)
 
 
 class StudioPart(ServiceContext):
@@ -44,7 +45,13 @@ class StudioPart(ServiceContext):
         return StudioChoices(
             tuple((ar, w, h) for ar, (w, h) in caps.sizes().items()), tuple(caps.steps), caps.default_steps,
             tuple((s.name, s.description) for s in STYLES.values()), tuple(name for name, _ in caps.loras),
-            MAX_COUNT, self.refiner is not None, self.config.image_strength)
+            MAX_COUNT, self.refiner is not None, self.config.image_strength, self._model_choices())
+
+    def _model_choices(self) -> tuple[str, ...]:
+        catalogue = self.catalogue
+        if len(catalogue) < 2:
+            return ()
+        return (catalogue.default, *(name for name in catalogue.names if name != catalogue.default))
 
     async def image_rating(self, who: Who, image_id: int) -> tuple[int | None, float | None, int]:
         """(the caller's stars or None, the average, how many ratings) of an image."""

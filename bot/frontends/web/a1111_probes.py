@@ -2,8 +2,8 @@
 
 Open WebUI reads ``options`` (``sd_model_checkpoint``) and ``sd-models`` and posts the options
 back to switch models; SillyTavern also lists samplers, schedulers, upscalers, latent upscale
-modes and VAEs, polls ``progress`` and calls ``interrupt`` when its user stops. One model is
-loaded, so switching accepts its own name and refuses any other, naming it. ``png-info`` reads
+modes and VAEs, polls ``progress`` and calls ``interrupt`` when its user stops. Switching sets the
+caller's default model of the catalogue (an unknown name is refused, naming those there are). ``png-info`` reads
 the settings stored in our PNGs (and JPEG/WebP EXIF); ``extra-single-image`` is in
 :mod:`.a1111_extras`.
 """

@@ -98,7 +98,7 @@ def _prefill(view: JobView, ref: str) -> dict[str, Any]:
     return {"prompt": data.get("original_prompt") or data.get("prompt", ""), "negative": data.get("negative_prompt", ""),
             "size": (data.get("width"), data.get("height")), "aspect": None, "seed": seed,
             "steps": data.get("steps"), "style": data.get("style", "none"), "lora": loras, "count": 1,
-            "refine": bool(data.get("refine"))}
+            "refine": bool(data.get("refine")), "model": data.get("model") or ""}
 
 
 @studio_router.get("", response_class=HTMLResponse)
@@ -114,7 +114,7 @@ async def studio_page(request: Request, from_: Annotated[str, Query(alias="from"
                               "steps": settings.get("steps") or choices.default_steps,
                               "style": settings.get("style") or "none", "lora": "",
                               "count": settings.get("count") or 1, "refine": bool(settings.get("refine")),
-                              "aspect": settings.get("aspect") or "1:1"}
+                              "aspect": settings.get("aspect") or "1:1", "model": settings.get("model") or ""}
     note = ""
     if from_ and not from_.rpartition("-")[2].isdecimal():
         note = f"There is no image {from_} of yours to start from."

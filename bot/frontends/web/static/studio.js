@@ -375,6 +375,7 @@
       var body = {prompt: form.prompt.value, aspect: form.aspect.value, steps: Number(form.steps.value),
                   count: Number(form.count.value), style: form.style.value};
       if (form.negative.value.trim()) body.negative = form.negative.value;
+      if (form.model && form.model.value) body.model = form.model.value;
       if (!random.checked) {
         if (!/^\d+$/.test(seed.value)) { say("The seed is a whole number from 0 to 4294967295, or tick Random."); seed.focus(); return; }
         body.seed = Number(seed.value);
