@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from generation.core.errors import GenerationFailed
+from generation.model.side import SideModel
 from generation.tools.masks import EditSettings
 
 __all__ = ["MaskModel", "TINY_MODEL", "build_tiny_clipseg"]
@@ -29,23 +28,19 @@ logger = logging.getLogger(__name__)
 TINY_MODEL = "tiny"
 
 
-class MaskModel:
+class MaskModel(SideModel):
     """CLIPSeg on one background thread, with a time limit per call."""
 
+    what, key, thread_name = "mask model", "edit.mask_model", "mask-model"
+
     def __init__(self, settings: EditSettings, *, model: Any = None, processor: Any = None) -> None:
-        self.settings = settings
-        self._model, self._processor = model, processor
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mask-model")
-        self._load_lock = threading.Lock()
-        self.calls = 0
+        super().__init__(settings, settings.mask_model, model=model, processor=processor)
 
     async def probabilities(self, image: Any, words: str) -> Any:
         """Where ``words`` are in ``image`` (PIL): a 2-D array of 0..1; GenerationFailed saying what
         happened when the model fails or runs past the time limit."""
-        loop = asyncio.get_running_loop()
         try:
-            return await asyncio.wait_for(loop.run_in_executor(self._thread, self.segment, image, words),
-                                          timeout=self.settings.timeout_s)
+            return await self._call(self.segment, image, words)
         except asyncio.TimeoutError:
             logger.warning("the mask model took longer than %.1f s", self.settings.timeout_s)
             raise GenerationFailed(f"Finding “{words}” took longer than {self.settings.timeout_s:g} s; nothing "
@@ -67,28 +62,13 @@ class MaskModel:
             logits = model(**inputs).logits
         return torch.sigmoid(logits.reshape(logits.shape[-2:]).float()).cpu().numpy()
 
-    def warm(self) -> None:
-        """Load the model now (blocking) instead of on the first request."""
-        self._load()
+    def _build(self, name: str) -> tuple[Any, Any]:
+        if name == TINY_MODEL:
+            return build_tiny_clipseg()
+        from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 
-    def close(self) -> None:
-        self._thread.shutdown(wait=False, cancel_futures=True)
-
-    def _load(self) -> tuple[Any, Any]:
-        with self._load_lock:
-            if self._model is None:
-                name = self.settings.mask_model
-                if name is None:
-                    raise RuntimeError("edit.mask_model is not set")
-                if name == TINY_MODEL:
-                    self._model, self._processor = build_tiny_clipseg()
-                else:
-                    from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
-
-                    self._processor = CLIPSegProcessor.from_pretrained(name)
-                    self._model = CLIPSegForImageSegmentation.from_pretrained(name).to(self.settings.device).eval()
-                logger.info("mask model %s loaded on %s", name, self.settings.device)
-            return self._model, self._processor
+        return (CLIPSegForImageSegmentation.from_pretrained(name).to(self.settings.device).eval(),
+                CLIPSegProcessor.from_pretrained(name))
 
 
 def build_tiny_clipseg(seed: int = 0) -> tuple[Any, Any]:

@@ -18,13 +18,12 @@ import asyncio
 import logging
 import os
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from generation.core.errors import GenerationFailed
+from generation.model.side import SideModel
 
 __all__ = ["DescribeSettings", "Describer", "TINY_MODEL", "build_tiny_blip"]
 
@@ -52,23 +51,19 @@ class DescribeSettings:
             raise ValueError("describe.max_new_tokens and describe.per_hour must be at least 1")
 
 
-class Describer:
+class Describer(SideModel):
     """Captions images on one background thread, with a time limit."""
 
+    what, key, thread_name = "describe model", "describe.model", "describer"
+
     def __init__(self, settings: DescribeSettings, *, model: Any = None, processor: Any = None) -> None:
-        self.settings = settings
-        self._model, self._processor = model, processor
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="describer")
-        self._load_lock = threading.Lock()
-        self.calls = 0
+        super().__init__(settings, settings.model, model=model, processor=processor)
 
     async def caption(self, image: Any) -> str:
         """What ``image`` (PIL) shows, as the model writes it; GenerationFailed when it fails or is late."""
         deadline = time.monotonic() + self.settings.timeout_s
-        loop = asyncio.get_running_loop()
         try:
-            return await asyncio.wait_for(loop.run_in_executor(self._thread, self.generate, image, deadline),
-                                          timeout=self.settings.timeout_s)
+            return await self._call(self.generate, image, deadline)
         except asyncio.TimeoutError:
             logger.warning("describe took longer than %.1f s", self.settings.timeout_s)
             raise GenerationFailed(f"Describing the image took longer than {self.settings.timeout_s:g} s; "
@@ -95,28 +90,13 @@ class Describer:
                                     stopping_criteria=StoppingCriteriaList([Deadline()]))
         return str(processor.decode(output[0], skip_special_tokens=True))
 
-    def warm(self) -> None:
-        """Load the model now (blocking) instead of on the first request."""
-        self._load()
+    def _build(self, name: str) -> tuple[Any, Any]:
+        if name == TINY_MODEL:
+            return build_tiny_blip()
+        from transformers import BlipForConditionalGeneration, BlipProcessor
 
-    def close(self) -> None:
-        self._thread.shutdown(wait=False, cancel_futures=True)
-
-    def _load(self) -> tuple[Any, Any]:
-        with self._load_lock:
-            if self._model is None:
-                name = self.settings.model
-                if name is None:
-                    raise RuntimeError("describe.model is not set")
-                if name == TINY_MODEL:
-                    self._model, self._processor = build_tiny_blip()
-                else:
-                    from transformers import BlipForConditionalGeneration, BlipProcessor
-
-                    self._processor = BlipProcessor.from_pretrained(name)
-                    self._model = BlipForConditionalGeneration.from_pretrained(name).to(self.settings.device).eval()
-                logger.info("describe model %s loaded on %s", name, self.settings.device)
-            return self._model, self._processor
+        return (BlipForConditionalGeneration.from_pretrained(name).to(self.settings.device).eval(),
+                BlipProcessor.from_pretrained(name))
 
 
 _TINY_WORDS = ("a", "the", "cat", "dog", "on", "in", "with", "red", "blue", "street", "night", "house", "tree",

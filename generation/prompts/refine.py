@@ -21,16 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from generation.core.errors import InvalidRequest
 from generation.core.request import MAX_PROMPT_CHARS, has_visible_text
 from generation.core.weighting import parse_weighted
+from generation.model.side import SideModel
 
 __all__ = ["PromptRefiner", "RefineSettings", "Refined", "build_tiny_causal_lm", "clean_refined"]
 
@@ -72,16 +71,14 @@ class Refined:
     note: str | None = None
 
 
-class PromptRefiner:
+class PromptRefiner(SideModel):
     """Refines prompts on one background thread, with a time limit and a cache."""
 
+    what, key, thread_name = "prompt refiner", "refine.model", "refiner"
+
     def __init__(self, settings: RefineSettings, *, model: Any = None, tokenizer: Any = None) -> None:
-        self.settings = settings
-        self._model, self._tokenizer = model, tokenizer
-        self._cache: OrderedDict[str, str] = OrderedDict()
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="refiner")
-        self._load_lock = threading.Lock()
-        self.calls = 0  # model runs (cache misses)
+        super().__init__(settings, settings.model, model=model, processor=tokenizer)
+        self._cache: OrderedDict[str, str] = OrderedDict()  # ``calls`` counts the cache misses
 
     async def refine(self, prompt: str) -> Refined:
         """The refined prompt, or ``prompt`` itself with a note when refinement fails or times out."""
@@ -90,11 +87,8 @@ class PromptRefiner:
             self._cache.move_to_end(prompt)
             return Refined(cached, True)
         deadline = time.monotonic() + self.settings.timeout_s
-        loop = asyncio.get_running_loop()
         try:
-            raw = await asyncio.wait_for(
-                loop.run_in_executor(self._thread, self.generate, prompt, deadline),
-                timeout=self.settings.timeout_s)
+            raw = await self._call(self.generate, prompt, deadline)
             text = clean_refined(raw)
         except asyncio.TimeoutError:
             logger.warning("prompt refinement timed out after %.1f s", self.settings.timeout_s)
@@ -114,13 +108,6 @@ class PromptRefiner:
         """The user's own prompt, with the note that the time limit ran out."""
         return Refined(prompt, False, f"Refinement took longer than {self.settings.timeout_s:g} s; "
                                       f"your own prompt was used.")
-
-    def warm(self) -> None:
-        """Load the model now (blocking) instead of on the first request."""
-        self._load()
-
-    def close(self) -> None:
-        self._thread.shutdown(wait=False, cancel_futures=True)
 
     # -- the refiner thread -------------------------------------------------------------------
 
@@ -151,21 +138,13 @@ class PromptRefiner:
         new = output[0, inputs["input_ids"].shape[1]:]
         return str(tokenizer.decode(new, skip_special_tokens=True))
 
-    def _load(self) -> tuple[Any, Any]:
-        with self._load_lock:
-            if self._model is None:
-                name = self.settings.model
-                if name is None:
-                    raise RuntimeError("refine.model is not set")
-                if name == TINY_MODEL:
-                    self._model, self._tokenizer = build_tiny_causal_lm()
-                else:
-                    from transformers import AutoModelForCausalLM, AutoTokenizer
+    def _build(self, name: str) -> tuple[Any, Any]:
+        if name == TINY_MODEL:
+            return build_tiny_causal_lm()
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-                    self._tokenizer = AutoTokenizer.from_pretrained(name)
-                    self._model = AutoModelForCausalLM.from_pretrained(name).to(self.settings.device).eval()
-                logger.info("prompt refiner %s loaded on %s", name, self.settings.device)
-            return self._model, self._tokenizer
+        return (AutoModelForCausalLM.from_pretrained(name).to(self.settings.device).eval(),
+                AutoTokenizer.from_pretrained(name))
 
 
 def clean_refined(raw: str) -> str:
