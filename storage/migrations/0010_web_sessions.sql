@@ -1,4 +1,4 @@
--- 0013: the web studio — one-time sign-in links made in a chat, and the browser sessions they start.
+-- 0010: the web studio — one-time sign-in links made in a chat, and the browser sessions they start.
 
 -- /web: a one-time sign-in link (stored hashed), valid 10 minutes, used once.
 CREATE TABLE web_signins (
