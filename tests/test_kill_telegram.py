@@ -54,9 +54,9 @@ class Bot:
         path.write_text(
             f'[storage]\ndata_dir = "{self.tmp / "data"}"\n[output]\ndir = "{self.tmp / "out"}"\n'
             "[moderation]\nrequest_interval_s = 0\n"
+            "[preview]\nenabled = false\n"  # the windows of results, not of previews
             f'[telegram]\nbase_url = "{self.fake.base_url}"\nbase_file_url = "{self.fake.base_file_url}"\n'
-            "poll_timeout = 1\nstatus_edit_interval_private = 0.2\nsend_retry_backoff = 0.1\n"
-            "[preview]\nenabled = false\n" + self.extra)  # the windows of results, not of previews
+            "poll_timeout = 1\nstatus_edit_interval_private = 0.2\nsend_retry_backoff = 0.1\n" + self.extra)
         return path
 
     async def start(self, delay: float = 0.0, kill_before_job_commit: int = 0, *, kill_after_failed: int = 0,
