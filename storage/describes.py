@@ -25,10 +25,9 @@ class Describe:
 
 async def record(db: Executor, user_id: int, image_sha: str, now: datetime) -> int:
     """Count a /describe before the captioner runs (a crash mid-caption still counts); its id."""
-    row = await db.fetchone("INSERT INTO describes (user_id, created_at, image_sha) VALUES (?, ?, ?) RETURNING id",
-                            (user_id, to_text(now), image_sha))
-    assert row is not None
-    return int(row["id"])
+    value = await db.fetchval("INSERT INTO describes (user_id, created_at, image_sha) VALUES (?, ?, ?) RETURNING id",
+                              (user_id, to_text(now), image_sha))
+    return int(value)
 
 
 async def settle(db: Executor, describe_id: int, caption: str | None, suggestions: tuple[str, ...]) -> None:
