@@ -13,11 +13,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
-from generation.core.errors import GenerationFailed
 from generation.model.side import SideModel
 from generation.tools.masks import EditSettings
 
@@ -39,16 +37,11 @@ class MaskModel(SideModel):
     async def probabilities(self, image: Any, words: str) -> Any:
         """Where ``words`` are in ``image`` (PIL): a 2-D array of 0..1; GenerationFailed saying what
         happened when the model fails or runs past the time limit."""
-        try:
-            return await self._call(self.segment, image, words)
-        except asyncio.TimeoutError:
-            logger.warning("the mask model took longer than %.1f s", self.settings.timeout_s)
-            raise GenerationFailed(f"Finding “{words}” took longer than {self.settings.timeout_s:g} s; nothing "
-                                   "was charged. Try again in a moment.") from None
-        except Exception as err:
-            logger.warning("the mask model failed: %s", err, exc_info=True)
-            raise GenerationFailed("The mask model failed, so nothing was changed and nothing was charged; "
-                                   "try again later.") from None
+        return await self._answer(
+            self.segment, image, words,
+            late=f"Finding “{words}” took longer than {self.settings.timeout_s:g} s; nothing was charged. "
+                 "Try again in a moment.",
+            failed="The mask model failed, so nothing was changed and nothing was charged; try again later.")
 
     def segment(self, image: Any, words: str) -> Any:
         """The probability map (blocking, on the mask model's thread)."""

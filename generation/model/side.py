@@ -14,6 +14,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from generation.core.errors import GenerationFailed
+
 __all__ = ["SideModel"]
 
 logger = logging.getLogger(__name__)
@@ -45,6 +47,18 @@ class SideModel:
         loop = asyncio.get_running_loop()
         return await asyncio.wait_for(loop.run_in_executor(self._thread, function, *args),
                                       timeout=self.settings.timeout_s)
+
+    async def _answer(self, function: Callable[..., T], *args: Any, late: str, failed: str) -> T:
+        """``function(*args)`` on the model's thread; GenerationFailed(``late``) past the time limit,
+        GenerationFailed(``failed``) when the model raises (logged with its traceback)."""
+        try:
+            return await self._call(function, *args)
+        except asyncio.TimeoutError:
+            logger.warning("the %s took longer than %.1f s", self.what, self.settings.timeout_s)
+            raise GenerationFailed(late) from None
+        except Exception as err:
+            logger.warning("the %s failed: %s", self.what, err, exc_info=True)
+            raise GenerationFailed(failed) from None
 
     def warm(self) -> None:
         """Load the model now (blocking) instead of on the first request."""

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import tempfile
@@ -22,7 +21,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from generation.core.errors import GenerationFailed
 from generation.model.side import SideModel
 
 __all__ = ["DescribeSettings", "Describer", "TINY_MODEL", "build_tiny_blip"]
@@ -62,15 +60,10 @@ class Describer(SideModel):
     async def caption(self, image: Any) -> str:
         """What ``image`` (PIL) shows, as the model writes it; GenerationFailed when it fails or is late."""
         deadline = time.monotonic() + self.settings.timeout_s
-        try:
-            return await self._call(self.generate, image, deadline)
-        except asyncio.TimeoutError:
-            logger.warning("describe took longer than %.1f s", self.settings.timeout_s)
-            raise GenerationFailed(f"Describing the image took longer than {self.settings.timeout_s:g} s; "
-                                   "try again in a moment.") from None
-        except Exception as err:
-            logger.warning("describe failed: %s", err, exc_info=True)
-            raise GenerationFailed("The image could not be described; try again later.") from None
+        return await self._answer(
+            self.generate, image, deadline,
+            late=f"Describing the image took longer than {self.settings.timeout_s:g} s; try again in a moment.",
+            failed="The image could not be described; try again later.")
 
     def generate(self, image: Any, deadline: float | None = None) -> str:
         """The model's caption (blocking, on the describer's thread; stops at ``deadline``)."""
