@@ -165,7 +165,11 @@ async def test_busy_group_one_message_per_request_and_a_reaction(tmp_path: Path,
         assert 1 <= len(placeholders) <= 5 and len(direct) >= 10  # 2 × 5 + 10 = 20: the minute holds all
         assert sorted(c.params["reply_parameters"]["message_id"] for c in sends) == sorted(asked)
         assert all(c.params.get("caption") and "job " in c.params["caption"] for c in direct)
-        rows = await r.env.db.fetchall("SELECT status, target FROM jobs")
+        for _ in range(200):  # "delivered" is written just after the send is answered: wait for it (bounded, 10 s)
+            rows = await r.env.db.fetchall("SELECT status, target FROM jobs")
+            if all(s == "delivered" for s, _ in rows):
+                break
+            await asyncio.sleep(0.05)
         assert [s for s, _ in rows] == ["delivered"] * 15
         sent_directly = [json.loads(t) for _, t in rows if not json.loads(t).get("placeholder")]
         assert sorted(t["result_id"] for t in sent_directly) == sorted(c.result["message_id"] for c in direct)
