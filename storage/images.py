@@ -44,6 +44,8 @@ class ImageStore:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        self._absolute_root = self.root.resolve()  # once: resolving every path costs a stat per part
+        self._directories: set[Path] = set()  # shard directories known to exist (see _temp_file)
         # made from stored files (thumbnails, format conversions, public copies): beside the
         # store, keyed by the source's content hash, removed with the source (delete, GC)
         self.derived_root = self.root.parent / f"{self.root.name}-derived"
@@ -103,24 +105,28 @@ class ImageStore:
         log.debug("stored %s (%d bytes)", relative, len(data))
         return relative, digest
 
-    @staticmethod
-    def _temp_file(directory: Path) -> tuple[int, str]:
-        """A temp file in ``directory``, recreating it if a concurrent prune just removed it."""
+    def _temp_file(self, directory: Path) -> tuple[int, str]:
+        """A temp file in ``directory``, recreating it if a concurrent prune just removed it.
+
+        Directories this store made or found are remembered, so a put costs no ``mkdir``."""
         for attempt in range(3):
-            directory.mkdir(parents=True, exist_ok=True)
+            if attempt or directory not in self._directories:
+                directory.mkdir(parents=True, exist_ok=True)
+                self._directories.add(directory)
             try:
                 return tempfile.mkstemp(dir=directory, prefix=".", suffix=_TEMP_SUFFIX)
             except FileNotFoundError:
+                self._directories.discard(directory)
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
     def path_for(self, relative: str) -> Path:
-        """The absolute path of a stored file; refuses paths that leave the root."""
+        """The absolute path of a stored file (under the resolved root); refuses paths that leave the root."""
         candidate = Path(relative)
         if candidate.is_absolute() or ".." in candidate.parts or not candidate.parts:
             raise ValueError(f"not a store path: {relative!r}")
-        return self.root / candidate
+        return self._absolute_root / candidate
 
     def open(self, relative: str) -> bytes:
         """The bytes of a stored file."""

@@ -111,3 +111,18 @@ def test_fit_under_with_jpeg_only_and_transparency() -> None:
     rgba.save(buffer, format="PNG")
     encoded, ext = fit_under(buffer.getvalue(), 40_000, formats=("jpeg",))
     assert ext == "jpg" and len(encoded) <= 40_000
+
+
+def test_put_after_its_shard_directory_was_removed(tmp_path: Path) -> None:
+    """The store remembers the shard directories it made (no mkdir per put); one removed since
+    (a prune by another store or process) is made again, and the file is stored all the same."""
+    store = ImageStore(tmp_path / "images")
+    first, _ = store.put(b"one image", "png")
+    shard = store.path_for(first).parent
+    (shard / Path(first).name).unlink()
+    shard.rmdir()
+    shard.parent.rmdir()  # both levels, as the garbage collection prunes them
+    again, _ = store.put(b"one image", "png")
+    assert again == first
+    assert store.open(again) == b"one image"
+    assert not list(shard.glob(".*"))  # no temp file left behind
