@@ -25,6 +25,8 @@ class User:
     blocked: bool
     dm_closed: bool
     created_at: str
+    # other identities are linked to this account (read by users.get_by_platform; False elsewhere)
+    linked: bool = False
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> User:
@@ -37,6 +39,7 @@ class User:
             blocked=bool(row["blocked"]),
             dm_closed=bool(row["dm_closed"]),
             created_at=row["created_at"],
+            linked=bool(row["linked"]) if "linked" in row.keys() else False,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -52,9 +52,12 @@ async def get(db: Executor, user_id: int) -> User | None:
 
 
 async def get_by_platform(db: Executor, platform: str, platform_user_id: str | int) -> User | None:
-    """The user with this platform id, or None (never creates)."""
+    """The user with this platform id (its account when linked), or None (never creates).
+
+    ``linked`` says whether any identity is linked to that account (one read for both)."""
     row = await db.fetchone(
-        "SELECT a.* FROM users u LEFT JOIN account_links l ON l.user_id = u.id"
+        "SELECT a.*, EXISTS (SELECT 1 FROM account_links x WHERE x.account_id = a.id) AS linked"
+        " FROM users u LEFT JOIN account_links l ON l.user_id = u.id"
         " JOIN users a ON a.id = coalesce(l.account_id, u.id)"
         " WHERE u.platform = ? AND u.platform_user_id = ?",
         (platform, str(platform_user_id)),

@@ -200,7 +200,7 @@ class ServiceContext:
             raise NotAllowed("You are blocked from making images on this bot.")
         await self.moderation.admit(who, spaced=spaced)  # strike block, cooldown, request spacing (Restricted)
         # one account on several platforms: the stricter moderation state holds
-        for platform, user_id, blocked in await links.identities(self.db, user.id):
+        for platform, user_id, blocked in await links.identities(self.db, user.id) if user.linked else ():
             if blocked:
                 raise NotAllowed("You are blocked from making images on this bot.")
             if (platform, user_id) != (who.platform, who.user_id):
@@ -293,7 +293,7 @@ class ServiceContext:
         return f"variation of image {variation['image']} of {variation['job']} ({self._command(request)})"
 
     def _stored(self, row: Image) -> StoredImage:
-        return StoredImage(row.id, row.idx, row.seed, self.store.path_for(row.path).resolve(),
+        return StoredImage(row.id, row.idx, row.seed, self.store.path_for(row.path),
                            row.width, row.height, row.sha256, row.safety)
 
     def _delivery(self, job_id: str, request: GenerationRequest, rows: list[Image], *,
