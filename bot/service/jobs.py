@@ -4,6 +4,7 @@ The life of one accepted request::
 
     imagine()  user row → blocked? → parse with saved defaults → prompt check → dedupe hit?
                → BEGIN: consume quota + insert job (queued, charged) COMMIT → queue.submit
+               (bot/service/accepting.py: shared transactions, shielded from a caller's cancel)
     consumer   Started → mark_running; Done → image check → PNGs into the store → image rows
                + mark_done (one transaction) → Finished(delivery)
                Failed / blocked image → mark_failed + refund;  Cancelled → mark_cancelled + refund
@@ -21,27 +22,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import uuid
 from dataclasses import replace
-from datetime import datetime
 from typing import Any
 
 from bot.options import parse_imagine
 from bot.service import accounts_rules
-from bot.service.context import Origin, ServiceContext
+from bot.service.accepting import AcceptingPart
+from bot.service.context import Origin
 from bot.service.refining import refine_request
 from bot.service.scoring import drain as drain_scoring
 from bot.service.scoring import score_later
-from bot.service.uploads import StoredUpload, checked_upload, prompt_for, store_upload
+from bot.service.uploads import checked_upload, prompt_for, store_upload
 from bot.service.tickets import (
-    AlreadyAccepted,
     Cancelled,
     Delivery,
     Failed,
     Finished,
     NotFound,
-    QuotaExceeded,
     Recovered,
     Running,
     Ticket,
@@ -53,11 +51,10 @@ from generation.core.errors import ImagineError, InvalidRequest
 from generation.core.request import GenerationRequest, GenerationResult, random_seed
 from generation.scheduling.events import Done, Started
 from generation.scheduling.job import Job as QueueJob
-from storage import images, inbox, inputs, jobs, model_versions, quotas
+from storage import images, jobs, model_versions
 from storage.files import png_with_metadata
 from storage.db import Transaction
-from storage.records import Image, User
-from storage.records import Job as JobRow
+from storage.records import Image
 
 __all__ = ["JobsPart", "Origin"]
 
@@ -70,7 +67,7 @@ _BLOCKED_IMAGE = (
 _INTERNAL = "Something went wrong while saving your images (reference {ref}); your quota was refunded."
 
 
-class JobsPart(ServiceContext):
+class JobsPart(AcceptingPart):
     """Submitting, following, storing and recovering jobs (cancelling: :mod:`.outcomes`)."""
 
     def ticket(self, job_id: str) -> Ticket | None:
@@ -182,114 +179,6 @@ class JobsPart(ServiceContext):
         )
         return await self._submit(who, user, self.caps_for(request.model).check(request), target=target, dedupe=False,
                                   origin=origin)
-
-    async def _submit(self, who: Who, user: User, request: GenerationRequest, *,
-                      target: dict[str, Any] | None, dedupe: bool, origin: Origin | None = None,
-                      upload: StoredUpload | None = None, cost: int | None = None) -> Ticket:
-        """Check, charge, store and enqueue ``request``."""
-        origin_key = _origin_key(origin)  # a known one was answered before this (_raise_if_accepted)
-        # 1. Prompt safety: nothing is charged or written for a refused prompt
-        await self.moderation.check_prompt(who, request.prompt, request.negative_prompt, target)
-        request = request.with_seed()
-        key = jobs.request_key(request.to_dict(), self.model_id_for(request.model),
-                               self.checkpoint_hash_for(request.model))
-        now = self.clock()
-
-        # 2. An identical request with an explicit seed already made: serve the stored images
-        if dedupe:
-            ticket = await self._serve_cached(user, request, key, target, now, origin)
-            if ticket is not None:
-                return ticket
-
-        # 3. Quota and job row in one transaction
-        window = quotas.window_start(now, self.config.quota_window)
-        priority = self.config.admin_priority and self.is_admin(who)
-        try:
-            job = await self._charge_and_store(user, request, key, target, now, window, priority, origin,
-                                               upload, cost)
-        except sqlite3.IntegrityError:
-            found = await jobs.find_by_origin(self.db, origin_key) if origin_key else None
-            if found is None:
-                raise
-            raise AlreadyAccepted(found.id) from None
-
-        # 4. Only now into the queue; a refusal gives the quota back
-        try:
-            qjob = self.queue.submit(request, priority=priority, job_id=job.id)
-        except ImagineError:
-            # refused at once (queue full, shutting down): no job after all. Refund, drop the row
-            # and reopen the platform request together; the refusal is told and closed like any
-            # other, and a crash before that runs the request again instead of losing it.
-            await jobs.withdraw(self.db, job.id, origin)
-            raise
-        logger.info("job %s accepted for %s (%d image(s))", job.id, who.key, request.count)
-        return self._follow(job.id, request, qjob, job.target)
-
-    async def _not_accepted_yet(self, origin: Origin | None) -> None:
-        existing = await jobs.find_by_origin(self.db, _origin_key(origin) or "") if origin else None
-        if existing is not None:
-            raise AlreadyAccepted(existing.id)
-
-    async def _charge_and_store(self, user: User, request: GenerationRequest, key: str,
-                                target: dict[str, Any] | None, now: datetime, window: str,
-                                priority: bool, origin: Origin | None,
-                                upload: StoredUpload | None = None, cost: int | None = None) -> JobRow:
-        """One transaction: consume quota, insert the job row (and its input image), close its inbox request."""
-        async with self.db.transaction() as tx:
-            cost = request.count if cost is None else cost  # an upscale costs quota.upscale_cost
-            if await quotas.consume_with_override(tx, user.id, cost, self.config.daily_quota,
-                                                  window) is None:
-                limit = await quotas.effective_limit(tx, user.id, self.config.daily_quota)
-                used = await quotas.used(tx, user.id, window)
-                raise QuotaExceeded(self._quota_message(cost, used, limit, now))
-            job = await jobs.create(
-                tx, user_id=user.id, request=request.to_dict(), model_id=self.model_id_for(request.model),
-                charged=cost, quota_window=window, priority=int(priority),
-                target=target, key=key, checkpoint_hash=self.checkpoint_hash_for(request.model),
-                job_id=uuid.uuid4().hex[:12], now=now, origin=_origin_key(origin),
-            )
-            if upload is not None:
-                await inputs.add(tx, job.id, upload.path, upload.sha256, upload.width, upload.height,
-                                 upload.bytes, source=upload.source, now=now)
-            if origin is not None:
-                await inbox.mark_handled(tx, origin[0], origin[1], now)
-        return job
-
-    async def _serve_cached(self, user: User, request: GenerationRequest, key: str,
-                            target: dict[str, Any] | None, now: datetime,
-                            origin: Origin | None = None) -> Ticket | None:
-        """A done Ticket from stored images of an identical request, or None.
-
-        Per account: the caller's own earlier result, or one whose images are all publicly shared;
-        never another account's private result (that would give it away, and tell that it exists).
-        """
-        found = await jobs.find_by_request_key(self.db, key, user.id)
-        if found is None:
-            return None
-        source = await images.images_for_job(self.db, found.id)
-        if len(source) != request.count or not all(self.store.exists(i.path) for i in source):
-            return None
-        if any(i.safety != "ok" for i in source):  # spoilered for another scope: check again here
-            return None
-        async with self.db.transaction() as tx:
-            job = await jobs.create(
-                tx, user_id=user.id, request=request.to_dict(), model_id=found.model_id, charged=0,
-                target=target, key=key, checkpoint_hash=found.checkpoint_hash,
-                job_id=uuid.uuid4().hex[:12], now=now, origin=_origin_key(origin),
-            )
-            if origin is not None:
-                await inbox.mark_handled(tx, origin[0], origin[1], now)
-            rows = [
-                await images.add_image(tx, job.id, i.idx, i.seed, i.path, i.sha256, i.width,
-                                       i.height, i.bytes, i.safety, now)
-                for i in source
-            ]
-            await jobs.mark_done(tx, job.id, found.checkpoint_hash, now)
-        logger.info("job %s served from job %s's images", job.id, found.id)
-        delivery = self._delivery(job.id, request, rows, cached=True, target=job.target)
-        ticket = Ticket(job.id, request, target=job.target)
-        ticket.settle(Finished(delivery))
-        return ticket
 
     def _follow(self, job_id: str, request: GenerationRequest, qjob: QueueJob,
                 target: dict[str, Any]) -> Ticket:
@@ -444,7 +333,3 @@ class JobsPart(ServiceContext):
         logger.info("recovered %d job(s) to run, %d to deliver and %d failure(s) to tell",
                     len(tickets), len(deliveries), len(untold))
         return Recovered(tuple(tickets), tuple(deliveries), untold)
-
-
-def _origin_key(origin: Origin | None) -> str | None:
-    return None if origin is None else f"{origin[0]}:{origin[1]}"
