@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from generation.scheduling.policy import FairState, TimeEstimator, pick_batch, plan
+from generation.scheduling.policy import FairState, LaneView, TimeEstimator, assign, pick_batch, plan
 
 
 @dataclass(eq=False)
@@ -54,6 +54,59 @@ def test_estimator_guesses_by_pixels_and_steps_and_scales_from_what_it_learned()
     learned += 0.3 * (1.0 - learned)
     learned += 0.3 * (2.0 - learned)
     assert est.seconds_per_image(small) == pytest.approx(learned)
+
+
+def test_estimator_learns_a_fixed_part_and_a_part_per_image_per_shape() -> None:
+    """A batch of 8 does not cost 8 batches of 1: after two batch sizes, the line is used."""
+    shape, other = ("txt2img", 1024, 1024, 4), ("txt2img", 512, 512, 4)
+    fixed, per_image = 0.38, 0.11  # seconds: the A100 cost model's shape, roughly
+    aware, plain = TimeEstimator(), TimeEstimator(shape_aware=False)
+    for est in (aware, plain):
+        est.observe(shape, 1, fixed + per_image)
+    assert aware.line(shape) is None  # one batch size: nothing to fit a slope on
+    assert aware.batch_seconds(shape, 8) == pytest.approx(8 * (fixed + per_image))  # per image, as before
+    for images in (8, 2, 8, 4, 1):
+        for est in (aware, plain):
+            est.observe(shape, images, fixed + per_image * images)
+    assert aware.line(shape) == pytest.approx((fixed, per_image))
+    for images in (1, 3, 8):
+        assert aware.batch_seconds(shape, images) == pytest.approx(fixed + per_image * images)
+    # the per-image average overshoots big batches and undershoots small ones
+    assert plain.batch_seconds(shape, 8) > 1.3 * (fixed + per_image * 8)
+    assert plain.line(shape) is None
+    assert aware.line(other) is None and aware.batch_seconds(other, 2) == pytest.approx(
+        2 * aware.seconds_per_image(other))
+
+
+def test_estimator_line_follows_a_change_and_ignores_a_slope_it_cannot_trust() -> None:
+    shape = ("txt2img", 1024, 1024, 4)
+    est = TimeEstimator()
+    for images in (1, 8) * 4:
+        est.observe(shape, images, 0.4 + 0.1 * images)
+    for images in (1, 8) * 12:  # the machine got twice as fast: newer batches weigh more
+        est.observe(shape, images, 0.2 + 0.05 * images)
+    fixed, per_image = est.line(shape)
+    assert fixed == pytest.approx(0.2, rel=0.05) and per_image == pytest.approx(0.05, rel=0.05)
+    noisy = TimeEstimator()
+    noisy.observe(shape, 1, 1.0)
+    noisy.observe(shape, 8, 0.9)  # bigger batch measured faster: no line, per-image average
+    assert noisy.line(shape) is None
+    assert noisy.batch_seconds(shape, 4) == pytest.approx(4 * noisy.seconds_per_image(shape))
+    through_origin = TimeEstimator()
+    through_origin.observe(shape, 2, 0.1)
+    through_origin.observe(shape, 8, 1.0)  # the line would start below zero: a slope through 0
+    fixed, per_image = through_origin.line(shape)
+    assert fixed == 0.0 and per_image > 0
+    assert through_origin.batch_seconds(shape, 1) > 0
+
+
+def test_assign_uses_each_lanes_batch_time_when_it_has_one() -> None:
+    shape = ("txt2img", 1024, 1024, 4)
+    per_image_only = LaneView(free_in=1.0, steps=(4,), seconds_per_image=lambda s: 0.5)
+    with_line = LaneView(free_in=1.0, steps=(4,), seconds_per_image=lambda s: 0.5,
+                         batch_seconds=lambda s, n: 0.4 + 0.1 * n)
+    assert assign([(shape, 8), (shape, 1)], [per_image_only]) == [(0, 5.0), (0, 5.5)]
+    assert assign([(shape, 8), (shape, 1)], [with_line]) == [(0, pytest.approx(2.2)), (0, pytest.approx(2.7))]
 
 
 # -- properties -----------------------------------------------------------------------------------

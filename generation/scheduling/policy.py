@@ -28,9 +28,10 @@ Several executors (:func:`assign`): the runtime gives the next batch in pick ord
 executor able to run it frees up first, so positions stay the pick order and a job's ETA is
 when the executor its batch lands on in that simulation finishes it.
 
-ETA (:class:`TimeEstimator`): per-image seconds per shape are learned from the batches this queue ran (exponential
-moving average in :class:`TimeEstimator`; unseen shapes start at a guess proportional to
-width x height x steps, scaled by what was learned elsewhere). A queued job's ETA is the
+ETA (:class:`TimeEstimator`): each shape's batch time, a fixed part plus a part per image, is
+learned from the batches this queue ran (a least-squares line with older batches weighing less;
+unseen shapes start at a guess proportional to width x height x steps, scaled by what was
+learned elsewhere). A queued job's ETA is the
 running batch's expected remaining time plus the simulated batches up to and including its own.
 
 Pluggable (:class:`BatchPolicy`): the queue asks a policy object two questions, which batch
@@ -202,13 +203,31 @@ def plan(
 
 
 class TimeEstimator:
-    """Per-image seconds per shape: a moving average of what batches took, or a scaled guess."""
+    """Seconds per batch per shape: a fixed part plus a part per image, learned from batches run.
 
-    def __init__(self, *, seconds_per_megapixel_step: float = 0.15, alpha: float = 0.3) -> None:
+    A batch's cost is not proportional to its images: one 1024² image at 4 steps costs about 0.5 s
+    on an A100 and eight cost 1.3 s (``bench/cost_model.py``), because every step reads the weights
+    once whatever the batch. So each shape keeps a least-squares line of seconds against images,
+    over the batches it ran with older ones weighing less (each new batch scales the old weights
+    by ``1 - alpha``). Once a shape has run two batch sizes, ``batch_seconds`` is that line;
+    before, it is a per-image average times the images (``shape_aware=False``: always that, the
+    estimate before issue #29). Unseen shapes start at a guess proportional to width x height x
+    steps, scaled by what was learned elsewhere.
+    """
+
+    def __init__(self, *, seconds_per_megapixel_step: float = 0.15, alpha: float = 0.3,
+                 shape_aware: bool = True) -> None:
         self.seconds_per_megapixel_step = seconds_per_megapixel_step
         self.alpha = alpha
+        self.shape_aware = shape_aware
         self._per_image: dict[Shape, float] = {}
+        self._fits: dict[Shape, list[float]] = {}  # weights, Σn, Σt, Σn², Σnt (decayed)
         self._scale: float | None = None  # learned / guessed, over all shapes
+
+    def fresh(self) -> TimeEstimator:
+        """An estimator with these settings that has learned nothing yet."""
+        return TimeEstimator(seconds_per_megapixel_step=self.seconds_per_megapixel_step, alpha=self.alpha,
+                             shape_aware=self.shape_aware)
 
     def guess(self, shape: Shape) -> float:
         """Seconds per image before anything was measured: proportional to pixels x steps run."""
@@ -217,12 +236,32 @@ class TimeEstimator:
         return self.seconds_per_megapixel_step * width * height / 1_000_000 * steps
 
     def seconds_per_image(self, shape: Shape) -> float:
+        """The average seconds per image of ``shape`` (what batches took over their images)."""
         if shape in self._per_image:
             return self._per_image[shape]
         return self.guess(shape) * (self._scale or 1.0)
 
+    def line(self, shape: Shape) -> tuple[float, float] | None:
+        """``(fixed, per_image)`` seconds of ``shape`` once batches of two sizes were timed, else None."""
+        fit = self._fits.get(shape)
+        if not self.shape_aware or fit is None:
+            return None
+        w, n, t, nn, nt = fit
+        spread = w * nn - n * n
+        if spread <= 1e-9 * max(w * nn, 1e-12):  # one batch size so far: no slope to learn
+            return None
+        per_image = (w * nt - n * t) / spread
+        fixed = (t - per_image * n) / w
+        if per_image <= 0:  # bigger batches measured no slower (noise): no line to trust
+            return None
+        return max(fixed, 0.0), per_image if fixed >= 0 else nt / nn
+
     def batch_seconds(self, shape: Shape, images: int) -> float:
-        return self.seconds_per_image(shape) * images
+        """Seconds one batch of ``images`` of ``shape`` is expected to take."""
+        line = self.line(shape)
+        if line is None:
+            return self.seconds_per_image(shape) * images
+        return line[0] + line[1] * images
 
     def observe(self, shape: Shape, images: int, seconds: float) -> None:
         """Learn from one batch of ``images`` of ``shape`` that took ``seconds``."""
@@ -233,6 +272,10 @@ class TimeEstimator:
         self._per_image[shape] = per_image if old is None else old + self.alpha * (per_image - old)
         ratio = per_image / max(self.guess(shape), 1e-9)
         self._scale = ratio if self._scale is None else self._scale + self.alpha * (ratio - self._scale)
+        keep = 1.0 - self.alpha
+        fit = self._fits.setdefault(shape, [0.0] * 5)
+        for i, value in enumerate((1.0, images, seconds, images * images, images * seconds)):
+            fit[i] = fit[i] * keep + value
 
     def learned(self) -> dict[Shape, float]:
         return dict(self._per_image)
@@ -255,6 +298,9 @@ class LaneView:
     resident: tuple[str, ...] = ()  # models loaded after its running batch, least recently used first
     # (seconds, resident after) of switching to a model (several models on one executor, issue 25)
     switch: Callable[[str, tuple[str, ...]], tuple[float, tuple[str, ...]]] | None = None
+    # seconds of one batch of n images of a shape (a fixed part and a part per image); default:
+    # seconds_per_image x n
+    batch_seconds: Callable[[Shape, int], float] | None = None
 
 
 def assign(batches: Sequence[tuple[Shape, int]], lanes: Sequence[LaneView]) -> list[tuple[int, float]]:
@@ -278,6 +324,7 @@ def assign(batches: Sequence[tuple[Shape, int]], lanes: Sequence[LaneView]) -> l
         if switch is not None:  # a batch of a model not loaded there waits for its load first
             seconds, resident[i] = switch(shape[6] if len(shape) > 6 else "", resident[i])  # type: ignore[misc]
             free[i] += seconds
-        free[i] += lanes[i].seconds_per_image(shape) * images
+        lane = lanes[i]
+        free[i] += lane.batch_seconds(shape, images) if lane.batch_seconds else lane.seconds_per_image(shape) * images
         placed.append((i, free[i]))
     return placed

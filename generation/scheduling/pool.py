@@ -125,11 +125,18 @@ class Slot:
         own = self.estimator if self.estimator.learned() else shared
         return own.seconds_per_image(shape)
 
+    def batch_seconds(self, shape: Shape, images: int, shared: TimeEstimator) -> float:
+        """Seconds one batch of ``images`` of ``shape`` takes here (learned as seconds_per_image is)."""
+        own = self.estimator if self.estimator.learned() else shared
+        return own.batch_seconds(shape, images)
+
 
 class ExecutorPool:
     """The slots, their merged caps and their failure counts."""
 
-    def __init__(self, executors: BatchExecutor | Sequence[BatchExecutor], *, max_failures: int = 3) -> None:
+    def __init__(self, executors: BatchExecutor | Sequence[BatchExecutor], *, max_failures: int = 3,
+                 estimator: TimeEstimator | None = None) -> None:
+        """``estimator``: the queue's; each slot learns its own speed with the same settings."""
         if max_failures < 1:
             raise ValueError(f"`max_failures` must be at least 1 but is {max_failures}")
         executors = list(executors) if isinstance(executors, Sequence) else [executors]
@@ -151,7 +158,8 @@ class ExecutorPool:
             label = getattr(executor, "name", None) or f"executor-{n}"
             for lane in range(lanes):
                 name = label if lanes == 1 else f"{label}/{lane}"
-                self.slots.append(Slot(len(self.slots), executor, name))
+                self.slots.append(Slot(len(self.slots), executor, name,
+                                       estimator=(estimator or TimeEstimator()).fresh()))
 
     @property
     def caps(self) -> ModelCaps:
@@ -200,6 +208,7 @@ class ExecutorPool:
                 free_in=s.running.remaining if s.running is not None else 0.0,
                 steps=tuple(s.executor.caps.steps),
                 seconds_per_image=lambda shape, s=s: s.seconds_per_image(shape, shared),
+                batch_seconds=lambda shape, images, s=s: s.batch_seconds(shape, images, shared),
                 runs=s.can_run,
                 resident=tuple(plan_resident(s.executor)),
                 switch=getattr(s.executor, "plan_switch", None),

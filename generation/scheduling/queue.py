@@ -119,7 +119,7 @@ class GenerationQueue:
                 raise ValueError(f"`{name}` must be at least 1 but is {value}")
         if batch_time_limit is not None and batch_time_limit <= 0:
             raise ValueError(f"`batch_time_limit` must be positive or None but is {batch_time_limit}")
-        self.pool = ExecutorPool(executor, max_failures=max_executor_failures)
+        self.pool = ExecutorPool(executor, max_failures=max_executor_failures, estimator=estimator)
         self.executor = self.pool.executors[0]
         self.max_batch_images = max_batch_images
         self._max_queued_images = max_queued_images
@@ -430,7 +430,7 @@ class GenerationQueue:
         )
         batch = Batch.from_shape(shape, items)
         switch = slot.switch_seconds(batch.model)  # its model's load first, when not resident
-        estimate = slot.seconds_per_image(shape, self.estimator) * len(items) + switch
+        estimate = slot.batch_seconds(shape, len(items), self.estimator) + switch
         running = RunningBatch(jobs, batch, slot, self.clock(), estimate, attempt, self.clock, switch=switch)
         slot.running = running
         started = Started(len(items), len(jobs), estimate)
