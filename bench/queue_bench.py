@@ -51,7 +51,7 @@ from virtual_time import run_virtual  # noqa: E402
 from bot.service import ImagineService, ServiceSettings, Who  # noqa: E402
 from generation.core.batch import Batch  # noqa: E402
 from generation.core.request import ModelCaps  # noqa: E402
-from generation.scheduling.policy import FAIR, BatchPolicy, FairPolicy  # noqa: E402
+from generation.scheduling.policy import FAIR, BatchPolicy, FairPolicy, TimeEstimator  # noqa: E402
 from generation.scheduling.queue import GenerationQueue  # noqa: E402
 from storage import Database, ImageStore  # noqa: E402
 
@@ -80,12 +80,13 @@ class SimulatedGpu:
 
 
 async def serve_trace(trace: Sequence[Arrival], policy: BatchPolicy, *, executors: int, model: CostModel,
-                      data: Path) -> dict[str, Any]:
+                      data: Path, shape_aware: bool = True) -> dict[str, Any]:
     """Feed ``trace`` through the service into ``executors`` simulated GPUs; one record per request."""
     loop = asyncio.get_running_loop()
     gpus = [SimulatedGpu(model, f"gpu-{i}") for i in range(executors)]
     queue = GenerationQueue(gpus, max_batch_images=MAX_BATCH, max_queued_images=10**6,
-                            max_queued_per_user=10**6, clock=loop.time, policy=policy)
+                            max_queued_per_user=10**6, clock=loop.time, policy=policy,
+                            estimator=TimeEstimator(shape_aware=shape_aware))
     records: list[dict[str, Any]] = []
     async with Database.open(data / "bench.db") as db:
         service = ImagineService(db, ImageStore(data / "images"), queue,
@@ -96,12 +97,14 @@ async def serve_trace(trace: Sequence[Arrival], policy: BatchPolicy, *, executor
         async def one(index: int, arrival: Arrival) -> None:
             asked = loop.time() - origin
             ticket = await service.imagine(Who("bench", arrival.user), arrival.text(index))
+            told = loop.time() - origin, ticket.eta  # the ETA the user is told on acceptance
             delivery = await ticket.delivery()
             done = loop.time() - origin
             assert await service.mark_delivered(delivery.job_id)
             records.append({"index": index, "user": arrival.user, "kind": arrival.kind, "at": asked,
                             "done": done, "seconds": done - asked, "images": len(delivery.images),
-                            "idle": arrival.idle_seconds(model)})
+                            "idle": arrival.idle_seconds(model), "eta": told[1],
+                            "eta_actual": done - told[0]})
 
         tasks = []
         for index, arrival in enumerate(trace):
@@ -173,9 +176,23 @@ def summarise(served: dict[str, Any]) -> dict[str, Any]:
                                "p99_s": percentile([r["seconds"] for r in behind], 0.99),
                                "max_s": max((r["seconds"] for r in behind), default=math.nan)},
         "burst": _burst(records),
+        "eta_error": eta_error(records),
         "batches": len(batches), "mean_batch_images": images / max(len(batches), 1),
         "gpu_busy_s": gpu_busy,
     }
+
+
+def eta_error(records: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """How far the ETA told on acceptance was from the time the image took, over the second half
+    of the trace (the first half teaches the estimator): |told - took| / took, and told / took."""
+    later = [r for r in records if r["index"] >= len(records) // 2 and r["eta_actual"] > 0]
+    errors = [abs(r["eta"] - r["eta_actual"]) / r["eta_actual"] for r in later]
+    ratios = [r["eta"] / r["eta_actual"] for r in later]
+    if not errors:
+        return {}
+    return {"requests": len(errors), "median_abs_rel": percentile(errors, 0.5), "p90_abs_rel": percentile(errors, 0.9),
+            "median_told_over_took": percentile(ratios, 0.5),
+            "within_25_percent": sum(e <= 0.25 for e in errors) / len(errors)}
 
 
 def _burst(records: Sequence[dict[str, Any]]) -> dict[str, float] | None:
@@ -188,11 +205,12 @@ def _burst(records: Sequence[dict[str, Any]]) -> dict[str, float] | None:
 # -- the run ---------------------------------------------------------------------------------------
 
 
-def run_one(trace: Sequence[Arrival], policy: BatchPolicy, executors: int, model: CostModel) -> dict[str, Any]:
+def run_one(trace: Sequence[Arrival], policy: BatchPolicy, executors: int, model: CostModel,
+            shape_aware: bool = True) -> dict[str, Any]:
     # in memory where there is a tmpfs: the disk's speed is no part of the (virtual) figures
     with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as tmp:
         return summarise(run_virtual(lambda: serve_trace(trace, policy, executors=executors, model=model,
-                                                         data=Path(tmp))))
+                                                         data=Path(tmp), shape_aware=shape_aware)))
 
 
 def bench(args: argparse.Namespace, model: CostModel) -> dict[str, Any]:
@@ -273,6 +291,51 @@ def variants(args: argparse.Namespace, model: CostModel) -> list[dict[str, Any]]
     return runs
 
 
+def eta_comparison(args: argparse.Namespace, model: CostModel) -> list[dict[str, Any]]:
+    """The fair policy's ETAs told on acceptance, per-image estimate against the shape-aware line."""
+    runs = []
+    for executors in args.executors:
+        for load in args.loads:
+            for seed in [args.seed, *args.sweep_seeds]:
+                trace = poisson(rate_for_load(load, model, executors=executors, max_batch=MAX_BATCH),
+                                args.requests, seed)
+                for aware in (False, True):
+                    result = run_one(trace, FAIR, executors, model, shape_aware=aware)
+                    runs.append({"estimator": "shape-aware" if aware else "per-image", "seed": seed, "load": load,
+                                 "executors": executors, **result["eta_error"], "p99_s": result["p99_s"]})
+                    error = result["eta_error"]
+                    print(f"N={executors} load {load:.0%} seed {seed} {runs[-1]['estimator']:>11}: ETA error median "
+                          f"{error['median_abs_rel']:.0%}, p90 {error['p90_abs_rel']:.0%}, told/took "
+                          f"{error['median_told_over_took']:.2f}", flush=True)
+    return runs
+
+
+def light_bound(args: argparse.Namespace, model: CostModel) -> list[dict[str, Any]]:
+    """How fast light users could be served at all: each trace also without its heavy users.
+
+    Removing the heavy users' requests (the light ones keep their arrival times) is the best any
+    order could do for light users on a GPU that finishes the batch it runs: what remains is the
+    light users' own queue. If light users' p99 on that trace misses the goal, no policy meets it.
+    """
+    runs = []
+    for load in args.loads:
+        for seed in [args.seed, *args.sweep_seeds]:
+            full = poisson(rate_for_load(load, model, max_batch=MAX_BATCH), args.requests, seed)
+            light_only = [a for a in full if a.kind != "heavy"]
+            for trace_name, trace in (("full", full), ("light only", light_only)):
+                for policy in (FAIR, FifoGreedy()):
+                    result = run_one(trace, policy, 1, model)
+                    runs.append({"trace": trace_name, "policy": policy.name, "seed": seed, "load": load,
+                                 "executors": 1, "requests": len(trace),
+                                 **{k: result[k] for k in ("p50_s", "p99_s", "light_p99_s",
+                                                           "throughput_images_per_s", "mean_batch_images",
+                                                           "gpu_busy_s")},
+                                 "light_behind_heavy_p99_s": result["light_behind_heavy"]["p99_s"]})
+                    print(f"load {load:.0%} seed {seed} {trace_name:>10} {policy.name:>12}: light p99 "
+                          f"{result['light_p99_s']:.1f} s, p99 {result['p99_s']:.1f} s", flush=True)
+    return runs
+
+
 def goals(result: dict[str, Any], model: CostModel) -> dict[str, dict[str, Any]]:
     """The issue's goals at 80 % load, each as {value, target, met}."""
     def run(policy: str, executors: int = 1, load: float = 0.8) -> dict[str, Any] | None:
@@ -317,6 +380,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead of the comparison: the fair policy against the variants issue #29 "
                              "suggested (a rate-based hold, fullest shape first) and fifo-greedy at --loads, "
                              "one GPU, seeds --seed and --sweep-seeds; writes queue_bench_variants.json")
+    parser.add_argument("--light-bound", action="store_true",
+                        help="instead of the comparison: light users' p99 on each trace with and without its "
+                             "heavy users (fair and fifo-greedy), seeds --seed and --sweep-seeds, one GPU: "
+                             "the best any policy could give them; writes queue_bench_light_bound.json")
+    parser.add_argument("--eta", action="store_true",
+                        help="instead of the comparison: the ETAs the fair policy tells on acceptance, with the "
+                             "per-image estimate and the shape-aware one, at --loads and --executors, seeds --seed "
+                             "and --sweep-seeds; writes queue_bench_eta.json")
     parser.add_argument("--gpu-bench", type=Path, default=None, help="calibrate from bench/gpu_bench.py's JSON")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
@@ -343,6 +414,24 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "queue_bench_variants.json").write_text(json.dumps(
             {"benchmark": "queue_bench_variants", "command": command, "clock": "virtual",
              "requests": args.requests, "cost_model": model.to_dict(), "runs": runs}, indent=2) + "\n")
+        return 0
+    if args.eta:
+        runs = eta_comparison(args, model)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "queue_bench_eta.json").write_text(json.dumps(
+            {"benchmark": "queue_bench_eta", "command": command, "clock": "virtual", "requests": args.requests,
+             "cost_model": model.to_dict(), "runs": runs}, indent=2) + "\n")
+        return 0
+    if args.light_bound:
+        one_batch = model.batch_seconds(1024, 1024, 4, MAX_BATCH)
+        light_idle = [a.idle_seconds(model) for a in poisson(1.0, 2000, 7) if a.kind == "light"]
+        target = 1.5 * percentile(light_idle, 0.99) + one_batch
+        runs = light_bound(args, model)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "queue_bench_light_bound.json").write_text(json.dumps(
+            {"benchmark": "queue_bench_light_bound", "command": command, "clock": "virtual",
+             "requests": args.requests, "cost_model": model.to_dict(), "light_target_s": round(target, 3),
+             "runs": runs}, indent=2) + "\n")
         return 0
     result = bench(args, model)
     summary = {

@@ -209,3 +209,63 @@ def test_the_service_bench_interleaves_rounds_and_reports_medians_with_their_spr
     goal = result["goals"]["jobs_per_s_at_32"]
     assert goal["value"] == result["runs"][1]["jobs_per_s"] and goal["met"] == (goal["value"] >= 300)
     assert "function calls" in (tmp_path / "profile.txt").read_text()
+
+
+@pytest.mark.slow
+def test_the_light_bound_and_eta_modes_write_their_files(tmp_path: Path) -> None:
+    import queue_bench
+
+    assert queue_bench.main(["--requests", "16", "--loads", "0.8", "--light-bound", "--sweep-seeds",
+                             "--out", str(tmp_path)]) == 0
+    bound = json.loads((tmp_path / "queue_bench_light_bound.json").read_text())
+    runs = {(r["trace"], r["policy"]): r for r in bound["runs"]}
+    assert set(runs) == {(t, p) for t in ("full", "light only") for p in ("fair", "fifo-greedy")}
+    full, light = runs[("full", "fair")], runs[("light only", "fair")]
+    assert light["requests"] < full["requests"] == 16  # the heavy users' requests are gone
+    assert light["gpu_busy_s"] < full["gpu_busy_s"]
+    assert bound["light_target_s"] > 0
+    assert queue_bench.main(["--requests", "16", "--loads", "0.5", "--executors", "1", "--eta", "--sweep-seeds",
+                             "--out", str(tmp_path)]) == 0
+    eta = json.loads((tmp_path / "queue_bench_eta.json").read_text())
+    assert [r["estimator"] for r in eta["runs"]] == ["per-image", "shape-aware"]
+    for run in eta["runs"]:
+        assert run["requests"] == 8  # the second half of the trace
+        assert 0 <= run["median_abs_rel"] <= run["p90_abs_rel"] and 0 <= run["within_25_percent"] <= 1
+
+
+def test_eta_error_compares_what_was_told_with_what_it_took() -> None:
+    import queue_bench
+
+    records = [{"index": i, "eta": told, "eta_actual": took}
+               for i, (told, took) in enumerate([(9, 1), (9, 1), (1.0, 1.0), (1.5, 1.0), (0.5, 1.0), (2.0, 1.0)])]
+    error = queue_bench.eta_error(records)  # the first half (the estimator learning) is left out
+    assert error["requests"] == 3
+    assert error["median_abs_rel"] == pytest.approx(0.5) and error["p90_abs_rel"] == pytest.approx(1.0)
+    assert error["within_25_percent"] == 0
+    assert error["median_told_over_took"] == pytest.approx(1.5)
+
+
+def test_flame_keeps_the_loop_stacks_and_draws_them(tmp_path: Path) -> None:
+    import flame
+
+    raw = {
+        ("Thread._bootstrap (threading.py)", "_worker (thread.py)", "put (images.py)"): 5,
+        ("<module> (b.py)", "run_forever (base_events.py)", "Handle._run (events.py)", "imagine (jobs.py)",
+         "_fetch (db.py)"): 3,
+        ("<module> (b.py)", "run_forever (base_events.py)", "Handle._run (events.py)", "imagine (jobs.py)"): 1,
+        ("<module> (b.py)", "run_forever (base_events.py)", "Handle._run (events.py)", "_drain (group.py)"): 4,
+    }
+    from collections import Counter
+
+    loop = flame.loop_stacks(Counter(raw))
+    assert sum(loop.values()) == 8 and all(stack[0] == "Handle._run (events.py)" for stack in loop)
+    table = {row["frame"]: row for row in flame.widest(loop)}
+    assert table["Handle._run (events.py)"]["share"] == 1.0
+    assert table["imagine (jobs.py)"]["share"] == 0.5 and table["imagine (jobs.py)"]["own_share"] == 0.125
+    assert table["_fetch (db.py)"]["own_share"] == 0.375
+    path = tmp_path / "stacks.txt"
+    flame.write_collapsed(loop, path)
+    assert flame.read_collapsed(path) == loop
+    assert flame._name("imagine (/work/bot/service/jobs.py:120)") == "imagine (jobs.py)"
+    flame.draw(loop, tmp_path / "flame.png", title="test")
+    assert (tmp_path / "flame.png").read_bytes()[:4] == b"\x89PNG"
