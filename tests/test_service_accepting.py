@@ -107,3 +107,31 @@ async def test_a_caller_cancelled_before_its_charge_leaves_nothing(tmp_path: Pat
         for row in rows[1:]:
             assert await _wait_for_status(env.db, row["id"], "done") == "done"
         assert int(await env.db.fetchval("SELECT coalesce(sum(used), 0) FROM quota_usage")) == len(rows)
+
+
+async def test_the_same_platform_request_twice_in_one_group_makes_one_job(tmp_path: Path, tiny) -> None:
+    """A platform request delivered twice at once (a retry racing the first): both reach the
+    charge together; the second's job row breaks the origin's uniqueness, the shared transaction
+    is retried one write at a time, and the others in it are charged exactly once."""
+    from bot.service import AlreadyAccepted
+
+    async with service_env(tmp_path, tiny) as env:
+        people = [Who("telegram", str(i), f"user{i}") for i in range(3)]
+        for who in people:
+            await env.service.imagine(who, "warm-up --steps 1")
+        origin = ("telegram", "update-77")
+        calls = [env.service.imagine(people[0], "a boat --steps 1", origin=origin),
+                 env.service.imagine(people[0], "a boat --steps 1", origin=origin),
+                 env.service.imagine(people[1], "a tree --steps 1"),
+                 env.service.imagine(people[2], "a cloud --steps 1")]
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        repeated = [o for o in outcomes[:2] if isinstance(o, AlreadyAccepted)]
+        made = [o for o in outcomes if not isinstance(o, BaseException)]
+        assert len(repeated) == 1 and len(made) == 3
+        kept = next(o for o in outcomes[:2] if not isinstance(o, BaseException))
+        assert repeated[0].job_id == kept.job_id  # the repeat is answered with the first one's job
+        for ticket in made:
+            await asyncio.wait_for(ticket.delivery(), TIMEOUT)
+        used = {r["user_id"]: r["used"] for r in await env.db.fetchall("SELECT user_id, used FROM quota_usage")}
+        assert sorted(used.values()) == [2, 2, 2]  # warm-up + one each: nobody charged twice
+        assert int(await env.db.fetchval("SELECT count(*) FROM jobs WHERE origin = 'telegram:update-77'")) == 1
