@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from bot.safety import BlockedPrompt
 from bot.service import (
@@ -262,8 +263,15 @@ async def test_explicit_seed_dedupe_uses_no_gpu_or_quota(env) -> None:
     assert ticket.done and ticket.cached
     again = await ticket.delivery()
     assert again.cached and again.job_id != first.job_id
-    assert [i.sha256 for i in again.images] == [i.sha256 for i in first.images]
-    assert [i.path for i in again.images] == [i.path for i in first.images]
+    # the same pixels, in a file of Carol's own: its metadata names her job, never Ada's
+    for mine, hers in zip(again.images, first.images):
+        assert mine.path != hers.path and mine.seed == hers.seed
+        with Image.open(mine.path) as a, Image.open(hers.path) as b:
+            assert a.tobytes() == b.tobytes()
+        meta = read_png_metadata(mine.path.read_bytes())
+        assert meta["job_id"] == again.job_id and first.job_id not in mine.path.read_bytes().decode("latin-1")
+    own_again = await (await service.imagine(ADA, "a fox --seed 7 --steps 1")).delivery()
+    assert [i.path for i in own_again.images] == [i.path for i in first.images]  # her own: the same file
     assert env.pipeline.calls == 2
     assert await _used(env, carol) == 0
     assert [type(u) async for u in ticket.updates()] == [Finished]
@@ -356,13 +364,14 @@ async def test_forget_deletes_rows_and_unshared_files(env) -> None:
     service = env.service
     mine = await asyncio.wait_for((await service.imagine(ADA, "only mine --steps 1")).delivery(), TIMEOUT)
     shared = await asyncio.wait_for((await service.imagine(ADA, "shared --seed 1 --steps 1")).delivery(), TIMEOUT)
-    await service.share(ADA, f"{shared.job_id}-1")  # public: Bob's identical request reuses its file
+    await service.share(ADA, f"{shared.job_id}-1")  # public: Bob's identical request gets its pixels free
     bobs = await asyncio.wait_for((await service.imagine(BOB, "shared --seed 1 --steps 1")).delivery(), TIMEOUT)
-    assert bobs.cached
+    assert bobs.cached and bobs.images[0].path != shared.images[0].path  # in a file of his own
     export = await service.export(ADA)
     outcome = await service.forget(ADA)
-    assert outcome.files_deleted == 2  # mine + the export zip; the shared file stays for Bob
-    assert not mine.images[0].path.exists() and shared.images[0].path.exists()
+    assert outcome.files_deleted == 3  # mine, the shared one, the export zip; Bob's copy stays
+    assert not mine.images[0].path.exists() and not shared.images[0].path.exists()
+    assert bobs.images[0].path.exists()
     assert not export.exists()
     kept = await users.get_by_platform(env.db, "telegram", "1001")
     assert kept is not None and kept.settings == {}  # the identity stays, holding protections

@@ -15,11 +15,14 @@ so nothing charged is left behind; a crash leaves the row for ``recover()`` as b
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import sqlite3
 import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+
+from PIL import Image as PILImage
 
 from bot.service.context import Origin, ServiceContext
 from bot.service.tickets import AlreadyAccepted, Finished, QuotaExceeded, Ticket, Who
@@ -28,8 +31,9 @@ from generation.core.errors import ImagineError
 from generation.core.request import GenerationRequest
 from storage import images, inbox, inputs, jobs, quotas
 from storage.db import Transaction
+from storage.files import png_with_metadata, read_metadata
 from storage.records import Job as JobRow
-from storage.records import User
+from storage.records import Image, User
 
 if TYPE_CHECKING:
     from generation.scheduling.job import Job as QueueJob
@@ -139,6 +143,8 @@ class AcceptingPart(ServiceContext):
 
         Per account: the caller's own earlier result, or one whose images are all publicly shared;
         never another account's private result (that would give it away, and tell that it exists).
+        Another account's images are stored again with this job's metadata (the PNG names its job:
+        the author's job id never reaches the caller).
         """
         found = await jobs.find_by_request_key(self.db, key, user.id)
         if found is None:
@@ -148,18 +154,21 @@ class AcceptingPart(ServiceContext):
             return None
         if any(i.safety != "ok" for i in source):  # spoilered for another scope: check again here
             return None
+        job_id = uuid.uuid4().hex[:12]
+        files = [(i.path, i.sha256, i.width, i.height, i.bytes) for i in source]
+        if found.user_id != user.id:  # another account's shared images: the same pixels, this job's label
+            files = [await asyncio.to_thread(self._relabelled, i, request, job_id) for i in source]
         async with self.db.transaction() as tx:
             job = await jobs.create(
                 tx, user_id=user.id, request=request.to_dict(), model_id=found.model_id, charged=0,
                 target=target, key=key, checkpoint_hash=found.checkpoint_hash,
-                job_id=uuid.uuid4().hex[:12], now=now, origin=_origin_key(origin),
+                job_id=job_id, now=now, origin=_origin_key(origin),
             )
             if origin is not None:
                 await inbox.mark_handled(tx, origin[0], origin[1], now)
             rows = [
-                await images.add_image(tx, job.id, i.idx, i.seed, i.path, i.sha256, i.width,
-                                       i.height, i.bytes, i.safety, now)
-                for i in source
+                await images.add_image(tx, job.id, i.idx, i.seed, path, sha, width, height, size, i.safety, now)
+                for i, (path, sha, width, height, size) in zip(source, files)
             ]
             await jobs.mark_done(tx, job.id, found.checkpoint_hash, now)
         logger.info("job %s served from job %s's images", job.id, found.id)
@@ -167,6 +176,16 @@ class AcceptingPart(ServiceContext):
         ticket = Ticket(job.id, request, target=job.target)
         ticket.settle(Finished(delivery))
         return ticket
+
+    def _relabelled(self, source: Image, request: GenerationRequest, job_id: str) -> tuple[str, str, int, int, int]:
+        """``source``'s pixels stored as image ``source.idx`` of ``job_id`` (blocking: a thread)."""
+        data = self.store.open(source.path)
+        with PILImage.open(io.BytesIO(data)) as opened:
+            picture = opened.copy()
+        model = str(read_metadata(data).get("model") or request.model or "")
+        relabelled = png_with_metadata(picture, self._png_params(request, job_id, source.idx, source.seed, model))
+        path, sha = self.store.put(relabelled, "png")
+        return path, sha, source.width, source.height, len(relabelled)
 
 
 def _origin_key(origin: Origin | None) -> str | None:

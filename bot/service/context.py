@@ -259,6 +259,16 @@ class ServiceContext:
         except ImagineError:
             return request.prompt
 
+    def _png_params(self, request: GenerationRequest, job_id: str, index: int, seed: int,
+                    model: str) -> dict[str, Any]:
+        """What a stored image of ``job_id`` says about itself (png_with_metadata keeps only what
+        may travel: no paths, no user ids)."""
+        styled, styled_negative = request.styled_prompts
+        return {**request.to_dict(), "seed": seed, "index": index, "job_id": job_id, "model": model,
+                "first_seed": request.seed, "model_hash": self.checkpoint_hash_for(request.model),
+                "command": self._command(request), "variation_of": self._variation_of(request),
+                "styled_prompt": styled, "styled_negative_prompt": styled_negative}
+
     @staticmethod
     def _variation_of(request: GenerationRequest) -> dict[str, Any] | None:
         """{"job", "image", "command"} of a variation: where it comes from and how to make another."""

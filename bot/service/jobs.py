@@ -248,15 +248,9 @@ class JobsPart(AcceptingPart):
             return
         request = result.request
         files = []
-        styled, styled_negative = request.styled_prompts
-        command, variation_of = self._command(request), self._variation_of(request)  # once, not per image
+        first = self._png_params(request, job_id, 0, result.seeds[0], result.model)  # the command: once
         for index, (image, seed) in enumerate(zip(result.images, result.seeds)):
-            # png_with_metadata keeps only what may travel (no paths, no user ids)
-            params = {**request.to_dict(), "seed": seed, "index": index, "job_id": job_id,
-                      "model": result.model, "first_seed": request.seed,
-                      "model_hash": self.checkpoint_hash_for(request.model),
-                      "command": command, "variation_of": variation_of,
-                      "styled_prompt": styled, "styled_negative_prompt": styled_negative}
+            params = {**first, "seed": seed, "index": index}
             files.append(await asyncio.to_thread(self._put_png, image, params))
         now = self.clock()
         checkpoint = self.checkpoint_hash_for(request.model)
@@ -286,7 +280,7 @@ class JobsPart(AcceptingPart):
             return
         delivery = self._delivery(job_id, request, stored_rows, cached=False, target=ticket.target)
         ticket.settle(Finished(delivery))
-        score_later(self, [row.id for row in stored_rows], result.images, styled)  # [eval] clip_model
+        score_later(self, [row.id for row in stored_rows], result.images, first["styled_prompt"])  # [eval] clip_model
 
     def _put_png(self, image: Any, params: dict[str, Any]) -> tuple[str, str, int, int, int]:
         """Encode and store one image (worker thread): (path, sha256, width, height, bytes)."""
