@@ -126,12 +126,7 @@ def gallery_url(config: Config) -> str:
     """Where shared images can be seen: [web] public_url, else the local address it listens on;
     "" when no gallery runs ([web] off, or gallery = false)."""
     web = config.web
-    if web is None or not web.gallery:
-        return ""
-    if web.public_url:
-        return web.public_url
-    host = "127.0.0.1" if web.listen in ("", "0.0.0.0", "::") else web.listen
-    return f"http://{f'[{host}]' if ':' in host else host}:{web.port}"
+    return web.url if web is not None and web.gallery else ""
 
 
 def prompt_checker(config: Config) -> PromptChecker:
@@ -173,6 +168,7 @@ async def run_bot(
         data_dir=config.storage.data_dir,
         default_model=_default_config(model_configs(config, model)).name,
         public_url=gallery_url(config),
+        web_url=config.web.url if config.web is not None else "",
         web_enabled=config.web is not None,
         max_keys_per_user=config.web.max_keys_per_user if config.web is not None else 5,
         image_strength=config.upscale.image_strength,

@@ -115,6 +115,27 @@ def test_chat_share_links_point_where_the_gallery_answers(tmp_path: Path) -> Non
         assert gallery_url(load_config(path, env={})) == expected, table
 
 
+def test_sign_in_links_point_where_the_web_front_end_answers_gallery_or_not(tmp_path: Path) -> None:
+    """/web's link is a full address even when the gallery is off (it was a bare path then)."""
+    path = tmp_path / "c.toml"
+    for table, expected in [
+        ("enabled = true\ngallery = false", "http://127.0.0.1:8080"),
+        ('enabled = true\ngallery = false\nlisten = "::"\nport = 9000', "http://127.0.0.1:9000"),
+        ('enabled = true\nlisten = "::1"', "http://[::1]:8080"),
+        ('enabled = true\ngallery = false\npublic_url = "https://x.example/"', "https://x.example"),
+    ]:
+        path.write_text(f"[web]\n{table}\n")
+        assert load_config(path, env={}).web.url == expected, table
+
+
+async def test_web_sign_in_link_is_whole_with_the_gallery_off(tmp_path: Path, tiny) -> None:
+    from tests.service_support import ADA, service_env
+
+    async with service_env(tmp_path, tiny, public_url="", web_url="http://127.0.0.1:8080") as env:
+        link = await env.service.web_signin_link(ADA)
+    assert link.startswith("http://127.0.0.1:8080/signin/") and len(link) > len("http://127.0.0.1:8080/signin/") + 16
+
+
 def test_keys_cli_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "c.toml"
     path.write_text(f'[storage]\ndata_dir = "{tmp_path / "data"}"\n')

@@ -20,14 +20,6 @@ def add_parser(sub: Any, config_help: str) -> None:
     link.add_argument("--config", help=config_help)
 
 
-def web_address(config: Config) -> str:
-    """Where the studio is: web.public_url, else the address it listens on."""
-    web = config.web
-    if web is None:
-        return ""
-    return web.public_url or f"http://{web.listen}:{web.port}"
-
-
 async def web_link_command(config: Config, args: argparse.Namespace) -> int:
     """Print the link; straight on the database (the bot may be running)."""
     from bot.service.sessions import operator_web_link
@@ -39,7 +31,7 @@ async def web_link_command(config: Config, args: argparse.Namespace) -> int:
         return 2
     async with Database.open(config.storage.database) as db:
         try:
-            url = await operator_web_link(db, args.user, web_address(config))
+            url = await operator_web_link(db, args.user, config.web.url)
         except ValueError as exc:
             print(f"imagine-bot: {exc}", file=sys.stderr)
             return 2

@@ -57,6 +57,7 @@ class ServiceSettings:
     settle_timeout_s: float = 30.0  # how long cancel/forget wait for a job to settle
     public_url: str = ""  # where the web gallery answers, for links in chat replies; "": no gallery runs
     web_enabled: bool = True  # whether the web front end runs ([web] enabled): /web has a studio to link to
+    web_url: str = ""  # where the web front end answers, for sign-in links, gallery or not; "": public_url
     max_keys_per_user: int = 5  # live API keys per account ([web] max_keys_per_user)
     edit: EditSettings = field(default_factory=EditSettings)  # 🖌️ Vary (Region): masks ([edit])
     describe_per_hour: int = 20  # /describe calls per user per hour ([describe] per_hour)

@@ -64,7 +64,7 @@ class SessionsPart(ServiceContext):
         user = await self._user(who)
         token = await sessions.issue_signin(self.db, user.id, self.clock(), SIGNIN_VALID)
         logger.info("web sign-in link issued for %s", who.key)  # never the token
-        return signin_url(self.config.public_url, token)
+        return signin_url(self.config.web_url or self.config.public_url, token)
 
     async def web_signin_name(self, token: str) -> str | None:
         """The display name a live sign-in link signs in as (not using it); None when used or expired."""

@@ -43,6 +43,15 @@ class WebSettings:
         object.__setattr__(self, "public_url", self.public_url.rstrip("/"))
 
     @property
+    def url(self) -> str:
+        """Where the web front end answers, for links in chat replies: ``public_url``, else the
+        address it listens on (all addresses: this machine's loopback)."""
+        if self.public_url:
+            return self.public_url
+        host = "127.0.0.1" if self.listen in ("", "0.0.0.0", "::") else self.listen
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.port}"
+
+    @property
     def loopback_only(self) -> bool:
         """Whether the server listens on a loopback address only (127.0.0.0/8, ::1, localhost)."""
         if self.listen == "localhost":
