@@ -4,9 +4,9 @@ The service is split by responsibility; :class:`ImagineService` is the facade th
 
     context.py         ServiceContext: resources, settings, shared lookups (every part builds on it)
     jobs.py            imagine, reroll, variation, following and storing jobs, recover
+    accepting.py       every request's last step in: prompt check, a stored identical result, quota +
+                       job row (transactions shared with requests accepted at once), the queue
     outcomes.py        delivery bookkeeping: delivered, told (a failure shown once); cancel
-    inbox.py           platform requests stored before they are acknowledged, found again after a crash
-    outcomes.py        delivery bookkeeping: delivered, told (a failure shown once)
     inbox.py           platform requests stored before they are acknowledged, found again after a crash
     uploads.py         an image a user sends (every front end, the compatible APIs too): checked,
                        safety-checked, fitted, stored before any charge
