@@ -74,6 +74,19 @@ async def test_a_flux_request_runs_on_flux_and_its_png_names_the_model_and_hash(
         again = await env.service.reroll(ADA, ticket.job_id)
         await asyncio.wait_for(again.delivery(), TIMEOUT)
         assert await _model_of(env, again.job_id) == "tiny-random-flux"
+        # Flux's 21:9 is no SDXL size: the variation takes the SDXL default's nearest (it was refused)
+        wide = await env.service.imagine(ADA, "a long bridge --model flux --ar 21:9 --seed 6")
+        source = (await asyncio.wait_for(wide.delivery(), TIMEOUT)).images[0]
+        sdxl = shelf.caps_for("")
+        assert (source.width, source.height) not in sdxl.buckets()
+        varied = await env.service.variation(ADA, wide.job_id, 0)
+        made = (await asyncio.wait_for(varied.delivery(), TIMEOUT)).images[0]
+        assert await _model_of(env, varied.job_id) == "tiny-random-sdxl"
+        assert (made.width, made.height) in sdxl.buckets()
+        assert made.width / made.height == pytest.approx(source.width / source.height, rel=0.15)  # still as wide
+        upscaled = await env.service.upscale(ADA, wide.job_id, 0)  # the same for an upscale (was refused)
+        bigger = (await asyncio.wait_for(upscaled.delivery(), TIMEOUT)).images[0]
+        assert (bigger.width // 2, bigger.height // 2) in sdxl.buckets() and bigger.width > 2 * bigger.height
 
 
 async def test_refusals_name_what_to_change_and_cost_no_quota(tmp_path: Path, shelf: ModelShelf) -> None:

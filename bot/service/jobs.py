@@ -49,6 +49,7 @@ from bot.service.tickets import (
 )
 from generation.core.errors import ImagineError, InvalidRequest
 from generation.core.request import GenerationRequest, GenerationResult, random_seed
+from generation.core.sizes import nearest_bucket
 from generation.scheduling.events import Done, Started
 from generation.scheduling.job import Job as QueueJob
 from storage import images, jobs, model_versions
@@ -168,6 +169,10 @@ class JobsPart(AcceptingPart):
             raise NotFound(f"Request {job_id} has no image {index + 1}.")
         base = self._request_from(source.request)
         base = replace(base, model=self._model_for("img2img", base.model))  # Flux: the SDXL default varies it
+        caps = self.caps_for(base.model)
+        if (base.width, base.height) not in caps.buckets():  # a size of the model that made it (Flux's 16:9)
+            width, height = nearest_bucket(base.width, base.height, caps.base_resolution)
+            base = replace(base, width=width, height=height)  # the nearest of this model's (cropped to fit)
         strength = self.config.variation_strength
         # img2img runs int(steps * strength) steps: take more steps when that would be none
         steps = next((s for s in sorted(self.caps_for(base.model).steps) if s >= base.steps and int(s * strength) >= 1),

@@ -80,9 +80,12 @@ class ToolboxPart(ServiceContext):
         strength = self.config.upscale_creative if mode == "creative" else self.config.upscale_subtle
         caps = self.caps_for(base.model)
         steps = next((s for s in sorted(caps.steps) if s >= base.steps and int(s * strength) >= 1), max(caps.steps))
+        width, height = image.width, image.height
+        if (width, height) not in caps.buckets():  # a size of the model that made it (Flux's 16:9): this one's nearest
+            width, height = nearest_bucket(width, height, caps.base_resolution)
         request = replace(
             base, kind="upscale", init_image=str(self.store.path_for(image.path).resolve()), strength=strength,
-            steps=steps, count=1, seed=image.seed, width=image.width * 2, height=image.height * 2,
+            steps=steps, count=1, seed=image.seed, width=width * 2, height=height * 2,
             variation_of=None, source=f"{job_id}#{index + 1}", mode=mode, refine=False,
             user_id=who.user_id, platform=who.platform,
         )
