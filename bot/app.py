@@ -109,7 +109,8 @@ def _start_executors(config: Config, configs: dict[str, tuple[ModelEntry, ModelC
         loader = functools.partial(with_previews, loader=loader, settings=config.preview)  # (not sent over Ray)
     if len(configs) > 1:  # the SDXL kinds get the LoRAs and upscaler; Flux loads plainly
         loader = functools.partial(shelf_factory, configs, functools.partial(load_model, sdxl_loader=loader),
-                                   config.generation.model_memory_gb)
+                                   config.generation.model_memory_gb,
+                                   loras=loras.caps_entries if loras is not None else ())
     if config.generation.backend == "ray":
         from generation.scheduling.ray_backend import RayExecutor
 

@@ -270,6 +270,47 @@ async def test_every_executor_gets_the_loras_local_workers_and_ray_replicas(lora
         await replica.worker.close()
 
 
+async def test_a_model_not_loaded_yet_takes_the_loras_and_runs_them(lora_dir: Path) -> None:
+    """Several models: a LoRA request for one not loaded yet is accepted (it was refused until
+    that model had loaded once) and runs with the LoRA on it."""
+    import functools
+
+    from generation.model.entries import ModelEntry, entry_configs
+    from generation.model.lora import catalog_for, load_with_loras
+    from generation.model.shelf import load_model, shelf_factory
+    from generation.scheduling.local import start_workers
+    from generation.scheduling.queue import GenerationQueue
+
+    settings = LoraSettings(dir=str(lora_dir))
+    catalog = catalog_for(settings, "tiny")
+    assert catalog is not None
+    configs = entry_configs(ModelConfig(name="tiny", device="cpu"),
+                            (ModelEntry("tiny", "tiny", default=True), ModelEntry("turbo", "tiny-turbo")))
+    sdxl = functools.partial(load_with_loras, settings=settings, catalog=catalog)
+    loader = functools.partial(shelf_factory, configs, functools.partial(load_model, sdxl_loader=sdxl), 0.0,
+                               loras=catalog.caps_entries)
+    workers = start_workers(ModelConfig(name="tiny", device="cpu"), ["cpu"], loader=loader)
+    queue = GenerationQueue(workers)
+    queue.start()
+    try:
+        caps = queue.pool.caps_for("turbo")
+        assert [name for name, _ in caps.loras] == ["ink", "neon", "pastel"]
+        request = caps.check(GenerationRequest("a fox", width=256, height=256, steps=1, seed=3, model="turbo",
+                                               loras=(("ink", 0.8),)))
+        assert request.lora_hashes  # the hashes filled in, as for the default model
+        result = await queue.submit(request).result()
+        assert len(result.images) == 1 and "turbo" in result.model, result.model
+        turbo = workers[0]._pipeline._loaded["turbo"]
+        assert turbo.loras is not None and "ink" in turbo.loras.catalog.loras  # attached when it loaded
+        with pytest.raises(InvalidRequest, match="ink"):  # an unknown name is still refused, naming the closest
+            caps.check(GenerationRequest("a fox", width=256, height=256, steps=1, seed=3, model="turbo",
+                                         loras=(("inc", 0.8),)))
+    finally:
+        await queue.close()
+        for worker in workers:
+            await worker.close()
+
+
 def test_a_lora_with_text_encoder_weights_on_two_step_count_unets(tmp_path: Path) -> None:
     """Each step count's UNet loads its own copy (and so do the shared text encoders): the second
     UNet's images equal a one-UNet pipeline's, and switching UNets never mixes the copies."""

@@ -71,11 +71,14 @@ class ModelShelf:
     """An ImagePipeline over several models, at most ``budget_gb`` of them loaded at a time."""
 
     def __init__(self, configs: Mapping[str, tuple[ModelEntry, ModelConfig]], loader: Callable[[ModelConfig], Any],
-                 *, budget_gb: float = 0.0, clock: Callable[[], float] = time.perf_counter) -> None:
+                 *, budget_gb: float = 0.0, clock: Callable[[], float] = time.perf_counter,
+                 loras: tuple[tuple[str, str], ...] = ()) -> None:
+        """``loras``: the scanned [lora] folder's (name, hash) entries, which the SDXL models accept
+        before they are loaded (so a LoRA request for a model not loaded yet is not refused)."""
         if budget_gb < 0:
             raise ValueError(f"generation.model_memory_gb must be 0 (no limit) or more, not {budget_gb}")
         self._configs = dict(configs)
-        self.catalogue: Catalogue = catalogue_of(self._configs)
+        self.catalogue: Catalogue = catalogue_of(self._configs, loras)
         self._loader = loader
         self.budget_gb = budget_gb
         self._clock = clock
@@ -203,9 +206,10 @@ class ModelShelf:
 
 
 def shelf_factory(configs: Mapping[str, tuple[ModelEntry, ModelConfig]], loader: Callable[[ModelConfig], Any],
-                  budget_gb: float, config: ModelConfig | None = None) -> ModelShelf:
+                  budget_gb: float, config: ModelConfig | None = None, *,
+                  loras: tuple[tuple[str, str], ...] = ()) -> ModelShelf:
     """A ModelShelf (module-level, so Ray can pickle ``functools.partial(shelf_factory, ...)``;
     ``config``: the device-specific ``[model]`` a local executor passes, whose device wins)."""
     if config is not None:
         configs = {n: (e, replace(c, device=config.device)) for n, (e, c) in configs.items()}
-    return ModelShelf(configs, loader, budget_gb=budget_gb)
+    return ModelShelf(configs, loader, budget_gb=budget_gb, loras=loras)
