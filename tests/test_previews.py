@@ -56,6 +56,47 @@ def test_final_image_is_identical_with_previews_on_and_off(previewing: Any) -> N
     assert not np.array_equal(np.asarray(steps[0][2][0]), np.asarray(steps[2][2][0]))
 
 
+def test_a_preview_shows_the_schedulers_estimate_of_the_finished_image(previewing: Any) -> None:
+    """What a preview decodes is the scheduler's estimate of the finished latents at that step
+    (its ``pred_original_sample``), not the noisy latents; the scheduler is left as it was."""
+    import torch
+
+    scheduler_class_step = type(previewing.pipe.scheduler).step
+    estimates: list[Any] = []
+    decoded: list[Any] = []
+    latents_seen: list[Any] = []
+    step = type(previewing.pipe.scheduler).step
+
+    def spying_step(self: Any, *args: Any, **kwargs: Any) -> Any:  # the scheduler's own, watched
+        out = step(self, *args, **kwargs)
+        estimates.append(out[1] if isinstance(out, tuple) else out.pred_original_sample)
+        latents_seen.append(out[0] if isinstance(out, tuple) else out.prev_sample)
+        return out
+
+    decode = previewing.previewer.decode
+
+    def spying_decode(latents: Any) -> list[Any]:
+        decoded.append(latents)
+        return decode(latents)
+
+    batch = Batch("txt2img", 256, 256, 4, (BatchItem("a lighthouse at dusk", "", 11),))
+    schedulers = {id(s): s for s in previewing._schedulers.values()}.values()
+    try:
+        for scheduler in schedulers:
+            type(scheduler).step = spying_step
+        previewing.previewer.decode = spying_decode
+        previewing.generate(batch, lambda *args: None)
+    finally:
+        for scheduler in schedulers:
+            type(scheduler).step = scheduler_class_step
+        previewing.previewer.decode = decode
+    assert len(decoded) == 3 and len(estimates) == 4  # previews after steps 1-3 of 4
+    for n in range(3):
+        assert decoded[n] is estimates[n]  # the estimate, not a copy of it
+        assert not torch.equal(decoded[n], latents_seen[n])  # and not the noisy latents
+    assert all("step" not in vars(s) for s in schedulers)  # nothing left on the scheduler
+
+
 def test_img2img_and_every_other_step(previewing: Any, tmp_path: Path) -> None:
     source = tmp_path / "start.png"
     Image.new("RGB", (256, 256), (30, 120, 200)).save(source)

@@ -40,6 +40,7 @@ from generation.model.model_config import (
     resolve_dtype,
 )
 from generation.core.request import ASPECT_RATIOS, KINDS, STEP_CHOICES, ModelCaps
+from generation.model.preview import denoised
 from generation.model.preview import step_callback as _progress
 from generation.model.prompting import encode_prompts
 from generation.model.speed import apply_speed_options, attention_backend, decode_latents
@@ -227,17 +228,18 @@ class LightningPipeline:
             whole = total * len(groups)
             for number, indices in enumerate(groups.values()):
                 part = {k: [v[i] for i in indices] if k == "image" else v for k, v in extra.items()}
-                out = pipe(
-                    prompt_embeds=torch.cat([embedded[i][0] for i in indices]),
-                    pooled_prompt_embeds=torch.cat([embedded[i][1] for i in indices]),
-                    num_inference_steps=batch.steps,
-                    guidance_scale=self.guidance,
-                    generator=[generators[i] for i in indices],
-                    output_type="latent",
-                    callback_on_step_end=_progress(on_step, should_stop, number * total, whole,
-                                                   self.previewer, indices),
-                    **part,
-                ).images
+                with denoised(pipe.scheduler, self.previewer is not None) as estimate:
+                    out = pipe(
+                        prompt_embeds=torch.cat([embedded[i][0] for i in indices]),
+                        pooled_prompt_embeds=torch.cat([embedded[i][1] for i in indices]),
+                        num_inference_steps=batch.steps,
+                        guidance_scale=self.guidance,
+                        generator=[generators[i] for i in indices],
+                        output_type="latent",
+                        callback_on_step_end=_progress(on_step, should_stop, number * total, whole,
+                                                       self.previewer, indices, estimate),
+                        **part,
+                    ).images
                 for row, index in enumerate(indices):
                     latents[index] = out[row:row + 1]
             return decode_latents(pipe, torch.cat(latents), self.config.vae_decode)
@@ -292,10 +294,11 @@ class LightningPipeline:
         """Zoom out, pan and edit: a masked region repainted, the rest kept (:mod:`.inpainting`)."""
         pipe: Any = self.inpaint
         self._ready(pipe, unet, batch)
-        with torch.inference_mode(), attention_backend(self.config.attention):
+        with torch.inference_mode(), attention_backend(self.config.attention), \
+                denoised(pipe.scheduler, self.previewer is not None) as estimate:
             return run_inpainting(pipe, batch, self.config,
                                   lambda done, whole, indices: _progress(on_step, should_stop, done, whole,
-                                                                         self.previewer, indices),
+                                                                         self.previewer, indices, estimate),
                                   guidance=self.guidance)
 
     def warm_up(self) -> None:

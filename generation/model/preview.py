@@ -1,4 +1,4 @@
-"""Live previews: the latents between denoising steps, decoded by the tiny SDXL autoencoder.
+"""Live previews: what the image is becoming between denoising steps, decoded by the tiny SDXL autoencoder.
 
     PreviewSettings   the ``[preview]`` table: on/off, every how many steps, which autoencoder, size
     Previewer         TAESD-XL (diffusers' ``AutoencoderTiny``, ``madebyollin/taesdxl``, a few MB)
@@ -6,12 +6,15 @@
     with_previews     a pipeline loader that attaches a Previewer (module-level: picklable for Ray)
     preview_jpeg      one job's preview images as one small JPEG (a 2-column grid for several)
     step_callback     the pipeline's ``callback_on_step_end``: progress, previews, stopping between steps
+    denoised          the scheduler's estimate of the finished latents after each step (what a preview shows)
 
 The pipeline (:mod:`generation.model.pipeline`) calls :meth:`Previewer.decode` from its step
 callback (``callback_on_step_end``) on the worker thread, between two steps, every
-``every_steps`` steps but the last (the final image follows it at once). The decode reads the
-latents and touches no random generator, so the final image is the same with previews on and
-off. What it costs is the decode itself: :attr:`Previewer.seconds` adds it up
+``every_steps`` steps but the last (the final image follows it at once). It decodes the
+scheduler's estimate of the finished latents at that step (:func:`denoised`), not the noisy
+latents themselves: early previews show the picture forming, blurry, rather than noise. The
+decode reads tensors and touches no random generator, so the final image is the same with
+previews on and off. What it costs is the decode itself: :attr:`Previewer.seconds` adds it up
 (``bench/preview_bench.py`` measures it).
 """
 
@@ -21,7 +24,8 @@ import io
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +36,7 @@ if TYPE_CHECKING:
     import torch
     from PIL.Image import Image
 
-__all__ = ["PREVIEW_SUBDIR", "PreviewSettings", "Previewer", "build_tiny_preview_vae", "load_previewer",
+__all__ = ["PREVIEW_SUBDIR", "PreviewSettings", "Previewer", "build_tiny_preview_vae", "denoised", "load_previewer",
            "preview_jpeg", "step_callback", "with_previews"]
 
 logger = logging.getLogger(__name__)
@@ -125,21 +129,56 @@ def preview_jpeg(images: Sequence[Image], quality: int = 70) -> bytes:
     return buffer.getvalue()
 
 
+@contextmanager
+def denoised(scheduler: Any, wanted: bool = True) -> Iterator[Callable[[], Any]]:
+    """While the block runs, the scheduler's estimate of the finished latents after each step
+    (``pred_original_sample`` of its ``step``: the Euler schedulers SDXL uses give it): what the
+    image is becoming, which a preview shows instead of the noise still in the latents. Read only:
+    ``step``'s result is passed on as it is. Yields a function returning the latest (None before
+    the first step, or for a scheduler that gives none)."""
+    latest: list[Any] = [None]
+    if not wanted:
+        yield lambda: None
+        return
+    own = vars(scheduler).get("step")  # an instance attribute already there (none normally)
+    original = scheduler.step
+
+    def step(*args: Any, **kwargs: Any) -> Any:
+        out = original(*args, **kwargs)
+        latest[0] = out[1] if isinstance(out, tuple) and len(out) > 1 else getattr(out, "pred_original_sample", None)
+        return out
+
+    scheduler.step = step
+    try:
+        yield lambda: latest[0]
+    finally:
+        if own is None:
+            del scheduler.step  # the class's method again
+        else:
+            scheduler.step = own
+
+
 def step_callback(
     on_step: StepCallback | None, should_stop: Callable[[], bool] | None, done: int, whole: int,
-    previewer: Any = None, indices: list[int] | None = None,
+    previewer: Any = None, indices: list[int] | None = None, estimate: Callable[[], Any] | None = None,
 ) -> Callable[..., dict[str, Any]]:
     """A diffusers step-end callback for a call that starts ``done`` steps into ``whole``; with a
-    ``previewer``, the call's latents (rows: the batch's items ``indices``) are decoded into live
-    previews on the steps it is due (read only: the step's latents go on unchanged)."""
+    ``previewer``, on the steps it is due, the call's rows (the batch's items ``indices``) are
+    decoded into live previews: the scheduler's ``estimate`` of the finished latents
+    (:func:`denoised`) when there is one, else the latents as they are (read only: the step's
+    latents go on unchanged)."""
 
     def step_end(pipe: Any, i: int, t: Any, tensors: dict[str, Any]) -> dict[str, Any]:
         step = done + i + 1
         if on_step is not None:
             previews = None
             if previewer is not None and indices and previewer.due(step, whole):
+                latents = tensors["latents"]
+                guess = estimate() if estimate is not None else None
+                if guess is not None and getattr(guess, "shape", None) == latents.shape:
+                    latents = guess
                 try:
-                    previews = dict(zip(indices, previewer.decode(tensors["latents"])))
+                    previews = dict(zip(indices, previewer.decode(latents)))
                 except Exception:  # noqa: BLE001 - a preview is best effort; the image goes on
                     logger.warning("preview decode failed at step %d of %d", step, whole, exc_info=True)
             if previews:
