@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--versus", metavar="REF", default=None,
                         help="a before/after against git REF: each round runs this tree and REF (a temporary "
                              "worktree), each in a fresh process, interleaved; writes service_bench_versus.json")
+    parser.add_argument("--tag", default="", help="with --versus: write service_bench_versus_TAG.json")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     if args.versus is not None:
@@ -266,7 +267,8 @@ def versus(args: argparse.Namespace, argv: list[str]) -> int:
               f"({min(ratios):.2f}-{max(ratios):.2f})")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "service_bench_versus.json").write_text(json.dumps(summary, indent=2) + "\n")
+    name = f"service_bench_versus_{args.tag}.json" if args.tag else "service_bench_versus.json"
+    (out / name).write_text(json.dumps(summary, indent=2) + "\n")
     return 0
 
 

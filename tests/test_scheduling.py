@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from generation.scheduling.policy import FairState, LaneView, TimeEstimator, assign, pick_batch, plan
+from generation.scheduling.policy import FairPolicy, FairState, LaneView, TimeEstimator, assign, pick_batch, plan
 
 
 @dataclass(eq=False)
@@ -127,6 +127,56 @@ def test_plan_runs_every_job_once_in_batches_of_one_shape_within_budget(jobs, bu
         assert batch, "plan never yields an empty batch"
         assert len({j.shape for j in batch}) == 1
         assert sum(j.images for j in batch) <= budget
+
+
+def _picked_one_at_a_time(jobs, state, budget, burst, patience):
+    remaining, batches = list(jobs), []
+    while remaining:
+        batch, state = pick_batch(remaining, state, max_images=budget, priority_burst=burst, patience=patience)
+        batches.append(batch)
+        chosen = {id(j) for j in batch}
+        remaining = [j for j in remaining if id(j) not in chosen]
+    return batches, state
+
+
+many_users = st.lists(
+    st.tuples(st.sampled_from("abcdefghij"), st.sampled_from([(1,), (2,), (3,), (4,)]), st.integers(1, 4),
+              st.booleans()),
+    max_size=60,
+).map(lambda rows: [Cand(u, i, shape, n, p) for i, (u, shape, n, p) in enumerate(rows)])
+states = st.builds(
+    lambda tick, served, streak, newest: FairState(tick, dict(served), streak, tuple(sorted(newest))),
+    st.integers(0, 50), st.lists(st.tuples(st.sampled_from("abcdefghij"), st.integers(-1, 50)), max_size=6),
+    st.integers(0, 4), st.lists(st.integers(-5, 70), max_size=40))
+
+
+@settings(max_examples=400, deadline=None)
+@given(jobs=many_users, budget=st.integers(1, 8), burst=st.integers(1, 4), state=states,
+       patience=st.sampled_from([None, 1, 2, 4, 8]))
+def test_the_one_pass_plan_is_exactly_picking_one_batch_at_a_time(jobs, budget, burst, state, patience) -> None:
+    """plan_fair (what the queue runs at every submit) gives the batches pick_batch gives, in the
+    same order, and leaves the same state: any queue, any starting state, any patience."""
+    from generation.scheduling.planning import plan_fair
+    from generation.scheduling.policy import _KEPT
+
+    jobs = [j for j in jobs if j.images <= budget]
+    expected, after = _picked_one_at_a_time(jobs, state, budget, burst, patience)
+    batches, (tick, served, streak, newest) = plan_fair(jobs, state, max_images=budget, priority_burst=burst,
+                                                        patience=patience, kept=_KEPT)
+    assert [[j.seq for j in b] for b in batches] == [[j.seq for j in b] for b in expected]
+    assert FairState(tick, served, streak, newest) == after
+    assert plan(jobs, state, max_images=budget, priority_burst=burst, policy=FairPolicy(patience)) == batches
+
+
+def test_a_long_queue_is_planned_in_one_pass() -> None:
+    """512 queued jobs (eight GPUs' backlog): the plan is the same as one pick at a time."""
+    import random
+
+    rng = random.Random(29)
+    jobs = [Cand(f"u{rng.randrange(200)}", i, (rng.choice([1, 2, 3, 4, 5, 6]),), rng.choice([1, 2, 3, 4]),
+                 rng.random() < 0.05) for i in range(512)]
+    expected, _ = _picked_one_at_a_time(jobs, FairState(), 8, 3, 4)
+    assert plan(jobs, FairState(), max_images=8, priority_burst=3) == expected
 
 
 @settings(max_examples=200, deadline=None)

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol, TypeVar
 
 from generation.core.request import Shape, denoising_steps
+from generation.scheduling.planning import plan_fair
 
 __all__ = ["DEFAULT_PATIENCE", "FAIR", "BatchPolicy", "Candidate", "FairPolicy", "FairState", "LaneView",
            "TimeEstimator", "assign", "pick_batch", "plan"]
@@ -191,7 +192,13 @@ def plan(
     queued: Sequence[C], state: FairState, *, max_images: int, priority_burst: int,
     policy: BatchPolicy = FAIR,
 ) -> list[list[C]]:
-    """Every batch the scheduler would run, in order, if nothing else arrived."""
+    """Every batch the scheduler would run, in order, if nothing else arrived.
+
+    The fair policy's plan is made in one pass (:func:`~generation.scheduling.planning.plan_fair`,
+    the same batches); any other policy is asked for one batch at a time."""
+    if isinstance(policy, FairPolicy) and type(policy).pick is FairPolicy.pick:
+        return plan_fair(queued, state, max_images=max_images, priority_burst=priority_burst,
+                         patience=policy.patience, kept=_KEPT)[0]
     remaining = list(queued)
     batches: list[list[C]] = []
     while remaining:
