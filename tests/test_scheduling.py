@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -263,3 +264,20 @@ def test_patience_lets_an_odd_shaped_job_lead_past_a_stream_of_newcomers() -> No
                 ran_at = pick
                 break
         assert ran_at == picks_until_it_runs
+
+
+def test_admission_says_which_cap_a_request_would_pass() -> None:
+    from generation.core.errors import InvalidRequest, QueueFull
+    from generation.scheduling.admission import check_caps, check_count
+
+    queued = [Cand("a", 0, images=3), Cand("a", 1, images=2), Cand("b", 2, images=4)]
+    check_caps(queued, "a", 3, per_user=8, total=12)  # 5 + 3 = 8 of a's 8, 9 + 3 = 12 of 12: taken
+    check_count(8, 8)
+    for call, error, says in (
+        (lambda: check_count(9, 8), InvalidRequest, "at most 8 images per request, not 9"),
+        (lambda: check_caps(queued, "a", 9, per_user=8, total=99), InvalidRequest, "at most 8 images at once"),
+        (lambda: check_caps(queued, "a", 4, per_user=8, total=99), QueueFull, "You already have 5 images queued"),
+        (lambda: check_caps(queued, "c", 4, per_user=8, total=12), QueueFull, "The queue is full (9 images waiting)"),
+    ):
+        with pytest.raises(error, match=re.escape(says)):
+            call()

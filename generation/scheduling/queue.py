@@ -7,9 +7,10 @@ running :class:`~generation.scheduling.job.Job` objects, runs the picked batches
 executors' progress and outcomes (:mod:`generation.scheduling.outcomes`) into job events; a
 step's live previews go to the jobs whose images they are, one small JPEG each.
 
-Size: under 500 lines: one class holds the runtime's whole state machine (submit,
-dispatch, settle, retry, cancel, shutdown), which reads best in one place; the per-model lookups
-of the catalogue (issue 25) are one-line delegations to the pool.
+One class holds the runtime's whole state machine (submit, dispatch, settle, retry, cancel,
+shutdown), which reads best in one place; what is not that state machine lives beside it: the
+back-pressure rules (:mod:`generation.scheduling.admission`), the /status snapshot
+(:mod:`generation.scheduling.snapshot`), the plan (:mod:`generation.scheduling.planning`).
 
 Several executors: an idle slot gets the next batch the ``policy`` (default: the fair one,
 :data:`~generation.scheduling.policy.FAIR`) picks among the queued jobs it can run, so fairness is
@@ -51,20 +52,22 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from generation.core.batch import Batch, BatchExecutor, BatchItem
 from generation.core.catalogue import Catalogue
-from generation.core.errors import GenerationFailed, ImagineError, InvalidRequest, QueueFull
+from generation.core.errors import GenerationFailed, ImagineError, QueueFull
 from generation.core.request import GenerationRequest, ModelCaps, Shape
 from generation.model.preview import preview_jpeg
 from generation.scheduling.events import (Cancelled, Done, EventCallback, Failed, JobEvent, Queued, ShuttingDown,
                                           Started, Step)
+from generation.scheduling.admission import check_caps, check_count
 from generation.scheduling.job import Job
 from generation.scheduling.outcomes import INTERNAL_ERROR, settle
 from generation.scheduling.policy import FAIR, BatchPolicy, FairState, TimeEstimator, pick_batch, plan
 from generation.scheduling.pool import ExecutorPool, RetryBatch, RunningBatch, Slot, model_id_of
+from generation.scheduling.snapshot import QueueSnapshot
 
 __all__ = ["Cancelled", "Done", "EventCallback", "Failed", "FairState", "GenerationQueue", "Job", "JobEvent",
            "Queued", "QueueSnapshot", "RunningBatch", "ShuttingDown", "Started", "Step", "TimeEstimator",
@@ -73,26 +76,6 @@ __all__ = ["Cancelled", "Done", "EventCallback", "Failed", "FairState", "Generat
 logger = logging.getLogger(__name__)
 
 _MAX_REMEMBERED_USERS = 10_000
-
-
-@dataclass(frozen=True)
-class QueueSnapshot:
-    """The queue at one moment, for /status and benchmarks."""
-
-    queued_jobs: int
-    queued_images: int
-    per_user: dict[str, int]  # queued images per user
-    order: tuple[str, ...]  # queued job ids in pick order
-    running_jobs: tuple[str, ...]
-    running_images: int
-    running_shape: Shape | None  # of the longest-running batch
-    running_elapsed: float
-    batches_run: int
-    accepting: bool
-    seconds_per_image: dict[Shape, float]
-    executors: int = 1  # slots in rotation
-    running_batches: int = 0
-    retries: int = 0  # batches run again after an executor failed
 
 
 class GenerationQueue:
@@ -195,16 +178,14 @@ class GenerationQueue:
         """
         if not self._accepting:
             raise QueueFull("The bot is shutting down and is not taking new images; try again in a minute.")
-        if request.count > self.max_batch_images:
-            raise InvalidRequest(
-                "count", f"This bot makes at most {self.max_batch_images} images per request, "
-                         f"not {request.count}.")
+        check_count(request.count, self.max_batch_images)
         job_id = job_id if job_id is not None else uuid.uuid4().hex[:12]
         if job_id in self._jobs:
             raise ValueError(f"job id {job_id!r} is already queued or running")
         user = f"{request.platform}:{request.user_id}"
         if not priority:
-            self._check_caps(user, request.count)
+            check_caps(self._queued.values(), user, request.count, per_user=self.max_queued_per_user,
+                       total=self.max_queued_images)
         job = Job(self, job_id, request.with_seed(), priority, next(self._seq), clock=self.clock)
         self._queued[job.id] = job
         self._jobs[job.id] = job
@@ -212,19 +193,6 @@ class GenerationQueue:
         self._refresh()
         self._wakeup.set()
         return job
-
-    def _check_caps(self, user: str, count: int) -> None:
-        mine = sum(j.images for j in self._queued.values() if j.user == user)
-        if count > self.max_queued_per_user:
-            raise InvalidRequest(
-                "count", f"You can queue at most {self.max_queued_per_user} images at once; ask for fewer.")
-        if mine + count > self.max_queued_per_user:
-            raise QueueFull(
-                f"You already have {mine} images queued (limit {self.max_queued_per_user}); "
-                "wait for them or /cancel one.")
-        total = self.queued_images
-        if total + count > self.max_queued_images:
-            raise QueueFull(f"The queue is full ({total} images waiting); try again in a minute.")
 
     # -- looking -------------------------------------------------------------------------------
 
@@ -280,27 +248,10 @@ class GenerationQueue:
         return self._jobs.get(job_id)
 
     def snapshot(self) -> QueueSnapshot:
-        per_user: dict[str, int] = {}
-        for job in self._queued.values():
-            per_user[job.user] = per_user.get(job.user, 0) + job.images
-        running = self.pool.running()
-        oldest = min(running, key=lambda r: r.started_at) if running else None
-        return QueueSnapshot(
-            queued_jobs=len(self._queued),
-            queued_images=self.queued_images,
-            per_user=per_user,
-            order=self._order,
-            running_jobs=tuple(j.id for r in running for j in r.jobs),
-            running_images=sum(len(r.batch.items) for r in running),
-            running_shape=oldest.batch.shape if oldest else None,
-            running_elapsed=oldest.elapsed if oldest else 0.0,
-            batches_run=self.batches_run,
-            accepting=self._accepting,
-            seconds_per_image=self.estimator.learned(),
-            executors=self.executors,
-            running_batches=len(running),
-            retries=self.retries,
-        )
+        return QueueSnapshot.of(self._queued.values(), self.pool.running(), order=self._order,
+                                batches_run=self.batches_run, accepting=self._accepting,
+                                seconds_per_image=self.estimator.learned(), executors=self.executors,
+                                retries=self.retries)
 
     def record_timing(self, shape: Shape, images: int, seconds: float, *, slot: int | None = None) -> None:
         """Teach the ETA estimate (queue-wide, or one slot's); the queue also learns by itself."""
